@@ -1,0 +1,64 @@
+// Package config turns a Docker-style daemon.json plus command-line flags into
+// a validated Config. Key and flag names follow dockerd's for everything
+// networking; a key given both in the file and as a flag is an error naming
+// the key, as dockerd does.
+package config
+
+import "net/netip"
+
+// AddressPool is one entry of default-address-pools: carve Base into
+// subnets of prefix length Size.
+type AddressPool struct {
+	Base netip.Prefix `json:"base"`
+	Size int          `json:"size"`
+}
+
+// Config is the daemon's effective configuration after merging file and flags.
+// Zero values are replaced by defaults in Load; fields are never nil maps/slices
+// where a default exists.
+type Config struct {
+	// Default bridge network ("bridge", Linux bridge tether0 unless Bridge says otherwise).
+	BIP                 string        // "bip": CIDR whose host part is the bridge address, e.g. 10.171.211.13/21. "" = choose.
+	Bridge              string        // "bridge"/-b: existing Linux bridge to use; "none" = no default network; "" = create tether0.
+	FixedCIDR           string        // "fixed-cidr": sub-range of the default subnet for sandboxes.
+	MTU                 int           // "mtu": 0 = 1500.
+	IP                  netip.Addr    // "ip": default host binding address for published ports (default 0.0.0.0).
+	ICC                 bool          // "icc": default true.
+	IPForward           bool          // "ip-forward": default true.
+	IPMasq              bool          // "ip-masq": default true.
+	IPTables            bool          // "iptables": default true.
+	UserlandProxy       bool          // "userland-proxy": default true.
+	DefaultAddressPools []AddressPool // "default-address-pools"; empty = Docker's defaults (see ipam.DefaultPools).
+	DefaultGateway      netip.Addr    // "default-gateway": gateway for sandboxes on the default network.
+
+	// Name resolution written into sandboxes' resolv.conf.
+	DNS       []netip.Addr // "dns"
+	DNSSearch []string     // "dns-search"
+	DNSOpts   []string     // "dns-opts"
+
+	// API listeners and TLS.
+	Hosts     []string // "hosts"/-H; default ["unix:///run/tether.sock"].
+	Group     string   // "group"/-G: group owning unix sockets.
+	TLS       *bool    // "tls"
+	TLSVerify *bool    // "tlsverify"
+	TLSCACert string   // "tlscacert"
+	TLSCert   string   // "tlscert"
+	TLSKey    string   // "tlskey"
+
+	// Cluster (overlay) store.
+	ClusterStore     string            // "cluster-store"
+	ClusterAdvertise string            // "cluster-advertise"
+	ClusterStoreOpts map[string]string // "cluster-store-opts"
+
+	// Daemon housekeeping.
+	DataRoot    string   // "data-root": default /var/lib/tether.
+	ExecRoot    string   // "exec-root": default /run/tether.
+	Pidfile     string   // "pidfile": default /run/tether.pid.
+	Debug       bool     // "debug"/-D
+	LogLevel    string   // "log-level": debug|info|warn|error, default info.
+	Labels      []string // "labels": key=value.
+	LiveRestore bool     // "live-restore"
+
+	// Warnings collected while loading (e.g. Docker keys outside networking that were ignored).
+	Warnings []string
+}
