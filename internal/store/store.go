@@ -19,6 +19,9 @@ var (
 	ErrConflict = errors.New("revision conflict")
 	// ErrLeaseNotFound: the lease expired or was revoked.
 	ErrLeaseNotFound = errors.New("lease not found")
+	// ErrCompacted: Watch was asked to replay from a revision older than the
+	// history the store still holds; List again and watch from now.
+	ErrCompacted = errors.New("revision compacted")
 )
 
 // LeaseID names a lease; keys attached to it are deleted when it expires.
@@ -103,7 +106,10 @@ type Store interface {
 	// and returns ErrConflict. It returns the revision of the write.
 	Txn(ctx context.Context, cmps []Cmp, ops []Op) (int64, error)
 	// Watch streams changes under prefix with revision > afterRev until ctx is
-	// done; the channel is closed then. afterRev 0 means "from now".
+	// done; the channel is closed then. afterRev 0 means "from now"; an
+	// afterRev older than the history the store keeps fails with
+	// ErrCompacted. The channel is also closed when the store closes or the
+	// watcher falls too far behind: List again and re-watch.
 	Watch(ctx context.Context, prefix string, afterRev int64) (<-chan Event, error)
 	// Grant creates a lease with the given TTL.
 	Grant(ctx context.Context, ttl time.Duration) (LeaseID, error)

@@ -1,0 +1,330 @@
+// Package bridge is the Linux bridge driver, Tether's docker0.
+//
+// Layout: one Linux bridge per network (tether0 for the default network,
+// tth-<id12> for others) holding the gateway address; per endpoint one veth
+// pair created from inside the sandbox's namespace with its peer placed
+// directly in the host namespace (one netlink request instead of create+move),
+// the host end enslaved to the bridge. IPv6 is turned off on the bridge and on
+// both veth ends: on IPv4-only bridges its link-local and multicast chatter is
+// flooded to every port and makes each attach slower than the one before.
+// Ownership is marked by name prefix and by the link alias "tether:<id>", so
+// restore and garbage collection can tell Tether's links from anyone else's.
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/tether-net/tether/internal/driver"
+)
+
+const (
+	// AliasPrefix marks links Tether created.
+	AliasPrefix = "tether:"
+	// HostIfPrefix starts the name of every host-side veth.
+	HostIfPrefix = "vth"
+)
+
+// Driver is the bridge driver. It works in the namespace its handle is bound
+// to (the daemon's "host" namespace).
+type Driver struct {
+	h *netlink.Handle
+}
+
+// New returns a bridge driver issuing netlink requests through h (nil: the
+// current namespace).
+func New(h *netlink.Handle) *Driver {
+	if h == nil {
+		h = &netlink.Handle{}
+	}
+	return &Driver{h: h}
+}
+
+func (d *Driver) Type() string { return "bridge" }
+
+// CreateNetwork makes the bridge, gives it the gateway address and brings it
+// up. Equivalent to `ip link add NAME type bridge; ip addr add GW/LEN dev NAME;
+// ip link set NAME up`. For an External bridge it only checks that the bridge
+// exists and is up.
+func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) error {
+	if n.External {
+		l, err := d.h.LinkByName(n.BridgeName)
+		if err != nil {
+			return fmt.Errorf("existing bridge %q: %w", n.BridgeName, err)
+		}
+		if _, ok := l.(*netlink.Bridge); !ok {
+			return fmt.Errorf("existing link %q is a %s, not a bridge", n.BridgeName, l.Type())
+		}
+		return d.h.LinkSetUp(l)
+	}
+	br, err := d.ensureBridge(n)
+	if err != nil {
+		return err
+	}
+	disableIPv6(n.BridgeName)
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: n.Gateway.AsSlice(), Mask: net.CIDRMask(n.Subnet.Bits(), 32)}}
+	if err := d.h.AddrReplace(br, addr); err != nil {
+		return fmt.Errorf("address %s on bridge %q: %w", addr.IPNet, n.BridgeName, err)
+	}
+	if err := d.h.LinkSetUp(br); err != nil {
+		return fmt.Errorf("bring up bridge %q: %w", n.BridgeName, err)
+	}
+	return nil
+}
+
+func (d *Driver) ensureBridge(n *driver.Network) (netlink.Link, error) {
+	if l, err := d.h.LinkByName(n.BridgeName); err == nil {
+		if l.Attrs().Alias != AliasPrefix+n.ID {
+			return nil, fmt.Errorf("bridge %q exists and is not Tether's network %q (alias %q)", n.BridgeName, n.Name, l.Attrs().Alias)
+		}
+		return l, nil
+	}
+	mtu := n.MTU
+	if mtu == 0 {
+		mtu = 1500
+	}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.BridgeName, MTU: mtu, Alias: AliasPrefix + n.ID}}
+	if err := d.h.LinkAdd(br); err != nil {
+		return nil, fmt.Errorf("create bridge %q: %w", n.BridgeName, err)
+	}
+	l, err := d.h.LinkByName(n.BridgeName)
+	if err != nil {
+		return nil, fmt.Errorf("find new bridge %q: %w", n.BridgeName, err)
+	}
+	// LinkAdd does not send IFLA_IFALIAS for bridges on every kernel; make sure.
+	if l.Attrs().Alias != AliasPrefix+n.ID {
+		if err := d.h.LinkSetAlias(l, AliasPrefix+n.ID); err != nil {
+			return nil, fmt.Errorf("mark bridge %q: %w", n.BridgeName, err)
+		}
+	}
+	return l, nil
+}
+
+// DeleteNetwork removes the bridge (never an External one). Equivalent to
+// `ip link del NAME`; a bridge that is gone is success.
+func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
+	if n.External {
+		return nil
+	}
+	l, err := d.h.LinkByName(n.BridgeName)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("find bridge %q: %w", n.BridgeName, err)
+	}
+	if l.Attrs().Alias != AliasPrefix+n.ID {
+		return fmt.Errorf("bridge %q is not Tether's network %q; left alone", n.BridgeName, n.Name)
+	}
+	if err := d.h.LinkDel(l); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete bridge %q: %w", n.BridgeName, err)
+	}
+	return nil
+}
+
+// Join creates the endpoint's veth pair and wires it:
+//
+//	(in sandbox) ip link add IFNAME mtu M address MAC type veth peer name vthXXXX netns HOST
+//	(host)       ip link set vthXXXX master BRIDGE alias tether:EP up [isolated on]
+//	(in sandbox) ip addr add ADDR dev IFNAME; ip link set IFNAME up; ip link set lo up
+//	             ip route add default via GW   (when ep.DefaultRoute)
+//
+// On failure everything done so far is undone.
+func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) (err error) {
+	br, err := d.h.LinkByName(n.BridgeName)
+	if err != nil {
+		return fmt.Errorf("find bridge %q: %w", n.BridgeName, err)
+	}
+	sb, err := openNS(nsPath)
+	if err != nil {
+		return err
+	}
+	defer sb.close()
+
+	peer, err := d.createVeth(sb, n, ep)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = d.h.LinkDel(peer) // deleting one end deletes the pair
+		}
+	}()
+	if err := d.wireHostEnd(peer, br, n, ep); err != nil {
+		return err
+	}
+	return configureSandboxEnd(sb, n, ep)
+}
+
+// createVeth creates the pair from inside the sandbox and returns the host end.
+// Host-side names are random; a collision is retried with another name.
+func (d *Driver) createVeth(sb *nsHandle, n *driver.Network, ep *driver.Endpoint) (netlink.Link, error) {
+	mtu := n.MTU
+	if mtu == 0 {
+		mtu = 1500
+	}
+	for try := 0; ; try++ {
+		if ep.HostIfName == "" || try > 0 {
+			ep.HostIfName = HostIfPrefix + randomHex(4)
+		}
+		veth := &netlink.Veth{
+			LinkAttrs:     netlink.LinkAttrs{Name: ep.IfName, MTU: mtu, HardwareAddr: ep.MAC},
+			PeerName:      ep.HostIfName,
+			PeerMTU:       uint32(mtu),
+			PeerNamespace: netlink.NsFd(int(selfNS)),
+		}
+		err := sb.h.LinkAdd(veth)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, unix.EEXIST) && try < 5 {
+			if _, lerr := sb.h.LinkByName(ep.IfName); lerr == nil {
+				return nil, fmt.Errorf("interface %q already exists in the sandbox", ep.IfName)
+			}
+			continue
+		}
+		return nil, fmt.Errorf("create veth %s/%s: %w", ep.IfName, ep.HostIfName, err)
+	}
+	// The peer's index changed on the move: look it up again by name.
+	peer, err := d.h.LinkByName(ep.HostIfName)
+	if err != nil {
+		return nil, fmt.Errorf("find host end %q: %w", ep.HostIfName, err)
+	}
+	return peer, nil
+}
+
+func (d *Driver) wireHostEnd(peer, br netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
+	disableIPv6(ep.HostIfName)
+	if err := d.h.LinkSetAlias(peer, AliasPrefix+ep.ID); err != nil {
+		return fmt.Errorf("mark %q: %w", ep.HostIfName, err)
+	}
+	if err := d.h.LinkSetMasterByIndex(peer, br.Attrs().Index); err != nil {
+		return fmt.Errorf("attach %q to bridge %q: %w", ep.HostIfName, n.BridgeName, err)
+	}
+	if !n.ICC {
+		if err := d.h.LinkSetIsolated(peer, true); err != nil {
+			return fmt.Errorf("isolate port %q: %w", ep.HostIfName, err)
+		}
+	}
+	if err := d.h.LinkSetUp(peer); err != nil {
+		return fmt.Errorf("bring up %q: %w", ep.HostIfName, err)
+	}
+	return nil
+}
+
+func configureSandboxEnd(sb *nsHandle, n *driver.Network, ep *driver.Endpoint) error {
+	link, err := sb.h.LinkByName(ep.IfName)
+	if err != nil {
+		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
+	}
+	_ = sb.sysctl("net/ipv6/conf/"+ep.IfName+"/disable_ipv6", "1")
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ep.Address.Addr().AsSlice(), Mask: net.CIDRMask(ep.Address.Bits(), 32)}}
+	if err := sb.h.AddrAdd(link, addr); err != nil {
+		return fmt.Errorf("address %s on %q: %w", ep.Address, ep.IfName, err)
+	}
+	if err := sb.h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bring up %q: %w", ep.IfName, err)
+	}
+	if lo, err := sb.h.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
+		if err := sb.h.LinkSetUp(lo); err != nil {
+			return fmt.Errorf("bring up lo: %w", err)
+		}
+	}
+	if ep.DefaultRoute && ep.Gateway.IsValid() && !n.Internal {
+		r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: ep.Gateway.AsSlice()}
+		if err := sb.h.RouteReplace(r); err != nil {
+			return fmt.Errorf("default route via %s: %w", ep.Gateway, err)
+		}
+	}
+	return nil
+}
+
+// Leave deletes the endpoint's veth pair (from the host end; deleting either
+// end removes both). A pair that is gone is success.
+func (d *Driver) Leave(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) error {
+	l, err := d.h.LinkByName(ep.HostIfName)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("find %q: %w", ep.HostIfName, err)
+	}
+	if l.Attrs().Alias != AliasPrefix+ep.ID {
+		return fmt.Errorf("link %q is not endpoint %.12s's; left alone", ep.HostIfName, ep.ID)
+	}
+	if err := d.h.LinkDel(l); err != nil && !isNotFound(err) {
+		return fmt.Errorf("delete %q: %w", ep.HostIfName, err)
+	}
+	return nil
+}
+
+// nsHandle is a netlink handle bound to a sandbox namespace, plus its fd.
+type nsHandle struct {
+	ns netns.NsHandle
+	h  *netlink.Handle
+}
+
+func openNS(path string) (*nsHandle, error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("open sandbox namespace %q: %w", path, err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return nil, fmt.Errorf("netlink handle in %q: %w", path, err)
+	}
+	return &nsHandle{ns: ns, h: h}, nil
+}
+
+func (s *nsHandle) close() {
+	s.h.Close()
+	s.ns.Close()
+}
+
+// sysctl writes a /proc/sys/net value inside the sandbox namespace. /proc/sys/net
+// shows the namespace of the thread that opens it, so the write happens on a
+// locked thread switched into the namespace.
+func (s *nsHandle) sysctl(key, value string) error {
+	return inNS(s.ns, func() error {
+		return os.WriteFile("/proc/sys/"+key, []byte(value), 0o644)
+	})
+}
+
+var selfNS = mustSelfNS()
+
+func mustSelfNS() netns.NsHandle {
+	ns, err := netns.Get()
+	if err != nil {
+		panic(fmt.Sprintf("open own network namespace: %v", err))
+	}
+	return ns
+}
+
+// disableIPv6 turns IPv6 off on a host-side link; failure (no IPv6 in the
+// kernel) only costs speed, so it is not an error.
+func disableIPv6(ifname string) {
+	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+ifname+"/disable_ipv6", []byte("1"), 0o644)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT) ||
+		strings.Contains(err.Error(), "not found")
+}

@@ -1,0 +1,59 @@
+// Package driver defines the narrow interface between the engine and the code
+// that builds a network's kernel objects. The engine owns records, addresses
+// and locking; a driver only turns a record into links, addresses and routes.
+package driver
+
+import (
+	"context"
+	"net"
+	"net/netip"
+)
+
+// Network is what a driver needs to know about a network.
+type Network struct {
+	ID         string
+	Name       string
+	BridgeName string       // Linux bridge name (bridge driver)
+	Subnet     netip.Prefix // IPv4 subnet
+	Gateway    netip.Addr   // address of the bridge, default route of sandboxes
+	MTU        int
+	ICC        bool // false: sandboxes on this network cannot reach each other (bridge port isolation)
+	Internal   bool // no default route out of the network
+	External   bool // the bridge existed before Tether: never delete it or change its addresses
+}
+
+// Endpoint is one sandbox's attachment to one network.
+type Endpoint struct {
+	ID           string
+	IfName       string // interface name inside the sandbox (eth0, eth1, ...)
+	HostIfName   string // host-side interface name (bridge driver), chosen by the driver when empty
+	Address      netip.Prefix
+	Gateway      netip.Addr
+	MAC          net.HardwareAddr
+	DefaultRoute bool // install the sandbox's default route through Gateway
+}
+
+// Driver builds and tears down the kernel side of networks and endpoints.
+// Every method is idempotent: creating what exists and deleting what is gone
+// succeed, so restore after a crash can call them blindly.
+type Driver interface {
+	// Type is the driver name as users write it ("bridge", "host", "null").
+	Type() string
+	// CreateNetwork makes (or adopts, when External) the network's kernel objects.
+	CreateNetwork(ctx context.Context, n *Network) error
+	// DeleteNetwork removes what CreateNetwork made.
+	DeleteNetwork(ctx context.Context, n *Network) error
+	// Join attaches the sandbox whose network namespace is at nsPath.
+	// It fills ep.HostIfName when the driver chose it.
+	Join(ctx context.Context, n *Network, ep *Endpoint, nsPath string) error
+	// Leave detaches the endpoint; a sandbox namespace that is gone is success.
+	Leave(ctx context.Context, n *Network, ep *Endpoint, nsPath string) error
+}
+
+// MACFromIP derives a locally administered unicast MAC from an IPv4 address,
+// the way Docker does (02:42:a.b.c.d), so an address keeps its MAC across
+// reconnects and neighbours' ARP caches stay valid.
+func MACFromIP(a netip.Addr) net.HardwareAddr {
+	b := a.As4()
+	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
+}

@@ -1,0 +1,443 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tether-net/tether/internal/driver"
+	"github.com/tether-net/tether/internal/ipam"
+	"github.com/tether-net/tether/internal/store"
+)
+
+// Docker's bridge driver options, by their Docker names.
+const (
+	OptBridgeName    = "com.docker.network.bridge.name"
+	OptICC           = "com.docker.network.bridge.enable_icc"
+	OptMasquerade    = "com.docker.network.bridge.enable_ip_masquerade"
+	OptHostBinding   = "com.docker.network.bridge.host_binding_ipv4"
+	OptMTU           = "com.docker.network.driver.mtu"
+	OptDefaultBridge = "com.docker.network.bridge.default_bridge"
+)
+
+// SubnetSpec is one IPAM config entry as the user wrote it; the engine parses
+// it so every error names its field.
+type SubnetSpec struct {
+	Subnet  string
+	IPRange string
+	Gateway string
+	Aux     map[string]string
+}
+
+// NetworkSpec is a request to create a network.
+type NetworkSpec struct {
+	Name        string
+	Driver      string
+	Internal    bool
+	Attachable  bool
+	EnableIPv6  bool
+	IPAMDriver  string
+	IPAMOptions map[string]string
+	Subnets     []SubnetSpec
+	Options     map[string]string
+	Labels      map[string]string
+}
+
+// CreateNetwork validates spec, picks a subnet when none is given, builds the
+// kernel objects and records the network. Nothing is left behind on failure.
+func (e *Engine) CreateNetwork(ctx context.Context, spec NetworkSpec) (*Network, error) {
+	n, sub, err := e.buildNetwork(spec)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.checkNewNetwork(n, len(spec.Subnets) > 0); err != nil {
+		return nil, err
+	}
+	if sub == nil && n.Driver == "bridge" {
+		if sub, err = e.chooseSubnet(n); err != nil {
+			return nil, err
+		}
+		n.Subnet, n.Gateway = sub.Config().Subnet, sub.Gateway()
+	}
+	if err := e.installNetwork(ctx, n, sub); err != nil {
+		return nil, err
+	}
+	e.events.publish(Event{Type: "network", Action: "create", ID: n.ID, Attrs: map[string]string{"name": n.Name, "type": n.Driver}})
+	return n, nil
+}
+
+// installNetwork builds the network's kernel objects and commits its records.
+// Called with e.mu held.
+func (e *Engine) installNetwork(ctx context.Context, n *Network, sub *ipam.Subnet) error {
+	d := e.drivers[n.Driver]
+	if err := d.CreateNetwork(ctx, driverNetwork(n)); err != nil {
+		return fmt.Errorf("create network %q: %w", n.Name, err)
+	}
+	ops := []store.Op{e.putJSON(keyNetworks+n.ID, n)}
+	if sub != nil {
+		b, err := sub.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		ops = append(ops, store.Put(keyIPAM+n.ID, b))
+	}
+	if err := e.commit(ctx, ops...); err != nil {
+		_ = d.DeleteNetwork(ctx, driverNetwork(n))
+		return fmt.Errorf("record network %q: %w", n.Name, err)
+	}
+	e.networks[n.ID] = &netState{rec: n, subnet: sub}
+	return nil
+}
+
+// buildNetwork turns a spec into a record and (when a subnet was given) its
+// allocator. Pure validation: no locks, no kernel.
+func (e *Engine) buildNetwork(spec NetworkSpec) (*Network, *ipam.Subnet, error) {
+	if err := validName("network name", spec.Name); err != nil {
+		return nil, nil, err
+	}
+	drv := spec.Driver
+	if drv == "" {
+		drv = "bridge"
+	}
+	switch drv {
+	case "bridge":
+	case "host", "null":
+		return nil, nil, forbiddenf("invalid driver %q: only one instance of the %q network is allowed", drv, map[string]string{"host": "host", "null": "none"}[drv])
+	case "overlay", "macvlan", "ipvlan":
+		return nil, nil, invalidf("invalid driver %q: not supported yet", drv)
+	default:
+		return nil, nil, invalidf("invalid driver %q: known drivers are bridge, host, null", drv)
+	}
+	if spec.EnableIPv6 {
+		return nil, nil, invalidf("invalid EnableIPv6: IPv6 networks are not supported yet")
+	}
+	if spec.IPAMDriver != "" && spec.IPAMDriver != "default" {
+		return nil, nil, invalidf("invalid IPAM driver %q: only \"default\" is supported", spec.IPAMDriver)
+	}
+	n := &Network{
+		ID: newID(), Name: spec.Name, Driver: drv, Created: time.Now().UTC(),
+		Internal: spec.Internal, Attachable: spec.Attachable,
+		IPAMDriver: "default", IPAMOpts: spec.IPAMOptions,
+		Options: maps.Clone(spec.Options), Labels: maps.Clone(spec.Labels),
+		ICC: true, Masquerade: true, MTU: e.cfg.MTU,
+	}
+	if n.Options == nil {
+		n.Options = map[string]string{}
+	}
+	if err := e.applyBridgeOptions(n); err != nil {
+		return nil, nil, err
+	}
+	if len(spec.Subnets) > 1 {
+		return nil, nil, invalidf("invalid IPAM config: more than one subnet is not supported yet")
+	}
+	if len(spec.Subnets) == 0 {
+		return n, nil, nil
+	}
+	sub, err := parseSubnet(spec.Subnets[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	c := sub.Config()
+	n.Subnet, n.IPRange, n.Gateway, n.Aux = c.Subnet, c.IPRange, c.Gateway, c.Aux
+	return n, sub, nil
+}
+
+func parseSubnet(s SubnetSpec) (*ipam.Subnet, error) {
+	var c ipam.SubnetConfig
+	var err error
+	if s.Subnet == "" {
+		if s.IPRange != "" || s.Gateway != "" || len(s.Aux) > 0 {
+			return nil, invalidf("invalid IPAM config: subnet is required when ip-range, gateway or aux-address is given")
+		}
+		return nil, nil
+	}
+	if c.Subnet, err = netip.ParsePrefix(s.Subnet); err != nil || !c.Subnet.Addr().Is4() {
+		return nil, invalidf("invalid subnet %q: not an IPv4 CIDR", s.Subnet)
+	}
+	if s.IPRange != "" {
+		if c.IPRange, err = netip.ParsePrefix(s.IPRange); err != nil {
+			return nil, invalidf("invalid ip-range %q: not a CIDR", s.IPRange)
+		}
+	}
+	if s.Gateway != "" {
+		if c.Gateway, err = netip.ParseAddr(s.Gateway); err != nil {
+			return nil, invalidf("invalid gateway %q: not an IP address", s.Gateway)
+		}
+	}
+	for name, a := range s.Aux {
+		addr, err := netip.ParseAddr(a)
+		if err != nil {
+			return nil, invalidf("invalid aux-address %s=%q: not an IP address", name, a)
+		}
+		if c.Aux == nil {
+			c.Aux = map[string]netip.Addr{}
+		}
+		c.Aux[name] = addr
+	}
+	sub, err := ipam.NewSubnet(c)
+	if err != nil {
+		return nil, kindf(KindInvalid, "%w", err)
+	}
+	return sub, nil
+}
+
+// unsupportedOptions are Docker network options Tether does not implement
+// yet; refusing them beats silently ignoring them.
+var unsupportedOptions = []string{
+	"com.docker.network.bridge.inhibit_ipv4",
+	"com.docker.network.bridge.gateway_mode_ipv4",
+	"com.docker.network.bridge.gateway_mode_ipv6",
+	"com.docker.network.container_iface_prefix",
+	"com.docker.network.bridge.trusted_host_interfaces",
+	"com.docker.network.enable_ipv4",
+	"com.docker.network.enable_ipv6",
+}
+
+func (e *Engine) applyBridgeOptions(n *Network) error {
+	o := n.Options
+	for _, k := range unsupportedOptions {
+		if _, ok := o[k]; ok {
+			return invalidf("invalid option %s: not supported yet", k)
+		}
+	}
+	if v, ok := o[OptBridgeName]; ok {
+		if len(v) > 15 {
+			return invalidf("invalid option %s=%q: a bridge name is at most 15 characters", OptBridgeName, v)
+		}
+		if !ifNameRE.MatchString(v) {
+			return invalidf("invalid option %s=%q: not a valid interface name", OptBridgeName, v)
+		}
+		n.BridgeName = v
+	} else {
+		n.BridgeName = "tth-" + n.ID[:11] // IFNAMSIZ: 15 characters at most
+	}
+	for _, b := range []struct {
+		key string
+		dst *bool
+	}{{OptICC, &n.ICC}, {OptMasquerade, &n.Masquerade}} {
+		if v, ok := o[b.key]; ok {
+			x, err := strconv.ParseBool(v)
+			if err != nil {
+				return invalidf("invalid option %s=%q: not a boolean", b.key, v)
+			}
+			*b.dst = x
+		}
+	}
+	if v, ok := o[OptHostBinding]; ok {
+		if a, err := netip.ParseAddr(v); err != nil || !a.Is4() {
+			return invalidf("invalid option %s=%q: not an IPv4 address", OptHostBinding, v)
+		}
+	}
+	if v, ok := o[OptMTU]; ok {
+		m, err := strconv.Atoi(v)
+		if err != nil || m < 68 || m > 65535 {
+			return invalidf("invalid option %s=%q: an MTU is an integer from 68 to 65535", OptMTU, v)
+		}
+		n.MTU = m
+	}
+	return nil
+}
+
+// checkNewNetwork refuses duplicates: name, bridge name, overlapping subnet.
+// Called with e.mu held.
+func (e *Engine) checkNewNetwork(n *Network, explicitSubnet bool) error {
+	for _, other := range e.networks {
+		o := other.rec
+		if o.Name == n.Name {
+			return conflictf("network with name %s already exists", n.Name)
+		}
+		if o.BridgeName != "" && o.BridgeName == n.BridgeName {
+			return conflictf("invalid option %s=%q: bridge already used by network %q", OptBridgeName, n.BridgeName, o.Name)
+		}
+		if explicitSubnet && o.Subnet.IsValid() && ipam.Overlaps(o.Subnet, n.Subnet) {
+			return forbiddenf("invalid subnet %s: overlaps subnet %s of network %q", n.Subnet, o.Subnet, o.Name)
+		}
+	}
+	if explicitSubnet || n.External {
+		return nil
+	}
+	if _, err := e.nl.LinkByName(n.BridgeName); err == nil {
+		return conflictf("invalid option %s=%q: a link with that name already exists", OptBridgeName, n.BridgeName)
+	}
+	return nil
+}
+
+// chooseSubnet picks the first pool subnet that overlaps no host route, no
+// host address and no existing network. Called with e.mu held.
+func (e *Engine) chooseSubnet(n *Network) (*ipam.Subnet, error) {
+	blockers, err := e.blockers()
+	if err != nil {
+		return nil, err
+	}
+	p, err := ipam.ChooseSubnet(e.pools(), blockers)
+	if err != nil {
+		return nil, forbiddenf("choose a subnet for network %q: %w", n.Name, err)
+	}
+	return ipam.NewSubnet(ipam.SubnetConfig{Subnet: p})
+}
+
+func (e *Engine) pools() []ipam.PoolSpec {
+	if len(e.cfg.DefaultAddressPools) == 0 {
+		return ipam.DefaultPools()
+	}
+	var ps []ipam.PoolSpec
+	for _, p := range e.cfg.DefaultAddressPools {
+		ps = append(ps, ipam.PoolSpec{Base: p.Base, Size: p.Size})
+	}
+	return ps
+}
+
+// blockers lists what occupies address space: host routes and addresses, and
+// the subnets of existing networks. Called with e.mu held.
+func (e *Engine) blockers() ([]ipam.Blocker, error) {
+	bs, err := ipam.HostBlockers(e.nl)
+	if err != nil {
+		return nil, fmt.Errorf("read host routes and addresses: %w", err)
+	}
+	for _, ns := range e.networks {
+		if ns.rec.Subnet.IsValid() {
+			bs = append(bs, ipam.Blocker{Prefix: ns.rec.Subnet, Source: fmt.Sprintf("network %q", ns.rec.Name)})
+		}
+	}
+	return bs, nil
+}
+
+// RemoveNetwork deletes a network without endpoints.
+func (e *Engine) RemoveNetwork(ctx context.Context, ref string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ns, err := e.lookupNetwork(ref)
+	if err != nil {
+		return err
+	}
+	return e.removeNetworkLocked(ctx, ns)
+}
+
+func (e *Engine) removeNetworkLocked(ctx context.Context, ns *netState) error {
+	n := ns.rec
+	if n.Predefined {
+		return forbiddenf("%s is a pre-defined network and cannot be removed", n.Name)
+	}
+	if users := e.endpointNames(n.ID); len(users) > 0 || ns.pending > 0 {
+		return forbiddenf("error while removing network: network %s has active endpoints (%s)", n.Name, strings.Join(users, ", "))
+	}
+	if err := e.drivers[n.Driver].DeleteNetwork(ctx, driverNetwork(n)); err != nil {
+		return fmt.Errorf("remove network %q: %w", n.Name, err)
+	}
+	sticky, err := e.st.List(ctx, keySticky+n.ID+"/")
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	ops := []store.Op{store.Delete(keyNetworks + n.ID), store.Delete(keyIPAM + n.ID)}
+	for _, kv := range sticky {
+		ops = append(ops, store.Delete(kv.Key))
+	}
+	if err := e.commit(ctx, ops...); err != nil {
+		return err
+	}
+	delete(e.networks, n.ID)
+	e.events.publish(Event{Type: "network", Action: "destroy", ID: n.ID, Attrs: map[string]string{"name": n.Name, "type": n.Driver}})
+	return nil
+}
+
+// endpointNames lists the sandboxes attached to a network. Called with e.mu held.
+func (e *Engine) endpointNames(netID string) []string {
+	var names []string
+	for _, sb := range e.sandboxes {
+		if sb.rec.endpointOn(netID) != nil {
+			names = append(names, sb.rec.Name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// lookupNetwork resolves a name or ID. Called with e.mu held.
+func (e *Engine) lookupNetwork(ref string) (*netState, error) {
+	return resolve("network", ref, e.networks,
+		func(n *netState) string { return n.rec.ID }, func(n *netState) string { return n.rec.Name })
+}
+
+// NetworkView is a network with its attached endpoints, for inspect and list.
+type NetworkView struct {
+	Network
+	Endpoints []EndpointView
+}
+
+// EndpointView is one endpoint as inspect shows it.
+type EndpointView struct {
+	Endpoint
+	SandboxID   string
+	SandboxName string
+}
+
+// Network returns one network with its endpoints.
+func (e *Engine) Network(ref string) (*NetworkView, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ns, err := e.lookupNetwork(ref)
+	if err != nil {
+		return nil, err
+	}
+	return e.viewLocked(ns), nil
+}
+
+// Networks returns every network, sorted by name.
+func (e *Engine) Networks() []*NetworkView {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]*NetworkView, 0, len(e.networks))
+	for _, ns := range e.networks {
+		out = append(out, e.viewLocked(ns))
+	}
+	slices.SortFunc(out, func(a, b *NetworkView) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (e *Engine) viewLocked(ns *netState) *NetworkView {
+	v := &NetworkView{Network: *ns.rec}
+	for _, sb := range e.sandboxes {
+		if ep := sb.rec.endpointOn(ns.rec.ID); ep != nil {
+			v.Endpoints = append(v.Endpoints, EndpointView{Endpoint: *ep, SandboxID: sb.rec.ID, SandboxName: sb.rec.Name})
+		}
+	}
+	slices.SortFunc(v.Endpoints, func(a, b EndpointView) int { return strings.Compare(a.SandboxName, b.SandboxName) })
+	return v
+}
+
+// PruneNetworks removes every user-defined network without endpoints for
+// which keep returns false, and returns their names.
+func (e *Engine) PruneNetworks(ctx context.Context, keep func(*Network) bool) ([]string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var removed []string
+	var errs []error
+	for _, ns := range e.networks {
+		n := ns.rec
+		if n.Predefined || len(e.endpointNames(n.ID)) > 0 || ns.pending > 0 || keep(n) {
+			continue
+		}
+		if err := e.removeNetworkLocked(ctx, ns); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, n.Name)
+	}
+	slices.Sort(removed)
+	return removed, errors.Join(errs...)
+}
+
+func driverNetwork(n *Network) *driver.Network {
+	return &driver.Network{
+		ID: n.ID, Name: n.Name, BridgeName: n.BridgeName, Subnet: n.Subnet, Gateway: n.Gateway,
+		MTU: n.MTU, ICC: n.ICC, Internal: n.Internal, External: n.External,
+	}
+}

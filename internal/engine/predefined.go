@@ -1,0 +1,178 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/tether-net/tether/internal/ipam"
+)
+
+// DefaultBridge is the Linux bridge of the default network, Tether's docker0.
+const DefaultBridge = "tether0"
+
+// ensurePredefined makes sure "host", "none" and (unless bridge is "none")
+// the default "bridge" network exist and match the configuration.
+func (e *Engine) ensurePredefined(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, p := range []struct{ name, drv string }{{"host", "host"}, {"none", "null"}} {
+		if e.findByName(p.name) != nil {
+			continue
+		}
+		n := &Network{ID: newID(), Name: p.name, Driver: p.drv, Created: time.Now().UTC(), Predefined: true,
+			IPAMDriver: "default", Options: map[string]string{}, Labels: map[string]string{}}
+		if err := e.installNetwork(ctx, n, nil); err != nil {
+			return err
+		}
+	}
+	return e.ensureDefaultLocked(ctx)
+}
+
+func (e *Engine) findByName(name string) *netState {
+	for _, ns := range e.networks {
+		if ns.rec.Name == name {
+			return ns
+		}
+	}
+	return nil
+}
+
+// ensureDefaultLocked reconciles the default network with bip, bridge,
+// fixed-cidr, mtu, icc and friends. An unchanged network is left exactly as
+// it is (its sandboxes keep running); a changed one is rebuilt only when no
+// sandbox uses it.
+func (e *Engine) ensureDefaultLocked(ctx context.Context) error {
+	cur := e.findByName("bridge")
+	if e.cfg.Bridge == "none" {
+		if cur == nil {
+			return nil
+		}
+		return e.replaceDefault(ctx, cur, "bridge is \"none\"")
+	}
+	want, err := e.desiredDefault(cur)
+	if err != nil {
+		return err
+	}
+	if cur != nil {
+		if sameDefault(cur.rec, want) {
+			return e.drivers["bridge"].CreateNetwork(ctx, driverNetwork(cur.rec))
+		}
+		if err := e.replaceDefault(ctx, cur, "its configuration changed"); err != nil {
+			return err
+		}
+	}
+	sub, err := ipam.NewSubnet(ipam.SubnetConfig{Subnet: want.Subnet, IPRange: want.IPRange, Gateway: want.Gateway})
+	if err != nil {
+		return fmt.Errorf("default network: %w", err)
+	}
+	if want.External {
+		// The user's bridge address is the gateway; nothing else on it is ours.
+		want.Gateway = sub.Gateway()
+	}
+	return e.installNetwork(ctx, want, sub)
+}
+
+func (e *Engine) replaceDefault(ctx context.Context, cur *netState, why string) error {
+	if users := e.endpointNames(cur.rec.ID); len(users) > 0 {
+		return fmt.Errorf("the default network must be rebuilt because %s, but sandboxes %v use it: remove them or restore the previous setting", why, users)
+	}
+	cur.rec.Predefined = false
+	if err := e.removeNetworkLocked(ctx, cur); err != nil {
+		cur.rec.Predefined = true
+		return err
+	}
+	e.log.Info("removed the default network", "reason", why, "bridge", cur.rec.BridgeName)
+	return nil
+}
+
+// desiredDefault computes the default network the configuration asks for.
+// Without bip or bridge the subnet of the current network is kept, so a
+// restart does not move sandboxes; only a first start chooses one.
+func (e *Engine) desiredDefault(cur *netState) (*Network, error) {
+	c := e.cfg
+	n := &Network{
+		ID: newID(), Name: "bridge", Driver: "bridge", Created: time.Now().UTC(),
+		IPAMDriver: "default", Predefined: true, Default: true,
+		BridgeName: DefaultBridge, MTU: c.MTU, ICC: c.ICC, Masquerade: c.IPMasq,
+		SandboxGateway: c.DefaultGateway, Labels: map[string]string{},
+	}
+	if cur != nil {
+		n.ID, n.Created = cur.rec.ID, cur.rec.Created
+	}
+	var err error
+	switch {
+	case c.Bridge != "":
+		n.BridgeName, n.External = c.Bridge, true
+		n.Subnet, n.Gateway, err = bridgeAddress(e.nl, c.Bridge)
+	case c.BIP != "":
+		n.Subnet, n.Gateway, err = ipam.ParseBIP(c.BIP)
+	case cur != nil:
+		n.Subnet, n.Gateway = cur.rec.Subnet, cur.rec.Gateway
+	default:
+		var sub *ipam.Subnet
+		if sub, err = e.chooseSubnet(n); err == nil {
+			n.Subnet, n.Gateway = sub.Config().Subnet, sub.Gateway()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("default network: %w", err)
+	}
+	if c.FixedCIDR != "" {
+		if n.IPRange, err = netip.ParsePrefix(c.FixedCIDR); err != nil {
+			return nil, fmt.Errorf("fixed-cidr %q: %w", c.FixedCIDR, err)
+		}
+	}
+	n.Options = map[string]string{
+		OptDefaultBridge: "true",
+		OptICC:           strconv.FormatBool(c.ICC),
+		OptMasquerade:    strconv.FormatBool(c.IPMasq),
+		OptHostBinding:   hostBinding(c.IP),
+		OptBridgeName:    n.BridgeName,
+		OptMTU:           strconv.Itoa(c.MTU),
+	}
+	return n, nil
+}
+
+func hostBinding(a netip.Addr) string {
+	if !a.IsValid() {
+		return "0.0.0.0"
+	}
+	return a.String()
+}
+
+func sameDefault(a, b *Network) bool {
+	return a.BridgeName == b.BridgeName && a.External == b.External && a.Subnet == b.Subnet &&
+		a.Gateway == b.Gateway && a.IPRange == b.IPRange && a.MTU == b.MTU && a.ICC == b.ICC &&
+		a.Masquerade == b.Masquerade && a.SandboxGateway == b.SandboxGateway && maps.Equal(a.Options, b.Options)
+}
+
+// bridgeAddress reads the first IPv4 address of an existing bridge: its
+// subnet is the network's, the address is the gateway.
+func bridgeAddress(h *netlink.Handle, name string) (netip.Prefix, netip.Addr, error) {
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("bridge %q: %w", name, err)
+	}
+	if _, ok := l.(*netlink.Bridge); !ok {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("bridge %q: link is a %s, not a bridge", name, l.Type())
+	}
+	addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("addresses of bridge %q: %w", name, err)
+	}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		return netip.PrefixFrom(ip, ones).Masked(), ip, nil
+	}
+	return netip.Prefix{}, netip.Addr{}, fmt.Errorf("bridge %q has no IPv4 address: add one (ip addr add 192.168.5.1/24 dev %s) or use bip instead", name, name)
+}

@@ -1,0 +1,187 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tether-net/tether/internal/proc"
+)
+
+// ExecSpec asks for a process in a sandbox.
+type ExecSpec struct {
+	Args   []string
+	Env    []string
+	Dir    string
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Detach sends output to the sandbox's output.log instead of Stdout/Stderr.
+	Detach bool
+	// Main marks the sandbox's main process: with AutoRemove, the sandbox is
+	// removed when it exits.
+	Main bool
+}
+
+// Running is a process Tether started; Done is closed when it has exited
+// and ExitCode is then valid.
+type Running struct {
+	PID      int
+	Done     chan struct{}
+	ExitCode int
+}
+
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Exec starts a command inside a sandbox's network, mount and UTS namespaces.
+func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, error) {
+	if len(x.Args) == 0 || x.Args[0] == "" {
+		return nil, invalidf("invalid command: empty")
+	}
+	sb, err := e.lockSandbox(ref)
+	if err != nil {
+		return nil, err
+	}
+	defer sb.op.Unlock()
+	spec := proc.Spec{
+		NetNS: sb.rec.NetNS, MntNS: sb.rec.MntNS, UTSNS: sb.rec.UTSNS,
+		Args: x.Args, Env: append([]string{defaultPath, "HOSTNAME=" + sb.rec.Hostname}, x.Env...), Dir: x.Dir,
+		Stdin: x.Stdin, Stdout: x.Stdout, Stderr: x.Stderr,
+	}
+	var logf *os.File
+	if x.Detach {
+		logf, err = os.OpenFile(filepath.Join(e.sbDir, sb.rec.ID, "output.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("open output log of %q: %w", sb.rec.Name, err)
+		}
+		spec.Stdin, spec.Stdout, spec.Stderr = nil, logf, logf
+	}
+	p, err := proc.Start(spec)
+	if logf != nil {
+		logf.Close() // the child holds its own copy
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start %q in sandbox %q: %w", x.Args[0], sb.rec.Name, err)
+	}
+	r := &Running{PID: p.Pid, Done: make(chan struct{})}
+	rec := ProcRecord{PID: p.Pid, StartTime: procStartTime(p.Pid), Args: x.Args, Main: x.Main}
+	e.mu.Lock()
+	sb.procs[p.Pid] = p
+	sb.rec.Procs = append(sb.rec.Procs, rec)
+	err = e.commit(ctx, e.putJSON(keySandboxes+sb.rec.ID, sb.rec))
+	e.mu.Unlock()
+	if err != nil {
+		e.log.Warn("record process", "sandbox", sb.rec.Name, "pid", p.Pid, "err", err)
+	}
+	go e.reap(sb, p, r, x.Main)
+	return r, nil
+}
+
+// reap waits for a process, forgets it, and removes an auto-remove sandbox
+// when its main process has exited.
+func (e *Engine) reap(sb *sbState, p *proc.Process, r *Running, main bool) {
+	code, err := p.Wait()
+	if err != nil {
+		e.log.Debug("wait", "pid", p.Pid, "err", err)
+	}
+	r.ExitCode = code
+	ctx := context.Background()
+	sb.op.Lock()
+	if !sb.gone {
+		e.mu.Lock()
+		delete(sb.procs, p.Pid)
+		kept := sb.rec.Procs[:0]
+		for _, pr := range sb.rec.Procs {
+			if pr.PID != p.Pid {
+				kept = append(kept, pr)
+			}
+		}
+		sb.rec.Procs = kept
+		if err := e.commit(ctx, e.putJSON(keySandboxes+sb.rec.ID, sb.rec)); err != nil {
+			e.log.Warn("record process exit", "sandbox", sb.rec.Name, "err", err)
+		}
+		e.mu.Unlock()
+		if main && sb.rec.AutoRemove {
+			e.killProcs(sb)
+			if err := e.removeLocked(ctx, sb); err != nil {
+				e.log.Warn("auto-remove sandbox", "sandbox", sb.rec.Name, "err", err)
+			}
+		}
+	}
+	sb.op.Unlock()
+	close(r.Done)
+}
+
+// liveProcs lists the recorded processes that still run (PID and start time
+// both match, so a reused PID is never mistaken for ours).
+func (e *Engine) liveProcs(sb *sbState) []int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var live []int
+	for _, pr := range sb.rec.Procs {
+		if pr.StartTime != 0 && procStartTime(pr.PID) == pr.StartTime {
+			live = append(live, pr.PID)
+		}
+	}
+	return live
+}
+
+// killProcs sends SIGKILL to the live processes Tether started in the
+// sandbox and waits briefly for them to go.
+func (e *Engine) killProcs(sb *sbState) {
+	pids := e.liveProcs(sb)
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pr := range pids {
+		for time.Now().Before(deadline) {
+			e.mu.Lock()
+			_, ours := sb.procs[pr]
+			e.mu.Unlock()
+			if !ours && !procExists(pr) {
+				break
+			}
+			if ours && !procExists(pr) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+func procExists(pid int) bool {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// A zombie has exited; it only waits for its parent to reap it.
+	i := strings.LastIndexByte(string(st), ')')
+	return i < 0 || i+2 >= len(st) || st[i+2] != 'Z'
+}
+
+// procStartTime reads field 22 of /proc/PID/stat (start time in clock ticks
+// since boot); 0 when the process is gone.
+func procStartTime(pid int) uint64 {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(st)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	fields := strings.Fields(s[i+1:])
+	if len(fields) < 20 {
+		return 0
+	}
+	v, _ := strconv.ParseUint(fields[19], 10, 64)
+	return v
+}

@@ -1,0 +1,608 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tether-net/tether/internal/driver"
+	"github.com/tether-net/tether/internal/ipam"
+	"github.com/tether-net/tether/internal/netns"
+	"github.com/tether-net/tether/internal/proc"
+	"github.com/tether-net/tether/internal/store"
+)
+
+// AttachSpec asks for one network attachment.
+type AttachSpec struct {
+	Network string   // name or ID
+	IP      string   // static IPv4 address; empty = allocate (sticky first)
+	Aliases []string // network-scoped names
+}
+
+// SandboxSpec asks for a sandbox: a new one, or one adopted from another
+// runtime by PID or namespace path.
+type SandboxSpec struct {
+	Name       string
+	Hostname   string
+	Networks   []AttachSpec // in order: eth0, eth1, ...; empty means the default network
+	PID        int          // adopt the network namespace of this process
+	NetNSPath  string       // adopt this network namespace file
+	AutoRemove bool         // remove when the main process exits
+}
+
+// CreateSandbox makes (or adopts) a sandbox and attaches its networks. On any
+// failure everything it did is undone.
+func (e *Engine) CreateSandbox(ctx context.Context, spec SandboxSpec) (_ *Sandbox, err error) {
+	rec, nets, err := e.planSandbox(spec)
+	if err != nil {
+		return nil, err
+	}
+	sb := &sbState{rec: rec, procs: map[int]*proc.Process{}}
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	e.mu.Lock()
+	for _, other := range e.sandboxes {
+		if other.rec.Name == rec.Name {
+			e.mu.Unlock()
+			return nil, conflictf("sandbox name %q is already in use by sandbox %.12s", rec.Name, other.rec.ID)
+		}
+	}
+	e.sandboxes[rec.ID] = sb
+	e.mu.Unlock()
+	defer func() {
+		if err != nil {
+			if rerr := e.removeLocked(context.WithoutCancel(ctx), sb); rerr != nil {
+				e.log.Warn("roll back sandbox", "sandbox", rec.Name, "err", rerr)
+			}
+		}
+	}()
+	if err := e.buildNamespaces(ctx, rec); err != nil {
+		return nil, err
+	}
+	for i, a := range nets {
+		if err := e.connectLocked(ctx, sb, a.ns, spec.Networks[i]); err != nil {
+			return nil, err
+		}
+	}
+	if len(nets) == 0 {
+		if err := e.saveSandbox(ctx, sb); err != nil {
+			return nil, err
+		}
+	}
+	return e.copySandbox(sb), nil
+}
+
+type plannedAttach struct{ ns *netState }
+
+// planSandbox validates a spec into a record and the networks to attach.
+func (e *Engine) planSandbox(spec SandboxSpec) (*Sandbox, []plannedAttach, error) {
+	id := newID()
+	rec := &Sandbox{ID: id, Name: spec.Name, Hostname: spec.Hostname, Created: time.Now().UTC(), AutoRemove: spec.AutoRemove}
+	if rec.Name == "" {
+		rec.Name = "sb-" + id[:10]
+	}
+	if err := validName("sandbox name", rec.Name); err != nil {
+		return nil, nil, err
+	}
+	if rec.Hostname == "" {
+		rec.Hostname = id[:12]
+	}
+	if err := validName("hostname", rec.Hostname); err != nil {
+		return nil, nil, err
+	}
+	if err := e.planAdoption(rec, spec); err != nil {
+		return nil, nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(spec.Networks) == 0 && !rec.Adopted {
+		if e.findByName("bridge") != nil {
+			spec.Networks = []AttachSpec{{Network: "bridge"}}
+		}
+	}
+	var out []plannedAttach
+	seen := map[string]bool{}
+	for _, a := range spec.Networks {
+		ns, err := e.lookupNetwork(a.Network)
+		if err != nil {
+			return nil, nil, err
+		}
+		if seen[ns.rec.ID] {
+			return nil, nil, invalidf("invalid networks: %q is given twice", ns.rec.Name)
+		}
+		seen[ns.rec.ID] = true
+		if ns.rec.Driver == "host" || ns.rec.Driver == "null" {
+			if len(spec.Networks) > 1 {
+				return nil, nil, invalidf("invalid networks: the %q network cannot be combined with others", ns.rec.Name)
+			}
+			if rec.Adopted {
+				return nil, nil, invalidf("invalid networks: an adopted sandbox has its own namespace and cannot join %q", ns.rec.Name)
+			}
+			rec.HostNet = ns.rec.Driver == "host"
+		}
+		out = append(out, plannedAttach{ns: ns})
+	}
+	return rec, out, nil
+}
+
+func (e *Engine) planAdoption(rec *Sandbox, spec SandboxSpec) error {
+	switch {
+	case spec.PID != 0 && spec.NetNSPath != "":
+		return invalidf("invalid adoption: give pid or netns, not both")
+	case spec.PID < 0:
+		return invalidf("invalid pid %d", spec.PID)
+	case spec.PID > 0:
+		rec.NetNS = fmt.Sprintf("/proc/%d/ns/net", spec.PID)
+		if _, err := os.Stat(rec.NetNS); err != nil {
+			return invalidf("invalid pid %d: no such process", spec.PID)
+		}
+		rec.AdoptedPID = spec.PID
+	case spec.NetNSPath != "":
+		if !filepath.IsAbs(spec.NetNSPath) {
+			return invalidf("invalid netns %q: not an absolute path", spec.NetNSPath)
+		}
+		if !netns.IsNSFile(spec.NetNSPath) {
+			return invalidf("invalid netns %q: not a network namespace file", spec.NetNSPath)
+		}
+		rec.NetNS = spec.NetNSPath
+	default:
+		return nil
+	}
+	ino, err := inode(rec.NetNS)
+	if err != nil {
+		return invalidf("invalid netns %q: %v", rec.NetNS, err)
+	}
+	rec.Adopted, rec.NSInode = true, ino
+	return nil
+}
+
+func inode(path string) (uint64, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino, nil
+}
+
+// buildNamespaces creates a new sandbox's network, mount and UTS namespaces
+// (nothing for adopted ones: they keep what their runtime gave them).
+func (e *Engine) buildNamespaces(ctx context.Context, rec *Sandbox) error {
+	if rec.Adopted {
+		return nil
+	}
+	base := filepath.Join(e.nsDir, rec.ID)
+	if rec.HostNet {
+		rec.NetNS = e.hostNSPath()
+	} else {
+		rec.NetNS = base + ".net"
+		if err := netns.Create(rec.NetNS); err != nil {
+			return fmt.Errorf("create network namespace of %q: %w", rec.Name, err)
+		}
+	}
+	rec.MntNS, rec.UTSNS = base+".mnt", base+".uts"
+	if err := e.writeFiles(rec); err != nil {
+		return err
+	}
+	spec := proc.Spec{NetNS: rec.NetNS, MntNS: rec.MntNS, UTSNS: rec.UTSNS, Hostname: rec.Hostname, Files: e.sandboxFiles(rec.ID)}
+	if err := proc.Setup(spec, e.nsDir); err != nil {
+		return fmt.Errorf("create mount and UTS namespaces of %q: %w", rec.Name, err)
+	}
+	return nil
+}
+
+// Connect attaches a sandbox to a network.
+func (e *Engine) Connect(ctx context.Context, netRef, sbRef string, a AttachSpec) error {
+	sb, err := e.lockSandbox(sbRef)
+	if err != nil {
+		return err
+	}
+	defer sb.op.Unlock()
+	e.mu.Lock()
+	ns, err := e.lookupNetwork(netRef)
+	e.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return e.connectLocked(ctx, sb, ns, a)
+}
+
+// lockSandbox resolves a sandbox and takes its operation lock.
+func (e *Engine) lockSandbox(ref string) (*sbState, error) {
+	e.mu.Lock()
+	sb, err := e.lookupSandbox(ref)
+	e.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	sb.op.Lock()
+	if sb.gone {
+		sb.op.Unlock()
+		return nil, notFoundf("sandbox %s not found", ref)
+	}
+	return sb, nil
+}
+
+func (e *Engine) lookupSandbox(ref string) (*sbState, error) {
+	return resolve("sandbox", ref, e.sandboxes,
+		func(s *sbState) string { return s.rec.ID }, func(s *sbState) string { return s.rec.Name })
+}
+
+// connectLocked does the attach with sb.op held: address and interface name
+// under e.mu, kernel work outside it, then one store transaction.
+func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a AttachSpec) (err error) {
+	ep, err := e.reserveEndpoint(ctx, sb, ns, a)
+	if err != nil {
+		return err
+	}
+	drv := e.drivers[ns.rec.Driver]
+	dn := driverNetwork(ns.rec)
+	dep := driverEndpoint(ep)
+	dep.DefaultRoute = len(sb.rec.Endpoints) == 0
+	if ns.rec.SandboxGateway.IsValid() {
+		dep.Gateway = ns.rec.SandboxGateway
+	}
+	joined := false
+	defer func() {
+		if err == nil {
+			return
+		}
+		if joined {
+			_ = drv.Leave(context.WithoutCancel(ctx), dn, dep, sb.rec.NetNS)
+		}
+		e.mu.Lock()
+		ns.pending--
+		if ns.subnet != nil && ep.Address.IsValid() {
+			ns.subnet.Release(ep.Address.Addr())
+		}
+		e.mu.Unlock()
+	}()
+	if ns.rec.Driver == "bridge" {
+		if err := drv.Join(ctx, dn, dep, sb.rec.NetNS); err != nil {
+			return fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err)
+		}
+		joined = true
+		ep.HostIfName = dep.HostIfName
+	}
+	if err := e.commitEndpoint(ctx, sb, ns, ep); err != nil {
+		return err
+	}
+	if !sb.rec.Adopted {
+		if err := e.writeFiles(sb.rec); err != nil {
+			e.log.Warn("update sandbox files", "sandbox", sb.rec.Name, "err", err)
+		}
+	}
+	e.events.publish(Event{Type: "network", Action: "connect", ID: ns.rec.ID,
+		Attrs: map[string]string{"name": ns.rec.Name, "type": ns.rec.Driver, "container": sb.rec.ID}})
+	return nil
+}
+
+// reserveEndpoint checks the attach is allowed and reserves its address and
+// interface name.
+func (e *Engine) reserveEndpoint(ctx context.Context, sb *sbState, ns *netState, a AttachSpec) (*Endpoint, error) {
+	for _, al := range a.Aliases {
+		if err := validName("alias", al); err != nil {
+			return nil, err
+		}
+	}
+	var static netip.Addr
+	if a.IP != "" {
+		var err error
+		if static, err = netip.ParseAddr(a.IP); err != nil || !static.Is4() {
+			return nil, invalidf("invalid ip %q: not an IPv4 address", a.IP)
+		}
+	}
+	sticky := e.stickyAddr(ctx, ns.rec.ID, sb.rec.Name)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.checkAttach(sb, ns, static); err != nil {
+		return nil, err
+	}
+	ep := &Endpoint{ID: newID(), NetworkID: ns.rec.ID, Aliases: a.Aliases, Created: time.Now().UTC(), StaticIP: static.IsValid()}
+	if ns.subnet != nil {
+		addr, err := e.allocate(ns, static, sticky)
+		if err != nil {
+			return nil, err
+		}
+		ep.Address = netip.PrefixFrom(addr, ns.rec.Subnet.Bits())
+		ep.Gateway = ns.rec.Gateway
+		ep.MAC = driverMAC(addr)
+		ep.IfName = nextIfName(sb.rec)
+	}
+	ns.pending++
+	return ep, nil
+}
+
+func (e *Engine) checkAttach(sb *sbState, ns *netState, static netip.Addr) error {
+	r := sb.rec
+	if r.endpointOn(ns.rec.ID) != nil {
+		return conflictf("sandbox %q is already connected to network %q", r.Name, ns.rec.Name)
+	}
+	special := ns.rec.Driver == "host" || ns.rec.Driver == "null"
+	if r.HostNet && ns.rec.Driver != "host" {
+		return forbiddenf("sandbox %q shares the host's network namespace and cannot join network %q", r.Name, ns.rec.Name)
+	}
+	if special && len(r.Endpoints) > 0 {
+		return forbiddenf("sandbox %q is connected to other networks and cannot join %q", r.Name, ns.rec.Name)
+	}
+	for _, ep := range r.Endpoints {
+		if d := e.networks[ep.NetworkID]; d != nil && d.rec.Driver == "null" {
+			return forbiddenf("sandbox %q is on the \"none\" network and cannot join %q", r.Name, ns.rec.Name)
+		}
+	}
+	if special && ns.rec.Driver == "host" && !r.HostNet {
+		return forbiddenf("sandbox %q has its own network namespace and cannot join the host network", r.Name)
+	}
+	if static.IsValid() && ns.subnet == nil {
+		return invalidf("invalid ip %s: network %q has no addresses", static, ns.rec.Name)
+	}
+	return nil
+}
+
+// allocate takes the static address, else the sandbox's previous address on
+// this network when it is free (sticky), else the next free one.
+func (e *Engine) allocate(ns *netState, static, sticky netip.Addr) (netip.Addr, error) {
+	if static.IsValid() {
+		a, err := ns.subnet.Allocate(static)
+		switch {
+		case errors.Is(err, ipam.ErrAddrInUse):
+			return netip.Addr{}, conflictf("address %s is already in use on network %q", static, ns.rec.Name)
+		case err != nil:
+			return netip.Addr{}, invalidf("invalid ip %s for network %q: %v", static, ns.rec.Name, err)
+		}
+		return a, nil
+	}
+	if sticky.IsValid() && ns.rec.Subnet.Contains(sticky) && !ns.subnet.InUse(sticky) {
+		if a, err := ns.subnet.Allocate(sticky); err == nil {
+			return a, nil
+		}
+	}
+	a, err := ns.subnet.Allocate(netip.Addr{})
+	if errors.Is(err, ipam.ErrNoAddress) {
+		return netip.Addr{}, forbiddenf("network %q has no free address left in %s", ns.rec.Name, ns.rec.Subnet)
+	}
+	return a, err
+}
+
+func (e *Engine) stickyAddr(ctx context.Context, netID, name string) netip.Addr {
+	kv, err := e.st.Get(ctx, keySticky+netID+"/"+name)
+	if err != nil {
+		return netip.Addr{}
+	}
+	a, _ := netip.ParseAddr(string(kv.Value))
+	return a
+}
+
+func nextIfName(sb *Sandbox) string {
+	used := map[string]bool{}
+	for _, ep := range sb.Endpoints {
+		used[ep.IfName] = true
+	}
+	for i := 0; ; i++ {
+		if n := fmt.Sprintf("eth%d", i); !used[n] {
+			return n
+		}
+	}
+}
+
+// commitEndpoint records the endpoint: sandbox record, the network's
+// allocator and the sticky address in one store transaction.
+func (e *Engine) commitEndpoint(ctx context.Context, sb *sbState, ns *netState, ep *Endpoint) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	sb.rec.Endpoints = append(sb.rec.Endpoints, ep)
+	ops := []store.Op{e.putJSON(keySandboxes+sb.rec.ID, sb.rec)}
+	if ns.subnet != nil {
+		b, err := ns.subnet.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		ops = append(ops, store.Put(keyIPAM+ns.rec.ID, b),
+			store.Put(keySticky+ns.rec.ID+"/"+sb.rec.Name, []byte(ep.Address.Addr().String())))
+	}
+	if err := e.commit(ctx, ops...); err != nil {
+		sb.rec.Endpoints = sb.rec.Endpoints[:len(sb.rec.Endpoints)-1]
+		return err
+	}
+	ns.pending--
+	return nil
+}
+
+func (e *Engine) saveSandbox(ctx context.Context, sb *sbState) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.commit(ctx, e.putJSON(keySandboxes+sb.rec.ID, sb.rec))
+}
+
+// Disconnect detaches a sandbox from a network. With force, a kernel failure
+// (a namespace that is already gone, say) does not keep the record.
+func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force bool) error {
+	sb, err := e.lockSandbox(sbRef)
+	if err != nil {
+		return err
+	}
+	defer sb.op.Unlock()
+	e.mu.Lock()
+	ns, err := e.lookupNetwork(netRef)
+	e.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	ep := sb.rec.endpointOn(ns.rec.ID)
+	if ep == nil {
+		return notFoundf("sandbox %q is not connected to network %q", sb.rec.Name, ns.rec.Name)
+	}
+	if ns.rec.Driver == "host" && sb.rec.HostNet {
+		return forbiddenf("sandbox %q shares the host's network namespace and cannot leave it", sb.rec.Name)
+	}
+	if err := e.detach(ctx, sb, ns, ep, force); err != nil {
+		return err
+	}
+	if !sb.rec.Adopted {
+		if err := e.writeFiles(sb.rec); err != nil {
+			e.log.Warn("update sandbox files", "sandbox", sb.rec.Name, "err", err)
+		}
+	}
+	return nil
+}
+
+// detach removes one endpoint (kernel, address, record). Called with sb.op held.
+func (e *Engine) detach(ctx context.Context, sb *sbState, ns *netState, ep *Endpoint, force bool) error {
+	if err := e.drivers[ns.rec.Driver].Leave(ctx, driverNetwork(ns.rec), driverEndpoint(ep), sb.rec.NetNS); err != nil {
+		if !force {
+			return fmt.Errorf("detach sandbox %q from network %q: %w", sb.rec.Name, ns.rec.Name, err)
+		}
+		e.log.Warn("forced detach: kernel cleanup failed", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if ns.subnet != nil && ep.Address.IsValid() {
+		ns.subnet.Release(ep.Address.Addr())
+	}
+	sb.rec.Endpoints = slices.DeleteFunc(sb.rec.Endpoints, func(x *Endpoint) bool { return x == ep })
+	ops := []store.Op{e.putJSON(keySandboxes+sb.rec.ID, sb.rec)}
+	if ns.subnet != nil {
+		b, err := ns.subnet.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		ops = append(ops, store.Put(keyIPAM+ns.rec.ID, b))
+	}
+	if err := e.commit(ctx, ops...); err != nil {
+		return err
+	}
+	e.events.publish(Event{Type: "network", Action: "disconnect", ID: ns.rec.ID,
+		Attrs: map[string]string{"name": ns.rec.Name, "type": ns.rec.Driver, "container": sb.rec.ID}})
+	return nil
+}
+
+// RemoveSandbox detaches every endpoint and deletes the sandbox's namespaces
+// (never those of an adopted sandbox). A sandbox with running processes is
+// refused unless force, which kills the processes Tether started in it.
+func (e *Engine) RemoveSandbox(ctx context.Context, ref string, force bool) error {
+	sb, err := e.lockSandbox(ref)
+	if err != nil {
+		return err
+	}
+	defer sb.op.Unlock()
+	if live := e.liveProcs(sb); len(live) > 0 {
+		if !force {
+			return conflictf("sandbox %q has running processes (pid %s): stop them or force the removal", sb.rec.Name, joinInts(live))
+		}
+		e.killProcs(sb)
+	}
+	return e.removeLocked(ctx, sb)
+}
+
+// removeLocked tears a sandbox down, best effort: every step is tried and
+// errors are collected. Called with sb.op held.
+func (e *Engine) removeLocked(ctx context.Context, sb *sbState) error {
+	var errs []error
+	for _, ep := range slices.Clone(sb.rec.Endpoints) {
+		e.mu.Lock()
+		ns := e.networks[ep.NetworkID]
+		e.mu.Unlock()
+		if ns == nil {
+			continue
+		}
+		if err := e.detach(ctx, sb, ns, ep, true); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !sb.rec.Adopted {
+		for _, p := range []string{sb.rec.MntNS, sb.rec.UTSNS} {
+			if err := netns.Delete(p); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if !sb.rec.HostNet && sb.rec.NetNS != "" {
+			if err := netns.Delete(sb.rec.NetNS); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := os.RemoveAll(filepath.Join(e.sbDir, sb.rec.ID)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	e.mu.Lock()
+	if err := e.commit(ctx, store.Delete(keySandboxes+sb.rec.ID)); err != nil {
+		errs = append(errs, err)
+	}
+	delete(e.sandboxes, sb.rec.ID)
+	sb.gone = true
+	e.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// Sandbox returns a copy of one sandbox's record.
+func (e *Engine) Sandbox(ref string) (*Sandbox, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	sb, err := e.lookupSandbox(ref)
+	if err != nil {
+		return nil, err
+	}
+	return e.copySandboxLocked(sb), nil
+}
+
+// Sandboxes returns copies of every sandbox, sorted by name.
+func (e *Engine) Sandboxes() []*Sandbox {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]*Sandbox, 0, len(e.sandboxes))
+	for _, sb := range e.sandboxes {
+		out = append(out, e.copySandboxLocked(sb))
+	}
+	slices.SortFunc(out, func(a, b *Sandbox) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (e *Engine) copySandbox(sb *sbState) *Sandbox {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.copySandboxLocked(sb)
+}
+
+func (e *Engine) copySandboxLocked(sb *sbState) *Sandbox {
+	c := *sb.rec
+	c.Endpoints = make([]*Endpoint, len(sb.rec.Endpoints))
+	for i, ep := range sb.rec.Endpoints {
+		x := *ep
+		c.Endpoints[i] = &x
+	}
+	c.Procs = slices.Clone(sb.rec.Procs)
+	return &c
+}
+
+// NetworkName returns the name of a network ID ("" if unknown).
+func (e *Engine) NetworkName(id string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if ns := e.networks[id]; ns != nil {
+		return ns.rec.Name
+	}
+	return ""
+}
+
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, ", ")
+}
+
+func driverEndpoint(ep *Endpoint) *driver.Endpoint {
+	mac, _ := net.ParseMAC(ep.MAC)
+	return &driver.Endpoint{ID: ep.ID, IfName: ep.IfName, HostIfName: ep.HostIfName,
+		Address: ep.Address, Gateway: ep.Gateway, MAC: mac}
+}
+
+func driverMAC(a netip.Addr) string { return driver.MACFromIP(a).String() }
