@@ -15,13 +15,13 @@ type AddressPool struct {
 
 // Config is the daemon's effective configuration after merging file and flags.
 // Zero values are replaced by defaults in Load; fields are never nil maps/slices
-// where a default exists.
+// where a default exists. See docs/config.md for every key, flag and default.
 type Config struct {
 	// Default bridge network ("bridge", Linux bridge tether0 unless Bridge says otherwise).
 	BIP                 string        // "bip": CIDR whose host part is the bridge address, e.g. 10.171.211.13/21. "" = choose.
 	Bridge              string        // "bridge"/-b: existing Linux bridge to use; "none" = no default network; "" = create tether0.
 	FixedCIDR           string        // "fixed-cidr": sub-range of the default subnet for sandboxes.
-	MTU                 int           // "mtu": 0 = 1500.
+	MTU                 int           // "mtu": 0 = 1500 (Load never returns 0).
 	IP                  netip.Addr    // "ip": default host binding address for published ports (default 0.0.0.0).
 	ICC                 bool          // "icc": default true.
 	IPForward           bool          // "ip-forward": default true.
@@ -55,9 +55,9 @@ type Config struct {
 	ExecRoot    string   // "exec-root": default /run/tether.
 	Pidfile     string   // "pidfile": default /run/tether.pid.
 	Debug       bool     // "debug"/-D
-	LogLevel    string   // "log-level": debug|info|warn|error, default info.
+	LogLevel    string   // "log-level": debug|info|warn|error|fatal, default info; debug when Debug.
 	Labels      []string // "labels": key=value.
-	LiveRestore bool     // "live-restore"
+	LiveRestore bool     // "live-restore": always true (false is refused).
 
 	// Warnings collected while loading (e.g. Docker keys outside networking that were ignored).
 	Warnings []string

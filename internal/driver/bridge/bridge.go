@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tether-net/tether/internal/driver"
+	tns "github.com/tether-net/tether/internal/netns"
 )
 
 const (
@@ -268,35 +269,26 @@ func (d *Driver) Leave(ctx context.Context, n *driver.Network, ep *driver.Endpoi
 	return nil
 }
 
-// nsHandle is a netlink handle bound to a sandbox namespace, plus its fd.
+// nsHandle is a netlink handle bound to a sandbox namespace.
 type nsHandle struct {
-	ns netns.NsHandle
-	h  *netlink.Handle
+	path string
+	h    *netlink.Handle
 }
 
 func openNS(path string) (*nsHandle, error) {
-	ns, err := netns.GetFromPath(path)
+	h, err := tns.NewHandle(path)
 	if err != nil {
-		return nil, fmt.Errorf("open sandbox namespace %q: %w", path, err)
+		return nil, fmt.Errorf("open sandbox namespace: %w", err)
 	}
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		ns.Close()
-		return nil, fmt.Errorf("netlink handle in %q: %w", path, err)
-	}
-	return &nsHandle{ns: ns, h: h}, nil
+	return &nsHandle{path: path, h: h}, nil
 }
 
-func (s *nsHandle) close() {
-	s.h.Close()
-	s.ns.Close()
-}
+func (s *nsHandle) close() { s.h.Close() }
 
 // sysctl writes a /proc/sys/net value inside the sandbox namespace. /proc/sys/net
-// shows the namespace of the thread that opens it, so the write happens on a
-// locked thread switched into the namespace.
+// shows the namespace of the thread that opens it, hence the switch.
 func (s *nsHandle) sysctl(key, value string) error {
-	return inNS(s.ns, func() error {
+	return tns.Do(s.path, func() error {
 		return os.WriteFile("/proc/sys/"+key, []byte(value), 0o644)
 	})
 }

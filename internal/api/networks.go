@@ -1,0 +1,327 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/api/types/network"
+
+	"github.com/tether-net/tether/internal/engine"
+)
+
+// createNetworkBody mirrors Docker's network.CreateRequest with addresses as
+// strings, so a bad address is reported with its field name instead of a
+// bare parse error.
+type createNetworkBody struct {
+	Name       string
+	Driver     string
+	Scope      string
+	EnableIPv4 *bool
+	EnableIPv6 *bool
+	IPAM       *struct {
+		Driver  string
+		Options map[string]string
+		Config  []struct {
+			Subnet             string
+			IPRange            string
+			Gateway            string
+			AuxiliaryAddresses map[string]string
+		}
+	}
+	Internal   bool
+	Attachable bool
+	Ingress    bool
+	ConfigOnly bool
+	ConfigFrom *struct{ Network string }
+	Options    map[string]string
+	Labels     map[string]string
+}
+
+func (s *Server) createNetwork(w http.ResponseWriter, r *http.Request) {
+	var b createNetworkBody
+	if !decode(w, r, &b) {
+		return
+	}
+	spec, err := b.spec()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	n, err := s.eng.CreateNetwork(r.Context(), spec)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, network.CreateResponse{ID: n.ID})
+}
+
+func (b *createNetworkBody) spec() (engine.NetworkSpec, error) {
+	switch {
+	case b.Name == "":
+		return engine.NetworkSpec{}, errors.New("invalid Name: a network name is required")
+	case b.Ingress:
+		return engine.NetworkSpec{}, errors.New("invalid Ingress: ingress networks are not supported yet")
+	case b.ConfigOnly || b.ConfigFrom != nil && b.ConfigFrom.Network != "":
+		return engine.NetworkSpec{}, errors.New("invalid ConfigOnly/ConfigFrom: config-only networks are not supported yet")
+	case b.Scope != "" && b.Scope != "local":
+		return engine.NetworkSpec{}, fmt.Errorf("invalid Scope %q: only local networks are supported yet", b.Scope)
+	case b.EnableIPv4 != nil && !*b.EnableIPv4:
+		return engine.NetworkSpec{}, errors.New("invalid EnableIPv4: IPv6-only networks are not supported yet")
+	}
+	spec := engine.NetworkSpec{
+		Name: b.Name, Driver: b.Driver, Internal: b.Internal, Attachable: b.Attachable,
+		EnableIPv6: b.EnableIPv6 != nil && *b.EnableIPv6, Options: b.Options, Labels: b.Labels,
+	}
+	if b.IPAM != nil {
+		spec.IPAMDriver, spec.IPAMOptions = b.IPAM.Driver, b.IPAM.Options
+		for _, c := range b.IPAM.Config {
+			spec.Subnets = append(spec.Subnets, engine.SubnetSpec{Subnet: c.Subnet, IPRange: c.IPRange, Gateway: c.Gateway, Aux: c.AuxiliaryAddresses})
+		}
+	}
+	return spec, nil
+}
+
+func (s *Server) inspectNetwork(w http.ResponseWriter, r *http.Request) {
+	v, err := s.eng.Network(r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, inspectView(v, true))
+}
+
+func (s *Server) listNetworks(w http.ResponseWriter, r *http.Request) {
+	f, err := parseFilters(r.URL.Query().Get("filters"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if err := f.check("dangling", "driver", "id", "label", "name", "scope", "type"); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	out := []network.Inspect{}
+	for _, v := range s.eng.Networks() {
+		ok, err := matchNetwork(f, v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		if ok {
+			out = append(out, inspectView(v, false))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) removeNetwork(w http.ResponseWriter, r *http.Request) {
+	if err := s.eng.RemoveNetwork(r.Context(), r.PathValue("id")); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) pruneNetworks(w http.ResponseWriter, r *http.Request) {
+	f, err := parseFilters(r.URL.Query().Get("filters"))
+	if err == nil {
+		err = f.check("until", "label", "label!")
+	}
+	var until time.Time
+	if err == nil {
+		until, err = f.until(time.Now())
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	removed, err := s.eng.PruneNetworks(r.Context(), func(n *engine.Network) bool {
+		if !until.IsZero() && !n.Created.Before(until) {
+			return true
+		}
+		return !f.labels("label", n.Labels) || !f.notLabels(n.Labels)
+	})
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if removed == nil {
+		removed = []string{}
+	}
+	writeJSON(w, http.StatusOK, network.PruneReport{NetworksDeleted: removed})
+}
+
+// connectBody mirrors Docker's network.ConnectRequest with string addresses.
+type connectBody struct {
+	Container      string
+	EndpointConfig *struct {
+		IPAMConfig *struct {
+			IPv4Address  string
+			IPv6Address  string
+			LinkLocalIPs []string
+		}
+		Aliases    []string
+		MacAddress string
+		DriverOpts map[string]string
+	}
+}
+
+func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
+	var b connectBody
+	if !decode(w, r, &b) {
+		return
+	}
+	if b.Container == "" {
+		writeError(w, http.StatusBadRequest, errors.New("invalid Container: a sandbox name or ID is required"))
+		return
+	}
+	var a engine.AttachSpec
+	if ec := b.EndpointConfig; ec != nil {
+		a.Aliases = ec.Aliases
+		if ec.MacAddress != "" {
+			writeError(w, http.StatusBadRequest, errors.New("invalid EndpointConfig.MacAddress: static MAC addresses are not supported yet"))
+			return
+		}
+		if c := ec.IPAMConfig; c != nil {
+			if c.IPv6Address != "" || len(c.LinkLocalIPs) > 0 {
+				writeError(w, http.StatusBadRequest, errors.New("invalid EndpointConfig.IPAMConfig: IPv6 and link-local addresses are not supported yet"))
+				return
+			}
+			a.IP = c.IPv4Address
+		}
+	}
+	if err := s.eng.Connect(r.Context(), r.PathValue("id"), b.Container, a); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) disconnect(w http.ResponseWriter, r *http.Request) {
+	var b network.DisconnectRequest
+	if !decode(w, r, &b) {
+		return
+	}
+	if b.Container == "" {
+		writeError(w, http.StatusBadRequest, errors.New("invalid Container: a sandbox name or ID is required"))
+		return
+	}
+	if err := s.eng.Disconnect(r.Context(), r.PathValue("id"), b.Container, b.Force); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// inspectView renders a network in Docker's NetworkResource shape.
+// Containers is filled for inspect and left empty in lists, as Docker does.
+func inspectView(v *engine.NetworkView, withContainers bool) network.Inspect {
+	out := network.Inspect{
+		Network: network.Network{
+			Name: v.Name, ID: v.ID, Created: v.Created, Scope: "local", Driver: v.Driver,
+			EnableIPv4: v.Driver == "bridge", Internal: v.Internal, Attachable: v.Attachable,
+			IPAM:    network.IPAM{Driver: v.IPAMDriver, Options: v.IPAMOpts, Config: []network.IPAMConfig{}},
+			Options: nonNil(v.Options), Labels: nonNil(v.Labels),
+		},
+		Containers: map[string]network.EndpointResource{},
+	}
+	if v.Subnet.IsValid() {
+		c := network.IPAMConfig{Subnet: v.Subnet, IPRange: v.IPRange, Gateway: v.Gateway}
+		if len(v.Aux) > 0 {
+			c.AuxAddress = v.Aux
+		}
+		out.IPAM.Config = append(out.IPAM.Config, c)
+	}
+	if !withContainers {
+		return out
+	}
+	for _, ep := range v.Endpoints {
+		mac, _ := net.ParseMAC(ep.MAC)
+		out.Containers[ep.SandboxID] = network.EndpointResource{
+			Name: ep.SandboxName, EndpointID: ep.ID, MacAddress: network.HardwareAddr(mac), IPv4Address: ep.Address,
+		}
+	}
+	return out
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+func matchNetwork(f filters, v *engine.NetworkView) (bool, error) {
+	if !f.any("driver", func(d string) bool { return d == v.Driver }) ||
+		!f.any("id", func(p string) bool { return strings.HasPrefix(v.ID, p) }) ||
+		!f.any("name", func(p string) bool { return strings.Contains(v.Name, p) }) ||
+		!f.any("scope", func(s string) bool { return s == "local" }) ||
+		!f.labels("label", v.Labels) {
+		return false, nil
+	}
+	for t := range f["type"] {
+		if t != "custom" && t != "builtin" {
+			return false, fmt.Errorf("invalid filter 'type=%s': must be custom or builtin", t)
+		}
+	}
+	if !f.any("type", func(t string) bool { return (t == "builtin") == v.Predefined }) {
+		return false, nil
+	}
+	for d := range f["dangling"] {
+		want, err := parseBool(d)
+		if err != nil {
+			return false, fmt.Errorf("invalid filter 'dangling=%s': %w", d, err)
+		}
+		if want != (len(v.Endpoints) == 0 && !v.Predefined) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func (s *Server) version(w http.ResponseWriter, r *http.Request) {
+	kernel := ""
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"Platform":      map[string]string{"Name": "Tether"},
+		"Components":    []map[string]any{{"Name": "Tether", "Version": Version, "Details": map[string]string{"ApiVersion": APIVersion, "MinAPIVersion": MinAPIVersion, "Os": runtime.GOOS, "Arch": runtime.GOARCH}}},
+		"Version":       Version,
+		"ApiVersion":    APIVersion,
+		"MinAPIVersion": MinAPIVersion,
+		"GitCommit":     "",
+		"GoVersion":     runtime.Version(),
+		"Os":            runtime.GOOS,
+		"Arch":          runtime.GOARCH,
+		"KernelVersion": kernel,
+		"BuildTime":     "",
+	})
+}
+
+func (s *Server) info(w http.ResponseWriter, r *http.Request) {
+	host, _ := os.Hostname()
+	nets := s.eng.Networks()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"ID": "", "Name": host, "ServerVersion": Version, "OperatingSystem": "Tether", "OSType": runtime.GOOS,
+		"Architecture": runtime.GOARCH, "NCPU": runtime.NumCPU(), "Containers": len(s.eng.Sandboxes()),
+		"Plugins":  map[string][]string{"Network": {"bridge", "host", "null"}},
+		"Networks": len(nets), "Swarm": map[string]any{"LocalNodeState": "inactive"},
+	})
+}
+
+func parseBool(s string) (bool, error) {
+	switch strings.ToLower(s) {
+	case "1", "true":
+		return true, nil
+	case "0", "false":
+		return false, nil
+	}
+	return false, errors.New("not a boolean")
+}

@@ -1,0 +1,204 @@
+// Package api is the daemon's HTTP front end: the Docker Engine API's
+// network routes (so the stock docker CLI and the moby Go client work) and
+// Tether's own routes under /tether/v1 for sandboxes, run and exec.
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/tether-net/tether/internal/engine"
+)
+
+const (
+	// APIVersion is the highest Docker Engine API version served.
+	APIVersion = "1.51"
+	// MinAPIVersion is the lowest one.
+	MinAPIVersion = "1.24"
+	// maxBody bounds request bodies.
+	maxBody = 1 << 20
+)
+
+// Version is the daemon's version, set by main.
+var Version = "dev"
+
+// Server serves the API of one engine.
+type Server struct {
+	eng *engine.Engine
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// New builds the handler tree.
+func New(eng *engine.Engine, log *slog.Logger) *Server {
+	s := &Server{eng: eng, log: log, mux: http.NewServeMux()}
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /_ping", s.ping)
+	m.HandleFunc("HEAD /_ping", s.ping)
+	m.HandleFunc("GET /version", s.version)
+	m.HandleFunc("GET /info", s.info)
+	m.HandleFunc("GET /networks", s.listNetworks)
+	m.HandleFunc("GET /networks/{$}", s.listNetworks)
+	m.HandleFunc("POST /networks/create", s.createNetwork)
+	m.HandleFunc("POST /networks/prune", s.pruneNetworks)
+	m.HandleFunc("GET /networks/{id}", s.inspectNetwork)
+	m.HandleFunc("DELETE /networks/{id}", s.removeNetwork)
+	m.HandleFunc("POST /networks/{id}/connect", s.connect)
+	m.HandleFunc("POST /networks/{id}/disconnect", s.disconnect)
+	m.HandleFunc("GET /tether/v1/sandboxes", s.listSandboxes)
+	m.HandleFunc("POST /tether/v1/sandboxes", s.createSandbox)
+	m.HandleFunc("GET /tether/v1/sandboxes/{id}", s.inspectSandbox)
+	m.HandleFunc("DELETE /tether/v1/sandboxes/{id}", s.removeSandbox)
+	m.HandleFunc("POST /tether/v1/sandboxes/{id}/exec", s.exec)
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, errors.New("page not found"))
+	})
+}
+
+var versionPrefix = regexp.MustCompile(`^/v([0-9]+)\.([0-9]+)(/.*)$`)
+
+// ServeHTTP sets Docker's identity headers, checks and strips the /vX.Y
+// prefix, bounds the body and dispatches.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Api-Version", APIVersion)
+	h.Set("Ostype", runtime.GOOS)
+	h.Set("Server", "Tether/"+Version+" ("+runtime.GOOS+")")
+	h.Set("Docker-Experimental", "false")
+	if m := versionPrefix.FindStringSubmatch(r.URL.Path); m != nil {
+		if err := checkVersion(m[1], m[2]); err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		r.URL.Path = m[3]
+		r.URL.RawPath = ""
+	}
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	}
+	s.log.Debug("api", "method", r.Method, "path", r.URL.Path)
+	s.mux.ServeHTTP(w, r)
+}
+
+func checkVersion(major, minor string) error {
+	v := major + "." + minor
+	if cmpVersion(v, APIVersion) > 0 {
+		return fmt.Errorf("client version %s is too new. Maximum supported API version is %s", v, APIVersion)
+	}
+	if cmpVersion(v, MinAPIVersion) < 0 {
+		return fmt.Errorf("client version %s is too old. Minimum supported API version is %s, please upgrade your client to a newer version", v, MinAPIVersion)
+	}
+	return nil
+}
+
+func cmpVersion(a, b string) int {
+	pa, pb := strings.SplitN(a, ".", 2), strings.SplitN(b, ".", 2)
+	for i := range 2 {
+		x, _ := strconv.Atoi(pa[i])
+		y, _ := strconv.Atoi(pb[i])
+		if x != y {
+			if x < y {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
+}
+
+func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-cache, no-store, must-revalidate")
+	h.Set("Pragma", "no-cache")
+	h.Set("Builder-Version", "")
+	h.Set("Swarm", "inactive")
+	if r.Method == http.MethodHead {
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		h.Set("Content-Length", "0")
+		return
+	}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "OK")
+}
+
+// writeJSON answers with a JSON body.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+// writeError answers {"message": ...} with exactly the content type the
+// docker CLI looks for.
+func writeError(w http.ResponseWriter, status int, err error) {
+	writeJSON(w, status, map[string]string{"message": err.Error()})
+}
+
+// fail maps an engine error to its status code.
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	switch engine.KindOf(err) {
+	case engine.KindInvalid:
+		status = http.StatusBadRequest
+	case engine.KindNotFound:
+		status = http.StatusNotFound
+	case engine.KindConflict:
+		status = http.StatusConflict
+	case engine.KindForbidden:
+		status = http.StatusForbidden
+	}
+	if status == http.StatusInternalServerError {
+		s.log.Error("request failed", "err", err)
+	}
+	writeError(w, status, err)
+}
+
+// decode reads a JSON body into v; errors name the offending field and
+// answer 400 (413 for an oversized body).
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
+	err := dec.Decode(v)
+	if err == nil {
+		if dec.More() {
+			err = errors.New("unexpected data after the JSON object")
+		} else {
+			return true
+		}
+	}
+	var tooBig *http.MaxBytesError
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("request body is larger than %d bytes", tooBig.Limit))
+	case errors.As(err, &typeErr):
+		writeError(w, http.StatusBadRequest, fmt.Errorf("invalid JSON: field %s: expected %s, got %s", typeErr.Field, typeErr.Type, typeErr.Value))
+	case errors.As(err, &syntaxErr):
+		writeError(w, http.StatusBadRequest, fmt.Errorf("invalid JSON at byte %d: %v", syntaxErr.Offset, err))
+	case errors.Is(err, io.EOF):
+		writeError(w, http.StatusBadRequest, errors.New("request body is empty: a JSON object is required"))
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Errorf("invalid JSON: %v", err))
+	}
+	return false
+}
+
+// boolQuery parses Docker's boolean query values (1/true/True...).
+func boolQuery(r *http.Request, key string) bool {
+	v := strings.ToLower(r.URL.Query().Get(key))
+	return v == "1" || v == "true" || v == "yes"
+}

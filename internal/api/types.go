@@ -1,0 +1,82 @@
+package api
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Wire types of Tether's own routes (/tether/v1/...). Docker's routes use the
+// official types from github.com/moby/moby/api.
+
+// SandboxCreateRequest is the body of POST /tether/v1/sandboxes.
+type SandboxCreateRequest struct {
+	Name       string          `json:"Name"`
+	Hostname   string          `json:"Hostname,omitempty"`
+	Networks   []NetworkAttach `json:"Networks,omitempty"`
+	PID        int             `json:"Pid,omitempty"`
+	NetNS      string          `json:"NetNS,omitempty"`
+	AutoRemove bool            `json:"AutoRemove,omitempty"`
+}
+
+// NetworkAttach is one network a new sandbox joins, in order.
+type NetworkAttach struct {
+	Network string   `json:"Network"`
+	IP      string   `json:"IPv4Address,omitempty"`
+	Aliases []string `json:"Aliases,omitempty"`
+}
+
+// SandboxEndpoint is a sandbox's view of one of its endpoints.
+type SandboxEndpoint struct {
+	NetworkID   string     `json:"NetworkID"`
+	EndpointID  string     `json:"EndpointID"`
+	IfName      string     `json:"IfName,omitempty"`
+	HostIfName  string     `json:"HostIfName,omitempty"`
+	IPAddress   netip.Addr `json:"IPAddress,omitzero"`
+	IPPrefixLen int        `json:"IPPrefixLen"`
+	Gateway     netip.Addr `json:"Gateway,omitzero"`
+	MacAddress  string     `json:"MacAddress,omitempty"`
+	Aliases     []string   `json:"Aliases"`
+}
+
+// SandboxProcess is a process Tether started in a sandbox.
+type SandboxProcess struct {
+	Pid  int      `json:"Pid"`
+	Args []string `json:"Args"`
+	Main bool     `json:"Main,omitempty"`
+}
+
+// Sandbox is the answer of GET /tether/v1/sandboxes/{id}.
+type Sandbox struct {
+	ID         string                      `json:"Id"`
+	Name       string                      `json:"Name"`
+	Hostname   string                      `json:"Hostname"`
+	Created    time.Time                   `json:"Created"`
+	NetNS      string                      `json:"NetNS"`
+	Adopted    bool                        `json:"Adopted"`
+	AdoptedPID int                         `json:"AdoptedPid,omitempty"`
+	AutoRemove bool                        `json:"AutoRemove"`
+	Networks   map[string]*SandboxEndpoint `json:"Networks"`
+	// NetworkOrder lists network names in attach order (eth0 first).
+	NetworkOrder []string         `json:"NetworkOrder"`
+	Processes    []SandboxProcess `json:"Processes"`
+}
+
+// ExecRequest is the body of POST /tether/v1/sandboxes/{id}/exec.
+type ExecRequest struct {
+	Cmd        []string `json:"Cmd"`
+	Env        []string `json:"Env,omitempty"`
+	WorkingDir string   `json:"WorkingDir,omitempty"`
+	Stdin      bool     `json:"AttachStdin,omitempty"`
+	Detach     bool     `json:"Detach,omitempty"`
+	// Main marks the sandbox's main process (tether run): with AutoRemove the
+	// sandbox goes away when it exits.
+	Main bool `json:"Main,omitempty"`
+}
+
+// ExecResponse answers a detached exec.
+type ExecResponse struct {
+	Pid int `json:"Pid"`
+}
+
+// StreamProtocol is the Upgrade token of an attached exec.
+const StreamProtocol = "tether-stream"

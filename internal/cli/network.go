@@ -1,0 +1,348 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/moby/moby/api/types/network"
+	"github.com/spf13/cobra"
+)
+
+func networkCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "network", Short: "Manage networks"}
+	cmd.AddCommand(netCreateCmd(g), netLsCmd(g), netInspectCmd(g), netRmCmd(g), netPruneCmd(g), netConnectCmd(g), netDisconnectCmd(g))
+	return cmd
+}
+
+func netCreateCmd(g *globals) *cobra.Command {
+	var (
+		driver, ipamDriver             string
+		subnets, ranges, gateways, aux []string
+		opts, labels, ipamOpts         []string
+		internal, attachable, ipv6     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create [OPTIONS] NETWORK",
+		Short: "Create a network",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := map[string]any{"Name": args[0], "Driver": driver, "Internal": internal, "Attachable": attachable}
+			if ipv6 {
+				req["EnableIPv6"] = true
+			}
+			o, err := keyValues("--opt", opts)
+			if err != nil {
+				return err
+			}
+			l, err := keyValues("--label", labels)
+			if err != nil {
+				return err
+			}
+			io, err := keyValues("--ipam-opt", ipamOpts)
+			if err != nil {
+				return err
+			}
+			cfgs, err := ipamConfigs(subnets, ranges, gateways, aux)
+			if err != nil {
+				return err
+			}
+			req["Options"], req["Labels"] = o, l
+			req["IPAM"] = map[string]any{"Driver": ipamDriver, "Options": io, "Config": cfgs}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var resp network.CreateResponse
+			if err := c.do("POST", "/networks/create", nil, req, &resp); err != nil {
+				return err
+			}
+			fmt.Println(resp.ID)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&driver, "driver", "d", "bridge", "driver to manage the network")
+	f.StringVar(&ipamDriver, "ipam-driver", "default", "IP address management driver")
+	f.StringArrayVar(&subnets, "subnet", nil, "subnet in CIDR format")
+	f.StringArrayVar(&ranges, "ip-range", nil, "allocate container addresses from a sub-range")
+	f.StringArrayVar(&gateways, "gateway", nil, "gateway of the subnet")
+	f.StringArrayVar(&aux, "aux-address", nil, "auxiliary addresses the IPAM driver must not hand out (name=ip)")
+	f.StringArrayVarP(&opts, "opt", "o", nil, "driver options (key=value)")
+	f.StringArrayVar(&labels, "label", nil, "network labels (key=value)")
+	f.StringArrayVar(&ipamOpts, "ipam-opt", nil, "IPAM driver options (key=value)")
+	f.BoolVar(&internal, "internal", false, "restrict external access to the network")
+	f.BoolVar(&attachable, "attachable", false, "enable manual attachment")
+	f.BoolVar(&ipv6, "ipv6", false, "enable IPv6")
+	return cmd
+}
+
+// ipamConfigs pairs --ip-range, --gateway and --aux-address with the
+// --subnet that contains them, as docker network create does.
+func ipamConfigs(subnets, ranges, gateways, aux []string) ([]map[string]any, error) {
+	if len(subnets) == 0 {
+		if len(ranges)+len(gateways)+len(aux) > 0 {
+			return nil, fmt.Errorf("--ip-range, --gateway and --aux-address need a --subnet")
+		}
+		return []map[string]any{}, nil
+	}
+	if len(subnets) > 1 {
+		return nil, fmt.Errorf("only one --subnet is supported yet")
+	}
+	if len(ranges) > 1 || len(gateways) > 1 {
+		return nil, fmt.Errorf("at most one --ip-range and one --gateway per subnet")
+	}
+	c := map[string]any{"Subnet": subnets[0]}
+	if len(ranges) == 1 {
+		c["IPRange"] = ranges[0]
+	}
+	if len(gateways) == 1 {
+		c["Gateway"] = gateways[0]
+	}
+	if len(aux) > 0 {
+		m, err := keyValues("--aux-address", aux)
+		if err != nil {
+			return nil, err
+		}
+		c["AuxiliaryAddresses"] = m
+	}
+	return []map[string]any{c}, nil
+}
+
+func keyValues(flag string, kvs []string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("invalid %s %q: expected key=value", flag, kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+func netLsCmd(g *globals) *cobra.Command {
+	var format string
+	var filterArgs []string
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:     "ls [OPTIONS]",
+		Aliases: []string{"list"},
+		Short:   "List networks",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			if len(filterArgs) > 0 {
+				f, err := filterJSON(filterArgs)
+				if err != nil {
+					return err
+				}
+				q.Set("filters", f)
+			}
+			var nets []network.Inspect
+			if err := c.do("GET", "/networks", q, nil, &nets); err != nil {
+				return err
+			}
+			if quiet {
+				for _, n := range nets {
+					fmt.Println(n.ID[:12])
+				}
+				return nil
+			}
+			items := toAny(nets)
+			for _, it := range items {
+				m := it.(map[string]any)
+				m["ID"] = m["Id"]
+			}
+			if done, err := newFormatter(format).each(items); done {
+				return err
+			}
+			w := table("NETWORK ID\tNAME\tDRIVER\tSCOPE")
+			for _, n := range nets {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", n.ID[:12], n.Name, n.Driver, n.Scope)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "", "output format: table, json, or a Go template")
+	cmd.Flags().StringArrayVarP(&filterArgs, "filter", "f", nil, "filter output (driver=, name=, id=, label=, scope=, type=, dangling=)")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only display network IDs")
+	return cmd
+}
+
+// filterJSON turns -f key=value flags into Docker's filters JSON.
+func filterJSON(args []string) (string, error) {
+	m := map[string]map[string]bool{}
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok {
+			return "", fmt.Errorf("invalid filter %q: expected key=value", a)
+		}
+		if m[k] == nil {
+			m[k] = map[string]bool{}
+		}
+		m[k][v] = true
+	}
+	b, err := json.Marshal(m)
+	return string(b), err
+}
+
+func netInspectCmd(g *globals) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "inspect [OPTIONS] NETWORK [NETWORK...]",
+		Short: "Display detailed information on one or more networks",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var items []any
+			var firstErr error
+			for _, ref := range args {
+				var raw json.RawMessage
+				if err := c.do("GET", "/networks/"+url.PathEscape(ref), nil, nil, &raw); err != nil {
+					if firstErr == nil {
+						firstErr = err
+					}
+					continue
+				}
+				var m map[string]any
+				if err := json.Unmarshal(raw, &m); err != nil {
+					return err
+				}
+				items = append(items, m)
+			}
+			if items == nil {
+				items = []any{}
+			}
+			if err := newFormatter(format).inspect(items); err != nil {
+				return err
+			}
+			return firstErr
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "", "format output using a Go template, or json")
+	return cmd
+}
+
+func netRmCmd(g *globals) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm NETWORK [NETWORK...]",
+		Aliases: []string{"remove"},
+		Short:   "Remove one or more networks",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var failed error
+			for _, ref := range args {
+				err := c.do("DELETE", "/networks/"+url.PathEscape(ref), nil, nil, nil)
+				if de, ok := err.(*ErrDaemon); ok && force && de.Status == 404 {
+					continue
+				}
+				if err != nil {
+					fmt.Fprintln(cmd.ErrOrStderr(), err)
+					failed = exitError{1}
+					continue
+				}
+				fmt.Println(ref)
+			}
+			return failed
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not error if the network does not exist")
+	return cmd
+}
+
+func netPruneCmd(g *globals) *cobra.Command {
+	var filterArgs []string
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "prune [OPTIONS]",
+		Short: "Remove all unused networks",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_ = yes // tether never prompts; -f is accepted for docker muscle memory
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			if len(filterArgs) > 0 {
+				f, err := filterJSON(filterArgs)
+				if err != nil {
+					return err
+				}
+				q.Set("filters", f)
+			}
+			var rep network.PruneReport
+			if err := c.do("POST", "/networks/prune", q, nil, &rep); err != nil {
+				return err
+			}
+			if len(rep.NetworksDeleted) > 0 {
+				fmt.Println("Deleted Networks:")
+				for _, n := range rep.NetworksDeleted {
+					fmt.Println(n)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVar(&filterArgs, "filter", nil, "provide filter values (e.g. until=24h, label=a=b)")
+	cmd.Flags().BoolVarP(&yes, "force", "f", false, "do not prompt for confirmation")
+	return cmd
+}
+
+func netConnectCmd(g *globals) *cobra.Command {
+	var ip string
+	var aliases []string
+	cmd := &cobra.Command{
+		Use:   "connect [OPTIONS] NETWORK SANDBOX",
+		Short: "Connect a sandbox to a network",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ec := map[string]any{"Aliases": aliases}
+			if ip != "" {
+				ec["IPAMConfig"] = map[string]any{"IPv4Address": ip}
+			}
+			return c.do("POST", "/networks/"+url.PathEscape(args[0])+"/connect", nil,
+				map[string]any{"Container": args[1], "EndpointConfig": ec}, nil)
+		},
+	}
+	cmd.Flags().StringVar(&ip, "ip", "", "IPv4 address")
+	cmd.Flags().StringArrayVar(&aliases, "alias", nil, "network-scoped alias for the sandbox")
+	return cmd
+}
+
+func netDisconnectCmd(g *globals) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "disconnect [OPTIONS] NETWORK SANDBOX",
+		Short: "Disconnect a sandbox from a network",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			return c.do("POST", "/networks/"+url.PathEscape(args[0])+"/disconnect", nil,
+				map[string]any{"Container": args[1], "Force": force}, nil)
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "force the sandbox to disconnect")
+	return cmd
+}

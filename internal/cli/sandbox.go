@@ -1,0 +1,295 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tether-net/tether/internal/api"
+)
+
+// attachFlags are the network flags of run and sandbox create.
+type attachFlags struct {
+	name, hostname, ip string
+	networks, aliases  []string
+}
+
+func (a *attachFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&a.name, "name", "", "sandbox name")
+	f.StringVar(&a.hostname, "hostname", "", "hostname inside the sandbox (default: the short ID)")
+	f.StringArrayVar(&a.networks, "network", nil, "connect to a network, repeatable: eth0, eth1, ... in order (default: bridge)")
+	f.StringVar(&a.ip, "ip", "", "IPv4 address on the first network")
+	f.StringArrayVar(&a.aliases, "network-alias", nil, "network-scoped alias on the first network")
+	f.StringArrayVar(&a.aliases, "alias", nil, "same as --network-alias")
+}
+
+func (a *attachFlags) request() (api.SandboxCreateRequest, error) {
+	req := api.SandboxCreateRequest{Name: a.name, Hostname: a.hostname}
+	for i, n := range a.networks {
+		at := api.NetworkAttach{Network: n}
+		if i == 0 {
+			at.IP, at.Aliases = a.ip, a.aliases
+		}
+		req.Networks = append(req.Networks, at)
+	}
+	if len(a.networks) == 0 && (a.ip != "" || len(a.aliases) > 0) {
+		return req, fmt.Errorf("--ip and --network-alias need a --network")
+	}
+	return req, nil
+}
+
+func runCmd(g *globals) *cobra.Command {
+	var at attachFlags
+	var detach, rm, interactive bool
+	var env []string
+	var workdir string
+	cmd := &cobra.Command{
+		Use:   "run [OPTIONS] -- COMMAND [ARG...]",
+		Short: "Create a sandbox, attach its networks and run a command in it",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			req, err := at.request()
+			if err != nil {
+				return err
+			}
+			req.AutoRemove = rm
+			var sb api.Sandbox
+			if err := c.do("POST", "/tether/v1/sandboxes", nil, req, &sb); err != nil {
+				return err
+			}
+			x := api.ExecRequest{Cmd: args, Env: env, WorkingDir: workdir, Stdin: interactive, Detach: detach, Main: true}
+			if detach {
+				if err := c.do("POST", "/tether/v1/sandboxes/"+sb.ID+"/exec", nil, x, nil); err != nil {
+					removeQuietly(c, sb.ID)
+					return err
+				}
+				fmt.Println(sb.ID)
+				return nil
+			}
+			code, err := c.execAttached(sb.ID, x, os.Stdin, os.Stdout, os.Stderr)
+			if err != nil {
+				if rm {
+					removeQuietly(c, sb.ID)
+				}
+				return err
+			}
+			if code != 0 {
+				return exitError{code}
+			}
+			return nil
+		},
+	}
+	at.register(cmd)
+	f := cmd.Flags()
+	f.BoolVarP(&detach, "detach", "d", false, "run the command in the background and print the sandbox ID")
+	f.BoolVar(&rm, "rm", false, "remove the sandbox when the command exits")
+	f.BoolVarP(&interactive, "interactive", "i", false, "keep stdin attached")
+	f.StringArrayVarP(&env, "env", "e", nil, "set environment variables")
+	f.StringVarP(&workdir, "workdir", "w", "", "working directory inside the sandbox")
+	return cmd
+}
+
+func removeQuietly(c *Client, id string) {
+	_ = c.do("DELETE", "/tether/v1/sandboxes/"+id, url.Values{"force": {"1"}}, nil, nil)
+}
+
+func execCmd(g *globals) *cobra.Command {
+	var detach, interactive bool
+	var env []string
+	var workdir string
+	cmd := &cobra.Command{
+		Use:   "exec [OPTIONS] SANDBOX -- COMMAND [ARG...]",
+		Short: "Run a command in a sandbox's network, mount and UTS namespaces",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			x := api.ExecRequest{Cmd: args[1:], Env: env, WorkingDir: workdir, Stdin: interactive, Detach: detach}
+			if detach {
+				var r api.ExecResponse
+				return c.do("POST", "/tether/v1/sandboxes/"+url.PathEscape(args[0])+"/exec", nil, x, &r)
+			}
+			code, err := c.execAttached(args[0], x, os.Stdin, os.Stdout, os.Stderr)
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitError{code}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVarP(&detach, "detach", "d", false, "run the command in the background")
+	f.BoolVarP(&interactive, "interactive", "i", false, "keep stdin attached")
+	f.StringArrayVarP(&env, "env", "e", nil, "set environment variables")
+	f.StringVarP(&workdir, "workdir", "w", "", "working directory inside the sandbox")
+	return cmd
+}
+
+func sandboxCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "sandbox", Short: "Manage sandboxes (network namespaces)"}
+	cmd.AddCommand(sbCreateCmd(g), sbLsCmd(g), sbInspectCmd(g), rmCmd(g))
+	return cmd
+}
+
+func sbCreateCmd(g *globals) *cobra.Command {
+	var at attachFlags
+	var pid int
+	var nsPath string
+	cmd := &cobra.Command{
+		Use:   "create [OPTIONS]",
+		Short: "Create a sandbox, or adopt a namespace of another runtime (--pid, --netns)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			req, err := at.request()
+			if err != nil {
+				return err
+			}
+			req.PID, req.NetNS = pid, nsPath
+			var sb api.Sandbox
+			if err := c.do("POST", "/tether/v1/sandboxes", nil, req, &sb); err != nil {
+				return err
+			}
+			fmt.Println(sb.ID)
+			return nil
+		},
+	}
+	at.register(cmd)
+	cmd.Flags().IntVar(&pid, "pid", 0, "adopt the network namespace of this process")
+	cmd.Flags().StringVar(&nsPath, "netns", "", "adopt the network namespace at this path")
+	return cmd
+}
+
+func sbLsCmd(g *globals) *cobra.Command {
+	var format string
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:     "ls [OPTIONS]",
+		Aliases: []string{"list", "ps"},
+		Short:   "List sandboxes",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var sbs []api.Sandbox
+			if err := c.do("GET", "/tether/v1/sandboxes", nil, nil, &sbs); err != nil {
+				return err
+			}
+			if quiet {
+				for _, s := range sbs {
+					fmt.Println(s.ID[:12])
+				}
+				return nil
+			}
+			if done, err := newFormatter(format).each(toAny(sbs)); done {
+				return err
+			}
+			w := table("SANDBOX ID\tNAME\tNETWORKS\tPROCESSES\tCREATED")
+			for _, s := range sbs {
+				var nets []string
+				for _, n := range s.NetworkOrder {
+					ep := s.Networks[n]
+					if ep.IPAddress.IsValid() {
+						nets = append(nets, fmt.Sprintf("%s=%s", n, ep.IPAddress))
+					} else {
+						nets = append(nets, n)
+					}
+				}
+				created := time.Since(s.Created).Round(time.Second).String() + " ago"
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", s.ID[:12], s.Name, strings.Join(nets, ","), len(s.Processes), created)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "", "output format: table, json, or a Go template")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only display sandbox IDs")
+	return cmd
+}
+
+func sbInspectCmd(g *globals) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "inspect [OPTIONS] SANDBOX [SANDBOX...]",
+		Short: "Display detailed information on one or more sandboxes",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			items := []any{}
+			var firstErr error
+			for _, ref := range args {
+				var raw json.RawMessage
+				if err := c.do("GET", "/tether/v1/sandboxes/"+url.PathEscape(ref), nil, nil, &raw); err != nil {
+					if firstErr == nil {
+						firstErr = err
+					}
+					continue
+				}
+				var m map[string]any
+				if err := json.Unmarshal(raw, &m); err != nil {
+					return err
+				}
+				items = append(items, m)
+			}
+			if err := newFormatter(format).inspect(items); err != nil {
+				return err
+			}
+			return firstErr
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "", "format output using a Go template, or json")
+	return cmd
+}
+
+func rmCmd(g *globals) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm [OPTIONS] SANDBOX [SANDBOX...]",
+		Aliases: []string{"remove"},
+		Short:   "Remove one or more sandboxes",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var failed error
+			q := url.Values{}
+			if force {
+				q.Set("force", "1")
+			}
+			for _, ref := range args {
+				if err := c.do("DELETE", "/tether/v1/sandboxes/"+url.PathEscape(ref), q, nil, nil); err != nil {
+					fmt.Fprintln(cmd.ErrOrStderr(), err)
+					failed = exitError{1}
+					continue
+				}
+				fmt.Println(ref)
+			}
+			return failed
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill the sandbox's processes and remove it")
+	return cmd
+}

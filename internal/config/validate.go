@@ -1,0 +1,226 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// checks validate a merged Config; each names the key it checks.
+var checks = []struct {
+	key   string
+	check func(c *Config) error
+}{
+	{"bip", checkBIP},
+	{"bip", checkBIPBridge},
+	{"bridge", func(c *Config) error { return checkBridgeName(c.Bridge) }},
+	{"fixed-cidr", checkFixedCIDR},
+	{"mtu", func(c *Config) error { return checkMTU(c.MTU) }},
+	{"default-gateway", func(c *Config) error { return checkIPv4(c.DefaultGateway) }},
+	{"default-address-pools", func(c *Config) error { return checkPools(c.DefaultAddressPools) }},
+	{"dns-search", func(c *Config) error { return eachWord(c.DNSSearch) }},
+	{"dns-opts", func(c *Config) error { return eachWord(c.DNSOpts) }},
+	{"hosts", func(c *Config) error { return each(c.Hosts, checkHost) }},
+	{"data-root", func(c *Config) error { return checkAbs(c.DataRoot) }},
+	{"exec-root", func(c *Config) error { return checkAbs(c.ExecRoot) }},
+	{"pidfile", func(c *Config) error { return checkAbs(c.Pidfile) }},
+	{"log-level", func(c *Config) error { return checkLogLevel(c.LogLevel) }},
+	{"labels", func(c *Config) error { return each(c.Labels, checkLabel) }},
+}
+
+// validate runs every check and returns all failures.
+func validate(c *Config) []error {
+	var errs []error
+	for _, ch := range checks {
+		if err := ch.check(c); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", ch.key, err))
+		}
+	}
+	return errs
+}
+
+// checkBIP wants an IPv4 host address with its prefix, at most /30: not the
+// network address (10.1.0.0/24) nor the broadcast address.
+func checkBIP(c *Config) error {
+	if c.BIP == "" {
+		return nil
+	}
+	p, err := parseIPv4Prefix(c.BIP)
+	if err != nil {
+		return err
+	}
+	if p.Bits() > 30 {
+		return fmt.Errorf("%q leaves no addresses for sandboxes", c.BIP)
+	}
+	if p.Addr() == p.Masked().Addr() {
+		return fmt.Errorf("%q is the network address; give the bridge's own address, e.g. %s/%d",
+			c.BIP, p.Addr().Next(), p.Bits())
+	}
+	if p.Addr() == lastAddr(p) {
+		return fmt.Errorf("%q is the broadcast address; give the bridge's own address", c.BIP)
+	}
+	return nil
+}
+
+// checkBIPBridge refuses bip with bridge, as dockerd does: the address of an
+// existing bridge is the bridge's own.
+func checkBIPBridge(c *Config) error {
+	if c.BIP != "" && c.Bridge != "" {
+		return fmt.Errorf("you specified -b & --bip, mutually exclusive options; please specify only one")
+	}
+	return nil
+}
+
+// checkBridgeName accepts "none" or a Linux interface name (IFNAMSIZ-1 bytes,
+// no '/', ':' or blanks).
+func checkBridgeName(name string) error {
+	if name == "" || name == "none" {
+		return nil
+	}
+	if len(name) > 15 || name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n") {
+		return fmt.Errorf("%q is not a valid interface name (at most 15 bytes, no '/', ':' or blanks)", name)
+	}
+	return nil
+}
+
+// checkFixedCIDR wants an IPv4 prefix inside bip's subnet (when bip is
+// given) on a default network that exists.
+func checkFixedCIDR(c *Config) error {
+	if c.FixedCIDR == "" {
+		return nil
+	}
+	p, err := parseIPv4Prefix(c.FixedCIDR)
+	if err != nil {
+		return err
+	}
+	if c.Bridge == "none" {
+		return fmt.Errorf("needs the default network, but bridge is %q", c.Bridge)
+	}
+	if bip, err := netip.ParsePrefix(c.BIP); err == nil && !within(p, bip) {
+		return fmt.Errorf("%s is not inside bip's subnet %s", p, bip.Masked())
+	}
+	return nil
+}
+
+func checkMTU(mtu int) error {
+	if mtu < 68 || mtu > 65535 {
+		return fmt.Errorf("%d is out of range 68..65535", mtu)
+	}
+	return nil
+}
+
+func checkIPv4(a netip.Addr) error {
+	if a.IsValid() && !a.Is4() {
+		return fmt.Errorf("%s is not an IPv4 address", a)
+	}
+	return nil
+}
+
+// checkPools wants IPv4 bases and sizes from the base's length to 32.
+func checkPools(pools []AddressPool) error {
+	for _, p := range pools {
+		if !p.Base.Addr().Is4() {
+			return fmt.Errorf("base %s is not an IPv4 CIDR", p.Base)
+		}
+		if p.Size < p.Base.Bits() || p.Size > 32 {
+			return fmt.Errorf("base %s: size %d is out of range %d..32", p.Base, p.Size, p.Base.Bits())
+		}
+	}
+	return nil
+}
+
+// checkHost accepts unix:///path, tcp://[host]:port and fd://[name].
+func checkHost(h string) error {
+	scheme, rest, _ := strings.Cut(h, "://")
+	ok := false
+	switch scheme {
+	case "unix":
+		ok = path.IsAbs(rest)
+	case "tcp":
+		ok = validHostPort(rest)
+	case "fd":
+		ok = !strings.Contains(rest, "/")
+	}
+	if !ok {
+		return fmt.Errorf("%q is not unix:///path, tcp://host:port or fd://", h)
+	}
+	return nil
+}
+
+func validHostPort(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n > 0
+}
+
+func checkAbs(p string) error {
+	if !path.IsAbs(p) {
+		return fmt.Errorf("%q is not an absolute path", p)
+	}
+	return nil
+}
+
+var logLevels = []string{"debug", "info", "warn", "error", "fatal"}
+
+func checkLogLevel(level string) error {
+	if !slices.Contains(logLevels, level) {
+		return fmt.Errorf("%q is not one of %s", level, strings.Join(logLevels, ", "))
+	}
+	return nil
+}
+
+func checkLabel(l string) error {
+	if k, _, ok := strings.Cut(l, "="); !ok || k == "" {
+		return fmt.Errorf("%q is not key=value", l)
+	}
+	return nil
+}
+
+// eachWord refuses empty entries and blanks, which would break the
+// resolv.conf line they are written to.
+func eachWord(items []string) error {
+	return each(items, func(s string) error {
+		if s == "" || strings.ContainsAny(s, " \t\r\n") {
+			return fmt.Errorf("%q must be one non-empty word", s)
+		}
+		return nil
+	})
+}
+
+func each(items []string, check func(string) error) error {
+	for _, s := range items {
+		if err := check(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parseIPv4Prefix(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 CIDR", s)
+	}
+	return p, nil
+}
+
+// within reports whether inner lies inside outer's subnet.
+func within(inner, outer netip.Prefix) bool {
+	return inner.Bits() >= outer.Bits() && outer.Masked().Contains(inner.Addr())
+}
+
+// lastAddr is the highest address of p's subnet.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Addr().As4()
+	for i := p.Bits(); i < 32; i++ {
+		a[i/8] |= 1 << (7 - i%8)
+	}
+	return netip.AddrFrom4(a)
+}

@@ -1,0 +1,124 @@
+// Package daemon wires the configuration, store, engine and API together and
+// runs until a signal arrives. Stopping the daemon leaves every network and
+// sandbox in place (live restore): the next start picks them up again.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tether-net/tether/internal/api"
+	"github.com/tether-net/tether/internal/config"
+	"github.com/tether-net/tether/internal/engine"
+	"github.com/tether-net/tether/internal/store/bolt"
+)
+
+// Run starts the daemon with cfg and blocks until SIGINT or SIGTERM.
+func Run(cfg *config.Config) error {
+	log := newLogger(cfg)
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	if err := writePidfile(cfg.Pidfile); err != nil {
+		return err
+	}
+	defer os.Remove(cfg.Pidfile)
+	if cfg.IPForward {
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+			return fmt.Errorf("enable IPv4 forwarding (ip-forward): %w", err)
+		}
+	}
+	if cfg.IPTables || cfg.IPMasq {
+		log.Warn("no firewall rules are installed yet: sandboxes reach their networks and the host, but NAT to the outside is not set up (iptables/ip-masq land with the firewall work)")
+	}
+	st, err := bolt.Open(filepath.Join(cfg.DataRoot, "tether.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: log})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	if err := eng.Start(ctx); err != nil {
+		return err
+	}
+	log.Info("engine ready", "took", time.Since(start).Round(time.Microsecond), "networks", len(eng.Networks()), "sandboxes", len(eng.Sandboxes()))
+	return serve(ctx, cfg, eng, log)
+}
+
+func serve(ctx context.Context, cfg *config.Config, eng *engine.Engine, log *slog.Logger) error {
+	ls, err := api.Listen(cfg.Hosts, cfg.Group)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: api.New(eng, log), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		log.Info("API listening", "addr", l.Addr().String())
+		go func(l net.Listener) { errc <- srv.Serve(l) }(l)
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down; networks and sandboxes stay in place")
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve API: %w", err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	for _, h := range cfg.Hosts {
+		if p, ok := strings.CutPrefix(h, "unix://"); ok {
+			os.Remove(p)
+		}
+	}
+	return nil
+}
+
+func newLogger(cfg *config.Config) *slog.Logger {
+	var lvl slog.Level
+	switch cfg.LogLevel {
+	case "debug":
+		lvl = slog.LevelDebug
+	case "warn":
+		lvl = slog.LevelWarn
+	case "error", "fatal":
+		lvl = slog.LevelError
+	}
+	l := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	slog.SetDefault(l)
+	return l
+}
+
+// writePidfile refuses to start when the pidfile names a live daemon.
+func writePidfile(path string) error {
+	if b, err := os.ReadFile(path); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid != os.Getpid() {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+				if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); strings.Contains(filepath.Base(exe), "tether") {
+					return fmt.Errorf("pidfile %s names running process %d: is another daemon running?", path, pid)
+				}
+			}
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("pidfile directory: %w", err)
+	}
+	return os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+}

@@ -1,0 +1,229 @@
+package ipam
+
+// Reading what occupies IPv4 space on the host: three netlink dumps (links
+// for names, IPv4 addresses, IPv4 routes of every table) turned into
+// Blockers. Every table matters, not only main: policy routing (VPN clients,
+// Tailscale's table 52, cloud agents) puts real networks in other tables,
+// and a bridge subnet that shadows them breaks the host's connectivity.
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// dumpTries is how often an interrupted netlink dump is tried in all.
+const dumpTries = 5
+
+// dump runs a netlink dump, again while the kernel reports it interrupted
+// (the table changed under it, netlink.ErrDumpInterrupted). Every dump in
+// this package goes through it.
+func dump[T any](what string, f func() ([]T, error)) ([]T, error) {
+	var err error
+	for range dumpTries {
+		var res []T
+		res, err = f()
+		if err == nil {
+			return res, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	return nil, fmt.Errorf("%s: interrupted %d times: %w", what, dumpTries, err)
+}
+
+// HostBlockers returns what occupies IPv4 space in h's namespace: every
+// interface address as its prefix (`ip -4 addr`) and the routes of all
+// routing tables (`ip -4 route show table all`). h nil means the calling
+// thread's namespace (normally the host's).
+//
+// Left out: default routes and anything shorter than /8 (a VPN's 0/1 +
+// 128/1 pair is a default route in disguise), loopback 127/8, link-local
+// 169.254/16, 0/8, multicast 224/4 and reserved 240/4; broadcast, multicast
+// and throw routes (they claim no space); and routes the kernel derives from
+// an address (protocol kernel: connected subnets, table local's host and
+// broadcast entries) when the address itself is reported, so each thing is
+// named once, by its address.
+func HostBlockers(h *netlink.Handle) ([]Blocker, error) {
+	if h == nil {
+		h = &netlink.Handle{} // a socket per request, in the calling thread's namespace
+	}
+	links, err := dump("list links", h.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := dump("list IPv4 addresses", func() ([]netlink.Addr, error) {
+		return h.AddrList(nil, netlink.FAMILY_V4)
+	})
+	if err != nil {
+		return nil, err
+	}
+	routes, err := dump("list IPv4 routes", func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[int]string, len(links))
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	return hostBlockers(names, addrs, routes), nil
+}
+
+// hostBlockers converts dumped addresses and routes: addresses first, then
+// routes in dump order.
+func hostBlockers(names map[int]string, addrs []netlink.Addr, routes []netlink.Route) []Blocker {
+	var out []Blocker
+	for _, a := range addrs {
+		dev := linkName(names, a.LinkIndex)
+		if p, ok := ipNetPrefix(a.IPNet); ok && !ignorable(p) {
+			out = append(out, Blocker{Prefix: p.Masked(), Source: fmt.Sprintf("address %s on %s", p, dev)})
+		}
+		if p, ok := ipNetPrefix(a.Peer); ok && !ignorable(p) && a.Peer.String() != a.IPNet.String() {
+			out = append(out, Blocker{Prefix: p.Masked(), Source: fmt.Sprintf("peer %s of address %s on %s", p, a.IPNet, dev)})
+		}
+	}
+	nAddr := len(out)
+	for _, r := range routes {
+		b, ok := routeBlocker(names, r)
+		if !ok || (r.Protocol == unix.RTPROT_KERNEL && covered(b.Prefix, out[:nAddr])) {
+			continue
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+func covered(p netip.Prefix, by []Blocker) bool {
+	for _, b := range by {
+		if b.Prefix.Bits() <= p.Bits() && b.Prefix.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// ignoredRanges hold no network a bridge could collide with.
+var ignoredRanges = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("240.0.0.0/4"),
+}
+
+// minBlockerBits: shorter prefixes are default routes in effect.
+const minBlockerBits = 8
+
+func ignorable(p netip.Prefix) bool {
+	if p.Bits() < minBlockerBits {
+		return true
+	}
+	for _, r := range ignoredRanges {
+		if r.Bits() <= p.Bits() && r.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// routeBlocker describes r like `ip route` would:
+// `route 172.16.0.0/12 via 10.0.0.1 dev eth0 (table main)`.
+func routeBlocker(names map[int]string, r netlink.Route) (Blocker, bool) {
+	switch r.Type {
+	case unix.RTN_BROADCAST, unix.RTN_MULTICAST, unix.RTN_ANYCAST, unix.RTN_THROW:
+		return Blocker{}, false
+	}
+	p, ok := ipNetPrefix(r.Dst)
+	if !ok || ignorable(p) {
+		return Blocker{}, false
+	}
+	p = p.Masked()
+	parts := []string{"route", p.String()}
+	if t := routeType(r.Type); t != "" {
+		parts = append(parts, "type", t)
+	}
+	if len(r.MultiPath) > 0 {
+		var hops []string
+		for _, nh := range r.MultiPath {
+			hops = append(hops, nextHop(names, nh.Gw, nh.LinkIndex))
+		}
+		parts = append(parts, strings.Join(hops, ", "))
+	} else if hop := nextHop(names, r.Gw, r.LinkIndex); hop != "" {
+		parts = append(parts, hop)
+	}
+	parts = append(parts, "(table "+tableName(r.Table)+")")
+	return Blocker{Prefix: p, Source: strings.Join(parts, " ")}, true
+}
+
+func nextHop(names map[int]string, gw net.IP, link int) string {
+	var s []string
+	if gw != nil {
+		s = append(s, "via", gw.String())
+	}
+	if link > 0 {
+		s = append(s, "dev", linkName(names, link))
+	}
+	return strings.Join(s, " ")
+}
+
+func routeType(t int) string {
+	switch t {
+	case unix.RTN_UNICAST, unix.RTN_UNSPEC:
+		return ""
+	case unix.RTN_LOCAL:
+		return "local"
+	case unix.RTN_BLACKHOLE:
+		return "blackhole"
+	case unix.RTN_UNREACHABLE:
+		return "unreachable"
+	case unix.RTN_PROHIBIT:
+		return "prohibit"
+	}
+	return fmt.Sprintf("%d", t)
+}
+
+func tableName(t int) string {
+	switch t {
+	case unix.RT_TABLE_MAIN:
+		return "main"
+	case unix.RT_TABLE_LOCAL:
+		return "local"
+	case unix.RT_TABLE_DEFAULT:
+		return "default"
+	}
+	return fmt.Sprintf("%d", t)
+}
+
+func linkName(names map[int]string, index int) string {
+	if n, ok := names[index]; ok {
+		return n
+	}
+	return fmt.Sprintf("if%d", index)
+}
+
+// ipNetPrefix converts an IPv4 net.IPNet; nil, IPv6 and non-CIDR masks fail.
+func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	ip4 := n.IP.To4()
+	if ip4 == nil {
+		return netip.Prefix{}, false
+	}
+	ones, bits := n.Mask.Size()
+	if bits != 32 && !(bits == 128 && ones >= 96) {
+		return netip.Prefix{}, false
+	}
+	if bits == 128 {
+		ones -= 96
+	}
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte(ip4)), ones), true
+}

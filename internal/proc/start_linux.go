@@ -1,0 +1,166 @@
+package proc
+
+// Start: a command inside a sandbox.
+//
+// The command is started as this binary re-executed with _TETHER_NSENTER
+// naming the sandbox's namespaces, so it is in them before any Go code
+// runs; the helper then changes to the working directory, looks the command
+// up in $PATH as seen inside the sandbox, and execve()s it. A status pipe
+// (close-on-exec) tells Start whether entering worked: the nsenter
+// constructor writes its error there, and a successful execve closes it.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Process is a command started in a sandbox.
+type Process struct {
+	Pid int
+	cmd *exec.Cmd
+}
+
+// Start starts spec.Args in the sandbox: in spec.NetNS and, when set,
+// spec.UTSNS and spec.MntNS, in a new session (setsid) so that signals for
+// the caller's process group do not reach it, with spec's stdio, environment
+// and working directory. A command that cannot be found or run is not an
+// error here: the Process exits with ExitNotFound or ExitCannotInvoke after
+// writing the reason to spec.Stderr. Failing to enter the namespaces is.
+func Start(spec Spec) (*Process, error) {
+	if err := checkStart(spec); err != nil {
+		return nil, fmt.Errorf("start in sandbox: %w", err)
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("start in sandbox: %w", err)
+	}
+	defer statusR.Close()
+	cmd := &exec.Cmd{
+		Path:        selfExe,
+		Args:        append([]string{"tether-exec", spec.Dir}, spec.Args...),
+		Env:         execEnv(spec),
+		Stdin:       spec.Stdin,
+		Stdout:      spec.Stdout,
+		Stderr:      spec.Stderr,
+		ExtraFiles:  []*os.File{statusW}, // fd 3
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	err = cmd.Start()
+	statusW.Close()
+	if err != nil {
+		return nil, fmt.Errorf("start %q in sandbox: %w", spec.Args[0], err)
+	}
+	msg, _ := io.ReadAll(statusR) // EOF at execve or exit
+	if len(msg) > 0 {
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("start %q in sandbox: %s", spec.Args[0], strings.TrimSpace(string(msg)))
+	}
+	return &Process{Pid: cmd.Process.Pid, cmd: cmd}, nil
+}
+
+func checkStart(spec Spec) error {
+	switch {
+	case len(spec.Args) == 0 || spec.Args[0] == "":
+		return errors.New("no command")
+	case spec.NetNS == "":
+		return errors.New("NetNS is required")
+	case spec.Dir != "" && !filepath.IsAbs(spec.Dir):
+		return fmt.Errorf("working directory %q is not absolute", spec.Dir)
+	}
+	return nil
+}
+
+// execEnv is the helper's environment: the command's, with a default PATH,
+// plus the helper and nsenter variables (which the helper removes).
+func execEnv(spec Spec) []string {
+	env := make([]string, 0, len(spec.Env)+4)
+	hasPath := false
+	for _, kv := range spec.Env {
+		if strings.HasPrefix(kv, "_TETHER_") {
+			continue
+		}
+		hasPath = hasPath || strings.HasPrefix(kv, "PATH=")
+		env = append(env, kv)
+	}
+	if !hasPath {
+		env = append(env, defaultPath)
+	}
+	ns := "net=" + spec.NetNS
+	if spec.UTSNS != "" {
+		ns += ",uts=" + spec.UTSNS
+	}
+	if spec.MntNS != "" {
+		ns += ",mnt=" + spec.MntNS
+	}
+	return append(env, modeEnv+"=exec", nsenterEnv+"="+ns, nsenterErrFD+"=3")
+}
+
+// Wait waits for the process to exit and returns its exit status, or
+// 128+N when it was killed by signal N. err is set only when waiting (or
+// copying non-file stdio) failed. Call it once.
+func (p *Process) Wait() (exitCode int, err error) {
+	err = p.cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		err = nil
+	}
+	st := p.cmd.ProcessState
+	if st == nil {
+		return -1, err
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), err
+	}
+	return st.ExitCode(), err
+}
+
+// Signal sends sig to the process.
+func (p *Process) Signal(sig os.Signal) error {
+	return p.cmd.Process.Signal(sig)
+}
+
+// runExecHelper is the helper's side: already inside the namespaces, it
+// execs the command or returns an exit status.
+func runExecHelper() int {
+	status := os.NewFile(3, "status")
+	if nsenterMissing() {
+		fmt.Fprintf(status, "%s\n", nsenterMissingMsg)
+		return ExitEnterFailed
+	}
+	unix.CloseOnExec(3)
+	os.Unsetenv(modeEnv)
+	if len(os.Args) < 3 {
+		fmt.Fprintln(os.Stderr, "tether: exec helper: no command")
+		return ExitCannotInvoke
+	}
+	dir, args := os.Args[1], os.Args[2:]
+	if dir == "" {
+		dir = "/"
+	}
+	if err := os.Chdir(dir); err != nil {
+		fmt.Fprintf(os.Stderr, "tether: chdir to %q: %v\n", dir, err)
+		return ExitCannotInvoke
+	}
+	path, err := exec.LookPath(args[0])
+	if errors.Is(err, exec.ErrDot) {
+		err = nil
+	}
+	if err == nil {
+		err = syscall.Exec(path, args, os.Environ())
+		err = fmt.Errorf("exec %q: %w", path, err)
+	}
+	fmt.Fprintf(os.Stderr, "tether: %v\n", err)
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		return ExitNotFound
+	}
+	return ExitCannotInvoke
+}

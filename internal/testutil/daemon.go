@@ -1,0 +1,215 @@
+package testutil
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Daemon is a tether daemon started by a test inside a test-owned network
+// namespace (the daemon's "host"). It stays in the test's mount namespace, so
+// its namespace files outlive a restart exactly as on a real host.
+type Daemon struct {
+	t       testing.TB
+	Bin     string
+	NS      string // network namespace standing for the host
+	Dir     string // data-root, exec-root, socket, pidfile, log live here
+	Socket  string
+	Args    []string // extra daemon flags
+	Config  string   // daemon.json content ("" = none)
+	cmd     *exec.Cmd
+	log     *bytes.Buffer
+	stopped bool
+}
+
+// NewDaemon prepares (but does not start) a daemon in namespace ns.
+func NewDaemon(t testing.TB, ns string, args ...string) *Daemon {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "tether-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{t: t, Bin: Binary(t), NS: ns, Dir: dir, Socket: filepath.Join(dir, "tether.sock"), Args: args}
+	t.Cleanup(d.cleanup)
+	return d
+}
+
+// StartDaemon prepares and starts a daemon and waits until it answers.
+func StartDaemon(t testing.TB, ns string, args ...string) *Daemon {
+	t.Helper()
+	d := NewDaemon(t, ns, args...)
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func (d *Daemon) daemonArgs() []string {
+	args := []string{"--net=/run/netns/" + d.NS, "--", d.Bin, "daemon",
+		"--data-root", filepath.Join(d.Dir, "data"), "--exec-root", filepath.Join(d.Dir, "exec"),
+		"-H", "unix://" + d.Socket, "--pidfile", filepath.Join(d.Dir, "tether.pid")}
+	if d.Config != "" {
+		cf := filepath.Join(d.Dir, "daemon.json")
+		if err := os.WriteFile(cf, []byte(d.Config), 0o644); err != nil {
+			d.t.Fatal(err)
+		}
+		args = append(args, "--config-file", cf)
+	} else {
+		args = append(args, "--config-file", filepath.Join(d.Dir, "absent.json"))
+	}
+	return append(args, d.Args...)
+}
+
+// Start launches the daemon and waits for its socket; it returns the
+// daemon's error output when it exits early.
+func (d *Daemon) Start() error {
+	args := d.daemonArgs()
+	if d.Config == "" {
+		// an explicit --config-file must exist; write an empty object
+		_ = os.WriteFile(filepath.Join(d.Dir, "absent.json"), []byte("{}"), 0o644)
+	}
+	d.log = &bytes.Buffer{}
+	d.cmd = exec.Command("nsenter", args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		return fmt.Errorf("start daemon: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- d.cmd.Wait() }()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			d.stopped = true
+			return fmt.Errorf("daemon exited: %v\n%s", err, d.log.String())
+		default:
+		}
+		if c, err := net.Dial("unix", d.Socket); err == nil {
+			c.Close()
+			go func() { <-exited; d.stopped = true }()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("daemon did not answer within 15s:\n%s", d.log.String())
+}
+
+// Fails runs the daemon expecting it to refuse to start; it returns its output.
+func (d *Daemon) Fails() (string, error) {
+	cmd := exec.Command("nsenter", d.daemonArgs()...)
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		return string(out), fmt.Errorf("daemon kept running; expected it to refuse to start")
+	}
+	if err == nil {
+		return string(out), fmt.Errorf("daemon exited 0; expected a failure")
+	}
+	return string(out), nil
+}
+
+// Stop sends SIGTERM to the daemon (by PID) and waits for it to exit.
+func (d *Daemon) Stop() {
+	if d.cmd == nil || d.cmd.Process == nil || d.stopped {
+		return
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(10 * time.Second)
+	for !d.stopped && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !d.stopped {
+		_ = d.cmd.Process.Kill()
+		time.Sleep(100 * time.Millisecond)
+	}
+	d.stopped = true
+}
+
+// Log returns what the daemon printed so far.
+func (d *Daemon) Log() string {
+	if d.log == nil {
+		return ""
+	}
+	return d.log.String()
+}
+
+// Tether runs the CLI against this daemon.
+func (d *Daemon) Tether(args ...string) (string, error) {
+	cmd := exec.Command(d.Bin, append([]string{"-H", "unix://" + d.Socket}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.String(), err
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		return out.String(), fmt.Errorf("tether %s: timed out", strings.Join(args, " "))
+	}
+}
+
+// MustTether runs the CLI and fails the test on error.
+func (d *Daemon) MustTether(args ...string) string {
+	d.t.Helper()
+	out, err := d.Tether(args...)
+	if err != nil {
+		d.t.Fatalf("tether %s: %v\n%s\ndaemon log:\n%s", strings.Join(args, " "), err, out, d.Log())
+	}
+	return out
+}
+
+// InspectJSON runs an inspect command and decodes its single element.
+func (d *Daemon) InspectJSON(v any, args ...string) {
+	d.t.Helper()
+	out := d.MustTether(args...)
+	var arr []json.RawMessage
+	if err := json.Unmarshal([]byte(out), &arr); err != nil || len(arr) != 1 {
+		d.t.Fatalf("decode %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	if err := json.Unmarshal(arr[0], v); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// cleanup removes every sandbox (killing the processes the daemon started),
+// stops the daemon, unmounts its namespace files and deletes its directory.
+func (d *Daemon) cleanup() {
+	if d.cmd != nil && !d.stopped {
+		if out, err := d.Tether("sandbox", "ls", "-q"); err == nil {
+			for _, id := range strings.Fields(out) {
+				if o, err := d.Tether("rm", "-f", id); err != nil {
+					d.t.Errorf("cleanup: rm -f %s: %v %s", id, err, o)
+				}
+			}
+		}
+	}
+	d.Stop()
+	if err := UnmountUnder(d.Dir); err != nil {
+		d.t.Errorf("cleanup: %v", err)
+	}
+	if m := Mounted(d.Dir); len(m) > 0 {
+		d.t.Errorf("cleanup: mounts left under %s: %v", d.Dir, m)
+	}
+	if d.t.Failed() {
+		d.t.Logf("daemon log:\n%s", d.Log())
+	}
+	os.RemoveAll(d.Dir)
+}
