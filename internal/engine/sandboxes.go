@@ -67,8 +67,8 @@ func (e *Engine) CreateSandbox(ctx context.Context, spec SandboxSpec) (_ *Sandbo
 	if err := e.buildNamespaces(ctx, rec); err != nil {
 		return nil, err
 	}
-	for i, a := range nets {
-		if err := e.connectLocked(ctx, sb, a.ns, spec.Networks[i]); err != nil {
+	for _, a := range nets {
+		if err := e.connectLocked(ctx, sb, a.ns, a.spec); err != nil {
 			return nil, err
 		}
 	}
@@ -80,7 +80,10 @@ func (e *Engine) CreateSandbox(ctx context.Context, spec SandboxSpec) (_ *Sandbo
 	return e.copySandbox(sb), nil
 }
 
-type plannedAttach struct{ ns *netState }
+type plannedAttach struct {
+	ns   *netState
+	spec AttachSpec
+}
 
 // planSandbox validates a spec into a record and the networks to attach.
 func (e *Engine) planSandbox(spec SandboxSpec) (*Sandbox, []plannedAttach, error) {
@@ -128,7 +131,7 @@ func (e *Engine) planSandbox(spec SandboxSpec) (*Sandbox, []plannedAttach, error
 			}
 			rec.HostNet = ns.rec.Driver == "host"
 		}
-		out = append(out, plannedAttach{ns: ns})
+		out = append(out, plannedAttach{ns: ns, spec: a})
 	}
 	return rec, out, nil
 }

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -26,8 +28,26 @@ type Daemon struct {
 	Args    []string // extra daemon flags
 	Config  string   // daemon.json content ("" = none)
 	cmd     *exec.Cmd
-	log     *bytes.Buffer
-	stopped bool
+	log     *syncBuffer
+	stopped atomic.Bool
+}
+
+// syncBuffer is a bytes.Buffer safe for the daemon's writes and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // NewDaemon prepares (but does not start) a daemon in namespace ns.
@@ -63,7 +83,13 @@ func (d *Daemon) daemonArgs() []string {
 		}
 		args = append(args, "--config-file", cf)
 	} else {
-		args = append(args, "--config-file", filepath.Join(d.Dir, "absent.json"))
+		// an explicit --config-file must exist: an empty object keeps the
+		// host's /etc/tether/daemon.json out of the test
+		cf := filepath.Join(d.Dir, "empty.json")
+		if err := os.WriteFile(cf, []byte("{}"), 0o644); err != nil {
+			d.t.Fatal(err)
+		}
+		args = append(args, "--config-file", cf)
 	}
 	return append(args, d.Args...)
 }
@@ -72,11 +98,8 @@ func (d *Daemon) daemonArgs() []string {
 // daemon's error output when it exits early.
 func (d *Daemon) Start() error {
 	args := d.daemonArgs()
-	if d.Config == "" {
-		// an explicit --config-file must exist; write an empty object
-		_ = os.WriteFile(filepath.Join(d.Dir, "absent.json"), []byte("{}"), 0o644)
-	}
-	d.log = &bytes.Buffer{}
+	d.log = &syncBuffer{}
+	d.stopped.Store(false)
 	d.cmd = exec.Command("nsenter", args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
@@ -88,13 +111,13 @@ func (d *Daemon) Start() error {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
-			d.stopped = true
+			d.stopped.Store(true)
 			return fmt.Errorf("daemon exited: %v\n%s", err, d.log.String())
 		default:
 		}
 		if c, err := net.Dial("unix", d.Socket); err == nil {
 			c.Close()
-			go func() { <-exited; d.stopped = true }()
+			go func() { <-exited; d.stopped.Store(true) }()
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -124,19 +147,19 @@ func (d *Daemon) Fails() (string, error) {
 
 // Stop sends SIGTERM to the daemon (by PID) and waits for it to exit.
 func (d *Daemon) Stop() {
-	if d.cmd == nil || d.cmd.Process == nil || d.stopped {
+	if d.cmd == nil || d.cmd.Process == nil || d.stopped.Load() {
 		return
 	}
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	deadline := time.Now().Add(10 * time.Second)
-	for !d.stopped && time.Now().Before(deadline) {
+	for !d.stopped.Load() && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if !d.stopped {
+	if !d.stopped.Load() {
 		_ = d.cmd.Process.Kill()
 		time.Sleep(100 * time.Millisecond)
 	}
-	d.stopped = true
+	d.stopped.Store(true)
 }
 
 // Log returns what the daemon printed so far.
@@ -192,7 +215,7 @@ func (d *Daemon) InspectJSON(v any, args ...string) {
 // cleanup removes every sandbox (killing the processes the daemon started),
 // stops the daemon, unmounts its namespace files and deletes its directory.
 func (d *Daemon) cleanup() {
-	if d.cmd != nil && !d.stopped {
+	if d.cmd != nil && !d.stopped.Load() {
 		if out, err := d.Tether("sandbox", "ls", "-q"); err == nil {
 			for _, id := range strings.Fields(out) {
 				if o, err := d.Tether("rm", "-f", id); err != nil {

@@ -1,0 +1,14 @@
+package e2e
+
+import (
+	"os"
+	"testing"
+
+	"github.com/tether-net/tether/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testutil.RemoveBinary()
+	os.Exit(code)
+}
