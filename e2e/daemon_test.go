@@ -306,3 +306,42 @@ func TestAdoptNamespace(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// A restart after the namespace files were lost (exec-root cleared) keeps a
+// sandbox whose process still runs: its namespaces are re-bound from the
+// process. A sandbox without a process is gone for good and its address is
+// freed.
+func TestRecoverLostNamespaceFiles(t *testing.T) {
+	_, d := host(t)
+	d.MustTether("network", "create", "--subnet", "10.95.0.0/24", "rec")
+	httpServer(t, d, "web", "rec")
+	d.MustTether("sandbox", "create", "--name", "idle", "--network", "rec")
+	d.MustTether("sandbox", "create", "--name", "cli", "--network", "rec")
+	if err := httpGet(d, "cli", "10.95.0.2", 25); err != nil {
+		t.Fatal(err)
+	}
+	idleIP := ip(t, d, "idle", "rec")
+	d.Stop()
+	nsDir := d.Dir + "/exec/ns"
+	if err := testutil.UnmountUnder(nsDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(nsDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ls := d.MustTether("sandbox", "ls", "--format", "{{.Name}}")
+	if !strings.Contains(ls, "web") || strings.Contains(ls, "idle") || strings.Contains(ls, "cli") {
+		t.Fatalf("after losing the namespace files: %q, want web only", ls)
+	}
+	if got := strings.TrimSpace(d.MustTether("exec", "web", "--", "hostname")); got != sandbox(t, d, "web").Hostname {
+		t.Errorf("exec in recovered sandbox: hostname %q", got)
+	}
+	// idle's address was freed: it can be claimed statically.
+	d.MustTether("sandbox", "create", "--name", "cli2", "--network", "rec", "--ip", idleIP)
+	if err := httpGet(d, "cli2", "10.95.0.2", 25); err != nil {
+		t.Error(err)
+	}
+}

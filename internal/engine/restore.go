@@ -64,7 +64,7 @@ func (e *Engine) restoreSandboxes(ctx context.Context) error {
 		}
 		sb := &sbState{rec: rec, procs: map[int]*proc.Process{}}
 		e.sandboxes[rec.ID] = sb
-		if !e.namespaceAlive(rec) {
+		if !e.namespaceAlive(rec) && !e.recoverNamespaces(rec) {
 			e.log.Info("sandbox namespace is gone; removing its records", "sandbox", rec.Name)
 			sb.op.Lock()
 			if err := e.removeLocked(ctx, sb); err != nil {
@@ -90,6 +90,31 @@ func (e *Engine) namespaceAlive(rec *Sandbox) bool {
 	}
 	ino, err := inode(rec.NetNS)
 	return err == nil && ino == rec.NSInode
+}
+
+// recoverNamespaces re-binds the namespace files of a sandbox whose files
+// were lost (exec-root on a tmpfs that was cleared, a daemon started in
+// another mount namespace) while one of its processes still runs: the
+// namespaces live on in that process, and the sandbox is not lost.
+func (e *Engine) recoverNamespaces(rec *Sandbox) bool {
+	if rec.Adopted || rec.HostNet {
+		return false
+	}
+	for _, pr := range rec.Procs {
+		if pr.StartTime == 0 || procStartTime(pr.PID) != pr.StartTime {
+			continue
+		}
+		for kind, path := range map[string]string{"net": rec.NetNS, "mnt": rec.MntNS, "uts": rec.UTSNS} {
+			_ = netns.Delete(path)
+			if err := netns.BindProcNS(pr.PID, kind, path); err != nil {
+				e.log.Warn("recover sandbox namespace", "sandbox", rec.Name, "kind", kind, "pid", pr.PID, "err", err)
+				return false
+			}
+		}
+		e.log.Info("recovered sandbox namespaces from a running process", "sandbox", rec.Name, "pid", pr.PID)
+		return true
+	}
+	return false
 }
 
 // forgetExited drops records of processes that ended while the daemon was down.
