@@ -58,16 +58,27 @@ func (f *formatter) each(items []any) (bool, error) {
 	return true, nil
 }
 
-// inspect prints objects as docker inspect does: an indented JSON array, or
-// the template applied to each.
-func (f *formatter) inspect(items []any) error {
+// inspect prints objects as docker inspect does: the daemon's JSON in an
+// indented array with its field order kept, or the template applied to each.
+func (f *formatter) inspect(raws []json.RawMessage) error {
 	if f.spec == "" || f.spec == "json" {
-		b, err := json.MarshalIndent(items, "", "    ")
+		if raws == nil {
+			raws = []json.RawMessage{}
+		}
+		b, err := json.MarshalIndent(raws, "", "    ")
 		if err != nil {
 			return err
 		}
 		fmt.Fprintln(f.out, string(b))
 		return nil
+	}
+	items := make([]any, len(raws))
+	for i, r := range raws {
+		var m map[string]any
+		if err := json.Unmarshal(r, &m); err != nil {
+			return err
+		}
+		items[i] = m
 	}
 	_, err := f.each(items)
 	return err

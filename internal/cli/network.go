@@ -203,7 +203,7 @@ func netInspectCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var items []any
+			var items []json.RawMessage
 			var firstErr error
 			for _, ref := range args {
 				var raw json.RawMessage
@@ -213,14 +213,7 @@ func netInspectCmd(g *globals) *cobra.Command {
 					}
 					continue
 				}
-				var m map[string]any
-				if err := json.Unmarshal(raw, &m); err != nil {
-					return err
-				}
-				items = append(items, m)
-			}
-			if items == nil {
-				items = []any{}
+				items = append(items, raw)
 			}
 			if err := newFormatter(format).inspect(items); err != nil {
 				return err

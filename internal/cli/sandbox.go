@@ -236,7 +236,7 @@ func sbInspectCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			items := []any{}
+			var items []json.RawMessage
 			var firstErr error
 			for _, ref := range args {
 				var raw json.RawMessage
@@ -246,11 +246,7 @@ func sbInspectCmd(g *globals) *cobra.Command {
 					}
 					continue
 				}
-				var m map[string]any
-				if err := json.Unmarshal(raw, &m); err != nil {
-					return err
-				}
-				items = append(items, m)
+				items = append(items, raw)
 			}
 			if err := newFormatter(format).inspect(items); err != nil {
 				return err
