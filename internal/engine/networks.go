@@ -127,7 +127,7 @@ func (e *Engine) buildNetwork(spec NetworkSpec) (*Network, *ipam.Subnet, error) 
 		Internal: spec.Internal, Attachable: spec.Attachable,
 		IPAMDriver: "default", IPAMOpts: spec.IPAMOptions,
 		Options: maps.Clone(spec.Options), Labels: maps.Clone(spec.Labels),
-		ICC: true, Masquerade: true, MTU: e.cfg.MTU,
+		ICC: true, Masquerade: true, MTU: 1500, // daemon "mtu" is the default network's only, as in Docker
 	}
 	if n.Options == nil {
 		n.Options = map[string]string{}

@@ -204,9 +204,9 @@ func TestSandbox(t *testing.T) {
 		if strings.Contains(out, f.nsDir) {
 			t.Fatalf("sandbox still has mounts of the ns dir:\n%s", out)
 		}
-		if strings.Contains(out, " nsfs ") {
-			t.Fatalf("sandbox mount ns holds namespace files:\n%s", out)
-		}
+		// nsfs mounts under /run/netns may appear: / is a slave of the host,
+		// so `ip netns add` elsewhere propagates in (and its removal does too,
+		// so they pin nothing). Only our private ns dir must be gone.
 	})
 	t.Run("signal and setsid", func(t *testing.T) {
 		var errb bytes.Buffer
