@@ -150,3 +150,34 @@ func TestInspectShapeAndTemplates(t *testing.T) {
 func testNS(ns string, name string, args ...string) (string, error) {
 	return inNS(ns, name, args...)
 }
+
+// The predefined networks: "host" shares the daemon's network namespace,
+// "none" has only loopback; neither can be combined with other networks.
+func TestHostAndNoneNetworks(t *testing.T) {
+	ns, d := host(t)
+	links := d.MustTether("run", "--rm", "--network", "host", "--", "ip", "-br", "link")
+	if !strings.Contains(links, "tether0") {
+		t.Errorf("host network sandbox does not see the host's links:\n%s", links)
+	}
+	hostLinks, _ := inNS(ns, "ip", "-br", "link")
+	if len(strings.Split(strings.TrimSpace(links), "\n")) != len(strings.Split(strings.TrimSpace(hostLinks), "\n")) {
+		t.Errorf("host network sandbox links:\n%s\nhost:\n%s", links, hostLinks)
+	}
+	none := d.MustTether("run", "--rm", "--network", "none", "--", "ip", "-br", "link")
+	if strings.TrimSpace(none) == "" || strings.Contains(none, "eth0") || !strings.Contains(none, "lo") {
+		t.Errorf("none network sandbox links:\n%s", none)
+	}
+	d.MustTether("sandbox", "create", "--name", "isolated", "--network", "none")
+	if out, err := d.Tether("network", "connect", "bridge", "isolated"); err == nil {
+		t.Errorf("a none sandbox joined bridge: %s", out)
+	}
+	if out, err := d.Tether("sandbox", "create", "--name", "mixed", "--network", "host", "--network", "bridge"); err == nil {
+		t.Errorf("host combined with bridge: %s", out)
+	}
+	if ls := d.MustTether("sandbox", "ls", "-q"); len(strings.Fields(ls)) != 1 {
+		t.Errorf("sandboxes after run --rm and refused creates: %q", ls)
+	}
+	if _, err := inNS(ns, "ip", "link", "show", "tether0"); err != nil {
+		t.Error("removing a host-network sandbox touched the host namespace")
+	}
+}
