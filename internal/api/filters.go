@@ -87,23 +87,22 @@ func (f filters) notLabels(labels map[string]string) bool {
 }
 
 // until parses the "until" filter: a Unix timestamp, an RFC 3339 time, or a
-// Go duration before now ("10m").
+// Go duration before now ("10m"). Like Docker, one value at most.
 func (f filters) until(now time.Time) (time.Time, error) {
-	var t time.Time
+	if len(f["until"]) > 1 {
+		return time.Time{}, fmt.Errorf("invalid filter 'until': more than one value")
+	}
 	for v := range f["until"] {
-		if d, err := time.ParseDuration(v); err == nil {
-			t = now.Add(-d)
-			continue
-		}
 		if sec, err := strconv.ParseFloat(v, 64); err == nil {
-			t = time.Unix(0, int64(sec*1e9))
-			continue
+			return time.Unix(0, int64(sec*1e9)), nil
+		}
+		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+			return now.Add(-d), nil
 		}
 		if x, err := time.Parse(time.RFC3339Nano, v); err == nil {
-			t = x
-			continue
+			return x, nil
 		}
-		return time.Time{}, fmt.Errorf("invalid filter 'until=%s': not a timestamp or duration", v)
+		return time.Time{}, fmt.Errorf("invalid filter 'until=%s': not a timestamp or a positive duration", v)
 	}
-	return t, nil
+	return time.Time{}, nil
 }

@@ -258,26 +258,28 @@ func nonNil(m map[string]string) map[string]string {
 }
 
 func matchNetwork(f filters, v *engine.NetworkView) (bool, error) {
-	if !f.any("driver", func(d string) bool { return d == v.Driver }) ||
-		!f.any("id", func(p string) bool { return strings.HasPrefix(v.ID, p) }) ||
-		!f.any("name", func(p string) bool { return strings.Contains(v.Name, p) }) ||
-		!f.any("scope", func(s string) bool { return s == "local" }) ||
-		!f.labels("label", v.Labels) {
-		return false, nil
-	}
+	// Values are checked before matching, so an invalid one is an error
+	// whatever the other filters say.
 	for t := range f["type"] {
 		if t != "custom" && t != "builtin" {
 			return false, fmt.Errorf("invalid filter 'type=%s': must be custom or builtin", t)
 		}
 	}
-	if !f.any("type", func(t string) bool { return (t == "builtin") == v.Predefined }) {
+	for d := range f["dangling"] {
+		if _, err := parseBool(d); err != nil {
+			return false, fmt.Errorf("invalid filter 'dangling=%s': %w", d, err)
+		}
+	}
+	if !f.any("driver", func(d string) bool { return d == v.Driver }) ||
+		!f.any("id", func(p string) bool { return strings.HasPrefix(v.ID, p) }) ||
+		!f.any("name", func(p string) bool { return strings.Contains(v.Name, p) }) ||
+		!f.any("scope", func(s string) bool { return s == "local" }) ||
+		!f.labels("label", v.Labels) ||
+		!f.any("type", func(t string) bool { return (t == "builtin") == v.Predefined }) {
 		return false, nil
 	}
 	for d := range f["dangling"] {
-		want, err := parseBool(d)
-		if err != nil {
-			return false, fmt.Errorf("invalid filter 'dangling=%s': %w", d, err)
-		}
+		want, _ := parseBool(d)
 		if want != (len(v.Endpoints) == 0 && !v.Predefined) {
 			return false, nil
 		}

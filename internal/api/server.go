@@ -84,7 +84,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		r.URL.Path = m[3]
-		r.URL.RawPath = ""
+		if r.URL.RawPath != "" {
+			if rm := versionPrefix.FindStringSubmatch(r.URL.RawPath); rm != nil {
+				r.URL.RawPath = rm[3]
+			}
+		}
 	}
 	if r.Body != nil {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
@@ -170,16 +174,19 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 // decode reads a JSON body into v; errors name the offending field and
 // answer 400 (413 for an oversized body).
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	var tooBig *http.MaxBytesError
 	dec := json.NewDecoder(r.Body)
 	err := dec.Decode(v)
 	if err == nil {
-		if dec.More() {
-			err = errors.New("unexpected data after the JSON object")
-		} else {
+		// Only white space may follow (dec.More is false on a stray '}' or ']').
+		_, err = dec.Token()
+		if errors.Is(err, io.EOF) {
 			return true
 		}
+		if !errors.As(err, &tooBig) {
+			err = errors.New("unexpected data after the JSON object")
+		}
 	}
-	var tooBig *http.MaxBytesError
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {

@@ -249,11 +249,11 @@ func (e *Engine) applyBridgeOptions(n *Network) error {
 // checkNewNetwork refuses duplicates: name, bridge name, overlapping subnet.
 // Called with e.mu held.
 func (e *Engine) checkNewNetwork(n *Network, explicitSubnet bool) error {
+	if e.findByName(n.Name) != nil {
+		return conflictf("network with name %s already exists", n.Name)
+	}
 	for _, other := range e.networks {
 		o := other.rec
-		if o.Name == n.Name {
-			return conflictf("network with name %s already exists", n.Name)
-		}
 		if o.BridgeName != "" && o.BridgeName == n.BridgeName {
 			return conflictf("invalid option %s=%q: bridge already used by network %q", OptBridgeName, n.BridgeName, o.Name)
 		}

@@ -358,7 +358,7 @@ func (e *Engine) allocate(ns *netState, static, sticky netip.Addr) (netip.Addr, 
 		case errors.Is(err, ipam.ErrAddrInUse):
 			return netip.Addr{}, conflictf("address %s is already in use on network %q", static, ns.rec.Name)
 		case err != nil:
-			return netip.Addr{}, invalidf("invalid ip %s for network %q: %v", static, ns.rec.Name, err)
+			return netip.Addr{}, invalidf("network %q: %v", ns.rec.Name, err)
 		}
 		return a, nil
 	}
