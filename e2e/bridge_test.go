@@ -52,6 +52,15 @@ func TestTwoSandboxesTalk(t *testing.T) {
 	if !strings.Contains(route, "default via 10.20.0.1 dev eth0") {
 		t.Errorf("client routes:\n%s", route)
 	}
+	// IPv4-only networks: no IPv6 on either end of the veth (its chatter
+	// would be flooded to every port), loopback keeps ::1.
+	if v6 := d.MustTether("exec", "client", "--", "ip", "-6", "-o", "addr", "show", "dev", "eth0"); strings.TrimSpace(v6) != "" {
+		t.Errorf("eth0 has IPv6 addresses: %s", v6)
+	}
+	host := sandbox(t, d, "client").Networks["app"].HostIfName
+	if v6, _ := testNS(ns, "ip", "-6", "-o", "addr", "show", "dev", host); strings.TrimSpace(v6) != "" {
+		t.Errorf("host end %s has IPv6 addresses: %s", host, v6)
+	}
 }
 
 // A sandbox on two networks reaches sandboxes on each; eth0 and eth1 follow

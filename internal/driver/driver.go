@@ -31,6 +31,9 @@ type Endpoint struct {
 	Gateway      netip.Addr
 	MAC          net.HardwareAddr
 	DefaultRoute bool // install the sandbox's default route through Gateway
+	// DisableIPv6 asks the driver to turn IPv6 off on the sandbox end itself;
+	// false when the sandbox namespace already defaults to IPv6 off.
+	DisableIPv6 bool
 }
 
 // Driver builds and tears down the kernel side of networks and endpoints.

@@ -49,6 +49,9 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 		return nil, err
 	}
 	defer sb.op.Unlock()
+	if err := e.processNamespaces(ctx, sb); err != nil {
+		return nil, err
+	}
 	spec := proc.Spec{
 		NetNS: sb.rec.NetNS, MntNS: sb.rec.MntNS, UTSNS: sb.rec.UTSNS,
 		Args: x.Args, Env: append([]string{defaultPath, "HOSTNAME=" + sb.rec.Hostname}, x.Env...), Dir: x.Dir,

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/tether-net/tether/internal/ipam"
 	"github.com/tether-net/tether/internal/netns"
@@ -105,6 +103,9 @@ func (e *Engine) recoverNamespaces(rec *Sandbox) bool {
 			continue
 		}
 		for kind, path := range map[string]string{"net": rec.NetNS, "mnt": rec.MntNS, "uts": rec.UTSNS} {
+			if path == "" {
+				continue
+			}
 			_ = netns.Delete(path)
 			if err := netns.BindProcNS(pr.PID, kind, path); err != nil {
 				e.log.Warn("recover sandbox namespace", "sandbox", rec.Name, "kind", kind, "pid", pr.PID, "err", err)
@@ -141,6 +142,7 @@ func (e *Engine) reattach(ctx context.Context, sb *sbState) {
 		}
 		dep := driverEndpoint(ep)
 		dep.DefaultRoute = sb.rec.Endpoints[0] == ep
+		dep.DisableIPv6 = sb.rec.Adopted
 		if ns.rec.SandboxGateway.IsValid() {
 			dep.Gateway = ns.rec.SandboxGateway
 		}
@@ -151,9 +153,5 @@ func (e *Engine) reattach(ctx context.Context, sb *sbState) {
 		ep.HostIfName = dep.HostIfName
 		e.log.Info("re-attached endpoint", "sandbox", sb.rec.Name, "network", ns.rec.Name)
 	}
-	if !sb.rec.Adopted {
-		if _, err := os.Stat(filepath.Join(e.sbDir, sb.rec.ID)); err == nil {
-			_ = e.writeFiles(sb.rec)
-		}
-	}
+	e.refreshFiles(sb)
 }

@@ -175,30 +175,62 @@ func inode(path string) (uint64, error) {
 	return fi.Sys().(*syscall.Stat_t).Ino, nil
 }
 
-// buildNamespaces creates a new sandbox's network, mount and UTS namespaces
-// (nothing for adopted ones: they keep what their runtime gave them).
+// buildNamespaces creates a new sandbox's network namespace (nothing for
+// adopted ones: they keep what their runtime gave them). IPv6 is off by
+// default on interfaces created in it (Tether's networks are IPv4 only; the
+// chatter of link-local IPv6 is flooded to every bridge port). The mount and
+// UTS namespaces come later, with the first process (processNamespaces): a
+// sandbox that only gets attached never pays for them.
 func (e *Engine) buildNamespaces(ctx context.Context, rec *Sandbox) error {
 	if rec.Adopted {
 		return nil
 	}
-	base := filepath.Join(e.nsDir, rec.ID)
 	if rec.HostNet {
 		rec.NetNS = e.hostNSPath()
-	} else {
-		rec.NetNS = base + ".net"
-		if err := netns.Create(rec.NetNS); err != nil {
-			return fmt.Errorf("create network namespace of %q: %w", rec.Name, err)
-		}
+		return nil
 	}
-	rec.MntNS, rec.UTSNS = base+".mnt", base+".uts"
+	rec.NetNS = filepath.Join(e.nsDir, rec.ID+".net")
+	err := netns.CreateWith(rec.NetNS, func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0o644)
+	})
+	if err != nil {
+		return fmt.Errorf("create network namespace of %q: %w", rec.Name, err)
+	}
+	return nil
+}
+
+// processNamespaces creates the sandbox's mount and UTS namespaces on first
+// use: its hosts, resolv.conf and hostname files bind-mounted over /etc,
+// its hostname set. Called with sb.op held.
+func (e *Engine) processNamespaces(ctx context.Context, sb *sbState) error {
+	rec := sb.rec
+	if rec.Adopted || rec.MntNS != "" {
+		return nil
+	}
+	base := filepath.Join(e.nsDir, rec.ID)
+	mnt, uts := base+".mnt", base+".uts"
 	if err := e.writeFiles(rec); err != nil {
 		return err
 	}
-	spec := proc.Spec{NetNS: rec.NetNS, MntNS: rec.MntNS, UTSNS: rec.UTSNS, Hostname: rec.Hostname, Files: e.sandboxFiles(rec.ID)}
+	spec := proc.Spec{NetNS: rec.NetNS, MntNS: mnt, UTSNS: uts, Hostname: rec.Hostname, Files: e.sandboxFiles(rec.ID)}
 	if err := proc.Setup(spec, e.nsDir); err != nil {
 		return fmt.Errorf("create mount and UTS namespaces of %q: %w", rec.Name, err)
 	}
-	return nil
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	rec.MntNS, rec.UTSNS = mnt, uts
+	return e.commit(ctx, e.putJSON(keySandboxes+rec.ID, rec))
+}
+
+// refreshFiles rewrites the sandbox's files after its endpoints changed
+// (only sandboxes with a mount namespace have them).
+func (e *Engine) refreshFiles(sb *sbState) {
+	if sb.rec.MntNS == "" {
+		return
+	}
+	if err := e.writeFiles(sb.rec); err != nil {
+		e.log.Warn("update sandbox files", "sandbox", sb.rec.Name, "err", err)
+	}
 }
 
 // Connect attaches a sandbox to a network.
@@ -249,6 +281,7 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	dn := driverNetwork(ns.rec)
 	dep := driverEndpoint(ep)
 	dep.DefaultRoute = len(sb.rec.Endpoints) == 0
+	dep.DisableIPv6 = sb.rec.Adopted // Tether's own namespaces default to IPv6 off
 	if ns.rec.SandboxGateway.IsValid() {
 		dep.Gateway = ns.rec.SandboxGateway
 	}
@@ -277,11 +310,7 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if err := e.commitEndpoint(ctx, sb, ns, ep); err != nil {
 		return err
 	}
-	if !sb.rec.Adopted {
-		if err := e.writeFiles(sb.rec); err != nil {
-			e.log.Warn("update sandbox files", "sandbox", sb.rec.Name, "err", err)
-		}
-	}
+	e.refreshFiles(sb)
 	e.events.publish(Event{Type: "network", Action: "connect", ID: ns.rec.ID,
 		Attrs: map[string]string{"name": ns.rec.Name, "type": ns.rec.Driver, "container": sb.rec.ID}})
 	return nil
@@ -448,11 +477,7 @@ func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force boo
 	if err := e.detach(ctx, sb, ns, ep, force); err != nil {
 		return err
 	}
-	if !sb.rec.Adopted {
-		if err := e.writeFiles(sb.rec); err != nil {
-			e.log.Warn("update sandbox files", "sandbox", sb.rec.Name, "err", err)
-		}
-	}
+	e.refreshFiles(sb)
 	return nil
 }
 
@@ -521,6 +546,9 @@ func (e *Engine) removeLocked(ctx context.Context, sb *sbState) error {
 	}
 	if !sb.rec.Adopted {
 		for _, p := range []string{sb.rec.MntNS, sb.rec.UTSNS} {
+			if p == "" {
+				continue
+			}
 			if err := netns.Delete(p); err != nil {
 				errs = append(errs, err)
 			}

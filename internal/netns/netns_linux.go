@@ -37,7 +37,13 @@ var (
 // under a PrepareDir'd directory). On failure nothing is left behind. Fails
 // with an error wrapping fs.ErrExist when path exists: use Delete first to
 // clear a stale file.
-func Create(path string) (err error) {
+func Create(path string) error { return CreateWith(path, nil) }
+
+// CreateWith is Create that also runs init inside the new namespace, on the
+// thread that created it, before returning (for sysctls of the new
+// namespace: /proc/sys/net shows the namespace of the thread that opens it).
+// An init error undoes the creation.
+func CreateWith(path string, init func() error) (err error) {
 	if err := createFile(path); err != nil {
 		return fmt.Errorf("create netns %q: %w", path, err)
 	}
@@ -54,7 +60,12 @@ func Create(path string) (err error) {
 			return err
 		}
 		if testHookAfterBind != nil {
-			return testHookAfterBind()
+			if err := testHookAfterBind(); err != nil {
+				return err
+			}
+		}
+		if init != nil {
+			return init()
 		}
 		return nil
 	})

@@ -228,7 +228,9 @@ func configureSandboxEnd(sb *nsHandle, n *driver.Network, ep *driver.Endpoint) e
 	if err != nil {
 		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
 	}
-	_ = sb.sysctl("net/ipv6/conf/"+ep.IfName+"/disable_ipv6", "1")
+	if ep.DisableIPv6 {
+		_ = sb.sysctl("net/ipv6/conf/"+ep.IfName+"/disable_ipv6", "1")
+	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ep.Address.Addr().AsSlice(), Mask: net.CIDRMask(ep.Address.Bits(), 32)}}
 	if err := sb.h.AddrAdd(link, addr); err != nil {
 		return fmt.Errorf("address %s on %q: %w", ep.Address, ep.IfName, err)
