@@ -136,24 +136,15 @@ func (e *Engine) liveProcs(sb *sbState) []int {
 }
 
 // killProcs sends SIGKILL to the live processes Tether started in the
-// sandbox and waits briefly for them to go.
+// sandbox and waits (at most 5 s) until they have exited.
 func (e *Engine) killProcs(sb *sbState) {
 	pids := e.liveProcs(sb)
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for _, pr := range pids {
-		for time.Now().Before(deadline) {
-			e.mu.Lock()
-			_, ours := sb.procs[pr]
-			e.mu.Unlock()
-			if !ours && !procExists(pr) {
-				break
-			}
-			if ours && !procExists(pr) {
-				break
-			}
+	for _, pid := range pids {
+		for procExists(pid) && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}

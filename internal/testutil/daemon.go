@@ -53,11 +53,12 @@ func (s *syncBuffer) String() string {
 // NewDaemon prepares (but does not start) a daemon in namespace ns.
 func NewDaemon(t testing.TB, ns string, args ...string) *Daemon {
 	t.Helper()
+	bin := Binary(t)
 	dir, err := os.MkdirTemp("", "tether-e2e-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{t: t, Bin: Binary(t), NS: ns, Dir: dir, Socket: filepath.Join(dir, "tether.sock"), Args: args}
+	d := &Daemon{t: t, Bin: bin, NS: ns, Dir: dir, Socket: filepath.Join(dir, "tether.sock"), Args: args}
 	t.Cleanup(d.cleanup)
 	return d
 }
