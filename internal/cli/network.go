@@ -12,7 +12,7 @@ import (
 
 func networkCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "network", Short: "Manage networks"}
-	cmd.AddCommand(netCreateCmd(g), netLsCmd(g), netInspectCmd(g), netRmCmd(g), netPruneCmd(g), netConnectCmd(g), netDisconnectCmd(g))
+	cmd.AddCommand(netCreateCmd(g), netLsCmd(g), inspectCmd(g, "inspect [OPTIONS] NETWORK [NETWORK...]", "Display detailed information on one or more networks", "/networks/"), netRmCmd(g), netPruneCmd(g), netConnectCmd(g), netDisconnectCmd(g))
 	return cmd
 }
 
@@ -136,13 +136,9 @@ func netLsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			q := url.Values{}
-			if len(filterArgs) > 0 {
-				f, err := filterJSON(filterArgs)
-				if err != nil {
-					return err
-				}
-				q.Set("filters", f)
+			q, err := filterQuery(filterArgs)
+			if err != nil {
+				return err
 			}
 			var nets []network.Inspect
 			if err := c.do("GET", "/networks", q, nil, &nets); err != nil {
@@ -192,39 +188,6 @@ func filterJSON(args []string) (string, error) {
 	return string(b), err
 }
 
-func netInspectCmd(g *globals) *cobra.Command {
-	var format string
-	cmd := &cobra.Command{
-		Use:   "inspect [OPTIONS] NETWORK [NETWORK...]",
-		Short: "Display detailed information on one or more networks",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			var items []json.RawMessage
-			var firstErr error
-			for _, ref := range args {
-				var raw json.RawMessage
-				if err := c.do("GET", "/networks/"+url.PathEscape(ref), nil, nil, &raw); err != nil {
-					if firstErr == nil {
-						firstErr = err
-					}
-					continue
-				}
-				items = append(items, raw)
-			}
-			if err := newFormatter(format).inspect(items); err != nil {
-				return err
-			}
-			return firstErr
-		},
-	}
-	cmd.Flags().StringVarP(&format, "format", "f", "", "format output using a Go template, or json")
-	return cmd
-}
-
 func netRmCmd(g *globals) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
@@ -270,13 +233,9 @@ func netPruneCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			q := url.Values{}
-			if len(filterArgs) > 0 {
-				f, err := filterJSON(filterArgs)
-				if err != nil {
-					return err
-				}
-				q.Set("filters", f)
+			q, err := filterQuery(filterArgs)
+			if err != nil {
+				return err
 			}
 			var rep network.PruneReport
 			if err := c.do("POST", "/networks/prune", q, nil, &rep); err != nil {

@@ -1,10 +1,8 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -46,9 +44,8 @@ func (a *attachFlags) request() (api.SandboxCreateRequest, error) {
 
 func runCmd(g *globals) *cobra.Command {
 	var at attachFlags
-	var detach, rm, interactive bool
-	var env []string
-	var workdir string
+	var pf procFlags
+	var rm bool
 	cmd := &cobra.Command{
 		Use:   "run [OPTIONS] -- COMMAND [ARG...]",
 		Short: "Create a sandbox, attach its networks and run a command in it",
@@ -67,8 +64,8 @@ func runCmd(g *globals) *cobra.Command {
 			if err := c.do("POST", "/tether/v1/sandboxes", nil, req, &sb); err != nil {
 				return err
 			}
-			x := api.ExecRequest{Cmd: args, Env: env, WorkingDir: workdir, Stdin: interactive, Detach: detach, Main: true}
-			if detach {
+			x := pf.request(args, true)
+			if x.Detach {
 				if err := c.do("POST", "/tether/v1/sandboxes/"+sb.ID+"/exec", nil, x, nil); err != nil {
 					removeQuietly(c, sb.ID)
 					return err
@@ -76,26 +73,16 @@ func runCmd(g *globals) *cobra.Command {
 				fmt.Println(sb.ID)
 				return nil
 			}
-			code, err := c.execAttached(sb.ID, x, os.Stdin, os.Stdout, os.Stderr)
-			if err != nil {
-				if rm {
-					removeQuietly(c, sb.ID)
-				}
-				return err
+			err = attachRun(c, sb.ID, x)
+			if _, exited := err.(exitError); err != nil && !exited && rm {
+				removeQuietly(c, sb.ID)
 			}
-			if code != 0 {
-				return exitError{code}
-			}
-			return nil
+			return err
 		},
 	}
 	at.register(cmd)
-	f := cmd.Flags()
-	f.BoolVarP(&detach, "detach", "d", false, "run the command in the background and print the sandbox ID")
-	f.BoolVar(&rm, "rm", false, "remove the sandbox when the command exits")
-	f.BoolVarP(&interactive, "interactive", "i", false, "keep stdin attached")
-	f.StringArrayVarP(&env, "env", "e", nil, "set environment variables")
-	f.StringVarP(&workdir, "workdir", "w", "", "working directory inside the sandbox")
+	pf.register(cmd, "run the command in the background and print the sandbox ID")
+	cmd.Flags().BoolVar(&rm, "rm", false, "remove the sandbox when the command exits")
 	return cmd
 }
 
@@ -104,9 +91,7 @@ func removeQuietly(c *Client, id string) {
 }
 
 func execCmd(g *globals) *cobra.Command {
-	var detach, interactive bool
-	var env []string
-	var workdir string
+	var pf procFlags
 	cmd := &cobra.Command{
 		Use:   "exec [OPTIONS] SANDBOX -- COMMAND [ARG...]",
 		Short: "Run a command in a sandbox's network, mount and UTS namespaces",
@@ -116,32 +101,21 @@ func execCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			x := api.ExecRequest{Cmd: args[1:], Env: env, WorkingDir: workdir, Stdin: interactive, Detach: detach}
-			if detach {
+			x := pf.request(args[1:], false)
+			if x.Detach {
 				var r api.ExecResponse
 				return c.do("POST", "/tether/v1/sandboxes/"+url.PathEscape(args[0])+"/exec", nil, x, &r)
 			}
-			code, err := c.execAttached(args[0], x, os.Stdin, os.Stdout, os.Stderr)
-			if err != nil {
-				return err
-			}
-			if code != 0 {
-				return exitError{code}
-			}
-			return nil
+			return attachRun(c, args[0], x)
 		},
 	}
-	f := cmd.Flags()
-	f.BoolVarP(&detach, "detach", "d", false, "run the command in the background")
-	f.BoolVarP(&interactive, "interactive", "i", false, "keep stdin attached")
-	f.StringArrayVarP(&env, "env", "e", nil, "set environment variables")
-	f.StringVarP(&workdir, "workdir", "w", "", "working directory inside the sandbox")
+	pf.register(cmd, "run the command in the background")
 	return cmd
 }
 
 func sandboxCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "sandbox", Short: "Manage sandboxes (network namespaces)"}
-	cmd.AddCommand(sbCreateCmd(g), sbLsCmd(g), sbInspectCmd(g), rmCmd(g))
+	cmd.AddCommand(sbCreateCmd(g), sbLsCmd(g), inspectCmd(g, "inspect [OPTIONS] SANDBOX [SANDBOX...]", "Display detailed information on one or more sandboxes", "/tether/v1/sandboxes/"), rmCmd(g))
 	return cmd
 }
 
@@ -222,39 +196,6 @@ func sbLsCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&format, "format", "", "output format: table, json, or a Go template")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only display sandbox IDs")
-	return cmd
-}
-
-func sbInspectCmd(g *globals) *cobra.Command {
-	var format string
-	cmd := &cobra.Command{
-		Use:   "inspect [OPTIONS] SANDBOX [SANDBOX...]",
-		Short: "Display detailed information on one or more sandboxes",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			var items []json.RawMessage
-			var firstErr error
-			for _, ref := range args {
-				var raw json.RawMessage
-				if err := c.do("GET", "/tether/v1/sandboxes/"+url.PathEscape(ref), nil, nil, &raw); err != nil {
-					if firstErr == nil {
-						firstErr = err
-					}
-					continue
-				}
-				items = append(items, raw)
-			}
-			if err := newFormatter(format).inspect(items); err != nil {
-				return err
-			}
-			return firstErr
-		},
-	}
-	cmd.Flags().StringVarP(&format, "format", "f", "", "format output using a Go template, or json")
 	return cmd
 }
 

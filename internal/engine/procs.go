@@ -70,7 +70,13 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 		logf.Close() // the child holds its own copy
 	}
 	if err != nil {
-		return nil, fmt.Errorf("start %q in sandbox %q: %w", x.Args[0], sb.rec.Name, err)
+		err = fmt.Errorf("start %q in sandbox %q: %w", x.Args[0], sb.rec.Name, err)
+		if x.Main && sb.rec.AutoRemove {
+			if rerr := e.removeLocked(ctx, sb); rerr != nil {
+				e.log.Warn("auto-remove sandbox", "sandbox", sb.rec.Name, "err", rerr)
+			}
+		}
+		return nil, err
 	}
 	r := &Running{PID: p.Pid, Done: make(chan struct{})}
 	rec := ProcRecord{PID: p.Pid, StartTime: procStartTime(p.Pid), Args: x.Args, Main: x.Main}

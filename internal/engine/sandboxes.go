@@ -217,9 +217,9 @@ func (e *Engine) processNamespaces(ctx context.Context, sb *sbState) error {
 		return fmt.Errorf("create mount and UTS namespaces of %q: %w", rec.Name, err)
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	rec.MntNS, rec.UTSNS = mnt, uts
-	return e.commit(ctx, e.putJSON(keySandboxes+rec.ID, rec))
+	e.mu.Unlock()
+	return e.saveSandbox(ctx, sb)
 }
 
 // refreshFiles rewrites the sandbox's files after its endpoints changed
@@ -235,18 +235,29 @@ func (e *Engine) refreshFiles(sb *sbState) {
 
 // Connect attaches a sandbox to a network.
 func (e *Engine) Connect(ctx context.Context, netRef, sbRef string, a AttachSpec) error {
-	sb, err := e.lockSandbox(sbRef)
+	sb, ns, err := e.lockPair(netRef, sbRef)
 	if err != nil {
 		return err
 	}
 	defer sb.op.Unlock()
+	return e.connectLocked(ctx, sb, ns, a)
+}
+
+// lockPair resolves a network and a sandbox and returns the sandbox with its
+// operation lock held.
+func (e *Engine) lockPair(netRef, sbRef string) (*sbState, *netState, error) {
+	sb, err := e.lockSandbox(sbRef)
+	if err != nil {
+		return nil, nil, err
+	}
 	e.mu.Lock()
 	ns, err := e.lookupNetwork(netRef)
 	e.mu.Unlock()
 	if err != nil {
-		return err
+		sb.op.Unlock()
+		return nil, nil, err
 	}
-	return e.connectLocked(ctx, sb, ns, a)
+	return sb, ns, nil
 }
 
 // lockSandbox resolves a sandbox and takes its operation lock.
@@ -456,17 +467,11 @@ func (e *Engine) saveSandbox(ctx context.Context, sb *sbState) error {
 // Disconnect detaches a sandbox from a network. With force, a kernel failure
 // (a namespace that is already gone, say) does not keep the record.
 func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force bool) error {
-	sb, err := e.lockSandbox(sbRef)
+	sb, ns, err := e.lockPair(netRef, sbRef)
 	if err != nil {
 		return err
 	}
 	defer sb.op.Unlock()
-	e.mu.Lock()
-	ns, err := e.lookupNetwork(netRef)
-	e.mu.Unlock()
-	if err != nil {
-		return err
-	}
 	ep := sb.rec.endpointOn(ns.rec.ID)
 	if ep == nil {
 		return notFoundf("sandbox %q is not connected to network %q", sb.rec.Name, ns.rec.Name)
