@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moby/moby/api/types/network"
 )
@@ -188,5 +191,43 @@ func TestHostAndNoneNetworks(t *testing.T) {
 	}
 	if _, err := inNS(ns, "ip", "link", "show", "tether0"); err != nil {
 		t.Error("removing a host-network sandbox touched the host namespace")
+	}
+}
+
+// run's lifecycle: --rm removes the sandbox whatever the exit status; -d
+// leaves it under the daemon; rm refuses a sandbox with running processes
+// unless forced, and -f kills exactly the processes Tether started.
+func TestRunLifecycle(t *testing.T) {
+	_, d := host(t)
+	if _, err := d.Tether("run", "--rm", "--", "no-such-command-here"); exitCode(err) != 127 {
+		t.Errorf("run of a missing command: %v, want exit status 127", err)
+	}
+	if _, err := d.Tether("run", "--rm", "--", "sh", "-c", "exit 3"); exitCode(err) != 3 {
+		t.Errorf("run exit status: %v, want 3", err)
+	}
+	if ls := d.MustTether("sandbox", "ls", "-q"); strings.TrimSpace(ls) != "" {
+		t.Errorf("run --rm left sandboxes: %q", ls)
+	}
+	d.MustTether("run", "-d", "--name", "bg", "--", "sleep", "300")
+	sb := sandbox(t, d, "bg")
+	if len(sb.Processes) != 1 || sb.Processes[0].Args[0] != "sleep" {
+		t.Fatalf("processes = %+v", sb.Processes)
+	}
+	pid := sb.Processes[0].Pid
+	if out, err := d.Tether("rm", "bg"); err == nil || !strings.Contains(out, "running processes") {
+		t.Errorf("rm of a running sandbox: %v %s", err, out)
+	}
+	d.MustTether("rm", "-f", "bg")
+	if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
+		t.Errorf("process %d survived rm -f", pid)
+	}
+	// A detached process that exits leaves its sandbox (no --rm) with no processes.
+	d.MustTether("run", "-d", "--name", "short", "--", "true")
+	deadline := time.Now().Add(5 * time.Second)
+	for len(sandbox(t, d, "short").Processes) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if p := sandbox(t, d, "short").Processes; len(p) != 0 {
+		t.Errorf("exited process still listed: %+v", p)
 	}
 }
