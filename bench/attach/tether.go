@@ -1,0 +1,197 @@
+package attach
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tether-net/tether/internal/api"
+	"github.com/tether-net/tether/internal/testutil"
+)
+
+// Tether is a real tether daemon in its own host namespace with the network
+// "bench" (10.123.0.0/16), driven over its unix socket by a plain net/http
+// client, so what is timed is the API round trip, not a CLI's start-up.
+type Tether struct {
+	NS       string
+	D        *testutil.Daemon
+	PID      int
+	ExecRoot string
+	c        *http.Client
+}
+
+// StartTether creates a host namespace, starts the daemon in it and creates
+// the network. The test's cleanup stops the daemon and deletes the namespace.
+// With BENCH_EXEC_ROOT=DIR the daemon's exec-root (namespace files, sandbox
+// files) is a fresh directory under DIR instead of under the harness's temp
+// directory, e.g. /dev/shm to price a tmpfs /run.
+func StartTether(tb testing.TB) *Tether {
+	tb.Helper()
+	ns := testutil.NetNS(tb, "tth-bench")
+	var args []string
+	exec := ""
+	if parent := os.Getenv("BENCH_EXEC_ROOT"); parent != "" {
+		exec = execRoot(tb, parent)
+		args = []string{"--exec-root", exec}
+	}
+	d := testutil.StartDaemon(tb, ns, args...)
+	if exec == "" {
+		exec = filepath.Join(d.Dir, "exec")
+	}
+	d.MustTether("network", "create", "--subnet", "10.123.0.0/16", "bench")
+	b, err := os.ReadFile(filepath.Join(d.Dir, "tether.pid"))
+	if err != nil {
+		tb.Fatalf("daemon pidfile: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		tb.Fatalf("daemon pidfile: %v", err)
+	}
+	c := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", d.Socket)
+		},
+	}}
+	return &Tether{NS: ns, D: d, PID: pid, ExecRoot: exec, c: c}
+}
+
+// Create sends POST /tether/v1/sandboxes for a sandbox on "bench" and returns
+// the answer and the round-trip time.
+func (t *Tether) Create(name string) (api.Sandbox, time.Duration, error) {
+	body, _ := json.Marshal(api.SandboxCreateRequest{Name: name, Networks: []api.NetworkAttach{{Network: "bench"}}})
+	var sb api.Sandbox
+	start := time.Now()
+	code, out, err := t.call(http.MethodPost, "/tether/v1/sandboxes", body)
+	took := time.Since(start)
+	if err != nil {
+		return sb, took, err
+	}
+	if code != http.StatusCreated {
+		return sb, took, fmt.Errorf("create sandbox %q: %d %s", name, code, out)
+	}
+	if err := json.Unmarshal(out, &sb); err != nil {
+		return sb, took, fmt.Errorf("create sandbox %q: decode: %w", name, err)
+	}
+	return sb, took, nil
+}
+
+// Exec sends POST /tether/v1/sandboxes/NAME/exec for a detached process
+// running args and returns its PID and the round-trip time.
+func (t *Tether) Exec(name string, args ...string) (int, time.Duration, error) {
+	body, _ := json.Marshal(api.ExecRequest{Cmd: args, Detach: true})
+	start := time.Now()
+	code, out, err := t.call(http.MethodPost, "/tether/v1/sandboxes/"+name+"/exec", body)
+	took := time.Since(start)
+	if err != nil {
+		return 0, took, err
+	}
+	if code != http.StatusCreated {
+		return 0, took, fmt.Errorf("exec in sandbox %q: %d %s", name, code, out)
+	}
+	var r api.ExecResponse
+	if err := json.Unmarshal(out, &r); err != nil {
+		return 0, took, fmt.Errorf("exec in sandbox %q: decode: %w", name, err)
+	}
+	return r.Pid, took, nil
+}
+
+// Remove sends DELETE /tether/v1/sandboxes/NAME and returns the round-trip time.
+func (t *Tether) Remove(name string) (time.Duration, error) {
+	start := time.Now()
+	code, out, err := t.call(http.MethodDelete, "/tether/v1/sandboxes/"+name, nil)
+	took := time.Since(start)
+	if err != nil {
+		return took, err
+	}
+	if code != http.StatusNoContent {
+		return took, fmt.Errorf("remove sandbox %q: %d %s", name, code, out)
+	}
+	return took, nil
+}
+
+// List returns the daemon's sandboxes.
+func (t *Tether) List() ([]api.Sandbox, error) {
+	code, out, err := t.call(http.MethodGet, "/tether/v1/sandboxes", nil)
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("list sandboxes: %d %s", code, out)
+	}
+	var sbs []api.Sandbox
+	return sbs, json.Unmarshal(out, &sbs)
+}
+
+func (t *Tether) call(method, path string, body []byte) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, "http://tether"+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := t.c.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, out, err
+}
+
+// RSS returns the resident set size (VmRSS) of process pid in KiB.
+func RSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+func runCmd(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return string(out), err
+}
+
+// execRoot makes a fresh directory under parent (an exec-root, or the
+// floor's namespace directory's parent); the cleanup, which runs after
+// the daemon's (it is registered first), unmounts what is left and removes it.
+func execRoot(tb testing.TB, parent string) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp(parent, "tether-bench-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := testutil.UnmountUnder(dir); err != nil {
+			tb.Error(err)
+		}
+		if m := testutil.Mounted(dir); len(m) > 0 {
+			tb.Errorf("mounts left under %s: %v", dir, m)
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
+}
