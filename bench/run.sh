@@ -2,7 +2,7 @@
 # Runs a benchmark scenario as root and writes its JSON report to
 # bench/results/<scenario>-<date>.json (git-ignored).
 #
-#   sudo bench/run.sh [scenario]      scenario: attach (default)
+#   sudo bench/run.sh [scenario]      scenario: attach (default), lifecycle
 #
 # Environment: BENCH_N (sandboxes in a row, default 200), BENCH_REPS (rounds,
 # default 3), GO (the go command, default: go on PATH).
@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 scenario=${1:-attach}
 case $scenario in
 attach) pkg=./bench/attach test='^TestAttachReport$' ;;
-*) echo "unknown scenario $scenario (known: attach)" >&2; exit 2 ;;
+lifecycle) pkg=./bench/lifecycle test='^TestLifecycleReport$' ;;
+*) echo "unknown scenario $scenario (known: attach, lifecycle)" >&2; exit 2 ;;
 esac
 if [ "$(id -u)" != 0 ]; then
 	echo "needs root: the benchmark creates network namespaces" >&2

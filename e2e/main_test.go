@@ -10,5 +10,6 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testutil.RemoveBinary()
+	testutil.RemoveRaceBinary()
 	os.Exit(code)
 }

@@ -195,3 +195,8 @@ func execRoot(tb testing.TB, parent string) string {
 	})
 	return dir
 }
+
+// Call sends one API request (body already JSON) and returns the status and body.
+func (t *Tether) Call(method, path string, body []byte) (int, []byte, error) {
+	return t.call(method, path, body)
+}
