@@ -268,8 +268,6 @@ func TestNotSupported(t *testing.T) {
 		{`{"cluster-store": "etcd://10.0.0.1:2379"}`, nil, "cluster-store"},
 		{`{"cluster-advertise": "eth0:2376"}`, nil, "cluster-advertise"},
 		{"", FlagValues{"cluster-store-opt": {"kv.path=/x"}}, "cluster-store-opts"},
-		{`{"ip-masq": true}`, nil, "ip-masq"},
-		{"", FlagValues{"iptables": {"true"}}, "iptables"},
 		{`{"userland-proxy": true}`, nil, "userland-proxy"},
 		{`{"userland-proxy": false}`, nil, "userland-proxy"},
 		{"", FlagValues{"live-restore": {"false"}}, "live-restore"},
@@ -293,6 +291,7 @@ func TestNotSupported(t *testing.T) {
 func TestSupportedValues(t *testing.T) {
 	for _, file := range []string{
 		`{"ip-masq": false, "iptables": false}`,
+		`{"ip-masq": true, "iptables": true, "ip-forward": false}`,
 		`{"live-restore": true}`,
 		`{"tls": false, "tlsverify": false}`,
 		`{"hosts": ["unix:///run/a.sock", "unix:///run/b.sock"]}`,

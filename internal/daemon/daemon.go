@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"github.com/tether-net/tether/internal/api"
 	"github.com/tether-net/tether/internal/config"
 	"github.com/tether-net/tether/internal/engine"
+	"github.com/tether-net/tether/internal/firewall"
 	"github.com/tether-net/tether/internal/store/bolt"
 )
 
@@ -34,20 +36,22 @@ func Run(cfg *config.Config) error {
 		return err
 	}
 	defer os.Remove(cfg.Pidfile)
-	if cfg.IPForward {
-		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
-			return fmt.Errorf("enable IPv4 forwarding (ip-forward): %w", err)
-		}
+	if err := setupForwarding(cfg, log); err != nil {
+		return err
 	}
-	if cfg.IPTables || cfg.IPMasq {
-		log.Warn("no firewall rules are installed yet: sandboxes reach their networks and the host, but NAT to the outside is not set up (iptables/ip-masq land with the firewall work)")
+	fw, err := newFirewall(cfg, log)
+	if err != nil {
+		return err
+	}
+	if c, ok := fw.(io.Closer); ok {
+		defer c.Close()
 	}
 	st, err := bolt.Open(filepath.Join(cfg.DataRoot, "tether.db"))
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: log})
+	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: log, Firewall: fw})
 	if err != nil {
 		return err
 	}
@@ -59,6 +63,37 @@ func Run(cfg *config.Config) error {
 	}
 	log.Info("engine ready", "took", time.Since(start).Round(time.Microsecond), "networks", len(eng.Networks()), "sandboxes", len(eng.Sandboxes()))
 	return serve(ctx, cfg, eng, log)
+}
+
+const ipForwardSysctl = "/proc/sys/net/ipv4/ip_forward"
+
+// setupForwarding turns IPv4 forwarding on (ip-forward: true), or leaves it
+// alone and says what that means (ip-forward: false).
+func setupForwarding(cfg *config.Config, log *slog.Logger) error {
+	if cfg.IPForward {
+		if err := os.WriteFile(ipForwardSysctl, []byte("1"), 0o644); err != nil {
+			return fmt.Errorf("enable IPv4 forwarding (ip-forward): %w", err)
+		}
+		return nil
+	}
+	b, err := os.ReadFile(ipForwardSysctl)
+	if err != nil || strings.TrimSpace(string(b)) != "1" {
+		log.Warn("ip-forward is false and IPv4 forwarding is off (net.ipv4.ip_forward=0): Tether leaves it alone, and sandboxes reach only their networks and the host, not the outside, until it is turned on")
+	}
+	return nil
+}
+
+// newFirewall returns the nftables firewall, or none for iptables=false.
+func newFirewall(cfg *config.Config, log *slog.Logger) (firewall.Firewall, error) {
+	if !cfg.IPTables {
+		log.Info("iptables is false: Tether installs no firewall rules (no NAT, no isolation between networks)")
+		return firewall.Noop{}, nil
+	}
+	fw, err := firewall.NewNFT()
+	if err != nil {
+		return nil, fmt.Errorf("firewall: %w (iptables=false runs without firewall rules)", err)
+	}
+	return fw, nil
 }
 
 func serve(ctx context.Context, cfg *config.Config, eng *engine.Engine, log *slog.Logger) error {

@@ -24,6 +24,7 @@ import (
 	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/driver/bridge"
 	"github.com/tether-net/tether/internal/driver/nulldrv"
+	"github.com/tether-net/tether/internal/firewall"
 	"github.com/tether-net/tether/internal/ipam"
 	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/proc"
@@ -37,6 +38,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Netlink is the handle of the host namespace; nil means the current one.
 	Netlink *netlink.Handle
+	// Firewall keeps the NAT and isolation rules of bridge networks; nil
+	// installs none (firewall.Noop, daemon option iptables=false).
+	Firewall firewall.Firewall
 }
 
 // Engine is the controller. Create it with New, then call Start.
@@ -49,11 +53,15 @@ type Engine struct {
 	sbDir string // per-sandbox files (hosts, resolv.conf, hostname)
 
 	drivers map[string]driver.Driver
+	fw      firewall.Firewall
 
 	mu        sync.Mutex
 	networks  map[string]*netState
 	sandboxes map[string]*sbState
 	events    *Events
+	// fwSynced: Start's firewall Sync ran; from then on every network
+	// change is passed on to the firewall (before it, Sync covers them).
+	fwSynced bool
 }
 
 type netState struct {
@@ -85,11 +93,16 @@ func New(o Options) (*Engine, error) {
 	if nl == nil {
 		nl = &netlink.Handle{}
 	}
+	fw := o.Firewall
+	if fw == nil {
+		fw = firewall.Noop{}
+	}
 	e := &Engine{
 		cfg:       o.Config,
 		st:        o.Store,
 		log:       log,
 		nl:        nl,
+		fw:        fw,
 		nsDir:     filepath.Join(o.Config.ExecRoot, "ns"),
 		sbDir:     filepath.Join(o.Config.ExecRoot, "sandboxes"),
 		networks:  map[string]*netState{},
@@ -107,8 +120,9 @@ func New(o Options) (*Engine, error) {
 // Events returns the engine's event hub.
 func (e *Engine) Events() *Events { return e.events }
 
-// Start prepares the runtime directories, restores state from the store and
-// makes sure the predefined networks exist.
+// Start prepares the runtime directories, restores state from the store,
+// makes sure the predefined networks exist and brings the firewall in line
+// with the networks.
 func (e *Engine) Start(ctx context.Context) error {
 	if err := os.MkdirAll(e.sbDir, 0o700); err != nil {
 		return fmt.Errorf("create %q: %w", e.sbDir, err)
@@ -122,7 +136,52 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.restore(ctx); err != nil {
 		return fmt.Errorf("restore state: %w", err)
 	}
-	return e.ensurePredefined(ctx)
+	if err := e.ensurePredefined(ctx); err != nil {
+		return err
+	}
+	return e.syncFirewall(ctx)
+}
+
+// syncFirewall makes the firewall hold exactly the bridge networks on
+// record (stale entries of networks removed while the daemon was down go).
+func (e *Engine) syncFirewall(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var nets []firewall.Network
+	for _, ns := range e.networks {
+		if ns.rec.Driver == "bridge" {
+			nets = append(nets, e.fwNetwork(ns.rec))
+		}
+	}
+	if err := e.fw.Sync(ctx, nets); err != nil {
+		return fmt.Errorf("firewall: %w (iptables=false runs without firewall rules)", err)
+	}
+	e.fwSynced = true
+	return nil
+}
+
+// fwNetwork is what the firewall knows of a network: masquerade needs the
+// network's option and the daemon's ip-masq, and never applies to an
+// internal network.
+func (e *Engine) fwNetwork(n *Network) firewall.Network {
+	return firewall.Network{ID: n.ID, Bridge: n.BridgeName, Subnet: n.Subnet, Internal: n.Internal,
+		Masquerade: n.Masquerade && e.cfg.IPMasq && !n.Internal}
+}
+
+// fwAdd installs a bridge network's firewall entries. Called with e.mu held.
+func (e *Engine) fwAdd(ctx context.Context, n *Network) error {
+	if n.Driver != "bridge" || !e.fwSynced {
+		return nil
+	}
+	return e.fw.Add(ctx, e.fwNetwork(n))
+}
+
+// fwRemove deletes a bridge network's firewall entries. Called with e.mu held.
+func (e *Engine) fwRemove(ctx context.Context, n *Network) error {
+	if n.Driver != "bridge" || !e.fwSynced {
+		return nil
+	}
+	return e.fw.Remove(ctx, e.fwNetwork(n))
 }
 
 // hostNSPath is the namespace file of the host network: the daemon's own

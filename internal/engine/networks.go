@@ -81,6 +81,11 @@ func (e *Engine) installNetwork(ctx context.Context, n *Network, sub *ipam.Subne
 	if err := d.CreateNetwork(ctx, driverNetwork(n)); err != nil {
 		return fmt.Errorf("create network %q: %w", n.Name, err)
 	}
+	if err := e.fwAdd(ctx, n); err != nil {
+		_ = d.DeleteNetwork(ctx, driverNetwork(n))
+		return fmt.Errorf("create network %q: %w", n.Name, err)
+	}
+	e.fault("network.create.after-bridge")
 	ops := []store.Op{e.putJSON(keyNetworks+n.ID, n)}
 	if sub != nil {
 		b, err := sub.MarshalBinary()
@@ -90,9 +95,11 @@ func (e *Engine) installNetwork(ctx context.Context, n *Network, sub *ipam.Subne
 		ops = append(ops, store.Put(keyIPAM+n.ID, b))
 	}
 	if err := e.commit(ctx, ops...); err != nil {
+		_ = e.fwRemove(ctx, n)
 		_ = d.DeleteNetwork(ctx, driverNetwork(n))
 		return fmt.Errorf("record network %q: %w", n.Name, err)
 	}
+	e.fault("network.create.after-commit")
 	e.networks[n.ID] = &netState{rec: n, subnet: sub}
 	return nil
 }
@@ -326,12 +333,19 @@ func (e *Engine) removeNetworkLocked(ctx context.Context, ns *netState) error {
 	if n.Predefined {
 		return forbiddenf("%s is a pre-defined network and cannot be removed", n.Name)
 	}
+	e.reapDeadUsersLocked(ctx, n.ID)
 	if users := e.endpointNames(n.ID); len(users) > 0 || ns.pending > 0 {
 		return forbiddenf("error while removing network: network %s has active endpoints (%s)", n.Name, strings.Join(users, ", "))
 	}
 	if err := e.drivers[n.Driver].DeleteNetwork(ctx, driverNetwork(n)); err != nil {
 		return fmt.Errorf("remove network %q: %w", n.Name, err)
 	}
+	// After the bridge: entries of a bridge that is gone match no packet,
+	// while a bridge without its entries would be a network without walls.
+	if err := e.fwRemove(ctx, n); err != nil {
+		return fmt.Errorf("remove network %q: %w", n.Name, err)
+	}
+	e.fault("network.remove.after-bridge")
 	sticky, err := e.st.List(ctx, keySticky+n.ID+"/")
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
@@ -422,6 +436,9 @@ func (e *Engine) PruneNetworks(ctx context.Context, keep func(*Network) bool) ([
 	var errs []error
 	for _, ns := range e.networks {
 		n := ns.rec
+		if !n.Predefined {
+			e.reapDeadUsersLocked(ctx, n.ID) // a sandbox whose namespace is gone uses nothing
+		}
 		if n.Predefined || len(e.endpointNames(n.ID)) > 0 || ns.pending > 0 || keep(n) {
 			continue
 		}

@@ -61,6 +61,9 @@ func (e *Engine) ensureDefaultLocked(ctx context.Context) error {
 	}
 	if cur != nil {
 		if sameDefault(cur.rec, want) {
+			if err := e.updateMasquerade(ctx, cur.rec, want); err != nil {
+				return err
+			}
 			return e.drivers["bridge"].CreateNetwork(ctx, driverNetwork(cur.rec))
 		}
 		if err := e.replaceDefault(ctx, cur, "its configuration changed"); err != nil {
@@ -146,10 +149,35 @@ func hostBinding(a netip.Addr) string {
 	return a.String()
 }
 
+// sameDefault tells whether the default network a can stay as it is for the
+// configuration b. Masquerade (ip-masq) is not compared: it lives only in
+// the firewall, and updateMasquerade changes it in place.
 func sameDefault(a, b *Network) bool {
+	ao, bo := maps.Clone(a.Options), maps.Clone(b.Options)
+	delete(ao, OptMasquerade)
+	delete(bo, OptMasquerade)
 	return a.BridgeName == b.BridgeName && a.External == b.External && a.Subnet == b.Subnet &&
 		a.Gateway == b.Gateway && a.IPRange == b.IPRange && a.MTU == b.MTU && a.ICC == b.ICC &&
-		a.Masquerade == b.Masquerade && a.SandboxGateway == b.SandboxGateway && maps.Equal(a.Options, b.Options)
+		a.SandboxGateway == b.SandboxGateway && maps.Equal(ao, bo)
+}
+
+// updateMasquerade records a changed ip-masq on the default network without
+// touching its bridge or sandboxes; the firewall follows (Start's Sync, or
+// Add once synced). Called with e.mu held.
+func (e *Engine) updateMasquerade(ctx context.Context, cur, want *Network) error {
+	if cur.Masquerade == want.Masquerade && cur.Options[OptMasquerade] == want.Options[OptMasquerade] {
+		return nil
+	}
+	cur.Masquerade = want.Masquerade
+	if cur.Options == nil {
+		cur.Options = map[string]string{}
+	}
+	cur.Options[OptMasquerade] = want.Options[OptMasquerade]
+	if err := e.commit(ctx, e.putJSON(keyNetworks+cur.ID, cur)); err != nil {
+		return fmt.Errorf("default network: %w", err)
+	}
+	e.log.Info("default network: masquerade changed", "masquerade", cur.Masquerade)
+	return e.fwAdd(ctx, cur)
 }
 
 // bridgeAddress reads the first IPv4 address of an existing bridge: its

@@ -44,7 +44,7 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 	if len(x.Args) == 0 || x.Args[0] == "" {
 		return nil, invalidf("invalid command: empty")
 	}
-	sb, err := e.lockSandbox(ref)
+	sb, err := e.lockSandbox(ctx, ref)
 	if err != nil {
 		return nil, err
 	}

@@ -4,22 +4,36 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
+	"github.com/vishvananda/netlink"
+
+	"github.com/tether-net/tether/internal/driver/bridge"
 	"github.com/tether-net/tether/internal/ipam"
 	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/proc"
 )
 
 // restore rebuilds the in-memory state from the store and reconciles the
-// kernel with it: networks are re-created if their bridge is missing (an
-// existing one is left exactly as it is); sandboxes whose namespace is gone
-// are dropped and their addresses freed; endpoints of live sandboxes whose
-// veth is missing are re-attached. Live sandboxes are not touched.
+// kernel with it (docs/lifecycle.md):
+//  1. networks: a missing bridge is re-created; an existing one is left
+//     exactly as it is;
+//  2. sandboxes: one whose namespace is gone is dropped and its addresses
+//     freed; endpoints of live sandboxes that are not intact in the kernel
+//     are rebuilt, intact ones are not touched (no traffic is lost);
+//  3. garbage collection: whatever Tether owns and no record names is
+//     removed, and the address bitmaps are made to match the endpoints.
 func (e *Engine) restore(ctx context.Context) error {
+	if err := e.checkFault(); err != nil {
+		return err
+	}
 	if err := e.restoreNetworks(ctx); err != nil {
 		return err
 	}
-	return e.restoreSandboxes(ctx)
+	if err := e.restoreSandboxes(ctx); err != nil {
+		return err
+	}
+	return e.collectGarbage(ctx)
 }
 
 func (e *Engine) restoreNetworks(ctx context.Context) error {
@@ -40,8 +54,8 @@ func (e *Engine) restoreNetworks(ctx context.Context) error {
 			}
 		}
 		e.networks[n.ID] = ns
-		if n.Default {
-			continue // ensureDefaultLocked reconciles it with the configuration
+		if n.Default && !e.defaultUnchanged(ns) {
+			continue // ensureDefaultLocked rebuilds it or refuses to start
 		}
 		if err := e.drivers[n.Driver].CreateNetwork(ctx, driverNetwork(n)); err != nil {
 			e.log.Error("restore network", "network", n.Name, "err", err)
@@ -50,7 +64,19 @@ func (e *Engine) restoreNetworks(ctx context.Context) error {
 	return nil
 }
 
+// defaultUnchanged tells whether the recorded default network still matches
+// the configuration, so its bridge can be made sure of before the sandboxes
+// on it are re-attached (a changed one is ensureDefaultLocked's business).
+func (e *Engine) defaultUnchanged(ns *netState) bool {
+	if e.cfg.Bridge == "none" {
+		return false
+	}
+	want, err := e.desiredDefault(ns)
+	return err == nil && sameDefault(ns.rec, want)
+}
+
 func (e *Engine) restoreSandboxes(ctx context.Context) error {
+	bridges := bridgeIndexes{}
 	kvs, err := e.st.List(ctx, keySandboxes)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
@@ -62,7 +88,8 @@ func (e *Engine) restoreSandboxes(ctx context.Context) error {
 		}
 		sb := &sbState{rec: rec, procs: map[int]*proc.Process{}}
 		e.sandboxes[rec.ID] = sb
-		if !e.namespaceAlive(rec) && !e.recoverNamespaces(rec) {
+		dirty := e.dropOrphanEndpoints(rec)
+		if e.sandboxDead(rec) {
 			e.log.Info("sandbox namespace is gone; removing its records", "sandbox", rec.Name)
 			sb.op.Lock()
 			if err := e.removeLocked(ctx, sb); err != nil {
@@ -71,10 +98,36 @@ func (e *Engine) restoreSandboxes(ctx context.Context) error {
 			sb.op.Unlock()
 			continue
 		}
+		n := len(rec.Procs)
 		e.forgetExited(rec)
-		e.reattach(ctx, sb)
+		if e.reattach(ctx, sb, bridges) || dirty || n != len(rec.Procs) {
+			if err := e.saveSandbox(ctx, sb); err != nil {
+				e.log.Warn("record restored sandbox", "sandbox", rec.Name, "err", err)
+			}
+		}
 	}
 	return nil
+}
+
+// dropOrphanEndpoints forgets endpoints on networks that no longer exist
+// (their links are collected by gcLinks). It reports whether it dropped any.
+func (e *Engine) dropOrphanEndpoints(rec *Sandbox) bool {
+	n := len(rec.Endpoints)
+	rec.Endpoints = slices.DeleteFunc(rec.Endpoints, func(ep *Endpoint) bool {
+		if e.networks[ep.NetworkID] != nil {
+			return false
+		}
+		e.log.Info("dropping endpoint of a network that no longer exists", "sandbox", rec.Name, "network", ep.NetworkID, "address", ep.Address)
+		return true
+	})
+	return len(rec.Endpoints) != n
+}
+
+// sandboxDead tells whether a sandbox's network namespace is gone for good:
+// its file is not a namespace any more and no recorded process of it runs
+// to bind it again from.
+func (e *Engine) sandboxDead(rec *Sandbox) bool {
+	return !e.namespaceAlive(rec) && !e.recoverNamespaces(rec)
 }
 
 // namespaceAlive tells whether a sandbox's network namespace still exists
@@ -129,29 +182,119 @@ func (e *Engine) forgetExited(rec *Sandbox) {
 	rec.Procs = kept
 }
 
-// reattach re-creates endpoints whose host-side link is missing; existing
-// ones are not touched, so a restart does not interrupt traffic.
-func (e *Engine) reattach(ctx context.Context, sb *sbState) {
-	for _, ep := range sb.rec.Endpoints {
+// reattach makes the kernel match a live sandbox's endpoint records. An
+// endpoint is intact when its host link carries its marker, is a port of its
+// network's bridge, and its peer is the recorded interface inside the
+// sandbox; intact endpoints are not touched, so a restart does not interrupt
+// traffic. Anything else (a host link gone, a bridge re-created without its
+// ports, a pair half torn down) is deleted and the endpoint joined again.
+// In a sandbox namespace Tether created, veths no endpoint names (a crash
+// during an attach, before the host end was marked) are deleted. It reports
+// whether a record changed.
+func (e *Engine) reattach(ctx context.Context, sb *sbState, bridges bridgeIndexes) bool {
+	rec := sb.rec
+	if rec.HostNet || (rec.Adopted && !e.hasBridgeEndpoint(rec)) {
+		return false
+	}
+	h, err := netns.NewHandle(rec.NetNS)
+	if err != nil {
+		e.log.Error("open sandbox namespace", "sandbox", rec.Name, "err", err)
+		return false
+	}
+	defer h.Close()
+	inner := map[string]netlink.Link{}
+	links, err := listLinks(h)
+	if err != nil {
+		e.log.Error("list sandbox interfaces", "sandbox", rec.Name, "err", err)
+		return false
+	}
+	for _, l := range links {
+		inner[l.Attrs().Name] = l
+	}
+	if !rec.Adopted {
+		e.removeStrayVeths(rec, h, inner)
+	}
+	changed := false
+	for i, ep := range rec.Endpoints {
 		ns := e.networks[ep.NetworkID]
-		if ns == nil || ns.rec.Driver != "bridge" {
+		if ns == nil || ns.rec.Driver != "bridge" || e.endpointIntact(ns, ep, inner[ep.IfName], bridges) {
 			continue
 		}
-		if _, err := e.nl.LinkByName(ep.HostIfName); err == nil {
-			continue
+		if l := inner[ep.IfName]; l != nil {
+			_ = h.LinkDel(l) // half of a broken pair; the host end is checked below
+		}
+		if l, err := e.nl.LinkByName(ep.HostIfName); err == nil && l.Attrs().Alias == bridge.AliasPrefix+ep.ID {
+			_ = e.nl.LinkDel(l)
 		}
 		dep := driverEndpoint(ep)
-		dep.DefaultRoute = sb.rec.Endpoints[0] == ep
-		dep.DisableIPv6 = sb.rec.Adopted
+		dep.DefaultRoute = i == 0
+		dep.DisableIPv6 = rec.Adopted
 		if ns.rec.SandboxGateway.IsValid() {
 			dep.Gateway = ns.rec.SandboxGateway
 		}
-		if err := e.drivers["bridge"].Join(ctx, driverNetwork(ns.rec), dep, sb.rec.NetNS); err != nil {
-			e.log.Error("re-attach endpoint", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
+		if err := e.drivers["bridge"].Join(ctx, driverNetwork(ns.rec), dep, rec.NetNS); err != nil {
+			e.log.Error("re-attach endpoint", "sandbox", rec.Name, "network", ns.rec.Name, "err", err)
 			continue
 		}
+		changed = changed || ep.HostIfName != dep.HostIfName
 		ep.HostIfName = dep.HostIfName
-		e.log.Info("re-attached endpoint", "sandbox", sb.rec.Name, "network", ns.rec.Name)
+		e.log.Info("re-attached endpoint", "sandbox", rec.Name, "network", ns.rec.Name, "address", ep.Address)
 	}
 	e.refreshFiles(sb)
+	return changed
+}
+
+func (e *Engine) hasBridgeEndpoint(rec *Sandbox) bool {
+	return slices.ContainsFunc(rec.Endpoints, func(ep *Endpoint) bool {
+		ns := e.networks[ep.NetworkID]
+		return ns != nil && ns.rec.Driver == "bridge"
+	})
+}
+
+// endpointIntact checks an endpoint's veth pair: the host end marked with the
+// endpoint's ID and enslaved to the network's bridge, the sandbox end (in)
+// its peer.
+func (e *Engine) endpointIntact(ns *netState, ep *Endpoint, in netlink.Link, bridges bridgeIndexes) bool {
+	host, err := e.nl.LinkByName(ep.HostIfName)
+	if err != nil || in == nil || host.Attrs().Alias != bridge.AliasPrefix+ep.ID {
+		return false
+	}
+	if host.Attrs().MasterIndex == 0 || host.Attrs().MasterIndex != bridges.index(e.nl, ns.rec.BridgeName) {
+		return false
+	}
+	_, isVeth := in.(*netlink.Veth)
+	return isVeth && in.Attrs().ParentIndex == host.Attrs().Index && host.Attrs().ParentIndex == in.Attrs().Index
+}
+
+// removeStrayVeths deletes veths in a Tether-created sandbox namespace that
+// no endpoint record names (deleting one end deletes the pair, so an
+// unmarked host end goes with it).
+func (e *Engine) removeStrayVeths(rec *Sandbox, h *netlink.Handle, inner map[string]netlink.Link) {
+	for name, l := range inner {
+		if _, ok := l.(*netlink.Veth); !ok || slices.ContainsFunc(rec.Endpoints, func(ep *Endpoint) bool { return ep.IfName == name }) {
+			continue
+		}
+		if err := h.LinkDel(l); err != nil {
+			e.log.Warn("remove stray interface", "sandbox", rec.Name, "interface", name, "err", err)
+			continue
+		}
+		delete(inner, name)
+		e.log.Info("removed stray interface no endpoint names", "sandbox", rec.Name, "interface", name)
+	}
+}
+
+// bridgeIndexes caches the interface index of each bridge during a restore
+// (0: no such link).
+type bridgeIndexes map[string]int
+
+func (b bridgeIndexes) index(h *netlink.Handle, name string) int {
+	if i, ok := b[name]; ok {
+		return i
+	}
+	if l, err := h.LinkByName(name); err == nil {
+		b[name] = l.Attrs().Index
+	} else {
+		b[name] = 0
+	}
+	return b[name]
 }

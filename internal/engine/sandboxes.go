@@ -50,7 +50,7 @@ func (e *Engine) CreateSandbox(ctx context.Context, spec SandboxSpec) (_ *Sandbo
 	defer sb.op.Unlock()
 	e.mu.Lock()
 	for _, other := range e.sandboxes {
-		if other.rec.Name == rec.Name {
+		if other.rec.Name == rec.Name && !e.reapIfDeadLocked(ctx, other) {
 			e.mu.Unlock()
 			return nil, conflictf("sandbox name %q is already in use by sandbox %.12s", rec.Name, other.rec.ID)
 		}
@@ -67,6 +67,7 @@ func (e *Engine) CreateSandbox(ctx context.Context, spec SandboxSpec) (_ *Sandbo
 	if err := e.buildNamespaces(ctx, rec); err != nil {
 		return nil, err
 	}
+	e.fault("sandbox.create.after-netns")
 	for _, a := range nets {
 		if err := e.connectLocked(ctx, sb, a.ns, a.spec); err != nil {
 			return nil, err
@@ -216,6 +217,7 @@ func (e *Engine) processNamespaces(ctx context.Context, sb *sbState) error {
 	if err := proc.Setup(spec, e.nsDir); err != nil {
 		return fmt.Errorf("create mount and UTS namespaces of %q: %w", rec.Name, err)
 	}
+	e.fault("sandbox.namespaces.after-setup")
 	e.mu.Lock()
 	rec.MntNS, rec.UTSNS = mnt, uts
 	e.mu.Unlock()
@@ -235,7 +237,7 @@ func (e *Engine) refreshFiles(sb *sbState) {
 
 // Connect attaches a sandbox to a network.
 func (e *Engine) Connect(ctx context.Context, netRef, sbRef string, a AttachSpec) error {
-	sb, ns, err := e.lockPair(netRef, sbRef)
+	sb, ns, err := e.lockPair(ctx, netRef, sbRef)
 	if err != nil {
 		return err
 	}
@@ -245,8 +247,8 @@ func (e *Engine) Connect(ctx context.Context, netRef, sbRef string, a AttachSpec
 
 // lockPair resolves a network and a sandbox and returns the sandbox with its
 // operation lock held.
-func (e *Engine) lockPair(netRef, sbRef string) (*sbState, *netState, error) {
-	sb, err := e.lockSandbox(sbRef)
+func (e *Engine) lockPair(ctx context.Context, netRef, sbRef string) (*sbState, *netState, error) {
+	sb, err := e.lockSandbox(ctx, sbRef)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -260,8 +262,10 @@ func (e *Engine) lockPair(netRef, sbRef string) (*sbState, *netState, error) {
 	return sb, ns, nil
 }
 
-// lockSandbox resolves a sandbox and takes its operation lock.
-func (e *Engine) lockSandbox(ref string) (*sbState, error) {
+// lockSandbox resolves a sandbox and takes its operation lock. A sandbox
+// whose namespace was deleted behind Tether's back is removed here (its
+// records, addresses and leftovers), and the error wraps errNamespaceGone.
+func (e *Engine) lockSandbox(ctx context.Context, ref string) (*sbState, error) {
 	e.mu.Lock()
 	sb, err := e.lookupSandbox(ref)
 	e.mu.Unlock()
@@ -273,7 +277,51 @@ func (e *Engine) lockSandbox(ref string) (*sbState, error) {
 		sb.op.Unlock()
 		return nil, notFoundf("sandbox %s not found", ref)
 	}
+	if e.sandboxDead(sb.rec) {
+		e.log.Info("sandbox namespace was deleted outside Tether; removing its records", "sandbox", sb.rec.Name)
+		if err := e.removeLocked(ctx, sb); err != nil {
+			e.log.Warn("remove dead sandbox", "sandbox", sb.rec.Name, "err", err)
+		}
+		sb.op.Unlock()
+		return nil, &Error{Kind: KindNotFound, Err: fmt.Errorf("sandbox %q not found: %w; its records were removed", sb.rec.Name, errNamespaceGone)}
+	}
 	return sb, nil
+}
+
+// errNamespaceGone: a sandbox's network namespace was deleted outside Tether.
+var errNamespaceGone = errors.New("its network namespace was deleted outside Tether")
+
+// reapIfDeadLocked removes sb when its namespace is gone and reports whether
+// it did. A sandbox busy with another operation is left alone (false).
+// Called with e.mu held.
+func (e *Engine) reapIfDeadLocked(ctx context.Context, sb *sbState) bool {
+	if !sb.op.TryLock() {
+		return false
+	}
+	defer sb.op.Unlock()
+	if !e.sandboxDead(sb.rec) {
+		return false
+	}
+	e.log.Info("sandbox namespace was deleted outside Tether; removing its records", "sandbox", sb.rec.Name)
+	eps := e.endpointsLocked(sb.rec)
+	errs := e.teardown(ctx, sb, eps)
+	if err := e.forgetLocked(ctx, sb, eps); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		e.log.Warn("remove dead sandbox", "sandbox", sb.rec.Name, "err", err)
+	}
+	return true
+}
+
+// reapDeadUsersLocked removes the sandboxes attached to a network whose
+// namespace is gone, so they do not keep it "in use". Called with e.mu held.
+func (e *Engine) reapDeadUsersLocked(ctx context.Context, netID string) {
+	for _, sb := range e.sandboxes {
+		if sb.rec.endpointOn(netID) != nil {
+			e.reapIfDeadLocked(ctx, sb)
+		}
+	}
 }
 
 func (e *Engine) lookupSandbox(ref string) (*sbState, error) {
@@ -318,9 +366,11 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 		joined = true
 		ep.HostIfName = dep.HostIfName
 	}
+	e.fault("attach.after-join")
 	if err := e.commitEndpoint(ctx, sb, ns, ep); err != nil {
 		return err
 	}
+	e.fault("attach.after-commit")
 	e.refreshFiles(sb)
 	e.events.publish(Event{Type: "network", Action: "connect", ID: ns.rec.ID,
 		Attrs: map[string]string{"name": ns.rec.Name, "type": ns.rec.Driver, "container": sb.rec.ID}})
@@ -467,7 +517,7 @@ func (e *Engine) saveSandbox(ctx context.Context, sb *sbState) error {
 // Disconnect detaches a sandbox from a network. With force, a kernel failure
 // (a namespace that is already gone, say) does not keep the record.
 func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force bool) error {
-	sb, ns, err := e.lockPair(netRef, sbRef)
+	sb, ns, err := e.lockPair(ctx, netRef, sbRef)
 	if err != nil {
 		return err
 	}
@@ -494,33 +544,49 @@ func (e *Engine) detach(ctx context.Context, sb *sbState, ns *netState, ep *Endp
 		}
 		e.log.Warn("forced detach: kernel cleanup failed", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
 	}
+	e.fault("detach.after-leave")
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if ns.subnet != nil && ep.Address.IsValid() {
-		ns.subnet.Release(ep.Address.Addr())
-	}
 	sb.rec.Endpoints = slices.DeleteFunc(sb.rec.Endpoints, func(x *Endpoint) bool { return x == ep })
-	ops := []store.Op{e.putJSON(keySandboxes+sb.rec.ID, sb.rec)}
-	if ns.subnet != nil {
-		b, err := ns.subnet.MarshalBinary()
-		if err != nil {
-			return err
-		}
-		ops = append(ops, store.Put(keyIPAM+ns.rec.ID, b))
-	}
-	if err := e.commit(ctx, ops...); err != nil {
+	ops, err := e.releaseLocked(ns, ep)
+	if err != nil {
 		return err
 	}
+	if err := e.commit(ctx, append(ops, e.putJSON(keySandboxes+sb.rec.ID, sb.rec))...); err != nil {
+		return err
+	}
+	e.fault("detach.after-commit")
+	e.publishDisconnect(sb, ns)
+	return nil
+}
+
+// releaseLocked frees an endpoint's address and returns the store write of
+// the network's bitmap. Called with e.mu held.
+func (e *Engine) releaseLocked(ns *netState, ep *Endpoint) ([]store.Op, error) {
+	if ns.subnet == nil || !ep.Address.IsValid() {
+		return nil, nil
+	}
+	ns.subnet.Release(ep.Address.Addr())
+	b, err := ns.subnet.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	return []store.Op{store.Put(keyIPAM+ns.rec.ID, b)}, nil
+}
+
+func (e *Engine) publishDisconnect(sb *sbState, ns *netState) {
 	e.events.publish(Event{Type: "network", Action: "disconnect", ID: ns.rec.ID,
 		Attrs: map[string]string{"name": ns.rec.Name, "type": ns.rec.Driver, "container": sb.rec.ID}})
-	return nil
 }
 
 // RemoveSandbox detaches every endpoint and deletes the sandbox's namespaces
 // (never those of an adopted sandbox). A sandbox with running processes is
 // refused unless force, which kills the processes Tether started in it.
 func (e *Engine) RemoveSandbox(ctx context.Context, ref string, force bool) error {
-	sb, err := e.lockSandbox(ref)
+	sb, err := e.lockSandbox(ctx, ref)
+	if errors.Is(err, errNamespaceGone) {
+		return nil // lockSandbox removed it
+	}
 	if err != nil {
 		return err
 	}
@@ -535,46 +601,91 @@ func (e *Engine) RemoveSandbox(ctx context.Context, ref string, force bool) erro
 }
 
 // removeLocked tears a sandbox down, best effort: every step is tried and
-// errors are collected. Called with sb.op held.
+// errors are collected; the records go in one store transaction at the end.
+// Called with sb.op held.
 func (e *Engine) removeLocked(ctx context.Context, sb *sbState) error {
-	var errs []error
-	for _, ep := range slices.Clone(sb.rec.Endpoints) {
-		e.mu.Lock()
-		ns := e.networks[ep.NetworkID]
-		e.mu.Unlock()
-		if ns == nil {
-			continue
-		}
-		if err := e.detach(ctx, sb, ns, ep, true); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if !sb.rec.Adopted {
-		for _, p := range []string{sb.rec.MntNS, sb.rec.UTSNS} {
-			if p == "" {
-				continue
-			}
-			if err := netns.Delete(p); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if !sb.rec.HostNet && sb.rec.NetNS != "" {
-			if err := netns.Delete(sb.rec.NetNS); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if err := os.RemoveAll(filepath.Join(e.sbDir, sb.rec.ID)); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	e.mu.Lock()
-	if err := e.commit(ctx, store.Delete(keySandboxes+sb.rec.ID)); err != nil {
+	eps := e.endpointsLocked(sb.rec)
+	e.mu.Unlock()
+	errs := e.teardown(ctx, sb, eps)
+	e.mu.Lock()
+	if err := e.forgetLocked(ctx, sb, eps); err != nil {
 		errs = append(errs, err)
 	}
-	delete(e.sandboxes, sb.rec.ID)
-	sb.gone = true
 	e.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+// sbEndpoint is an endpoint with its network.
+type sbEndpoint struct {
+	ep *Endpoint
+	ns *netState
+}
+
+// endpointsLocked pairs a sandbox's endpoints with their networks (those of
+// networks that are gone are skipped). Called with e.mu held.
+func (e *Engine) endpointsLocked(rec *Sandbox) []sbEndpoint {
+	var out []sbEndpoint
+	for _, ep := range rec.Endpoints {
+		if ns := e.networks[ep.NetworkID]; ns != nil {
+			out = append(out, sbEndpoint{ep, ns})
+		}
+	}
+	return out
+}
+
+// teardown deletes a sandbox's kernel objects and files: its veth pairs, its
+// namespaces (never those of an adopted sandbox) and its file directory.
+// Best effort; it returns every error. Called with sb.op held.
+func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []error {
+	var errs []error
+	rec := sb.rec
+	for _, x := range eps {
+		if err := e.drivers[x.ns.rec.Driver].Leave(ctx, driverNetwork(x.ns.rec), driverEndpoint(x.ep), rec.NetNS); err != nil {
+			errs = append(errs, fmt.Errorf("detach sandbox %q from network %q: %w", rec.Name, x.ns.rec.Name, err))
+		}
+	}
+	e.fault("sandbox.remove.after-detach")
+	if rec.Adopted {
+		return errs
+	}
+	paths := []string{rec.MntNS, rec.UTSNS}
+	if !rec.HostNet {
+		paths = append(paths, rec.NetNS)
+	}
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		if err := netns.Delete(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(e.sbDir, rec.ID)); err != nil {
+		errs = append(errs, err)
+	}
+	e.fault("sandbox.remove.after-netns")
+	return errs
+}
+
+// forgetLocked frees a torn-down sandbox's addresses and deletes its record
+// in one store transaction. Called with sb.op and e.mu held.
+func (e *Engine) forgetLocked(ctx context.Context, sb *sbState, eps []sbEndpoint) error {
+	ops := []store.Op{store.Delete(keySandboxes + sb.rec.ID)}
+	for _, x := range eps {
+		o, err := e.releaseLocked(x.ns, x.ep)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, o...)
+	}
+	err := e.commit(ctx, ops...)
+	delete(e.sandboxes, sb.rec.ID)
+	sb.gone = true
+	for _, x := range eps {
+		e.publishDisconnect(sb, x.ns)
+	}
+	return err
 }
 
 // Sandbox returns a copy of one sandbox's record.

@@ -7,7 +7,6 @@ package ipam
 // and a bridge subnet that shadows them breaks the host's connectivity.
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,28 +14,14 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/tether-net/tether/internal/nlutil"
 )
 
-// dumpTries is how often an interrupted netlink dump is tried in all.
-const dumpTries = 5
+// dumpTries and dump are nlutil's, named for this package's tests.
+const dumpTries = nlutil.DumpTries
 
-// dump runs a netlink dump, again while the kernel reports it interrupted
-// (the table changed under it, netlink.ErrDumpInterrupted). Every dump in
-// this package goes through it.
-func dump[T any](what string, f func() ([]T, error)) ([]T, error) {
-	var err error
-	for range dumpTries {
-		var res []T
-		res, err = f()
-		if err == nil {
-			return res, nil
-		}
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-	}
-	return nil, fmt.Errorf("%s: interrupted %d times: %w", what, dumpTries, err)
-}
+func dump[T any](what string, f func() ([]T, error)) ([]T, error) { return nlutil.Dump(what, f) }
 
 // HostBlockers returns what occupies IPv4 space in h's namespace: every
 // interface address as its prefix (`ip -4 addr`) and the routes of all

@@ -27,6 +27,7 @@ type Daemon struct {
 	Socket  string
 	Args    []string // extra daemon flags
 	Config  string   // daemon.json content ("" = none)
+	Env     []string // extra environment of the daemon (KEY=VALUE), read at Start
 	cmd     *exec.Cmd
 	log     *syncBuffer
 	stopped atomic.Bool
@@ -102,6 +103,7 @@ func (d *Daemon) Start() error {
 	d.log = &syncBuffer{}
 	d.stopped.Store(false)
 	d.cmd = exec.Command("nsenter", args...)
+	d.cmd.Env = append(os.Environ(), d.Env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		return fmt.Errorf("start daemon: %w", err)
@@ -161,6 +163,40 @@ func (d *Daemon) Stop() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	d.stopped.Store(true)
+}
+
+// PID is the daemon's process ID (nsenter execs the daemon in place).
+func (d *Daemon) PID() int {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
+
+// Kill sends SIGKILL to the daemon (by PID, as `kill -9` does: no cleanup
+// runs) and waits until it has exited. Safe to call from any goroutine.
+func (d *Daemon) Kill() error {
+	if d.cmd == nil || d.cmd.Process == nil || d.stopped.Load() {
+		return nil
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGKILL)
+	if !d.WaitExit(10 * time.Second) {
+		return fmt.Errorf("daemon %d still runs 10s after SIGKILL", d.PID())
+	}
+	return nil
+}
+
+// WaitExit waits until the daemon process has exited (killed, or it killed
+// itself) and reports whether it did within limit.
+func (d *Daemon) WaitExit(limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for !d.stopped.Load() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }
 
 // Log returns what the daemon printed so far.

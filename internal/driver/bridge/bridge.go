@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/tether-net/tether/internal/driver"
 	tns "github.com/tether-net/tether/internal/netns"
+	"github.com/tether-net/tether/internal/nlutil"
 )
 
 const (
@@ -119,7 +119,7 @@ func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
 	}
 	l, err := d.h.LinkByName(n.BridgeName)
 	if err != nil {
-		if isNotFound(err) {
+		if nlutil.IsLinkGone(err) {
 			return nil
 		}
 		return fmt.Errorf("find bridge %q: %w", n.BridgeName, err)
@@ -127,7 +127,7 @@ func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
 	if l.Attrs().Alias != AliasPrefix+n.ID {
 		return fmt.Errorf("bridge %q is not Tether's network %q; left alone", n.BridgeName, n.Name)
 	}
-	if err := d.h.LinkDel(l); err != nil && !isNotFound(err) {
+	if err := d.h.LinkDel(l); err != nil && !nlutil.IsLinkGone(err) {
 		return fmt.Errorf("delete bridge %q: %w", n.BridgeName, err)
 	}
 	return nil
@@ -257,7 +257,7 @@ func configureSandboxEnd(sb *nsHandle, n *driver.Network, ep *driver.Endpoint) e
 func (d *Driver) Leave(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) error {
 	l, err := d.h.LinkByName(ep.HostIfName)
 	if err != nil {
-		if isNotFound(err) {
+		if nlutil.IsLinkGone(err) {
 			return nil
 		}
 		return fmt.Errorf("find %q: %w", ep.HostIfName, err)
@@ -265,7 +265,7 @@ func (d *Driver) Leave(ctx context.Context, n *driver.Network, ep *driver.Endpoi
 	if l.Attrs().Alias != AliasPrefix+ep.ID {
 		return fmt.Errorf("link %q is not endpoint %.12s's; left alone", ep.HostIfName, ep.ID)
 	}
-	if err := d.h.LinkDel(l); err != nil && !isNotFound(err) {
+	if err := d.h.LinkDel(l); err != nil && !nlutil.IsLinkGone(err) {
 		return fmt.Errorf("delete %q: %w", ep.HostIfName, err)
 	}
 	return nil
@@ -315,10 +315,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func isNotFound(err error) bool {
-	var nf netlink.LinkNotFoundError
-	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT) ||
-		strings.Contains(err.Error(), "not found")
 }

@@ -1,0 +1,247 @@
+package engine
+
+// Garbage collection on start. After the records are loaded and the kernel
+// objects they name are made sure of (restore.go), everything Tether owns
+// that no record names is removed. "Owned" is decided by a marker, never by
+// a guess:
+//   - host links: the alias "tether:<64 hex digits>" (bridges and host-side
+//     veths carry it from their creation); a link without it is never touched;
+//   - namespace files: every file under exec-root/ns is Tether's (the
+//     directory is its private mount); host.net is the daemon's own;
+//   - sandbox file directories: every directory under exec-root/sandboxes;
+//   - store keys: the address bitmap of each network holds exactly the
+//     network's fixed addresses and the addresses of its endpoint records;
+//     bitmaps and sticky addresses of networks that no longer exist go.
+// Every action is logged at info level. See docs/lifecycle.md.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/tether-net/tether/internal/driver/bridge"
+	"github.com/tether-net/tether/internal/ipam"
+	"github.com/tether-net/tether/internal/netns"
+	"github.com/tether-net/tether/internal/nlutil"
+	"github.com/tether-net/tether/internal/store"
+)
+
+// collectGarbage removes what Tether owns and no record names. Called from
+// Start, before the API serves, so nothing runs concurrently.
+func (e *Engine) collectGarbage(ctx context.Context) error {
+	e.gcLinks()
+	e.gcNamespaceFiles()
+	e.gcSandboxDirs()
+	return e.gcStore(ctx)
+}
+
+// gcLinks deletes host links marked as Tether's whose ID names no network
+// bridge and no endpoint (or names one that lives under another name).
+// Equivalent to `ip link del NAME` for each. Deleting a veth mostly waits in
+// the kernel (tens of milliseconds) and parallelises, so up to gcWorkers
+// deletions run at once: after a crash during many attaches there are
+// hundreds.
+func (e *Engine) gcLinks() {
+	links, err := listLinks(e.nl)
+	if err != nil {
+		e.log.Error("garbage collection: list links", "err", err)
+		return
+	}
+	named := map[string]string{} // owner ID -> link name the records give it
+	for _, ns := range e.networks {
+		if ns.rec.Driver == "bridge" && !ns.rec.External {
+			named[ns.rec.ID] = ns.rec.BridgeName
+		}
+	}
+	for _, sb := range e.sandboxes {
+		for _, ep := range sb.rec.Endpoints {
+			named[ep.ID] = ep.HostIfName
+		}
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, gcWorkers)
+	for _, l := range links {
+		a := l.Attrs()
+		id, ok := strings.CutPrefix(a.Alias, bridge.AliasPrefix)
+		if !ok || !isID(id) || named[id] == a.Name {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := e.nl.LinkDel(l); err != nil && !nlutil.IsLinkGone(err) {
+				e.log.Warn("garbage collection: delete link", "link", a.Name, "err", err)
+				return
+			}
+			e.log.Info("garbage collection: deleted a link no record names", "link", a.Name, "type", l.Type(), "owner", id)
+		})
+	}
+	wg.Wait()
+}
+
+// gcWorkers bounds the link deletions garbage collection runs at once.
+const gcWorkers = 16
+
+// gcNamespaceFiles unmounts and removes namespace files under exec-root/ns
+// that no sandbox record names (a crash between creating a namespace and
+// recording it).
+func (e *Engine) gcNamespaceFiles() {
+	keep := map[string]bool{e.hostNSPath(): true}
+	for _, sb := range e.sandboxes {
+		if !sb.rec.Adopted {
+			keep[sb.rec.NetNS], keep[sb.rec.MntNS], keep[sb.rec.UTSNS] = true, true, true
+		}
+	}
+	entries, err := os.ReadDir(e.nsDir)
+	if err != nil {
+		e.log.Error("garbage collection: read namespace directory", "dir", e.nsDir, "err", err)
+		return
+	}
+	for _, de := range entries {
+		p := filepath.Join(e.nsDir, de.Name())
+		if keep[p] || de.IsDir() {
+			continue
+		}
+		if err := netns.Delete(p); err != nil {
+			e.log.Warn("garbage collection: delete namespace file", "file", p, "err", err)
+			continue
+		}
+		e.log.Info("garbage collection: deleted a namespace file no sandbox names", "file", p)
+	}
+}
+
+// gcSandboxDirs removes exec-root/sandboxes/<id> of sandboxes without a record.
+func (e *Engine) gcSandboxDirs() {
+	entries, err := os.ReadDir(e.sbDir)
+	if err != nil {
+		e.log.Error("garbage collection: read sandbox directory", "dir", e.sbDir, "err", err)
+		return
+	}
+	for _, de := range entries {
+		if e.sandboxes[de.Name()] != nil {
+			continue
+		}
+		p := filepath.Join(e.sbDir, de.Name())
+		if err := os.RemoveAll(p); err != nil {
+			e.log.Warn("garbage collection: remove sandbox files", "dir", p, "err", err)
+			continue
+		}
+		e.log.Info("garbage collection: removed files of a sandbox without a record", "dir", p)
+	}
+}
+
+// gcStore makes each network's address bitmap hold exactly what its endpoint
+// records own, and deletes bitmaps and sticky addresses of networks that no
+// longer exist, all in one transaction.
+func (e *Engine) gcStore(ctx context.Context) error {
+	owned := map[string][]netip.Addr{}
+	for _, sb := range e.sandboxes {
+		for _, ep := range sb.rec.Endpoints {
+			if ep.Address.IsValid() {
+				owned[ep.NetworkID] = append(owned[ep.NetworkID], ep.Address.Addr())
+			}
+		}
+	}
+	var ops []store.Op
+	for _, ns := range e.networks {
+		if ns.subnet == nil {
+			continue
+		}
+		fix := reconcileSubnet(ns.subnet, owned[ns.rec.ID])
+		for _, a := range fix.dup {
+			e.log.Error("address held by more than one endpoint", "network", ns.rec.Name, "address", a)
+		}
+		if len(fix.reserved)+len(fix.freed) == 0 {
+			continue
+		}
+		e.log.Info("garbage collection: address bitmap fixed from the endpoint records", "network", ns.rec.Name,
+			"freed", fix.freed, "reserved", fix.reserved)
+		b, err := ns.subnet.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		ops = append(ops, store.Put(keyIPAM+ns.rec.ID, b))
+	}
+	for _, prefix := range []string{keyIPAM, keySticky} {
+		kvs, err := e.st.List(ctx, prefix)
+		if err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		for _, kv := range kvs {
+			netID, _, _ := strings.Cut(strings.TrimPrefix(kv.Key, prefix), "/")
+			if e.networks[netID] == nil {
+				ops = append(ops, store.Delete(kv.Key))
+				e.log.Info("garbage collection: deleted a key of a network that no longer exists", "key", kv.Key)
+			}
+		}
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	return e.commit(ctx, ops...)
+}
+
+// subnetFix is what reconcileSubnet changed.
+type subnetFix struct {
+	reserved []netip.Addr // owned by an endpoint but free in the bitmap
+	freed    []netip.Addr // taken in the bitmap but owned by no endpoint
+	dup      []netip.Addr // owned by more than one endpoint (or fixed)
+}
+
+// reconcileSubnet makes sub's occupancy exactly its fixed addresses plus
+// owned. The next-fit cursor is kept. A subnet without an ip-range is only
+// scanned when its free count shows a leak; one with an ip-range (addresses
+// outside it are not counted) always is.
+func reconcileSubnet(sub *ipam.Subnet, owned []netip.Addr) subnetFix {
+	var fix subnetFix
+	cfg := sub.Config()
+	want, err := ipam.NewSubnet(cfg)
+	if err != nil {
+		return fix // the recorded configuration was valid when it was made
+	}
+	for _, a := range owned {
+		if err := want.Reserve(a); errors.Is(err, ipam.ErrAddrInUse) {
+			fix.dup = append(fix.dup, a)
+		}
+		if !sub.InUse(a) && sub.Reserve(a) == nil {
+			fix.reserved = append(fix.reserved, a)
+		}
+	}
+	wholeRange := !cfg.IPRange.IsValid() || cfg.IPRange == cfg.Subnet
+	if wholeRange && sub.Free() == want.Free() {
+		return fix // sub holds all of want and as many: the same set
+	}
+	for a := cfg.Subnet.Masked().Addr(); cfg.Subnet.Contains(a); a = a.Next() {
+		if sub.InUse(a) && !want.InUse(a) {
+			sub.Release(a)
+			fix.freed = append(fix.freed, a)
+		}
+	}
+	return fix
+}
+
+// isID tells whether s looks like a Tether object ID (newID: 64 hex digits).
+func isID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// listLinks dumps the links of h's namespace, again while the kernel reports
+// the dump interrupted (the link table changed under it).
+func listLinks(h *netlink.Handle) ([]netlink.Link, error) {
+	return nlutil.Dump("list links", h.LinkList)
+}

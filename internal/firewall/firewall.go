@@ -1,0 +1,51 @@
+// Package firewall builds the packet filter of Tether's bridge networks:
+// outbound NAT, isolation between networks, and the walls around internal
+// networks. The model is small: a network is a bridge, a subnet and two
+// flags; a backend turns the list of networks into kernel state.
+//
+// Backends: NFT (nftables through google/nftables, the default) and Noop
+// (daemon option iptables=false: Tether installs no rules and removes none).
+// The ruleset itself is in ruleset.go and docs/firewall.md.
+package firewall
+
+import (
+	"context"
+	"net/netip"
+)
+
+// Network is what the firewall needs to know about one bridge network.
+type Network struct {
+	ID     string
+	Bridge string       // Linux bridge name
+	Subnet netip.Prefix // IPv4 subnet; zero: nothing to masquerade
+	// Masquerade: traffic from Subnet leaving through any interface but a
+	// Tether bridge gets the outgoing interface's address. The caller folds
+	// in the daemon's ip-masq; an Internal network is never masqueraded.
+	Masquerade bool
+	// Internal: nothing is routed into or out of the network.
+	Internal bool
+}
+
+// Firewall installs and maintains the rules of Tether's networks.
+type Firewall interface {
+	// Sync makes the kernel match nets exactly: it creates Tether's table
+	// if it is missing, adds the networks' entries that are missing and
+	// deletes the ones no network names, in one atomic batch. Called once
+	// at start, after the bridges exist; a second call with the same
+	// networks changes nothing.
+	Sync(ctx context.Context, nets []Network) error
+	// Add installs one network's entries in one atomic batch. Adding a
+	// network again replaces its entries (e.g. masquerade turned off).
+	Add(ctx context.Context, n Network) error
+	// Remove deletes one network's entries in one atomic batch; entries
+	// that are already gone are not an error.
+	Remove(ctx context.Context, n Network) error
+}
+
+// Noop is the firewall of iptables=false: it installs nothing and removes
+// nothing (rules an earlier run left stay until a run with iptables=true).
+type Noop struct{}
+
+func (Noop) Sync(context.Context, []Network) error { return nil }
+func (Noop) Add(context.Context, Network) error    { return nil }
+func (Noop) Remove(context.Context, Network) error { return nil }

@@ -1,0 +1,435 @@
+package firewall
+
+// NFT keeps Tether's table "ip tether" (see ruleset.go) in the namespace of
+// its netlink socket. Every change is one nftables batch, which the kernel
+// applies atomically: a packet sees the rules before or after it, never
+// half of it.
+//
+// At start, Sync reads the table. Missing: it is created with its sets,
+// chains, rules and elements in one batch. Present with the expected sets,
+// chains and rules: only the set elements are reconciled (missing ones
+// added, stale ones deleted), so a restart installs nothing twice and opens
+// no window without rules. Present but different (an older Tether, hand
+// edits): it is deleted and recreated in the same single batch, which the
+// kernel also applies atomically. No other table is ever read or written.
+//
+// After Sync, Add and Remove change elements only. NFT remembers the
+// networks it was given; when a batch fails (someone deleted the table, an
+// element was already gone) it falls back to a full Sync of what it
+// remembers.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+)
+
+// conn is the part of *nftables.Conn that NFT uses; unit tests give it an
+// in-memory fake. Add*, Del* and SetDeleteElements queue messages; Flush
+// sends them as one batch.
+type conn interface {
+	ListTablesOfFamily(nftables.TableFamily) ([]*nftables.Table, error)
+	ListChainsOfTableFamily(nftables.TableFamily) ([]*nftables.Chain, error)
+	GetSets(*nftables.Table) ([]*nftables.Set, error)
+	GetSetElements(*nftables.Set) ([]nftables.SetElement, error)
+	GetRules(*nftables.Table, *nftables.Chain) ([]*nftables.Rule, error)
+	AddTable(*nftables.Table) *nftables.Table
+	DelTable(*nftables.Table)
+	AddSet(*nftables.Set, []nftables.SetElement) error
+	AddChain(*nftables.Chain) *nftables.Chain
+	AddRule(*nftables.Rule) *nftables.Rule
+	SetAddElements(*nftables.Set, []nftables.SetElement) error
+	SetDeleteElements(*nftables.Set, []nftables.SetElement) error
+	Flush() error
+}
+
+// NFT is the nftables backend.
+type NFT struct {
+	mu    sync.Mutex
+	c     conn
+	close func() error
+	nets  map[string]Network // what the kernel should hold, by network ID
+	refs  map[string]int     // "set id" -> how many networks own that entry
+	// fallbacks counts changes whose batch failed and that a full Sync
+	// completed instead (tests check the fast path is the usual one).
+	fallbacks int
+}
+
+// NewNFT opens a lasting nftables netlink socket in the current network
+// namespace (or the one given with nftables.WithNetNSFd). Nothing is
+// written until Sync.
+func NewNFT(opts ...nftables.ConnOption) (*NFT, error) {
+	c, err := nftables.New(append([]nftables.ConnOption{nftables.AsLasting()}, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink socket: %w", err)
+	}
+	f := newNFT(c)
+	f.close = c.CloseLasting
+	return f, nil
+}
+
+func newNFT(c conn) *NFT {
+	return &NFT{c: c, nets: map[string]Network{}, refs: map[string]int{}}
+}
+
+// Close closes the netlink socket; the rules stay.
+func (f *NFT) Close() error {
+	if f.close == nil {
+		return nil
+	}
+	return f.close()
+}
+
+// Sync implements Firewall.
+func (f *NFT) Sync(ctx context.Context, nets []Network) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nets, f.refs = map[string]Network{}, map[string]int{}
+	for _, n := range nets {
+		f.nets[n.ID] = n
+		f.count(entriesOf(n), +1)
+	}
+	return f.syncLocked()
+}
+
+// Add implements Firewall.
+func (f *NFT) Add(ctx context.Context, n Network) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old, had := f.nets[n.ID]
+	var before entries
+	if had {
+		before = entriesOf(old)
+	}
+	if err := f.change(n.ID, &n, before, entriesOf(n)); err != nil {
+		return fmt.Errorf("add firewall entries of bridge %q: %w", n.Bridge, err)
+	}
+	return nil
+}
+
+// Remove implements Firewall.
+func (f *NFT) Remove(ctx context.Context, n Network) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if old, had := f.nets[n.ID]; had {
+		n = old
+	}
+	if err := f.change(n.ID, nil, entriesOf(n), nil); err != nil {
+		return fmt.Errorf("remove firewall entries of bridge %q: %w", n.Bridge, err)
+	}
+	return nil
+}
+
+// change replaces network id's entries before with after (next nil: the
+// network goes) in one batch. An element another network still owns is
+// kept (refs counts owners). When the batch fails, a full Sync of the
+// remembered networks is tried instead; when that fails too, nothing is
+// remembered as changed.
+func (f *NFT) change(id string, next *Network, before, after entries) error {
+	old, had := f.nets[id]
+	if had {
+		f.count(before, -1)
+	}
+	f.count(after, +1)
+	if next != nil {
+		f.nets[id] = *next
+	} else {
+		delete(f.nets, id)
+	}
+	err := f.queueChange(before, after)
+	if err == nil {
+		if err = f.c.Flush(); err == nil {
+			return nil
+		}
+		serr := f.syncLocked()
+		if serr == nil {
+			f.fallbacks++
+			return nil
+		}
+		err = errors.Join(err, fmt.Errorf("full sync: %w", serr))
+	}
+	f.count(after, -1)
+	if had {
+		f.count(before, +1)
+		f.nets[id] = old
+	} else {
+		delete(f.nets, id)
+	}
+	return err
+}
+
+func (f *NFT) queueChange(before, after entries) error {
+	for _, s := range sets(table()) {
+		var del, add []nftables.SetElement
+		for id, els := range before[s.Name] {
+			if f.refs[s.Name+" "+id] == 0 {
+				del = append(del, els...)
+			}
+		}
+		for _, els := range after[s.Name] {
+			add = append(add, els...) // adding what exists is no error, and repairs a lost element
+		}
+		if err := f.queueElements(s, del, add); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// count adds d to the owner count of every entry in e.
+func (f *NFT) count(e entries, d int) {
+	for set, ids := range e {
+		for id := range ids {
+			k := set + " " + id
+			if f.refs[k] += d; f.refs[k] <= 0 {
+				delete(f.refs, k)
+			}
+		}
+	}
+}
+
+func (f *NFT) networks() []Network {
+	out := make([]Network, 0, len(f.nets))
+	for _, n := range f.nets {
+		out = append(out, n)
+	}
+	return out
+}
+
+func (f *NFT) queueElements(s *nftables.Set, del, add []nftables.SetElement) error {
+	if len(del) > 0 {
+		if err := f.c.SetDeleteElements(s, del); err != nil {
+			return fmt.Errorf("delete elements of set %q: %w", s.Name, err)
+		}
+	}
+	if len(add) > 0 {
+		if err := f.c.SetAddElements(s, add); err != nil {
+			return fmt.Errorf("add elements to set %q: %w", s.Name, err)
+		}
+	}
+	return nil
+}
+
+// syncLocked makes the table match f.nets (see the file comment).
+func (f *NFT) syncLocked() error {
+	want := entriesOf(f.networks()...)
+	st, err := f.read()
+	if err != nil {
+		return fmt.Errorf("read table ip %s: %w", TableName, err)
+	}
+	switch {
+	case !st.exists:
+		err = f.create(want)
+	case st.layout != "":
+		f.c.DelTable(table())
+		err = f.create(want)
+	default:
+		n, qerr := f.reconcile(st.have, want)
+		if qerr != nil || n == 0 {
+			return qerr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := f.c.Flush(); err != nil {
+		return fmt.Errorf("write table ip %s: %w", TableName, err)
+	}
+	return nil
+}
+
+// reconcile queues the element changes from have to want and returns how
+// many elements change.
+func (f *NFT) reconcile(have, want entries) (int, error) {
+	n := 0
+	for _, s := range sets(table()) {
+		var del, add []nftables.SetElement
+		for id, els := range have[s.Name] {
+			if _, ok := want[s.Name][id]; !ok {
+				del = append(del, els...)
+			}
+		}
+		for id, els := range want[s.Name] {
+			if _, ok := have[s.Name][id]; !ok {
+				add = append(add, els...)
+			}
+		}
+		if err := f.queueElements(s, del, add); err != nil {
+			return 0, err
+		}
+		n += len(del) + len(add)
+	}
+	return n, nil
+}
+
+// create queues the whole table: sets with their elements, chains, rules.
+func (f *NFT) create(want entries) error {
+	t := f.c.AddTable(table())
+	for _, s := range sets(t) {
+		var els []nftables.SetElement
+		for _, id := range want.ids(s.Name) {
+			els = append(els, want[s.Name][id]...)
+		}
+		if err := f.c.AddSet(s, els); err != nil {
+			return fmt.Errorf("add set %q: %w", s.Name, err)
+		}
+	}
+	cs := map[string]*nftables.Chain{}
+	for _, c := range chains(t) {
+		cs[c.Name] = f.c.AddChain(c)
+	}
+	for _, r := range rules() {
+		f.c.AddRule(&nftables.Rule{Table: t, Chain: cs[r.chain], Exprs: r.exprs, UserData: comment(r.comment)})
+	}
+	return nil
+}
+
+// state is what read found in the kernel.
+type state struct {
+	exists bool
+	layout string // why the sets, chains or rules differ from ours; "" if they match
+	have   entries
+}
+
+func (f *NFT) read() (*state, error) {
+	tables, err := f.c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == TableName }) {
+		return &state{}, nil
+	}
+	st := &state{exists: true, have: entries{}}
+	t := table()
+	if st.layout, err = f.checkSets(t, st.have); err != nil || st.layout != "" {
+		return st, err
+	}
+	st.layout, err = f.checkChains(t)
+	return st, err
+}
+
+// checkSets compares the table's sets with ours and reads their elements.
+func (f *NFT) checkSets(t *nftables.Table, have entries) (string, error) {
+	got, err := f.c.GetSets(t)
+	if err != nil {
+		return "", fmt.Errorf("list sets: %w", err)
+	}
+	want := sets(t)
+	if len(got) != len(want) {
+		return fmt.Sprintf("%d sets, want %d", len(got), len(want)), nil
+	}
+	for _, w := range want {
+		i := slices.IndexFunc(got, func(s *nftables.Set) bool { return s.Name == w.Name })
+		if i < 0 {
+			return fmt.Sprintf("set %q missing", w.Name), nil
+		}
+		g := got[i]
+		if g.KeyType.Name != w.KeyType.Name || g.KeyType.Bytes != w.KeyType.Bytes || g.Interval != w.Interval || g.IsMap {
+			return fmt.Sprintf("set %q has type %s (%d bytes, interval %v)", g.Name, g.KeyType.Name, g.KeyType.Bytes, g.Interval), nil
+		}
+		els, err := f.c.GetSetElements(g)
+		if err != nil {
+			return "", fmt.Errorf("list elements of set %q: %w", g.Name, err)
+		}
+		have[g.Name] = parseElements(g.Name, els)
+	}
+	return "", nil
+}
+
+// checkChains compares the table's chains and rules with ours.
+func (f *NFT) checkChains(t *nftables.Table) (string, error) {
+	all, err := f.c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return "", fmt.Errorf("list chains: %w", err)
+	}
+	var got []*nftables.Chain
+	for _, c := range all {
+		if c.Table != nil && c.Table.Name == TableName {
+			got = append(got, c)
+		}
+	}
+	want := chains(t)
+	if len(got) != len(want) {
+		return fmt.Sprintf("%d chains, want %d", len(got), len(want)), nil
+	}
+	for _, w := range want {
+		i := slices.IndexFunc(got, func(c *nftables.Chain) bool { return c.Name == w.Name })
+		if i < 0 {
+			return fmt.Sprintf("chain %q missing", w.Name), nil
+		}
+		if why := chainDiff(got[i], w); why != "" {
+			return why, nil
+		}
+		rs, err := f.c.GetRules(t, w)
+		if err != nil {
+			return "", fmt.Errorf("list rules of chain %q: %w", w.Name, err)
+		}
+		if why := rulesDiff(w.Name, rs); why != "" {
+			return why, nil
+		}
+	}
+	return "", nil
+}
+
+func chainDiff(g, w *nftables.Chain) string {
+	if g.Type != w.Type || g.Hooknum == nil || *g.Hooknum != *w.Hooknum || g.Priority == nil ||
+		*g.Priority != *w.Priority || g.Policy == nil || *g.Policy != *w.Policy {
+		return fmt.Sprintf("chain %q has another type, hook, priority or policy", w.Name)
+	}
+	return ""
+}
+
+// rulesDiff compares a chain's rules with ours: same order, same comments,
+// same expressions.
+func rulesDiff(chain string, got []*nftables.Rule) string {
+	var want []ruleSpec
+	for _, r := range rules() {
+		if r.chain == chain {
+			want = append(want, r)
+		}
+	}
+	if len(got) != len(want) {
+		return fmt.Sprintf("chain %q has %d rules, want %d", chain, len(got), len(want))
+	}
+	for i, w := range want {
+		c, _ := userdata.GetString(got[i].UserData, userdata.TypeComment)
+		if c != w.comment || !sameExprs(got[i].Exprs, w.exprs) {
+			return fmt.Sprintf("chain %q rule %d (%q) differs from %q", chain, i, c, w.comment)
+		}
+	}
+	return ""
+}
+
+func sameExprs(got, want []expr.Any) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for i := range got {
+		g, w := got[i], want[i]
+		if l, ok := g.(*expr.Lookup); ok {
+			c := *l
+			c.SetID = 0 // the kernel reports the set by name only
+			g = &c
+		}
+		if !reflect.DeepEqual(g, w) {
+			return false
+		}
+	}
+	return true
+}
