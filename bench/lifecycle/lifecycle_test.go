@@ -40,15 +40,18 @@ func envInt(name string, def int) int {
 
 // Report is the JSON written by TestLifecycleReport.
 type Report struct {
-	Date        time.Time     `json:"date"`
-	Sandboxes   int           `json:"sandboxes"`
-	RestoreIdle attach.Stats  `json:"restore_idle"`
-	RestoreFull attach.Stats  `json:"restore_full"`
-	NetAddFirst attach.Stats  `json:"network_add_first"`
-	NetAddLater attach.Stats  `json:"network_add_after_100"`
-	PingSent    int           `json:"ping_sent"`
-	PingLost    int           `json:"ping_lost"`
-	Restart     time.Duration `json:"restart_ns"`
+	Date        time.Time    `json:"date"`
+	Sandboxes   int          `json:"sandboxes"`
+	RestoreIdle attach.Stats `json:"restore_idle"`
+	RestoreFull attach.Stats `json:"restore_full"`
+	NetAddFirst attach.Stats `json:"network_add_first"`
+	NetAddLater attach.Stats `json:"network_add_after_100"`
+	// The same with an explicit --subnet (no route-aware choice).
+	NetAddFirstExplicit attach.Stats  `json:"network_add_first_explicit"`
+	NetAddLaterExplicit attach.Stats  `json:"network_add_after_100_explicit"`
+	PingSent            int           `json:"ping_sent"`
+	PingLost            int           `json:"ping_lost"`
+	Restart             time.Duration `json:"restart_ns"`
 }
 
 var readyRE = regexp.MustCompile(`msg="engine ready" took=([0-9.]+[a-zµ]+)`)
@@ -76,13 +79,17 @@ func restartTimes(tb testing.TB, d *testutil.Daemon, reps int) []time.Duration {
 	return out
 }
 
-// netAdds creates count networks through the API (no subnet: the daemon
-// chooses one, so the route-aware choice is part of the cost) and returns
-// each round trip.
-func netAdds(tb testing.TB, t *attach.Tether, prefix string, count int) []time.Duration {
+// netAdds creates count networks through the API and returns each round
+// trip. With octet 0 the daemon chooses the subnet (the route-aware choice is
+// part of the cost); otherwise network i gets 10.<octet+i>.0.0/24.
+func netAdds(tb testing.TB, t *attach.Tether, prefix string, count, octet int) []time.Duration {
 	var out []time.Duration
 	for i := range count {
-		body := fmt.Sprintf(`{"Name":"%s%d","Driver":"bridge","IPAM":{"Config":[]}}`, prefix, i)
+		cfg := ""
+		if octet > 0 {
+			cfg = fmt.Sprintf(`{"Subnet":"10.%d.0.0/24"}`, octet+i)
+		}
+		body := fmt.Sprintf(`{"Name":"%s%d","Driver":"bridge","IPAM":{"Config":[%s]}}`, prefix, i, cfg)
 		start := time.Now()
 		code, resp, err := t.Call("POST", "/networks/create", []byte(body))
 		if err != nil || code != 201 {
@@ -143,9 +150,11 @@ func measure(tb testing.TB, n, reps, nets int) Report {
 		tb.Fatalf("after restarts: %d sandboxes, %v", len(sbs), err)
 	}
 	const sample = 10
-	rep.NetAddFirst = attach.Summarize(netAdds(tb, t, "first", sample))
-	netAdds(tb, t, "fill", nets-sample)
-	rep.NetAddLater = attach.Summarize(netAdds(tb, t, "later", sample))
+	rep.NetAddFirst = attach.Summarize(netAdds(tb, t, "first", sample, 0))
+	rep.NetAddFirstExplicit = attach.Summarize(netAdds(tb, t, "firstx", sample, 60))
+	netAdds(tb, t, "fill", nets-2*sample, 0)
+	rep.NetAddLater = attach.Summarize(netAdds(tb, t, "later", sample, 0))
+	rep.NetAddLaterExplicit = attach.Summarize(netAdds(tb, t, "laterx", sample, 80))
 	sent, got, restart := pingAcrossRestart(tb, t, 500)
 	rep.PingSent, rep.PingLost, rep.Restart = sent, sent-got, restart
 	return rep
@@ -154,7 +163,7 @@ func measure(tb testing.TB, n, reps, nets int) Report {
 // TestLifecycleSmoke runs the scenario small so the benchmark does not rot.
 func TestLifecycleSmoke(t *testing.T) {
 	testutil.RequireRoot(t)
-	rep := measure(t, 5, 1, 12)
+	rep := measure(t, 5, 1, 25)
 	if rep.PingSent == 0 || rep.RestoreFull.N != 1 || rep.NetAddLater.N != 10 {
 		t.Errorf("incomplete report: %+v", rep)
 	}
@@ -172,8 +181,10 @@ func TestLifecycleReport(t *testing.T) {
 	fmt.Fprintf(&b, "| figure | reference | Tether | ratio |\n|---|---:|---:|---:|\n")
 	fmt.Fprintf(&b, "| daemon start (p50 of %d) | %.1f ms with 0 sandboxes | %.1f ms with %d sandboxes | %.2f× |\n",
 		rep.RestoreFull.N, rep.RestoreIdle.P50, rep.RestoreFull.P50, rep.Sandboxes, rep.RestoreFull.P50/rep.RestoreIdle.P50)
-	fmt.Fprintf(&b, "| network create (p50 of 10) | %.2f ms with 0 networks | %.2f ms with 100 networks | %.2f× |\n",
+	fmt.Fprintf(&b, "| network create, subnet chosen (p50 of 10) | %.2f ms with 0 networks | %.2f ms with 100 networks | %.2f× |\n",
 		rep.NetAddFirst.P50, rep.NetAddLater.P50, rep.NetAddLater.P50/rep.NetAddFirst.P50)
+	fmt.Fprintf(&b, "| network create, --subnet given (p50 of 10) | %.2f ms with 10 networks | %.2f ms with 110 networks | %.2f× |\n",
+		rep.NetAddFirstExplicit.P50, rep.NetAddLaterExplicit.P50, rep.NetAddLaterExplicit.P50/rep.NetAddFirstExplicit.P50)
 	fmt.Fprintf(&b, "| ping every 10 ms across a restart (%v) | %d sent | %d lost | |\n", rep.Restart.Round(time.Millisecond), rep.PingSent, rep.PingLost)
 	t.Log("\n" + b.String())
 	if out := os.Getenv("BENCH_OUT"); out != "" {
