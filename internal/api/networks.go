@@ -159,7 +159,10 @@ func (s *Server) pruneNetworks(w http.ResponseWriter, r *http.Request) {
 
 // connectBody mirrors Docker's network.ConnectRequest with string addresses.
 type connectBody struct {
-	Container      string
+	Container string
+	// PortBindings (a Tether extension; Docker's connect has none) publishes
+	// ports on this network, in Docker's PortBindings shape.
+	PortBindings   PortMap
 	EndpointConfig *struct {
 		IPAMConfig *struct {
 			IPv4Address  string
@@ -181,7 +184,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New("invalid Container: a sandbox name or ID is required"))
 		return
 	}
-	var a engine.AttachSpec
+	a := engine.AttachSpec{Ports: b.PortBindings.Specs()}
 	if ec := b.EndpointConfig; ec != nil {
 		a.Aliases = ec.Aliases
 		if ec.MacAddress != "" {

@@ -19,7 +19,13 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 	}
 	spec := engine.SandboxSpec{Name: b.Name, Hostname: b.Hostname, PID: b.PID, NetNSPath: b.NetNS, AutoRemove: b.AutoRemove}
 	for _, a := range b.Networks {
-		spec.Networks = append(spec.Networks, engine.AttachSpec{Network: a.Network, IP: a.IP, Aliases: a.Aliases})
+		spec.Networks = append(spec.Networks, engine.AttachSpec{Network: a.Network, IP: a.IP, Aliases: a.Aliases, Ports: a.Publish})
+	}
+	if len(b.PortBindings) > 0 {
+		if len(spec.Networks) == 0 {
+			spec.Networks = []engine.AttachSpec{{Network: "bridge"}}
+		}
+		spec.Networks[0].Ports = append(spec.Networks[0].Ports, b.PortBindings.Specs()...)
 	}
 	sb, err := s.eng.CreateSandbox(r.Context(), spec)
 	if err != nil {
@@ -59,6 +65,7 @@ func (s *Server) sandboxView(sb *engine.Sandbox) Sandbox {
 		ID: sb.ID, Name: sb.Name, Hostname: sb.Hostname, Created: sb.Created, NetNS: sb.NetNS,
 		Adopted: sb.Adopted, AdoptedPID: sb.AdoptedPID, AutoRemove: sb.AutoRemove,
 		Networks: map[string]*SandboxEndpoint{}, NetworkOrder: []string{}, Processes: []SandboxProcess{},
+		Ports: PortMap{},
 	}
 	for _, ep := range sb.Endpoints {
 		name := s.eng.NetworkName(ep.NetworkID)
@@ -72,6 +79,10 @@ func (s *Server) sandboxView(sb *engine.Sandbox) Sandbox {
 			MacAddress: ep.MAC, Aliases: aliases,
 		}
 		v.NetworkOrder = append(v.NetworkOrder, name)
+		for _, p := range ep.Ports {
+			key := fmt.Sprintf("%d/%s", p.ContainerPort, p.Proto)
+			v.Ports[key] = append(v.Ports[key], PortBinding{HostIP: p.HostIP.String(), HostPort: fmt.Sprint(p.HostPort)})
+		}
 	}
 	for _, p := range sb.Procs {
 		v.Processes = append(v.Processes, SandboxProcess{Pid: p.PID, Args: p.Args, Main: p.Main})

@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -16,6 +17,40 @@ type SandboxCreateRequest struct {
 	PID        int             `json:"Pid,omitempty"`
 	NetNS      string          `json:"NetNS,omitempty"`
 	AutoRemove bool            `json:"AutoRemove,omitempty"`
+	// PortBindings publishes ports on the first network, in Docker's
+	// HostConfig.PortBindings shape: {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}.
+	PortBindings PortMap `json:"PortBindings,omitempty"`
+}
+
+// PortMap is Docker's port map: "containerPort[-end]/proto" to host bindings.
+type PortMap map[string][]PortBinding
+
+// PortBinding is one host side of a published port (HostPort empty = ephemeral).
+type PortBinding struct {
+	HostIP   string `json:"HostIp"`
+	HostPort string `json:"HostPort"`
+}
+
+// Specs turns a port map into docker run -p values, sorted.
+func (m PortMap) Specs() []string {
+	var out []string
+	for key, bs := range m {
+		if len(bs) == 0 {
+			bs = []PortBinding{{}}
+		}
+		for _, b := range bs {
+			spec := key
+			if b.HostIP != "" || b.HostPort != "" {
+				spec = b.HostPort + ":" + key
+				if b.HostIP != "" {
+					spec = b.HostIP + ":" + spec
+				}
+			}
+			out = append(out, spec)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // NetworkAttach is one network a new sandbox joins, in order.
@@ -23,6 +58,8 @@ type NetworkAttach struct {
 	Network string   `json:"Network"`
 	IP      string   `json:"IPv4Address,omitempty"`
 	Aliases []string `json:"Aliases,omitempty"`
+	// Publish lists ports to publish, in docker run -p syntax.
+	Publish []string `json:"Publish,omitempty"`
 }
 
 // SandboxEndpoint is a sandbox's view of one of its endpoints.
@@ -59,6 +96,8 @@ type Sandbox struct {
 	// NetworkOrder lists network names in attach order (eth0 first).
 	NetworkOrder []string         `json:"NetworkOrder"`
 	Processes    []SandboxProcess `json:"Processes"`
+	// Ports is Docker's NetworkSettings.Ports: every published port.
+	Ports PortMap `json:"Ports"`
 }
 
 // ExecRequest is the body of POST /tether/v1/sandboxes/{id}/exec.

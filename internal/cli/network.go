@@ -8,6 +8,8 @@ import (
 
 	"github.com/moby/moby/api/types/network"
 	"github.com/spf13/cobra"
+
+	"github.com/tether-net/tether/internal/api"
 )
 
 func networkCmd(g *globals) *cobra.Command {
@@ -257,7 +259,7 @@ func netPruneCmd(g *globals) *cobra.Command {
 
 func netConnectCmd(g *globals) *cobra.Command {
 	var ip string
-	var aliases []string
+	var aliases, publish []string
 	cmd := &cobra.Command{
 		Use:   "connect [OPTIONS] NETWORK SANDBOX",
 		Short: "Connect a sandbox to a network",
@@ -271,12 +273,20 @@ func netConnectCmd(g *globals) *cobra.Command {
 			if ip != "" {
 				ec["IPAMConfig"] = map[string]any{"IPv4Address": ip}
 			}
-			return c.do("POST", "/networks/"+url.PathEscape(args[0])+"/connect", nil,
-				map[string]any{"Container": args[1], "EndpointConfig": ec}, nil)
+			body := map[string]any{"Container": args[1], "EndpointConfig": ec}
+			if len(publish) > 0 {
+				pm, err := portMap(publish)
+				if err != nil {
+					return err
+				}
+				body["PortBindings"] = pm
+			}
+			return c.do("POST", "/networks/"+url.PathEscape(args[0])+"/connect", nil, body, nil)
 		},
 	}
 	cmd.Flags().StringVar(&ip, "ip", "", "IPv4 address")
 	cmd.Flags().StringArrayVar(&aliases, "alias", nil, "network-scoped alias for the sandbox")
+	cmd.Flags().StringArrayVarP(&publish, "publish", "p", nil, "publish a port on this network (docker run -p syntax)")
 	return cmd
 }
 
@@ -297,4 +307,29 @@ func netDisconnectCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "force the sandbox to disconnect")
 	return cmd
+}
+
+// portMap turns -p values into Docker's PortBindings shape for the connect
+// request; the daemon parses and validates them.
+func portMap(specs []string) (api.PortMap, error) {
+	pm := api.PortMap{}
+	for _, s := range specs {
+		parts := strings.Split(s, ":")
+		var b api.PortBinding
+		switch len(parts) {
+		case 1:
+		case 2:
+			b.HostPort = parts[0]
+		case 3:
+			b.HostIP, b.HostPort = parts[0], parts[1]
+		default:
+			return nil, fmt.Errorf("invalid --publish %q: expected [hostIP:][hostPort:]port[/proto]", s)
+		}
+		key := parts[len(parts)-1]
+		if !strings.Contains(key, "/") {
+			key += "/tcp"
+		}
+		pm[key] = append(pm[key], b)
+	}
+	return pm, nil
 }

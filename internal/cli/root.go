@@ -50,7 +50,7 @@ func newRoot() *cobra.Command {
 		Version:       api.Version,
 	}
 	root.PersistentFlags().StringVarP(&g.host, "host", "H", "", "daemon socket to connect to (default $TETHER_HOST or "+DefaultHost+")")
-	root.AddCommand(daemonCmd(), networkCmd(g), runCmd(g), execCmd(g), sandboxCmd(g), rmCmd(g), versionCmd(g))
+	root.AddCommand(daemonCmd(), networkCmd(g), runCmd(g), execCmd(g), sandboxCmd(g), rmCmd(g), portCmd(g), versionCmd(g))
 	return root
 }
 

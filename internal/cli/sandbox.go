@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,8 +14,8 @@ import (
 
 // attachFlags are the network flags of run and sandbox create.
 type attachFlags struct {
-	name, hostname, ip string
-	networks, aliases  []string
+	name, hostname, ip         string
+	networks, aliases, publish []string
 }
 
 func (a *attachFlags) register(cmd *cobra.Command) {
@@ -25,6 +26,7 @@ func (a *attachFlags) register(cmd *cobra.Command) {
 	f.StringVar(&a.ip, "ip", "", "IPv4 address on the first network")
 	f.StringArrayVar(&a.aliases, "network-alias", nil, "network-scoped alias on the first network")
 	f.StringArrayVar(&a.aliases, "alias", nil, "same as --network-alias")
+	f.StringArrayVarP(&a.publish, "publish", "p", nil, "publish a port on the first network: [hostIP:][hostPort[-end]:]port[-end][/tcp|/udp]")
 }
 
 func (a *attachFlags) request() (api.SandboxCreateRequest, error) {
@@ -38,6 +40,12 @@ func (a *attachFlags) request() (api.SandboxCreateRequest, error) {
 	}
 	if len(a.networks) == 0 && (a.ip != "" || len(a.aliases) > 0) {
 		return req, fmt.Errorf("--ip and --network-alias need a --network")
+	}
+	if len(a.publish) > 0 {
+		if len(req.Networks) == 0 {
+			req.Networks = []api.NetworkAttach{{Network: "bridge"}}
+		}
+		req.Networks[0].Publish = a.publish
 	}
 	return req, nil
 }
@@ -115,7 +123,7 @@ func execCmd(g *globals) *cobra.Command {
 
 func sandboxCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "sandbox", Short: "Manage sandboxes (network namespaces)"}
-	cmd.AddCommand(sbCreateCmd(g), sbLsCmd(g), inspectCmd(g, "inspect [OPTIONS] SANDBOX [SANDBOX...]", "Display detailed information on one or more sandboxes", "/tether/v1/sandboxes/"), rmCmd(g))
+	cmd.AddCommand(sbCreateCmd(g), sbLsCmd(g), portCmd(g), inspectCmd(g, "inspect [OPTIONS] SANDBOX [SANDBOX...]", "Display detailed information on one or more sandboxes", "/tether/v1/sandboxes/"), rmCmd(g))
 	return cmd
 }
 
@@ -229,4 +237,33 @@ func rmCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill the sandbox's processes and remove it")
 	return cmd
+}
+
+func portCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "port SANDBOX",
+		Short: "List a sandbox's published ports",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var sb api.Sandbox
+			if err := c.do("GET", "/tether/v1/sandboxes/"+url.PathEscape(args[0]), nil, nil, &sb); err != nil {
+				return err
+			}
+			var lines []string
+			for key, bs := range sb.Ports {
+				for _, b := range bs {
+					lines = append(lines, fmt.Sprintf("%s -> %s:%s", key, b.HostIP, b.HostPort))
+				}
+			}
+			slices.Sort(lines)
+			for _, l := range lines {
+				fmt.Println(l)
+			}
+			return nil
+		},
+	}
 }

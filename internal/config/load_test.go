@@ -268,8 +268,6 @@ func TestNotSupported(t *testing.T) {
 		{`{"cluster-store": "etcd://10.0.0.1:2379"}`, nil, "cluster-store"},
 		{`{"cluster-advertise": "eth0:2376"}`, nil, "cluster-advertise"},
 		{"", FlagValues{"cluster-store-opt": {"kv.path=/x"}}, "cluster-store-opts"},
-		{`{"userland-proxy": true}`, nil, "userland-proxy"},
-		{`{"userland-proxy": false}`, nil, "userland-proxy"},
 		{"", FlagValues{"live-restore": {"false"}}, "live-restore"},
 		{`{"ipv6": true}`, nil, "ipv6"},
 		{`{"fixed-cidr-v6": "fd00::/64"}`, nil, "fixed-cidr-v6"},

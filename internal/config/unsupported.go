@@ -38,7 +38,6 @@ var gaps = []gap{
 	{"cluster-store", notEmpty, whyCluster},
 	{"cluster-advertise", notEmpty, whyCluster},
 	{"cluster-store-opts", notEmpty, whyCluster},
-	{"userland-proxy", given, whyPorts},
 	{"live-restore", isFalse, "Tether always keeps sandboxes across restarts"},
 
 	{"ipv6", notZero, whyIPv6},

@@ -89,7 +89,9 @@ func newFirewall(cfg *config.Config, log *slog.Logger) (firewall.Firewall, error
 		log.Info("iptables is false: Tether installs no firewall rules (no NAT, no isolation between networks)")
 		return firewall.Noop{}, nil
 	}
-	fw, err := firewall.NewNFT()
+	// Without the userland proxy the kernel serves loopback connections to
+	// published ports too (route_localnet and a scoped masquerade).
+	fw, err := firewall.NewNFTWith(firewall.Options{LoopbackDNAT: !cfg.UserlandProxy})
 	if err != nil {
 		return nil, fmt.Errorf("firewall: %w (iptables=false runs without firewall rules)", err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/tether-net/tether/internal/firewall"
 	"github.com/tether-net/tether/internal/ipam"
 	"github.com/tether-net/tether/internal/netns"
+	"github.com/tether-net/tether/internal/portmap"
 	"github.com/tether-net/tether/internal/proc"
 	"github.com/tether-net/tether/internal/store"
 )
@@ -62,6 +63,8 @@ type Engine struct {
 	// fwSynced: Start's firewall Sync ran; from then on every network
 	// change is passed on to the firewall (before it, Sync covers them).
 	fwSynced bool
+	// held: the host ports each endpoint publishes, held open by the daemon.
+	held map[string][]*portmap.Held
 }
 
 type netState struct {
@@ -106,6 +109,7 @@ func New(o Options) (*Engine, error) {
 		nsDir:     filepath.Join(o.Config.ExecRoot, "ns"),
 		sbDir:     filepath.Join(o.Config.ExecRoot, "sandboxes"),
 		networks:  map[string]*netState{},
+		held:      map[string][]*portmap.Held{},
 		sandboxes: map[string]*sbState{},
 		events:    newEvents(),
 	}
@@ -139,7 +143,11 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.ensurePredefined(ctx); err != nil {
 		return err
 	}
-	return e.syncFirewall(ctx)
+	if err := e.syncFirewall(ctx); err != nil {
+		return err
+	}
+	e.rehold()
+	return nil
 }
 
 // syncFirewall makes the firewall hold exactly the bridge networks on
@@ -153,7 +161,7 @@ func (e *Engine) syncFirewall(ctx context.Context) error {
 			nets = append(nets, e.fwNetwork(ns.rec))
 		}
 	}
-	if err := e.fw.Sync(ctx, nets); err != nil {
+	if err := e.fw.Sync(ctx, nets, e.allMappingsLocked()); err != nil {
 		return fmt.Errorf("firewall: %w (iptables=false runs without firewall rules)", err)
 	}
 	e.fwSynced = true

@@ -46,16 +46,17 @@ type Network struct {
 
 // Endpoint is one attachment of a sandbox to a network.
 type Endpoint struct {
-	ID         string       `json:"id"`
-	NetworkID  string       `json:"networkId"`
-	IfName     string       `json:"ifName,omitempty"`
-	HostIfName string       `json:"hostIfName,omitempty"`
-	Address    netip.Prefix `json:"address,omitzero"`
-	Gateway    netip.Addr   `json:"gateway,omitzero"`
-	MAC        string       `json:"mac,omitempty"`
-	StaticIP   bool         `json:"staticIp,omitempty"`
-	Aliases    []string     `json:"aliases,omitempty"`
-	Created    time.Time    `json:"created"`
+	ID         string        `json:"id"`
+	NetworkID  string        `json:"networkId"`
+	IfName     string        `json:"ifName,omitempty"`
+	HostIfName string        `json:"hostIfName,omitempty"`
+	Address    netip.Prefix  `json:"address,omitzero"`
+	Gateway    netip.Addr    `json:"gateway,omitzero"`
+	MAC        string        `json:"mac,omitempty"`
+	StaticIP   bool          `json:"staticIp,omitempty"`
+	Aliases    []string      `json:"aliases,omitempty"`
+	Ports      []PortBinding `json:"ports,omitempty"`
+	Created    time.Time     `json:"created"`
 }
 
 // ProcRecord is a process Tether started in a sandbox; StartTime (clock ticks

@@ -25,6 +25,7 @@ type AttachSpec struct {
 	Network string   // name or ID
 	IP      string   // static IPv4 address; empty = allocate (sticky first)
 	Aliases []string // network-scoped names
+	Ports   []string // published ports, in docker run -p syntax
 }
 
 // SandboxSpec asks for a sandbox: a new one, or one adopted from another
@@ -332,6 +333,10 @@ func (e *Engine) lookupSandbox(ref string) (*sbState, error) {
 // connectLocked does the attach with sb.op held: address and interface name
 // under e.mu, kernel work outside it, then one store transaction.
 func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a AttachSpec) (err error) {
+	ports, err := e.parsePorts(ns, a.Ports)
+	if err != nil {
+		return err
+	}
 	ep, err := e.reserveEndpoint(ctx, sb, ns, a)
 	if err != nil {
 		return err
@@ -349,6 +354,7 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 		if err == nil {
 			return
 		}
+		_ = e.unpublish(context.WithoutCancel(ctx), ep)
 		if joined {
 			_ = drv.Leave(context.WithoutCancel(ctx), dn, dep, sb.rec.NetNS)
 		}
@@ -365,6 +371,9 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 		}
 		joined = true
 		ep.HostIfName = dep.HostIfName
+	}
+	if err := e.publish(ctx, sb, ep, ports); err != nil {
+		return err
 	}
 	e.fault("attach.after-join")
 	if err := e.commitEndpoint(ctx, sb, ns, ep); err != nil {
@@ -544,6 +553,9 @@ func (e *Engine) detach(ctx context.Context, sb *sbState, ns *netState, ep *Endp
 		}
 		e.log.Warn("forced detach: kernel cleanup failed", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
 	}
+	if err := e.unpublish(ctx, ep); err != nil {
+		e.log.Warn("unpublish ports", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
+	}
 	e.fault("detach.after-leave")
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -641,6 +653,9 @@ func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []
 	var errs []error
 	rec := sb.rec
 	for _, x := range eps {
+		if err := e.unpublish(ctx, x.ep); err != nil {
+			errs = append(errs, err)
+		}
 		if err := e.drivers[x.ns.rec.Driver].Leave(ctx, driverNetwork(x.ns.rec), driverEndpoint(x.ep), rec.NetNS); err != nil {
 			errs = append(errs, fmt.Errorf("detach sandbox %q from network %q: %w", rec.Name, x.ns.rec.Name, err))
 		}

@@ -1,6 +1,6 @@
 // Package firewall builds the packet filter of Tether's bridge networks:
-// outbound NAT, isolation between networks, and the walls around internal
-// networks. The model is small: a network is a bridge, a subnet and two
+// outbound NAT, isolation between networks, the walls around internal
+// networks, and published ports (DNAT to sandboxes). The model is small: a network is a bridge, a subnet and two
 // flags; a backend turns the list of networks into kernel state.
 //
 // Backends: NFT (nftables through google/nftables, the default) and Noop
@@ -32,20 +32,31 @@ type Firewall interface {
 	// if it is missing, adds the networks' entries that are missing and
 	// deletes the ones no network names, in one atomic batch. Called once
 	// at start, after the bridges exist; a second call with the same
-	// networks changes nothing.
-	Sync(ctx context.Context, nets []Network) error
+	// networks changes nothing. ports are all published ports (see
+	// AddPorts), reconciled the same way.
+	Sync(ctx context.Context, nets []Network, ports []PortMapping) error
 	// Add installs one network's entries in one atomic batch. Adding a
 	// network again replaces its entries (e.g. masquerade turned off).
 	Add(ctx context.Context, n Network) error
 	// Remove deletes one network's entries in one atomic batch; entries
 	// that are already gone are not an error.
 	Remove(ctx context.Context, n Network) error
+	// AddPorts publishes ports: DNAT of traffic to each HostIP:HostPort
+	// (from outside, from the host, and hairpin from sandboxes) to its
+	// sandbox, as map elements added in one atomic batch. A host address,
+	// protocol and port already published is re-pointed to the new target.
+	AddPorts(ctx context.Context, ps []PortMapping) error
+	// RemovePorts unpublishes ports in one atomic batch; removing what is
+	// not published is not an error.
+	RemovePorts(ctx context.Context, ps []PortMapping) error
 }
 
 // Noop is the firewall of iptables=false: it installs nothing and removes
 // nothing (rules an earlier run left stay until a run with iptables=true).
 type Noop struct{}
 
-func (Noop) Sync(context.Context, []Network) error { return nil }
-func (Noop) Add(context.Context, Network) error    { return nil }
-func (Noop) Remove(context.Context, Network) error { return nil }
+func (Noop) Sync(context.Context, []Network, []PortMapping) error { return nil }
+func (Noop) Add(context.Context, Network) error                   { return nil }
+func (Noop) Remove(context.Context, Network) error                { return nil }
+func (Noop) AddPorts(context.Context, []PortMapping) error        { return nil }
+func (Noop) RemovePorts(context.Context, []PortMapping) error     { return nil }

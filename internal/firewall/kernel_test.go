@@ -209,18 +209,18 @@ func TestKernelSyncAddRemove(t *testing.T) {
 	before := theirs()
 	f := kernelNFT(t, fd)
 
-	if err := f.Sync(ctx, []Network{netA, netB, netC, netD, netE}); err != nil {
+	if err := f.Sync(ctx, []Network{netA, netB, netC, netD, netE}, nil); err != nil {
 		t.Fatal(err)
 	}
 	checkElements(t, c, netA, netB, netC, netD, netE)
 	handles := ruleHandles(t, c)
-	if len(handles) != len(rules()) {
-		t.Fatalf("%d rules in the table, want %d", len(handles), len(rules()))
+	if len(handles) != len(rules(false)) {
+		t.Fatalf("%d rules in the table, want %d", len(handles), len(rules(false)))
 	}
 
 	// A second Sync (a restart) changes nothing, not even rule handles.
 	f2 := kernelNFT(t, fd)
-	if err := f2.Sync(ctx, []Network{netA, netB, netC, netD, netE}); err != nil {
+	if err := f2.Sync(ctx, []Network{netA, netB, netC, netD, netE}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if h := ruleHandles(t, c); !slices.Equal(h, handles) {
@@ -230,7 +230,7 @@ func TestKernelSyncAddRemove(t *testing.T) {
 
 	// Sync with stale and missing networks: exactly the new list remains.
 	netF := Network{ID: "f", Bridge: "tth-f", Subnet: netip.MustParsePrefix("192.168.7.0/24"), Masquerade: true}
-	if err := f2.Sync(ctx, []Network{netA, netC, netF}); err != nil {
+	if err := f2.Sync(ctx, []Network{netA, netC, netF}, nil); err != nil {
 		t.Fatal(err)
 	}
 	checkElements(t, c, netA, netC, netF)
@@ -281,7 +281,7 @@ func TestKernelRepair(t *testing.T) {
 	theirs := foreign(t, c)
 	before := theirs()
 	f := kernelNFT(t, fd)
-	if err := f.Sync(ctx, []Network{netA, netC}); err != nil {
+	if err := f.Sync(ctx, []Network{netA, netC}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// Hand edit: an extra rule in our forward chain.
@@ -291,11 +291,11 @@ func TestKernelRepair(t *testing.T) {
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if err := kernelNFT(t, fd).Sync(ctx, []Network{netA, netC}); err != nil {
+	if err := kernelNFT(t, fd).Sync(ctx, []Network{netA, netC}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(ruleHandles(t, c)); n != len(rules()) {
-		t.Errorf("after repair: %d rules, want %d", n, len(rules()))
+	if n := len(ruleHandles(t, c)); n != len(rules(false)) {
+		t.Errorf("after repair: %d rules, want %d", n, len(rules(false)))
 	}
 	checkElements(t, c, netA, netC)
 
@@ -319,7 +319,7 @@ func TestKernelAddCostFlat(t *testing.T) {
 	_, fd := kernelNS(t)
 	ctx := context.Background()
 	f := kernelNFT(t, fd)
-	if err := f.Sync(ctx, nil); err != nil {
+	if err := f.Sync(ctx, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	first := medianAdd(t, f, 200)
@@ -369,7 +369,7 @@ func BenchmarkKernelAdd(b *testing.B) {
 			_, fd := kernelNS(b)
 			f := kernelNFT(b, fd)
 			ctx := context.Background()
-			if err := f.Sync(ctx, nil); err != nil {
+			if err := f.Sync(ctx, nil, nil); err != nil {
 				b.Fatal(err)
 			}
 			for i := range present {

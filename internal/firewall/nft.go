@@ -17,11 +17,20 @@ package firewall
 // networks it was given; when a batch fails (someone deleted the table, an
 // element was already gone) it falls back to a full Sync of what it
 // remembers.
+//
+// Published ports are remembered and changed the same way: AddPorts and
+// RemovePorts are one batch of map elements each, Sync reconciles them with
+// the networks. With Options.LoopbackDNAT, Sync and Add also set
+// net.ipv4.conf.<bridge>.route_localnet=1 on every non-internal bridge: the
+// kernel refuses to route a packet with a 127.0.0.0/8 source out of any
+// other interface than lo, and a DNATed connection to 127.0.0.1 still has
+// that source until postrouting masquerades it.
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"slices"
 	"sync"
@@ -29,6 +38,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+
+	"github.com/tether-net/tether/internal/netns"
 )
 
 // conn is the part of *nftables.Conn that NFT uses; unit tests give it an
@@ -55,28 +66,99 @@ type NFT struct {
 	mu    sync.Mutex
 	c     conn
 	close func() error
-	nets  map[string]Network // what the kernel should hold, by network ID
-	refs  map[string]int     // "set id" -> how many networks own that entry
+	opts  Options
+	nets  map[string]Network     // what the kernel should hold, by network ID
+	ports map[string]PortMapping // published ports, by keyID
+	refs  map[string]int         // "set id" -> how many networks own that entry
+	// localnet sets route_localnet=1 on a bridge (Options.LoopbackDNAT).
+	localnet func(bridge string) error
 	// fallbacks counts changes whose batch failed and that a full Sync
 	// completed instead (tests check the fast path is the usual one).
 	fallbacks int
 }
 
+// Options of the nftables backend.
+type Options struct {
+	// LoopbackDNAT: connections from the host to 127.0.0.1:HostPort (or
+	// another 127.0.0.0/8 address) are DNATed in the kernel too, with
+	// route_localnet=1 on the bridges and a masquerade of exactly these
+	// flows (source 127.0.0.0/8 leaving through a Tether bridge). For
+	// userland-proxy=false. When false, loopback destinations are not
+	// DNATed: the userland proxy serves them.
+	LoopbackDNAT bool
+	// NetNS is the path of a persisted network namespace to work in (tests);
+	// "" is the current one. It holds the table and the sysctls written.
+	NetNS string
+}
+
 // NewNFT opens a lasting nftables netlink socket in the current network
-// namespace (or the one given with nftables.WithNetNSFd). Nothing is
-// written until Sync.
+// namespace (or the one given with nftables.WithNetNSFd), with the default
+// Options. Nothing is written until Sync.
 func NewNFT(opts ...nftables.ConnOption) (*NFT, error) {
+	return newNFTConn(Options{}, opts...)
+}
+
+// NewNFTWith is NewNFT with options.
+func NewNFTWith(o Options) (*NFT, error) {
+	if o.NetNS == "" {
+		return newNFTConn(o)
+	}
+	ns, err := os.Open(o.NetNS)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink socket: %w", err)
+	}
+	defer ns.Close() // the socket is open once New returns
+	return newNFTConn(o, nftables.WithNetNSFd(int(ns.Fd())))
+}
+
+func newNFTConn(o Options, opts ...nftables.ConnOption) (*NFT, error) {
 	c, err := nftables.New(append([]nftables.ConnOption{nftables.AsLasting()}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("open nftables netlink socket: %w", err)
 	}
 	f := newNFT(c)
+	f.opts = o
 	f.close = c.CloseLasting
+	f.localnet = func(br string) error { return setRouteLocalnet(o.NetNS, br) }
 	return f, nil
 }
 
 func newNFT(c conn) *NFT {
-	return &NFT{c: c, nets: map[string]Network{}, refs: map[string]int{}}
+	return &NFT{c: c, nets: map[string]Network{}, ports: map[string]PortMapping{}, refs: map[string]int{},
+		localnet: func(string) error { return nil }}
+}
+
+// setRouteLocalnet is `sysctl -w net.ipv4.conf.BRIDGE.route_localnet=1`,
+// in the namespace at ns ("" the current one).
+func setRouteLocalnet(ns, bridge string) error {
+	write := func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/conf/"+bridge+"/route_localnet", []byte("1"), 0o644)
+	}
+	var err error
+	if ns == "" {
+		err = write()
+	} else {
+		err = netns.Do(ns, write)
+	}
+	if err != nil {
+		return fmt.Errorf("set route_localnet on bridge %q: %w", bridge, err)
+	}
+	return nil
+}
+
+// routeLocalnet sets route_localnet on the bridges of nets that published
+// ports can lead into, when LoopbackDNAT is on.
+func (f *NFT) routeLocalnet(nets ...Network) error {
+	if !f.opts.LoopbackDNAT {
+		return nil
+	}
+	var errs []error
+	for _, n := range nets {
+		if n.Bridge != "" && !n.Internal {
+			errs = append(errs, f.localnet(n.Bridge))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Close closes the netlink socket; the rules stay.
@@ -88,18 +170,124 @@ func (f *NFT) Close() error {
 }
 
 // Sync implements Firewall.
-func (f *NFT) Sync(ctx context.Context, nets []Network) error {
+func (f *NFT) Sync(ctx context.Context, nets []Network, ports []PortMapping) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ps, err := normalPorts(ports)
+	if err != nil {
+		return err
+	}
+	if err := f.routeLocalnet(nets...); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nets, f.refs, f.ports = map[string]Network{}, map[string]int{}, ps
+	for _, n := range nets {
+		f.nets[n.ID] = n
+		f.count(entriesOf(n), +1)
+	}
+	f.count(portEntries(f.portList()...), +1)
+	return f.syncLocked()
+}
+
+// AddPorts implements Firewall: one batch adds the map elements of ps. A
+// mapping whose host address, protocol and port are already published
+// replaces the old target.
+func (f *NFT) AddPorts(ctx context.Context, ps []PortMapping) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	next, err := normalPorts(ps)
+	if err != nil || len(next) == 0 {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.changePorts(next, nil); err != nil {
+		return fmt.Errorf("publish ports %v: %w", ps, err)
+	}
+	return nil
+}
+
+// RemovePorts implements Firewall: one batch deletes the map elements of
+// ps. A mapping that is not published, or whose host port now leads to
+// another target, is left alone (no error).
+func (f *NFT) RemovePorts(ctx context.Context, ps []PortMapping) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.nets, f.refs = map[string]Network{}, map[string]int{}
-	for _, n := range nets {
-		f.nets[n.ID] = n
-		f.count(entriesOf(n), +1)
+	gone := map[string]PortMapping{}
+	for _, p := range ps {
+		n, err := p.normal()
+		if err != nil {
+			continue // never published
+		}
+		if o, ok := f.ports[n.keyID()]; ok && o == n {
+			gone[n.keyID()] = n
+		}
 	}
-	return f.syncLocked()
+	if len(gone) == 0 {
+		return nil
+	}
+	if err := f.changePorts(nil, gone); err != nil {
+		return fmt.Errorf("unpublish ports %v: %w", ps, err)
+	}
+	return nil
+}
+
+// changePorts publishes add and unpublishes del (both by keyID) in one
+// batch, with the fallback and undo of change.
+func (f *NFT) changePorts(add, del map[string]PortMapping) error {
+	saved := map[string]*PortMapping{} // previous value of each touched key, nil: absent
+	keep := func(k string) {
+		if _, ok := saved[k]; !ok {
+			if o, had := f.ports[k]; had {
+				saved[k] = &o
+			} else {
+				saved[k] = nil
+			}
+		}
+	}
+	var before, after []PortMapping
+	for k, p := range del {
+		keep(k)
+		before = append(before, p)
+		delete(f.ports, k)
+	}
+	for k, p := range add {
+		keep(k)
+		if o, ok := f.ports[k]; ok {
+			before = append(before, o)
+		}
+		after = append(after, p)
+		f.ports[k] = p
+	}
+	b, a := portEntries(before...), portEntries(after...)
+	f.count(b, -1)
+	f.count(a, +1)
+	return f.commit(b, a, func() {
+		f.count(a, -1)
+		f.count(b, +1)
+		for k, o := range saved {
+			if o == nil {
+				delete(f.ports, k)
+			} else {
+				f.ports[k] = *o
+			}
+		}
+	})
+}
+
+func (f *NFT) portList() []PortMapping {
+	out := make([]PortMapping, 0, len(f.ports))
+	for _, p := range f.ports {
+		out = append(out, p)
+	}
+	return out
 }
 
 // Add implements Firewall.
@@ -113,6 +301,9 @@ func (f *NFT) Add(ctx context.Context, n Network) error {
 	var before entries
 	if had {
 		before = entriesOf(old)
+	}
+	if err := f.routeLocalnet(n); err != nil {
+		return err
 	}
 	if err := f.change(n.ID, &n, before, entriesOf(n)); err != nil {
 		return fmt.Errorf("add firewall entries of bridge %q: %w", n.Bridge, err)
@@ -152,6 +343,21 @@ func (f *NFT) change(id string, next *Network, before, after entries) error {
 	} else {
 		delete(f.nets, id)
 	}
+	return f.commit(before, after, func() {
+		f.count(after, -1)
+		if had {
+			f.count(before, +1)
+			f.nets[id] = old
+		} else {
+			delete(f.nets, id)
+		}
+	})
+}
+
+// commit sends the batch from before to after (f's memory already holds
+// the new state). When the batch fails, a full Sync of what f remembers is
+// tried instead; when that fails too, undo restores f's memory.
+func (f *NFT) commit(before, after entries, undo func()) error {
 	err := f.queueChange(before, after)
 	if err == nil {
 		if err = f.c.Flush(); err == nil {
@@ -164,13 +370,7 @@ func (f *NFT) change(id string, next *Network, before, after entries) error {
 		}
 		err = errors.Join(err, fmt.Errorf("full sync: %w", serr))
 	}
-	f.count(after, -1)
-	if had {
-		f.count(before, +1)
-		f.nets[id] = old
-	} else {
-		delete(f.nets, id)
-	}
+	undo()
 	return err
 }
 
@@ -229,6 +429,9 @@ func (f *NFT) queueElements(s *nftables.Set, del, add []nftables.SetElement) err
 // syncLocked makes the table match f.nets (see the file comment).
 func (f *NFT) syncLocked() error {
 	want := entriesOf(f.networks()...)
+	for set, ids := range portEntries(f.portList()...) {
+		want[set] = ids
+	}
 	st, err := f.read()
 	if err != nil {
 		return fmt.Errorf("read table ip %s: %w", TableName, err)
@@ -294,7 +497,7 @@ func (f *NFT) create(want entries) error {
 	for _, c := range chains(t) {
 		cs[c.Name] = f.c.AddChain(c)
 	}
-	for _, r := range rules() {
+	for _, r := range rules(f.opts.LoopbackDNAT) {
 		f.c.AddRule(&nftables.Rule{Table: t, Chain: cs[r.chain], Exprs: r.exprs, UserData: comment(r.comment)})
 	}
 	return nil
@@ -340,8 +543,9 @@ func (f *NFT) checkSets(t *nftables.Table, have entries) (string, error) {
 			return fmt.Sprintf("set %q missing", w.Name), nil
 		}
 		g := got[i]
-		if g.KeyType.Name != w.KeyType.Name || g.KeyType.Bytes != w.KeyType.Bytes || g.Interval != w.Interval || g.IsMap {
-			return fmt.Sprintf("set %q has type %s (%d bytes, interval %v)", g.Name, g.KeyType.Name, g.KeyType.Bytes, g.Interval), nil
+		if g.KeyType.Name != w.KeyType.Name || g.KeyType.Bytes != w.KeyType.Bytes || g.Interval != w.Interval || g.IsMap != w.IsMap ||
+			(w.IsMap && (g.DataType.Name != w.DataType.Name || g.DataType.Bytes != w.DataType.Bytes)) {
+			return fmt.Sprintf("set %q has type %s (%d bytes, interval %v, map %v)", g.Name, g.KeyType.Name, g.KeyType.Bytes, g.Interval, g.IsMap), nil
 		}
 		els, err := f.c.GetSetElements(g)
 		if err != nil {
@@ -380,7 +584,7 @@ func (f *NFT) checkChains(t *nftables.Table) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("list rules of chain %q: %w", w.Name, err)
 		}
-		if why := rulesDiff(w.Name, rs); why != "" {
+		if why := rulesDiff(w.Name, rs, f.opts.LoopbackDNAT); why != "" {
 			return why, nil
 		}
 	}
@@ -397,9 +601,9 @@ func chainDiff(g, w *nftables.Chain) string {
 
 // rulesDiff compares a chain's rules with ours: same order, same comments,
 // same expressions.
-func rulesDiff(chain string, got []*nftables.Rule) string {
+func rulesDiff(chain string, got []*nftables.Rule, loopback bool) string {
 	var want []ruleSpec
-	for _, r := range rules() {
+	for _, r := range rules(loopback) {
 		if r.chain == chain {
 			want = append(want, r)
 		}

@@ -18,7 +18,7 @@ var ctx = context.Background()
 
 func mustSync(t *testing.T, f *NFT, nets ...Network) {
 	t.Helper()
-	if err := f.Sync(ctx, nets); err != nil {
+	if err := f.Sync(ctx, nets, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -35,7 +35,7 @@ func wantEntries(t *testing.T, c *fakeConn, nets ...Network) {
 // exactly once.
 func wantStaticOnce(t *testing.T, c *fakeConn) {
 	t.Helper()
-	want := map[string]int{"table": 1, "set": len(sets(table())), "chain": len(chains(table())), "rule": len(rules())}
+	want := map[string]int{"table": 1, "set": len(sets(table())), "chain": len(chains(table())), "rule": len(rules(false))}
 	if !reflect.DeepEqual(c.created, want) {
 		t.Errorf("created %v, want %v (the static ruleset once)", c.created, want)
 	}
@@ -61,11 +61,10 @@ func TestSyncFromScratch(t *testing.T) {
 	}
 	// The rules sit in the right chains, in order.
 	ft := c.table(nftables.TableFamilyIPv4, TableName)
-	if n := len(ft.rules[ChainForward]); n != 4 {
-		t.Errorf("forward chain has %d rules, want 4", n)
-	}
-	if n := len(ft.rules[ChainPostroute]); n != 1 {
-		t.Errorf("postrouting chain has %d rules, want 1", n)
+	for ch, want := range map[string]int{ChainForward: 5, ChainPostroute: 2, ChainPrerouting: 2, ChainOutput: 2} {
+		if n := len(ft.rules[ch]); n != want {
+			t.Errorf("%s chain has %d rules, want %d", ch, n, want)
+		}
 	}
 }
 

@@ -12,12 +12,21 @@ package firewall
 //			iifname . oifname @same_bridge accept
 //			iifname @internal drop
 //			oifname @internal drop
+//			ct status dnat accept                   # published ports
 //			iifname @bridges oifname @bridges drop
 //		}
 //		chain postrouting {
 //			type nat hook postrouting priority srcnat; policy accept;
 //			ip saddr @masq oifname != @bridges masquerade
+//			ct status dnat ip saddr @masq oifname @bridges masquerade # hairpin
+//			ip saddr 127.0.0.0/8 oifname @bridges masquerade # LoopbackDNAT only
 //		}
+//		map ports, map ports_any                    # published ports, see ports.go
+//		chain prerouting {                          # nat, dstnat
+//			fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @ports
+//			fib daddr type local dnat ip to meta l4proto . th dport map @ports_any
+//		}
+//		chain output { same, after `ip daddr != 127.0.0.0/8` unless LoopbackDNAT }
 //	}
 //
 // Why this shape: the chains and rules never change; a network is only set
@@ -47,6 +56,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
 )
 
 // TableName is the name of Tether's nftables table (family ip).
@@ -54,12 +64,16 @@ const TableName = "tether"
 
 // Set and chain names.
 const (
-	SetBridges     = "bridges"
-	SetSameBridge  = "same_bridge"
-	SetInternal    = "internal"
-	SetMasq        = "masq"
-	ChainForward   = "forward"
-	ChainPostroute = "postrouting"
+	SetBridges      = "bridges"
+	SetSameBridge   = "same_bridge"
+	SetInternal     = "internal"
+	SetMasq         = "masq"
+	MapPorts        = "ports"     // published ports bound to one host address
+	MapPortsAny     = "ports_any" // published ports bound to 0.0.0.0
+	ChainForward    = "forward"
+	ChainPostroute  = "postrouting"
+	ChainPrerouting = "prerouting"
+	ChainOutput     = "output"
 )
 
 const ifNameLen = 16 // IFNAMSIZ: an ifname set key is the name, NUL-padded
@@ -81,6 +95,10 @@ func sets(t *nftables.Table) []*nftables.Set {
 		{Table: t, Name: SetInternal, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian,
 			Comment: "bridges of internal networks"},
 		{Table: t, Name: SetMasq, KeyType: nftables.TypeIPAddr, Interval: true, Comment: "subnets masqueraded on the way out"},
+		{Table: t, Name: MapPorts, KeyType: portsKey, IsMap: true, DataType: portsVal,
+			Comment: "published ports on one host address"},
+		{Table: t, Name: MapPortsAny, KeyType: portsAnyKey, IsMap: true, DataType: portsVal,
+			Comment: "published ports on every host address"},
 	}
 }
 
@@ -91,6 +109,10 @@ func chains(t *nftables.Table) []*nftables.Chain {
 			Priority: nftables.ChainPriorityFilter, Policy: &accept},
 		{Name: ChainPostroute, Table: t, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting,
 			Priority: nftables.ChainPriorityNATSource, Policy: &accept},
+		{Name: ChainPrerouting, Table: t, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPrerouting,
+			Priority: nftables.ChainPriorityNATDest, Policy: &accept},
+		{Name: ChainOutput, Table: t, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookOutput,
+			Priority: nftables.ChainPriorityNATDest, Policy: &accept},
 	}
 }
 
@@ -102,22 +124,103 @@ type ruleSpec struct {
 	exprs   []expr.Any
 }
 
-func rules() []ruleSpec {
+// rules returns the static rules; loopback is Options.LoopbackDNAT.
+func rules(loopback bool) []ruleSpec {
 	iif := &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}
 	oif := &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}
 	in := func(set string) *expr.Lookup { return &expr.Lookup{SourceRegister: 1, SetName: set} }
 	drop := &expr.Verdict{Kind: expr.VerdictDrop}
-	return []ruleSpec{
-		{ChainForward, "tether: traffic that stays on its bridge (br_netfilter)", []expr.Any{
-			iif, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 2}, in(SetSameBridge),
-			&expr.Verdict{Kind: expr.VerdictAccept}}},
+	accept := &expr.Verdict{Kind: expr.VerdictAccept}
+	sameBridge := []expr.Any{iif, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 2}, in(SetSameBridge)}
+	rs := []ruleSpec{
+		{ChainForward, "tether: traffic that stays on its bridge (br_netfilter)", cat(sameBridge, accept)},
 		{ChainForward, "tether: nothing leaves an internal network", []expr.Any{iif, in(SetInternal), drop}},
 		{ChainForward, "tether: nothing enters an internal network", []expr.Any{oif, in(SetInternal), drop}},
+		{ChainForward, "tether: published ports are reachable from other networks", cat(ctDNAT(), accept)},
 		{ChainForward, "tether: no traffic between networks", []expr.Any{iif, in(SetBridges), oif, in(SetBridges), drop}},
 		{ChainPostroute, "tether: outbound NAT", []expr.Any{
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, in(SetMasq),
 			oif, &expr.Lookup{SourceRegister: 1, SetName: SetBridges, Invert: true}, &expr.Masq{}}},
+		{ChainPostroute, "tether: hairpin to a published port", cat(ctDNAT(),
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, in(SetMasq),
+			oif, in(SetBridges), &expr.Masq{})},
 	}
+	if loopback {
+		rs = append(rs, ruleSpec{ChainPostroute, "tether: loopback to a published port", []expr.Any{
+			firstByte(12), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
+			oif, in(SetBridges), &expr.Masq{}}})
+	}
+	for _, ch := range []string{ChainPrerouting, ChainOutput} {
+		var skip []expr.Any
+		if ch == ChainOutput && !loopback {
+			skip = []expr.Any{firstByte(16), &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{127}}}
+		}
+		rs = append(rs,
+			ruleSpec{ch, "tether: published ports on one host address", cat(skip, dnatMap(MapPorts))},
+			ruleSpec{ch, "tether: published ports on every host address", cat(skip, dnatMap(MapPortsAny))})
+	}
+	return rs
+}
+
+// cat joins expressions and expression lists into one rule body.
+func cat(parts ...any) []expr.Any {
+	var out []expr.Any
+	for _, p := range parts {
+		switch p := p.(type) {
+		case []expr.Any:
+			out = append(out, p...)
+		case expr.Any:
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ctDNAT matches packets of connections whose destination was NATed:
+// `ct status dnat`.
+func ctDNAT() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(0x20 /* IPS_DST_NAT */), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// firstByte loads the first byte of the address at offset (12 saddr, 16
+// daddr): `ip saddr 127.0.0.0/8` is that byte equal to 127.
+func firstByte(offset uint32) *expr.Payload {
+	return &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 1}
+}
+
+// dnatMap is `fib daddr type local dnat ip to KEY map @m`, KEY being
+// `ip daddr . meta l4proto . th dport` for ports and `meta l4proto . th
+// dport` for ports_any. A miss ends the rule without a verdict.
+func dnatMap(m string) []expr.Any {
+	out := []expr.Any{
+		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+	}
+	reg := uint32(1) // NFT_REG_1, i.e. the 32-bit registers 8, 9, 10, ...
+	next := func() uint32 {
+		r := reg
+		if reg == 1 {
+			reg = 9
+		} else {
+			reg++
+		}
+		return r
+	}
+	if m == MapPorts {
+		out = append(out, &expr.Payload{DestRegister: next(), Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4})
+	}
+	out = append(out,
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: next()},
+		&expr.Payload{DestRegister: next(), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: m},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4,
+			RegAddrMin: 1, RegAddrMax: 1, RegProtoMin: 9, RegProtoMax: 9, Specified: true})
+	return out
 }
 
 func comment(s string) []byte { return userdata.AppendString(nil, userdata.TypeComment, s) }
@@ -196,6 +299,12 @@ func parseElements(set string, els []nftables.SetElement) map[string][]nftables.
 	case SetMasq:
 		for _, r := range intervals(els) {
 			out[r.id()] = r.elements
+		}
+	case MapPorts, MapPortsAny:
+		for _, el := range els {
+			if p, ok := parsePort(set, el); ok {
+				out[elementID(p)] = []nftables.SetElement{el}
+			}
 		}
 	case SetSameBridge:
 		for _, el := range els {
@@ -277,7 +386,7 @@ func boolInt(b bool) int {
 // String prints entries for messages: "bridges=[a b] masq=[10.1.0.0/24]".
 func (e entries) String() string {
 	var parts []string
-	for _, s := range []string{SetBridges, SetSameBridge, SetInternal, SetMasq} {
+	for _, s := range []string{SetBridges, SetSameBridge, SetInternal, SetMasq, MapPorts, MapPortsAny} {
 		parts = append(parts, fmt.Sprintf("%s=[%s]", s, strings.Join(e.ids(s), " ")))
 	}
 	return strings.Join(parts, " ")

@@ -212,6 +212,12 @@ func (d *Driver) wireHostEnd(peer, br netlink.Link, n *driver.Network, ep *drive
 	if err := d.h.LinkSetMasterByIndex(peer, br.Attrs().Index); err != nil {
 		return fmt.Errorf("attach %q to bridge %q: %w", ep.HostIfName, n.BridgeName, err)
 	}
+	// Hairpin: a sandbox reaching its own published port through the host
+	// address is DNATed back onto the port it came from; with br_netfilter
+	// loaded that frame is bridged, and must be allowed out the same port.
+	if err := d.h.LinkSetHairpin(peer, true); err != nil {
+		return fmt.Errorf("hairpin mode on %q: %w", ep.HostIfName, err)
+	}
 	if !n.ICC {
 		if err := d.h.LinkSetIsolated(peer, true); err != nil {
 			return fmt.Errorf("isolate port %q: %w", ep.HostIfName, err)

@@ -1,0 +1,219 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+
+	"github.com/tether-net/tether/internal/firewall"
+	"github.com/tether-net/tether/internal/portmap"
+)
+
+// PortBinding is one published port of an endpoint: HostIP:HostPort/Proto
+// on the host goes to the endpoint's address, ContainerPort.
+type PortBinding struct {
+	Proto         string     `json:"proto"`
+	HostIP        netip.Addr `json:"hostIp"`
+	HostPort      uint16     `json:"hostPort"`
+	ContainerPort uint16     `json:"containerPort"`
+}
+
+// Publishing a port takes three things, undone in reverse on failure:
+//  1. the host port is held: the daemon binds it (as Docker does), so a
+//     second binding, or a port another program uses, is refused at once;
+//  2. the kernel path: one element in the firewall's port maps;
+//  3. with userland-proxy on, a proxy on the held socket serves what the
+//     kernel path does not (connections to 127.0.0.1 from the host).
+
+// parsePorts validates -p values for an attach to ns.
+func (e *Engine) parsePorts(ns *netState, raw []string) ([]portmap.Spec, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	if ns.rec.Driver != "bridge" {
+		return nil, invalidf("invalid ports: network %q (driver %s) cannot publish ports", ns.rec.Name, ns.rec.Driver)
+	}
+	if ns.rec.Internal {
+		return nil, invalidf("invalid ports: network %q is internal and cannot publish ports", ns.rec.Name)
+	}
+	def := e.cfg.IP
+	if v, ok := ns.rec.Options[OptHostBinding]; ok {
+		def, _ = netip.ParseAddr(v)
+	}
+	if !def.IsValid() {
+		def = netip.IPv4Unspecified()
+	}
+	var specs []portmap.Spec
+	for _, r := range raw {
+		ss, err := portmap.Parse(r)
+		if err != nil {
+			return nil, invalidf("invalid port %q: %v", r, err)
+		}
+		for _, s := range ss {
+			if !s.HostIP.IsValid() {
+				s.HostIP = def
+			}
+			specs = append(specs, s)
+		}
+	}
+	return specs, nil
+}
+
+// publish holds the host ports, installs the kernel path and starts the
+// proxies, and records the bindings in ep.Ports. Called with sb.op held,
+// after the endpoint's address is known.
+func (e *Engine) publish(ctx context.Context, sb *sbState, ep *Endpoint, specs []portmap.Spec) (err error) {
+	if len(specs) == 0 {
+		return nil
+	}
+	if err := e.checkPortsFree(sb, specs); err != nil {
+		return err
+	}
+	var held []*portmap.Held
+	defer func() {
+		if err != nil {
+			for _, h := range held {
+				_ = h.Close()
+			}
+			ep.Ports = nil
+		}
+	}()
+	for _, s := range specs {
+		h, err := portmap.Hold(s.Proto, s.HostIP, s.HostPort)
+		if err != nil {
+			return conflictf("publish %s: %v", portmap.String(s), err)
+		}
+		held = append(held, h)
+		ep.Ports = append(ep.Ports, PortBinding{Proto: s.Proto, HostIP: s.HostIP, HostPort: h.Addr.Port(), ContainerPort: s.ContainerPort})
+	}
+	if err := e.fw.AddPorts(ctx, e.mappings(ep)); err != nil {
+		return fmt.Errorf("publish ports of %q: %w", sb.rec.Name, err)
+	}
+	if err := e.startProxies(ep, held); err != nil {
+		_ = e.fw.RemovePorts(context.WithoutCancel(ctx), e.mappings(ep))
+		return err
+	}
+	e.mu.Lock()
+	e.held[ep.ID] = held
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *Engine) startProxies(ep *Endpoint, held []*portmap.Held) error {
+	if !e.cfg.UserlandProxy {
+		return nil
+	}
+	for i, h := range held {
+		backend := netip.AddrPortFrom(ep.Address.Addr(), ep.Ports[i].ContainerPort)
+		if err := h.Proxy(backend); err != nil {
+			return fmt.Errorf("userland proxy %s -> %s: %w", h.Addr, backend, err)
+		}
+	}
+	return nil
+}
+
+// checkPortsFree refuses a binding another endpoint already has (same
+// protocol and port, same address or either one "any"), naming the sandbox
+// that holds it: a clearer answer than the kernel's "address in use".
+func (e *Engine) checkPortsFree(self *sbState, specs []portmap.Spec) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range specs {
+		if s.HostPort == 0 {
+			continue
+		}
+		for _, other := range e.sandboxes {
+			for _, oep := range other.rec.Endpoints {
+				for _, p := range oep.Ports {
+					if p.Proto == s.Proto && p.HostPort == s.HostPort &&
+						(p.HostIP == s.HostIP || p.HostIP.IsUnspecified() || s.HostIP.IsUnspecified()) {
+						return conflictf("port %d/%s on %s is already published by sandbox %q (%s:%d)",
+							s.HostPort, s.Proto, s.HostIP, other.rec.Name, p.HostIP, p.HostPort)
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// unpublish removes an endpoint's published ports: kernel path, proxies and
+// held sockets. Best effort; errors are returned joined.
+func (e *Engine) unpublish(ctx context.Context, ep *Endpoint) error {
+	if len(ep.Ports) == 0 {
+		return nil
+	}
+	var errs []error
+	if err := e.fw.RemovePorts(ctx, e.mappings(ep)); err != nil {
+		errs = append(errs, err)
+	}
+	e.mu.Lock()
+	held := e.held[ep.ID]
+	delete(e.held, ep.ID)
+	e.mu.Unlock()
+	for _, h := range held {
+		if err := h.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// mappings is the firewall's view of an endpoint's ports.
+func (e *Engine) mappings(ep *Endpoint) []firewall.PortMapping {
+	out := make([]firewall.PortMapping, 0, len(ep.Ports))
+	for _, p := range ep.Ports {
+		out = append(out, firewall.PortMapping{Proto: p.Proto, HostIP: p.HostIP, HostPort: p.HostPort,
+			SandboxIP: ep.Address.Addr(), SandboxPort: p.ContainerPort})
+	}
+	return out
+}
+
+// allMappingsLocked lists the ports of every endpoint, for the firewall's
+// Sync at start. Called with e.mu held.
+func (e *Engine) allMappingsLocked() []firewall.PortMapping {
+	var out []firewall.PortMapping
+	for _, sb := range e.sandboxes {
+		for _, ep := range sb.rec.Endpoints {
+			out = append(out, e.mappings(ep)...)
+		}
+	}
+	return out
+}
+
+// rehold takes the host ports of every endpoint again after a restart (the
+// old daemon's sockets died with it) and restarts their proxies. A port
+// another program took in between is logged; the kernel path still serves it.
+func (e *Engine) rehold() {
+	e.mu.Lock()
+	var eps []*Endpoint
+	for _, sb := range e.sandboxes {
+		for _, ep := range sb.rec.Endpoints {
+			if len(ep.Ports) > 0 {
+				eps = append(eps, ep)
+			}
+		}
+	}
+	e.mu.Unlock()
+	for _, ep := range eps {
+		var held []*portmap.Held
+		for _, p := range ep.Ports {
+			h, err := portmap.Hold(p.Proto, p.HostIP, p.HostPort)
+			if err != nil {
+				e.log.Error("hold published port again", "port", strconv.Itoa(int(p.HostPort))+"/"+p.Proto, "err", err)
+				continue
+			}
+			if e.cfg.UserlandProxy {
+				if err := h.Proxy(netip.AddrPortFrom(ep.Address.Addr(), p.ContainerPort)); err != nil {
+					e.log.Error("restart userland proxy", "port", h.Addr.String(), "err", err)
+				}
+			}
+			held = append(held, h)
+		}
+		e.mu.Lock()
+		e.held[ep.ID] = held
+		e.mu.Unlock()
+	}
+}
