@@ -5,10 +5,13 @@ package e2e
 
 import (
 	"net"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/google/nftables"
 
 	"github.com/tether-net/tether/internal/api"
 	"github.com/tether-net/tether/internal/netns"
@@ -52,8 +55,8 @@ func TestPublishPaths(t *testing.T) {
 		t.Errorf("tether port web = %q", got)
 	}
 	sb := sandbox(t, d, "web")
-	if b := sb.Ports["80/tcp"]; len(b) != 1 || b[0] != (api.PortBinding{HostIP: "0.0.0.0", HostPort: "8080"}) {
-		t.Errorf("inspect Ports = %+v", sb.Ports)
+	if b := sb.NetworkSettings.Ports["80/tcp"]; len(b) != 1 || b[0] != (api.PortBinding{HostIP: "0.0.0.0", HostPort: "8080"}) {
+		t.Errorf("inspect NetworkSettings.Ports = %+v", sb.NetworkSettings.Ports)
 	}
 }
 
@@ -166,6 +169,13 @@ func TestPublishSurvivesRestart(t *testing.T) {
 	if got := strings.TrimSpace(d.MustTether("port", "web")); got != "80/tcp -> 0.0.0.0:8095" {
 		t.Errorf("tether port after restart = %q", got)
 	}
+	if n := mapElements(t, ns, "ports_any"); n != 1 {
+		t.Errorf("ports_any holds %d elements after the restart, want 1", n)
+	}
+	d.MustTether("rm", "-f", "web")
+	if n := mapElements(t, ns, "ports_any"); n != 0 {
+		t.Errorf("ports_any holds %d elements after rm, want 0", n)
+	}
 }
 
 // With userland-proxy off, loopback is served by the kernel path
@@ -176,4 +186,27 @@ func TestPublishLoopbackKernelPath(t *testing.T) {
 	d.MustTether("run", "-d", "--name", "web", "-p", "8096:80", "--", "python3", "-m", "http.server", "80")
 	mustGet(t, nil, out, urlOf(uplinkAddr, 8096))
 	mustGet(t, nil, ns, urlOf("127.0.0.1", 8096))
+}
+
+// mapElements counts the elements of a map in Tether's table in namespace ns.
+func mapElements(t *testing.T, ns, set string) int {
+	t.Helper()
+	f, err := os.Open("/run/netns/" + ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.GetSetByName(&nftables.Table{Name: "tether", Family: nftables.TableFamilyIPv4}, set)
+	if err != nil {
+		t.Fatalf("set %s: %v", set, err)
+	}
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(els)
 }

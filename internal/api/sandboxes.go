@@ -65,7 +65,7 @@ func (s *Server) sandboxView(sb *engine.Sandbox) Sandbox {
 		ID: sb.ID, Name: sb.Name, Hostname: sb.Hostname, Created: sb.Created, NetNS: sb.NetNS,
 		Adopted: sb.Adopted, AdoptedPID: sb.AdoptedPID, AutoRemove: sb.AutoRemove,
 		Networks: map[string]*SandboxEndpoint{}, NetworkOrder: []string{}, Processes: []SandboxProcess{},
-		Ports: PortMap{},
+		NetworkSettings: SandboxNetworkSettings{Ports: PortMap{}},
 	}
 	for _, ep := range sb.Endpoints {
 		name := s.eng.NetworkName(ep.NetworkID)
@@ -81,7 +81,7 @@ func (s *Server) sandboxView(sb *engine.Sandbox) Sandbox {
 		v.NetworkOrder = append(v.NetworkOrder, name)
 		for _, p := range ep.Ports {
 			key := fmt.Sprintf("%d/%s", p.ContainerPort, p.Proto)
-			v.Ports[key] = append(v.Ports[key], PortBinding{HostIP: p.HostIP.String(), HostPort: fmt.Sprint(p.HostPort)})
+			v.NetworkSettings.Ports[key] = append(v.NetworkSettings.Ports[key], PortBinding{HostIP: p.HostIP.String(), HostPort: fmt.Sprint(p.HostPort)})
 		}
 	}
 	for _, p := range sb.Procs {

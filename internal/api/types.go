@@ -96,7 +96,12 @@ type Sandbox struct {
 	// NetworkOrder lists network names in attach order (eth0 first).
 	NetworkOrder []string         `json:"NetworkOrder"`
 	Processes    []SandboxProcess `json:"Processes"`
-	// Ports is Docker's NetworkSettings.Ports: every published port.
+	// NetworkSettings.Ports is every published port, in Docker's shape.
+	NetworkSettings SandboxNetworkSettings `json:"NetworkSettings"`
+}
+
+// SandboxNetworkSettings is the part of Docker's NetworkSettings Tether has.
+type SandboxNetworkSettings struct {
 	Ports PortMap `json:"Ports"`
 }
 

@@ -254,7 +254,7 @@ func portCmd(g *globals) *cobra.Command {
 				return err
 			}
 			var lines []string
-			for key, bs := range sb.Ports {
+			for key, bs := range sb.NetworkSettings.Ports {
 				for _, b := range bs {
 					lines = append(lines, fmt.Sprintf("%s -> %s:%s", key, b.HostIP, b.HostPort))
 				}
