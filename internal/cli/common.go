@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"os"
 
@@ -90,4 +91,23 @@ func attachRun(c *Client, sandbox string, x api.ExecRequest) error {
 		return exitError{code}
 	}
 	return nil
+}
+
+// forEach runs fn for every argument, as docker's rm commands do: a success
+// prints the argument (when fn says so), a failure is printed and makes the
+// exit status 1, and the other arguments are still tried.
+func forEach(cmd *cobra.Command, args []string, fn func(ref string) (printed bool, err error)) error {
+	var failed error
+	for _, ref := range args {
+		printed, err := fn(ref)
+		if err != nil {
+			fmt.Fprintln(cmd.ErrOrStderr(), err)
+			failed = exitError{1}
+			continue
+		}
+		if printed {
+			fmt.Println(ref)
+		}
+	}
+	return failed
 }

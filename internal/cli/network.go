@@ -202,20 +202,13 @@ func netRmCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var failed error
-			for _, ref := range args {
+			return forEach(cmd, args, func(ref string) (bool, error) {
 				err := c.do("DELETE", "/networks/"+url.PathEscape(ref), nil, nil, nil)
 				if de, ok := err.(*ErrDaemon); ok && force && de.Status == 404 {
-					continue
+					return false, nil
 				}
-				if err != nil {
-					fmt.Fprintln(cmd.ErrOrStderr(), err)
-					failed = exitError{1}
-					continue
-				}
-				fmt.Println(ref)
-			}
-			return failed
+				return err == nil, err
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not error if the network does not exist")

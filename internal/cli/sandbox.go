@@ -219,20 +219,14 @@ func rmCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var failed error
 			q := url.Values{}
 			if force {
 				q.Set("force", "1")
 			}
-			for _, ref := range args {
-				if err := c.do("DELETE", "/tether/v1/sandboxes/"+url.PathEscape(ref), q, nil, nil); err != nil {
-					fmt.Fprintln(cmd.ErrOrStderr(), err)
-					failed = exitError{1}
-					continue
-				}
-				fmt.Println(ref)
-			}
-			return failed
+			return forEach(cmd, args, func(ref string) (bool, error) {
+				err := c.do("DELETE", "/tether/v1/sandboxes/"+url.PathEscape(ref), q, nil, nil)
+				return err == nil, err
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill the sandbox's processes and remove it")
