@@ -1,0 +1,274 @@
+package ports
+
+// The traffic side of the scenario: the outside namespace, the
+// accept-and-answer server, the connection-rate client and iperf3.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tether-net/tether/bench/attach"
+	"github.com/tether-net/tether/internal/netns"
+	"github.com/tether-net/tether/internal/testutil"
+)
+
+// As in e2e/firewall_test.go: beyond the host namespace sits an "outside"
+// namespace on a veth pair, host uplink 198.51.100.1/24, outside .2/24.
+const (
+	uplinkAddr  = "198.51.100.1"
+	outsideAddr = "198.51.100.2"
+)
+
+// outside builds the outside namespace of host namespace hostNS.
+func outside(tb testing.TB, hostNS string) string {
+	tb.Helper()
+	out := testutil.NetNS(tb, "tth-bout")
+	testutil.Must(tb, "ip", "-n", hostNS, "link", "add", "up0", "type", "veth", "peer", "name", "wan0", "netns", out)
+	for _, c := range [][]string{
+		{"-n", hostNS, "addr", "add", uplinkAddr + "/24", "dev", "up0"},
+		{"-n", hostNS, "link", "set", "up0", "up"},
+		{"-n", hostNS, "route", "add", "default", "via", outsideAddr},
+		{"-n", out, "addr", "add", outsideAddr + "/24", "dev", "wan0"},
+		{"-n", out, "link", "set", "wan0", "up"},
+	} {
+		testutil.Must(tb, "ip", c...)
+	}
+	return out
+}
+
+// answerProg accepts connections on port 80 and answers each with argv[1]
+// and a close: the cheapest server that still proves which sandbox answered.
+const answerProg = `import socket,sys
+s=socket.socket(socket.AF_INET,socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+s.bind(('0.0.0.0',80))
+s.listen(4096)
+m=sys.argv[1].encode()
+while True:
+ c,_=s.accept()
+ try:
+  c.sendall(m)
+ except OSError:
+  pass
+ c.close()
+`
+
+// startAnswer runs the answer server in sandbox name (a detached exec).
+func startAnswer(tb testing.TB, t *attach.Tether, name string) {
+	tb.Helper()
+	if _, _, err := t.Exec(name, "python3", "-c", answerProg, name); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// ask connects to addr from inside ns, reads the answer to EOF and closes.
+func ask(d *net.Dialer, addr string, buf []byte) (string, error) {
+	c, err := d.Dial("tcp4", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, err := io.ReadFull(c, buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// waitAnswer retries ask (bounded) until the server in the sandbox answers want.
+func waitAnswer(tb testing.TB, ns, addr, want string) {
+	tb.Helper()
+	var got string
+	var err error
+	for range 100 {
+		_ = netns.Do("/run/netns/"+ns, func() error {
+			got, err = ask(&net.Dialer{Timeout: time.Second}, addr, make([]byte, 64))
+			return nil
+		})
+		if err == nil && got == want {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	tb.Fatalf("%s from %s: answer %q, %v; want %q", addr, ns, got, err, want)
+}
+
+// ConnRun is one series of connections to one address.
+type ConnRun struct {
+	Addr    string       `json:"addr"`
+	N       int          `json:"n"`
+	PerSec  float64      `json:"conns_per_s"`
+	PerConn attach.Stats `json:"per_conn"`
+}
+
+// connRate opens n connections in a row from inside ns to addr (connect,
+// read the answer to EOF, close) and checks each answer is want.
+func connRate(ns, addr, want string, n int) (ConnRun, error) {
+	run := ConnRun{Addr: addr, N: n}
+	err := netns.Do("/run/netns/"+ns, func() error {
+		d := &net.Dialer{Timeout: 3 * time.Second}
+		buf := make([]byte, 64)
+		each := make([]time.Duration, 0, n)
+		start := time.Now()
+		for i := range n {
+			t0 := time.Now()
+			got, err := ask(d, addr, buf)
+			if err != nil {
+				return fmt.Errorf("connection %d of %d to %s: %w", i+1, n, addr, err)
+			}
+			if got != want {
+				return fmt.Errorf("connection %d of %d to %s answered %q, want %q", i+1, n, addr, got, want)
+			}
+			each = append(each, time.Since(t0))
+		}
+		run.PerSec = float64(n) / time.Since(start).Seconds()
+		run.PerConn = attach.Summarize(each)
+		return nil
+	})
+	return run, err
+}
+
+// Iperf is one iperf3 client run.
+type Iperf struct {
+	Path string  `json:"path"`
+	From string  `json:"from"` // network namespace file the client ran in
+	To   string  `json:"to"`
+	Gbps float64 `json:"gbit_per_s"` // receiver side
+	// ProxySeen: an established socket on the published port in the host
+	// namespace during the run, i.e. the userland proxy accepted it.
+	ProxySeen bool `json:"proxy_seen,omitempty"`
+	// CPU during the run, in CPUs: the daemon's (the proxy's copy) and the
+	// whole machine's busy time.
+	DaemonCPU float64 `json:"daemon_cpus"`
+	BusyCPU   float64 `json:"machine_busy_cpus"`
+}
+
+type iperfJSON struct {
+	End struct {
+		SumReceived struct {
+			Bytes         int64   `json:"bytes"`
+			BitsPerSecond float64 `json:"bits_per_second"`
+		} `json:"sum_received"`
+	} `json:"end"`
+	Error string `json:"error"`
+}
+
+// iperf runs `iperf3 -c r.To -p port -t secs -J` inside the network
+// namespace file r.From and fills in r. The server serves one test at a time
+// and needs a moment between tests, so a refused or busy start is retried
+// (bounded). With watchNS, that namespace (the host) is checked once,
+// halfway through the run, for an established socket on port (the userland
+// proxy's side). daemonPID's CPU time is read around the run.
+func iperf(r Iperf, port, secs int, watchNS string, daemonPID int) (Iperf, error) {
+	var lastErr error
+	for range 10 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+20)*time.Second)
+		cmd := exec.CommandContext(ctx, "nsenter", "--net="+r.From, "iperf3", "-c", r.To, "-p", strconv.Itoa(port),
+			"-t", strconv.Itoa(secs), "-J", "--connect-timeout", "2000")
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		var wg sync.WaitGroup
+		d0, b0, t0 := procTicks(daemonPID), time.Now(), busyTicks()
+		if err := cmd.Start(); err != nil {
+			cancel()
+			return r, err
+		}
+		if watchNS != "" {
+			wg.Go(func() { // one look, halfway through the run
+				time.Sleep(time.Duration(secs) * time.Second / 2)
+				s, err := testutil.InNS(watchNS, "ss", "-Htn", "state", "established", "sport", "=", ":"+strconv.Itoa(port))
+				r.ProxySeen = err == nil && strings.TrimSpace(s) != ""
+			})
+		}
+		err := cmd.Wait()
+		el := time.Since(b0).Seconds()
+		r.DaemonCPU = float64(procTicks(daemonPID)-d0) / clockTicks / el
+		r.BusyCPU = float64(busyTicks()-t0) / clockTicks / el
+		wg.Wait()
+		cancel()
+		var j iperfJSON
+		if jerr := json.Unmarshal([]byte(out.String()), &j); jerr != nil {
+			lastErr = fmt.Errorf("iperf3 to %s:%d: %v, output: %.300s", r.To, port, err, out.String())
+		} else if j.Error != "" || err != nil {
+			lastErr = fmt.Errorf("iperf3 to %s:%d: %v %s", r.To, port, err, j.Error)
+		} else if j.End.SumReceived.Bytes <= 0 {
+			return r, fmt.Errorf("iperf3 to %s:%d: nothing received", r.To, port)
+		} else {
+			r.Gbps = j.End.SumReceived.BitsPerSecond / 1e9
+			return r, nil
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return r, lastErr
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times (100 on Linux).
+const clockTicks = 100
+
+// procTicks is a process's user+system CPU time (/proc/PID/stat).
+func procTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // after comm: field 3 on
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	k, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + k
+}
+
+// busyTicks is the machine's non-idle CPU time (/proc/stat, all CPUs).
+func busyTicks() int64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	var busy int64
+	for i, v := range strings.Fields(line)[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i != 3 && i != 4 && i < 8 { // not idle, iowait, guest
+			busy += n
+		}
+	}
+	return busy
+}
+
+// requireIperf3 checks that iperf3 is installed; without it the test fails
+// under TETHER_E2E=1 (.ci/run installs it) and skips otherwise.
+func requireIperf3(tb testing.TB) {
+	tb.Helper()
+	if _, err := exec.LookPath("iperf3"); err == nil {
+		return
+	}
+	if testutil.E2E() {
+		tb.Fatal("iperf3 not found (Debian package iperf3)")
+	}
+	tb.Skip("iperf3 not found (Debian package iperf3)")
+}
+
+// loadavg returns the first three fields of /proc/loadavg.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
