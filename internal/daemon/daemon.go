@@ -58,6 +58,7 @@ func Run(cfg *config.Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
+	defer eng.Close()
 	if err := eng.Start(ctx); err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/tether-net/tether/internal/config"
+	"github.com/tether-net/tether/internal/dns"
 	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/driver/bridge"
 	"github.com/tether-net/tether/internal/driver/nulldrv"
@@ -65,6 +67,9 @@ type Engine struct {
 	fwSynced bool
 	// held: the host ports each endpoint publishes, held open by the daemon.
 	held map[string][]*portmap.Held
+
+	names    *dns.Table    // every name served, updated on connect/disconnect/remove
+	resolver *dns.Resolver // 127.0.0.11 inside each sandbox on a user-defined network
 }
 
 type netState struct {
@@ -113,6 +118,8 @@ func New(o Options) (*Engine, error) {
 		sandboxes: map[string]*sbState{},
 		events:    newEvents(),
 	}
+	e.names = dns.NewTable()
+	e.resolver = dns.NewResolver(e.names, dns.Config{Upstreams: upstreams(o.Config), Logger: log})
 	e.drivers = map[string]driver.Driver{
 		"bridge": bridge.New(nl),
 		"host":   nulldrv.Host(),
@@ -147,7 +154,24 @@ func (e *Engine) Start(ctx context.Context) error {
 		return err
 	}
 	e.rehold()
+	e.startNames()
 	return nil
+}
+
+// Close stops the embedded resolver. Networks and sandboxes stay (live restore).
+func (e *Engine) Close() { e.resolver.Close() }
+
+// upstreams are the servers the embedded resolver forwards to: "dns" from
+// the configuration, else the host's (at most 3).
+func upstreams(c *config.Config) []netip.AddrPort {
+	if len(c.DNS) == 0 {
+		return dns.HostUpstreams("/etc/resolv.conf")
+	}
+	var out []netip.AddrPort
+	for _, a := range c.DNS {
+		out = append(out, netip.AddrPortFrom(a, 53))
+	}
+	return out
 }
 
 // syncFirewall makes the firewall hold exactly the bridge networks on

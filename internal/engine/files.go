@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/tether-net/tether/internal/dns"
 )
 
 // Per-sandbox files, bind-mounted over the sandbox's /etc/hosts,
@@ -25,12 +27,15 @@ func (e *Engine) sandboxFiles(id string) map[string]string {
 // writeFiles (re)writes a sandbox's hosts, resolv.conf and hostname.
 func (e *Engine) writeFiles(sb *Sandbox) error {
 	files := e.sandboxFiles(sb.ID)
+	e.mu.Lock()
+	embedded := e.usesEmbeddedDNS(sb)
+	e.mu.Unlock()
 	if err := os.MkdirAll(filepath.Dir(files["/etc/hosts"]), 0o755); err != nil {
 		return err
 	}
 	for target, content := range map[string][]byte{
 		"/etc/hosts":       hostsFile(sb),
-		"/etc/resolv.conf": e.resolvConf(),
+		"/etc/resolv.conf": e.resolvConf(embedded),
 		"/etc/hostname":    []byte(sb.Hostname + "\n"),
 	} {
 		if err := writeInPlace(files[target], content); err != nil {
@@ -70,11 +75,22 @@ func hostsFile(sb *Sandbox) []byte {
 	return b.Bytes()
 }
 
-// resolvConf copies the host's resolvers, or uses dns/dns-search/dns-opts
-// when configured. Loopback nameservers of the host are unreachable from a
-// sandbox and are dropped (a later change adds the embedded resolver).
-func (e *Engine) resolvConf() []byte {
+// resolvConf is a sandbox's resolv.conf. With the embedded resolver (a
+// user-defined network): nameserver 127.0.0.11, options ndots:0 and the
+// configured or host's search and options. Otherwise, as Docker's default
+// bridge: the host's resolvers, or dns/dns-search/dns-opts when configured;
+// the host's loopback nameservers are unreachable from a sandbox and dropped.
+func (e *Engine) resolvConf(embedded bool) []byte {
 	servers, search, opts := hostResolvers()
+	if embedded {
+		if len(e.cfg.DNSSearch) > 0 {
+			search = e.cfg.DNSSearch
+		}
+		if len(e.cfg.DNSOpts) > 0 {
+			opts = e.cfg.DNSOpts
+		}
+		return dns.ResolvConf(search, opts)
+	}
 	if len(e.cfg.DNS) > 0 {
 		servers = servers[:0]
 		for _, a := range e.cfg.DNS {

@@ -380,6 +380,7 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 		return err
 	}
 	e.fault("attach.after-commit")
+	e.refreshNames(sb)
 	e.refreshFiles(sb)
 	e.events.publish(Event{Type: "network", Action: "connect", ID: ns.rec.ID,
 		Attrs: map[string]string{"name": ns.rec.Name, "type": ns.rec.Driver, "container": sb.rec.ID}})
@@ -541,6 +542,7 @@ func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force boo
 	if err := e.detach(ctx, sb, ns, ep, force); err != nil {
 		return err
 	}
+	e.refreshNames(sb)
 	e.refreshFiles(sb)
 	return nil
 }
@@ -697,6 +699,7 @@ func (e *Engine) forgetLocked(ctx context.Context, sb *sbState, eps []sbEndpoint
 	err := e.commit(ctx, ops...)
 	delete(e.sandboxes, sb.rec.ID)
 	sb.gone = true
+	e.forgetNames(sb.rec.ID)
 	for _, x := range eps {
 		e.publishDisconnect(sb, x.ns)
 	}

@@ -1,0 +1,105 @@
+package dns
+
+// Sockets of one sandbox. Each sandbox gets its own UDP and TCP socket on
+// 127.0.0.11:53, created on a thread that has entered the sandbox's network
+// namespace (netns.Do). A socket stays in the namespace it was created in, so
+// once opened it is served by ordinary goroutines on any thread of the
+// daemon: no per-sandbox process, no per-sandbox thread. lo is brought up
+// first because 127.0.0.11 is routed on it only when it is up.
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	mdns "github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/tether-net/tether/internal/netns"
+)
+
+// ListenAddr is where every sandbox finds its resolver.
+const ListenAddr = "127.0.0.11:53"
+
+// listener is a sandbox's pair of servers.
+type listener struct {
+	nsPath   string
+	udp, tcp *mdns.Server
+	once     sync.Once
+}
+
+// listen opens the sandbox's sockets inside the namespace at nsPath and
+// serves them with h. On failure nothing is left open.
+func listen(nsPath string, h mdns.Handler) (*listener, error) {
+	var pc net.PacketConn
+	var ln net.Listener
+	err := netns.Do(nsPath, func() error {
+		if err := loUp(); err != nil {
+			return err
+		}
+		var err error
+		if pc, err = net.ListenPacket("udp4", ListenAddr); err != nil {
+			return err
+		}
+		if ln, err = net.Listen("tcp4", ListenAddr); err != nil {
+			pc.Close()
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dns: listen on %s in %q: %w", ListenAddr, nsPath, err)
+	}
+	l := &listener{
+		nsPath: nsPath,
+		udp:    &mdns.Server{PacketConn: pc, Handler: h, UDPSize: udpBufSize},
+		tcp:    &mdns.Server{Listener: ln, Handler: h},
+	}
+	if err := errors.Join(serve(l.udp), serve(l.tcp)); err != nil {
+		l.close()
+		pc.Close()
+		ln.Close()
+		return nil, fmt.Errorf("dns: serve in %q: %w", nsPath, err)
+	}
+	return l, nil
+}
+
+// serve starts s on its own goroutine and returns once it is serving (so a
+// Shutdown right after cannot miss it), or with its early error.
+func serve(s *mdns.Server) error {
+	started := make(chan struct{})
+	s.NotifyStartedFunc = func() { close(started) }
+	errc := make(chan error, 1)
+	go func() { errc <- s.ActivateAndServe() }()
+	select {
+	case <-started:
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+// close shuts both servers down, which closes their sockets.
+func (l *listener) close() {
+	l.once.Do(func() {
+		_ = l.udp.Shutdown()
+		_ = l.tcp.Shutdown()
+	})
+}
+
+// loUp sets lo up in the calling thread's namespace unless it already is.
+// Equivalent to `ip link set lo up`.
+func loUp() error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("find lo: %w", err)
+	}
+	if lo.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("set lo up: %w", err)
+	}
+	return nil
+}

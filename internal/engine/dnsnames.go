@@ -1,0 +1,77 @@
+package engine
+
+import (
+	"github.com/tether-net/tether/internal/dns"
+)
+
+// Name resolution: sandboxes on user-defined networks get the embedded
+// resolver (127.0.0.11 inside their namespace, internal/dns); sandboxes only
+// on the default network get the host's resolvers, as in Docker. Adopted
+// sandboxes keep their runtime's resolver configuration and are not served
+// (their names are still resolvable by others).
+
+// usesEmbeddedDNS reports whether a sandbox resolves through 127.0.0.11:
+// Tether's own namespace with an endpoint on a user-defined bridge network.
+// Called with e.mu held.
+func (e *Engine) usesEmbeddedDNS(rec *Sandbox) bool {
+	if rec.Adopted || rec.HostNet {
+		return false
+	}
+	return len(e.dnsEntriesLocked(rec)) > 0
+}
+
+// dnsEntriesLocked lists a sandbox's names on user-defined bridge networks.
+// Called with e.mu held.
+func (e *Engine) dnsEntriesLocked(rec *Sandbox) []dns.Entry {
+	var out []dns.Entry
+	for _, ep := range rec.Endpoints {
+		ns := e.networks[ep.NetworkID]
+		if ns == nil || ns.rec.Driver != "bridge" || ns.rec.Default || !ep.Address.IsValid() {
+			continue
+		}
+		out = append(out, dns.Entry{SandboxID: rec.ID, Name: rec.Name, NetworkID: ns.rec.ID,
+			NetworkName: ns.rec.Name, Aliases: ep.Aliases, Addr: ep.Address.Addr()})
+	}
+	return out
+}
+
+// refreshNames publishes a sandbox's names after its endpoints changed and
+// starts or stops its resolver. Called with sb.op held.
+func (e *Engine) refreshNames(sb *sbState) {
+	e.mu.Lock()
+	entries := e.dnsEntriesLocked(sb.rec)
+	serve := e.usesEmbeddedDNS(sb.rec)
+	e.mu.Unlock()
+	e.names.Set(sb.rec.ID, entries)
+	if !serve {
+		e.resolver.Stop(sb.rec.ID)
+		return
+	}
+	if err := e.resolver.Start(sb.rec.ID, sb.rec.NetNS); err != nil {
+		e.log.Warn("start the embedded resolver", "sandbox", sb.rec.Name, "err", err)
+	}
+}
+
+// forgetNames removes a sandbox from name resolution.
+func (e *Engine) forgetNames(id string) {
+	e.names.Remove(id)
+	e.resolver.Stop(id)
+}
+
+// startNames serves every restored sandbox again (the resolver's sockets
+// died with the previous daemon).
+func (e *Engine) startNames() {
+	e.mu.Lock()
+	sbs := make([]*sbState, 0, len(e.sandboxes))
+	for _, sb := range e.sandboxes {
+		sbs = append(sbs, sb)
+	}
+	e.mu.Unlock()
+	for _, sb := range sbs {
+		sb.op.Lock()
+		if !sb.gone {
+			e.refreshNames(sb)
+		}
+		sb.op.Unlock()
+	}
+}
