@@ -7,7 +7,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,15 +23,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
-
 // benchN is the number of sandboxes attached in a row (BENCH_N, default 200).
-func benchN() int { return envInt("BENCH_N", 200) }
+func benchN() int { return EnvInt("BENCH_N", 200) }
 
 // settle gives the kernel time to free the namespaces and veths of the
 // previous round (it does so in the background), so that work does not land
@@ -122,7 +114,7 @@ func TestAttachReport(t *testing.T) {
 		t.Skip("set BENCH_REPORT=1 (sudo bench/run.sh attach)")
 	}
 	testutil.RequireRoot(t)
-	n, reps := benchN(), envInt("BENCH_REPS", 3)
+	n, reps := benchN(), EnvInt("BENCH_REPS", 3)
 	rep := Report{Scenario: "attach", Date: time.Now().UTC(), Machine: machine(), N: n, Reps: reps, ExecRoot: os.Getenv("BENCH_EXEC_ROOT"), Pooled: map[string]Run{}}
 	var rows []Row
 	var tethers, floors, firsts []Run

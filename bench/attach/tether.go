@@ -200,3 +200,12 @@ func execRoot(tb testing.TB, parent string) string {
 func (t *Tether) Call(method, path string, body []byte) (int, []byte, error) {
 	return t.call(method, path, body)
 }
+
+// EnvInt reads a positive integer setting of a benchmark (BENCH_N, ...)
+// from the environment, or def.
+func EnvInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}

@@ -31,13 +31,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
-
 // Report is the JSON written by TestLifecycleReport.
 type Report struct {
 	Date        time.Time    `json:"date"`
@@ -176,7 +169,7 @@ func TestLifecycleReport(t *testing.T) {
 		t.Skip("set BENCH_REPORT=1 (bench/run.sh lifecycle)")
 	}
 	testutil.RequireRoot(t)
-	rep := measure(t, envInt("BENCH_N", 200), envInt("BENCH_REPS", 5), 100)
+	rep := measure(t, attach.EnvInt("BENCH_N", 200), attach.EnvInt("BENCH_REPS", 5), 100)
 	var b strings.Builder
 	fmt.Fprintf(&b, "| figure | reference | Tether | ratio |\n|---|---:|---:|---:|\n")
 	fmt.Fprintf(&b, "| daemon start (p50 of %d) | %.1f ms with 0 sandboxes | %.1f ms with %d sandboxes | %.2f× |\n",

@@ -39,13 +39,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
-
 const (
 	basePort  = 20000 // sandbox i publishes basePort+i:80
 	iperfPort = 5201
@@ -454,8 +447,8 @@ func TestPortsReport(t *testing.T) {
 	}
 	testutil.RequireRoot(t)
 	requireIperf3(t)
-	rep := measure(t, Options{N: envInt("BENCH_N", 1000), Conns: envInt("BENCH_CONNS", 2000),
-		ConnReps: envInt("BENCH_CONN_REPS", 10), IperfSecs: envInt("BENCH_IPERF_SECS", 5), IperfReps: envInt("BENCH_IPERF_REPS", 2)})
+	rep := measure(t, Options{N: attach.EnvInt("BENCH_N", 1000), Conns: attach.EnvInt("BENCH_CONNS", 2000),
+		ConnReps: attach.EnvInt("BENCH_CONN_REPS", 10), IperfSecs: attach.EnvInt("BENCH_IPERF_SECS", 5), IperfReps: attach.EnvInt("BENCH_IPERF_REPS", 2)})
 	for _, r := range rep.Iperf {
 		if want := r.Path == pathProxy; r.ProxySeen != want {
 			t.Errorf("%s: proxy socket seen in the host namespace = %v, want %v", r.Path, r.ProxySeen, want)
@@ -491,7 +484,7 @@ func TestPortsReport(t *testing.T) {
 	}
 	fmt.Fprintf(&b, "| **ratio** | **%.2f×** | %.2f× | | |\n\n", rep.ConnRatio, ratio(rep.ConnLastBest, rep.ConnFirstBest))
 	fmt.Fprintf(&b, "| iperf3, %d s, best of %d | Gbit/s | runs | daemon CPUs | machine busy CPUs |\n|---|---:|---|---:|---:|\n",
-		envInt("BENCH_IPERF_SECS", 5), envInt("BENCH_IPERF_REPS", 2))
+		attach.EnvInt("BENCH_IPERF_SECS", 5), attach.EnvInt("BENCH_IPERF_REPS", 2))
 	for _, p := range []string{pathDirect, pathKernel, pathHostDirect, pathProxy} {
 		var runs, dcpu, busy []string
 		for _, r := range rep.Iperf {
