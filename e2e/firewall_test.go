@@ -23,26 +23,17 @@ import (
 )
 
 const (
-	uplinkAddr  = "198.51.100.1"
-	outsideAddr = "198.51.100.2"
+	uplinkAddr  = testutil.UplinkAddr
+	outsideAddr = testutil.OutsideAddr
 	outsideURL  = "http://" + outsideAddr + ":8080/"
 )
 
-// outside builds the outside namespace of host namespace hostNS and
-// returns its name.
+// outside builds the outside namespace of host namespace hostNS (see
+// testutil.Outside) with an HTTP server on it that answers with the client
+// address it sees, and returns its name.
 func outside(t *testing.T, hostNS string) string {
 	t.Helper()
-	out := testutil.NetNS(t, "tth-out")
-	testutil.Must(t, "ip", "-n", hostNS, "link", "add", "up0", "type", "veth", "peer", "name", "wan0", "netns", out)
-	for _, c := range [][]string{
-		{"-n", hostNS, "addr", "add", uplinkAddr + "/24", "dev", "up0"},
-		{"-n", hostNS, "link", "set", "up0", "up"},
-		{"-n", hostNS, "route", "add", "default", "via", outsideAddr},
-		{"-n", out, "addr", "add", outsideAddr + "/24", "dev", "wan0"},
-		{"-n", out, "link", "set", "wan0", "up"},
-	} {
-		testutil.Must(t, "ip", c...)
-	}
+	out := testutil.Outside(t, hostNS)
 	serveWho(t, out, outsideAddr+":8080")
 	return out
 }

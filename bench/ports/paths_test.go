@@ -23,29 +23,12 @@ import (
 	"github.com/tether-net/tether/internal/testutil"
 )
 
-// As in e2e/firewall_test.go: beyond the host namespace sits an "outside"
-// namespace on a veth pair, host uplink 198.51.100.1/24, outside .2/24.
 const (
-	uplinkAddr  = "198.51.100.1"
-	outsideAddr = "198.51.100.2"
+	uplinkAddr  = testutil.UplinkAddr
+	outsideAddr = testutil.OutsideAddr
 )
 
-// outside builds the outside namespace of host namespace hostNS.
-func outside(tb testing.TB, hostNS string) string {
-	tb.Helper()
-	out := testutil.NetNS(tb, "tth-bout")
-	testutil.Must(tb, "ip", "-n", hostNS, "link", "add", "up0", "type", "veth", "peer", "name", "wan0", "netns", out)
-	for _, c := range [][]string{
-		{"-n", hostNS, "addr", "add", uplinkAddr + "/24", "dev", "up0"},
-		{"-n", hostNS, "link", "set", "up0", "up"},
-		{"-n", hostNS, "route", "add", "default", "via", outsideAddr},
-		{"-n", out, "addr", "add", outsideAddr + "/24", "dev", "wan0"},
-		{"-n", out, "link", "set", "wan0", "up"},
-	} {
-		testutil.Must(tb, "ip", c...)
-	}
-	return out
-}
+var outside = testutil.Outside
 
 // answerProg accepts connections on port 80 and answers each with argv[1]
 // and a close: the cheapest server that still proves which sandbox answered.
