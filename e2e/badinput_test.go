@@ -154,6 +154,18 @@ func TestBadInput(t *testing.T) {
 		{"filter not JSON", "GET", "/networks?filters=xyz", nil, 400, []string{"filters", "xyz"}},
 		{"filter key unknown", "GET", filter(`{"colour":{"red":true}}`), nil, 400, []string{"colour"}},
 		{"filter type invalid", "GET", filter(`{"type":{"weird":true},"driver":{"macvlan":true}}`), nil, 400, []string{"type=weird"}},
+
+		{"API version too new", "GET", "/v1.99/networks", nil, 400, []string{"1.99", "too new", "1.51"}},
+		{"API version too old", "GET", "/v1.12/networks", nil, 400, []string{"1.12", "too old", "1.24"}},
+		{"unknown path", "GET", "/v1.51/containers/json", nil, 404, []string{"page not found"}},
+		{"wrong method", "PUT", "/networks/create", []byte("{}"), 405, []string{"PUT", "not allowed", "POST"}},
+		{"wrong method on ping", "DELETE", "/_ping", nil, 405, []string{"DELETE", "GET"}},
+		{"events filter not JSON", "GET", "/events?filters=%7Bbroken", nil, 400, []string{"filters", "{broken"}},
+		{"events filter key unknown", "GET", "/events?filters=" + url.QueryEscape(`{"colour":{"red":true}}`), nil, 400, []string{"colour"}},
+		{"events filter type unknown", "GET", "/events?filters=" + url.QueryEscape(`{"type":{"weird":true}}`), nil, 400, []string{"type=weird"}},
+		{"events since nonsense", "GET", "/events?since=yesterday", nil, 400, []string{"since", "yesterday"}},
+		{"events until before since", "GET", "/events?since=2000&until=1000", nil, 400, []string{"until", "before since"}},
+		{"prune until nonsense", "POST", "/networks/prune?filters=" + url.QueryEscape(`{"until":{"soon":true}}`), nil, 400, []string{"until=soon"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

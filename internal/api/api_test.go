@@ -503,3 +503,18 @@ func TestCmpVersion(t *testing.T) {
 		}
 	}
 }
+
+// A known path under the wrong method answers 405 with Allow, as JSON.
+func TestMethodNotAllowed(t *testing.T) {
+	for _, tt := range []struct{ method, path, allow string }{
+		{"DELETE", "/_ping", "GET, HEAD"},
+		{"PUT", "/v1.44/networks/create", "DELETE, GET, HEAD, POST"}, // also matches /networks/{id}
+		{"POST", "/events", "GET, HEAD"},
+	} {
+		w := serve(t, tt.method, tt.path, "")
+		if w.Code != 405 || w.Header().Get("Allow") != tt.allow || !strings.Contains(w.Body.String(), `"message"`) ||
+			!strings.Contains(w.Body.String(), tt.method) {
+			t.Errorf("%s %s: %d allow=%q %q", tt.method, tt.path, w.Code, w.Header().Get("Allow"), w.Body.String())
+		}
+	}
+}

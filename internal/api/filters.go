@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -93,16 +94,40 @@ func (f filters) until(now time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("invalid filter 'until': more than one value")
 	}
 	for v := range f["until"] {
-		if sec, err := strconv.ParseFloat(v, 64); err == nil {
-			return time.Unix(0, int64(sec*1e9)), nil
+		t, err := parseTime(v, now)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("invalid filter 'until=%s': %w", v, err)
 		}
-		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
-			return now.Add(-d), nil
-		}
-		if x, err := time.Parse(time.RFC3339Nano, v); err == nil {
-			return x, nil
-		}
-		return time.Time{}, fmt.Errorf("invalid filter 'until=%s': not a timestamp or a positive duration", v)
+		return t, nil
 	}
 	return time.Time{}, nil
+}
+
+// parseTime reads Docker's time arguments (filters, events' since and
+// until): Unix seconds with an optional fraction ("1700000000.5"), RFC 3339,
+// or a positive Go duration counted back from now ("10m").
+func parseTime(v string, now time.Time) (time.Time, error) {
+	if sec, frac, ok := strings.Cut(v, "."); ok || sec != "" {
+		if s, err := strconv.ParseInt(sec, 10, 64); err == nil {
+			ns := int64(0)
+			if ok {
+				if len(frac) == 0 || len(frac) > 9 {
+					return time.Time{}, errors.New("not a timestamp or a positive duration")
+				}
+				n, err := strconv.ParseInt(frac+strings.Repeat("0", 9-len(frac)), 10, 64)
+				if err != nil || n < 0 {
+					return time.Time{}, errors.New("not a timestamp or a positive duration")
+				}
+				ns = n
+			}
+			return time.Unix(s, ns), nil
+		}
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	if x, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return x, nil
+	}
+	return time.Time{}, errors.New("not a timestamp or a positive duration")
 }

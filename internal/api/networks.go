@@ -291,10 +291,7 @@ func matchNetwork(f filters, v *engine.NetworkView) (bool, error) {
 }
 
 func (s *Server) version(w http.ResponseWriter, r *http.Request) {
-	kernel := ""
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		kernel = strings.TrimSpace(string(b))
-	}
+	kernel := kernelVersion()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"Platform":      map[string]string{"Name": "Tether"},
 		"Components":    []map[string]any{{"Name": "Tether", "Version": Version, "Details": map[string]string{"ApiVersion": APIVersion, "MinAPIVersion": MinAPIVersion, "Os": runtime.GOOS, "Arch": runtime.GOARCH}}},
@@ -310,15 +307,58 @@ func (s *Server) version(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// info answers GET /info with the fields `docker info` prints, in Tether's
+// terms: containers are sandboxes (running = with a process), and live
+// restore is always on.
 func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 	host, _ := os.Hostname()
 	nets := s.eng.Networks()
+	sbs := s.eng.Sandboxes()
+	running := 0
+	for _, sb := range sbs {
+		if len(sb.Procs) > 0 {
+			running++
+		}
+	}
+	cfg := s.eng.Config()
+	labels := cfg.Labels
+	if labels == nil {
+		labels = []string{}
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"ID": "", "Name": host, "ServerVersion": Version, "OperatingSystem": "Tether", "OSType": runtime.GOOS,
-		"Architecture": runtime.GOARCH, "NCPU": runtime.NumCPU(), "Containers": len(s.eng.Sandboxes()),
-		"Plugins":  map[string][]string{"Network": {"bridge", "host", "null"}},
+		"Architecture": runtime.GOARCH, "NCPU": runtime.NumCPU(), "MemTotal": memTotal(),
+		"KernelVersion": kernelVersion(), "Containers": len(sbs), "ContainersRunning": running,
+		"ContainersStopped": len(sbs) - running, "DockerRootDir": cfg.DataRoot, "Debug": cfg.Debug,
+		"LiveRestoreEnabled": true, "Labels": labels, "IndexServerAddress": "",
+		"Plugins":  map[string][]string{"Network": {"bridge", "host", "null"}, "Volume": {}, "Log": {}},
 		"Networks": len(nets), "Swarm": map[string]any{"LocalNodeState": "inactive"},
 	})
+}
+
+func kernelVersion() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// memTotal reads MemTotal from /proc/meminfo, in bytes (0 if unreadable).
+func memTotal() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			var kb int64
+			if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb); err == nil {
+				return kb * 1024
+			}
+		}
+	}
+	return 0
 }
 
 func parseBool(s string) (bool, error) {

@@ -63,10 +63,32 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /tether/v1/sandboxes/{id}", s.inspectSandbox)
 	m.HandleFunc("DELETE /tether/v1/sandboxes/{id}", s.removeSandbox)
 	m.HandleFunc("POST /tether/v1/sandboxes/{id}/exec", s.exec)
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, errors.New("page not found"))
-	})
+	m.HandleFunc("GET /events", s.events)
 }
+
+// unrouted answers a request no route matched: 405 with the allowed
+// methods when the path exists under another method, 404 otherwise, both
+// as Docker's JSON error body (the mux's own answers are plain text).
+func (s *Server) unrouted(w http.ResponseWriter, r *http.Request, h http.Handler) {
+	probe := &statusProbe{header: http.Header{}}
+	h.ServeHTTP(probe, r)
+	if probe.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", probe.header.Get("Allow"))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed for %s (allowed: %s)", r.Method, r.URL.Path, probe.header.Get("Allow")))
+		return
+	}
+	writeError(w, http.StatusNotFound, errors.New("page not found")) // Docker's exact body
+}
+
+// statusProbe records what the mux's fallback handler would answer.
+type statusProbe struct {
+	header http.Header
+	status int
+}
+
+func (p *statusProbe) Header() http.Header         { return p.header }
+func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
+func (p *statusProbe) WriteHeader(code int)        { p.status = code }
 
 var versionPrefix = regexp.MustCompile(`^/v([0-9]+)\.([0-9]+)(/.*)$`)
 
@@ -94,6 +116,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	}
 	s.log.Debug("api", "method", r.Method, "path", r.URL.Path)
+	if h, pattern := s.mux.Handler(r); pattern == "" {
+		s.unrouted(w, r, h)
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 

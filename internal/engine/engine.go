@@ -128,6 +128,9 @@ func New(o Options) (*Engine, error) {
 	return e, nil
 }
 
+// Config returns the daemon configuration the engine runs with (read only).
+func (e *Engine) Config() *config.Config { return e.cfg }
+
 // Events returns the engine's event hub.
 func (e *Engine) Events() *Events { return e.events }
 

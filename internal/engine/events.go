@@ -14,22 +14,43 @@ type Event struct {
 	Time   time.Time
 }
 
+// eventHistory is how many past events are kept for `since` queries, as
+// Docker keeps the last 256.
+const eventHistory = 256
+
 // Events fans out engine events to subscribers. A subscriber that does not
 // keep up loses events rather than slowing the engine.
 type Events struct {
 	mu   sync.Mutex
 	subs map[chan Event]struct{}
+	past []Event // ring of the last eventHistory events, oldest first
 }
 
 func newEvents() *Events { return &Events{subs: map[chan Event]struct{}{}} }
 
 // Subscribe returns a channel of events and a function that ends the subscription.
 func (ev *Events) Subscribe() (<-chan Event, func()) {
+	_, c, cancel := ev.SubscribeSince(time.Time{})
+	return c, cancel
+}
+
+// SubscribeSince is Subscribe plus the kept events at or after since (none
+// for a zero since). No event is both in the past slice and on the channel,
+// and none falls between them.
+func (ev *Events) SubscribeSince(since time.Time) ([]Event, <-chan Event, func()) {
 	c := make(chan Event, 256)
 	ev.mu.Lock()
+	var past []Event
+	if !since.IsZero() {
+		for _, e := range ev.past {
+			if !e.Time.Before(since) {
+				past = append(past, e)
+			}
+		}
+	}
 	ev.subs[c] = struct{}{}
 	ev.mu.Unlock()
-	return c, func() {
+	return past, c, func() {
 		ev.mu.Lock()
 		if _, ok := ev.subs[c]; ok {
 			delete(ev.subs, c)
@@ -43,6 +64,10 @@ func (ev *Events) publish(e Event) {
 	e.Time = time.Now()
 	ev.mu.Lock()
 	defer ev.mu.Unlock()
+	if len(ev.past) == eventHistory {
+		ev.past = append(ev.past[:0], ev.past[1:]...)
+	}
+	ev.past = append(ev.past, e)
 	for c := range ev.subs {
 		select {
 		case c <- e:
