@@ -37,10 +37,10 @@ type Config struct {
 	DNSOpts   []string     // "dns-opts"
 
 	// API listeners and TLS.
-	Hosts     []string // "hosts"/-H; default ["unix:///run/tether.sock"].
+	Hosts     []string // "hosts"/-H, canonical (tcp://host:port, ports filled in); default ["unix:///run/tether.sock"].
 	Group     string   // "group"/-G: group owning unix sockets.
-	TLS       *bool    // "tls"
-	TLSVerify *bool    // "tlsverify"
+	TLS       *bool    // "tls": nil = not given; false = plain TCP allowed (see TLSOn, PlainTCP)
+	TLSVerify *bool    // "tlsverify": true = require client certificates (VerifyClients)
 	TLSCACert string   // "tlscacert"
 	TLSCert   string   // "tlscert"
 	TLSKey    string   // "tlskey"

@@ -41,6 +41,17 @@ func TestFlagAliases(t *testing.T) {
 			func(c *Config) bool { return reflect.DeepEqual(c.Hosts, []string{"unix:///a.sock", "unix:///b.sock"}) }},
 		{[]string{"-D"}, func(c *Config) bool { return c.Debug && c.LogLevel == "debug" }},
 		{[]string{"-G", "tether"}, func(c *Config) bool { return c.Group == "tether" }},
+		{[]string{"--group", "adm"}, func(c *Config) bool { return c.Group == "adm" }},
+		{[]string{"-H", "tcp://0.0.0.0", "--tls=false"}, func(c *Config) bool {
+			return reflect.DeepEqual(c.Hosts, []string{"tcp://0.0.0.0:2375"}) && c.PlainTCP() && !c.TLSOn()
+		}},
+		{[]string{"--host", "tcp://:2376", "--tlsverify", "--tlscacert", "/t/ca.pem", "--tlscert", "/t/cert.pem", "--tlskey", "/t/key.pem"},
+			func(c *Config) bool {
+				return reflect.DeepEqual(c.Hosts, []string{"tcp://127.0.0.1:2376"}) && c.TLSOn() && c.VerifyClients() &&
+					c.TLSCACert == "/t/ca.pem" && c.TLSCert == "/t/cert.pem" && c.TLSKey == "/t/key.pem"
+			}},
+		{[]string{"-H", "fd://", "--tls", "--tlscert", "/t/cert.pem", "--tlskey", "/t/key.pem"},
+			func(c *Config) bool { return c.Hosts[0] == "fd://" && c.TLSOn() && !c.VerifyClients() }},
 		{[]string{"-p", "/run/x.pid"}, func(c *Config) bool { return c.Pidfile == "/run/x.pid" }},
 		{[]string{"-l", "error"}, func(c *Config) bool { return c.LogLevel == "error" }},
 		{[]string{"--icc=false"}, func(c *Config) bool { return !c.ICC }},
@@ -64,7 +75,7 @@ func TestFlagAliases(t *testing.T) {
 }
 
 func TestFlagSyntaxRefusedAtParse(t *testing.T) {
-	for _, args := range [][]string{{"--mtu", "x"}, {"--icc=maybe"}, {"--cluster-store-opt", "novalue"}, {"--default-address-pool", "10.0.0.0/8"}} {
+	for _, args := range [][]string{{"--mtu", "x"}, {"--icc=maybe"}, {"--tls=maybe"}, {"--tlsverify=2"}, {"--cluster-store-opt", "novalue"}, {"--default-address-pool", "10.0.0.0/8"}} {
 		fs := pflag.NewFlagSet("tether", pflag.ContinueOnError)
 		fs.SetOutput(new(nopWriter))
 		RegisterFlags(fs)

@@ -42,7 +42,7 @@ func LoadBytes(path string, data []byte, flags FlagValues) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.Warnings = warnings
+	c.Warnings = append(warnings, c.Warnings...)
 	return c, nil
 }
 
@@ -175,15 +175,12 @@ func build(given map[string]any) (*Config, error) {
 	if c.Debug {
 		c.LogLevel = "debug"
 	}
+	c.Warnings = tlsWarnings(c)
 	return c, nil
 }
 
 // normalize puts equivalent spellings into one form.
 func normalize(c *Config) {
 	c.LogLevel = strings.ToLower(c.LogLevel)
-	for i, h := range c.Hosts {
-		if h == "unix://" {
-			c.Hosts[i] = DefaultHost
-		}
-	}
+	normalizeHosts(c)
 }

@@ -126,6 +126,14 @@ func TestConflicts(t *testing.T) {
 		{`{"dns-opts": ["ndots:1"]}`, FlagValues{"dns-opt": {"ndots:2"}}, "dns-opts: (from flag: [ndots:2], from file: [ndots:1])"},
 		{`{"labels": ["a=1"]}`, FlagValues{"label": {"b=2"}}, "labels: (from flag: [b=2], from file: [a=1])"},
 		{`{"hosts": ["unix:///a"]}`, FlagValues{"host": {"unix:///b"}}, "hosts: (from flag: [unix:///b], from file: [unix:///a])"},
+		{`{"group": "adm"}`, FlagValues{"group": {"daemon"}}, "group: (from flag: daemon, from file: adm)"},
+		{`{"tls": false}`, FlagValues{"tls": {"false"}}, "tls: (from flag: false, from file: false)"},
+		{`{"tlsverify": true}`, FlagValues{"tlsverify": {"true"}}, "tlsverify: (from flag: true, from file: true)"},
+		{`{"tlscacert": "/a/ca.pem"}`, FlagValues{"tlscacert": {"/b/ca.pem"}}, "tlscacert: (from flag: /b/ca.pem, from file: /a/ca.pem)"},
+		{`{"tlscert": "/a/cert.pem"}`, FlagValues{"tlscert": {"/b/cert.pem"}}, "tlscert: (from flag: /b/cert.pem, from file: /a/cert.pem)"},
+		{`{"tlskey": "/a/key.pem"}`, FlagValues{"tlskey": {"/b/key.pem"}}, "tlskey: (from flag: /b/key.pem, from file: /a/key.pem)"},
+		{`{"hosts": ["tcp://0.0.0.0:2376"], "tlscert": "/c", "tlskey": "/k"}`, FlagValues{"host": {"tcp://0.0.0.0:2376"}, "tlskey": {"/k"}},
+			"hosts: (from flag: [tcp://0.0.0.0:2376], from file: [tcp://0.0.0.0:2376]), tlskey: (from flag: /k, from file: /k)"},
 		{`{"default-address-pools": []}`, FlagValues{"default-address-pool": {"base=10.0.0.0/8,size=24"}}, "default-address-pools: (from flag: [base=10.0.0.0/8,size=24]"},
 		{`{"cluster-store-opts": {}}`, FlagValues{"cluster-store-opt": {"a=b"}}, "cluster-store-opts: (from flag: [a=b]"},
 		{`{"debug": false}`, FlagValues{"debug": {"true"}}, "debug: (from flag: true, from file: false)"},
@@ -234,9 +242,8 @@ func TestValidation(t *testing.T) {
 		{"log-level", `{"log-level": "trace"}`, `log-level: "trace" is not one of debug, info, warn, error, fatal`},
 		{"label", `{"labels": ["a=b", "nolabel"]}`, `labels: "nolabel" is not key=value`},
 		{"label empty key", `{"labels": ["=b"]}`, `labels: "=b" is not key=value`},
-		{"host scheme", `{"hosts": ["http://x"]}`, `hosts: "http://x" is not unix:///path, tcp://host:port or fd://`},
-		{"host relative unix", `{"hosts": ["unix://run/t.sock"]}`, "hosts: "},
-		{"host tcp without port", `{"hosts": ["tcp://0.0.0.0"]}`, "hosts: "},
+		{"host scheme", `{"hosts": ["http://x"]}`, `hosts: "http://x": unknown scheme "http" (want unix:///path, tcp://host:port or fd://)`},
+		{"host relative unix", `{"hosts": ["unix://run/t.sock"]}`, `hosts: "unix://run/t.sock": the socket path must be absolute`},
 		{"data-root relative", `{"data-root": "var/lib"}`, `data-root: "var/lib" is not an absolute path`},
 		{"exec-root relative", `{"exec-root": "run"}`, "exec-root: "},
 		{"pidfile relative", `{"pidfile": "t.pid"}`, "pidfile: "},
@@ -257,14 +264,6 @@ func TestNotSupported(t *testing.T) {
 		flags FlagValues
 		key   string
 	}{
-		{`{"hosts": ["unix:///a", "tcp://0.0.0.0:2375"]}`, nil, "hosts"},
-		{`{"hosts": ["fd://"]}`, nil, "hosts"},
-		{"", FlagValues{"host": {"tcp://:2376"}}, "hosts"},
-		{`{"tls": true}`, nil, "tls"},
-		{"", FlagValues{"tlsverify": {"true"}}, "tlsverify"},
-		{`{"tlscacert": "/ca.pem"}`, nil, "tlscacert"},
-		{`{"tlscert": "/cert.pem"}`, nil, "tlscert"},
-		{`{"tlskey": "/key.pem"}`, nil, "tlskey"},
 		{`{"cluster-store": "etcd://10.0.0.1:2379"}`, nil, "cluster-store"},
 		{`{"cluster-advertise": "eth0:2376"}`, nil, "cluster-advertise"},
 		{"", FlagValues{"cluster-store-opt": {"kv.path=/x"}}, "cluster-store-opts"},
@@ -303,6 +302,6 @@ func TestSupportedValues(t *testing.T) {
 
 // TestAllErrorsReported checks that independent problems come back together.
 func TestAllErrorsReported(t *testing.T) {
-	_, err := loadString(`{"mtu": 10, "log-level": "loud", "tls": true}`, nil)
-	wantErr(t, err, "mtu: ", "log-level: ", "tls: not supported yet")
+	_, err := loadString(`{"mtu": 10, "log-level": "loud", "tls": true, "cluster-store": "etcd://x"}`, nil)
+	wantErr(t, err, "mtu: ", "log-level: ", "tls: true needs tlscert", "cluster-store: not supported yet")
 }

@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // ErrNotSupported marks an option Tether knows but does not implement yet.
@@ -18,7 +17,6 @@ type gap struct {
 }
 
 const (
-	whyRemote   = "remote API access comes later"
 	whyCluster  = "multi-host networking comes later"
 	whyFirewall = "Tether's nftables rules are IPv4 only and never set a forward policy"
 	whyPorts    = "published ports come later"
@@ -29,12 +27,6 @@ const (
 // Docker networking keys Tether reads from daemon.json only to refuse them;
 // giving them a zero value (false, "", 0, [], {}) is accepted.
 var gaps = []gap{
-	{"hosts", anyHost(notUnix), "only unix:// sockets; " + whyRemote},
-	{"tls", isTrue, whyRemote},
-	{"tlsverify", isTrue, whyRemote},
-	{"tlscacert", notEmpty, whyRemote},
-	{"tlscert", notEmpty, whyRemote},
-	{"tlskey", notEmpty, whyRemote},
 	{"cluster-store", notEmpty, whyCluster},
 	{"cluster-advertise", notEmpty, whyCluster},
 	{"cluster-store-opts", notEmpty, whyCluster},
@@ -81,21 +73,6 @@ func checkGaps(given map[string]any) error {
 }
 
 func given(any) bool      { return true }
-func isTrue(v any) bool   { b, ok := v.(bool); return ok && b }
 func isFalse(v any) bool  { b, ok := v.(bool); return ok && !b }
 func notEmpty(v any) bool { return !isEmpty(v) }
 func notZero(v any) bool  { return !isZero(v) }
-
-func notUnix(host string) bool { return !strings.HasPrefix(host, "unix://") }
-
-func anyHost(match func(string) bool) func(any) bool {
-	return func(v any) bool {
-		hosts, _ := v.([]string)
-		for _, h := range hosts {
-			if match(h) {
-				return true
-			}
-		}
-		return false
-	}
-}

@@ -2,11 +2,9 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -24,7 +22,13 @@ var checks = []struct {
 	{"default-address-pools", func(c *Config) error { return checkPools(c.DefaultAddressPools) }},
 	{"dns-search", func(c *Config) error { return eachWord(c.DNSSearch) }},
 	{"dns-opts", func(c *Config) error { return eachWord(c.DNSOpts) }},
-	{"hosts", func(c *Config) error { return each(c.Hosts, checkHost) }},
+	{"hosts", checkHosts},
+	{"tls", checkTLSOff},
+	{"tls", tlsNeedsKeyPair(func(c *Config) *bool { return c.TLS })},
+	{"tlsverify", tlsNeedsKeyPair(func(c *Config) *bool { return c.TLSVerify })},
+	{"tlscert", checkTLSCert},
+	{"tlskey", checkTLSKey},
+	{"tlscacert", checkTLSCACert},
 	{"data-root", func(c *Config) error { return checkAbs(c.DataRoot) }},
 	{"exec-root", func(c *Config) error { return checkAbs(c.ExecRoot) }},
 	{"pidfile", func(c *Config) error { return checkAbs(c.Pidfile) }},
@@ -131,33 +135,6 @@ func checkPools(pools []AddressPool) error {
 		}
 	}
 	return nil
-}
-
-// checkHost accepts unix:///path, tcp://[host]:port and fd://[name].
-func checkHost(h string) error {
-	scheme, rest, _ := strings.Cut(h, "://")
-	ok := false
-	switch scheme {
-	case "unix":
-		ok = path.IsAbs(rest)
-	case "tcp":
-		ok = validHostPort(rest)
-	case "fd":
-		ok = !strings.Contains(rest, "/")
-	}
-	if !ok {
-		return fmt.Errorf("%q is not unix:///path, tcp://host:port or fd://", h)
-	}
-	return nil
-}
-
-func validHostPort(s string) bool {
-	_, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return false
-	}
-	n, err := strconv.ParseUint(port, 10, 16)
-	return err == nil && n > 0
 }
 
 func checkAbs(p string) error {

@@ -23,6 +23,7 @@ import (
 	"github.com/tether-net/tether/internal/config"
 	"github.com/tether-net/tether/internal/engine"
 	"github.com/tether-net/tether/internal/firewall"
+	"github.com/tether-net/tether/internal/listen"
 	"github.com/tether-net/tether/internal/store/bolt"
 )
 
@@ -31,6 +32,10 @@ func Run(cfg *config.Config) error {
 	log := newLogger(cfg)
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
+	}
+	lopts, err := listenOptions(cfg, log)
+	if err != nil {
+		return err
 	}
 	if err := writePidfile(cfg.Pidfile); err != nil {
 		return err
@@ -63,7 +68,7 @@ func Run(cfg *config.Config) error {
 		return err
 	}
 	log.Info("engine ready", "took", time.Since(start).Round(time.Microsecond), "networks", len(eng.Networks()), "sandboxes", len(eng.Sandboxes()))
-	return serve(ctx, cfg, eng, log)
+	return serve(ctx, cfg.Hosts, lopts, eng, log)
 }
 
 const ipForwardSysctl = "/proc/sys/net/ipv4/ip_forward"
@@ -99,15 +104,59 @@ func newFirewall(cfg *config.Config, log *slog.Logger) (firewall.Firewall, error
 	return fw, nil
 }
 
-func serve(ctx context.Context, cfg *config.Config, eng *engine.Engine, log *slog.Logger) error {
-	ls, err := api.Listen(cfg.Hosts, cfg.Group)
+// API server limits. There is no ReadTimeout or WriteTimeout: /events and
+// attach/exec streams (hijacked connections) last as long as the client
+// wants. A client must send its request headers (after the TLS handshake,
+// which the same limit bounds) within readHeaderTimeout, so a slow or silent
+// client holds one connection for that long and no more; an idle keep-alive
+// connection is closed after idleTimeout.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 64 << 10
+)
+
+// listenOptions prepares the listeners before anything else is set up: the
+// certificates are read (a bad file stops the start early) and sockets
+// passed by systemd are taken, so no process started meanwhile inherits
+// them.
+func listenOptions(cfg *config.Config, log *slog.Logger) (listen.Options, error) {
+	o := listen.Options{Group: cfg.Group, PlainTCP: cfg.PlainTCP(), Log: log, Activation: listen.TakeActivation()}
+	if err := o.Activation.Check(cfg.Hosts); err != nil {
+		return o, err
+	}
+	if !cfg.TLSOn() {
+		return o, nil
+	}
+	files := listen.TLSFiles{CA: cfg.TLSCACert, Cert: cfg.TLSCert, Key: cfg.TLSKey}
+	var err error
+	o.TLS, err = listen.ServerTLS(files, cfg.VerifyClients())
+	return o, err
+}
+
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelInfo), // TLS handshake failures, header timeouts
+	}
+}
+
+// serve opens the listeners of hosts and serves the API on them until ctx
+// ends. Unix sockets the daemon created are removed when it stops; sockets
+// systemd passed (fd://) are left to systemd.
+func serve(ctx context.Context, hosts []string, lopts listen.Options, eng *engine.Engine, log *slog.Logger) error {
+	ls, err := listen.Open(hosts, lopts)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: api.New(eng, log), ReadHeaderTimeout: 10 * time.Second}
+	defer listen.CloseAll(ls)
+	srv := newHTTPServer(api.New(eng, log), log)
 	errc := make(chan error, len(ls))
 	for _, l := range ls {
-		log.Info("API listening", "addr", l.Addr().String())
+		log.Info("API listening", "host", l.Host, "addr", l.Addr().String(), "security", l.Security)
 		go func(l net.Listener) { errc <- srv.Serve(l) }(l)
 	}
 	select {
@@ -121,11 +170,6 @@ func serve(ctx context.Context, cfg *config.Config, eng *engine.Engine, log *slo
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
-	for _, h := range cfg.Hosts {
-		if p, ok := strings.CutPrefix(h, "unix://"); ok {
-			os.Remove(p)
-		}
-	}
 	return nil
 }
 

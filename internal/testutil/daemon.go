@@ -2,9 +2,11 @@ package testutil
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +33,11 @@ type Daemon struct {
 	cmd     *exec.Cmd
 	log     *syncBuffer
 	stopped atomic.Bool
+
+	// Activated are listening sockets handed to the daemon as systemd does
+	// (socket activation): fds 3, 4, ... with LISTEN_FDS and LISTEN_PID set
+	// to the daemon's own pid. The harness socket is served too.
+	Activated []*os.File
 }
 
 // syncBuffer is a bytes.Buffer safe for the daemon's writes and the test's reads.
@@ -96,14 +103,27 @@ func (d *Daemon) daemonArgs() []string {
 	return append(args, d.Args...)
 }
 
-// Start launches the daemon and waits for its socket; it returns the
+// command is nsenter running the daemon in d.NS. With Activated sockets a
+// shell first sets LISTEN_PID to its own pid and execs nsenter, which with
+// only --net execs the daemon in place: the pid stays the daemon's.
+func (d *Daemon) command() *exec.Cmd {
+	args := d.daemonArgs()
+	cmd := exec.Command("nsenter", args...)
+	if len(d.Activated) > 0 {
+		script := fmt.Sprintf(`export LISTEN_PID=$$ LISTEN_FDS=%d; exec nsenter "$@"`, len(d.Activated))
+		cmd = exec.Command("sh", append([]string{"-c", script, "sh"}, args...)...)
+		cmd.ExtraFiles = d.Activated
+	}
+	cmd.Env = append(os.Environ(), d.Env...)
+	return cmd
+}
+
+// Start launches the daemon and waits until its API answers; it returns the
 // daemon's error output when it exits early.
 func (d *Daemon) Start() error {
-	args := d.daemonArgs()
 	d.log = &syncBuffer{}
 	d.stopped.Store(false)
-	d.cmd = exec.Command("nsenter", args...)
-	d.cmd.Env = append(os.Environ(), d.Env...)
+	d.cmd = d.command()
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		return fmt.Errorf("start daemon: %w", err)
@@ -118,8 +138,7 @@ func (d *Daemon) Start() error {
 			return fmt.Errorf("daemon exited: %v\n%s", err, d.log.String())
 		default:
 		}
-		if c, err := net.Dial("unix", d.Socket); err == nil {
-			c.Close()
+		if d.answers() {
 			go func() { <-exited; d.stopped.Store(true) }()
 			return nil
 		}
@@ -128,9 +147,28 @@ func (d *Daemon) Start() error {
 	return fmt.Errorf("daemon did not answer within 15s:\n%s", d.log.String())
 }
 
+// answers reports whether the API answers GET /_ping on the harness socket.
+// The daemon opens every listener before it serves any, so the others (TCP,
+// fd://) accept connections by then too.
+func (d *Daemon) answers() bool {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", d.Socket)
+		},
+	}}
+	resp, err := c.Get("http://tether/_ping")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
 // Fails runs the daemon expecting it to refuse to start; it returns its output.
 func (d *Daemon) Fails() (string, error) {
-	cmd := exec.Command("nsenter", d.daemonArgs()...)
+	cmd := d.command()
 	done := make(chan struct{})
 	var out []byte
 	var err error
