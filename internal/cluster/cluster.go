@@ -1,0 +1,191 @@
+// Package cluster is the control plane of global (overlay) networks: the
+// records every daemon of a cluster shares through the distributed store
+// (etcd or ZooKeeper, behind store.Store). It knows nothing of the kernel:
+//
+//   - nodes: each daemon registers itself under a lease it keeps alive; a
+//     node whose lease expires disappears from every other node's view;
+//   - networks: global records with a cluster-wide unique name, VNI and
+//     subnet, all claimed in one transaction;
+//   - addresses: one key per address, claimed by compare-and-swap, so no two
+//     hosts ever hand out the same one;
+//   - endpoints: where each sandbox's address lives (node, VTEP, MAC).
+//
+// A Watcher follows the store and tells a Listener which networks exist and
+// which remote endpoints are alive, as differences, so the engine programs
+// the datapath and DNS from it. The key layout is in docs/overlay.md.
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/tether-net/tether/internal/store"
+)
+
+// Key layout, all under one prefix.
+const (
+	prefix          = "tether/v1/global/"
+	keyNodes        = prefix + "nodes/"     // <node id> → Node (leased)
+	keyNetworks     = prefix + "networks/"  // <network id> → NetworkRecord
+	keyNetNames     = prefix + "netnames/"  // <name> → network id
+	keyVNIs         = prefix + "vnis/"      // <vni> → network id
+	keySubnets      = prefix + "subnets/"   // <prefix with / as _> → network id
+	keyAddrs        = prefix + "addrs/"     // <network id>/<ip> → Claim
+	keyEndpoints    = prefix + "endpoints/" // <network id>/<endpoint id> → EndpointRecord
+	keySticky       = prefix + "sticky/"    // <network id>/<sandbox name> → ip
+	defaultTTL      = 10 * time.Second
+	retryAfterError = time.Second
+)
+
+// Node is one daemon of the cluster.
+type Node struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"` // host name, shown in inspect
+	Addr      netip.Addr `json:"addr"` // advertise address: the VTEP of its overlays
+	Port      int        `json:"port"` // advertise port (the API), as Docker's cluster-advertise
+	StartedAt time.Time  `json:"startedAt"`
+}
+
+// Options configure a Cluster.
+type Options struct {
+	Store store.Store
+	Self  Node
+	// TTL of the node's lease (default 10 s); it is renewed every TTL/3.
+	TTL    time.Duration
+	Logger *slog.Logger
+}
+
+// Cluster is this daemon's handle on the shared records.
+type Cluster struct {
+	st   store.Store
+	self Node
+	ttl  time.Duration
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	lease  store.LeaseID
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns a Cluster; Start registers the node.
+func New(o Options) (*Cluster, error) {
+	if o.Store == nil {
+		return nil, errors.New("cluster: no store")
+	}
+	if o.Self.ID == "" || !o.Self.Addr.IsValid() {
+		return nil, errors.New("cluster: the node needs an ID and an advertise address")
+	}
+	if o.TTL <= 0 {
+		o.TTL = defaultTTL
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Cluster{st: o.Store, self: o.Self, ttl: o.TTL, log: o.Logger}, nil
+}
+
+// Self is this node.
+func (c *Cluster) Self() Node { return c.self }
+
+// TTL is the node lease's time to live.
+func (c *Cluster) TTL() time.Duration { return c.ttl }
+
+// Store is the shared store.
+func (c *Cluster) Store() store.Store { return c.st }
+
+// Start registers the node (one attempt, so a start with the store down
+// fails clearly) and keeps it registered in the background: the lease is
+// renewed every TTL/3, and granted anew when it was lost (after an outage
+// longer than the TTL, say).
+func (c *Cluster) Start(ctx context.Context) error {
+	if err := c.register(ctx); err != nil {
+		return err
+	}
+	kctx, cancel := context.WithCancel(context.Background())
+	c.cancel, c.done = cancel, make(chan struct{})
+	go c.keepAlive(kctx)
+	return nil
+}
+
+// Stop ends the keep-alive. The lease is left to expire rather than revoked:
+// a daemon that restarts within the TTL is never seen gone, so remote peers
+// keep its endpoints and no packet is lost.
+func (c *Cluster) Stop() {
+	if c.cancel != nil {
+		c.cancel()
+		<-c.done
+	}
+}
+
+func (c *Cluster) register(ctx context.Context) error {
+	lease, err := c.st.Grant(ctx, c.ttl)
+	if err != nil {
+		return fmt.Errorf("cluster store: register node %s: grant lease: %w", c.self.ID, err)
+	}
+	b, _ := json.Marshal(c.self)
+	if _, err := c.st.Put(ctx, keyNodes+c.self.ID, b, lease); err != nil {
+		return fmt.Errorf("cluster store: register node %s: %w", c.self.ID, err)
+	}
+	c.mu.Lock()
+	c.lease = lease
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Cluster) keepAlive(ctx context.Context) {
+	defer close(c.done)
+	period := c.ttl / 3
+	t := time.NewTicker(period)
+	defer t.Stop()
+	lost := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		lease := c.lease
+		c.mu.Unlock()
+		rctx, cancel := context.WithTimeout(ctx, period)
+		err := c.st.KeepAlive(rctx, lease)
+		if errors.Is(err, store.ErrLeaseNotFound) {
+			err = c.register(rctx)
+			if err == nil {
+				c.log.Info("cluster: node registered again (its lease had expired)", "node", c.self.ID)
+			}
+		}
+		cancel()
+		switch {
+		case err != nil && !lost:
+			c.log.Warn("cluster store unreachable: keeping the node registered failed; the datapath stays as it is", "err", err)
+			lost = true
+		case err == nil && lost:
+			c.log.Info("cluster store reachable again", "node", c.self.ID)
+			lost = false
+		}
+	}
+}
+
+// Nodes lists the registered (live) nodes.
+func (c *Cluster) Nodes(ctx context.Context) ([]Node, error) {
+	kvs, err := c.st.List(ctx, keyNodes)
+	if err != nil {
+		return nil, fmt.Errorf("cluster store: list nodes: %w", err)
+	}
+	out := make([]Node, 0, len(kvs))
+	for _, kv := range kvs {
+		var n Node
+		if json.Unmarshal(kv.Value, &n) == nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}

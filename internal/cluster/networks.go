@@ -1,0 +1,218 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tether-net/tether/internal/store"
+)
+
+// VNIs are allocated from MinVNI up, as Docker's overlay did (4096+).
+const (
+	MinVNI = 4096
+	MaxVNI = 1<<24 - 1
+)
+
+// Errors callers map to API answers.
+var (
+	ErrNameInUse   = errors.New("network name already in use")
+	ErrSubnetInUse = errors.New("subnet overlaps another global network")
+	ErrVNIInUse    = errors.New("VNI already in use")
+	ErrNotFound    = errors.New("not found")
+	ErrInUse       = errors.New("network has active endpoints")
+	ErrAddrInUse   = errors.New("address already in use")
+	ErrNoAddress   = errors.New("no free address")
+	ErrOutOfSubnet = errors.New("address outside the subnet")
+)
+
+// NetworkRecord is a global network as every node sees it.
+type NetworkRecord struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	Driver     string            `json:"driver"`
+	VNI        int               `json:"vni"`
+	Subnet     netip.Prefix      `json:"subnet"`
+	Gateway    netip.Addr        `json:"gateway"`
+	Created    time.Time         `json:"created"`
+	Internal   bool              `json:"internal,omitempty"`
+	Attachable bool              `json:"attachable,omitempty"`
+	Options    map[string]string `json:"options,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	IPAMOpts   map[string]string `json:"ipamOptions,omitempty"`
+	CreatedBy  string            `json:"createdBy"` // node ID
+	// Deleting is set while a removal checks for endpoints; attaches
+	// compare the network key's revision, so none can slip in meanwhile.
+	Deleting bool `json:"deleting,omitempty"`
+}
+
+func subnetKey(p netip.Prefix) string { return keySubnets + strings.ReplaceAll(p.String(), "/", "_") }
+
+// Networks lists the global networks.
+func (c *Cluster) Networks(ctx context.Context) ([]NetworkRecord, error) {
+	kvs, err := c.st.List(ctx, keyNetworks)
+	if err != nil {
+		return nil, fmt.Errorf("cluster store: list networks: %w", err)
+	}
+	out := make([]NetworkRecord, 0, len(kvs))
+	for _, kv := range kvs {
+		var n NetworkRecord
+		if err := json.Unmarshal(kv.Value, &n); err != nil {
+			return nil, fmt.Errorf("cluster store: network %s: %w", kv.Key, err)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// SubnetChooser picks a free subnet given the global networks' subnets.
+type SubnetChooser func(taken []netip.Prefix) (netip.Prefix, error)
+
+// CreateNetwork records n cluster-wide. Its name, VNI and subnet are claimed
+// in the same transaction as the record, so two nodes creating networks at
+// once never share any of them. A zero n.Subnet is chosen by choose; a zero
+// n.VNI is the lowest free one; a zero gateway is the subnet's first host.
+// The gateway address is claimed (reserved) as Docker's overlay does.
+func (c *Cluster) CreateNetwork(ctx context.Context, n NetworkRecord, choose SubnetChooser) (NetworkRecord, error) {
+	wantVNI, wantSubnet, wantGateway := n.VNI, n.Subnet, n.Gateway
+	for range 20 {
+		nets, err := c.Networks(ctx)
+		if err != nil {
+			return n, err
+		}
+		usedVNI := map[int]bool{}
+		var taken []netip.Prefix
+		for _, o := range nets {
+			if o.Name == n.Name {
+				return n, fmt.Errorf("network %q: %w", n.Name, ErrNameInUse)
+			}
+			usedVNI[o.VNI] = true
+			taken = append(taken, o.Subnet)
+		}
+		n.Subnet = wantSubnet
+		if !n.Subnet.IsValid() {
+			if n.Subnet, err = choose(taken); err != nil {
+				return n, err
+			}
+		}
+		for _, o := range nets {
+			if o.Subnet.Overlaps(n.Subnet) {
+				return n, fmt.Errorf("subnet %s overlaps network %q (%s): %w", n.Subnet, o.Name, o.Subnet, ErrSubnetInUse)
+			}
+		}
+		n.VNI = wantVNI
+		if n.VNI == 0 {
+			for v := MinVNI; v <= MaxVNI && n.VNI == 0; v++ {
+				if !usedVNI[v] {
+					n.VNI = v
+				}
+			}
+		} else if usedVNI[n.VNI] {
+			return n, fmt.Errorf("vxlan id %d: %w", n.VNI, ErrVNIInUse)
+		}
+		n.Gateway = wantGateway
+		if !n.Gateway.IsValid() {
+			n.Gateway = n.Subnet.Masked().Addr().Next()
+		}
+		if !n.Subnet.Contains(n.Gateway) {
+			return n, fmt.Errorf("gateway %s outside subnet %s: %w", n.Gateway, n.Subnet, ErrOutOfSubnet)
+		}
+		n.CreatedBy = c.self.ID
+		b, _ := json.Marshal(n)
+		gw, _ := json.Marshal(Claim{Node: c.self.ID, Gateway: true})
+		vniKey := keyVNIs + strconv.Itoa(n.VNI)
+		_, err = c.st.Txn(ctx,
+			[]store.Cmp{store.Absent(keyNetNames + n.Name), store.Absent(vniKey), store.Absent(subnetKey(n.Subnet.Masked()))},
+			[]store.Op{store.Put(keyNetworks+n.ID, b), store.Put(keyNetNames+n.Name, []byte(n.ID)),
+				store.Put(vniKey, []byte(n.ID)), store.Put(subnetKey(n.Subnet.Masked()), []byte(n.ID)),
+				store.Put(addrKey(n.ID, n.Gateway), gw)})
+		if err == nil {
+			return n, nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return n, fmt.Errorf("cluster store: create network %q: %w", n.Name, err)
+		}
+		// Someone else won a race: the next round sees what they took.
+	}
+	return n, fmt.Errorf("cluster store: create network %q: too much contention, try again", n.Name)
+}
+
+// getNetwork reads a network record and its revision.
+func (c *Cluster) getNetwork(ctx context.Context, id string) (NetworkRecord, int64, error) {
+	kv, err := c.st.Get(ctx, keyNetworks+id)
+	if errors.Is(err, store.ErrNotFound) {
+		return NetworkRecord{}, 0, fmt.Errorf("network %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return NetworkRecord{}, 0, fmt.Errorf("cluster store: read network %s: %w", id, err)
+	}
+	var n NetworkRecord
+	if err := json.Unmarshal(kv.Value, &n); err != nil {
+		return NetworkRecord{}, 0, fmt.Errorf("cluster store: network %s: %w", id, err)
+	}
+	if n.Deleting {
+		return n, kv.Revision, fmt.Errorf("network %q is being removed: %w", n.Name, ErrNotFound)
+	}
+	return n, kv.Revision, nil
+}
+
+// RemoveNetwork deletes a global network that has no endpoint left on any
+// node, with its name, VNI, subnet, address claims and sticky addresses.
+// It first marks the record (a compare-and-swap that makes every later
+// attach's transaction fail), then looks for endpoints: one that committed
+// before the mark is seen, and the mark is taken back.
+func (c *Cluster) RemoveNetwork(ctx context.Context, id string) error {
+	n, rev, err := c.getNetwork(ctx, id)
+	if err != nil {
+		return err
+	}
+	n.Deleting = true
+	b, _ := json.Marshal(n)
+	markRev, err := c.st.CompareAndSwap(ctx, keyNetworks+id, b, rev, store.NoLease)
+	if err != nil {
+		return fmt.Errorf("cluster store: remove network %q: %w", n.Name, err)
+	}
+	unmark := func() {
+		n.Deleting = false
+		b, _ := json.Marshal(n)
+		_, _ = c.st.CompareAndSwap(context.WithoutCancel(ctx), keyNetworks+id, b, markRev, store.NoLease)
+	}
+	eps, err := c.st.List(ctx, keyEndpoints+id+"/")
+	if err != nil {
+		unmark()
+		return fmt.Errorf("cluster store: remove network %q: %w", n.Name, err)
+	}
+	if len(eps) > 0 {
+		unmark()
+		var names []string
+		for _, kv := range eps {
+			var ep EndpointRecord
+			if json.Unmarshal(kv.Value, &ep) == nil {
+				names = append(names, ep.SandboxName+" on "+ep.NodeName)
+			}
+		}
+		return fmt.Errorf("network %q has active endpoints (%s): %w", n.Name, strings.Join(names, ", "), ErrInUse)
+	}
+	ops := []store.Op{store.Delete(keyNetworks + id), store.Delete(keyNetNames + n.Name),
+		store.Delete(keyVNIs + strconv.Itoa(n.VNI)), store.Delete(subnetKey(n.Subnet.Masked()))}
+	for _, pfx := range []string{keyAddrs + id + "/", keySticky + id + "/"} {
+		kvs, err := c.st.List(ctx, pfx)
+		if err != nil {
+			unmark()
+			return fmt.Errorf("cluster store: remove network %q: %w", n.Name, err)
+		}
+		for _, kv := range kvs {
+			ops = append(ops, store.Delete(kv.Key))
+		}
+	}
+	if _, err := c.st.Txn(ctx, []store.Cmp{store.AtRevision(keyNetworks+id, markRev)}, ops); err != nil {
+		unmark()
+		return fmt.Errorf("cluster store: remove network %q: %w", n.Name, err)
+	}
+	return nil
+}
