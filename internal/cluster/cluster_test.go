@@ -126,6 +126,9 @@ func TestAddressClaimsNeverCollide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if p, err := nodes[1].ClaimAddress(ctx, AddressRequest{NetworkID: n.ID, EndpointID: "s", SandboxName: "s", Static: netip.MustParseAddr("10.0.0.200")}); err != nil || p.String() != "10.0.0.200/24" {
+		t.Errorf("free static: %v %v", p, err)
+	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	seen := map[netip.Addr]string{}
@@ -148,21 +151,18 @@ func TestAddressClaimsNeverCollide(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	if len(seen) != 120 || seen[n.Gateway] != "" {
+	if len(seen) != 120 || seen[n.Gateway] != "" || seen[netip.MustParseAddr("10.0.0.200")] != "" {
 		t.Errorf("%d addresses handed out; gateway taken: %q", len(seen), seen[n.Gateway])
 	}
 	// static: taken, outside, network address, gateway
 	for _, tt := range []struct {
 		ip   string
 		want error
-	}{{"10.0.0.2", ErrAddrInUse}, {"10.1.0.5", ErrOutOfSubnet}, {"10.0.0.0", ErrOutOfSubnet}, {"10.0.0.1", ErrOutOfSubnet}, {"10.0.0.255", ErrOutOfSubnet}} {
+	}{{"10.0.0.200", ErrAddrInUse}, {"10.1.0.5", ErrOutOfSubnet}, {"10.0.0.0", ErrOutOfSubnet}, {"10.0.0.1", ErrOutOfSubnet}, {"10.0.0.255", ErrOutOfSubnet}} {
 		_, err := nodes[1].ClaimAddress(ctx, AddressRequest{NetworkID: n.ID, EndpointID: "s", SandboxName: "s", Static: netip.MustParseAddr(tt.ip)})
 		if !errors.Is(err, tt.want) {
 			t.Errorf("static %s: %v, want %v", tt.ip, err, tt.want)
 		}
-	}
-	if p, err := nodes[1].ClaimAddress(ctx, AddressRequest{NetworkID: n.ID, EndpointID: "s", SandboxName: "s", Static: netip.MustParseAddr("10.0.0.200")}); err != nil || p.String() != "10.0.0.200/24" {
-		t.Errorf("free static: %v %v", p, err)
 	}
 	// fill the rest: then the network is full
 	for i := 0; ; i++ {
