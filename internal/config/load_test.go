@@ -264,9 +264,7 @@ func TestNotSupported(t *testing.T) {
 		flags FlagValues
 		key   string
 	}{
-		{`{"cluster-store": "etcd://10.0.0.1:2379"}`, nil, "cluster-store"},
-		{`{"cluster-advertise": "eth0:2376"}`, nil, "cluster-advertise"},
-		{"", FlagValues{"cluster-store-opt": {"kv.path=/x"}}, "cluster-store-opts"},
+		{`{"cluster-store": "consul://10.0.0.1:8500"}`, nil, "cluster-store"},
 		{"", FlagValues{"live-restore": {"false"}}, "live-restore"},
 		{`{"ipv6": true}`, nil, "ipv6"},
 		{`{"fixed-cidr-v6": "fd00::/64"}`, nil, "fixed-cidr-v6"},
@@ -300,8 +298,42 @@ func TestSupportedValues(t *testing.T) {
 	}
 }
 
+// Cluster keys: the URL forms, advertise forms and options, each error
+// naming its key.
+func TestClusterKeys(t *testing.T) {
+	for _, tt := range []struct {
+		file string
+		want string // "" = valid
+	}{
+		{`{"cluster-store": "etcd://10.0.0.1:2379", "cluster-advertise": "eth0:2376"}`, ""},
+		{`{"cluster-store": "etcd://a:2379,b:2379,c:2379/tether", "cluster-advertise": "198.18.0.10:2376"}`, ""},
+		{`{"cluster-store": "zk://z1:2181,z2:2181", "cluster-advertise": "eth0:2376", "cluster-store-opts": {"discovery.ttl": "5"}}`, ""},
+		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "eth0:2376", "cluster-store-opts": {"kv.cacertfile": "/ca.pem", "kv.certfile": "/c.pem", "kv.keyfile": "/k.pem"}}`, ""},
+		{`{"cluster-store": "consul://a:8500", "cluster-advertise": "eth0:2376"}`, "cluster-store: not supported yet (no Consul server"},
+		{`{"cluster-store": "redis://a:1", "cluster-advertise": "eth0:2376"}`, `cluster-store: "redis://a:1": unknown scheme "redis"`},
+		{`{"cluster-store": "etcd://", "cluster-advertise": "eth0:2376"}`, "cluster-store: \"etcd://\": no endpoints"},
+		{`{"cluster-store": "etcd://a:99999", "cluster-advertise": "eth0:2376"}`, "bad port"},
+		{`{"cluster-store": "etcd://a:2379"}`, "cluster-advertise: required with cluster-store"},
+		{`{"cluster-advertise": "eth0:2376"}`, "cluster-advertise: given without cluster-store"},
+		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "eth0"}`, "cluster-advertise: \"eth0\": want IFACE:PORT or IP:PORT"},
+		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "127.0.0.1:2376"}`, "cluster-advertise: \"127.0.0.1:2376\": the address must be"},
+		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "eth0:x"}`, "cluster-advertise: \"eth0:x\": bad port"},
+		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "eth0:2376", "cluster-store-opts": {"kv.path": "/x"}}`, "cluster-store-opts: unknown option \"kv.path\""},
+		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "eth0:2376", "cluster-store-opts": {"discovery.ttl": "0"}}`, "cluster-store-opts: discovery.ttl=\"0\""},
+	} {
+		_, err := loadString(tt.file, nil)
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tt.file, err)
+			}
+			continue
+		}
+		wantErr(t, err, tt.want)
+	}
+}
+
 // TestAllErrorsReported checks that independent problems come back together.
 func TestAllErrorsReported(t *testing.T) {
 	_, err := loadString(`{"mtu": 10, "log-level": "loud", "tls": true, "cluster-store": "etcd://x"}`, nil)
-	wantErr(t, err, "mtu: ", "log-level: ", "tls: true needs tlscert", "cluster-store: not supported yet")
+	wantErr(t, err, "mtu: ", "log-level: ", "tls: true needs tlscert", `cluster-store: "etcd://x": endpoint "x" is not HOST:PORT`)
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // ErrNotSupported marks an option Tether knows but does not implement yet.
@@ -27,9 +28,7 @@ const (
 // Docker networking keys Tether reads from daemon.json only to refuse them;
 // giving them a zero value (false, "", 0, [], {}) is accepted.
 var gaps = []gap{
-	{"cluster-store", notEmpty, whyCluster},
-	{"cluster-advertise", notEmpty, whyCluster},
-	{"cluster-store-opts", notEmpty, whyCluster},
+	{"cluster-store", isConsul, "no Consul server can be installed here to test against; use etcd:// or zk://"},
 	{"live-restore", isFalse, "Tether always keeps sandboxes across restarts"},
 
 	{"ipv6", notZero, whyIPv6},
@@ -76,3 +75,5 @@ func given(any) bool      { return true }
 func isFalse(v any) bool  { b, ok := v.(bool); return ok && !b }
 func notEmpty(v any) bool { return !isEmpty(v) }
 func notZero(v any) bool  { return !isZero(v) }
+
+func isConsul(v any) bool { s, _ := v.(string); return strings.HasPrefix(s, "consul://") }

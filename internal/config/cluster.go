@@ -1,0 +1,117 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Cluster store schemes. consul:// is refused: no Consul server can be
+// installed here to test against, and untested backends do not ship.
+var clusterSchemes = map[string]bool{"etcd": true, "zk": true}
+
+// ClusterStoreURL splits cluster-store into its scheme, endpoints and key
+// prefix: etcd://h1:2379,h2:2379/prefix → etcd, [h1:2379 h2:2379], prefix.
+func ClusterStoreURL(s string) (scheme string, endpoints []string, prefix string, err error) {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return "", nil, "", fmt.Errorf("%q: not a URL (want etcd://HOST:PORT[,HOST:PORT...][/PREFIX] or zk://...)", s)
+	}
+	if scheme == "consul" {
+		return "", nil, "", fmt.Errorf("%q: consul:// is %w (no Consul server to test against; use etcd:// or zk://)", s, ErrNotSupported)
+	}
+	if !clusterSchemes[scheme] {
+		return "", nil, "", fmt.Errorf("%q: unknown scheme %q (want etcd:// or zk://)", s, scheme)
+	}
+	hosts, prefix, _ := strings.Cut(rest, "/")
+	if hosts == "" {
+		return "", nil, "", fmt.Errorf("%q: no endpoints", s)
+	}
+	for _, h := range strings.Split(hosts, ",") {
+		host, port, err := net.SplitHostPort(h)
+		if err != nil || host == "" {
+			return "", nil, "", fmt.Errorf("%q: endpoint %q is not HOST:PORT", s, h)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return "", nil, "", fmt.Errorf("%q: endpoint %q has a bad port", s, h)
+		}
+		endpoints = append(endpoints, h)
+	}
+	return scheme, endpoints, strings.Trim(prefix, "/"), nil
+}
+
+// Advertise is cluster-advertise parsed: an interface name or an IPv4
+// address, and a port.
+type Advertise struct {
+	Interface string
+	Addr      netip.Addr
+	Port      int
+}
+
+// ParseAdvertise reads IFACE:PORT or IP:PORT.
+func ParseAdvertise(s string) (Advertise, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return Advertise{}, fmt.Errorf("%q: want IFACE:PORT or IP:PORT", s)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return Advertise{}, fmt.Errorf("%q: bad port %q", s, port)
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		if !a.Is4() || a.IsUnspecified() || a.IsLoopback() {
+			return Advertise{}, fmt.Errorf("%q: the address must be an IPv4 address other hosts can reach", s)
+		}
+		return Advertise{Addr: a, Port: p}, nil
+	}
+	if len(host) > 15 || strings.ContainsAny(host, "/ ") {
+		return Advertise{}, fmt.Errorf("%q: %q is neither an IPv4 address nor an interface name", s, host)
+	}
+	return Advertise{Interface: host, Port: p}, nil
+}
+
+// clusterOpts are the cluster-store-opts keys Tether reads (Docker's names).
+var clusterOpts = map[string]bool{"kv.cacertfile": true, "kv.certfile": true, "kv.keyfile": true,
+	"discovery.ttl": true, "discovery.heartbeat": true}
+
+func checkClusterStore(c *Config) error {
+	if c.ClusterStore == "" || isConsul(c.ClusterStore) { // consul: refused by the gaps table
+		return nil
+	}
+	_, _, _, err := ClusterStoreURL(c.ClusterStore)
+	return err
+}
+
+func checkClusterAdvertise(c *Config) error {
+	if c.ClusterAdvertise == "" {
+		if c.ClusterStore != "" {
+			return errors.New("required with cluster-store: the address other hosts reach this one at (IFACE:PORT or IP:PORT)")
+		}
+		return nil
+	}
+	if c.ClusterStore == "" {
+		return errors.New("given without cluster-store")
+	}
+	_, err := ParseAdvertise(c.ClusterAdvertise)
+	return err
+}
+
+func checkClusterOpts(c *Config) error {
+	for k, v := range c.ClusterStoreOpts {
+		if !clusterOpts[k] {
+			return fmt.Errorf("unknown option %q (known: kv.cacertfile, kv.certfile, kv.keyfile, discovery.ttl)", k)
+		}
+		if k == "discovery.ttl" || k == "discovery.heartbeat" {
+			if n, err := strconv.Atoi(v); err != nil || n < 1 {
+				return fmt.Errorf("%s=%q: want a whole number of seconds", k, v)
+			}
+		}
+	}
+	if len(c.ClusterStoreOpts) > 0 && c.ClusterStore == "" {
+		return errors.New("given without cluster-store")
+	}
+	return nil
+}
