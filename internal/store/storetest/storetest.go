@@ -8,7 +8,10 @@
 //
 // open must return an empty store; Run closes it when the subtest ends.
 // Lease tests use TTLs of a few hundred milliseconds, so the backend must
-// expire leases within about a second of their deadline.
+// expire leases within about a second of their deadline. A backend whose
+// leases are coarser (etcd grants whole seconds, at least 1s) runs the suite
+// with RunWith and Options.MinLeaseTTL: lease tests then stretch their TTLs,
+// sleeps and waits by the same factor, so every assertion is unchanged.
 package storetest
 
 import (
@@ -27,8 +30,34 @@ import (
 // waitFor bounds every poll and every wait for an event.
 const waitFor = 5 * time.Second
 
+// shortestTTL is the shortest lease TTL the suite grants at scale 1.
+const shortestTTL = 200 * time.Millisecond
+
+// Options adapt the suite to a backend's granularity.
+type Options struct {
+	// MinLeaseTTL is the shortest lease the backend keeps for the TTL asked
+	// (etcd: 1s, and the server may raise it further). Lease tests multiply
+	// their TTLs, keep-alive periods and waits by MinLeaseTTL/200ms when that
+	// is above 1. Zero keeps the default timing.
+	MinLeaseTTL time.Duration
+}
+
+// leaseScale is the factor lease tests stretch their durations by.
+func (o Options) leaseScale() time.Duration {
+	if o.MinLeaseTTL <= shortestTTL {
+		return 1
+	}
+	return (o.MinLeaseTTL + shortestTTL - 1) / shortestTTL
+}
+
 // Run runs the conformance suite; each subtest gets a fresh store from open.
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	RunWith(t, open, Options{})
+}
+
+// RunWith is Run for a backend that needs Options.
+func RunWith(t *testing.T, open func(t *testing.T) store.Store, o Options) {
+	scale := o.leaseScale()
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s store.Store, closeStore func())
@@ -47,8 +76,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"WatchReplay", testWatchReplay},
 		{"WatchCancel", testWatchCancel},
 		{"WatchClose", testWatchClose},
-		{"LeaseExpiry", testLeaseExpiry},
-		{"LeaseKeepAlive", testLeaseKeepAlive},
+		{"LeaseExpiry", func(t *testing.T, s store.Store, _ func()) { testLeaseExpiry(t, s, scale) }},
+		{"LeaseKeepAlive", func(t *testing.T, s store.Store, _ func()) { testLeaseKeepAlive(t, s, scale) }},
 		{"LeaseRevoke", testLeaseRevoke},
 		{"LeaseUnknown", testLeaseUnknown},
 		{"ConcurrentCAS", testConcurrentCAS},
@@ -378,9 +407,9 @@ func testWatchClose(t *testing.T, s store.Store, closeStore func()) {
 	expectClosed(t, ch)
 }
 
-func testLeaseExpiry(t *testing.T, s store.Store, _ func()) {
+func testLeaseExpiry(t *testing.T, s store.Store, scale time.Duration) {
 	ctx := t.Context()
-	id, err := s.Grant(ctx, 200*time.Millisecond)
+	id, err := s.Grant(ctx, scale*shortestTTL)
 	if err != nil {
 		t.Fatalf("Grant: %v", err)
 	}
@@ -398,7 +427,7 @@ func testLeaseExpiry(t *testing.T, s store.Store, _ func()) {
 		t.Fatalf("Get l/1: lease %d, want %d", kv.Lease, id)
 	}
 	deleted := map[string]bool{}
-	timeout := time.After(waitFor)
+	timeout := time.After(scale * waitFor)
 	for len(deleted) < 2 {
 		select {
 		case ev, ok := <-ch:
@@ -409,7 +438,7 @@ func testLeaseExpiry(t *testing.T, s store.Store, _ func()) {
 				deleted[ev.KV.Key] = true
 			}
 		case <-timeout:
-			t.Fatalf("lease did not expire within %v; deleted %v", waitFor, deleted)
+			t.Fatalf("lease did not expire within %v; deleted %v", scale*waitFor, deleted)
 		}
 	}
 	if !deleted["l/1"] || !deleted["l/2"] {
@@ -427,9 +456,9 @@ func testLeaseExpiry(t *testing.T, s store.Store, _ func()) {
 	}
 }
 
-func testLeaseKeepAlive(t *testing.T, s store.Store, _ func()) {
+func testLeaseKeepAlive(t *testing.T, s store.Store, scale time.Duration) {
 	ctx := t.Context()
-	ttl := 300 * time.Millisecond
+	ttl := scale * 300 * time.Millisecond
 	id, err := s.Grant(ctx, ttl)
 	if err != nil {
 		t.Fatalf("Grant: %v", err)
@@ -443,7 +472,7 @@ func testLeaseKeepAlive(t *testing.T, s store.Store, _ func()) {
 		}
 	}
 	mustGet(t, s, "k")
-	pollGone(t, s, "k")
+	pollGone(t, s, "k", scale*waitFor)
 }
 
 func testLeaseRevoke(t *testing.T, s store.Store, _ func()) {
@@ -582,15 +611,15 @@ func expectKV(t *testing.T, s store.Store, key, value string, rev int64) {
 	}
 }
 
-// pollGone waits until key is deleted (by lease expiry).
-func pollGone(t *testing.T, s store.Store, key string) {
+// pollGone waits up to limit until key is deleted (by lease expiry).
+func pollGone(t *testing.T, s store.Store, key string, limit time.Duration) {
 	t.Helper()
-	for deadline := time.Now().Add(waitFor); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if _, err := s.Get(t.Context(), key); errors.Is(err, store.ErrNotFound) {
 			return
 		}
 	}
-	t.Fatalf("%q still present after %v", key, waitFor)
+	t.Fatalf("%q still present after %v", key, limit)
 }
 
 // expectEvents reads len(want) events and compares type, key, value and
