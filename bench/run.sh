@@ -2,7 +2,7 @@
 # Runs a benchmark scenario as root and writes its JSON report to
 # bench/results/<scenario>-<date>.json (git-ignored).
 #
-#   sudo bench/run.sh [scenario]      scenario: attach (default), lifecycle, ports, scale, dns
+#   sudo bench/run.sh [scenario]      scenario: attach (default), lifecycle, ports, scale, dns, cni, docker
 #
 # Environment: BENCH_N (sandboxes in a row, default 200; ports: 1000),
 # BENCH_REPS (rounds, default 3), GO (the go command, default: go on PATH).
@@ -15,13 +15,16 @@ lifecycle) pkg=./bench/lifecycle test='^TestLifecycleReport$' ;;
 ports) pkg=./bench/ports test='^TestPortsReport$' n=1000 ;;
 scale) pkg=./bench/lifecycle test='^TestScaleReport$' n=1000 ;;
 dns) pkg=./bench/dns test='^TestDNSReport$' n=50 reps=5 ;;
-*) echo "unknown scenario $scenario (known: attach, lifecycle, ports, scale, dns)" >&2; exit 2 ;;
+cni) pkg=./bench/cni test='^TestCNIReport$' refs=bench/refs/cni.sh ;;
+docker) pkg=./bench/compare test='^TestPublishVsDockerReport$' refs='bench/refs/docker.sh bench/refs/podman.sh' ;;
+*) echo "unknown scenario $scenario (known: attach, lifecycle, ports, scale, dns, cni, docker)" >&2; exit 2 ;;
 esac
 if [ "$(id -u)" != 0 ]; then
 	echo "needs root: the benchmark creates network namespaces" >&2
 	exit 1
 fi
 mkdir -p bench/results
+for r in ${refs:-}; do "$r"; done # references the scenario compares with (idempotent)
 out=$PWD/bench/results/$scenario-$(date -u +%Y%m%dT%H%M%SZ).json
 BENCH_REPORT=1 BENCH_OUT=$out BENCH_N=${BENCH_N:-${n:-200}} BENCH_REPS=${BENCH_REPS:-${reps:-3}} \
 	"${GO:-go}" test "$pkg" -run "$test" -count=1 -v -timeout 60m

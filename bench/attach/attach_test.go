@@ -7,11 +7,8 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/tether-net/tether/internal/testutil"
 )
@@ -115,7 +112,7 @@ func TestAttachReport(t *testing.T) {
 	}
 	testutil.RequireRoot(t)
 	n, reps := benchN(), EnvInt("BENCH_REPS", 3)
-	rep := Report{Scenario: "attach", Date: time.Now().UTC(), Machine: machine(), N: n, Reps: reps, ExecRoot: os.Getenv("BENCH_EXEC_ROOT"), Pooled: map[string]Run{}}
+	rep := Report{Scenario: "attach", Date: time.Now().UTC(), Machine: Machine(), N: n, Reps: reps, ExecRoot: os.Getenv("BENCH_EXEC_ROOT"), Pooled: map[string]Run{}}
 	var rows []Row
 	var tethers, floors, firsts []Run
 	for i := range reps {
@@ -145,13 +142,13 @@ func TestAttachReport(t *testing.T) {
 	}
 	ta, trm := pooled(tethers)
 	fa, frm := pooled(floors)
-	pt, pf := newRun("tether", ta, trm, 0), newRun("floor", fa, frm, 0)
+	pt, pf := NewRun("tether", ta, trm, 0), NewRun("floor", fa, frm, 0)
 	pt.AttachMS, pt.RemoveMS, pf.AttachMS, pf.RemoveMS = nil, nil, nil, nil
 	pt.RSSIdleKiB, pt.RSSAttachedKiB = medianRSS(tethers)
-	pf.Steps = pooledSteps(floors)
+	pf.Steps = PooledSteps(floors, FloorSteps)
 	xa, xrm := pooled(firsts)
 	xe, xf := pooledFirstProc(firsts)
-	px := newRun("tether-run", xa, xrm, 0)
+	px := NewRun("tether-run", xa, xrm, 0)
 	px.AttachMS, px.RemoveMS = nil, nil
 	px.RSSIdleKiB, px.RSSAttachedKiB = medianRSS(firsts)
 	px.Exec, px.FirstProc = Summarize(xe), Summarize(xf)
@@ -209,49 +206,4 @@ func growth(tethers, floors, firsts []Run) map[string][4]float64 {
 func row(label string, tr, fr Run) Row {
 	return Row{Label: label, Tether: tr.Attach, Floor: fr.Attach, TetherRemove: tr.Remove, FloorRemove: fr.Remove,
 		TetherWallMS: tr.WallMS, FloorWallMS: fr.WallMS, RSSIdleKiB: tr.RSSIdleKiB, RSSAttachedKiB: tr.RSSAttachedKiB}
-}
-
-func medianRSS(runs []Run) (idle, attached int64) {
-	var is, as []int64
-	for _, r := range runs {
-		is, as = append(is, r.RSSIdleKiB), append(as, r.RSSAttachedKiB)
-	}
-	slices.Sort(is)
-	slices.Sort(as)
-	return is[len(is)/2], as[len(as)/2]
-}
-
-// pooledSteps merges the floor's per-step samples of all rounds.
-func pooledSteps(runs []Run) map[string]Stats {
-	out := map[string]Stats{}
-	for _, name := range FloorSteps {
-		var all []time.Duration
-		for _, r := range runs {
-			all = append(all, r.stepSamples[name]...)
-		}
-		out[name] = Summarize(all)
-	}
-	return out
-}
-
-func machine() map[string]any {
-	m := map[string]any{"nproc": runtime.NumCPU(), "go": runtime.Version()}
-	var u unix.Utsname
-	if unix.Uname(&u) == nil {
-		m["kernel"] = unix.ByteSliceToString(u.Release[:])
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "model name"); ok {
-				m["cpu"] = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		if l, _, ok := strings.Cut(string(b), "\n"); ok {
-			m["memtotal"] = strings.Join(strings.Fields(l)[1:], " ")
-		}
-	}
-	return m
 }

@@ -72,7 +72,7 @@ func NewFloor(hostNSPath, dir string) (_ *Floor, err error) {
 			f.Close()
 		}
 	}()
-	err = inNS(f.hostNS, func() error {
+	err = InNS(f.hostNS, func() error {
 		if err := os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0o644); err != nil {
 			return err
 		}
@@ -95,14 +95,8 @@ func NewFloor(hostNSPath, dir string) (_ *Floor, err error) {
 	if err := f.h.LinkSetUp(br); err != nil {
 		return nil, fmt.Errorf("bridge up: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := PrivateDir(dir); err != nil {
 		return nil, err
-	}
-	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
-		return nil, fmt.Errorf("bind %q: %w", dir, err)
-	}
-	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
-		return nil, fmt.Errorf("make %q private: %w", dir, err)
 	}
 	return f, nil
 }
@@ -119,8 +113,8 @@ func (f *Floor) Close() error {
 		}
 		f.h.Close()
 	}
-	if err := unix.Unmount(f.dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		errs = append(errs, fmt.Errorf("unmount %q: %w", f.dir, err))
+	if err := UnmountDir(f.dir); err != nil {
+		errs = append(errs, err)
 	}
 	if f.hostNS.IsOpen() {
 		f.hostNS.Close()
@@ -179,13 +173,26 @@ func (f *Floor) Attach(i int) (*FloorSandbox, [4]time.Duration, error) {
 	return sb, steps, nil
 }
 
-// newNS creates the sandbox namespace and persists it at sb.Path, turns IPv6
-// off for its future links and opens a netlink handle inside it, all in one
-// visit on a fresh locked thread. Equivalent to `ip netns add`.
+// newNS creates the sandbox namespace at sb.Path and opens a netlink handle
+// inside it while there.
 func (f *Floor) newNS(sb *FloorSandbox) error {
-	fd, err := unix.Open(sb.Path, unix.O_RDONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o444)
+	return CreateNS(sb.Path, func() error {
+		var err error
+		sb.h, err = netlink.NewHandle()
+		return err
+	})
+}
+
+// CreateNS creates a network namespace and persists it at path (a new file,
+// bind-mounted from the creating thread's namespace), turns IPv6 off for its
+// future links, and runs inside (if not nil) while still in it, all in one
+// visit on a fresh locked thread. Equivalent to `ip netns add` plus
+// `sysctl net.ipv6.conf.default.disable_ipv6=1` in it. On failure nothing is
+// left at path.
+func CreateNS(path string, inside func() error) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o444)
 	if err != nil {
-		return fmt.Errorf("create %q: %w", sb.Path, err)
+		return fmt.Errorf("create %q: %w", path, err)
 	}
 	unix.Close(fd)
 	err = onFreshThread(func() error {
@@ -193,39 +200,86 @@ func (f *Floor) newNS(sb *FloorSandbox) error {
 			return fmt.Errorf("unshare: %w", err)
 		}
 		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		if err := unix.Mount(self, sb.Path, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("bind %q: %w", sb.Path, err)
+		if err := unix.Mount(self, path, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind %q: %w", path, err)
 		}
 		if err := os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0o644); err != nil {
 			return err
 		}
-		var err error
-		sb.h, err = netlink.NewHandle()
-		return err
+		if inside != nil {
+			return inside()
+		}
+		return nil
 	})
 	if err != nil {
-		_ = unix.Unmount(sb.Path, unix.MNT_DETACH)
-		_ = os.Remove(sb.Path)
+		_ = RemoveNS(path)
 	}
 	return err
 }
 
-// Remove deletes the sandbox's veth pair (from the host end) and its
-// namespace file. Equivalent to `ip link del fvN; ip netns del sN`.
+// RemoveNS unmounts and deletes the namespace file at path; the kernel frees
+// the namespace once nothing else holds it. Equivalent to `ip netns del`.
+// A file already gone is not an error.
+func RemoveNS(path string) error {
+	var errs []error
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		errs = append(errs, fmt.Errorf("unmount %q: %w", path, err))
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// PrivateDir creates dir and makes it a private bind mount of itself, so
+// namespace files bound inside it neither propagate to nor from other mount
+// points. Undo with UnmountDir.
+func PrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %q: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
+		_ = unix.Unmount(dir, unix.MNT_DETACH)
+		return fmt.Errorf("make %q private: %w", dir, err)
+	}
+	return nil
+}
+
+// UnmountDir lazily unmounts dir (which also detaches any namespace file
+// still bound inside it). Not mounted is not an error.
+func UnmountDir(dir string) error {
+	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount %q: %w", dir, err)
+	}
+	return nil
+}
+
+// Remove deletes the sandbox's veth pair and its namespace file. Equivalent
+// to `ip -n sN link del eth0; ip netns del sN`. The pair is deleted from the
+// sandbox end, through the sandbox's own handle: removals from several
+// goroutines then go over separate netlink sockets and the kernel overlaps
+// their waits (a device's unregister waits for RCU grace periods after the
+// rtnl lock is released), where the host handle's one socket would queue
+// them behind each other (~30 ms each). Deleting either end deletes both.
 func (f *Floor) Remove(sb *FloorSandbox) error {
 	var errs []error
-	if sb.h != nil {
-		sb.h.Close()
-	}
-	if sb.peer != nil {
+	switch {
+	case sb.h != nil && sb.eth != nil:
+		if err := sb.h.LinkDel(sb.eth); err != nil {
+			errs = append(errs, fmt.Errorf("delete eth0 of %s: %w", sb.Path, err))
+		}
+	case sb.peer != nil:
 		if err := f.h.LinkDel(sb.peer); err != nil {
 			errs = append(errs, fmt.Errorf("delete %s: %w", sb.peer.Attrs().Name, err))
 		}
 	}
-	if err := unix.Unmount(sb.Path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-		errs = append(errs, fmt.Errorf("unmount %q: %w", sb.Path, err))
+	if sb.h != nil {
+		sb.h.Close()
 	}
-	if err := os.Remove(sb.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := RemoveNS(sb.Path); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -268,8 +322,10 @@ func lap(t time.Time) (time.Duration, time.Time) {
 	return now.Sub(t), now
 }
 
-// inNS runs fn on a fresh locked thread inside the namespace target.
-func inNS(target vnetns.NsHandle, fn func() error) error {
+// InNS runs fn on a fresh locked thread inside the network namespace
+// target; the thread goes back to its own namespace afterwards (or dies).
+// Sockets opened and processes started by fn belong to target.
+func InNS(target vnetns.NsHandle, fn func() error) error {
 	return onFreshThread(func() error {
 		if err := unix.Setns(int(target), unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("setns: %w", err)

@@ -17,16 +17,25 @@ import (
 // Options of one round.
 type Options struct {
 	N      int  // sandboxes attached in a row
-	Verify bool // check addresses and cleanup (smoke test); not timed
+	Verify bool // check addresses, traffic and cleanup (smoke test); not timed
 	// FirstProc (Tether only): each sandbox gets its first process, a
 	// detached `true`, right after it is created (what `tether run` does).
 	FirstProc bool
+	// Publish (Tether, CNI): sandbox i publishes host port BasePort+i to its
+	// port 80/tcp.
+	Publish bool
+	// Clients: attaches (and removals) are issued by this many goroutines at
+	// once, each taking the next sandbox; 0 or 1: one after the other.
+	Clients int
 }
 
+// PublishSpec is the `-p` value of sandbox i under Options.Publish.
+func PublishSpec(i int) string { return fmt.Sprintf("%d:80", BasePort+i) }
+
 // RunTether starts a daemon in a fresh host namespace, creates N sandboxes on
-// the "bench" network one after the other (with o.FirstProc, each followed
-// by its first exec), reads the daemon's RSS, then removes them in the same
-// order.
+// the "bench" network (with o.FirstProc, each followed by its first exec;
+// with o.Publish, each publishing one port; with o.Clients, that many at
+// once), reads the daemon's RSS, then removes them in the same order.
 func RunTether(tb testing.TB, o Options) Run {
 	tb.Helper()
 	t := StartTether(tb)
@@ -35,58 +44,90 @@ func RunTether(tb testing.TB, o Options) Run {
 		tb.Fatal(err)
 	}
 	names := make([]string, o.N)
-	attach := make([]time.Duration, o.N)
+	sbs := make([]api.Sandbox, o.N)
 	var execs, firsts []time.Duration
-	seen := map[netip.Addr]bool{}
-	start := time.Now()
-	for i := range o.N {
+	if o.FirstProc {
+		execs, firsts = make([]time.Duration, o.N), make([]time.Duration, o.N)
+	}
+	for i := range names {
 		names[i] = fmt.Sprintf("s%d", i)
-		t0 := time.Now()
-		sb, took, err := t.Create(names[i])
-		if err != nil {
-			tb.Fatalf("%v\ndaemon log:\n%s", err, t.D.Log())
+	}
+	attach, wall, err := Parallel(o.N, o.Clients, func(i int) (time.Duration, error) {
+		var publish []string
+		if o.Publish {
+			publish = []string{PublishSpec(i)}
 		}
-		attach[i] = took
+		t0 := time.Now()
+		sb, took, err := t.Create(names[i], publish...)
+		if err != nil {
+			return took, err
+		}
+		sbs[i] = sb
 		if o.FirstProc {
 			pid, took, err := t.Exec(names[i], "true")
 			if err != nil || pid <= 0 {
-				tb.Fatalf("pid %d, %v\ndaemon log:\n%s", pid, err, t.D.Log())
+				return took, fmt.Errorf("first exec in %s: pid %d, %v", names[i], pid, err)
 			}
-			execs, firsts = append(execs, took), append(firsts, time.Since(t0))
+			execs[i], firsts[i] = took, time.Since(t0)
 		}
-		if o.Verify {
-			verifyTetherSandbox(tb, sb, seen)
-			if o.FirstProc {
-				verifyFirstProc(tb, t, sb)
-			}
-		}
+		return took, nil
+	})
+	if err != nil {
+		tb.Fatalf("%v\ndaemon log:\n%s", err, t.D.Log())
 	}
-	wall := time.Since(start)
 	rss, err := RSS(t.PID)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	if o.Verify {
-		if got := countLinks(tb, t.NS, "vth"); got != o.N {
-			tb.Errorf("host namespace has %d vth links, want %d", got, o.N)
-		}
+		verifyTetherRow(tb, t, o, sbs)
 	}
-	remove := make([]time.Duration, o.N)
-	for i, name := range names {
-		if remove[i], err = t.Remove(name); err != nil {
-			tb.Fatal(err)
-		}
+	remove, rwall, err := Parallel(o.N, o.Clients, func(i int) (time.Duration, error) { return t.Remove(names[i]) })
+	if err != nil {
+		tb.Fatal(err)
 	}
 	if o.Verify {
-		verifyTetherClean(tb, t)
+		verifyTetherClean(tb, t, sbs)
 	}
-	r := newRun("tether", attach, remove, wall)
+	r := NewRun("tether", attach, remove, wall)
+	r.Publish, r.Clients, r.RemoveWallMS = o.Publish, o.Clients, ms(rwall)
 	r.RSSIdleKiB, r.RSSAttachedKiB = idle, rss
 	if o.FirstProc {
 		r.System = "tether-run"
 		r.Exec, r.FirstProc, r.ExecMS, r.FirstProcMS = Summarize(execs), Summarize(firsts), millis(execs), millis(firsts)
 	}
 	return r
+}
+
+// verifyTetherRow checks every sandbox's address (fresh, in the subnet, on
+// its eth0), the first process's namespace files, traffic from the first
+// sandbox to the second, and (o.Publish) the first and last published ports
+// from an outside namespace.
+func verifyTetherRow(tb testing.TB, t *Tether, o Options, sbs []api.Sandbox) {
+	tb.Helper()
+	seen := map[netip.Addr]bool{}
+	for _, sb := range sbs {
+		verifyTetherSandbox(tb, sb, seen)
+		if o.FirstProc {
+			verifyFirstProc(tb, t, sb)
+		}
+	}
+	if got := countLinks(tb, t.NS, "vth"); got != o.N {
+		tb.Errorf("host namespace has %d vth links, want %d", got, o.N)
+	}
+	if len(sbs) > 1 {
+		if err := Ping(sbs[0].NetNS, sbs[1].Networks["bench"].IPAddress); err != nil {
+			tb.Error(err)
+		}
+	}
+	if o.Publish {
+		out := testutil.Outside(tb, t.NS)
+		for _, i := range []int{0, len(sbs) - 1} {
+			if err := CheckPublished(out, sbs[i].NetNS, sbs[i].Name, BasePort+i); err != nil {
+				tb.Error(err)
+			}
+		}
+	}
 }
 
 // verifyFirstProc checks that the first exec gave the sandbox its mount and
@@ -115,13 +156,26 @@ func verifyTetherSandbox(tb testing.TB, sb api.Sandbox, seen map[netip.Addr]bool
 	}
 }
 
-func verifyTetherClean(tb testing.TB, t *Tether) {
+func verifyTetherClean(tb testing.TB, t *Tether, sbs []api.Sandbox) {
 	tb.Helper()
+	var addrs []netip.Addr
+	for _, sb := range sbs {
+		addrs = append(addrs, sb.Networks["bench"].IPAddress)
+	}
+	if hits, err := RulesMentioning(t.NS, addrs); err != nil || len(hits) > 0 {
+		tb.Errorf("after removal: nftables still names sandbox addresses (%v): %q", err, hits)
+	}
 	sbs, err := t.List()
 	if err != nil || len(sbs) != 0 {
 		tb.Errorf("after removal: sandboxes %v (%v), want none", sbs, err)
 	}
-	if got := countLinks(tb, t.NS, "vth"); got != 0 {
+	// The kernel frees a removed sandbox's namespace, and its veth pairs
+	// with it, in the background: allow it a few seconds.
+	got := countLinks(tb, t.NS, "vth")
+	for deadline := time.Now().Add(5 * time.Second); got != 0 && time.Now().Before(deadline); got = countLinks(tb, t.NS, "vth") {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got != 0 {
 		tb.Errorf("after removal: %d vth links left in the host namespace", got)
 	}
 	nsDir := filepath.Join(t.ExecRoot, "ns")
@@ -133,24 +187,20 @@ func verifyTetherClean(tb testing.TB, t *Tether) {
 }
 
 // RunFloor prepares the floor in a fresh host namespace, attaches N sandboxes
-// one after the other, then removes them in the same order.
+// (with o.Clients, that many at once), then removes them in the same order.
 func RunFloor(tb testing.TB, o Options) Run {
 	tb.Helper()
 	ns := testutil.NetNS(tb, "tth-floor")
-	parent := tb.TempDir()
-	if p := os.Getenv("BENCH_EXEC_ROOT"); p != "" { // same filesystem as Tether's namespace files
-		parent = execRoot(tb, p)
-	}
-	dir := filepath.Join(parent, "ns")
+	dir := filepath.Join(NSParent(tb), "ns")
 	f, err := NewFloor("/run/netns/"+ns, dir)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	sbs := make([]*FloorSandbox, o.N)
-	removed, closed := 0, false
+	removed, closed := make([]bool, o.N), false
 	tb.Cleanup(func() { // after a failure: undo what is left
-		for _, sb := range sbs[removed:] {
-			if sb != nil {
+		for i, sb := range sbs {
+			if sb != nil && !removed[i] {
 				_ = f.Remove(sb)
 			}
 		}
@@ -158,45 +208,34 @@ func RunFloor(tb testing.TB, o Options) Run {
 			_ = f.Close()
 		}
 	})
-	attach := make([]time.Duration, o.N)
 	steps := make([][]time.Duration, len(FloorSteps))
-	start := time.Now()
-	for i := range o.N {
+	for k := range steps {
+		steps[k] = make([]time.Duration, o.N)
+	}
+	attach, wall, err := Parallel(o.N, o.Clients, func(i int) (time.Duration, error) {
 		t0 := time.Now()
 		sb, st, err := f.Attach(i)
-		attach[i] = time.Since(t0)
+		took := time.Since(t0)
 		sbs[i] = sb
-		if err != nil {
-			tb.Fatal(err)
-		}
 		for k, d := range st {
-			steps[k] = append(steps[k], d)
+			steps[k][i] = d
 		}
+		return took, err
+	})
+	if err != nil {
+		tb.Fatal(err)
 	}
-	wall := time.Since(start)
 	if o.Verify {
-		for _, sb := range sbs {
-			got, err := sb.Addrs()
-			if err != nil || !slices.Contains(got, sb.Addr) {
-				tb.Fatalf("floor sandbox %s: addresses %v (%v), want %s", sb.Path, got, err, sb.Addr)
-			}
-		}
-		// IPv6 is off on both ends, as Tether has it.
-		host, err1 := testutil.InNS(ns, "cat", "/proc/sys/net/ipv6/conf/fv0/disable_ipv6")
-		inside, err2 := runCmd("nsenter", "--net="+sbs[0].Path, "--", "cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6")
-		if strings.TrimSpace(host) != "1" || strings.TrimSpace(inside) != "1" {
-			tb.Errorf("floor: disable_ipv6 host end %q (%v), sandbox end %q (%v), want 1 and 1", host, err1, inside, err2)
-		}
+		verifyFloorRow(tb, ns, sbs)
 	}
-	remove := make([]time.Duration, o.N)
-	for i, sb := range sbs {
+	remove, rwall, err := Parallel(o.N, o.Clients, func(i int) (time.Duration, error) {
 		t0 := time.Now()
-		err := f.Remove(sb)
-		remove[i] = time.Since(t0)
-		removed = i + 1
-		if err != nil {
-			tb.Fatal(err)
-		}
+		err := f.Remove(sbs[i])
+		removed[i] = true
+		return time.Since(t0), err
+	})
+	if err != nil {
+		tb.Fatal(err)
 	}
 	if o.Verify {
 		links, err := f.HostLinks()
@@ -214,12 +253,48 @@ func RunFloor(tb testing.TB, o Options) Run {
 	if m := testutil.Mounted(dir); len(m) != 0 {
 		tb.Errorf("floor: mounts left under %s: %v", dir, m)
 	}
-	r := newRun("floor", attach, remove, wall)
-	r.Steps, r.stepSamples = map[string]Stats{}, map[string][]time.Duration{}
+	r := NewRun("floor", attach, remove, wall)
+	r.Clients, r.RemoveWallMS = o.Clients, ms(rwall)
+	samples := map[string][]time.Duration{}
 	for k, name := range FloorSteps {
-		r.Steps[name], r.stepSamples[name] = Summarize(steps[k]), steps[k]
+		samples[name] = steps[k]
 	}
+	r.SetSteps(samples)
 	return r
+}
+
+// verifyFloorRow checks each floor sandbox's address, IPv6 off on both ends
+// of the first veth, and traffic from the first sandbox to the second.
+func verifyFloorRow(tb testing.TB, ns string, sbs []*FloorSandbox) {
+	tb.Helper()
+	for _, sb := range sbs {
+		got, err := sb.Addrs()
+		if err != nil || !slices.Contains(got, sb.Addr) {
+			tb.Fatalf("floor sandbox %s: addresses %v (%v), want %s", sb.Path, got, err, sb.Addr)
+		}
+	}
+	// IPv6 is off on both ends, as Tether has it.
+	host, err1 := testutil.InNS(ns, "cat", "/proc/sys/net/ipv6/conf/fv0/disable_ipv6")
+	inside, err2 := runCmd("nsenter", "--net="+sbs[0].Path, "--", "cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6")
+	if strings.TrimSpace(host) != "1" || strings.TrimSpace(inside) != "1" {
+		tb.Errorf("floor: disable_ipv6 host end %q (%v), sandbox end %q (%v), want 1 and 1", host, err1, inside, err2)
+	}
+	if len(sbs) > 1 {
+		if err := Ping(sbs[0].Path, sbs[1].Addr.Addr()); err != nil {
+			tb.Error(err)
+		}
+	}
+}
+
+// NSParent returns a fresh directory for a row's namespace files: under the
+// test's temporary directory, or with BENCH_EXEC_ROOT=DIR under DIR, so that
+// every system's namespace files live on the same filesystem as Tether's.
+func NSParent(tb testing.TB) string {
+	tb.Helper()
+	if p := os.Getenv("BENCH_EXEC_ROOT"); p != "" {
+		return execRoot(tb, p)
+	}
+	return tb.TempDir()
 }
 
 func sortedCopy(s []string) []string {

@@ -3,8 +3,13 @@ package attach
 import (
 	"fmt"
 	"io"
+	"os"
+	"runtime"
 	"slices"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Stats summarises a series of durations, in milliseconds.
@@ -53,19 +58,25 @@ func millis(ds []time.Duration) []float64 {
 
 // Run is one system's result for one round of N sandboxes.
 type Run struct {
-	System string `json:"system"` // "tether" or "floor"
+	System string `json:"system"` // "tether", "floor", "cni", ...
 	N      int    `json:"n"`
+	// Publish: each sandbox published one port; Clients: attaches issued
+	// by that many goroutines at once (0: one after the other).
+	Publish bool `json:"publish,omitempty"`
+	Clients int  `json:"clients,omitempty"`
 	// Attach: create + attach of each sandbox (Tether: POST round trip).
 	Attach Stats `json:"attach"`
 	// Wall is the time from the first attach's start to the last's end.
 	WallMS float64 `json:"wall_ms"`
-	// Remove: removal of each sandbox (Tether: DELETE round trip).
-	Remove Stats `json:"remove"`
+	// Remove: removal of each sandbox (Tether: DELETE round trip);
+	// RemoveWallMS: from the first removal's start to the last one's end.
+	Remove       Stats   `json:"remove"`
+	RemoveWallMS float64 `json:"remove_wall_ms"`
 	// RSS of the daemon (Tether only), KiB: after the network was created and
 	// before the first attach, and with all N attached.
 	RSSIdleKiB     int64 `json:"rss_idle_kib,omitempty"`
 	RSSAttachedKiB int64 `json:"rss_attached_kib,omitempty"`
-	// Steps: per-step times (the floor's own steps).
+	// Steps: per-step times (the floor's own steps; the CNI plugins' execs).
 	Steps    map[string]Stats `json:"steps,omitempty"`
 	AttachMS []float64        `json:"attach_ms"`
 	// stepSamples are the raw per-step times behind Steps.
@@ -82,9 +93,70 @@ type Run struct {
 	FirstProcMS []float64 `json:"first_process_ms,omitempty"`
 }
 
-func newRun(system string, attach, remove []time.Duration, wall time.Duration) Run {
+// NewRun summarises one round: per-sandbox attach and removal times and the
+// attach wall time.
+func NewRun(system string, attach, remove []time.Duration, wall time.Duration) Run {
 	return Run{System: system, N: len(attach), Attach: Summarize(attach), Remove: Summarize(remove),
 		WallMS: ms(wall), AttachMS: millis(attach), RemoveMS: millis(remove)}
+}
+
+// SetSteps records per-step samples (step name → one duration per sample)
+// and their summaries.
+func (r *Run) SetSteps(samples map[string][]time.Duration) {
+	r.Steps, r.stepSamples = map[string]Stats{}, samples
+	for name, ds := range samples {
+		r.Steps[name] = Summarize(ds)
+	}
+}
+
+// PooledSteps merges the per-step samples of several runs, for the given
+// step names.
+func PooledSteps(runs []Run, names []string) map[string]Stats {
+	out := map[string]Stats{}
+	for _, name := range names {
+		var all []time.Duration
+		for _, r := range runs {
+			all = append(all, r.stepSamples[name]...)
+		}
+		if len(all) > 0 {
+			out[name] = Summarize(all)
+		}
+	}
+	return out
+}
+
+// Pooled merges several rounds of one system into one Run (percentiles over
+// all samples, the median wall time and RSS, no per-sample lists).
+func Pooled(system string, runs []Run) Run {
+	attach, remove := pooled(runs)
+	p := NewRun(system, attach, remove, 0)
+	p.AttachMS, p.RemoveMS = nil, nil
+	var walls []float64
+	for _, r := range runs {
+		walls = append(walls, r.WallMS)
+	}
+	p.WallMS = medianF(walls)
+	walls = walls[:0]
+	for _, r := range runs {
+		walls = append(walls, r.RemoveWallMS)
+	}
+	p.RemoveWallMS = medianF(walls)
+	if len(runs) > 0 {
+		p.Publish, p.Clients = runs[0].Publish, runs[0].Clients
+		if runs[0].RSSAttachedKiB > 0 {
+			p.RSSIdleKiB, p.RSSAttachedKiB = medianRSS(runs)
+		}
+	}
+	return p
+}
+
+func medianF(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 // pooled merges the samples of several runs of one system.
@@ -113,6 +185,9 @@ type Row struct {
 	TetherWallMS, FloorWallMS  float64
 	RSSIdleKiB, RSSAttachedKiB int64
 }
+
+// Ratio is a / b, or 0 when b is 0.
+func Ratio(a, b float64) float64 { return ratio(a, b) }
 
 func ratio(a, b float64) float64 {
 	if b == 0 {
@@ -205,4 +280,41 @@ func durations(msv []float64) []time.Duration {
 		out[i] = time.Duration(v * 1e6)
 	}
 	return out
+}
+
+func medianRSS(runs []Run) (idle, attached int64) {
+	var is, as []int64
+	for _, r := range runs {
+		is, as = append(is, r.RSSIdleKiB), append(as, r.RSSAttachedKiB)
+	}
+	slices.Sort(is)
+	slices.Sort(as)
+	return is[len(is)/2], as[len(as)/2]
+}
+
+// Machine describes the machine for a report: CPUs, CPU model, memory,
+// kernel, Go version and the load average when called.
+func Machine() map[string]any {
+	m := map[string]any{"nproc": runtime.NumCPU(), "go": runtime.Version()}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m["kernel"] = unix.ByteSliceToString(u.Release[:])
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m["cpu"] = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if l, _, ok := strings.Cut(string(b), "\n"); ok {
+			m["memtotal"] = strings.Join(strings.Fields(l)[1:], " ")
+		}
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		m["loadavg"] = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	return m
 }

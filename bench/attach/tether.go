@@ -69,9 +69,11 @@ func StartTether(tb testing.TB) *Tether {
 }
 
 // Create sends POST /tether/v1/sandboxes for a sandbox on "bench" and returns
-// the answer and the round-trip time.
-func (t *Tether) Create(name string) (api.Sandbox, time.Duration, error) {
-	body, _ := json.Marshal(api.SandboxCreateRequest{Name: name, Networks: []api.NetworkAttach{{Network: "bench"}}})
+// the answer and the round-trip time. Each publish value is a `-p` form
+// ("20000:80") published on that endpoint.
+func (t *Tether) Create(name string, publish ...string) (api.Sandbox, time.Duration, error) {
+	body, _ := json.Marshal(api.SandboxCreateRequest{Name: name,
+		Networks: []api.NetworkAttach{{Network: "bench", Publish: publish}}})
 	var sb api.Sandbox
 	start := time.Now()
 	code, out, err := t.call(http.MethodPost, "/tether/v1/sandboxes", body)

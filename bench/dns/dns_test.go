@@ -172,6 +172,10 @@ func measure(tb testing.TB, sandboxes, reps int, l Load) Report {
 		}
 		if i == 0 {
 			client = sb.NetNS
+			// the resolver starts with the sandbox's first process
+			if _, _, err := t.Exec(sb.Name, "true"); err != nil {
+				tb.Fatal(err)
+			}
 		}
 		names = append(names, fmt.Sprintf("s%d.", i))
 		addrs = append(addrs, sb.Networks["bench"].IPAddress)

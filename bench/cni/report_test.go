@@ -1,0 +1,267 @@
+package cni
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tether-net/tether/bench/attach"
+	"github.com/tether-net/tether/internal/testutil"
+)
+
+// Report is what TestCNIReport writes to BENCH_OUT.
+type Report struct {
+	Scenario   string         `json:"scenario"`
+	Date       time.Time      `json:"date"`
+	Machine    map[string]any `json:"machine"`
+	LoadBefore string         `json:"loadavg_before"`
+	LoadAfter  string         `json:"loadavg_after"`
+	N          int            `json:"n"`
+	Reps       int            `json:"reps"`
+	Clients    int            `json:"clients"`
+	Plugins    string         `json:"cni_plugins"` // the stamp of bench/refs/cni.sh
+	ExecRoot   string         `json:"exec_root_parent,omitempty"`
+	Runs       []RoundRun     `json:"runs"`
+	// Pooled: "scenario/system" → all rounds' samples pooled (wall: median round).
+	Pooled  map[string]attach.Run `json:"pooled"`
+	Targets []Target              `json:"targets"`
+}
+
+// RoundRun is one row of one round.
+type RoundRun struct {
+	Scenario string `json:"scenario"`
+	Round    int    `json:"round"`
+	attach.Run
+}
+
+// Target is one of the issue's ratio targets, as measured.
+type Target struct {
+	Name  string  `json:"name"`
+	Ratio float64 `json:"ratio"`
+	Limit float64 `json:"limit"`
+	Met   bool    `json:"met"`
+}
+
+// reportScenarios are the rows of a round, scenario by scenario; inside a
+// scenario the order rotates from round to round.
+var reportScenarios = []scenario{
+	{"attach", []row{
+		{"tether", attach.RunTether, attach.Options{}},
+		{"cni", RunCNI, attach.Options{}},
+		{"floor", attach.RunFloor, attach.Options{}},
+	}},
+	{"attach-port", []row{
+		{"tether", attach.RunTether, attach.Options{Publish: true}},
+		{"cni", RunCNI, attach.Options{Publish: true}},
+	}},
+	{"parallel", []row{
+		{"tether", attach.RunTether, attach.Options{Clients: clients}},
+		{"cni", RunCNI, attach.Options{Clients: clients}},
+		{"floor", attach.RunFloor, attach.Options{Clients: clients}},
+	}},
+}
+
+// TestCNIReport runs BENCH_REPS rounds (default 3); each round runs every
+// scenario's rows with BENCH_N sandboxes (default 200): attach (Tether, CNI
+// bridge + host-local, floor), attach with one published port (Tether, CNI
+// + portmap nftables), and the same three as attach from 8 clients at once;
+// removals are timed in every row. It prints Markdown tables and writes the
+// JSON report to BENCH_OUT when set. Only with BENCH_REPORT=1 (bench/run.sh
+// cni).
+func TestCNIReport(t *testing.T) {
+	if os.Getenv("BENCH_REPORT") != "1" {
+		t.Skip("set BENCH_REPORT=1 (sudo bench/run.sh cni)")
+	}
+	testutil.RequireRoot(t)
+	Require(t)
+	n, reps := attach.EnvInt("BENCH_N", 200), attach.EnvInt("BENCH_REPS", 3)
+	_, stamp := Installed(BinDir())
+	rep := Report{Scenario: "cni", Date: time.Now().UTC(), Machine: attach.Machine(), LoadBefore: loadavg(),
+		N: n, Reps: reps, Clients: clients, Plugins: stamp, ExecRoot: os.Getenv("BENCH_EXEC_ROOT"),
+		Pooled: map[string]attach.Run{}}
+	byKey := map[string][]attach.Run{}
+	for round := range reps {
+		for _, sc := range reportScenarios {
+			for k := range sc.rows {
+				rw := sc.rows[(k+round)%len(sc.rows)]
+				var r attach.Run
+				t.Run(fmt.Sprintf("rep%d/%s/%s", round+1, sc.name, rw.system), func(t *testing.T) {
+					o := rw.opts
+					o.N = n
+					r = rw.run(t, o)
+				})
+				if t.Failed() {
+					t.FailNow()
+				}
+				key := sc.name + "/" + rw.system
+				byKey[key] = append(byKey[key], r)
+				rep.Runs = append(rep.Runs, RoundRun{Scenario: sc.name, Round: round + 1, Run: r})
+				settle()
+			}
+		}
+	}
+	for key, runs := range byKey {
+		p := attach.Pooled(runs[0].System, runs)
+		p.Steps = attach.PooledSteps(runs, append(append([]string{}, StepOrder...), attach.FloorSteps...))
+		rep.Pooled[key] = p
+	}
+	rep.LoadAfter = loadavg()
+	rep.Targets = targets(rep.Pooled)
+
+	var out bytes.Buffer
+	writeReport(&out, &rep, byKey)
+	os.Stdout.Write(out.Bytes())
+	if path := os.Getenv("BENCH_OUT"); path != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println("results:", path)
+	}
+}
+
+// settle gives the kernel time to free the previous row's namespaces and
+// veths (it does so in the background) before the next row is timed.
+func settle() { time.Sleep(3 * time.Second) }
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func targets(p map[string]attach.Run) []Target {
+	t := func(name, a, b string, limit float64) Target {
+		r := attach.Ratio(p[a].Attach.P50, p[b].Attach.P50)
+		return Target{Name: name, Ratio: r, Limit: limit, Met: r <= limit}
+	}
+	return []Target{
+		t("attach p50: Tether ÷ CNI bridge+host-local", "attach/tether", "attach/cni", 0.1),
+		t("attach p50: Tether ÷ raw floor", "attach/tether", "attach/floor", 2),
+		t("attach with a port p50: Tether ÷ CNI bridge+portmap (nftables)", "attach-port/tether", "attach-port/cni", 0.05),
+	}
+}
+
+// Labels of the systems in the tables.
+var labels = map[string]string{
+	"attach/tether":      "Tether",
+	"attach/cni":         "CNI bridge + host-local",
+	"attach/floor":       "raw netlink floor",
+	"attach-port/tether": "Tether, `-p 20000+i:80`",
+	"attach-port/cni":    "CNI bridge + host-local + portmap (nftables)",
+	"parallel/tether":    "Tether",
+	"parallel/cni":       "CNI bridge + host-local",
+	"parallel/floor":     "raw netlink floor",
+}
+
+func writeReport(w io.Writer, rep *Report, byKey map[string][]attach.Run) {
+	p := rep.Pooled
+	fmt.Fprintf(w, "\n## cni: %d sandboxes per row, %d rounds (%s; %v CPUs, %v; kernel %v; load %s → %s; plugins %s)\n",
+		rep.N, rep.Reps, rep.Date.Format(time.RFC3339), rep.Machine["nproc"], rep.Machine["cpu"], rep.Machine["kernel"],
+		rep.LoadBefore, rep.LoadAfter, rep.Plugins)
+
+	fmt.Fprintf(w, "\n### 1. attach, %d in a row (all rounds pooled; total: sum of %d, median round)\n\n", rep.N, rep.N)
+	latencyTable(w, p, []string{"attach/tether", "attach/cni", "attach/floor"}, false)
+	ratioLines(w, p, "attach/tether", []string{"attach/cni", "attach/floor"}, false)
+
+	fmt.Fprintf(w, "\n### 2. attach with one published port, %d in a row\n\n", rep.N)
+	latencyTable(w, p, []string{"attach-port/tether", "attach-port/cni"}, false)
+	ratioLines(w, p, "attach-port/tether", []string{"attach-port/cni", "attach/tether"}, false)
+
+	fmt.Fprintf(w, "\n### 3. remove (detach + delete), %d in a row\n\n", rep.N)
+	latencyTable(w, p, []string{"attach/tether", "attach/cni", "attach/floor", "attach-port/tether", "attach-port/cni"}, true)
+	ratioLines(w, p, "attach/tether", []string{"attach/cni", "attach/floor"}, true)
+	ratioLines(w, p, "attach-port/tether", []string{"attach-port/cni"}, true)
+
+	fmt.Fprintf(w, "\n### 5. parallel: %d clients at once, %d attaches (wall: first start to last end, median round)\n\n", rep.Clients, rep.N)
+	parallelTable(w, p, rep.N, "parallel/tether", []string{"parallel/cni", "parallel/floor"})
+
+	fmt.Fprintf(w, "\n### per round: Tether ÷ reference, attach p50\n\n")
+	fmt.Fprintln(w, "| round | ÷ CNI | ÷ floor | port: ÷ CNI+portmap | parallel: ÷ CNI | parallel: ÷ floor | parallel wall ÷ CNI |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+	for i := range rep.Reps {
+		g := func(k string) attach.Run { return byKey[k][i] }
+		fmt.Fprintf(w, "| %d | %.3f | %.2f | %.3f | %.3f | %.2f | %.3f |\n", i+1,
+			attach.Ratio(g("attach/tether").Attach.P50, g("attach/cni").Attach.P50),
+			attach.Ratio(g("attach/tether").Attach.P50, g("attach/floor").Attach.P50),
+			attach.Ratio(g("attach-port/tether").Attach.P50, g("attach-port/cni").Attach.P50),
+			attach.Ratio(g("parallel/tether").Attach.P50, g("parallel/cni").Attach.P50),
+			attach.Ratio(g("parallel/tether").Attach.P50, g("parallel/floor").Attach.P50),
+			attach.Ratio(g("parallel/tether").WallMS, g("parallel/cni").WallMS))
+	}
+
+	fmt.Fprintf(w, "\n### where CNI's time goes (p50 / mean per sandbox, all rounds)\n\n")
+	for _, k := range []string{"attach/cni", "attach-port/cni", "parallel/cni"} {
+		attach.WriteSteps(w, labels[k]+", "+k, p[k].Steps, StepOrder)
+		fmt.Fprintln(w)
+	}
+	attach.WriteSteps(w, "floor step, attach/floor", p["attach/floor"].Steps, attach.FloorSteps)
+
+	fmt.Fprintf(w, "\n### targets\n\n")
+	for _, t := range rep.Targets {
+		verdict := "met"
+		if !t.Met {
+			verdict = fmt.Sprintf("MISSED by %.0f%%", (t.Ratio/t.Limit-1)*100)
+		}
+		fmt.Fprintf(w, "- %s = %.3f (target ≤ %g): %s\n", t.Name, t.Ratio, t.Limit, verdict)
+	}
+}
+
+func latencyTable(w io.Writer, p map[string]attach.Run, keys []string, remove bool) {
+	what := "attach"
+	if remove {
+		what = "remove"
+	}
+	fmt.Fprintf(w, "| system | %s p50 | p90 | p99 | total of N | max |\n|---|---:|---:|---:|---:|---:|\n", what)
+	for _, k := range keys {
+		s, total := p[k].Attach, p[k].WallMS
+		if remove {
+			s, total = p[k].Remove, p[k].RemoveWallMS
+		}
+		fmt.Fprintf(w, "| %s | %.2f ms | %.2f ms | %.2f ms | %.0f ms | %.2f ms |\n", labels[k]+label2(k, remove), s.P50, s.P90, s.P99, total, s.Max)
+	}
+}
+
+func label2(k string, remove bool) string {
+	if remove && strings.HasPrefix(k, "attach-port/") {
+		return " (with its port)"
+	}
+	return ""
+}
+
+func parallelTable(w io.Writer, p map[string]attach.Run, n int, a string, refs []string) {
+	fmt.Fprintln(w, "| system | attach p50 | p90 | p99 | wall | attaches/s | remove p50 | remove wall |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
+	for _, k := range append([]string{a}, refs...) {
+		r := p[k]
+		fmt.Fprintf(w, "| %s | %.2f ms | %.2f ms | %.2f ms | %.0f ms | %.0f | %.2f ms | %.0f ms |\n", labels[k],
+			r.Attach.P50, r.Attach.P90, r.Attach.P99, r.WallMS, attach.Ratio(float64(n)*1000, r.WallMS), r.Remove.P50, r.RemoveWallMS)
+	}
+	for _, b := range refs {
+		x, y := p[a], p[b]
+		fmt.Fprintf(w, "| **%s ÷ %s** | **%.3f×** | %.3f× | %.3f× | %.3f× | | %.3f× | %.3f× |\n", labels[a], labels[b],
+			attach.Ratio(x.Attach.P50, y.Attach.P50), attach.Ratio(x.Attach.P90, y.Attach.P90), attach.Ratio(x.Attach.P99, y.Attach.P99),
+			attach.Ratio(x.WallMS, y.WallMS), attach.Ratio(x.Remove.P50, y.Remove.P50), attach.Ratio(x.RemoveWallMS, y.RemoveWallMS))
+	}
+}
+
+// ratioLines prints the ratios of system a to each reference b.
+func ratioLines(w io.Writer, p map[string]attach.Run, a string, bs []string, remove bool) {
+	for _, b := range bs {
+		x, y := p[a].Attach, p[b].Attach
+		tx, ty := p[a].WallMS, p[b].WallMS
+		if remove {
+			x, y, tx, ty = p[a].Remove, p[b].Remove, p[a].RemoveWallMS, p[b].RemoveWallMS
+		}
+		fmt.Fprintf(w, "| **%s ÷ %s** | **%.3f×** | %.3f× | %.3f× | %.3f× | |\n", labels[a], labels[b],
+			attach.Ratio(x.P50, y.P50), attach.Ratio(x.P90, y.P90), attach.Ratio(x.P99, y.P99), attach.Ratio(tx, ty))
+	}
+}
