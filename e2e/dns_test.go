@@ -91,6 +91,7 @@ func TestDNSNamesAliasesAndScope(t *testing.T) {
 	d.MustTether("sandbox", "create", "--name", "db", "--network", "app", "--alias", "www")
 	d.MustTether("sandbox", "create", "--name", "client", "--network", "app")
 	d.MustTether("sandbox", "create", "--name", "lonely", "--network", "other")
+	d.MustTether("exec", "client", "--", "true") // the resolver starts with the first process
 	cl := sandbox(t, d, "client").NetNS
 	webIP, dbIP := ip(t, d, "web", "app"), ip(t, d, "db", "app")
 
@@ -147,6 +148,7 @@ func TestDNSForwardingAndDefaultBridge(t *testing.T) {
 	_, d := dnsHost(t)
 	d.MustTether("network", "create", "--subnet", "10.122.0.0/24", "app")
 	d.MustTether("sandbox", "create", "--name", "c", "--network", "app")
+	d.MustTether("exec", "c", "--", "true")
 	cl := sandbox(t, d, "c").NetNS
 	if got := aRecords(query(t, cl, "example.test", mdns.TypeA, "udp")); len(got) != 1 || got[0] != "203.0.113.7" {
 		t.Errorf("forwarded example.test -> %v", got)
@@ -171,6 +173,7 @@ func TestDNSUpstreamDownTCPAndMalformed(t *testing.T) {
 	for i := range 40 {
 		d.MustTether("sandbox", "create", "--name", fmt.Sprintf("m%d", i), "--network", "app", "--alias", "many")
 	}
+	d.MustTether("exec", "m0", "--", "true")
 	cl := sandbox(t, d, "m0").NetNS
 
 	start := time.Now()

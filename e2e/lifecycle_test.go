@@ -137,7 +137,13 @@ func checkNoLeaks(t *testing.T, ns string, d *testutil.Daemon) {
 			held[key] = sb.Name
 		}
 	}
-	if got := ownedLinks(t, ns); !maps.Equal(got, want) {
+	// A removed sandbox's veths go with its namespace, which the kernel
+	// frees in the background: allow it a few seconds.
+	got := ownedLinks(t, ns)
+	for deadline := time.Now().Add(5 * time.Second); !maps.Equal(got, want) && time.Now().Before(deadline); got = ownedLinks(t, ns) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !maps.Equal(got, want) {
 		t.Errorf("links marked as Tether's:\n got %v\nwant %v", got, want)
 	}
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -69,8 +70,8 @@ func (b *createNetworkBody) spec() (engine.NetworkSpec, error) {
 		return engine.NetworkSpec{}, errors.New("invalid Ingress: ingress networks are not supported yet")
 	case b.ConfigOnly || b.ConfigFrom != nil && b.ConfigFrom.Network != "":
 		return engine.NetworkSpec{}, errors.New("invalid ConfigOnly/ConfigFrom: config-only networks are not supported yet")
-	case b.Scope != "" && b.Scope != "local":
-		return engine.NetworkSpec{}, fmt.Errorf("invalid Scope %q: only local networks are supported yet", b.Scope)
+	case b.Scope != "" && b.Scope != "local" && !(b.Scope == "global" && b.Driver == "overlay"):
+		return engine.NetworkSpec{}, fmt.Errorf("invalid Scope %q: local networks, or global ones with the overlay driver", b.Scope)
 	case b.EnableIPv4 != nil && !*b.EnableIPv4:
 		return engine.NetworkSpec{}, errors.New("invalid EnableIPv4: IPv6-only networks are not supported yet")
 	}
@@ -93,7 +94,52 @@ func (s *Server) inspectNetwork(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	if v.Scope == engine.ScopeGlobal {
+		writeJSON(w, http.StatusOK, globalView(v))
+		return
+	}
 	writeJSON(w, http.StatusOK, inspectView(v, true))
+}
+
+// endpointWithHost is Docker's EndpointResource plus the node it lives on
+// (global networks only; a Tether extension).
+type endpointWithHost struct {
+	network.EndpointResource
+	Host string `json:"Host"`
+}
+
+// globalInspect is a global network's inspect: Containers lists the
+// endpoints of every node with the node's name, Peers the nodes (as
+// Docker's overlay shows them).
+type globalInspect struct {
+	network.Inspect
+	Containers map[string]endpointWithHost `json:"Containers"`
+}
+
+func globalView(v *engine.NetworkView) globalInspect {
+	out := globalInspect{Inspect: inspectView(v, false), Containers: map[string]endpointWithHost{}}
+	self := fmt.Sprintf("%s (%s)", v.Node.Name, v.Node.Addr)
+	peers := map[string]network.PeerInfo{v.Node.ID: {Name: v.Node.Name, IP: v.Node.Addr}}
+	for _, ep := range v.Endpoints {
+		mac, _ := net.ParseMAC(ep.MAC)
+		out.Containers[ep.SandboxID] = endpointWithHost{EndpointResource: network.EndpointResource{Name: ep.SandboxName,
+			EndpointID: ep.ID, MacAddress: network.HardwareAddr(mac), IPv4Address: ep.Address}, Host: self}
+	}
+	for _, ep := range v.Remote {
+		host := fmt.Sprintf("%s (%s)", ep.NodeName, ep.VTEP)
+		if !ep.Live {
+			host += " unreachable"
+		} else {
+			peers[ep.Node] = network.PeerInfo{Name: ep.NodeName, IP: ep.VTEP}
+		}
+		out.Containers[ep.SandboxID] = endpointWithHost{EndpointResource: network.EndpointResource{Name: ep.SandboxName,
+			EndpointID: ep.ID, MacAddress: network.HardwareAddr(ep.HardwareAddr()), IPv4Address: ep.Address}, Host: host}
+	}
+	for _, p := range peers {
+		out.Peers = append(out.Peers, p)
+	}
+	slices.SortFunc(out.Peers, func(a, b network.PeerInfo) int { return a.IP.Compare(b.IP) })
+	return out
 }
 
 func (s *Server) listNetworks(w http.ResponseWriter, r *http.Request) {
@@ -227,8 +273,8 @@ func (s *Server) disconnect(w http.ResponseWriter, r *http.Request) {
 func inspectView(v *engine.NetworkView, withContainers bool) network.Inspect {
 	out := network.Inspect{
 		Network: network.Network{
-			Name: v.Name, ID: v.ID, Created: v.Created, Scope: "local", Driver: v.Driver,
-			EnableIPv4: v.Driver == "bridge", Internal: v.Internal, Attachable: v.Attachable,
+			Name: v.Name, ID: v.ID, Created: v.Created, Scope: scopeOf(v), Driver: v.Driver,
+			EnableIPv4: v.Driver == "bridge" || v.Driver == "overlay", Internal: v.Internal, Attachable: v.Attachable,
 			IPAM:    network.IPAM{Driver: v.IPAMDriver, Options: v.IPAMOpts, Config: []network.IPAMConfig{}},
 			Options: nonNil(v.Options), Labels: nonNil(v.Labels),
 		},
@@ -251,6 +297,13 @@ func inspectView(v *engine.NetworkView, withContainers bool) network.Inspect {
 		}
 	}
 	return out
+}
+
+func scopeOf(v *engine.NetworkView) string {
+	if v.Scope != "" {
+		return v.Scope
+	}
+	return "local"
 }
 
 func nonNil(m map[string]string) map[string]string {
@@ -276,7 +329,7 @@ func matchNetwork(f filters, v *engine.NetworkView) (bool, error) {
 	if !f.any("driver", func(d string) bool { return d == v.Driver }) ||
 		!f.any("id", func(p string) bool { return strings.HasPrefix(v.ID, p) }) ||
 		!f.any("name", func(p string) bool { return strings.Contains(v.Name, p) }) ||
-		!f.any("scope", func(s string) bool { return s == "local" }) ||
+		!f.any("scope", func(s string) bool { return s == scopeOf(v) }) ||
 		!f.labels("label", v.Labels) ||
 		!f.any("type", func(t string) bool { return (t == "builtin") == v.Predefined }) {
 		return false, nil

@@ -100,18 +100,17 @@ func (c *Cluster) TTL() time.Duration { return c.ttl }
 // Store is the shared store.
 func (c *Cluster) Store() store.Store { return c.st }
 
-// Start registers the node (one attempt, so a start with the store down
-// fails clearly) and keeps it registered in the background: the lease is
-// renewed every TTL/3, and granted anew when it was lost (after an outage
-// longer than the TTL, say).
+// Start registers the node and keeps it registered in the background: the
+// lease is renewed every TTL/3, and granted anew when it was lost (after an
+// outage longer than the TTL, say). A first registration that fails (the
+// store is down) is returned, and retried in the background all the same,
+// so a daemon can start while the store is away.
 func (c *Cluster) Start(ctx context.Context) error {
-	if err := c.register(ctx); err != nil {
-		return err
-	}
+	err := c.register(ctx)
 	kctx, cancel := context.WithCancel(context.Background())
 	c.cancel, c.done = cancel, make(chan struct{})
 	go c.keepAlive(kctx)
-	return nil
+	return err
 }
 
 // Stop ends the keep-alive. The lease is left to expire rather than revoked:
@@ -155,11 +154,14 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 		lease := c.lease
 		c.mu.Unlock()
 		rctx, cancel := context.WithTimeout(ctx, period)
-		err := c.st.KeepAlive(rctx, lease)
+		err := store.ErrLeaseNotFound
+		if lease != store.NoLease {
+			err = c.st.KeepAlive(rctx, lease)
+		}
 		if errors.Is(err, store.ErrLeaseNotFound) {
 			err = c.register(rctx)
 			if err == nil {
-				c.log.Info("cluster: node registered again (its lease had expired)", "node", c.self.ID)
+				c.log.Info("cluster: node registered", "node", c.self.ID, "after", map[bool]string{true: "its lease expired", false: "a failed start"}[lease != store.NoLease])
 			}
 		}
 		cancel()

@@ -56,12 +56,17 @@ func Run(cfg *config.Config) error {
 		return err
 	}
 	defer st.Close()
-	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: log, Firewall: fw})
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	cl, closeCluster, err := openCluster(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	defer closeCluster()
+	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: log, Firewall: fw, Cluster: cl})
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	defer eng.Close()
 	if err := eng.Start(ctx); err != nil {

@@ -20,6 +20,14 @@ type Network struct {
 	ICC        bool // false: sandboxes on this network cannot reach each other (bridge port isolation)
 	Internal   bool // no default route out of the network
 	External   bool // the bridge existed before Tether: never delete it or change its addresses
+
+	// Overlay driver only (zero for every other driver). The overlay driver
+	// derives its link names from VNI and ignores BridgeName; its sandboxes'
+	// MTU is UnderlayMTU-50, lowered further by a smaller non-zero MTU.
+	VNI         int        // VXLAN network identifier, 1..16777215, the same on every host
+	VTEP        netip.Addr // this host's underlay (advertise) IPv4 address: source of its VXLAN packets
+	UnderlayIf  string     // underlay interface; "" = the interface holding VTEP
+	UnderlayMTU int        // 0 = the underlay interface's MTU
 }
 
 // Endpoint is one sandbox's attachment to one network.

@@ -26,7 +26,7 @@ func (e *Engine) dnsEntriesLocked(rec *Sandbox) []dns.Entry {
 	var out []dns.Entry
 	for _, ep := range rec.Endpoints {
 		ns := e.networks[ep.NetworkID]
-		if ns == nil || ns.rec.Driver != "bridge" || ns.rec.Default || !ep.Address.IsValid() {
+		if ns == nil || (ns.rec.Driver != "bridge" && ns.rec.Driver != "overlay") || ns.rec.Default || !ep.Address.IsValid() {
 			continue
 		}
 		out = append(out, dns.Entry{SandboxID: rec.ID, Name: rec.Name, NetworkID: ns.rec.ID,
@@ -40,7 +40,9 @@ func (e *Engine) dnsEntriesLocked(rec *Sandbox) []dns.Entry {
 func (e *Engine) refreshNames(sb *sbState) {
 	e.mu.Lock()
 	entries := e.dnsEntriesLocked(sb.rec)
-	serve := e.usesEmbeddedDNS(sb.rec)
+	// Served from the first process on: before it the sandbox has no mount
+	// namespace, so nothing in it can read a resolv.conf naming 127.0.0.11.
+	serve := e.usesEmbeddedDNS(sb.rec) && sb.rec.MntNS != ""
 	e.mu.Unlock()
 	e.names.Set(sb.rec.ID, entries)
 	if !serve {

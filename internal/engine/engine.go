@@ -21,11 +21,13 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/tether-net/tether/internal/cluster"
 	"github.com/tether-net/tether/internal/config"
 	"github.com/tether-net/tether/internal/dns"
 	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/driver/bridge"
 	"github.com/tether-net/tether/internal/driver/nulldrv"
+	"github.com/tether-net/tether/internal/driver/overlay"
 	"github.com/tether-net/tether/internal/firewall"
 	"github.com/tether-net/tether/internal/ipam"
 	"github.com/tether-net/tether/internal/netns"
@@ -44,6 +46,8 @@ type Options struct {
 	// Firewall keeps the NAT and isolation rules of bridge networks; nil
 	// installs none (firewall.Noop, daemon option iptables=false).
 	Firewall firewall.Firewall
+	// Cluster enables global (overlay) networks; nil without cluster-store.
+	Cluster *cluster.Cluster
 }
 
 // Engine is the controller. Create it with New, then call Start.
@@ -70,6 +74,8 @@ type Engine struct {
 
 	names    *dns.Table    // every name served, updated on connect/disconnect/remove
 	resolver *dns.Resolver // 127.0.0.11 inside each sandbox on a user-defined network
+
+	global *globalState // nil without a cluster store
 }
 
 type netState struct {
@@ -125,6 +131,12 @@ func New(o Options) (*Engine, error) {
 		"host":   nulldrv.Host(),
 		"null":   nulldrv.Null(),
 	}
+	if o.Cluster != nil {
+		ov := overlay.New(nl)
+		e.drivers["overlay"] = ov
+		e.global = &globalState{cl: o.Cluster, ov: ov, peers: map[string]cluster.EndpointRecord{},
+			withdraw: map[string]cluster.EndpointRecord{}}
+	}
 	return e, nil
 }
 
@@ -158,11 +170,16 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	e.rehold()
 	e.startNames()
+	e.startGlobal()
 	return nil
 }
 
-// Close stops the embedded resolver. Networks and sandboxes stay (live restore).
-func (e *Engine) Close() { e.resolver.Close() }
+// Close stops following the cluster store and the embedded resolver.
+// Networks and sandboxes stay (live restore).
+func (e *Engine) Close() {
+	e.stopGlobal()
+	e.resolver.Close()
+}
 
 // upstreams are the servers the embedded resolver forwards to: "dns" from
 // the configuration, else the host's (at most 3).

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tether-net/tether/internal/cluster"
 	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/ipam"
 	"github.com/tether-net/tether/internal/store"
@@ -55,6 +56,9 @@ func (e *Engine) CreateNetwork(ctx context.Context, spec NetworkSpec) (*Network,
 	n, sub, err := e.buildNetwork(spec)
 	if err != nil {
 		return nil, err
+	}
+	if e.isGlobal(n) {
+		return e.createGlobalNetwork(ctx, n, sub)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -118,10 +122,14 @@ func (e *Engine) buildNetwork(spec NetworkSpec) (*Network, *ipam.Subnet, error) 
 	case "bridge":
 	case "host", "null":
 		return nil, nil, forbiddenf("invalid driver %q: only one instance of the %q network is allowed", drv, map[string]string{"host": "host", "null": "none"}[drv])
-	case "overlay", "macvlan", "ipvlan":
+	case "overlay":
+		if e.global == nil {
+			return nil, nil, invalidf("invalid driver \"overlay\": overlay networks need a cluster store (daemon options cluster-store and cluster-advertise)")
+		}
+	case "macvlan", "ipvlan":
 		return nil, nil, invalidf("invalid driver %q: not supported yet", drv)
 	default:
-		return nil, nil, invalidf("invalid driver %q: known drivers are bridge, host, null", drv)
+		return nil, nil, invalidf("invalid driver %q: known drivers are bridge, overlay, host, null", drv)
 	}
 	if spec.EnableIPv6 {
 		return nil, nil, invalidf("invalid EnableIPv6: IPv6 networks are not supported yet")
@@ -139,7 +147,9 @@ func (e *Engine) buildNetwork(spec NetworkSpec) (*Network, *ipam.Subnet, error) 
 	if n.Options == nil {
 		n.Options = map[string]string{}
 	}
-	if err := e.applyBridgeOptions(n); err != nil {
+	if drv == "overlay" {
+		n.Scope = ScopeGlobal
+	} else if err := e.applyBridgeOptions(n); err != nil {
 		return nil, nil, err
 	}
 	if len(spec.Subnets) > 1 {
@@ -320,11 +330,19 @@ func (e *Engine) blockers() ([]ipam.Blocker, error) {
 // RemoveNetwork deletes a network without endpoints.
 func (e *Engine) RemoveNetwork(ctx context.Context, ref string) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	ns, err := e.lookupNetwork(ref)
 	if err != nil {
+		e.mu.Unlock()
 		return err
 	}
+	if e.isGlobal(ns.rec) {
+		e.mu.Unlock()
+		if e.global == nil {
+			return forbiddenf("network %s is global and this daemon has no cluster store", ns.rec.Name)
+		}
+		return e.removeGlobalNetwork(ctx, ns)
+	}
+	defer e.mu.Unlock()
 	return e.removeNetworkLocked(ctx, ns)
 }
 
@@ -384,6 +402,9 @@ func (e *Engine) lookupNetwork(ref string) (*netState, error) {
 type NetworkView struct {
 	Network
 	Endpoints []EndpointView
+	// Global networks: endpoints on other nodes, and this node.
+	Remote []RemoteEndpoint
+	Node   cluster.Node
 }
 
 // EndpointView is one endpoint as inspect shows it.
@@ -418,6 +439,10 @@ func (e *Engine) Networks() []*NetworkView {
 
 func (e *Engine) viewLocked(ns *netState) *NetworkView {
 	v := &NetworkView{Network: *ns.rec}
+	if e.isGlobal(ns.rec) && e.global != nil {
+		v.Remote = e.remoteEndpoints(ns.rec.ID)
+		v.Node = e.global.cl.Self()
+	}
 	for _, sb := range e.sandboxes {
 		if ep := sb.rec.endpointOn(ns.rec.ID); ep != nil {
 			v.Endpoints = append(v.Endpoints, EndpointView{Endpoint: *ep, SandboxID: sb.rec.ID, SandboxName: sb.rec.Name})
@@ -439,7 +464,8 @@ func (e *Engine) PruneNetworks(ctx context.Context, keep func(*Network) bool) ([
 		if !n.Predefined {
 			e.reapDeadUsersLocked(ctx, n.ID) // a sandbox whose namespace is gone uses nothing
 		}
-		if n.Predefined || len(e.endpointNames(n.ID)) > 0 || ns.pending > 0 || keep(n) {
+		// Global networks are removed with network rm (a cluster-wide check).
+		if n.Predefined || e.isGlobal(n) || len(e.endpointNames(n.ID)) > 0 || ns.pending > 0 || keep(n) {
 			continue
 		}
 		if err := e.removeNetworkLocked(ctx, ns); err != nil {
@@ -455,6 +481,6 @@ func (e *Engine) PruneNetworks(ctx context.Context, keep func(*Network) bool) ([
 func driverNetwork(n *Network) *driver.Network {
 	return &driver.Network{
 		ID: n.ID, Name: n.Name, BridgeName: n.BridgeName, Subnet: n.Subnet, Gateway: n.Gateway,
-		MTU: n.MTU, ICC: n.ICC, Internal: n.Internal, External: n.External,
+		MTU: n.MTU, ICC: n.ICC, Internal: n.Internal, External: n.External, VNI: n.VNI, VTEP: n.VTEP,
 	}
 }

@@ -42,6 +42,12 @@ type Network struct {
 	// SandboxGateway overrides the sandboxes' default route (daemon option
 	// default-gateway); zero means Gateway.
 	SandboxGateway netip.Addr `json:"sandboxGateway,omitzero"`
+
+	// Global (overlay) networks: Scope "global", their VXLAN ID, and this
+	// host's VTEP (its advertise address) when the record was installed.
+	Scope string     `json:"scope,omitempty"`
+	VNI   int        `json:"vni,omitempty"`
+	VTEP  netip.Addr `json:"vtep,omitzero"`
 }
 
 // Endpoint is one attachment of a sandbox to a network.

@@ -57,7 +57,12 @@ func (e *Engine) restoreNetworks(ctx context.Context) error {
 		if n.Default && !e.defaultUnchanged(ns) {
 			continue // ensureDefaultLocked rebuilds it or refuses to start
 		}
-		if err := e.drivers[n.Driver].CreateNetwork(ctx, driverNetwork(n)); err != nil {
+		d := e.drivers[n.Driver]
+		if d == nil {
+			e.log.Error("restore network: its driver is not available (a global network without cluster-store?); leaving its kernel objects alone", "network", n.Name, "driver", n.Driver)
+			continue
+		}
+		if err := d.CreateNetwork(ctx, driverNetwork(n)); err != nil {
 			e.log.Error("restore network", "network", n.Name, "err", err)
 		}
 	}
@@ -227,7 +232,7 @@ func (e *Engine) reattach(ctx context.Context, sb *sbState, bridges bridgeIndexe
 			_ = e.nl.LinkDel(l)
 		}
 		dep := driverEndpoint(ep)
-		dep.DefaultRoute = i == 0
+		dep.DefaultRoute = e.firstBridgeEndpoint(rec) == i
 		dep.DisableIPv6 = rec.Adopted
 		if ns.rec.SandboxGateway.IsValid() {
 			dep.Gateway = ns.rec.SandboxGateway
@@ -297,4 +302,15 @@ func (b bridgeIndexes) index(h *netlink.Handle, name string) int {
 		b[name] = 0
 	}
 	return b[name]
+}
+
+// firstBridgeEndpoint is the index of the sandbox's first endpoint on a
+// bridge network (the one with the default route), or -1.
+func (e *Engine) firstBridgeEndpoint(rec *Sandbox) int {
+	for i, ep := range rec.Endpoints {
+		if ns := e.networks[ep.NetworkID]; ns != nil && ns.rec.Driver == "bridge" {
+			return i
+		}
+	}
+	return -1
 }

@@ -222,7 +222,11 @@ func (e *Engine) processNamespaces(ctx context.Context, sb *sbState) error {
 	e.mu.Lock()
 	rec.MntNS, rec.UTSNS = mnt, uts
 	e.mu.Unlock()
-	return e.saveSandbox(ctx, sb)
+	if err := e.saveSandbox(ctx, sb); err != nil {
+		return err
+	}
+	e.refreshNames(sb) // the embedded resolver starts with the first process
+	return nil
 }
 
 // refreshFiles rewrites the sandbox's files after its endpoints changed
@@ -333,6 +337,12 @@ func (e *Engine) lookupSandbox(ref string) (*sbState, error) {
 // connectLocked does the attach with sb.op held: address and interface name
 // under e.mu, kernel work outside it, then one store transaction.
 func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a AttachSpec) (err error) {
+	if e.isGlobal(ns.rec) {
+		if e.global == nil {
+			return forbiddenf("network %q is global and this daemon has no cluster store", ns.rec.Name)
+		}
+		return e.connectGlobal(ctx, sb, ns, a)
+	}
 	ports, err := e.parsePorts(ns, a.Ports)
 	if err != nil {
 		return err
@@ -344,7 +354,9 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	drv := e.drivers[ns.rec.Driver]
 	dn := driverNetwork(ns.rec)
 	dep := driverEndpoint(ep)
-	dep.DefaultRoute = len(sb.rec.Endpoints) == 0
+	e.mu.Lock()
+	dep.DefaultRoute = !e.hasDefaultRouteLocked(sb.rec)
+	e.mu.Unlock()
 	dep.DisableIPv6 = sb.rec.Adopted // Tether's own namespaces default to IPv6 off
 	if ns.rec.SandboxGateway.IsValid() {
 		dep.Gateway = ns.rec.SandboxGateway
@@ -542,6 +554,11 @@ func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force boo
 	if err := e.detach(ctx, sb, ns, ep, force); err != nil {
 		return err
 	}
+	if e.isGlobal(ns.rec) {
+		if err := e.leaveGatewayBridge(ctx, sb); err != nil {
+			e.log.Warn("leave the gateway bridge", "sandbox", sb.rec.Name, "err", err)
+		}
+	}
 	e.refreshNames(sb)
 	e.refreshFiles(sb)
 	return nil
@@ -559,6 +576,7 @@ func (e *Engine) detach(ctx context.Context, sb *sbState, ns *netState, ep *Endp
 		e.log.Warn("unpublish ports", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
 	}
 	e.fault("detach.after-leave")
+	e.withdrawGlobal(ctx, sb, ns, ep)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	sb.rec.Endpoints = slices.DeleteFunc(sb.rec.Endpoints, func(x *Endpoint) bool { return x == ep })
@@ -622,6 +640,9 @@ func (e *Engine) removeLocked(ctx context.Context, sb *sbState) error {
 	eps := e.endpointsLocked(sb.rec)
 	e.mu.Unlock()
 	errs := e.teardown(ctx, sb, eps)
+	for _, x := range eps {
+		e.withdrawGlobal(ctx, sb, x.ns, x.ep)
+	}
 	e.mu.Lock()
 	if err := e.forgetLocked(ctx, sb, eps); err != nil {
 		errs = append(errs, err)
@@ -654,9 +675,23 @@ func (e *Engine) endpointsLocked(rec *Sandbox) []sbEndpoint {
 func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []error {
 	var errs []error
 	rec := sb.rec
+	// A namespace Tether made takes its veth pairs with it when it goes:
+	// deleting its file drops the last reference (its processes were killed,
+	// the resolver's sockets are closed first) and the kernel tears the
+	// namespace down, interfaces included, in the background. Deleting each
+	// veth here instead costs 10-20 ms of synchronous kernel work per pair
+	// (the daemon would wait for an RCU grace period). Links of an adopted
+	// namespace, which outlives us, are deleted one by one.
+	ownsNetNS := !rec.Adopted && !rec.HostNet
+	if ownsNetNS {
+		e.resolver.Stop(rec.ID)
+	}
 	for _, x := range eps {
 		if err := e.unpublish(ctx, x.ep); err != nil {
 			errs = append(errs, err)
+		}
+		if ownsNetNS {
+			continue
 		}
 		if err := e.drivers[x.ns.rec.Driver].Leave(ctx, driverNetwork(x.ns.rec), driverEndpoint(x.ep), rec.NetNS); err != nil {
 			errs = append(errs, fmt.Errorf("detach sandbox %q from network %q: %w", rec.Name, x.ns.rec.Name, err))
@@ -771,3 +806,16 @@ func driverEndpoint(ep *Endpoint) *driver.Endpoint {
 }
 
 func driverMAC(a netip.Addr) string { return driver.MACFromIP(a).String() }
+
+// hasDefaultRouteLocked reports whether one of the sandbox's endpoints
+// already carries its default route: the first on a bridge network (overlay
+// endpoints never do; their sandboxes go out through tether_gwbridge).
+// Called with e.mu held.
+func (e *Engine) hasDefaultRouteLocked(rec *Sandbox) bool {
+	for _, ep := range rec.Endpoints {
+		if ns := e.networks[ep.NetworkID]; ns != nil && ns.rec.Driver == "bridge" {
+			return true
+		}
+	}
+	return false
+}

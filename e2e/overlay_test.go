@@ -1,0 +1,377 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tether-net/tether/internal/testutil"
+)
+
+// multiHost is a cluster of test hosts: namespaces on one underlay switch,
+// an etcd server in a namespace of its own, and one daemon per host with
+// --cluster-store and --cluster-advertise eth0:2376.
+type multiHost struct {
+	u     *testutil.Underlay
+	etcd  *testutil.Etcd
+	hosts []testutil.Member
+	d     []*testutil.Daemon
+}
+
+// clusterTTL is the node lease of the test daemons (discovery.ttl): short,
+// so host failures show within a test.
+const clusterTTL = 3 * time.Second
+
+func newMultiHost(t *testing.T, n int) *multiHost {
+	t.Helper()
+	testutil.RequireRoot(t)
+	m := &multiHost{u: testutil.NewUnderlay(t, 1500)}
+	m.etcd = testutil.StartEtcd(t, m.u.Join("etcd"))
+	for range n {
+		h := m.u.Join("h")
+		m.hosts = append(m.hosts, h)
+		m.d = append(m.d, testutil.StartDaemon(t, h.NS, m.clusterArgs()...))
+	}
+	return m
+}
+
+func (m *multiHost) clusterArgs() []string {
+	return []string{"--cluster-store", m.etcd.URL(), "--cluster-advertise", "eth0:2376",
+		"--cluster-store-opt", fmt.Sprintf("discovery.ttl=%d", int(clusterTTL.Seconds()))}
+}
+
+// waitFor polls ok every 20 ms until it holds or limit passes.
+func waitFor(t *testing.T, what string, limit time.Duration, ok func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !ok() {
+		if time.Since(start) > limit {
+			t.Fatalf("not within %v: %s", limit, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// netID returns a network's ID as a daemon sees it ("" when unknown).
+func netID(d *testutil.Daemon, name string) string {
+	out, err := d.Tether("network", "inspect", "-f", "{{.Id}}", name)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(out)
+}
+
+type globalInspect struct {
+	ID         string
+	Scope      string
+	Driver     string
+	Containers map[string]struct {
+		Name        string
+		IPv4Address netip.Prefix
+		Host        string
+	}
+	Peers []struct{ Name, IP string }
+}
+
+func inspectGlobal(t *testing.T, d *testutil.Daemon, name string) globalInspect {
+	t.Helper()
+	var out []globalInspect
+	if err := json.Unmarshal([]byte(d.MustTether("network", "inspect", name)), &out); err != nil || len(out) != 1 {
+		t.Fatalf("inspect %s: %v", name, err)
+	}
+	return out[0]
+}
+
+// The user scenario of the overlay issue, end to end: one network created
+// on host 1 appears with the same ID on hosts 2 and 3; sandboxes on two
+// hosts get unique addresses, reach each other over TCP by name and
+// name.network, leave through a local NAT bridge, and inspect lists them
+// with their hosts.
+func TestOverlayUserScenario(t *testing.T) {
+	m := newMultiHost(t, 3)
+	h1, h2, h3 := m.d[0], m.d[1], m.d[2]
+	h1.MustTether("network", "create", "-d", "overlay", "--subnet", "10.0.0.0/24", "my-net")
+	id := netID(h1, "my-net")
+	for i, d := range []*testutil.Daemon{h2, h3} {
+		waitFor(t, fmt.Sprintf("host %d sees my-net", i+2), 5*time.Second, func() bool { return netID(d, "my-net") == id })
+	}
+	if got := strings.TrimSpace(h3.MustTether("network", "ls", "--filter", "driver=overlay", "--format", "{{.ID}} {{.Name}} {{.Driver}} {{.Scope}}")); got != id+" my-net overlay global" {
+		t.Errorf("network ls on host 3: %q", got)
+	}
+	httpServer(t, h1, "zookeeper1", "my-net")
+	httpServer(t, h2, "zookeeper2", "my-net")
+	h1.MustTether("run", "-d", "--name", "zookeeper3", "--network", "my-net", "--", "sleep", "600")
+	h2.MustTether("run", "-d", "--name", "zookeeper4", "--network", "my-net", "--", "sleep", "600")
+
+	addrs := map[string]bool{}
+	for _, x := range []struct {
+		d    *testutil.Daemon
+		name string
+	}{{h1, "zookeeper1"}, {h2, "zookeeper2"}, {h1, "zookeeper3"}, {h2, "zookeeper4"}} {
+		a := ip(t, x.d, x.name, "my-net")
+		if addrs[a] || !netip.MustParsePrefix("10.0.0.0/24").Contains(netip.MustParseAddr(a)) {
+			t.Errorf("%s got %s (duplicate or outside 10.0.0.0/24)", x.name, a)
+		}
+		addrs[a] = true
+		// overlay interface: MTU underlay - 50; a second interface on the gateway bridge with the default route
+		links := x.d.MustTether("exec", x.name, "--", "ip", "-o", "link", "show", "eth0")
+		if !strings.Contains(links, "mtu 1450") {
+			t.Errorf("%s eth0: %s", x.name, links)
+		}
+		routes := x.d.MustTether("exec", x.name, "--", "ip", "route", "show", "default")
+		if !strings.Contains(routes, "dev eth1") {
+			t.Errorf("%s default route: %q, want via eth1 (tether_gwbridge)", x.name, routes)
+		}
+	}
+	// TCP across hosts by name and name.network, and on the same host
+	for _, c := range []struct {
+		d        *testutil.Daemon
+		from, to string
+	}{{h1, "zookeeper1", "zookeeper2"}, {h2, "zookeeper4", "zookeeper1.my-net"}, {h1, "zookeeper3", "zookeeper2.my-net"}, {h2, "zookeeper2", "zookeeper1"}} {
+		if err := httpGet(c.d, c.from, c.to, 25); err != nil {
+			t.Errorf("%s -> %s: %v", c.from, c.to, err)
+		}
+	}
+	// inspect on host 3 (no endpoint of its own) lists all four with hosts
+	insp := inspectGlobal(t, h3, "my-net")
+	if insp.Scope != "global" || insp.Driver != "overlay" || len(insp.Containers) != 4 {
+		t.Fatalf("inspect on host 3: %+v", insp)
+	}
+	for _, ep := range insp.Containers {
+		want := m.hosts[0].Addr
+		if ep.Name == "zookeeper2" || ep.Name == "zookeeper4" {
+			want = m.hosts[1].Addr
+		}
+		if !strings.Contains(ep.Host, want) {
+			t.Errorf("endpoint %s on host %q, want %s", ep.Name, ep.Host, want)
+		}
+	}
+	// the outside, through host 1's NAT bridge
+	testutil.Outside(t, m.hosts[0].NS)
+	if !ping(h1, "zookeeper3", testutil.OutsideAddr) {
+		t.Error("overlay sandbox cannot reach the outside through tether_gwbridge")
+	}
+	// removal: refused while endpoints exist anywhere, then gone everywhere
+	if out, err := h3.Tether("network", "rm", "my-net"); err == nil || !strings.Contains(out, "active endpoints") {
+		t.Errorf("rm with endpoints on other hosts: %v %s", err, out)
+	}
+	for _, x := range []struct {
+		d    *testutil.Daemon
+		name string
+	}{{h1, "zookeeper1"}, {h2, "zookeeper2"}, {h1, "zookeeper3"}, {h2, "zookeeper4"}} {
+		x.d.MustTether("rm", "-f", x.name)
+	}
+	h3.MustTether("network", "rm", "my-net")
+	for i, d := range m.d {
+		waitFor(t, fmt.Sprintf("host %d forgets my-net", i+1), 5*time.Second, func() bool { return netID(d, "my-net") == "" })
+		if out, _ := testutil.InNS(m.hosts[i].NS, "ip", "-br", "link"); strings.Contains(out, "tvx-") || strings.Contains(out, "tov-") {
+			t.Errorf("host %d keeps overlay links:\n%s", i+1, out)
+		}
+	}
+}
+
+// Concurrent attaches from three hosts never hand out an address twice.
+func TestOverlayConcurrentAttaches(t *testing.T) {
+	m := newMultiHost(t, 3)
+	m.d[0].MustTether("network", "create", "-d", "overlay", "--subnet", "10.1.0.0/24", "busy")
+	for _, d := range m.d {
+		waitFor(t, "network everywhere", 5*time.Second, func() bool { return netID(d, "busy") != "" })
+	}
+	const per = 15
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seen := map[string]string{}
+	for h, d := range m.d {
+		for i := range per {
+			wg.Go(func() {
+				name := fmt.Sprintf("s%d-%d", h, i)
+				if _, err := d.Tether("sandbox", "create", "--name", name, "--network", "busy"); err != nil {
+					t.Errorf("create %s: %v", name, err)
+					return
+				}
+				a := ip(t, d, name, "busy")
+				mu.Lock()
+				defer mu.Unlock()
+				if other, dup := seen[a]; dup {
+					t.Errorf("%s given to %s and %s", a, other, name)
+				}
+				seen[a] = name
+			})
+		}
+	}
+	wg.Wait()
+	if len(seen) != 3*per {
+		t.Errorf("%d distinct addresses for %d sandboxes", len(seen), 3*per)
+	}
+	// every host sees every endpoint
+	insp := inspectGlobal(t, m.d[2], "busy")
+	if len(insp.Containers) != 3*per {
+		t.Errorf("inspect lists %d endpoints, want %d", len(insp.Containers), 3*per)
+	}
+}
+
+// Two overlays with different VNIs and overlapping nothing cannot reach
+// each other, even between hosts; names are scoped to their network.
+func TestOverlayIsolation(t *testing.T) {
+	m := newMultiHost(t, 2)
+	m.d[0].MustTether("network", "create", "-d", "overlay", "--subnet", "10.2.0.0/24", "red")
+	m.d[0].MustTether("network", "create", "-d", "overlay", "--subnet", "10.3.0.0/24", "blue")
+	waitFor(t, "both networks on host 2", 5*time.Second, func() bool { return netID(m.d[1], "red") != "" && netID(m.d[1], "blue") != "" })
+	m.d[0].MustTether("run", "-d", "--name", "r1", "--network", "red", "--", "sleep", "600")
+	m.d[1].MustTether("run", "-d", "--name", "r2", "--network", "red", "--", "sleep", "600")
+	m.d[1].MustTether("run", "-d", "--name", "b2", "--network", "blue", "--", "sleep", "600")
+	waitFor(t, "r1 reaches r2 by name", 5*time.Second, func() bool { return ping(m.d[0], "r1", "r2") })
+	if ping(m.d[0], "r1", ip(t, m.d[1], "b2", "blue")) {
+		t.Error("red sandbox reaches a blue one")
+	}
+	if ping(m.d[0], "r1", "b2") {
+		t.Error("red sandbox resolves a blue one's name")
+	}
+}
+
+// A host that dies takes its endpoints out of the others' datapath and DNS
+// within the lease TTL; its addresses stay claimed (its sandboxes may still
+// be alive); when its daemon returns, they come back.
+func TestOverlayHostFailure(t *testing.T) {
+	m := newMultiHost(t, 2)
+	h1, h2 := m.d[0], m.d[1]
+	h1.MustTether("network", "create", "-d", "overlay", "--subnet", "10.4.0.0/24", "fail")
+	waitFor(t, "network on host 2", 5*time.Second, func() bool { return netID(h2, "fail") != "" })
+	h1.MustTether("run", "-d", "--name", "a", "--network", "fail", "--", "sleep", "600")
+	h2.MustTether("run", "-d", "--name", "b", "--ip", "10.4.0.50", "--network", "fail", "--", "sleep", "600")
+	waitFor(t, "a reaches b by name", 5*time.Second, func() bool { return ping(h1, "a", "b") })
+	if err := h2.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	took := waitFor(t, "host 1 drops b", 3*clusterTTL, func() bool {
+		out, _ := h1.Tether("exec", "a", "--", "getent", "hosts", "b")
+		return strings.TrimSpace(out) == ""
+	})
+	t.Logf("dead host's endpoint dropped %v after the kill (TTL %v)", took.Round(time.Millisecond), clusterTTL)
+	if took > clusterTTL+time.Second {
+		t.Errorf("endpoint dropped after %v, TTL %v", took, clusterTTL)
+	}
+	if ping(h1, "a", "10.4.0.50") {
+		t.Error("the dead host's endpoint is still in host 1's datapath")
+	}
+	if out, err := h1.Tether("sandbox", "create", "--name", "c", "--ip", "10.4.0.50", "--network", "fail"); err == nil || !strings.Contains(out, "in use") {
+		t.Errorf("the dead host's address was handed out again: %v %s", err, out)
+	}
+	if err := h2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a reaches b again", 10*time.Second, func() bool { return ping(h1, "a", "b") })
+}
+
+// pingLoss pings to from a sandbox every 10 ms for count packets while
+// during() runs, and returns sent and lost.
+func pingLoss(t *testing.T, d *testutil.Daemon, from, to string, count int, during func()) (int, int) {
+	t.Helper()
+	var sb struct{ NetNS string }
+	d.InspectJSON(&sb, "sandbox", "inspect", from)
+	cmd := exec.Command("nsenter", "--net="+sb.NetNS, "ping", "-n", "-i", "0.01", "-c", strconv.Itoa(count), "-W", "1", to)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Duration(count/5) * 10 * time.Millisecond)
+	during()
+	_ = cmd.Wait()
+	m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("ping output: %s", out.String())
+	}
+	sent, _ := strconv.Atoi(m[1])
+	got, _ := strconv.Atoi(m[2])
+	return sent, sent - got
+}
+
+// A daemon restart drops no overlay traffic: the datapath is static kernel
+// state the daemon only programs.
+func TestOverlayDaemonRestartKeepsTraffic(t *testing.T) {
+	m := newMultiHost(t, 2)
+	h1, h2 := m.d[0], m.d[1]
+	h1.MustTether("network", "create", "-d", "overlay", "--subnet", "10.5.0.0/24", "steady")
+	waitFor(t, "network on host 2", 5*time.Second, func() bool { return netID(h2, "steady") != "" })
+	h1.MustTether("run", "-d", "--name", "a", "--network", "steady", "--", "sleep", "600")
+	h2.MustTether("run", "-d", "--name", "b", "--network", "steady", "--", "sleep", "600")
+	waitFor(t, "a reaches b", 5*time.Second, func() bool { return ping(h1, "a", "b") })
+	to := ip(t, h2, "b", "steady")
+	sent, lost := pingLoss(t, h1, "a", to, 500, func() {
+		h1.Stop()
+		if err := h1.Start(); err != nil {
+			t.Fatal(err)
+		}
+		h2.Stop()
+		if err := h2.Start(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("ping every 10 ms across both daemons' restarts: %d sent, %d lost", sent, lost)
+	if lost != 0 {
+		t.Errorf("%d of %d lost across daemon restarts", lost, sent)
+	}
+	// and the restarted daemons still program new endpoints
+	h2.MustTether("run", "-d", "--name", "c", "--network", "steady", "--", "sleep", "600")
+	waitFor(t, "a reaches the new c", 5*time.Second, func() bool { return ping(h1, "a", "c") })
+}
+
+// With the cluster store down, existing sandboxes keep talking, global
+// attaches fail with a clear error and local networks work; when it
+// returns, the nodes converge without duplicates.
+func TestOverlayStoreOutage(t *testing.T) {
+	m := newMultiHost(t, 2)
+	h1, h2 := m.d[0], m.d[1]
+	h1.MustTether("network", "create", "-d", "overlay", "--subnet", "10.6.0.0/24", "outage")
+	waitFor(t, "network on host 2", 5*time.Second, func() bool { return netID(h2, "outage") != "" })
+	h1.MustTether("run", "-d", "--name", "a", "--network", "outage", "--", "sleep", "600")
+	h2.MustTether("run", "-d", "--name", "b", "--network", "outage", "--", "sleep", "600")
+	waitFor(t, "a reaches b", 5*time.Second, func() bool { return ping(h1, "a", "b") })
+
+	m.etcd.Stop()
+	sent, lost := pingLoss(t, h1, "a", ip(t, h2, "b", "outage"), 300, func() { time.Sleep(clusterTTL + time.Second) })
+	if lost != 0 {
+		t.Errorf("store down: %d of %d pings lost between existing sandboxes", lost, sent)
+	}
+	if !ping(h1, "a", "b") {
+		t.Error("store down: names of remote sandboxes no longer resolve")
+	}
+	start := time.Now()
+	out, err := h1.Tether("run", "-d", "--name", "late", "--network", "outage", "--", "sleep", "600")
+	if err == nil || !strings.Contains(out, "cluster store") {
+		t.Errorf("attach with the store down: %v %q, want a clear cluster store error", err, out)
+	}
+	t.Logf("attach with the store down failed after %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
+	h1.MustTether("network", "create", "--subnet", "10.7.0.0/24", "local")
+	h1.MustTether("run", "-d", "--name", "loc", "--network", "local", "--", "sleep", "600")
+
+	m.etcd.Start()
+	// the failed attach left nothing: the name is free, its sandbox is gone
+	waitFor(t, "attach works again", 20*time.Second, func() bool {
+		_, err := h1.Tether("run", "-d", "--name", "late2", "--network", "outage", "--", "sleep", "600")
+		return err == nil
+	})
+	h2.MustTether("run", "-d", "--name", "c", "--network", "outage", "--", "sleep", "600")
+	waitFor(t, "late2 reaches c across hosts", 10*time.Second, func() bool { return ping(h1, "late2", "c") })
+	insp := inspectGlobal(t, h2, "outage")
+	seen := map[netip.Prefix]string{}
+	for _, ep := range insp.Containers {
+		if other, dup := seen[ep.IPv4Address]; dup {
+			t.Errorf("%s and %s share %s", other, ep.Name, ep.IPv4Address)
+		}
+		seen[ep.IPv4Address] = ep.Name
+	}
+	if len(insp.Containers) != 4 {
+		t.Errorf("after the outage: %d endpoints (%v), want a, b, late2, c", len(insp.Containers), seen)
+	}
+}

@@ -1,0 +1,136 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/tether-net/tether/internal/cluster"
+	"github.com/tether-net/tether/internal/config"
+	"github.com/tether-net/tether/internal/store"
+	"github.com/tether-net/tether/internal/store/etcd"
+)
+
+// openCluster connects to the cluster store and prepares this node's
+// registration (started by the engine). Without cluster-store it returns
+// nil. The store being down is not fatal: the node registers when it
+// comes back, and until then global attaches fail with a clear error.
+func openCluster(ctx context.Context, cfg *config.Config, log *slog.Logger) (*cluster.Cluster, func(), error) {
+	if cfg.ClusterStore == "" {
+		return nil, func() {}, nil
+	}
+	self, err := clusterSelf(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := openClusterStore(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ttl := 10 * time.Second
+	if v, ok := cfg.ClusterStoreOpts["discovery.ttl"]; ok {
+		n, _ := strconv.Atoi(v) // validated by config
+		ttl = time.Duration(n) * time.Second
+	}
+	cl, err := cluster.New(cluster.Options{Store: st, Self: self, TTL: ttl, Logger: log})
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := cl.Start(rctx); err != nil {
+		log.Warn("cluster store unreachable at start: global networks wait for it; local ones work", "store", cfg.ClusterStore, "err", err)
+	} else {
+		log.Info("cluster: node registered", "node", self.ID, "advertise", netip.AddrPortFrom(self.Addr, uint16(self.Port)), "ttl", ttl)
+	}
+	return cl, func() { cl.Stop(); st.Close() }, nil
+}
+
+func openClusterStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
+	scheme, _, _, err := config.ClusterStoreURL(cfg.ClusterStore)
+	if err != nil {
+		return nil, fmt.Errorf("cluster-store: %w", err)
+	}
+	switch scheme {
+	case "etcd":
+		ecfg, err := etcd.ParseURL(cfg.ClusterStore, cfg.ClusterStoreOpts)
+		if err != nil {
+			return nil, err
+		}
+		return etcd.Open(ctx, ecfg)
+	}
+	return nil, fmt.Errorf("cluster-store %q: %s:// is %w", cfg.ClusterStore, scheme, config.ErrNotSupported)
+}
+
+// clusterSelf describes this node: a stable ID kept in data-root (so a
+// restart is the same node), the host name, and the advertise address,
+// read off the interface when cluster-advertise names one.
+func clusterSelf(cfg *config.Config) (cluster.Node, error) {
+	adv, err := config.ParseAdvertise(cfg.ClusterAdvertise)
+	if err != nil {
+		return cluster.Node{}, fmt.Errorf("cluster-advertise: %w", err)
+	}
+	addr := adv.Addr
+	if adv.Interface != "" {
+		if addr, err = interfaceAddr(adv.Interface); err != nil {
+			return cluster.Node{}, fmt.Errorf("cluster-advertise %q: %w", cfg.ClusterAdvertise, err)
+		}
+	}
+	id, err := nodeID(filepath.Join(cfg.DataRoot, "node-id"))
+	if err != nil {
+		return cluster.Node{}, err
+	}
+	host, _ := os.Hostname()
+	return cluster.Node{ID: id, Name: host, Addr: addr, Port: adv.Port, StartedAt: time.Now().UTC()}, nil
+}
+
+func interfaceAddr(name string) (netip.Addr, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("interface %s: %w", name, err)
+	}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("addresses of %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && !ip.IsLinkLocalUnicast() {
+			return ip, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("interface %s has no IPv4 address", name)
+}
+
+// nodeID reads the node's ID, creating it on first start.
+func nodeID(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if id := strings.TrimSpace(string(b)); len(id) == 32 {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("node id: %w", err)
+	}
+	r := make([]byte, 16)
+	_, _ = rand.Read(r)
+	id := hex.EncodeToString(r)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", fmt.Errorf("node id: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("node id: %w", err)
+	}
+	return id, nil
+}

@@ -1,0 +1,270 @@
+package overlay
+
+// Endpoints: one veth pair per sandbox and network, created from the host
+// namespace with its peer placed directly in the sandbox (one netlink
+// request, and the driver needs no file for its own namespace, only the
+// handle). Join on an endpoint that is already wired checks and repairs it
+// in place: the same links, no traffic lost.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/tether-net/tether/internal/driver"
+	"github.com/tether-net/tether/internal/driver/bridge"
+	tns "github.com/tether-net/tether/internal/netns"
+	"github.com/tether-net/tether/internal/nlutil"
+)
+
+// Join wires the sandbox whose network namespace is at nsPath to the network:
+//
+//	ip link add vtoXXXX mtu M type veth peer name IFNAME mtu M address MAC netns SANDBOX
+//	ip link set vtoXXXX alias tether:EP addrgenmode none master tov-VNI up
+//	(in sandbox) ip addr add ADDR dev IFNAME; ip link set IFNAME up; ip link set lo up
+//
+// M is the bridge's MTU (underlay-50, see CreateNetwork). No route is added:
+// an overlay sandbox's default route is on another network's interface, and
+// ep.DefaultRoute is ignored. Join fills ep.HostIfName, and ep.MAC when empty
+// (the MAC to publish to the other hosts). When the endpoint is already
+// wired (ep.HostIfName names the host end of the sandbox's IFNAME, or a lost
+// name is found again by its alias) it is checked and repaired in place. On
+// failure a veth this call created is deleted.
+func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) (err error) {
+	if err := checkNetwork(n); err != nil {
+		return err
+	}
+	br, err := d.ownLink(n, BridgeName(n.VNI), "bridge")
+	if err != nil {
+		return err
+	}
+	if br == nil {
+		return fmt.Errorf("overlay network %q: bridge %q does not exist (CreateNetwork first)", n.Name, BridgeName(n.VNI))
+	}
+	sb, err := tns.NewHandle(nsPath)
+	if err != nil {
+		return fmt.Errorf("open sandbox namespace: %w", err)
+	}
+	defer sb.Close()
+	mtu := br.Attrs().MTU
+
+	host, created, err := d.hostEnd(sb, nsPath, ep, mtu)
+	if err != nil {
+		return err
+	}
+	if created {
+		defer func() {
+			if err != nil {
+				_ = d.h.LinkDel(host) // deleting one end deletes the pair
+			}
+		}()
+	}
+	if err := d.wireHostEnd(host, br, ep, mtu, created); err != nil {
+		return err
+	}
+	return configureSandboxEnd(sb, nsPath, ep, mtu, created)
+}
+
+// hostEnd returns the endpoint's host-side veth: the existing one when the
+// endpoint is already wired, else a new pair (created true).
+func (d *Driver) hostEnd(sb *netlink.Handle, nsPath string, ep *driver.Endpoint, mtu int) (netlink.Link, bool, error) {
+	if ep.HostIfName != "" {
+		l, err := d.h.LinkByName(ep.HostIfName)
+		switch {
+		case err == nil:
+			if l.Attrs().Alias != bridge.AliasPrefix+ep.ID {
+				return nil, false, fmt.Errorf("link %q is not endpoint %.12s's (alias %q): %w", ep.HostIfName, ep.ID, l.Attrs().Alias, ErrConflict)
+			}
+			if pairedWith(sb, ep.IfName, l) {
+				return l, false, nil
+			}
+			// A leftover whose peer is elsewhere: replace it.
+			if err := d.del(l); err != nil {
+				return nil, false, err
+			}
+		case !nlutil.IsLinkGone(err):
+			return nil, false, fmt.Errorf("find %q: %w", ep.HostIfName, err)
+		}
+	}
+	l, err := d.createVeth(sb, nsPath, ep, mtu)
+	if errors.Is(err, errSandboxIfExists) {
+		// The endpoint may be wired under a host name the caller lost.
+		if l, ferr := d.findHostEnd(ep); ferr == nil && l != nil && pairedWith(sb, ep.IfName, l) {
+			ep.HostIfName = l.Attrs().Name
+			return l, false, nil
+		}
+		return nil, false, fmt.Errorf("interface %q already exists in the sandbox: %w", ep.IfName, ErrConflict)
+	}
+	return l, err == nil, err
+}
+
+var errSandboxIfExists = errors.New("sandbox interface exists")
+
+// createVeth creates the pair from the host namespace with its peer placed
+// in the sandbox. Host-side names are random; a collision is retried.
+func (d *Driver) createVeth(sb *netlink.Handle, nsPath string, ep *driver.Endpoint, mtu int) (netlink.Link, error) {
+	fd, err := tns.Open(nsPath)
+	if err != nil {
+		return nil, err
+	}
+	defer fd.Close()
+	for try := 0; ; try++ {
+		name := ep.HostIfName // a recorded name is kept when it is free
+		if name == "" || try > 0 {
+			name = HostIfPrefix + randomHex(4)
+		}
+		veth := &netlink.Veth{
+			LinkAttrs:        linkAttrs(name, mtu),
+			PeerName:         ep.IfName,
+			PeerMTU:          uint32(mtu),
+			PeerHardwareAddr: ep.MAC,
+			PeerNamespace:    netlink.NsFd(int(fd)),
+			PeerTxQLen:       -1,
+		}
+		err := d.h.LinkAdd(veth)
+		if err == nil {
+			ep.HostIfName = name
+			break
+		}
+		if !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("create veth %s/%s: %w", name, ep.IfName, err)
+		}
+		if _, lerr := sb.LinkByName(ep.IfName); lerr == nil {
+			return nil, errSandboxIfExists
+		}
+		if try >= 5 {
+			return nil, fmt.Errorf("create veth %s/%s: %w", name, ep.IfName, err)
+		}
+	}
+	l, err := d.h.LinkByName(ep.HostIfName)
+	if err != nil {
+		return nil, fmt.Errorf("find new host end %q: %w", ep.HostIfName, err)
+	}
+	return l, nil
+}
+
+// pairedWith reports whether the sandbox's interface ifName is the veth
+// peer of the host link l (its IFLA_LINK names l's index).
+func pairedWith(sb *netlink.Handle, ifName string, l netlink.Link) bool {
+	in, err := sb.LinkByName(ifName)
+	if err != nil || in.Type() != "veth" || l.Type() != "veth" {
+		return false
+	}
+	return in.Attrs().ParentIndex == l.Attrs().Index
+}
+
+// findHostEnd looks for the host-side veth marked as ep's (a link dump);
+// nil when there is none.
+func (d *Driver) findHostEnd(ep *driver.Endpoint) (netlink.Link, error) {
+	links, err := nlutil.Dump("list links", d.h.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range links {
+		if l.Attrs().Alias == bridge.AliasPrefix+ep.ID && strings.HasPrefix(l.Attrs().Name, HostIfPrefix) {
+			return l, nil
+		}
+	}
+	return nil, nil
+}
+
+// wireHostEnd marks the host end, puts it on the bridge and brings it up,
+// changing only what is not so already.
+func (d *Driver) wireHostEnd(l, br netlink.Link, ep *driver.Endpoint, mtu int, created bool) error {
+	a := l.Attrs()
+	if created {
+		noIPv6(d.h, l)
+	}
+	if a.Alias != bridge.AliasPrefix+ep.ID {
+		if err := d.h.LinkSetAlias(l, bridge.AliasPrefix+ep.ID); err != nil {
+			return fmt.Errorf("mark %q: %w", a.Name, err)
+		}
+	}
+	if a.MTU != mtu {
+		if err := d.h.LinkSetMTU(l, mtu); err != nil {
+			return fmt.Errorf("MTU %d on %q: %w", mtu, a.Name, err)
+		}
+	}
+	if a.MasterIndex != br.Attrs().Index {
+		if err := d.h.LinkSetMasterByIndex(l, br.Attrs().Index); err != nil {
+			return fmt.Errorf("attach %q to bridge %q: %w", a.Name, br.Attrs().Name, err)
+		}
+	}
+	return d.setUp(l)
+}
+
+// configureSandboxEnd gives the sandbox end its address and brings it and
+// loopback up; on an existing endpoint it only repairs what differs.
+func configureSandboxEnd(sb *netlink.Handle, nsPath string, ep *driver.Endpoint, mtu int, created bool) error {
+	link, err := sb.LinkByName(ep.IfName)
+	if err != nil {
+		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
+	}
+	if len(ep.MAC) == 0 {
+		ep.MAC = link.Attrs().HardwareAddr
+	}
+	if created && ep.DisableIPv6 {
+		_ = tns.Do(nsPath, func() error {
+			return os.WriteFile("/proc/sys/net/ipv6/conf/"+ep.IfName+"/disable_ipv6", []byte("1"), 0o644)
+		})
+	}
+	if link.Attrs().MTU != mtu {
+		if err := sb.LinkSetMTU(link, mtu); err != nil {
+			return fmt.Errorf("MTU %d on %q: %w", mtu, ep.IfName, err)
+		}
+	}
+	if ep.Address.IsValid() {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ep.Address.Addr().AsSlice(), Mask: net.CIDRMask(ep.Address.Bits(), ep.Address.Addr().BitLen())}}
+		if err := sb.AddrReplace(link, addr); err != nil {
+			return fmt.Errorf("address %s on %q: %w", ep.Address, ep.IfName, err)
+		}
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		if err := sb.LinkSetUp(link); err != nil {
+			return fmt.Errorf("bring up %q: %w", ep.IfName, err)
+		}
+	}
+	if lo, err := sb.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
+		if err := sb.LinkSetUp(lo); err != nil {
+			return fmt.Errorf("bring up lo: %w", err)
+		}
+	}
+	return nil
+}
+
+// Leave deletes the endpoint's veth pair from the host end (`ip link del
+// vtoXXXX`; the sandbox end goes with it). A pair that is gone is success;
+// a link of that name that is not the endpoint's is left alone. With
+// ep.HostIfName empty the host end is looked for by its alias.
+func (d *Driver) Leave(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) error {
+	var l netlink.Link
+	var err error
+	if ep.HostIfName == "" {
+		if l, err = d.findHostEnd(ep); err != nil || l == nil {
+			return err
+		}
+	} else if l, err = d.h.LinkByName(ep.HostIfName); err != nil {
+		if nlutil.IsLinkGone(err) {
+			return nil
+		}
+		return fmt.Errorf("find %q: %w", ep.HostIfName, err)
+	}
+	if l.Attrs().Alias != bridge.AliasPrefix+ep.ID {
+		return fmt.Errorf("link %q is not endpoint %.12s's; left alone: %w", l.Attrs().Name, ep.ID, ErrConflict)
+	}
+	return d.del(l)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,400 @@
+// Package overlay is the multi-host overlay driver: networks that span hosts
+// over VXLAN, like Docker's classic overlay, with a static datapath.
+//
+// Layout, per network and host (docs/overlay.md, "Datapath"): a Linux bridge
+// tov-<vni> without an address, and a VXLAN device tvx-<vni> (UDP port 4789,
+// source address the host's VTEP, bound to the underlay interface, learning
+// off, proxy on) enslaved to it. A local sandbox gets a veth pair: eth<N> in
+// the sandbox with its overlay address and no default route, vto<hex> on the
+// bridge; both ends have MTU underlay-50 (VXLAN's 50 bytes of headers).
+// Every remote endpoint is one static FDB entry on the VXLAN device (its MAC
+// -> its host's VTEP) and one permanent neighbour entry (its IP -> its MAC),
+// from which the device answers the sandboxes' ARP requests itself (proxy).
+// There is no learning and no miss handling: the kernel never asks the
+// daemon anything, so a daemon that is down or restarting drops no traffic.
+//
+// Ownership: the bridge and the VXLAN device carry the alias
+// "tether:overlay:<network id>", host-side veths "tether:<endpoint id>" (the
+// bridge driver's marker, so the engine's endpoint bookkeeping is the same).
+// Link names come from the VNI, so they are the same after a restart and
+// unique per host. IPv6 address generation is off on every host-side link:
+// no link-local chatter flooded over the bridge.
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/tether-net/tether/internal/driver"
+	"github.com/tether-net/tether/internal/driver/bridge"
+	"github.com/tether-net/tether/internal/nlutil"
+)
+
+const (
+	// NetAliasPrefix marks the bridge and the VXLAN device of an overlay
+	// network; the network ID follows. It starts with bridge.AliasPrefix
+	// ("tether:") but is no "tether:<id>" marker, so code that only knows
+	// bridge networks leaves these links alone.
+	NetAliasPrefix = bridge.AliasPrefix + "overlay:"
+	// BridgePrefix and VxlanPrefix start the link names; the VNI in decimal
+	// follows (at most 8 digits: 12 characters, under IFNAMSIZ's 15).
+	BridgePrefix = "tov-"
+	VxlanPrefix  = "tvx-"
+	// HostIfPrefix starts the name of every host-side veth (8 hex digits follow).
+	HostIfPrefix = "vto"
+	// Port is VXLAN's IANA UDP port.
+	Port = 4789
+	// Overhead is what VXLAN over IPv4 adds to an inner frame's IP packet:
+	// outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
+	Overhead = 50
+	// MaxVNI is the largest VNI (24 bits).
+	MaxVNI = 1<<24 - 1
+)
+
+// ErrInvalid is wrapped by errors about invalid arguments (a VNI out of
+// range, a peer without a MAC, ...); the engine maps it to 400.
+var ErrInvalid = errors.New("invalid argument")
+
+// ErrConflict is wrapped when a link the driver needs exists and is not the
+// network's (another network's VNI, or a link Tether does not own).
+var ErrConflict = errors.New("conflict")
+
+// BridgeName is the name of the bridge of the overlay network with this VNI.
+func BridgeName(vni int) string { return BridgePrefix + strconv.Itoa(vni) }
+
+// VxlanName is the name of the VXLAN device of the overlay network with this VNI.
+func VxlanName(vni int) string { return VxlanPrefix + strconv.Itoa(vni) }
+
+// NetworkAlias is the alias the bridge and VXLAN device of network id carry.
+func NetworkAlias(id string) string { return NetAliasPrefix + id }
+
+// NetworkOf returns the network ID in an overlay link's alias, and whether
+// the alias is an overlay network's marker at all (for garbage collection).
+func NetworkOf(alias string) (id string, ok bool) {
+	id, ok = strings.CutPrefix(alias, NetAliasPrefix)
+	if !ok || id == "" {
+		return "", false
+	}
+	return id, true
+}
+
+// Driver is the overlay driver. It works in the namespace its handle is
+// bound to (the daemon's "host" namespace), which need not be the process's.
+type Driver struct {
+	h *netlink.Handle
+}
+
+// New returns an overlay driver issuing netlink requests through h (nil:
+// the current namespace).
+func New(h *netlink.Handle) *Driver {
+	if h == nil {
+		h = &netlink.Handle{}
+	}
+	return &Driver{h: h}
+}
+
+func (d *Driver) Type() string { return "overlay" }
+
+var _ driver.Driver = (*Driver)(nil)
+
+// checkNetwork validates the overlay fields of n.
+func checkNetwork(n *driver.Network) error {
+	if n.VNI < 1 || n.VNI > MaxVNI {
+		return fmt.Errorf("overlay network %q: VNI %d not in 1..%d: %w", n.Name, n.VNI, MaxVNI, ErrInvalid)
+	}
+	if !n.VTEP.Is4() {
+		return fmt.Errorf("overlay network %q: VTEP %v is not an IPv4 address: %w", n.Name, n.VTEP, ErrInvalid)
+	}
+	return nil
+}
+
+// OverlayMTU is the MTU of the network's sandboxes and links given the
+// underlay's: underlayMTU-50 (so an encapsulated full-size frame fits the
+// underlay unfragmented), or the network's own MTU when that is smaller.
+func OverlayMTU(n *driver.Network, underlayMTU int) int {
+	mtu := underlayMTU - Overhead
+	if n.MTU > 0 && n.MTU < mtu {
+		mtu = n.MTU
+	}
+	return mtu
+}
+
+// CreateNetwork makes the network's bridge and VXLAN device, or checks and
+// repairs existing ones. Equivalent to
+//
+//	ip link add tov-VNI mtu M type bridge; ip link set tov-VNI alias A addrgenmode none up
+//	ip link add tvx-VNI mtu M type vxlan id VNI dstport 4789 local VTEP dev UNDERLAY nolearning proxy
+//	ip link set tvx-VNI alias A addrgenmode none master tov-VNI up
+//
+// Existing links are kept (same index, no traffic lost) when they are right;
+// a VXLAN device with another VNI, port, source, underlay device or flags is
+// deleted and made again, which drops its FDB and neighbour entries: callers
+// re-add every peer after CreateNetwork (AddPeer is idempotent). A link of
+// that name that is not this network's is a conflict, left alone.
+func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) (err error) {
+	if err := checkNetwork(n); err != nil {
+		return err
+	}
+	under, err := d.underlay(n)
+	if err != nil {
+		return err
+	}
+	umtu := n.UnderlayMTU
+	if umtu == 0 {
+		umtu = under.Attrs().MTU
+	}
+	mtu := OverlayMTU(n, umtu)
+	if mtu < 68 {
+		return fmt.Errorf("overlay network %q: MTU %d (underlay %d - %d) is below IPv4's 68: %w", n.Name, mtu, umtu, Overhead, ErrInvalid)
+	}
+	br, brNew, err := d.ensureBridge(n, mtu)
+	if err != nil {
+		return err
+	}
+	if brNew {
+		defer func() {
+			if err != nil {
+				_ = d.h.LinkDel(br) // undo a bridge made by this call
+			}
+		}()
+	}
+	vx, vxNew, err := d.ensureVxlan(n, mtu, under)
+	if err != nil {
+		return err
+	}
+	if vxNew {
+		defer func() {
+			if err != nil {
+				_ = d.h.LinkDel(vx)
+			}
+		}()
+	}
+	if vx.Attrs().MasterIndex != br.Attrs().Index {
+		if err := d.h.LinkSetMasterByIndex(vx, br.Attrs().Index); err != nil {
+			return fmt.Errorf("attach %q to bridge %q: %w", vx.Attrs().Name, br.Attrs().Name, err)
+		}
+	}
+	for _, l := range []netlink.Link{br, vx} {
+		if err := d.setUp(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// underlay returns the underlay interface: n.UnderlayIf, or the one that
+// holds n.VTEP.
+func (d *Driver) underlay(n *driver.Network) (netlink.Link, error) {
+	if n.UnderlayIf != "" {
+		l, err := d.h.LinkByName(n.UnderlayIf)
+		if err != nil {
+			return nil, fmt.Errorf("underlay interface %q: %w", n.UnderlayIf, err)
+		}
+		return l, nil
+	}
+	addrs, err := nlutil.Dump("list addresses", func() ([]netlink.Addr, error) {
+		return d.h.AddrList(nil, netlink.FAMILY_V4)
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == n.VTEP {
+			l, err := d.h.LinkByIndex(a.LinkIndex)
+			if err != nil {
+				return nil, fmt.Errorf("underlay interface of %s: %w", n.VTEP, err)
+			}
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("overlay network %q: no interface holds the VTEP address %s: %w", n.Name, n.VTEP, ErrInvalid)
+}
+
+// ensureBridge returns the network's bridge, creating it when missing
+// (created true) and setting its MTU when it differs.
+func (d *Driver) ensureBridge(n *driver.Network, mtu int) (l netlink.Link, created bool, err error) {
+	name := BridgeName(n.VNI)
+	if l, err = d.ownLink(n, name, "bridge"); err != nil {
+		return nil, false, err
+	}
+	if l == nil {
+		l, err = d.createLink(n, &netlink.Bridge{LinkAttrs: linkAttrs(name, mtu)})
+		return l, err == nil, err
+	}
+	// Every port has the same MTU, so the bridge's (which follows its
+	// smallest port unless set explicitly) stays mtu; Join reads it there.
+	if l.Attrs().MTU != mtu {
+		if err := d.h.LinkSetMTU(l, mtu); err != nil {
+			return nil, false, fmt.Errorf("MTU %d on bridge %q: %w", mtu, name, err)
+		}
+	}
+	return l, false, nil
+}
+
+// ensureVxlan returns the network's VXLAN device, (re)creating it when it
+// is missing or its configuration is not the wanted one (created true).
+func (d *Driver) ensureVxlan(n *driver.Network, mtu int, under netlink.Link) (l netlink.Link, created bool, err error) {
+	name := VxlanName(n.VNI)
+	want := &netlink.Vxlan{
+		LinkAttrs:    linkAttrs(name, mtu),
+		VxlanId:      n.VNI,
+		VtepDevIndex: under.Attrs().Index,
+		SrcAddr:      n.VTEP.AsSlice(),
+		Port:         Port,
+		Learning:     false,
+		Proxy:        true,
+	}
+	if l, err = d.ownLink(n, name, "vxlan"); err != nil {
+		return nil, false, err
+	}
+	if l != nil {
+		if vxlanMatches(l.(*netlink.Vxlan), want) {
+			if l.Attrs().MTU != mtu {
+				if err := d.h.LinkSetMTU(l, mtu); err != nil {
+					return nil, false, fmt.Errorf("MTU %d on %q: %w", mtu, name, err)
+				}
+			}
+			return l, false, nil
+		}
+		if err := d.h.LinkDel(l); err != nil && !nlutil.IsLinkGone(err) {
+			return nil, false, fmt.Errorf("delete misconfigured %q: %w", name, err)
+		}
+	}
+	l, err = d.createLink(n, want)
+	return l, err == nil, err
+}
+
+// vxlanMatches reports whether an existing VXLAN device is configured as want.
+func vxlanMatches(have, want *netlink.Vxlan) bool {
+	return have.VxlanId == want.VxlanId && have.Port == want.Port &&
+		have.SrcAddr.Equal(want.SrcAddr) && have.VtepDevIndex == want.VtepDevIndex &&
+		have.Learning == want.Learning && have.Proxy == want.Proxy &&
+		!have.L2miss && !have.L3miss && !have.FlowBased && len(have.Group) == 0
+}
+
+// ownLink finds link name and checks that it is network n's and of type
+// typ. It returns nil, nil when there is no such link.
+func (d *Driver) ownLink(n *driver.Network, name, typ string) (netlink.Link, error) {
+	l, err := d.h.LinkByName(name)
+	if err != nil {
+		if nlutil.IsLinkGone(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("find %q: %w", name, err)
+	}
+	if a := l.Attrs().Alias; a != NetworkAlias(n.ID) {
+		if other, ok := NetworkOf(a); ok {
+			return nil, fmt.Errorf("overlay network %q: %q belongs to network %.12s (VNI %d in use): %w", n.Name, name, other, n.VNI, ErrConflict)
+		}
+		return nil, fmt.Errorf("overlay network %q: link %q exists and is not Tether's (alias %q): %w", n.Name, name, a, ErrConflict)
+	}
+	if l.Type() != typ {
+		return nil, fmt.Errorf("overlay network %q: link %q is a %s, not a %s: %w", n.Name, name, l.Type(), typ, ErrConflict)
+	}
+	return l, nil
+}
+
+// createLink adds l, marks it as n's, turns IPv6 address generation off
+// (before it is ever up) and returns it as the kernel reports it.
+func (d *Driver) createLink(n *driver.Network, l netlink.Link) (netlink.Link, error) {
+	name := l.Attrs().Name
+	if err := d.h.LinkAdd(l); err != nil {
+		return nil, fmt.Errorf("create %s %q: %w", l.Type(), name, err)
+	}
+	got, err := d.h.LinkByName(name)
+	if err == nil && got.Attrs().Alias != NetworkAlias(n.ID) {
+		err = d.h.LinkSetAlias(got, NetworkAlias(n.ID))
+	}
+	if err != nil {
+		_ = d.h.LinkDel(l)
+		return nil, fmt.Errorf("mark new %s %q: %w", l.Type(), name, err)
+	}
+	noIPv6(d.h, got)
+	return got, nil
+}
+
+func (d *Driver) setUp(l netlink.Link) error {
+	if l.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	if err := d.h.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bring up %q: %w", l.Attrs().Name, err)
+	}
+	return nil
+}
+
+// linkAttrs are the attributes of a new link: TxQLen -1 leaves the
+// kernel's default instead of asking for a queue length of 0.
+func linkAttrs(name string, mtu int) netlink.LinkAttrs {
+	a := netlink.NewLinkAttrs()
+	a.Name, a.MTU = name, mtu
+	return a
+}
+
+// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE: no link-local address, hence
+// no router solicitations, DAD or MLD reports from the link.
+const addrGenModeNone = 1
+
+// noIPv6 stops IPv6 address generation on a host-side link (`ip link set L
+// addrgenmode none`). Through netlink rather than the disable_ipv6 sysctl, so
+// it acts in the handle's namespace. Failure (IPv6 off in the kernel) only
+// costs chatter, so it is ignored.
+func noIPv6(h *netlink.Handle, l netlink.Link) {
+	_ = h.LinkSetIP6AddrGenMode(l, addrGenModeNone)
+}
+
+// DeleteNetwork removes the network's VXLAN device (and with it every FDB
+// and neighbour entry), its bridge, and host-side veths of Tether's still
+// on the bridge (endpoints normally Leave first). Equivalent to `ip link del`
+// of each. Links that are gone are success; links that are not the
+// network's are left alone and reported.
+func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
+	if n.VNI < 1 || n.VNI > MaxVNI {
+		return fmt.Errorf("overlay network %q: VNI %d not in 1..%d: %w", n.Name, n.VNI, MaxVNI, ErrInvalid)
+	}
+	var errs []error
+	if vx, err := d.ownLink(n, VxlanName(n.VNI), "vxlan"); err != nil {
+		errs = append(errs, err)
+	} else if vx != nil {
+		errs = append(errs, d.del(vx))
+	}
+	br, err := d.ownLink(n, BridgeName(n.VNI), "bridge")
+	switch {
+	case err != nil:
+		errs = append(errs, err)
+	case br != nil:
+		errs = append(errs, d.deletePorts(br)...)
+		errs = append(errs, d.del(br))
+	}
+	return errors.Join(errs...)
+}
+
+// deletePorts deletes the host-side veths Tether marked that are ports of br.
+func (d *Driver) deletePorts(br netlink.Link) []error {
+	links, err := nlutil.Dump("list links", d.h.LinkList)
+	if err != nil {
+		return []error{err}
+	}
+	var errs []error
+	for _, l := range links {
+		a := l.Attrs()
+		if a.MasterIndex == br.Attrs().Index && l.Type() == "veth" && strings.HasPrefix(a.Alias, bridge.AliasPrefix) {
+			errs = append(errs, d.del(l))
+		}
+	}
+	return errs
+}
+
+func (d *Driver) del(l netlink.Link) error {
+	if err := d.h.LinkDel(l); err != nil && !nlutil.IsLinkGone(err) {
+		return fmt.Errorf("delete %q: %w", l.Attrs().Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,563 @@
+package engine
+
+// Global (overlay) networks: records in the cluster store, shared by every
+// daemon (internal/cluster); kernel objects per host (internal/driver/overlay).
+//
+//   - A network is created in the cluster store first (name, VNI and subnet
+//     claimed cluster-wide in one transaction), then installed locally. Every
+//     other node installs it when its watcher sees it. The local store keeps
+//     a copy of the record, so a daemon that restarts while the cluster store
+//     is down restores its overlay endpoints like any other.
+//   - An attach claims the address in the cluster store (one key per
+//     address, compare-and-swap), joins the sandbox to the overlay bridge
+//     (no default route), publishes the endpoint record, and gives the
+//     sandbox a second interface on the local NAT bridge "tether_gwbridge"
+//     for traffic to the outside, as Docker's docker_gwbridge.
+//   - Remote endpoints on live nodes become FDB and neighbour entries on the
+//     VXLAN device and names in the embedded DNS (the watcher's PeerAdded);
+//     they go when withdrawn or when their node's lease expires.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tether-net/tether/internal/cluster"
+	"github.com/tether-net/tether/internal/dns"
+	"github.com/tether-net/tether/internal/driver"
+	"github.com/tether-net/tether/internal/driver/overlay"
+	"github.com/tether-net/tether/internal/ipam"
+	"github.com/tether-net/tether/internal/store"
+)
+
+const (
+	// ScopeGlobal marks networks that live in the cluster store.
+	ScopeGlobal = "global"
+	// GatewayBridgeName is the local NAT network (and Linux bridge) that
+	// gives overlay sandboxes their way out, Docker's docker_gwbridge.
+	GatewayBridgeName = "tether_gwbridge"
+	// OptVNI names the VXLAN ID of an overlay network, Docker's option.
+	OptVNI = "com.docker.network.driver.overlay.vxlanid_list"
+)
+
+// globalPool is where overlay subnets are chosen when none is given:
+// 10.0.0.0/8 in /24s, avoiding host routes as bridge subnets do.
+var globalPool = []ipam.PoolSpec{{Base: netip.MustParsePrefix("10.0.0.0/8"), Size: 24}}
+
+// globalState is the engine's cluster side; nil without a cluster store.
+type globalState struct {
+	cl      *cluster.Cluster
+	ov      *overlay.Driver
+	watcher *cluster.Watcher
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	mu sync.Mutex
+	// peers are the remote endpoints programmed into the datapath.
+	peers map[string]cluster.EndpointRecord
+	// withdraw holds endpoints whose withdrawal failed (store down); retried.
+	withdraw map[string]cluster.EndpointRecord
+}
+
+func (e *Engine) isGlobal(n *Network) bool { return n.Scope == ScopeGlobal }
+
+// startGlobal begins following the cluster store. The node's registration
+// and the first listing happen in the background: a daemon starts (and its
+// local sandboxes keep working) while the store is down.
+func (e *Engine) startGlobal() {
+	g := e.global
+	if g == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel, g.done = cancel, make(chan struct{})
+	g.watcher = cluster.NewWatcher(g.cl, globalListener{e})
+	go func() {
+		defer close(g.done)
+		var wg sync.WaitGroup
+		wg.Go(func() { g.watcher.Run(ctx) })
+		wg.Go(func() { e.reconcileGlobal(ctx) })
+		wg.Wait()
+	}()
+}
+
+func (e *Engine) stopGlobal() {
+	if g := e.global; g != nil && g.cancel != nil {
+		g.cancel()
+		<-g.done
+		g.cl.Stop()
+	}
+}
+
+// WaitGlobalSynced blocks until the first listing of the cluster store was
+// applied (tests, and attaches right after a start), or ctx ends.
+func (e *Engine) WaitGlobalSynced(ctx context.Context) error {
+	if e.global == nil || e.global.watcher == nil {
+		return nil
+	}
+	select {
+	case <-e.global.watcher.Synced():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// reconcileGlobal, once the store answers, withdraws this node's endpoints
+// the engine no longer has and releases half-made claims; then it retries
+// failed withdrawals until ctx ends.
+func (e *Engine) reconcileGlobal(ctx context.Context) {
+	g := e.global
+	select {
+	case <-g.watcher.Synced():
+	case <-ctx.Done():
+		return
+	}
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		w, r, err := g.cl.Reconcile(rctx, e.liveGlobalEndpoints())
+		cancel()
+		if err == nil {
+			if w+r > 0 {
+				e.log.Info("cluster: reconciled this node's records", "withdrawn", w, "released", r)
+			}
+			break
+		}
+		e.log.Warn("cluster: reconcile failed; retrying", "err", err)
+		sleepCtx(ctx, time.Second)
+	}
+	for ctx.Err() == nil {
+		sleepCtx(ctx, time.Second)
+		g.mu.Lock()
+		pending := slices.Collect(maps.Values(g.withdraw))
+		g.mu.Unlock()
+		for _, ep := range pending {
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := g.cl.RemoveEndpoint(rctx, ep)
+			cancel()
+			if err == nil {
+				g.mu.Lock()
+				delete(g.withdraw, ep.ID)
+				g.mu.Unlock()
+			}
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func (e *Engine) liveGlobalEndpoints() map[string]bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	live := map[string]bool{}
+	for _, sb := range e.sandboxes {
+		for _, ep := range sb.rec.Endpoints {
+			if ns := e.networks[ep.NetworkID]; ns != nil && e.isGlobal(ns.rec) {
+				live[ep.ID] = true
+			}
+		}
+	}
+	return live
+}
+
+// storeErr turns a cluster error into an engine error of the right kind.
+func storeErr(err error) error {
+	switch {
+	case errors.Is(err, cluster.ErrNameInUse), errors.Is(err, cluster.ErrAddrInUse), errors.Is(err, cluster.ErrVNIInUse):
+		return kindf(KindConflict, "%w", err)
+	case errors.Is(err, cluster.ErrSubnetInUse), errors.Is(err, cluster.ErrInUse), errors.Is(err, cluster.ErrNoAddress):
+		return kindf(KindForbidden, "%w", err)
+	case errors.Is(err, cluster.ErrOutOfSubnet):
+		return kindf(KindInvalid, "%w", err)
+	case errors.Is(err, cluster.ErrNotFound):
+		return kindf(KindNotFound, "%w", err)
+	}
+	return fmt.Errorf("%w (is the cluster store reachable?)", err)
+}
+
+// createGlobalNetwork records an overlay network in the cluster store and
+// installs it here.
+func (e *Engine) createGlobalNetwork(ctx context.Context, n *Network, sub *ipam.Subnet) (*Network, error) {
+	g := e.global
+	if g == nil {
+		return nil, invalidf("invalid driver \"overlay\": overlay networks need a cluster store (daemon options cluster-store and cluster-advertise)")
+	}
+	e.mu.Lock()
+	if e.findByName(n.Name) != nil {
+		e.mu.Unlock()
+		return nil, conflictf("network with name %s already exists", n.Name)
+	}
+	e.mu.Unlock()
+	rec := cluster.NetworkRecord{ID: n.ID, Name: n.Name, Driver: "overlay", Created: n.Created, Internal: n.Internal,
+		Attachable: n.Attachable, Options: n.Options, Labels: n.Labels, IPAMOpts: n.IPAMOpts}
+	if sub != nil {
+		if len(n.Aux) > 0 || n.IPRange.IsValid() {
+			return nil, invalidf("invalid IPAM config: ip-range and aux-address are not supported on overlay networks yet")
+		}
+		rec.Subnet, rec.Gateway = n.Subnet, n.Gateway
+	}
+	if v, ok := n.Options[OptVNI]; ok {
+		var vni int
+		if _, err := fmt.Sscan(v, &vni); err != nil || vni < 1 || vni > cluster.MaxVNI {
+			return nil, invalidf("invalid option %s=%q: a VXLAN ID is a number from 1 to %d", OptVNI, v, cluster.MaxVNI)
+		}
+		rec.VNI = vni
+	}
+	choose := func(taken []netip.Prefix) (netip.Prefix, error) {
+		e.mu.Lock()
+		bs, err := e.blockers()
+		e.mu.Unlock()
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		for _, p := range taken {
+			bs = append(bs, ipam.Blocker{Prefix: p, Source: "a global network"})
+		}
+		p, err := ipam.ChooseSubnet(globalPool, bs)
+		if err != nil {
+			return netip.Prefix{}, forbiddenf("choose a subnet for network %q: %w", n.Name, err)
+		}
+		return p, nil
+	}
+	rec, err := g.cl.CreateNetwork(ctx, rec, choose)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ns, err := e.installGlobalLocked(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	return ns.rec, nil
+}
+
+// installGlobalLocked makes a global network exist here: record, kernel
+// objects (bridge and VXLAN device) and a local copy of the record. A
+// network already installed with the same datapath parameters is left as
+// it is. Called with e.mu held.
+func (e *Engine) installGlobalLocked(ctx context.Context, rec cluster.NetworkRecord) (*netState, error) {
+	if ns := e.networks[rec.ID]; ns != nil && ns.rec.VNI == rec.VNI && ns.rec.Subnet == rec.Subnet {
+		return ns, nil
+	}
+	if other := e.findByName(rec.Name); other != nil && other.rec.ID != rec.ID {
+		// a local network took the name first: the global one is still
+		// installed (by ID), the name resolves to the local one
+		e.log.Warn("a global network has the name of a local one", "name", rec.Name, "local", other.rec.ID, "global", rec.ID)
+	}
+	n := &Network{ID: rec.ID, Name: rec.Name, Driver: "overlay", Scope: ScopeGlobal, Created: rec.Created,
+		Internal: rec.Internal, Attachable: rec.Attachable, IPAMDriver: "default", IPAMOpts: rec.IPAMOpts,
+		Subnet: rec.Subnet, Gateway: rec.Gateway, Options: rec.Options, Labels: rec.Labels, VNI: rec.VNI,
+		VTEP: e.global.cl.Self().Addr, ICC: true}
+	if n.Options == nil {
+		n.Options = map[string]string{}
+	}
+	if err := e.global.ov.CreateNetwork(ctx, driverNetwork(n)); err != nil {
+		return nil, fmt.Errorf("install overlay network %q: %w", n.Name, err)
+	}
+	if err := e.commit(ctx, e.putJSON(keyNetworks+n.ID, n)); err != nil {
+		_ = e.global.ov.DeleteNetwork(ctx, driverNetwork(n))
+		return nil, fmt.Errorf("record network %q: %w", n.Name, err)
+	}
+	ns := &netState{rec: n}
+	e.networks[n.ID] = ns
+	e.events.publish(Event{Type: "network", Action: "create", ID: n.ID, Attrs: map[string]string{"name": n.Name, "type": n.Driver}})
+	return ns, nil
+}
+
+// uninstallGlobalLocked removes a global network's local objects. Called
+// with e.mu held.
+func (e *Engine) uninstallGlobalLocked(ctx context.Context, ns *netState) error {
+	n := ns.rec
+	if users := e.endpointNames(n.ID); len(users) > 0 || ns.pending > 0 {
+		return forbiddenf("network %s has active endpoints here (%v)", n.Name, users)
+	}
+	if err := e.global.ov.DeleteNetwork(ctx, driverNetwork(n)); err != nil {
+		return fmt.Errorf("remove overlay network %q: %w", n.Name, err)
+	}
+	if err := e.commit(ctx, store.Delete(keyNetworks+n.ID)); err != nil {
+		return err
+	}
+	delete(e.networks, n.ID)
+	e.events.publish(Event{Type: "network", Action: "destroy", ID: n.ID, Attrs: map[string]string{"name": n.Name, "type": n.Driver}})
+	return nil
+}
+
+// removeGlobalNetwork deletes a global network cluster-wide (refused while
+// any node has an endpoint on it), then here; other nodes follow through
+// their watchers.
+func (e *Engine) removeGlobalNetwork(ctx context.Context, ns *netState) error {
+	e.mu.Lock()
+	e.reapDeadUsersLocked(ctx, ns.rec.ID)
+	if users := e.endpointNames(ns.rec.ID); len(users) > 0 || ns.pending > 0 {
+		e.mu.Unlock()
+		return forbiddenf("error while removing network: network %s has active endpoints (%v)", ns.rec.Name, users)
+	}
+	e.mu.Unlock()
+	if err := e.global.cl.RemoveNetwork(ctx, ns.rec.ID); err != nil && !errors.Is(err, cluster.ErrNotFound) {
+		return storeErr(fmt.Errorf("error while removing network: %w", err))
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.networks[ns.rec.ID] == nil {
+		return nil // the watcher was first
+	}
+	return e.uninstallGlobalLocked(ctx, ns)
+}
+
+// connectGlobal attaches a sandbox to a global network. Called with sb.op held.
+func (e *Engine) connectGlobal(ctx context.Context, sb *sbState, ns *netState, a AttachSpec) (err error) {
+	g := e.global
+	if len(a.Ports) > 0 {
+		return invalidf("invalid port bindings on network %q: publish ports on a bridge network (overlay networks publish nothing yet)", ns.rec.Name)
+	}
+	for _, al := range a.Aliases {
+		if err := validName("alias", al); err != nil {
+			return err
+		}
+	}
+	var static netip.Addr
+	if a.IP != "" {
+		if static, err = netip.ParseAddr(a.IP); err != nil || !static.Is4() {
+			return invalidf("invalid ip %q: not an IPv4 address", a.IP)
+		}
+	}
+	e.mu.Lock()
+	if err := e.checkAttach(sb, ns, netip.Addr{}); err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	ns.pending++
+	ifName := nextIfName(sb.rec)
+	e.mu.Unlock()
+	ep := &Endpoint{ID: newID(), NetworkID: ns.rec.ID, IfName: ifName, Aliases: a.Aliases, Created: time.Now().UTC(), StaticIP: static.IsValid()}
+	claimed, joined, published := false, false, false
+	dn := driverNetwork(ns.rec)
+	defer func() {
+		if err == nil {
+			return
+		}
+		bg := context.WithoutCancel(ctx)
+		if published {
+			_ = g.cl.RemoveEndpoint(bg, e.endpointRecord(sb, ns, ep))
+		} else if claimed {
+			_ = g.cl.ReleaseAddress(bg, ns.rec.ID, ep.Address.Addr())
+		}
+		if joined {
+			_ = g.ov.Leave(bg, dn, driverEndpoint(ep), sb.rec.NetNS)
+		}
+		e.mu.Lock()
+		ns.pending--
+		e.mu.Unlock()
+	}()
+	p, err := g.cl.ClaimAddress(ctx, cluster.AddressRequest{NetworkID: ns.rec.ID, EndpointID: ep.ID, SandboxName: sb.rec.Name, Static: static})
+	if err != nil {
+		return storeErr(fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err))
+	}
+	claimed = true
+	ep.Address, ep.MAC = p, driverMAC(p.Addr())
+	dep := driverEndpoint(ep)
+	dep.DisableIPv6 = sb.rec.Adopted
+	if err := g.ov.Join(ctx, dn, dep, sb.rec.NetNS); err != nil {
+		return fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err)
+	}
+	joined = true
+	ep.HostIfName = dep.HostIfName
+	if err := g.cl.PutEndpoint(ctx, e.endpointRecord(sb, ns, ep)); err != nil {
+		return storeErr(fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err))
+	}
+	published = true
+	if err := e.commitEndpoint(ctx, sb, ns, ep); err != nil {
+		return err
+	}
+	e.refreshNames(sb)
+	e.refreshFiles(sb)
+	e.events.publish(Event{Type: "network", Action: "connect", ID: ns.rec.ID,
+		Attrs: map[string]string{"name": ns.rec.Name, "type": ns.rec.Driver, "container": sb.rec.ID}})
+	if err := e.ensureGatewayBridge(ctx, sb); err != nil {
+		e.log.Warn("overlay sandbox has no way out: attach to the gateway bridge failed", "sandbox", sb.rec.Name, "err", err)
+	}
+	return nil
+}
+
+func (e *Engine) endpointRecord(sb *sbState, ns *netState, ep *Endpoint) cluster.EndpointRecord {
+	return cluster.EndpointRecord{ID: ep.ID, NetworkID: ns.rec.ID, SandboxID: sb.rec.ID, SandboxName: sb.rec.Name,
+		Aliases: ep.Aliases, Address: ep.Address, MAC: ep.MAC, Created: ep.Created}
+}
+
+// ensureGatewayBridge gives a sandbox on an overlay network its way out:
+// an endpoint on the local NAT network tether_gwbridge (created on first
+// use), unless it already has a default route through a bridge network.
+// Called with sb.op held.
+func (e *Engine) ensureGatewayBridge(ctx context.Context, sb *sbState) error {
+	if sb.rec.HostNet {
+		return nil
+	}
+	e.mu.Lock()
+	for _, ep := range sb.rec.Endpoints {
+		if ns := e.networks[ep.NetworkID]; ns != nil && ns.rec.Driver == "bridge" {
+			e.mu.Unlock()
+			return nil
+		}
+	}
+	gw := e.findByName(GatewayBridgeName)
+	e.mu.Unlock()
+	if gw == nil {
+		n, err := e.CreateNetwork(ctx, NetworkSpec{Name: GatewayBridgeName, Driver: "bridge", Options: map[string]string{
+			OptBridgeName: GatewayBridgeName, OptICC: "false", OptMasquerade: "true"}})
+		if err != nil && KindOf(err) != KindConflict {
+			return err
+		}
+		e.mu.Lock()
+		gw = e.findByName(GatewayBridgeName)
+		e.mu.Unlock()
+		if gw == nil {
+			return fmt.Errorf("gateway bridge: %v", n)
+		}
+	}
+	return e.connectLocked(ctx, sb, gw, AttachSpec{})
+}
+
+// leaveGatewayBridge detaches the gateway bridge once the sandbox has no
+// overlay endpoint left. Called with sb.op held.
+func (e *Engine) leaveGatewayBridge(ctx context.Context, sb *sbState) error {
+	e.mu.Lock()
+	var gw *netState
+	for _, ep := range sb.rec.Endpoints {
+		ns := e.networks[ep.NetworkID]
+		switch {
+		case ns == nil:
+		case e.isGlobal(ns.rec):
+			e.mu.Unlock()
+			return nil
+		case ns.rec.Name == GatewayBridgeName:
+			gw = ns
+		}
+	}
+	e.mu.Unlock()
+	if gw == nil {
+		return nil
+	}
+	ep := sb.rec.endpointOn(gw.rec.ID)
+	return e.detach(ctx, sb, gw, ep, true)
+}
+
+// withdrawGlobal takes an endpoint out of the cluster store; when the store
+// is down it is queued and retried.
+func (e *Engine) withdrawGlobal(ctx context.Context, sb *sbState, ns *netState, ep *Endpoint) {
+	g := e.global
+	if g == nil || !e.isGlobal(ns.rec) {
+		return
+	}
+	rec := e.endpointRecord(sb, ns, ep)
+	if err := g.cl.RemoveEndpoint(ctx, rec); err != nil {
+		e.log.Warn("cluster: withdraw endpoint failed; will retry", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
+		g.mu.Lock()
+		g.withdraw[rec.ID] = rec
+		g.mu.Unlock()
+	}
+}
+
+// globalListener applies the watcher's differences to the kernel and DNS.
+type globalListener struct{ e *Engine }
+
+func (l globalListener) NetworkAdded(n cluster.NetworkRecord) {
+	e := l.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, err := e.installGlobalLocked(context.Background(), n); err != nil {
+		e.log.Error("cluster: install network", "network", n.Name, "err", err)
+	}
+}
+
+func (l globalListener) NetworkRemoved(n cluster.NetworkRecord) {
+	e := l.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ns := e.networks[n.ID]
+	if ns == nil {
+		return
+	}
+	if err := e.uninstallGlobalLocked(context.Background(), ns); err != nil {
+		e.log.Error("cluster: remove network", "network", n.Name, "err", err)
+	}
+}
+
+func (l globalListener) peerNetwork(ep cluster.EndpointRecord) *driver.Network {
+	e := l.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ns := e.networks[ep.NetworkID]
+	if ns == nil {
+		return nil
+	}
+	return driverNetwork(ns.rec)
+}
+
+func (l globalListener) PeerAdded(ep cluster.EndpointRecord) {
+	e, g := l.e, l.e.global
+	dn := l.peerNetwork(ep)
+	if dn == nil {
+		return
+	}
+	p := overlay.Peer{IP: ep.Address.Addr(), MAC: ep.HardwareAddr(), VTEP: ep.VTEP}
+	if err := g.ov.AddPeer(context.Background(), dn, p); err != nil {
+		e.log.Error("cluster: program peer", "network", dn.Name, "peer", p.String(), "err", err)
+	}
+	g.mu.Lock()
+	g.peers[ep.ID] = ep
+	g.mu.Unlock()
+	e.names.Set("peer:"+ep.ID, []dns.Entry{{SandboxID: ep.SandboxID, Name: ep.SandboxName, NetworkID: ep.NetworkID,
+		NetworkName: dn.Name, Aliases: ep.Aliases, Addr: ep.Address.Addr()}})
+}
+
+func (l globalListener) PeerRemoved(ep cluster.EndpointRecord) {
+	e, g := l.e, l.e.global
+	e.names.Remove("peer:" + ep.ID)
+	g.mu.Lock()
+	delete(g.peers, ep.ID)
+	g.mu.Unlock()
+	dn := l.peerNetwork(ep)
+	if dn == nil {
+		return
+	}
+	p := overlay.Peer{IP: ep.Address.Addr(), MAC: ep.HardwareAddr(), VTEP: ep.VTEP}
+	if err := g.ov.RemovePeer(context.Background(), dn, p); err != nil {
+		e.log.Error("cluster: remove peer", "network", dn.Name, "peer", p.String(), "err", err)
+	}
+}
+
+// RemoteEndpoint is an endpoint of a global network on another node.
+type RemoteEndpoint struct {
+	cluster.EndpointRecord
+	Live bool // its node holds a live registration
+}
+
+// globalPeersLocked lists the endpoints other nodes have on a network, for
+// inspect (live or not) and the node names.
+func (e *Engine) remoteEndpoints(netID string) []RemoteEndpoint {
+	g := e.global
+	if g == nil || g.watcher == nil {
+		return nil
+	}
+	eps, nodes := g.watcher.Endpoints(netID)
+	var out []RemoteEndpoint
+	for _, ep := range eps {
+		if ep.Node == g.cl.Self().ID {
+			continue
+		}
+		_, live := nodes[ep.Node]
+		out = append(out, RemoteEndpoint{EndpointRecord: ep, Live: live})
+	}
+	return out
+}
