@@ -16,11 +16,9 @@ import (
 	"github.com/tether-net/tether/internal/testutil"
 )
 
-// multiHost is a cluster of test hosts: namespaces on one underlay switch,
-// an etcd server in a namespace of its own, and one daemon per host with
-// --cluster-store and --cluster-advertise eth0:2376.
+// multiHost is a cluster of test hosts (testutil.Cluster) with the node
+// lease TTL the tests use.
 type multiHost struct {
-	u     *testutil.Underlay
 	etcd  *testutil.Etcd
 	hosts []testutil.Member
 	d     []*testutil.Daemon
@@ -32,20 +30,8 @@ const clusterTTL = 3 * time.Second
 
 func newMultiHost(t *testing.T, n int) *multiHost {
 	t.Helper()
-	testutil.RequireRoot(t)
-	m := &multiHost{u: testutil.NewUnderlay(t, 1500)}
-	m.etcd = testutil.StartEtcd(t, m.u.Join("etcd"))
-	for range n {
-		h := m.u.Join("h")
-		m.hosts = append(m.hosts, h)
-		m.d = append(m.d, testutil.StartDaemon(t, h.NS, m.clusterArgs()...))
-	}
-	return m
-}
-
-func (m *multiHost) clusterArgs() []string {
-	return []string{"--cluster-store", m.etcd.URL(), "--cluster-advertise", "eth0:2376",
-		"--cluster-store-opt", fmt.Sprintf("discovery.ttl=%d", int(clusterTTL.Seconds()))}
+	c := testutil.StartCluster(t, n, clusterTTL)
+	return &multiHost{etcd: c.Etcd, hosts: c.Hosts, d: c.D}
 }
 
 // waitFor polls ok every 20 ms until it holds or limit passes.
