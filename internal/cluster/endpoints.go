@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tether-net/tether/internal/store"
@@ -54,6 +55,11 @@ type AddressRequest struct {
 	EndpointID  string
 	SandboxName string
 	Static      netip.Addr // must be this one (--ip), or fail
+	// Publish, when set, is published in the same transaction as the
+	// claim (one write instead of two): its Address is the address won and
+	// its MAC is MACFor(address). Without it, PutEndpoint publishes later.
+	Publish *EndpointRecord
+	MACFor  func(netip.Addr) string
 }
 
 // ClaimAddress takes an address on a network cluster-wide: the static one,
@@ -62,14 +68,23 @@ type AddressRequest struct {
 // compare-and-swap creating the address key, so two nodes never get the
 // same address; a lost race moves on to the next candidate.
 func (c *Cluster) ClaimAddress(ctx context.Context, r AddressRequest) (netip.Prefix, error) {
-	n, rev, err := c.getNetwork(ctx, r.NetworkID)
+	v, err := c.claimView(ctx, r)
 	if err != nil {
 		return netip.Prefix{}, err
 	}
+	n, rev := v.n, v.rev
 	claim, _ := json.Marshal(Claim{Node: c.self.ID, Endpoint: r.EndpointID, Sandbox: r.SandboxName})
 	try := func(a netip.Addr) (bool, error) {
-		_, err := c.st.Txn(ctx, []store.Cmp{store.AtRevision(keyNetworks+n.ID, rev), store.Absent(addrKey(n.ID, a))},
-			[]store.Op{store.Put(addrKey(n.ID, a), claim)})
+		ops := []store.Op{store.Put(addrKey(n.ID, a), claim)}
+		if r.Publish != nil {
+			ep := *r.Publish
+			ep.Address, ep.MAC = netip.PrefixFrom(a, n.Subnet.Bits()), r.MACFor(a)
+			ep.Node, ep.NodeName, ep.VTEP = c.self.ID, c.self.Name, c.self.Addr
+			b, _ := json.Marshal(ep)
+			ops = append(ops, store.Put(endpointKey(n.ID, ep.ID), b),
+				store.Put(keySticky+n.ID+"/"+ep.SandboxName, []byte(a.String())))
+		}
+		_, err := c.st.Txn(ctx, []store.Cmp{store.AtRevision(keyNetworks+n.ID, rev), store.Absent(addrKey(n.ID, a))}, ops)
 		if err == nil {
 			return true, nil
 		}
@@ -94,13 +109,11 @@ func (c *Cluster) ClaimAddress(ctx context.Context, r AddressRequest) (netip.Pre
 		}
 		return netip.PrefixFrom(r.Static, n.Subnet.Bits()), nil
 	}
-	if kv, err := c.st.Get(ctx, keySticky+n.ID+"/"+r.SandboxName); err == nil {
-		if a, err := netip.ParseAddr(string(kv.Value)); err == nil && usable(n, a) {
-			if ok, err := try(a); err != nil {
-				return netip.Prefix{}, err
-			} else if ok {
-				return netip.PrefixFrom(a, n.Subnet.Bits()), nil
-			}
+	if a := v.sticky; a.IsValid() && usable(n, a) && !v.used[a] {
+		if ok, err := try(a); err != nil {
+			return netip.Prefix{}, err
+		} else if ok {
+			return netip.PrefixFrom(a, n.Subnet.Bits()), nil
 		}
 	}
 	// Candidates are the free addresses, lowest first, from one listing. The
@@ -108,10 +121,13 @@ func (c *Cluster) ClaimAddress(ctx context.Context, r AddressRequest) (netip.Pre
 	// nodes attaching at once spread out instead of all chasing the same
 	// address; the listing is refreshed every few losses.
 	for round := 0; round < 32; round++ {
-		free, err := c.freeAddrs(ctx, n)
-		if err != nil {
-			return netip.Prefix{}, err
+		if round > 0 {
+			if v.used, err = c.usedAddrs(ctx, n); err != nil {
+				return netip.Prefix{}, err
+			}
+			v.stickies = c.stickies(ctx, n.ID)
 		}
+		free := freeAddrs(n, v.used, v.stickies)
 		if len(free) == 0 {
 			return netip.Prefix{}, fmt.Errorf("network %q (%s): %w", n.Name, n.Subnet, ErrNoAddress)
 		}
@@ -133,10 +149,41 @@ func (c *Cluster) ClaimAddress(ctx context.Context, r AddressRequest) (netip.Pre
 	return netip.Prefix{}, fmt.Errorf("cluster store: claim an address on network %q: too much contention, try again", n.Name)
 }
 
-// freeAddrs lists the network's unclaimed host addresses, lowest first;
-// other names' sticky addresses come last, so a sandbox that comes back
-// finds its address while others are free.
-func (c *Cluster) freeAddrs(ctx context.Context, n NetworkRecord) ([]netip.Addr, error) {
+// claimInputs is what a claim reads before its first try.
+type claimInputs struct {
+	n        NetworkRecord
+	rev      int64
+	sticky   netip.Addr
+	used     map[netip.Addr]bool
+	stickies map[netip.Addr]bool
+}
+
+// claimView reads the network record, the sandbox name's sticky address,
+// the claimed addresses and the sticky ones at once: four independent
+// reads, so one round trip instead of four.
+func (c *Cluster) claimView(ctx context.Context, r AddressRequest) (claimInputs, error) {
+	var v claimInputs
+	var errNet, errUsed error
+	var wg sync.WaitGroup
+	wg.Go(func() { v.n, v.rev, errNet = c.getNetwork(ctx, r.NetworkID) })
+	if !r.Static.IsValid() {
+		wg.Go(func() {
+			if kv, err := c.st.Get(ctx, keySticky+r.NetworkID+"/"+r.SandboxName); err == nil {
+				v.sticky, _ = netip.ParseAddr(string(kv.Value))
+			}
+		})
+		wg.Go(func() { v.used, errUsed = c.usedAddrs(ctx, NetworkRecord{ID: r.NetworkID, Name: r.NetworkID}) })
+		wg.Go(func() { v.stickies = c.stickies(ctx, r.NetworkID) })
+	}
+	wg.Wait()
+	if errNet != nil {
+		return v, errNet
+	}
+	return v, errUsed
+}
+
+// usedAddrs lists the network's claimed addresses.
+func (c *Cluster) usedAddrs(ctx context.Context, n NetworkRecord) (map[netip.Addr]bool, error) {
 	kvs, err := c.st.List(ctx, keyAddrs+n.ID+"/")
 	if err != nil {
 		return nil, fmt.Errorf("cluster store: addresses of network %q: %w", n.Name, err)
@@ -147,7 +194,13 @@ func (c *Cluster) freeAddrs(ctx context.Context, n NetworkRecord) ([]netip.Addr,
 			used[a] = true
 		}
 	}
-	stickies := c.stickies(ctx, n.ID)
+	return used, nil
+}
+
+// freeAddrs lists the network's unclaimed host addresses (at most 256),
+// lowest first; other names' sticky addresses are used only when nothing
+// else is free, so a sandbox that comes back finds its address.
+func freeAddrs(n NetworkRecord, used, stickies map[netip.Addr]bool) []netip.Addr {
 	var free, later []netip.Addr
 	p := n.Subnet.Masked()
 	for a := p.Addr().Next(); p.Contains(a) && len(free) < 256; a = a.Next() {
@@ -160,9 +213,9 @@ func (c *Cluster) freeAddrs(ctx context.Context, n NetworkRecord) ([]netip.Addr,
 		}
 	}
 	if len(free) == 0 {
-		free = later
+		return later
 	}
-	return free, nil
+	return free
 }
 
 func (c *Cluster) stickies(ctx context.Context, netID string) map[netip.Addr]bool {

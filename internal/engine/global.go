@@ -360,11 +360,16 @@ func (e *Engine) connectGlobal(ctx context.Context, sb *sbState, ns *netState, a
 		ns.pending--
 		e.mu.Unlock()
 	}()
-	p, err := g.cl.ClaimAddress(ctx, cluster.AddressRequest{NetworkID: ns.rec.ID, EndpointID: ep.ID, SandboxName: sb.rec.Name, Static: static})
+	// The claim and the endpoint record go in one transaction: peers may
+	// program the endpoint a moment before its veth exists, which costs
+	// nothing, and the attach saves a round trip and a disk flush.
+	pub := e.endpointRecord(sb, ns, ep)
+	p, err := g.cl.ClaimAddress(ctx, cluster.AddressRequest{NetworkID: ns.rec.ID, EndpointID: ep.ID, SandboxName: sb.rec.Name,
+		Static: static, Publish: &pub, MACFor: driverMAC})
 	if err != nil {
 		return storeErr(fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err))
 	}
-	claimed = true
+	claimed, published = true, true
 	ep.Address, ep.MAC = p, driverMAC(p.Addr())
 	dep := driverEndpoint(ep)
 	dep.DisableIPv6 = sb.rec.Adopted
@@ -373,10 +378,6 @@ func (e *Engine) connectGlobal(ctx context.Context, sb *sbState, ns *netState, a
 	}
 	joined = true
 	ep.HostIfName = dep.HostIfName
-	if err := g.cl.PutEndpoint(ctx, e.endpointRecord(sb, ns, ep)); err != nil {
-		return storeErr(fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err))
-	}
-	published = true
 	if err := e.commitEndpoint(ctx, sb, ns, ep); err != nil {
 		return err
 	}
