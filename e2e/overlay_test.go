@@ -19,7 +19,10 @@ import (
 // multiHost is a cluster of test hosts (testutil.Cluster) with the node
 // lease TTL the tests use.
 type multiHost struct {
-	etcd  *testutil.Etcd
+	store interface {
+		Start()
+		Stop()
+	} // the cluster store's server
 	hosts []testutil.Member
 	d     []*testutil.Daemon
 }
@@ -28,10 +31,18 @@ type multiHost struct {
 // so host failures show within a test.
 const clusterTTL = 3 * time.Second
 
-func newMultiHost(t *testing.T, n int) *multiHost {
+// newMultiHost starts n hosts on a cluster store of the given kind ("etcd"
+// or "zk").
+func newMultiHost(t *testing.T, kind string, n int) *multiHost {
 	t.Helper()
-	c := testutil.StartCluster(t, n, clusterTTL)
-	return &multiHost{etcd: c.Etcd, hosts: c.Hosts, d: c.D}
+	c := testutil.StartClusterWith(t, kind, n, clusterTTL)
+	m := &multiHost{hosts: c.Hosts, d: c.D}
+	if c.ZK != nil {
+		m.store = c.ZK
+	} else {
+		m.store = c.Etcd
+	}
+	return m
 }
 
 // waitFor polls ok every 20 ms until it holds or limit passes.
@@ -82,8 +93,9 @@ func inspectGlobal(t *testing.T, d *testutil.Daemon, name string) globalInspect 
 // hosts get unique addresses, reach each other over TCP by name and
 // name.network, leave through a local NAT bridge, and inspect lists them
 // with their hosts.
-func TestOverlayUserScenario(t *testing.T) {
-	m := newMultiHost(t, 3)
+func TestOverlayUserScenario(t *testing.T) { overlayUserScenario(t, newMultiHost(t, "etcd", 3)) }
+
+func overlayUserScenario(t *testing.T, m *multiHost) {
 	h1, h2, h3 := m.d[0], m.d[1], m.d[2]
 	h1.MustTether("network", "create", "-d", "overlay", "--subnet", "10.0.0.0/24", "my-net")
 	id := netID(h1, "my-net")
@@ -167,7 +179,10 @@ func TestOverlayUserScenario(t *testing.T) {
 
 // Concurrent attaches from three hosts never hand out an address twice.
 func TestOverlayConcurrentAttaches(t *testing.T) {
-	m := newMultiHost(t, 3)
+	overlayConcurrentAttaches(t, newMultiHost(t, "etcd", 3))
+}
+
+func overlayConcurrentAttaches(t *testing.T, m *multiHost) {
 	m.d[0].MustTether("network", "create", "-d", "overlay", "--subnet", "10.1.0.0/24", "busy")
 	for _, d := range m.d {
 		waitFor(t, "network everywhere", 5*time.Second, func() bool { return netID(d, "busy") != "" })
@@ -207,8 +222,9 @@ func TestOverlayConcurrentAttaches(t *testing.T) {
 
 // Two overlays with different VNIs and overlapping nothing cannot reach
 // each other, even between hosts; names are scoped to their network.
-func TestOverlayIsolation(t *testing.T) {
-	m := newMultiHost(t, 2)
+func TestOverlayIsolation(t *testing.T) { overlayIsolation(t, newMultiHost(t, "etcd", 2)) }
+
+func overlayIsolation(t *testing.T, m *multiHost) {
 	m.d[0].MustTether("network", "create", "-d", "overlay", "--subnet", "10.2.0.0/24", "red")
 	m.d[0].MustTether("network", "create", "-d", "overlay", "--subnet", "10.3.0.0/24", "blue")
 	waitFor(t, "both networks on host 2", 5*time.Second, func() bool { return netID(m.d[1], "red") != "" && netID(m.d[1], "blue") != "" })
@@ -227,8 +243,9 @@ func TestOverlayIsolation(t *testing.T) {
 // A host that dies takes its endpoints out of the others' datapath and DNS
 // within the lease TTL; its addresses stay claimed (its sandboxes may still
 // be alive); when its daemon returns, they come back.
-func TestOverlayHostFailure(t *testing.T) {
-	m := newMultiHost(t, 2)
+func TestOverlayHostFailure(t *testing.T) { overlayHostFailure(t, newMultiHost(t, "etcd", 2)) }
+
+func overlayHostFailure(t *testing.T, m *multiHost) {
 	h1, h2 := m.d[0], m.d[1]
 	h1.MustTether("network", "create", "-d", "overlay", "--subnet", "10.4.0.0/24", "fail")
 	waitFor(t, "network on host 2", 5*time.Second, func() bool { return netID(h2, "fail") != "" })
@@ -285,7 +302,10 @@ func pingLoss(t *testing.T, d *testutil.Daemon, from, to string, count int, duri
 // A daemon restart drops no overlay traffic: the datapath is static kernel
 // state the daemon only programs.
 func TestOverlayDaemonRestartKeepsTraffic(t *testing.T) {
-	m := newMultiHost(t, 2)
+	overlayDaemonRestartKeepsTraffic(t, newMultiHost(t, "etcd", 2))
+}
+
+func overlayDaemonRestartKeepsTraffic(t *testing.T, m *multiHost) {
 	h1, h2 := m.d[0], m.d[1]
 	h1.MustTether("network", "create", "-d", "overlay", "--subnet", "10.5.0.0/24", "steady")
 	waitFor(t, "network on host 2", 5*time.Second, func() bool { return netID(h2, "steady") != "" })
@@ -315,8 +335,9 @@ func TestOverlayDaemonRestartKeepsTraffic(t *testing.T) {
 // With the cluster store down, existing sandboxes keep talking, global
 // attaches fail with a clear error and local networks work; when it
 // returns, the nodes converge without duplicates.
-func TestOverlayStoreOutage(t *testing.T) {
-	m := newMultiHost(t, 2)
+func TestOverlayStoreOutage(t *testing.T) { overlayStoreOutage(t, newMultiHost(t, "etcd", 2)) }
+
+func overlayStoreOutage(t *testing.T, m *multiHost) {
 	h1, h2 := m.d[0], m.d[1]
 	h1.MustTether("network", "create", "-d", "overlay", "--subnet", "10.6.0.0/24", "outage")
 	waitFor(t, "network on host 2", 5*time.Second, func() bool { return netID(h2, "outage") != "" })
@@ -324,7 +345,7 @@ func TestOverlayStoreOutage(t *testing.T) {
 	h2.MustTether("run", "-d", "--name", "b", "--network", "outage", "--", "sleep", "600")
 	waitFor(t, "a reaches b", 5*time.Second, func() bool { return ping(h1, "a", "b") })
 
-	m.etcd.Stop()
+	m.store.Stop()
 	sent, lost := pingLoss(t, h1, "a", ip(t, h2, "b", "outage"), 300, func() { time.Sleep(clusterTTL + time.Second) })
 	if lost != 0 {
 		t.Errorf("store down: %d of %d pings lost between existing sandboxes", lost, sent)
@@ -340,8 +361,18 @@ func TestOverlayStoreOutage(t *testing.T) {
 	t.Logf("attach with the store down failed after %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
 	h1.MustTether("network", "create", "--subnet", "10.7.0.0/24", "local")
 	h1.MustTether("run", "-d", "--name", "loc", "--network", "local", "--", "sleep", "600")
+	// a daemon restarted while the store is down starts, and its overlay
+	// sandboxes keep their datapath (by address: remote names come back
+	// with the store)
+	h1.Stop()
+	if err := h1.Start(); err != nil {
+		t.Fatalf("daemon start with the cluster store down: %v", err)
+	}
+	if !ping(h1, "a", ip(t, h2, "b", "outage")) {
+		t.Error("store down, daemon restarted: a no longer reaches b")
+	}
 
-	m.etcd.Start()
+	m.store.Start()
 	// the failed attach left nothing: the name is free, its sandbox is gone
 	waitFor(t, "attach works again", 20*time.Second, func() bool {
 		_, err := h1.Tether("run", "-d", "--name", "late2", "--network", "outage", "--", "sleep", "600")
@@ -360,4 +391,13 @@ func TestOverlayStoreOutage(t *testing.T) {
 	if len(insp.Containers) != 4 {
 		t.Errorf("after the outage: %d endpoints (%v), want a, b, late2, c", len(insp.Containers), seen)
 	}
+}
+
+// ZooKeeper works as well as etcd (Docker 20.10's classic overlay crashed
+// on ZooKeeper at the first container start): the user scenario, a host
+// failure and a store outage, on Debian's ZooKeeper.
+func TestOverlayZooKeeper(t *testing.T) {
+	t.Run("user scenario", func(t *testing.T) { overlayUserScenario(t, newMultiHost(t, "zk", 3)) })
+	t.Run("host failure", func(t *testing.T) { overlayHostFailure(t, newMultiHost(t, "zk", 2)) })
+	t.Run("store outage", func(t *testing.T) { overlayStoreOutage(t, newMultiHost(t, "zk", 2)) })
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/tether-net/tether/internal/config"
 	"github.com/tether-net/tether/internal/store"
 	"github.com/tether-net/tether/internal/store/etcd"
+	"github.com/tether-net/tether/internal/store/zk"
 )
 
 // openCluster connects to the cluster store and prepares this node's
@@ -34,10 +35,11 @@ func openCluster(ctx context.Context, cfg *config.Config, log *slog.Logger) (*cl
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := openClusterStore(ctx, cfg)
-	if err != nil {
+	// Parse now (a bad URL or option stops the start); connect lazily.
+	if _, err := openClusterStore(ctx, cfg, true); err != nil {
 		return nil, nil, err
 	}
+	st := &lazyStore{open: func(ctx context.Context) (store.Store, error) { return openClusterStore(ctx, cfg, false) }}
 	ttl := 10 * time.Second
 	if v, ok := cfg.ClusterStoreOpts["discovery.ttl"]; ok {
 		n, _ := strconv.Atoi(v) // validated by config
@@ -58,7 +60,9 @@ func openCluster(ctx context.Context, cfg *config.Config, log *slog.Logger) (*cl
 	return cl, func() { cl.Stop(); st.Close() }, nil
 }
 
-func openClusterStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
+// openClusterStore connects to the store cluster-store names; with
+// parseOnly it only checks the URL and options and returns nil.
+func openClusterStore(ctx context.Context, cfg *config.Config, parseOnly bool) (store.Store, error) {
 	scheme, _, _, err := config.ClusterStoreURL(cfg.ClusterStore)
 	if err != nil {
 		return nil, fmt.Errorf("cluster-store: %w", err)
@@ -66,10 +70,16 @@ func openClusterStore(ctx context.Context, cfg *config.Config) (store.Store, err
 	switch scheme {
 	case "etcd":
 		ecfg, err := etcd.ParseURL(cfg.ClusterStore, cfg.ClusterStoreOpts)
-		if err != nil {
+		if err != nil || parseOnly {
 			return nil, err
 		}
 		return etcd.Open(ctx, ecfg)
+	case zk.Scheme:
+		zcfg, err := zk.ParseURL(cfg.ClusterStore, cfg.ClusterStoreOpts)
+		if err != nil || parseOnly {
+			return nil, err
+		}
+		return zk.Open(ctx, zcfg)
 	}
 	return nil, fmt.Errorf("cluster-store %q: %s:// is %w", cfg.ClusterStore, scheme, config.ErrNotSupported)
 }

@@ -1,0 +1,154 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tether-net/tether/internal/store"
+)
+
+// lazyStore is a store.Store that connects on first use and, while the
+// cluster store cannot be reached, tries again on each call (at most once a
+// second). It lets a daemon start while its cluster store is down: local
+// networks work at once, global ones when the store answers.
+type lazyStore struct {
+	open func(ctx context.Context) (store.Store, error)
+
+	mu      sync.Mutex
+	st      store.Store
+	lastErr error
+	lastTry time.Time
+	closed  bool
+}
+
+var errLazyClosed = errors.New("cluster store: closed")
+
+func (l *lazyStore) get(ctx context.Context) (store.Store, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.closed:
+		return nil, errLazyClosed
+	case l.st != nil:
+		return l.st, nil
+	case l.lastErr != nil && time.Since(l.lastTry) < time.Second:
+		return nil, l.lastErr
+	}
+	l.lastTry = time.Now()
+	st, err := l.open(ctx)
+	if err != nil {
+		l.lastErr = fmt.Errorf("cluster store not connected: %w", err)
+		return nil, l.lastErr
+	}
+	l.st, l.lastErr = st, nil
+	return st, nil
+}
+
+func (l *lazyStore) Get(ctx context.Context, key string) (store.KV, error) {
+	st, err := l.get(ctx)
+	if err != nil {
+		return store.KV{}, err
+	}
+	return st.Get(ctx, key)
+}
+
+func (l *lazyStore) List(ctx context.Context, prefix string) ([]store.KV, error) {
+	st, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return st.List(ctx, prefix)
+}
+
+func (l *lazyStore) Put(ctx context.Context, key string, value []byte, lease store.LeaseID) (int64, error) {
+	st, err := l.get(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return st.Put(ctx, key, value, lease)
+}
+
+func (l *lazyStore) Create(ctx context.Context, key string, value []byte, lease store.LeaseID) (int64, error) {
+	st, err := l.get(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return st.Create(ctx, key, value, lease)
+}
+
+func (l *lazyStore) CompareAndSwap(ctx context.Context, key string, value []byte, prevRev int64, lease store.LeaseID) (int64, error) {
+	st, err := l.get(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return st.CompareAndSwap(ctx, key, value, prevRev, lease)
+}
+
+func (l *lazyStore) Delete(ctx context.Context, key string) error {
+	st, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return st.Delete(ctx, key)
+}
+
+func (l *lazyStore) CompareAndDelete(ctx context.Context, key string, prevRev int64) error {
+	st, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return st.CompareAndDelete(ctx, key, prevRev)
+}
+
+func (l *lazyStore) Txn(ctx context.Context, cmps []store.Cmp, ops []store.Op) (int64, error) {
+	st, err := l.get(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return st.Txn(ctx, cmps, ops)
+}
+
+func (l *lazyStore) Watch(ctx context.Context, prefix string, afterRev int64) (<-chan store.Event, error) {
+	st, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return st.Watch(ctx, prefix, afterRev)
+}
+
+func (l *lazyStore) Grant(ctx context.Context, ttl time.Duration) (store.LeaseID, error) {
+	st, err := l.get(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return st.Grant(ctx, ttl)
+}
+
+func (l *lazyStore) KeepAlive(ctx context.Context, id store.LeaseID) error {
+	st, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return st.KeepAlive(ctx, id)
+}
+
+func (l *lazyStore) Revoke(ctx context.Context, id store.LeaseID) error {
+	st, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return st.Revoke(ctx, id)
+}
+
+func (l *lazyStore) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	if l.st != nil {
+		return l.st.Close()
+	}
+	return nil
+}
