@@ -230,9 +230,13 @@ type Report struct {
 
 func measure(tb testing.TB, n, reps, seconds int) Report {
 	const ttl = 3 * time.Second
-	c := testutil.StartCluster(tb, 2, ttl)
+	kind := os.Getenv("BENCH_STORE") // etcd (default) or zk
+	if kind == "" {
+		kind = "etcd"
+	}
+	c := testutil.StartClusterWith(tb, kind, 2, ttl)
 	a, b := newClient(c.D[0]), newClient(c.D[1])
-	rep := Report{Date: time.Now().UTC(), Store: "etcd " + c.Etcd.URL(), TTLSeconds: ttl.Seconds(), Attaches: n}
+	rep := Report{Date: time.Now().UTC(), Store: c.StoreURL(), TTLSeconds: ttl.Seconds(), Attaches: n}
 	c.D[0].MustTether("network", "create", "-d", "overlay", "--subnet", "10.10.0.0/16", "ov")
 	c.D[0].MustTether("network", "create", "--subnet", "10.11.0.0/16", "br")
 	deadline := time.Now().Add(10 * time.Second)
