@@ -401,3 +401,39 @@ func TestOverlayZooKeeper(t *testing.T) {
 	t.Run("host failure", func(t *testing.T) { overlayHostFailure(t, newMultiHost(t, "zk", 2)) })
 	t.Run("store outage", func(t *testing.T) { overlayStoreOutage(t, newMultiHost(t, "zk", 2)) })
 }
+
+// What changes while a daemon is down is undone when it comes back: a peer
+// that left is taken out of its datapath, a network removed cluster-wide
+// loses its local bridge and VXLAN device.
+func TestOverlayChangesWhileDown(t *testing.T) {
+	m := newMultiHost(t, "etcd", 2)
+	h1, h2 := m.d[0], m.d[1]
+	h1.MustTether("network", "create", "-d", "overlay", "--subnet", "10.8.0.0/24", "stay")
+	h1.MustTether("network", "create", "-d", "overlay", "--subnet", "10.9.0.0/24", "go")
+	waitFor(t, "networks on host 2", 5*time.Second, func() bool { return netID(h2, "stay") != "" && netID(h2, "go") != "" })
+	h1.MustTether("run", "-d", "--name", "leaver", "--ip", "10.8.0.77", "--network", "stay", "--", "sleep", "600")
+	h2.MustTether("run", "-d", "--name", "b", "--network", "stay", "--", "sleep", "600")
+	waitFor(t, "b reaches leaver", 5*time.Second, func() bool { return ping(h2, "b", "leaver") })
+	fdb := func() string { out, _ := testutil.InNS(m.hosts[1].NS, "ip", "neigh", "show", "nud", "permanent"); return out }
+	if !strings.Contains(fdb(), "10.8.0.77") {
+		t.Fatalf("host 2 has no neighbour entry for leaver:\n%s", fdb())
+	}
+	h2.Stop()
+	h1.MustTether("rm", "-f", "leaver")
+	h1.MustTether("network", "rm", "go")
+	if err := h2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "host 2 drops the network removed while it was down", 10*time.Second, func() bool { return netID(h2, "go") == "" })
+	waitFor(t, "host 2 drops the peer that left while it was down", 10*time.Second, func() bool { return !strings.Contains(fdb(), "10.8.0.77") })
+	links, _ := testutil.InNS(m.hosts[1].NS, "ip", "-br", "link")
+	goVNI := ""
+	for _, l := range strings.Split(links, "\n") {
+		if strings.HasPrefix(l, "tov-") {
+			goVNI += l + "\n"
+		}
+	}
+	if strings.Count(goVNI, "tov-") != 1 {
+		t.Errorf("host 2 overlay bridges after the restart (want only stay's):\n%s", goVNI)
+	}
+}

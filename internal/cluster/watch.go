@@ -39,7 +39,9 @@ type Watcher struct {
 	// kvs are the current records under nodes/, networks/ and endpoints/.
 	kvs     map[string]store.KV
 	lastRev int64
-	// applied is what the listener has been told.
+	// applied is what the listener has been told; amu guards it (apply
+	// holds it while telling the listener).
+	amu    sync.Mutex
 	nets   map[string]NetworkRecord
 	peers  map[string]EndpointRecord
 	synced chan struct{}
@@ -236,6 +238,8 @@ func (w *Watcher) desired() (map[string]NetworkRecord, map[string]EndpointRecord
 // what the records now say.
 func (w *Watcher) apply() {
 	nets, peers := w.desired()
+	w.amu.Lock()
+	defer w.amu.Unlock()
 	for _, id := range slices.Sorted(maps.Keys(w.peers)) {
 		old := w.peers[id]
 		if cur, ok := peers[id]; !ok || !samePeer(old, cur) {
@@ -295,4 +299,12 @@ func (w *Watcher) Endpoints(netID string) ([]EndpointRecord, map[string]Node) {
 	}
 	slices.SortFunc(eps, func(a, b EndpointRecord) int { return strings.Compare(a.ID, b.ID) })
 	return eps, nodes
+}
+
+// Snapshot returns the networks and the live remote endpoints the listener
+// has been told of.
+func (w *Watcher) Snapshot() ([]NetworkRecord, []EndpointRecord) {
+	w.amu.Lock()
+	defer w.amu.Unlock()
+	return slices.Collect(maps.Values(w.nets)), slices.Collect(maps.Values(w.peers))
 }

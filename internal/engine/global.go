@@ -118,6 +118,7 @@ func (e *Engine) reconcileGlobal(ctx context.Context) {
 	case <-ctx.Done():
 		return
 	}
+	e.syncGlobalDatapath(ctx)
 	for ctx.Err() == nil {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		w, r, err := g.cl.Reconcile(rctx, e.liveGlobalEndpoints())
@@ -144,6 +145,58 @@ func (e *Engine) reconcileGlobal(ctx context.Context) {
 				g.mu.Lock()
 				delete(g.withdraw, ep.ID)
 				g.mu.Unlock()
+			}
+		}
+	}
+}
+
+// syncGlobalDatapath runs once the watcher applied its first listing: what
+// changed while this daemon was down is undone here. Global networks that
+// no longer exist in the store lose their local objects (unless local
+// endpoints still use them), and FDB/neighbour entries of peers that are
+// gone are removed (the watcher re-added every live one).
+func (e *Engine) syncGlobalDatapath(ctx context.Context) {
+	g := e.global
+	want := map[string]bool{}
+	nets, _ := g.watcher.Snapshot()
+	for _, n := range nets {
+		want[n.ID] = true
+	}
+	g.mu.Lock()
+	live := map[string][]overlay.Peer{}
+	for _, ep := range g.peers {
+		live[ep.NetworkID] = append(live[ep.NetworkID], overlay.Peer{IP: ep.Address.Addr(), MAC: ep.HardwareAddr(), VTEP: ep.VTEP})
+	}
+	g.mu.Unlock()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ns := range e.networks {
+		if !e.isGlobal(ns.rec) {
+			continue
+		}
+		if !want[ns.rec.ID] {
+			e.log.Info("cluster: a global network was removed while this daemon was down", "network", ns.rec.Name)
+			if err := e.uninstallGlobalLocked(ctx, ns); err != nil {
+				e.log.Warn("cluster: remove network", "network", ns.rec.Name, "err", err)
+			}
+			continue
+		}
+		dn := driverNetwork(ns.rec)
+		have, err := g.ov.Peers(ctx, dn)
+		if err != nil {
+			e.log.Warn("cluster: read the datapath's peers", "network", ns.rec.Name, "err", err)
+			continue
+		}
+		var stale []overlay.Peer
+		for _, p := range have {
+			if !slices.ContainsFunc(live[ns.rec.ID], p.Equal) {
+				stale = append(stale, p)
+			}
+		}
+		if len(stale) > 0 {
+			e.log.Info("cluster: removing peers that left while this daemon was down", "network", ns.rec.Name, "peers", len(stale))
+			if err := g.ov.RemovePeers(ctx, dn, stale); err != nil {
+				e.log.Warn("cluster: remove stale peers", "network", ns.rec.Name, "err", err)
 			}
 		}
 	}
