@@ -414,7 +414,10 @@ func TestOverlayChangesWhileDown(t *testing.T) {
 	h1.MustTether("run", "-d", "--name", "leaver", "--ip", "10.8.0.77", "--network", "stay", "--", "sleep", "600")
 	h2.MustTether("run", "-d", "--name", "b", "--network", "stay", "--", "sleep", "600")
 	waitFor(t, "b reaches leaver", 5*time.Second, func() bool { return ping(h2, "b", "leaver") })
-	fdb := func() string { out, _ := testutil.InNS(m.hosts[1].NS, "ip", "neigh", "show", "nud", "permanent"); return out }
+	fdb := func() string {
+		out, _ := testutil.InNS(m.hosts[1].NS, "ip", "neigh", "show", "nud", "permanent")
+		return out
+	}
 	if !strings.Contains(fdb(), "10.8.0.77") {
 		t.Fatalf("host 2 has no neighbour entry for leaver:\n%s", fdb())
 	}

@@ -2,15 +2,19 @@
 // figures), on test hosts made of namespaces (testutil.Cluster: an
 // underlay switch, etcd, one daemon per host), each against a reference in
 // the same run:
+//
 //   - convergence: from an attach returning on host A until a sandbox on
 //     host B reaches the new sandbox by address (ICMP echo) and by name
 //     (its embedded resolver answers);
+//
 //   - throughput: sandbox to sandbox over the overlay vs host to host over
 //     the underlay (iperf3, one TCP stream);
+//
 //   - attach latency on an overlay network vs on a bridge network;
+//
 //   - how long a dead host's endpoints stay in the others' DNS, vs the TTL.
 //
-//	sudo bench/run.sh overlay      # JSON in bench/results/overlay-<date>.json
+//     sudo bench/run.sh overlay      # JSON in bench/results/overlay-<date>.json
 package overlay
 
 import (
