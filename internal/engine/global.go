@@ -467,16 +467,16 @@ func (e *Engine) ensureGatewayBridge(ctx context.Context, sb *sbState) error {
 	gw := e.findByName(GatewayBridgeName)
 	e.mu.Unlock()
 	if gw == nil {
-		n, err := e.CreateNetwork(ctx, NetworkSpec{Name: GatewayBridgeName, Driver: "bridge", Options: map[string]string{
+		_, err := e.CreateNetwork(ctx, NetworkSpec{Name: GatewayBridgeName, Driver: "bridge", Options: map[string]string{
 			OptBridgeName: GatewayBridgeName, OptICC: "false", OptMasquerade: "true"}})
-		if err != nil && KindOf(err) != KindConflict {
-			return err
+		if err != nil && KindOf(err) != KindConflict { // a conflict: another attach made it first
+			return fmt.Errorf("create network %s: %w", GatewayBridgeName, err)
 		}
 		e.mu.Lock()
 		gw = e.findByName(GatewayBridgeName)
 		e.mu.Unlock()
 		if gw == nil {
-			return fmt.Errorf("gateway bridge: %v", n)
+			return fmt.Errorf("network %s: created but not found", GatewayBridgeName)
 		}
 	}
 	return e.connectLocked(ctx, sb, gw, AttachSpec{})
@@ -597,8 +597,9 @@ type RemoteEndpoint struct {
 	Live bool // its node holds a live registration
 }
 
-// globalPeersLocked lists the endpoints other nodes have on a network, for
-// inspect (live or not) and the node names.
+// remoteEndpoints lists the endpoints other nodes have on a network, live
+// or not, for inspect. Called with e.mu held (it takes only the watcher's
+// lock).
 func (e *Engine) remoteEndpoints(netID string) []RemoteEndpoint {
 	g := e.global
 	if g == nil || g.watcher == nil {
