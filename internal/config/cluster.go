@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/tether-net/tether/internal/store"
 )
 
 // Cluster store schemes. consul:// is refused: no Consul server can be
@@ -30,15 +32,13 @@ func ClusterStoreURL(s string) (scheme string, endpoints []string, prefix string
 	if hosts == "" {
 		return "", nil, "", fmt.Errorf("%q: no endpoints", s)
 	}
+	defPort := map[string]string{"etcd": "2379", "zk": "2181"}[scheme]
 	for _, h := range strings.Split(hosts, ",") {
-		host, port, err := net.SplitHostPort(h)
-		if err != nil || host == "" {
-			return "", nil, "", fmt.Errorf("%q: endpoint %q is not HOST:PORT", s, h)
+		hp, err := store.HostPort(h, defPort, "endpoint")
+		if err != nil {
+			return "", nil, "", fmt.Errorf("%q: %w", s, err)
 		}
-		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-			return "", nil, "", fmt.Errorf("%q: endpoint %q has a bad port", s, h)
-		}
-		endpoints = append(endpoints, h)
+		endpoints = append(endpoints, hp)
 	}
 	return scheme, endpoints, strings.Trim(prefix, "/"), nil
 }

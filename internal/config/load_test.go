@@ -312,7 +312,8 @@ func TestClusterKeys(t *testing.T) {
 		{`{"cluster-store": "consul://a:8500", "cluster-advertise": "eth0:2376"}`, "cluster-store: not supported yet (no Consul server"},
 		{`{"cluster-store": "redis://a:1", "cluster-advertise": "eth0:2376"}`, `cluster-store: "redis://a:1": unknown scheme "redis"`},
 		{`{"cluster-store": "etcd://", "cluster-advertise": "eth0:2376"}`, "cluster-store: \"etcd://\": no endpoints"},
-		{`{"cluster-store": "etcd://a:99999", "cluster-advertise": "eth0:2376"}`, "bad port"},
+		{`{"cluster-store": "etcd://a:99999", "cluster-advertise": "eth0:2376"}`, `port "99999" is not 1-65535`},
+		{`{"cluster-store": "etcd://a", "cluster-advertise": "eth0:2376"}`, ""}, // default port 2379
 		{`{"cluster-store": "etcd://a:2379"}`, "cluster-advertise: required with cluster-store"},
 		{`{"cluster-advertise": "eth0:2376"}`, "cluster-advertise: given without cluster-store"},
 		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "eth0"}`, "cluster-advertise: \"eth0\": want IFACE:PORT or IP:PORT"},
@@ -334,6 +335,6 @@ func TestClusterKeys(t *testing.T) {
 
 // TestAllErrorsReported checks that independent problems come back together.
 func TestAllErrorsReported(t *testing.T) {
-	_, err := loadString(`{"mtu": 10, "log-level": "loud", "tls": true, "cluster-store": "etcd://x"}`, nil)
-	wantErr(t, err, "mtu: ", "log-level: ", "tls: true needs tlscert", `cluster-store: "etcd://x": endpoint "x" is not HOST:PORT`)
+	_, err := loadString(`{"mtu": 10, "log-level": "loud", "tls": true, "cluster-store": "etcd://x:0"}`, nil)
+	wantErr(t, err, "mtu: ", "log-level: ", "tls: true needs tlscert", `cluster-store: "etcd://x:0": endpoint "x:0": port "0" is not 1-65535`)
 }

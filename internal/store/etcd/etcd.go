@@ -51,12 +51,11 @@ import (
 )
 
 var (
-	// ErrUnreachable: no etcd member answered within the request (or dial)
-	// timeout, or the cluster has no leader. The call may be retried; the
-	// client reconnects by itself when a member is back.
-	ErrUnreachable = errors.New("store unreachable")
+	// ErrUnreachable: no server answered within the request (or dial)
+	// timeout; see store.ErrUnreachable.
+	ErrUnreachable = store.ErrUnreachable
 	// ErrClosed: the store was closed.
-	ErrClosed = errors.New("store closed")
+	ErrClosed = store.ErrClosed
 )
 
 // Defaults of Config.

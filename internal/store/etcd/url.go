@@ -2,10 +2,10 @@ package etcd
 
 import (
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
+
+	"github.com/tether-net/tether/internal/store"
 )
 
 // Scheme is the cluster-store URL scheme of this backend.
@@ -65,32 +65,7 @@ func ParseURL(raw string, opts map[string]string) (Config, error) {
 }
 
 // endpoint checks one "host[:port]" and adds the default port.
-func endpoint(h string) (string, error) {
-	host, port := h, DefaultPort
-	switch {
-	case h == "":
-		return "", fmt.Errorf("empty host")
-	case strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]"):
-		host = h[1 : len(h)-1]
-	case strings.HasPrefix(h, "[") || strings.Count(h, ":") == 1:
-		var err error
-		if host, port, err = net.SplitHostPort(h); err != nil {
-			return "", fmt.Errorf("endpoint %q: %v", h, err)
-		}
-	case strings.Contains(h, ":"):
-		return "", fmt.Errorf("endpoint %q: bracket IPv6 addresses ([addr]:port)", h)
-	}
-	if host == "" {
-		return "", fmt.Errorf("endpoint %q: empty host", h)
-	}
-	if strings.HasPrefix(h, "[") && net.ParseIP(host) == nil {
-		return "", fmt.Errorf("endpoint %q: %q is not an IPv6 address", h, host)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", fmt.Errorf("endpoint %q: port %q is not 1-65535", h, port)
-	}
-	return net.JoinHostPort(host, port), nil
-}
+func endpoint(h string) (string, error) { return store.HostPort(h, DefaultPort, "endpoint") }
 
 // pathPrefix turns "/a/b/" or "a/b" into "a/b/"; "" stays "".
 func pathPrefix(path string) (string, error) {

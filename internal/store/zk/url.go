@@ -2,10 +2,10 @@ package zk
 
 import (
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
+
+	"github.com/tether-net/tether/internal/store"
 )
 
 // Scheme is the cluster-store URL scheme of this backend.
@@ -58,32 +58,7 @@ func ParseURL(raw string, opts map[string]string) (Config, error) {
 }
 
 // server checks one "host[:port]" and adds the default port.
-func server(h string) (string, error) {
-	host, port := h, DefaultPort
-	switch {
-	case h == "":
-		return "", fmt.Errorf("empty host")
-	case strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]"):
-		host = h[1 : len(h)-1]
-	case strings.HasPrefix(h, "[") || strings.Count(h, ":") == 1:
-		var err error
-		if host, port, err = net.SplitHostPort(h); err != nil {
-			return "", fmt.Errorf("server %q: %v", h, err)
-		}
-	case strings.Contains(h, ":"):
-		return "", fmt.Errorf("server %q: bracket IPv6 addresses ([addr]:port)", h)
-	}
-	if host == "" {
-		return "", fmt.Errorf("server %q: empty host", h)
-	}
-	if strings.HasPrefix(h, "[") && net.ParseIP(host) == nil {
-		return "", fmt.Errorf("server %q: %q is not an IPv6 address", h, host)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", fmt.Errorf("server %q: port %q is not 1-65535", h, port)
-	}
-	return net.JoinHostPort(host, port), nil
-}
+func server(h string) (string, error) { return store.HostPort(h, DefaultPort, "server") }
 
 // checkOptions refuses every kv.* option: zk:// has none (TLS to
 // ZooKeeper needs its Netty secure port and is not supported).

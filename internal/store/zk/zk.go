@@ -52,12 +52,11 @@ import (
 )
 
 var (
-	// ErrUnreachable: no ZooKeeper server answered within the request (or
-	// dial) timeout, or the connection was lost during the call. The call
-	// may be retried; the client reconnects by itself.
-	ErrUnreachable = errors.New("store unreachable")
+	// ErrUnreachable: no server answered within the request (or dial)
+	// timeout; see store.ErrUnreachable.
+	ErrUnreachable = store.ErrUnreachable
 	// ErrClosed: the store was closed.
-	ErrClosed = errors.New("store closed")
+	ErrClosed = store.ErrClosed
 )
 
 // Defaults of Config.

@@ -1,0 +1,48 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+)
+
+var (
+	// ErrUnreachable: no server of a distributed store answered within the
+	// request (or dial) timeout. The call may be retried; the clients
+	// reconnect by themselves.
+	ErrUnreachable = errors.New("store unreachable")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("store closed")
+)
+
+// HostPort checks one "host[:port]" of a cluster-store URL (IPv6 hosts in
+// brackets) and adds defaultPort when none is given. what names the part in
+// errors ("endpoint", "server").
+func HostPort(h, defaultPort, what string) (string, error) {
+	host, port := h, defaultPort
+	switch {
+	case h == "":
+		return "", fmt.Errorf("empty host")
+	case strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]"):
+		host = h[1 : len(h)-1]
+	case strings.HasPrefix(h, "[") || strings.Count(h, ":") == 1:
+		var err error
+		if host, port, err = net.SplitHostPort(h); err != nil {
+			return "", fmt.Errorf("%s %q: %v", what, h, err)
+		}
+	case strings.Contains(h, ":"):
+		return "", fmt.Errorf("%s %q: bracket IPv6 addresses ([addr]:port)", what, h)
+	}
+	if host == "" {
+		return "", fmt.Errorf("%s %q: empty host", what, h)
+	}
+	if strings.HasPrefix(h, "[") && net.ParseIP(host) == nil {
+		return "", fmt.Errorf("%s %q: %q is not an IPv6 address", what, h, host)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("%s %q: port %q is not 1-65535", what, h, port)
+	}
+	return net.JoinHostPort(host, port), nil
+}
