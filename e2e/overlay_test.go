@@ -238,6 +238,18 @@ func overlayIsolation(t *testing.T, m *multiHost) {
 	if ping(m.d[0], "r1", "b2") {
 		t.Error("red sandbox resolves a blue one's name")
 	}
+	// no --subnet: a free /24 of 10.0.0.0/8, the same on both hosts
+	m.d[1].MustTether("network", "create", "-d", "overlay", "green")
+	sub := strings.TrimSpace(m.d[1].MustTether("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", "green"))
+	p, err := netip.ParsePrefix(sub)
+	if err != nil || p.Bits() != 24 || !netip.MustParsePrefix("10.0.0.0/8").Contains(p.Addr()) ||
+		p.Overlaps(netip.MustParsePrefix("10.2.0.0/24")) || p.Overlaps(netip.MustParsePrefix("10.3.0.0/24")) {
+		t.Errorf("chosen overlay subnet %q", sub)
+	}
+	waitFor(t, "green on host 1 with the same subnet", 5*time.Second, func() bool {
+		out, _ := m.d[0].Tether("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", "green")
+		return strings.TrimSpace(out) == sub
+	})
 }
 
 // A host that dies takes its endpoints out of the others' datapath and DNS
