@@ -38,12 +38,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	gozk "github.com/go-zookeeper/zk"
@@ -374,15 +376,19 @@ func (s *Store) mapErr(ctx context.Context, op string, err error) error {
 	}
 }
 
-// lost reports client errors that mean "no server could serve this now".
+// lost reports client errors that mean "no server could serve this now":
+// the client's own, and the socket errors it passes through when the
+// server dies under a call (reset, EOF, broken pipe).
 func lost(err error) bool {
 	for _, e := range []error{gozk.ErrNoServer, gozk.ErrConnectionClosed, gozk.ErrSessionExpired,
-		gozk.ErrClosing, gozk.ErrSessionMoved} {
+		gozk.ErrClosing, gozk.ErrSessionMoved, io.EOF, io.ErrUnexpectedEOF, net.ErrClosed,
+		syscall.ECONNRESET, syscall.ECONNREFUSED, syscall.EPIPE} {
 		if errors.Is(err, e) {
 			return true
 		}
 	}
-	return false
+	var op *net.OpError
+	return errors.As(err, &op)
 }
 
 // backoff sleeps a short random while (retry after a lost race) or until
