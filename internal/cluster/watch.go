@@ -301,10 +301,11 @@ func (w *Watcher) Endpoints(netID string) ([]EndpointRecord, map[string]Node) {
 	return eps, nodes
 }
 
-// Snapshot returns the networks and the live remote endpoints the listener
-// has been told of.
-func (w *Watcher) Snapshot() ([]NetworkRecord, []EndpointRecord) {
+// Locked runs fn with the networks and the live remote endpoints the
+// listener has been told of, while no listener call can run: a caller that
+// reconciles the datapath against them cannot race an addition.
+func (w *Watcher) Locked(fn func(nets []NetworkRecord, peers []EndpointRecord)) {
 	w.amu.Lock()
 	defer w.amu.Unlock()
-	return slices.Collect(maps.Values(w.nets)), slices.Collect(maps.Values(w.peers))
+	fn(slices.Collect(maps.Values(w.nets)), slices.Collect(maps.Values(w.peers)))
 }

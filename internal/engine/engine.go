@@ -134,8 +134,7 @@ func New(o Options) (*Engine, error) {
 	if o.Cluster != nil {
 		ov := overlay.New(nl)
 		e.drivers["overlay"] = ov
-		e.global = &globalState{cl: o.Cluster, ov: ov, peers: map[string]cluster.EndpointRecord{},
-			withdraw: map[string]cluster.EndpointRecord{}}
+		e.global = &globalState{cl: o.Cluster, ov: ov, attaching: map[string]bool{}, withdraw: map[string]cluster.EndpointRecord{}}
 	}
 	return e, nil
 }

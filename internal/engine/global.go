@@ -58,8 +58,10 @@ type globalState struct {
 	done    chan struct{}
 
 	mu sync.Mutex
-	// peers are the remote endpoints programmed into the datapath.
-	peers map[string]cluster.EndpointRecord
+	// attaching holds the endpoint IDs of attaches in progress: their
+	// records may be in the store before the engine's, and Reconcile must
+	// not take them for dead.
+	attaching map[string]bool
 	// withdraw holds endpoints whose withdrawal failed (store down); retried.
 	withdraw map[string]cluster.EndpointRecord
 }
@@ -156,18 +158,22 @@ func (e *Engine) reconcileGlobal(ctx context.Context) {
 // endpoints still use them), and FDB/neighbour entries of peers that are
 // gone are removed (the watcher re-added every live one).
 func (e *Engine) syncGlobalDatapath(ctx context.Context) {
+	e.global.watcher.Locked(func(nets []cluster.NetworkRecord, peers []cluster.EndpointRecord) {
+		e.syncGlobalLocked(ctx, nets, peers)
+	})
+}
+
+// syncGlobalLocked is syncGlobalDatapath with the watcher's view held still.
+func (e *Engine) syncGlobalLocked(ctx context.Context, nets []cluster.NetworkRecord, peers []cluster.EndpointRecord) {
 	g := e.global
 	want := map[string]bool{}
-	nets, _ := g.watcher.Snapshot()
 	for _, n := range nets {
 		want[n.ID] = true
 	}
-	g.mu.Lock()
 	live := map[string][]overlay.Peer{}
-	for _, ep := range g.peers {
+	for _, ep := range peers {
 		live[ep.NetworkID] = append(live[ep.NetworkID], overlay.Peer{IP: ep.Address.Addr(), MAC: ep.HardwareAddr(), VTEP: ep.VTEP})
 	}
-	g.mu.Unlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, ns := range e.networks {
@@ -210,9 +216,14 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 }
 
 func (e *Engine) liveGlobalEndpoints() map[string]bool {
+	live := map[string]bool{}
+	e.global.mu.Lock()
+	for id := range e.global.attaching {
+		live[id] = true
+	}
+	e.global.mu.Unlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	live := map[string]bool{}
 	for _, sb := range e.sandboxes {
 		for _, ep := range sb.rec.Endpoints {
 			if ns := e.networks[ep.NetworkID]; ns != nil && e.isGlobal(ns.rec) {
@@ -396,6 +407,14 @@ func (e *Engine) connectGlobal(ctx context.Context, sb *sbState, ns *netState, a
 	ep := &Endpoint{ID: newID(), NetworkID: ns.rec.ID, IfName: ifName, Aliases: a.Aliases, Created: time.Now().UTC(), StaticIP: static.IsValid()}
 	claimed, joined, published := false, false, false
 	dn := driverNetwork(ns.rec)
+	g.mu.Lock()
+	g.attaching[ep.ID] = true
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.attaching, ep.ID)
+		g.mu.Unlock()
+	}()
 	defer func() {
 		if err == nil {
 			return
@@ -568,9 +587,6 @@ func (l globalListener) PeerAdded(ep cluster.EndpointRecord) {
 	if err := g.ov.AddPeer(context.Background(), dn, p); err != nil {
 		e.log.Error("cluster: program peer", "network", dn.Name, "peer", p.String(), "err", err)
 	}
-	g.mu.Lock()
-	g.peers[ep.ID] = ep
-	g.mu.Unlock()
 	e.names.Set("peer:"+ep.ID, []dns.Entry{{SandboxID: ep.SandboxID, Name: ep.SandboxName, NetworkID: ep.NetworkID,
 		NetworkName: dn.Name, Aliases: ep.Aliases, Addr: ep.Address.Addr()}})
 }
@@ -578,9 +594,6 @@ func (l globalListener) PeerAdded(ep cluster.EndpointRecord) {
 func (l globalListener) PeerRemoved(ep cluster.EndpointRecord) {
 	e, g := l.e, l.e.global
 	e.names.Remove("peer:" + ep.ID)
-	g.mu.Lock()
-	delete(g.peers, ep.ID)
-	g.mu.Unlock()
 	dn := l.peerNetwork(ep)
 	if dn == nil {
 		return
