@@ -16,7 +16,7 @@ import (
 // no fsync.
 var errNoop = errors.New("no change")
 
-var errEmptyKey = errors.New("empty key")
+var errEmptyKey = store.ErrEmptyKey
 
 // writer is one write transaction. Every key it changes gets revision rev;
 // the revision counter moves only if the transaction emitted events.

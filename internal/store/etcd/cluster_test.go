@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tether-net/tether/internal/store"
+	"github.com/tether-net/tether/internal/store/storetest"
 )
 
 // A three-member cluster, members SIGKILLed one at a time:
@@ -51,9 +52,9 @@ func testCluster(t *testing.T, f flavour) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r0 := mustPutRev(t, s, "c/0")
+	r0 := storetest.PutRev(t, s, "c/0")
 	acked = append(acked, fmt.Sprintf(`put "c/0"@%d`, r0))
-	expectEvents(t, loneCh, acked...)
+	storetest.ExpectEvents(t, loneCh, acked...)
 
 	follower.kill()
 	// A call that was on its way to the follower as it died fails (a
@@ -66,12 +67,12 @@ func testCluster(t *testing.T, f flavour) {
 	acked = append(acked, meanwhile...)
 	follower.start()
 	c.waitReady(follower)
-	expectEvents(t, loneCh, meanwhile...)
+	storetest.ExpectEvents(t, loneCh, meanwhile...)
 	resumed, err := lone.Watch(ctx, "c/", r0)
 	if err != nil {
 		t.Fatalf("Watch after %d on the restarted member: %v", r0, err)
 	}
-	expectEvents(t, resumed, meanwhile...)
+	storetest.ExpectEvents(t, resumed, meanwhile...)
 
 	old := c.members[leader]
 	old.kill()
@@ -87,8 +88,8 @@ func testCluster(t *testing.T, f flavour) {
 	if now := c.leader(t, s); c.members[now] == old {
 		t.Fatalf("leader is still the killed member %s", old.name)
 	}
-	expectEvents(t, all, acked...)
-	expectQuiet(t, all)
+	storetest.ExpectEvents(t, all, acked...)
+	storetest.ExpectQuiet(t, all)
 }
 
 // mustRecover writes probe keys (outside the watched prefix) until one

@@ -168,8 +168,8 @@ func TestCompactedHistory(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Watch from the future: %v", err)
 	}
-	mustPutRev(t, s, "k/x")
-	next := mustPutRev(t, s, "k/y")
+	storetest.PutRev(t, s, "k/x")
+	next := storetest.PutRev(t, s, "k/y")
 	select {
 	case ev := <-future:
 		if ev.KV.Revision != next {
@@ -178,15 +178,6 @@ func TestCompactedHistory(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("future watch got nothing")
 	}
-}
-
-func mustPutRev(t *testing.T, s store.Store, key string) int64 {
-	t.Helper()
-	rev, err := s.Put(t.Context(), key, []byte("v"), store.NoLease)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rev
 }
 
 func TestGrantRoundsUpToSeconds(t *testing.T) {
@@ -251,7 +242,7 @@ func TestErrorMessages(t *testing.T) {
 	srv := startEmbedded(t, embedOptions{})
 	s := srv.open(t)
 	ctx := t.Context()
-	rev := mustPutRev(t, s, "k")
+	rev := storetest.PutRev(t, s, "k")
 	_, errCreate := s.Create(ctx, "k", nil, store.NoLease)
 	_, errCAS := s.CompareAndSwap(ctx, "k", nil, rev-1, store.NoLease)
 	_, errTxn := s.Txn(ctx, []store.Cmp{store.Absent("other"), store.AtRevision("k", rev+5)}, []store.Op{store.Put("x", nil)})
@@ -506,8 +497,8 @@ func TestAuth(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Watch as tether: %v", err)
 	}
-	rev := mustPutRev(t, s, "k2")
-	expectEvents(t, ch, fmt.Sprintf(`put "k2"@%d`, rev))
+	rev := storetest.PutRev(t, s, "k2")
+	storetest.ExpectEvents(t, ch, fmt.Sprintf(`put "k2"@%d`, rev))
 
 	outside := srv.config("other/")
 	outside.Username, outside.Password = "tether", "s3cret"

@@ -12,7 +12,7 @@ import (
 	"github.com/tether-net/tether/internal/store"
 )
 
-var errEmptyKey = errors.New("empty key")
+var errEmptyKey = store.ErrEmptyKey
 
 // listRetries bounds how often List restarts when the revision it pages at
 // is compacted under it.
@@ -256,29 +256,8 @@ func (s *Store) txnConflict(cmps []store.Cmp, resp *clientv3.TxnResponse) error 
 	return fmt.Errorf("txn: %w", store.ErrConflict)
 }
 
-// checkTxn rejects what etcd (and bolt) reject before asking the server:
-// unknown op types, empty keys, a key in two ops.
-func checkTxn(cmps []store.Cmp, ops []store.Op) error {
-	for _, c := range cmps {
-		if c.Key == "" {
-			return fmt.Errorf("txn: compare: %w", errEmptyKey)
-		}
-	}
-	seen := make(map[string]struct{}, len(ops))
-	for _, op := range ops {
-		if op.Type != store.OpPut && op.Type != store.OpDelete {
-			return fmt.Errorf("txn: op on %q: unknown type %d", op.Key, op.Type)
-		}
-		if op.Key == "" {
-			return fmt.Errorf("txn: %w", errEmptyKey)
-		}
-		if _, dup := seen[op.Key]; dup {
-			return fmt.Errorf("txn: duplicate key %q", op.Key)
-		}
-		seen[op.Key] = struct{}{}
-	}
-	return nil
-}
+// checkTxn rejects what every backend rejects (store.CheckTxn).
+func checkTxn(cmps []store.Cmp, ops []store.Op) error { return store.CheckTxn(cmps, ops) }
 
 func (s *Store) toKV(kv *mvccpb.KeyValue) store.KV {
 	return store.KV{Key: s.storeKey(kv.Key), Value: kv.Value, Revision: kv.ModRevision, Lease: store.LeaseID(kv.Lease)}

@@ -14,7 +14,7 @@ import (
 	"github.com/tether-net/tether/internal/store"
 )
 
-var errEmptyKey = errors.New("empty key")
+var errEmptyKey = store.ErrEmptyKey
 
 // readers bounds the reads one call keeps in flight (List, Txn).
 const readers = 16
@@ -272,29 +272,8 @@ func opKeys(ops []store.Op) []string {
 	return out
 }
 
-// checkTxn rejects what etcd (and bolt) reject before asking the server:
-// unknown op types, empty keys, a key in two ops.
-func checkTxn(cmps []store.Cmp, ops []store.Op) error {
-	for _, c := range cmps {
-		if c.Key == "" {
-			return fmt.Errorf("txn: compare: %w", errEmptyKey)
-		}
-	}
-	seen := make(map[string]struct{}, len(ops))
-	for _, op := range ops {
-		if op.Type != store.OpPut && op.Type != store.OpDelete {
-			return fmt.Errorf("txn: op on %q: unknown type %d", op.Key, op.Type)
-		}
-		if op.Key == "" {
-			return fmt.Errorf("txn: %w", errEmptyKey)
-		}
-		if _, dup := seen[op.Key]; dup {
-			return fmt.Errorf("txn: duplicate key %q", op.Key)
-		}
-		seen[op.Key] = struct{}{}
-	}
-	return nil
-}
+// checkTxn rejects what every backend rejects (store.CheckTxn).
+func checkTxn(cmps []store.Cmp, ops []store.Op) error { return store.CheckTxn(cmps, ops) }
 
 // decideFunc turns the current state of a write's keys (those that exist)
 // into the ops to apply, or refuses with the error the call returns. extra

@@ -112,7 +112,7 @@ func TestTwoStores(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expectEvents(t, ch, fmt.Sprintf(`put "x"@%d`, rev), fmt.Sprintf(`put "y"@%d`, rev), fmt.Sprintf(`put "counter"@%d`, rev))
+	storetest.ExpectEvents(t, ch, fmt.Sprintf(`put "x"@%d`, rev), fmt.Sprintf(`put "y"@%d`, rev), fmt.Sprintf(`put "counter"@%d`, rev))
 	var wg sync.WaitGroup
 	for _, s := range []*Store{a, b, a, b} {
 		wg.Go(func() {
@@ -169,7 +169,7 @@ func TestHistory(t *testing.T) {
 	ctx := t.Context()
 	var revs []int64
 	for i := range 60 {
-		revs = append(revs, mustPutRev(t, s, fmt.Sprintf("h/%02d", i)))
+		revs = append(revs, storetest.PutRev(t, s, fmt.Sprintf("h/%02d", i)))
 	}
 	// Trims run in the background every History/10 writes.
 	deadline := time.Now().Add(5 * time.Second)
@@ -187,7 +187,7 @@ func TestHistory(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Watch within the history: %v", err)
 	}
-	expectEvents(t, ch, fmt.Sprintf(`put "h/57"@%d`, revs[57]), fmt.Sprintf(`put "h/58"@%d`, revs[58]), fmt.Sprintf(`put "h/59"@%d`, revs[59]))
+	storetest.ExpectEvents(t, ch, fmt.Sprintf(`put "h/57"@%d`, revs[57]), fmt.Sprintf(`put "h/58"@%d`, revs[58]), fmt.Sprintf(`put "h/59"@%d`, revs[59]))
 
 	full, err := s.Watch(ctx, "h/", revs[40]) // 19 events for a queue of 4
 	if err != nil {
@@ -226,7 +226,7 @@ func TestKeyEscaping(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Put %q: %v", k, err)
 		}
-		expectEvents(t, ch, fmt.Sprintf(`put %q@%d`, k, rev))
+		storetest.ExpectEvents(t, ch, fmt.Sprintf(`put %q@%d`, k, rev))
 		if kv, err := s.Get(ctx, k); err != nil || kv.Key != k || string(kv.Value) != k {
 			t.Fatalf("Get %q = %+v, %v", k, kv, err)
 		}

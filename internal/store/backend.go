@@ -46,3 +46,30 @@ func HostPort(h, defaultPort, what string) (string, error) {
 	}
 	return net.JoinHostPort(host, port), nil
 }
+
+// ErrEmptyKey: a key (or a Txn compare's key) was empty.
+var ErrEmptyKey = errors.New("empty key")
+
+// CheckTxn rejects, before any server is asked, what every backend refuses
+// in a transaction: empty keys, unknown op types, a key in two ops.
+func CheckTxn(cmps []Cmp, ops []Op) error {
+	for _, c := range cmps {
+		if c.Key == "" {
+			return fmt.Errorf("txn: compare: %w", ErrEmptyKey)
+		}
+	}
+	seen := make(map[string]struct{}, len(ops))
+	for _, op := range ops {
+		if op.Type != OpPut && op.Type != OpDelete {
+			return fmt.Errorf("txn: op on %q: unknown type %d", op.Key, op.Type)
+		}
+		if op.Key == "" {
+			return fmt.Errorf("txn: %w", ErrEmptyKey)
+		}
+		if _, dup := seen[op.Key]; dup {
+			return fmt.Errorf("txn: duplicate key %q", op.Key)
+		}
+		seen[op.Key] = struct{}{}
+	}
+	return nil
+}
