@@ -23,7 +23,8 @@ const eventHistory = 256
 type Events struct {
 	mu   sync.Mutex
 	subs map[chan Event]struct{}
-	past []Event // ring of the last eventHistory events, oldest first
+	past []Event // ring of the last eventHistory events
+	next int     // where the next event goes once past is full
 }
 
 func newEvents() *Events { return &Events{subs: map[chan Event]struct{}{}} }
@@ -42,7 +43,8 @@ func (ev *Events) SubscribeSince(since time.Time) ([]Event, <-chan Event, func()
 	ev.mu.Lock()
 	var past []Event
 	if !since.IsZero() {
-		for _, e := range ev.past {
+		// oldest first: from next to the end, then from the start
+		for _, e := range append(ev.past[ev.next:len(ev.past):len(ev.past)], ev.past[:ev.next]...) {
 			if !e.Time.Before(since) {
 				past = append(past, e)
 			}
@@ -64,10 +66,12 @@ func (ev *Events) publish(e Event) {
 	e.Time = time.Now()
 	ev.mu.Lock()
 	defer ev.mu.Unlock()
-	if len(ev.past) == eventHistory {
-		ev.past = append(ev.past[:0], ev.past[1:]...)
+	if len(ev.past) < eventHistory {
+		ev.past = append(ev.past, e)
+	} else {
+		ev.past[ev.next] = e
+		ev.next = (ev.next + 1) % eventHistory
 	}
-	ev.past = append(ev.past, e)
 	for c := range ev.subs {
 		select {
 		case c <- e:
