@@ -18,9 +18,30 @@ import (
 	"time"
 )
 
+// StartMode is how the harness puts a daemon into its host namespace: the
+// ways users start it. Only StartNsenter keeps the caller's mount namespace;
+// the others give each start a new one, as `ip netns exec` and systemd units
+// with PrivateMounts=/PrivateTmp=/ProtectSystem= do.
+type StartMode string
+
+const (
+	// StartNsenter: nsenter --net=/run/netns/NS (the test's mount namespace).
+	StartNsenter StartMode = "nsenter"
+	// StartIPNetns: ip netns exec NS (a new mount namespace per start, / made
+	// rslave, /sys remounted).
+	StartIPNetns StartMode = "ipnetns"
+	// StartUnshare: unshare -m --propagation slave, then nsenter --net (a new
+	// mount namespace per start, as systemd's PrivateMounts= makes one).
+	StartUnshare StartMode = "unshare"
+)
+
+// StartModes are the modes restart tests run under.
+func StartModes() []StartMode { return []StartMode{StartNsenter, StartIPNetns, StartUnshare} }
+
 // Daemon is a tether daemon started by a test inside a test-owned network
-// namespace (the daemon's "host"). It stays in the test's mount namespace, so
-// its namespace files outlive a restart exactly as on a real host.
+// namespace (the daemon's "host"). With Mode StartNsenter (the default) it
+// stays in the test's mount namespace; the other modes give every start a
+// mount namespace of its own.
 type Daemon struct {
 	t       testing.TB
 	Bin     string
@@ -30,6 +51,7 @@ type Daemon struct {
 	Args    []string // extra daemon flags
 	Config  string   // daemon.json content ("" = none)
 	Env     []string // extra environment of the daemon (KEY=VALUE), read at Start
+	Mode    StartMode // how Start enters NS ("" = StartNsenter), read at Start
 	cmd     *exec.Cmd
 	log     *syncBuffer
 	stopped atomic.Bool
@@ -81,8 +103,9 @@ func StartDaemon(t testing.TB, ns string, args ...string) *Daemon {
 	return d
 }
 
+// daemonArgs is the daemon's command line (binary first).
 func (d *Daemon) daemonArgs() []string {
-	args := []string{"--net=/run/netns/" + d.NS, "--", d.Bin, "daemon",
+	args := []string{d.Bin, "daemon",
 		"--data-root", filepath.Join(d.Dir, "data"), "--exec-root", filepath.Join(d.Dir, "exec"),
 		"-H", "unix://" + d.Socket, "--pidfile", filepath.Join(d.Dir, "tether.pid")}
 	if d.Config != "" {
@@ -103,14 +126,31 @@ func (d *Daemon) daemonArgs() []string {
 	return append(args, d.Args...)
 }
 
-// command is nsenter running the daemon in d.NS. With Activated sockets a
-// shell first sets LISTEN_PID to its own pid and execs nsenter, which with
-// only --net execs the daemon in place: the pid stays the daemon's.
+// launcher is the command that enters d.NS the way d.Mode says and execs
+// the daemon in place (nsenter with only --net, ip netns exec and unshare
+// all exec their command), so the pid stays the daemon's.
+func (d *Daemon) launcher() []string {
+	switch d.Mode {
+	case StartIPNetns:
+		return []string{"ip", "netns", "exec", d.NS}
+	case StartUnshare:
+		return []string{"unshare", "-m", "--propagation", "slave", "nsenter", "--net=/run/netns/" + d.NS, "--"}
+	case "", StartNsenter:
+		return []string{"nsenter", "--net=/run/netns/" + d.NS, "--"}
+	default:
+		d.t.Fatalf("unknown start mode %q", d.Mode)
+		return nil
+	}
+}
+
+// command runs the daemon in d.NS through the launcher. With Activated
+// sockets a shell first sets LISTEN_PID to its own pid and execs the
+// launcher.
 func (d *Daemon) command() *exec.Cmd {
-	args := d.daemonArgs()
-	cmd := exec.Command("nsenter", args...)
+	args := append(d.launcher(), d.daemonArgs()...)
+	cmd := exec.Command(args[0], args[1:]...)
 	if len(d.Activated) > 0 {
-		script := fmt.Sprintf(`export LISTEN_PID=$$ LISTEN_FDS=%d; exec nsenter "$@"`, len(d.Activated))
+		script := fmt.Sprintf(`export LISTEN_PID=$$ LISTEN_FDS=%d; exec "$@"`, len(d.Activated))
 		cmd = exec.Command("sh", append([]string{"-c", script, "sh"}, args...)...)
 		cmd.ExtraFiles = d.Activated
 	}
@@ -203,7 +243,7 @@ func (d *Daemon) Stop() {
 	d.stopped.Store(true)
 }
 
-// PID is the daemon's process ID (nsenter execs the daemon in place).
+// PID is the daemon's process ID (every launcher execs the daemon in place).
 func (d *Daemon) PID() int {
 	if d.cmd == nil || d.cmd.Process == nil {
 		return 0
