@@ -48,9 +48,9 @@ type Daemon struct {
 	NS      string // network namespace standing for the host
 	Dir     string // data-root, exec-root, socket, pidfile, log live here
 	Socket  string
-	Args    []string // extra daemon flags
-	Config  string   // daemon.json content ("" = none)
-	Env     []string // extra environment of the daemon (KEY=VALUE), read at Start
+	Args    []string  // extra daemon flags
+	Config  string    // daemon.json content ("" = none)
+	Env     []string  // extra environment of the daemon (KEY=VALUE), read at Start
 	Mode    StartMode // how Start enters NS ("" = StartNsenter), read at Start
 	cmd     *exec.Cmd
 	log     *syncBuffer
