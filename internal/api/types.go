@@ -84,15 +84,19 @@ type SandboxProcess struct {
 
 // Sandbox is the answer of GET /tether/v1/sandboxes/{id}.
 type Sandbox struct {
-	ID         string                      `json:"Id"`
-	Name       string                      `json:"Name"`
-	Hostname   string                      `json:"Hostname"`
-	Created    time.Time                   `json:"Created"`
-	NetNS      string                      `json:"NetNS"`
-	Adopted    bool                        `json:"Adopted"`
-	AdoptedPID int                         `json:"AdoptedPid,omitempty"`
-	AutoRemove bool                        `json:"AutoRemove"`
-	Networks   map[string]*SandboxEndpoint `json:"Networks"`
+	ID         string    `json:"Id"`
+	Name       string    `json:"Name"`
+	Hostname   string    `json:"Hostname"`
+	Created    time.Time `json:"Created"`
+	NetNS      string    `json:"NetNS"`
+	Adopted    bool      `json:"Adopted"`
+	AdoptedPID int       `json:"AdoptedPid,omitempty"`
+	AutoRemove bool      `json:"AutoRemove"`
+	// Degraded: the sandbox lives (its network namespace does) but part of
+	// it could not be recovered; Warnings say what and what still works.
+	Degraded bool                        `json:"Degraded"`
+	Warnings []string                    `json:"Warnings,omitempty"`
+	Networks map[string]*SandboxEndpoint `json:"Networks"`
 	// NetworkOrder lists network names in attach order (eth0 first).
 	NetworkOrder []string         `json:"NetworkOrder"`
 	Processes    []SandboxProcess `json:"Processes"`

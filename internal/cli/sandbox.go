@@ -197,7 +197,11 @@ func sbLsCmd(g *globals) *cobra.Command {
 					}
 				}
 				created := time.Since(s.Created).Round(time.Second).String() + " ago"
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", s.ID[:12], s.Name, strings.Join(nets, ","), len(s.Processes), created)
+				name := s.Name
+				if s.Degraded {
+					name += " (degraded)"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", s.ID[:12], name, strings.Join(nets, ","), len(s.Processes), created)
 			}
 			return w.Flush()
 		},

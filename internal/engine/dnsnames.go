@@ -40,9 +40,9 @@ func (e *Engine) dnsEntriesLocked(rec *Sandbox) []dns.Entry {
 func (e *Engine) refreshNames(sb *sbState) {
 	e.mu.Lock()
 	entries := e.dnsEntriesLocked(sb.rec)
-	// Served from the first process on: before it the sandbox has no mount
-	// namespace, so nothing in it can read a resolv.conf naming 127.0.0.11.
-	serve := e.usesEmbeddedDNS(sb.rec) && sb.rec.MntNS != ""
+	// Served from the first process on: before it the sandbox has no files,
+	// so nothing in it can read a resolv.conf naming 127.0.0.11.
+	serve := e.usesEmbeddedDNS(sb.rec) && sb.rec.Files
 	e.mu.Unlock()
 	e.names.Set(sb.rec.ID, entries)
 	if !serve {

@@ -92,6 +92,9 @@ type sbState struct {
 	rec   *Sandbox
 	procs map[int]*proc.Process
 	gone  bool // removed while someone waited for op
+	// warnings: why the sandbox is degraded, by topic.
+	wmu      sync.Mutex
+	warnings map[string]string
 }
 
 // New builds an engine; nothing touches the kernel until Start.

@@ -91,12 +91,12 @@ const gcWorkers = 16
 
 // gcNamespaceFiles unmounts and removes namespace files under exec-root/ns
 // that no sandbox record names (a crash between creating a namespace and
-// recording it).
+// recording it; the mount and UTS namespace files of earlier versions).
 func (e *Engine) gcNamespaceFiles() {
 	keep := map[string]bool{e.hostNSPath(): true}
 	for _, sb := range e.sandboxes {
 		if !sb.rec.Adopted {
-			keep[sb.rec.NetNS], keep[sb.rec.MntNS], keep[sb.rec.UTSNS] = true, true, true
+			keep[sb.rec.NetNS] = true
 		}
 	}
 	entries, err := os.ReadDir(e.nsDir)

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/proc"
 )
 
@@ -49,14 +50,14 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 		return nil, err
 	}
 	defer sb.op.Unlock()
-	if err := e.processNamespaces(ctx, sb); err != nil {
+	spec, anc, err := e.execNamespaces(sb)
+	if err != nil {
 		return nil, err
 	}
-	spec := proc.Spec{
-		NetNS: sb.rec.NetNS, MntNS: sb.rec.MntNS, UTSNS: sb.rec.UTSNS,
-		Args: x.Args, Env: append([]string{defaultPath, "HOSTNAME=" + sb.rec.Hostname}, x.Env...), Dir: x.Dir,
-		Stdin: x.Stdin, Stdout: x.Stdout, Stderr: x.Stderr,
-	}
+	defer anc.close()
+	spec.Args, spec.Dir = x.Args, x.Dir
+	spec.Env = append([]string{defaultPath, "HOSTNAME=" + sb.rec.Hostname}, x.Env...)
+	spec.Stdin, spec.Stdout, spec.Stderr = x.Stdin, x.Stdout, x.Stderr
 	var logf *os.File
 	if x.Detach {
 		logf, err = os.OpenFile(filepath.Join(e.sbDir, sb.rec.ID, "output.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
@@ -68,6 +69,13 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 	p, err := proc.Start(spec)
 	if logf != nil {
 		logf.Close() // the child holds its own copy
+	}
+	if err == nil && anc != nil && procStartTime(anc.pid) == 0 && !netns.IsNSFile(sb.rec.NetNS) {
+		// Degraded: the netns was entered through the anchor's /proc link,
+		// and the anchor is gone; the PID may name another process now.
+		_ = p.Signal(syscall.SIGKILL)
+		_, _ = p.Wait()
+		err = fmt.Errorf("its last process exited while the command started: %w", errDegraded)
 	}
 	if err != nil {
 		err = fmt.Errorf("start %q in sandbox %q: %w", x.Args[0], sb.rec.Name, err)
@@ -81,6 +89,8 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 	r := &Running{PID: p.Pid, Done: make(chan struct{})}
 	rec := ProcRecord{PID: p.Pid, StartTime: procStartTime(p.Pid), Args: x.Args, Main: x.Main}
 	e.mu.Lock()
+	first := !sb.rec.Files && spec.New != nil
+	sb.rec.Files = sb.rec.Files || spec.New != nil
 	sb.procs[p.Pid] = p
 	sb.rec.Procs = append(sb.rec.Procs, rec)
 	err = e.commit(ctx, e.putJSON(keySandboxes+sb.rec.ID, sb.rec))
@@ -88,8 +98,45 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 	if err != nil {
 		e.log.Warn("record process", "sandbox", sb.rec.Name, "pid", p.Pid, "err", err)
 	}
+	if first {
+		e.refreshNames(sb) // the embedded resolver starts with the first process
+	}
 	go e.reap(sb, p, r, x.Main)
 	return r, nil
+}
+
+// execNamespaces chooses the namespaces of a new command in the sandbox:
+//   - an adopted sandbox: its network namespace only (its runtime owns the rest);
+//   - a recorded process still runs: its mount and UTS namespaces (the
+//     returned anchor holds them open; the caller closes it);
+//   - none runs: new mount and UTS namespaces with the sandbox's files
+//     bind-mounted and its hostname set (written first).
+//
+// The network namespace is the sandbox's file; when that is lost and could
+// not be bound again (a degraded sandbox), the anchor's. Called with sb.op
+// held.
+func (e *Engine) execNamespaces(sb *sbState) (proc.Spec, *anchor, error) {
+	rec := sb.rec
+	spec := proc.Spec{NetNS: rec.NetNS}
+	if rec.Adopted {
+		return spec, nil, nil
+	}
+	anc := e.findAnchor(sb)
+	if !rec.HostNet && !netns.IsNSFile(rec.NetNS) {
+		if anc == nil {
+			return spec, nil, fmt.Errorf("run in sandbox %q: its network namespace file %s is lost and none of its processes runs: %w", rec.Name, rec.NetNS, errDegraded)
+		}
+		spec.NetNS = netns.ProcNSPath(anc.pid, "net")
+	}
+	if anc != nil {
+		spec.MntNS, spec.UTSNS = anc.mnt, anc.uts
+		return spec, anc, nil
+	}
+	if err := e.writeFiles(rec); err != nil {
+		return spec, nil, err
+	}
+	spec.New = &proc.NewNS{Hostname: rec.Hostname, Files: e.sandboxFiles(rec.ID), NSDir: e.nsDir}
+	return spec, nil, nil
 }
 
 // reap waits for a process, forgets it, and removes an auto-remove sandbox

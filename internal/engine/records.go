@@ -3,6 +3,8 @@ package engine
 import (
 	"net/netip"
 	"time"
+
+	"github.com/tether-net/tether/internal/netns"
 )
 
 // Store keys. Everything local lives under one prefix so a future global
@@ -78,20 +80,46 @@ type ProcRecord struct {
 // Sandbox is the record of one sandbox: its namespaces and its endpoints in
 // attach order (eth0 first).
 type Sandbox struct {
-	ID         string       `json:"id"`
-	Name       string       `json:"name"`
-	Hostname   string       `json:"hostname"`
-	Created    time.Time    `json:"created"`
-	NetNS      string       `json:"netns"`
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	Hostname string    `json:"hostname"`
+	Created  time.Time `json:"created"`
+	NetNS    string    `json:"netns"`
+	// NSDev and NSInode identify the network namespace (netns.ID): the one
+	// we were given (adopted) or made. Records from before NSDev was kept
+	// have only NSInode, and only for adopted namespaces.
+	NSDev   uint64 `json:"nsDev,omitempty"`
+	NSInode uint64 `json:"nsInode,omitempty"`
+	// Files: the sandbox's hosts, resolv.conf and hostname files exist and
+	// its processes see them (since its first process). Its mount and UTS
+	// namespaces are not recorded: they live in its processes.
+	Files bool `json:"files,omitempty"`
+	// MntNS and UTSNS are read from records of earlier versions only (which
+	// bound those namespaces to files); restore drops them.
 	MntNS      string       `json:"mntns,omitempty"`
 	UTSNS      string       `json:"utsns,omitempty"`
-	NSInode    uint64       `json:"nsInode,omitempty"` // adopted: identity of the namespace we were given
 	Adopted    bool         `json:"adopted,omitempty"`
 	AdoptedPID int          `json:"adoptedPid,omitempty"`
 	HostNet    bool         `json:"hostNetwork,omitempty"`
 	AutoRemove bool         `json:"autoRemove,omitempty"`
 	Endpoints  []*Endpoint  `json:"endpoints,omitempty"`
 	Procs      []ProcRecord `json:"procs,omitempty"`
+
+	// Warnings say why the sandbox is degraded (empty: it is not). Not
+	// stored: each start and each operation finds them anew.
+	Warnings []string `json:"-"`
+}
+
+// netnsID is the recorded identity of the sandbox's network namespace.
+func (s *Sandbox) netnsID() netns.ID { return netns.ID{Dev: s.NSDev, Ino: s.NSInode} }
+
+// isNetNS reports whether id is the sandbox's recorded network namespace
+// (records with only an inode compare the inode).
+func (s *Sandbox) isNetNS(id netns.ID) bool {
+	if s.NSDev == 0 {
+		return s.NSInode != 0 && id.Ino == s.NSInode
+	}
+	return id == s.netnsID()
 }
 
 func (s *Sandbox) endpointOn(netID string) *Endpoint {

@@ -94,8 +94,10 @@ func (e *Engine) restoreSandboxes(ctx context.Context) error {
 		sb := &sbState{rec: rec, procs: map[int]*proc.Process{}}
 		e.sandboxes[rec.ID] = sb
 		dirty := e.dropOrphanEndpoints(rec)
-		if e.sandboxDead(rec) {
-			e.log.Info("sandbox namespace is gone; removing its records", "sandbox", rec.Name)
+		dirty = e.dropNamespaceFiles(rec) || dirty
+		dirty = e.recordNetNSID(rec) || dirty
+		if !e.netnsAlive(sb) {
+			e.log.Info("sandbox network namespace is gone (no file, no process in it); removing its records", "sandbox", rec.Name)
 			sb.op.Lock()
 			if err := e.removeLocked(ctx, sb); err != nil {
 				e.log.Warn("remove dead sandbox", "sandbox", rec.Name, "err", err)
@@ -128,52 +130,31 @@ func (e *Engine) dropOrphanEndpoints(rec *Sandbox) bool {
 	return len(rec.Endpoints) != n
 }
 
-// sandboxDead tells whether a sandbox's network namespace is gone for good:
-// its file is not a namespace any more and no recorded process of it runs
-// to bind it again from.
-func (e *Engine) sandboxDead(rec *Sandbox) bool {
-	return !e.namespaceAlive(rec) && !e.recoverNamespaces(rec)
-}
-
-// namespaceAlive tells whether a sandbox's network namespace still exists
-// (and, for an adopted one, is still the namespace we were given).
-func (e *Engine) namespaceAlive(rec *Sandbox) bool {
-	if rec.HostNet {
-		return true
-	}
-	if !rec.Adopted {
-		return netns.IsNSFile(rec.NetNS)
-	}
-	ino, err := inode(rec.NetNS)
-	return err == nil && ino == rec.NSInode
-}
-
-// recoverNamespaces re-binds the namespace files of a sandbox whose files
-// were lost (exec-root on a tmpfs that was cleared, a daemon started in
-// another mount namespace) while one of its processes still runs: the
-// namespaces live on in that process, and the sandbox is not lost.
-func (e *Engine) recoverNamespaces(rec *Sandbox) bool {
-	if rec.Adopted || rec.HostNet {
+// dropNamespaceFiles forgets the mount and UTS namespace files of a record
+// from an earlier version (garbage collection unmounts them): those
+// namespaces live on in the sandbox's processes, and a new pair is made when
+// none runs. It reports whether the record changed.
+func (e *Engine) dropNamespaceFiles(rec *Sandbox) bool {
+	if rec.MntNS == "" && rec.UTSNS == "" {
 		return false
 	}
-	for _, pr := range rec.Procs {
-		if pr.StartTime == 0 || procStartTime(pr.PID) != pr.StartTime {
-			continue
-		}
-		for kind, path := range map[string]string{"net": rec.NetNS, "mnt": rec.MntNS, "uts": rec.UTSNS} {
-			if path == "" {
-				continue
-			}
-			_ = netns.Delete(path)
-			if err := netns.BindProcNS(pr.PID, kind, path); err != nil {
-				e.log.Warn("recover sandbox namespace", "sandbox", rec.Name, "kind", kind, "pid", pr.PID, "err", err)
-				return false
-			}
-		}
-		e.log.Info("recovered sandbox namespaces from a running process", "sandbox", rec.Name, "pid", pr.PID)
-		return true
+	rec.Files = true
+	rec.MntNS, rec.UTSNS = "", ""
+	return true
+}
+
+// recordNetNSID fills in the network namespace identity of a record from an
+// earlier version that did not keep it. It reports whether it did.
+func (e *Engine) recordNetNSID(rec *Sandbox) bool {
+	if rec.NSInode != 0 || rec.Adopted || rec.HostNet {
+		return false
 	}
-	return false
+	id, err := netns.IDOf(rec.NetNS)
+	if err != nil {
+		return false // lost: found again through a recorded process, if any
+	}
+	rec.NSDev, rec.NSInode = id.Dev, id.Ino
+	return true
 }
 
 // forgetExited drops records of processes that ended while the daemon was down.
@@ -200,6 +181,9 @@ func (e *Engine) reattach(ctx context.Context, sb *sbState, bridges bridgeIndexe
 	rec := sb.rec
 	if rec.HostNet || (rec.Adopted && !e.hasBridgeEndpoint(rec)) {
 		return false
+	}
+	if !netns.IsNSFile(rec.NetNS) {
+		return false // degraded (file lost, namespace alive): touch nothing
 	}
 	h, err := netns.NewHandle(rec.NetNS)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tether-net/tether/internal/driver"
@@ -161,28 +160,40 @@ func (e *Engine) planAdoption(rec *Sandbox, spec SandboxSpec) error {
 	default:
 		return nil
 	}
-	ino, err := inode(rec.NetNS)
+	id, err := netns.IDOf(rec.NetNS)
 	if err != nil {
 		return invalidf("invalid netns %q: %v", rec.NetNS, err)
 	}
-	rec.Adopted, rec.NSInode = true, ino
+	if err := refuseHostNS(id); err != nil {
+		if spec.PID > 0 {
+			return invalidf("invalid pid %d: %v", spec.PID, err)
+		}
+		return invalidf("invalid netns %q: %v", spec.NetNSPath, err)
+	}
+	rec.Adopted, rec.NSDev, rec.NSInode = true, id.Dev, id.Ino
 	return nil
 }
 
-func inode(path string) (uint64, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0, err
+// refuseHostNS refuses to adopt the daemon's own network namespace or the
+// initial one (that of PID 1): Tether would add interfaces there and replace
+// its default route. Identity is compared by device and inode, so any path
+// to the namespace (a /proc link, `ip netns` file, a bind mount) is caught.
+func refuseHostNS(id netns.ID) error {
+	if own, err := netns.IDOf("/proc/self/ns/net"); err == nil && own == id {
+		return errors.New("it is the daemon's own network namespace (the host network); use --network host instead")
 	}
-	return fi.Sys().(*syscall.Stat_t).Ino, nil
+	if initial, err := netns.IDOf("/proc/1/ns/net"); err == nil && initial == id {
+		return errors.New("it is the initial network namespace (that of PID 1), which Tether never adopts")
+	}
+	return nil
 }
 
-// buildNamespaces creates a new sandbox's network namespace (nothing for
-// adopted ones: they keep what their runtime gave them). IPv6 is off by
-// default on interfaces created in it (Tether's networks are IPv4 only; the
-// chatter of link-local IPv6 is flooded to every bridge port). The mount and
-// UTS namespaces come later, with the first process (processNamespaces): a
-// sandbox that only gets attached never pays for them.
+// buildNamespaces creates a new sandbox's network namespace and records its
+// identity (nothing for adopted ones: they keep what their runtime gave
+// them). IPv6 is off by default on interfaces created in it (Tether's
+// networks are IPv4 only; the chatter of link-local IPv6 is flooded to every
+// bridge port). Mount and UTS namespaces come with the first process
+// (execNamespaces): a sandbox that only gets attached never pays for them.
 func (e *Engine) buildNamespaces(ctx context.Context, rec *Sandbox) error {
 	if rec.Adopted {
 		return nil
@@ -198,41 +209,18 @@ func (e *Engine) buildNamespaces(ctx context.Context, rec *Sandbox) error {
 	if err != nil {
 		return fmt.Errorf("create network namespace of %q: %w", rec.Name, err)
 	}
-	return nil
-}
-
-// processNamespaces creates the sandbox's mount and UTS namespaces on first
-// use: its hosts, resolv.conf and hostname files bind-mounted over /etc,
-// its hostname set. Called with sb.op held.
-func (e *Engine) processNamespaces(ctx context.Context, sb *sbState) error {
-	rec := sb.rec
-	if rec.Adopted || rec.MntNS != "" {
-		return nil
+	id, err := netns.IDOf(rec.NetNS)
+	if err != nil {
+		return fmt.Errorf("create network namespace of %q: %w", rec.Name, err)
 	}
-	base := filepath.Join(e.nsDir, rec.ID)
-	mnt, uts := base+".mnt", base+".uts"
-	if err := e.writeFiles(rec); err != nil {
-		return err
-	}
-	spec := proc.Spec{NetNS: rec.NetNS, MntNS: mnt, UTSNS: uts, Hostname: rec.Hostname, Files: e.sandboxFiles(rec.ID)}
-	if err := proc.Setup(spec, e.nsDir); err != nil {
-		return fmt.Errorf("create mount and UTS namespaces of %q: %w", rec.Name, err)
-	}
-	e.fault("sandbox.namespaces.after-setup")
-	e.mu.Lock()
-	rec.MntNS, rec.UTSNS = mnt, uts
-	e.mu.Unlock()
-	if err := e.saveSandbox(ctx, sb); err != nil {
-		return err
-	}
-	e.refreshNames(sb) // the embedded resolver starts with the first process
+	rec.NSDev, rec.NSInode = id.Dev, id.Ino
 	return nil
 }
 
 // refreshFiles rewrites the sandbox's files after its endpoints changed
-// (only sandboxes with a mount namespace have them).
+// (only sandboxes that have had a process have them).
 func (e *Engine) refreshFiles(sb *sbState) {
-	if sb.rec.MntNS == "" {
+	if !sb.rec.Files {
 		return
 	}
 	if err := e.writeFiles(sb.rec); err != nil {
@@ -282,7 +270,7 @@ func (e *Engine) lockSandbox(ctx context.Context, ref string) (*sbState, error) 
 		sb.op.Unlock()
 		return nil, notFoundf("sandbox %s not found", ref)
 	}
-	if e.sandboxDead(sb.rec) {
+	if !e.netnsAlive(sb) {
 		e.log.Info("sandbox namespace was deleted outside Tether; removing its records", "sandbox", sb.rec.Name)
 		if err := e.removeLocked(ctx, sb); err != nil {
 			e.log.Warn("remove dead sandbox", "sandbox", sb.rec.Name, "err", err)
@@ -304,7 +292,7 @@ func (e *Engine) reapIfDeadLocked(ctx context.Context, sb *sbState) bool {
 		return false
 	}
 	defer sb.op.Unlock()
-	if !e.sandboxDead(sb.rec) {
+	if e.netnsAlive(sb) {
 		return false
 	}
 	e.log.Info("sandbox namespace was deleted outside Tether; removing its records", "sandbox", sb.rec.Name)
@@ -701,15 +689,8 @@ func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []
 	if rec.Adopted {
 		return errs
 	}
-	paths := []string{rec.MntNS, rec.UTSNS}
 	if !rec.HostNet {
-		paths = append(paths, rec.NetNS)
-	}
-	for _, p := range paths {
-		if p == "" {
-			continue
-		}
-		if err := netns.Delete(p); err != nil {
+		if err := netns.Delete(rec.NetNS); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -778,6 +759,7 @@ func (e *Engine) copySandboxLocked(sb *sbState) *Sandbox {
 		c.Endpoints[i] = &x
 	}
 	c.Procs = slices.Clone(sb.rec.Procs)
+	c.Warnings = sb.warningList()
 	return &c
 }
 

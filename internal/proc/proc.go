@@ -1,7 +1,14 @@
-// Package proc creates a sandbox's mount and UTS namespaces and runs
-// processes inside a sandbox's namespaces.
+// Package proc runs processes inside a sandbox's namespaces: its network
+// namespace, and mount and UTS namespaces that are either those of a process
+// already running in the sandbox (joined) or new ones made for the command.
 //
-// Both jobs need a process that is in the right namespaces from its first
+// A sandbox's mount namespace is never persisted as a file: the kernel lets
+// a process bind a mount namespace's file only when that namespace is newer
+// than its own (docs/sandboxes.md), which a daemon started in a mount
+// namespace of its own (ip netns exec, systemd PrivateMounts=) or restarted
+// into a newer one cannot count on. Processes hold it instead.
+//
+// Entering needs a process that is in the right namespaces from its first
 // instruction: a Go program is multi-threaded before main, and
 // setns(CLONE_NEWNS) refuses a multi-threaded process. So proc re-executes
 // the current binary (/proc/self/exe) as a helper. The binary must import
@@ -9,8 +16,8 @@
 // _TETHER_NSENTER before the Go runtime starts, and must call Main first
 // thing in main(), which runs the helper's job when the process is one.
 //
-// The helpers are selected by the environment variable _TETHER_PROC
-// ("setup" or "exec"), which never reaches the user's command.
+// The helper is selected by the environment variable _TETHER_PROC ("exec"),
+// which never reaches the user's command.
 package proc
 
 import (
@@ -41,24 +48,22 @@ const (
 	defaultPath  = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
 
-// Spec describes a sandbox (for Setup) and a command in it (for Start).
+// Spec describes a command in a sandbox.
 type Spec struct {
-	// Namespace files, each under a directory prepared with
-	// netns.PrepareDir. Setup creates MntNS and UTSNS; NetNS must exist.
-	// For Start, empty MntNS and UTSNS mean "enter only the netns" (a
+	// NetNS is the sandbox's network namespace: a namespace file (under a
+	// netns.PrepareDir'd directory) or /proc/PID/ns/net. Required.
+	NetNS string
+
+	// MntNS and UTSNS, when set, are open namespace files (normally
+	// /proc/PID/ns/mnt and /proc/PID/ns/uts of a process running in the
+	// sandbox) that the command joins. Set both or neither.
+	MntNS, UTSNS *os.File
+
+	// New, when set (and MntNS/UTSNS are not), gives the command new mount
+	// and UTS namespaces: the sandbox's first process. Neither set: the
+	// command runs in the caller's mount and UTS namespaces (a network
 	// namespace adopted from another runtime).
-	NetNS, MntNS, UTSNS string
-
-	// Hostname set in the sandbox's UTS namespace by Setup ("" = keep the host's).
-	Hostname string
-
-	// Files maps an absolute path inside the sandbox (e.g. "/etc/hosts") to
-	// a file on the host that Setup bind-mounts there, read-write. The
-	// target must already exist: the sandbox shares the host's root
-	// filesystem, so creating it would create it on the host (and fails on
-	// a read-only /etc). Writes to the source are visible inside only when
-	// made in place (truncate and write), not by rename.
-	Files map[string]string
+	New *NewNS
 
 	// Command for Start: Args[0] is looked up in $PATH inside the sandbox's
 	// mount namespace. Env is the complete environment (nil = PATH only; a
@@ -73,6 +78,26 @@ type Spec struct {
 	Stderr io.Writer
 }
 
+// NewNS describes the mount and UTS namespaces Start makes for a sandbox's
+// first process.
+type NewNS struct {
+	// Hostname set in the new UTS namespace ("" = keep the host's).
+	Hostname string
+
+	// Files maps an absolute path inside the sandbox (e.g. "/etc/hosts") to
+	// a file on the host that is bind-mounted there, read-write. The target
+	// must already exist: the sandbox shares the host's root filesystem, so
+	// creating it would create it on the host (and fails on a read-only
+	// /etc). Writes to the source are visible inside only when made in place
+	// (truncate and write), not by rename.
+	Files map[string]string
+
+	// NSDir is the netns.PrepareDir'd directory holding namespace files; it
+	// is lazily unmounted inside the new mount namespace, so the sandbox
+	// does not pin every other sandbox's namespace file ("" = none).
+	NSDir string
+}
+
 // Main runs a proc helper's job and exits when this process is one (it was
 // started by Setup or Start); otherwise it returns at once. Call it first in
 // main(), and in TestMain of tests that use Setup or Start.
@@ -80,8 +105,6 @@ func Main() {
 	switch mode := os.Getenv(modeEnv); mode {
 	case "":
 		return
-	case "setup":
-		os.Exit(runSetupHelper())
 	case "exec":
 		os.Exit(runExecHelper())
 	default:

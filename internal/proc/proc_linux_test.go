@@ -2,7 +2,6 @@ package proc_test
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -68,11 +67,13 @@ func newFixture(t testing.TB) *fixture {
 	return f
 }
 
-// sandbox creates netns NAME-net and (with Setup) NAME-mnt, NAME-uts.
+// sandbox creates netns NAME-net. With setup it also writes the hosts file
+// and starts a holder process (sleep) in new mount and UTS namespaces, and
+// returns a spec that joins them, as the engine does for every process after
+// a sandbox's first; the holder is killed (by PID) at cleanup.
 func (f *fixture) sandbox(t testing.TB, name, hosts string, setup bool) proc.Spec {
 	t.Helper()
-	base := filepath.Join(f.nsDir, name)
-	spec := proc.Spec{NetNS: base + "-net"}
+	spec := proc.Spec{NetNS: filepath.Join(f.nsDir, name+"-net")}
 	if err := netns.Create(spec.NetNS); err != nil {
 		t.Fatal(err)
 	}
@@ -82,11 +83,32 @@ func (f *fixture) sandbox(t testing.TB, name, hosts string, setup bool) proc.Spe
 	if err := os.WriteFile(f.hosts, []byte(hosts), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	spec.MntNS, spec.UTSNS = base+"-mnt", base+"-uts"
-	spec.Hostname = name
-	spec.Files = map[string]string{"/etc/hosts": f.hosts}
-	if err := proc.Setup(spec, f.nsDir); err != nil {
+	holder := spec
+	holder.New = f.newNS(name)
+	holder.Args = []string{"sleep", "3600"}
+	p, err := proc.Start(holder)
+	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Signal(syscall.SIGKILL); _, _ = p.Wait() })
+	return join(t, spec, p.Pid)
+}
+
+// newNS describes new namespaces with the fixture's hosts file.
+func (f *fixture) newNS(hostname string) *proc.NewNS {
+	return &proc.NewNS{Hostname: hostname, Files: map[string]string{"/etc/hosts": f.hosts}, NSDir: f.nsDir}
+}
+
+// join returns spec set to join the mount and UTS namespaces of pid.
+func join(t testing.TB, spec proc.Spec, pid int) proc.Spec {
+	t.Helper()
+	for kind, dst := range map[string]**os.File{"mnt": &spec.MntNS, "uts": &spec.UTSNS} {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, kind))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		*dst = f
 	}
 	return spec
 }
@@ -293,39 +315,60 @@ func TestStartRejectsBadSpec(t *testing.T) {
 	}
 }
 
-func TestSetupFailsCleanly(t *testing.T) {
+// Making new namespaces fails before the command runs, with the reason, and
+// creates nothing on the host.
+func TestNewNSFailsCleanly(t *testing.T) {
 	f := newFixture(t)
 	spec := f.sandbox(t, uniqueName(t), "", false)
-	spec.MntNS, spec.UTSNS = spec.NetNS+"-mnt", spec.NetNS+"-uts"
 	if err := os.WriteFile(f.hosts, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	spec.Args = []string{"touch", "/tmp/tether-proc-ran-" + uniqueName(t)}
 	for name, tc := range map[string]struct {
 		mutate func(*proc.Spec)
-		nsDir  string
 		want   string
 	}{
-		"missing target": {func(s *proc.Spec) { s.Files = map[string]string{"/etc/tether-no-such-file": f.hosts} }, f.nsDir, "target must exist"},
-		"long hostname":  {func(s *proc.Spec) { s.Hostname = strings.Repeat("h", 65) }, f.nsDir, "longer than 64"},
-		"unprepared dir": {func(*proc.Spec) {}, f.dir, "not a private mount point"},
-		"stale netns":    {func(s *proc.Spec) { s.NetNS = f.hosts }, f.nsDir, "enter net namespace"},
+		"missing target": {func(s *proc.Spec) { s.New.Files = map[string]string{"/etc/tether-no-such-file": f.hosts} }, "target must exist"},
+		"long hostname":  {func(s *proc.Spec) { s.New.Hostname = strings.Repeat("h", 65) }, "longer than 64"},
+		"unprepared dir": {func(s *proc.Spec) { s.New.NSDir = f.dir }, "not a private mount point"},
+		"stale netns":    {func(s *proc.Spec) { s.NetNS = f.hosts }, "enter net namespace"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := spec
+			s.New = f.newNS("x")
 			tc.mutate(&s)
-			err := proc.Setup(s, tc.nsDir)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Setup = %v, want error containing %q", err, tc.want)
+			p, err := proc.Start(s)
+			if err == nil {
+				_, _ = p.Wait()
+				t.Fatalf("Start succeeded, want an error containing %q", tc.want)
 			}
-			for _, p := range []string{s.MntNS, s.UTSNS} {
-				if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
-					t.Fatalf("%q left behind after failed Setup", p)
-				}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Start = %v, want error containing %q", err, tc.want)
 			}
 			if _, err := os.Stat("/etc/tether-no-such-file"); err == nil {
-				t.Fatal("Setup created a file on the host")
+				t.Fatal("Start created a file on the host")
+			}
+			if _, err := os.Stat(s.Args[1]); err == nil {
+				t.Fatal("the command ran although its namespaces could not be made")
 			}
 		})
+	}
+}
+
+// Each Start with New makes namespaces of its own: a second first-process
+// does not see the first's hostname, and joins are by open file only.
+func TestNewNamespacesAreSeparate(t *testing.T) {
+	f := newFixture(t)
+	a := f.sandbox(t, uniqueName(t)+"a", "x\n", true)
+	fresh := proc.Spec{NetNS: a.NetNS, New: f.newNS("other")}
+	if out, _, _ := run(t, fresh, "hostname"); strings.TrimSpace(out) != "other" {
+		t.Fatalf("new namespaces: hostname %q, want other", out)
+	}
+	if out, _, _ := run(t, a, "hostname"); !strings.HasSuffix(strings.TrimSpace(out), "a") {
+		t.Fatalf("joined namespaces: hostname %q", out)
+	}
+	if _, err := proc.Start(proc.Spec{NetNS: a.NetNS, MntNS: a.MntNS, Args: []string{"true"}}); err == nil {
+		t.Fatal("Start with MntNS but no UTSNS succeeded")
 	}
 }
 
@@ -335,10 +378,8 @@ func TestTwoSandboxes(t *testing.T) {
 	f := newFixture(t)
 	a := f.sandbox(t, uniqueName(t)+"a", "a\n", true)
 	b := f.sandbox(t, uniqueName(t)+"b", "b\n", true)
-	for _, p := range []string{b.NetNS, b.MntNS, b.UTSNS} {
-		if err := netns.Delete(p); err != nil {
-			t.Fatal(err)
-		}
+	if err := netns.Delete(b.NetNS); err != nil {
+		t.Fatal(err)
 	}
 	if out, _, _ := run(t, a, "cat", "/etc/hosts"); out != "b\n" { // one hosts file in the fixture
 		t.Fatalf("a: %q", out)
@@ -348,28 +389,29 @@ func TestTwoSandboxes(t *testing.T) {
 	}
 }
 
-func BenchmarkSetup(b *testing.B) {
+// BenchmarkStartNew is a sandbox's first process: new mount and UTS
+// namespaces with one file and a hostname, then `true`.
+func BenchmarkStartNew(b *testing.B) {
 	f := newFixture(b)
 	if err := os.WriteFile(f.hosts, []byte("127.0.0.1 localhost\n"), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	base := filepath.Join(f.nsDir, "bench")
-	spec := proc.Spec{NetNS: base + "-net", MntNS: base + "-mnt", UTSNS: base + "-uts", Hostname: "bench",
-		Files: map[string]string{"/etc/hosts": f.hosts}}
+	spec := proc.Spec{NetNS: filepath.Join(f.nsDir, "bench-net"), New: f.newNS("bench"), Args: []string{"true"}}
 	if err := netns.Create(spec.NetNS); err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if err := proc.Setup(spec, f.nsDir); err != nil {
+		p, err := proc.Start(spec)
+		if err != nil {
 			b.Fatal(err)
 		}
-		b.StopTimer()
-		_ = netns.Delete(spec.MntNS)
-		_ = netns.Delete(spec.UTSNS)
-		b.StartTimer()
+		if code, err := p.Wait(); code != 0 || err != nil {
+			b.Fatal(code, err)
+		}
 	}
 }
 
+// BenchmarkStart joins a running process's namespaces.
 func BenchmarkStart(b *testing.B) {
 	f := newFixture(b)
 	spec := f.sandbox(b, "bench", "127.0.0.1 localhost\n", true)
@@ -405,7 +447,7 @@ func TestStartWithoutNSEnter(t *testing.T) {
 	}
 }
 
-func TestConcurrentSetup(t *testing.T) {
+func TestConcurrentNew(t *testing.T) {
 	f := newFixture(t)
 	if err := os.WriteFile(f.hosts, []byte("x\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -413,25 +455,29 @@ func TestConcurrentSetup(t *testing.T) {
 	const n = 8
 	specs := make([]proc.Spec, n)
 	for i := range specs {
-		base := filepath.Join(f.nsDir, fmt.Sprintf("c%d", i))
-		specs[i] = proc.Spec{NetNS: base + "-net", MntNS: base + "-mnt", UTSNS: base + "-uts",
-			Hostname: fmt.Sprintf("c%d", i), Files: map[string]string{"/etc/hosts": f.hosts}}
+		specs[i] = proc.Spec{NetNS: filepath.Join(f.nsDir, fmt.Sprintf("c%d-net", i)), New: f.newNS(fmt.Sprintf("c%d", i))}
 		if err := netns.Create(specs[i].NetNS); err != nil {
 			t.Fatal(err)
 		}
 	}
-	errc := make(chan error, n)
+	type result struct{ want, got string }
+	res := make(chan result, n)
 	for _, s := range specs {
-		go func() { errc <- proc.Setup(s, f.nsDir) }()
+		go func() {
+			var out bytes.Buffer
+			s.Args, s.Stdout = []string{"hostname"}, &out
+			p, err := proc.Start(s)
+			if err != nil {
+				res <- result{s.New.Hostname, err.Error()}
+				return
+			}
+			_, _ = p.Wait()
+			res <- result{s.New.Hostname, strings.TrimSpace(out.String())}
+		}()
 	}
 	for range n {
-		if err := <-errc; err != nil {
-			t.Error(err)
-		}
-	}
-	for _, s := range specs {
-		if out, _, _ := run(t, s, "hostname"); strings.TrimSpace(out) != s.Hostname {
-			t.Errorf("hostname %q, want %q", out, s.Hostname)
+		if r := <-res; r.got != r.want {
+			t.Errorf("hostname %q, want %q", r.got, r.want)
 		}
 	}
 }

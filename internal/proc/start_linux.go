@@ -4,12 +4,18 @@ package proc
 //
 // The command is started as this binary re-executed with _TETHER_NSENTER
 // naming the sandbox's namespaces, so it is in them before any Go code
-// runs; the helper then changes to the working directory, looks the command
-// up in $PATH as seen inside the sandbox, and execve()s it. A status pipe
-// (close-on-exec) tells Start whether entering worked: the nsenter
-// constructor writes its error there, and a successful execve closes it.
+// runs; mount and UTS namespaces to join are passed as open files (fds 4
+// and 5, named /proc/self/fd/N to the constructor), so a PID reused between
+// the caller's check and the child's start cannot slip another process's
+// namespaces in. With Spec.New the helper is cloned into new mount and UTS
+// namespaces and sets them up first (newns_linux.go). The helper then
+// changes to the working directory, looks the command up in $PATH as seen
+// inside the sandbox, and execve()s it. A status pipe (close-on-exec) tells
+// Start whether entering worked: the nsenter constructor or the set-up
+// writes its error there, and a successful execve closes it.
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -39,6 +45,16 @@ func Start(spec Spec) (*Process, error) {
 	if err := checkStart(spec); err != nil {
 		return nil, fmt.Errorf("start in sandbox: %w", err)
 	}
+	var conf []byte
+	if spec.New != nil && spec.MntNS == nil {
+		n, err := checkNew(*spec.New)
+		if err != nil {
+			return nil, fmt.Errorf("start in sandbox: new namespaces: %w", err)
+		}
+		if conf, err = json.Marshal(n); err != nil {
+			return nil, fmt.Errorf("start in sandbox: %w", err)
+		}
+	}
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("start in sandbox: %w", err)
@@ -47,12 +63,18 @@ func Start(spec Spec) (*Process, error) {
 	cmd := &exec.Cmd{
 		Path:        selfExe,
 		Args:        append([]string{"tether-exec", spec.Dir}, spec.Args...),
-		Env:         execEnv(spec),
+		Env:         execEnv(spec, conf),
 		Stdin:       spec.Stdin,
 		Stdout:      spec.Stdout,
 		Stderr:      spec.Stderr,
 		ExtraFiles:  []*os.File{statusW}, // fd 3
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	switch {
+	case spec.MntNS != nil:
+		cmd.ExtraFiles = append(cmd.ExtraFiles, spec.MntNS, spec.UTSNS) // fds 4 and 5
+	case conf != nil:
+		cmd.SysProcAttr.Cloneflags = unix.CLONE_NEWNS | unix.CLONE_NEWUTS
 	}
 	err = cmd.Start()
 	statusW.Close()
@@ -73,6 +95,8 @@ func checkStart(spec Spec) error {
 		return errors.New("no command")
 	case spec.NetNS == "":
 		return errors.New("NetNS is required")
+	case (spec.MntNS == nil) != (spec.UTSNS == nil):
+		return errors.New("MntNS and UTSNS go together")
 	case spec.Dir != "" && !filepath.IsAbs(spec.Dir):
 		return fmt.Errorf("working directory %q is not absolute", spec.Dir)
 	}
@@ -81,7 +105,7 @@ func checkStart(spec Spec) error {
 
 // execEnv is the helper's environment: the command's, with a default PATH,
 // plus the helper and nsenter variables (which the helper removes).
-func execEnv(spec Spec) []string {
+func execEnv(spec Spec, newNS []byte) []string {
 	env := make([]string, 0, len(spec.Env)+4)
 	hasPath := false
 	for _, kv := range spec.Env {
@@ -95,11 +119,10 @@ func execEnv(spec Spec) []string {
 		env = append(env, defaultPath)
 	}
 	ns := "net=" + spec.NetNS
-	if spec.UTSNS != "" {
-		ns += ",uts=" + spec.UTSNS
-	}
-	if spec.MntNS != "" {
-		ns += ",mnt=" + spec.MntNS
+	if spec.MntNS != nil {
+		ns += ",mnt=/proc/self/fd/4,uts=/proc/self/fd/5"
+	} else if newNS != nil {
+		env = append(env, configEnv+"="+string(newNS))
 	}
 	return append(env, modeEnv+"=exec", nsenterEnv+"="+ns, nsenterErrFD+"=3")
 }
@@ -136,7 +159,18 @@ func runExecHelper() int {
 		fmt.Fprintf(status, "%s\n", nsenterMissingMsg)
 		return ExitEnterFailed
 	}
-	unix.CloseOnExec(3)
+	if conf, ok := os.LookupEnv(configEnv); ok {
+		os.Unsetenv(configEnv)
+		if err := setupNamespaces(conf); err != nil {
+			fmt.Fprintf(status, "set up new namespaces: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+			return ExitEnterFailed
+		}
+	}
+	// The status pipe closes at execve; the namespace files joined (fds 4
+	// and 5, when given) must not reach the command either.
+	for fd := 3; fd <= 5; fd++ {
+		unix.CloseOnExec(fd)
+	}
 	os.Unsetenv(modeEnv)
 	if len(os.Args) < 3 {
 		fmt.Fprintln(os.Stderr, "tether: exec helper: no command")

@@ -1,6 +1,6 @@
 // Command sandbox runs the whole sandbox flow from one binary (built
 // statically by the tests): prepare the ns dir given as the argument,
-// create a netns, Setup, run `hostname` inside, and clean up.
+// create a netns, run `hostname` inside new mount and UTS namespaces, and clean up.
 package main
 
 import (
@@ -26,17 +26,10 @@ func run(dir string) error {
 		return err
 	}
 	defer netns.ReleaseDir(dir)
-	s := proc.Spec{NetNS: filepath.Join(dir, "net"), MntNS: filepath.Join(dir, "mnt"), UTSNS: filepath.Join(dir, "uts"),
-		Hostname: "static-sandbox", Args: []string{"hostname"}, Stdout: os.Stdout, Stderr: os.Stderr}
-	defer func() {
-		for _, p := range []string{s.NetNS, s.MntNS, s.UTSNS} {
-			_ = netns.Delete(p)
-		}
-	}()
+	s := proc.Spec{NetNS: filepath.Join(dir, "net"), New: &proc.NewNS{Hostname: "static-sandbox", NSDir: dir},
+		Args: []string{"hostname"}, Stdout: os.Stdout, Stderr: os.Stderr}
+	defer func() { _ = netns.Delete(s.NetNS) }()
 	if err := netns.Create(s.NetNS); err != nil {
-		return err
-	}
-	if err := proc.Setup(s, dir); err != nil {
 		return err
 	}
 	p, err := proc.Start(s)
