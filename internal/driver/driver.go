@@ -61,6 +61,18 @@ type Driver interface {
 	Leave(ctx context.Context, n *Network, ep *Endpoint, nsPath string) error
 }
 
+// Detacher is implemented by drivers whose endpoints have a host-side link
+// that can be cut off the network at once, leaving its deletion to the
+// teardown of the sandbox's namespace (which the kernel does in the
+// background, and which a stray process holding the namespace delays).
+type Detacher interface {
+	// Detach takes the endpoint's host-side link off the network at once
+	// (set down and released from its bridge: no frame reaches the sandbox
+	// end, the bridge forgets its MACs) and returns the link's interface
+	// index, for the caller to see it go; 0 when the link is already gone.
+	Detach(ctx context.Context, n *Network, ep *Endpoint) (int, error)
+}
+
 // MACFromIP derives a locally administered unicast MAC from an IPv4 address,
 // the way Docker does (02:42:a.b.c.d), so an address keeps its MAC across
 // reconnects and neighbours' ARP caches stay valid.

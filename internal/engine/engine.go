@@ -76,6 +76,8 @@ type Engine struct {
 	resolver *dns.Resolver // 127.0.0.11 inside each sandbox on a user-defined network
 
 	global *globalState // nil without a cluster store
+
+	quarantine *quarantine // addresses of removed endpoints whose veth may live on
 }
 
 type netState struct {
@@ -115,17 +117,18 @@ func New(o Options) (*Engine, error) {
 		fw = firewall.Noop{}
 	}
 	e := &Engine{
-		cfg:       o.Config,
-		st:        o.Store,
-		log:       log,
-		nl:        nl,
-		fw:        fw,
-		nsDir:     filepath.Join(o.Config.ExecRoot, "ns"),
-		sbDir:     filepath.Join(o.Config.ExecRoot, "sandboxes"),
-		networks:  map[string]*netState{},
-		held:      map[string][]*portmap.Held{},
-		sandboxes: map[string]*sbState{},
-		events:    newEvents(),
+		cfg:        o.Config,
+		st:         o.Store,
+		log:        log,
+		nl:         nl,
+		fw:         fw,
+		nsDir:      filepath.Join(o.Config.ExecRoot, "ns"),
+		sbDir:      filepath.Join(o.Config.ExecRoot, "sandboxes"),
+		networks:   map[string]*netState{},
+		held:       map[string][]*portmap.Held{},
+		sandboxes:  map[string]*sbState{},
+		events:     newEvents(),
+		quarantine: newQuarantine(),
 	}
 	e.names = dns.NewTable()
 	e.resolver = dns.NewResolver(e.names, dns.Config{Upstreams: upstreams(o.Config), Logger: log})
@@ -179,6 +182,7 @@ func (e *Engine) Start(ctx context.Context) error {
 // Close stops following the cluster store and the embedded resolver.
 // Networks and sandboxes stay (live restore).
 func (e *Engine) Close() {
+	e.stopQuarantine()
 	e.stopGlobal()
 	e.resolver.Close()
 }

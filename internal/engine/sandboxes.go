@@ -403,6 +403,10 @@ func (e *Engine) reserveEndpoint(ctx context.Context, sb *sbState, ns *netState,
 		}
 	}
 	sticky := e.stickyAddr(ctx, ns.rec.ID, sb.rec.Name)
+	e.awaitRelease(ctx, ns.rec.ID, static)
+	if !static.IsValid() {
+		e.awaitRelease(ctx, ns.rec.ID, sticky)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err := e.checkAttach(sb, ns, static); err != nil {
@@ -643,6 +647,9 @@ func (e *Engine) removeLocked(ctx context.Context, sb *sbState) error {
 type sbEndpoint struct {
 	ep *Endpoint
 	ns *netState
+	// held: teardown detached its link and its address stays reserved until
+	// the link is gone (quarantine.go); forgetLocked must not free it.
+	held *held
 }
 
 // endpointsLocked pairs a sandbox's endpoints with their networks (those of
@@ -651,7 +658,7 @@ func (e *Engine) endpointsLocked(rec *Sandbox) []sbEndpoint {
 	var out []sbEndpoint
 	for _, ep := range rec.Endpoints {
 		if ns := e.networks[ep.NetworkID]; ns != nil {
-			out = append(out, sbEndpoint{ep, ns})
+			out = append(out, sbEndpoint{ep: ep, ns: ns})
 		}
 	}
 	return out
@@ -659,7 +666,8 @@ func (e *Engine) endpointsLocked(rec *Sandbox) []sbEndpoint {
 
 // teardown deletes a sandbox's kernel objects and files: its veth pairs, its
 // namespaces (never those of an adopted sandbox) and its file directory.
-// Best effort; it returns every error. Called with sb.op held.
+// Best effort; it returns every error and marks the endpoints whose
+// addresses must stay held (eps[i].held). Called with sb.op held.
 func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []error {
 	var errs []error
 	rec := sb.rec
@@ -670,15 +678,24 @@ func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []
 	// veth here instead costs 10-20 ms of synchronous kernel work per pair
 	// (the daemon would wait for an RCU grace period). Links of an adopted
 	// namespace, which outlives us, are deleted one by one.
+	// Before the namespace goes, each host end is detached (down, off its
+	// bridge) and its address held until the link is gone, so that a stray
+	// process keeping the namespace alive is cut off and no address is ever
+	// live twice (quarantine.go).
 	ownsNetNS := !rec.Adopted && !rec.HostNet
 	if ownsNetNS {
 		e.resolver.Stop(rec.ID)
 	}
-	for _, x := range eps {
+	for i, x := range eps {
 		if err := e.unpublish(ctx, x.ep); err != nil {
 			errs = append(errs, err)
 		}
 		if ownsNetNS {
+			h, err := e.detachEndpoint(ctx, x)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("cut sandbox %q off network %q: %w", rec.Name, x.ns.rec.Name, err))
+			}
+			eps[i].held = h
 			continue
 		}
 		if err := e.drivers[x.ns.rec.Driver].Leave(ctx, driverNetwork(x.ns.rec), driverEndpoint(x.ep), rec.NetNS); err != nil {
@@ -701,11 +718,17 @@ func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []
 	return errs
 }
 
-// forgetLocked frees a torn-down sandbox's addresses and deletes its record
-// in one store transaction. Called with sb.op and e.mu held.
+// forgetLocked frees a torn-down sandbox's addresses (those held until
+// their links go are freed later, quarantine.go) and deletes its record in
+// one store transaction. Called with sb.op and e.mu held.
 func (e *Engine) forgetLocked(ctx context.Context, sb *sbState, eps []sbEndpoint) error {
 	ops := []store.Op{store.Delete(keySandboxes + sb.rec.ID)}
+	var hs []*held
 	for _, x := range eps {
+		if x.held != nil {
+			hs = append(hs, x.held)
+			continue
+		}
 		o, err := e.releaseLocked(x.ns, x.ep)
 		if err != nil {
 			return err
@@ -715,6 +738,7 @@ func (e *Engine) forgetLocked(ctx context.Context, sb *sbState, eps []sbEndpoint
 	err := e.commit(ctx, ops...)
 	delete(e.sandboxes, sb.rec.ID)
 	sb.gone = true
+	go e.hold(hs) // it takes e.mu when a link is already gone
 	e.forgetNames(sb.rec.ID)
 	for _, x := range eps {
 		e.publishDisconnect(sb, x.ns)

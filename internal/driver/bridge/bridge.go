@@ -277,6 +277,39 @@ func (d *Driver) Leave(ctx context.Context, n *driver.Network, ep *driver.Endpoi
 	return nil
 }
 
+// Detach cuts the endpoint off its bridge at once (see DetachLink).
+func (d *Driver) Detach(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (int, error) {
+	return DetachLink(d.h, ep.HostIfName, ep.ID)
+}
+
+// DetachLink sets the host end of endpoint epID down and releases it from
+// its bridge, equivalent to `ip link set NAME down nomaster`. Down first:
+// the peer loses carrier and the bridge stops forwarding to the port before
+// it leaves (leaving flushes the port's learned MACs). It returns the link's
+// index, 0 when it is gone; a link with another owner's alias is refused.
+func DetachLink(h *netlink.Handle, name, epID string) (int, error) {
+	l, err := h.LinkByName(name)
+	if err != nil {
+		if nlutil.IsLinkGone(err) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("find %q: %w", name, err)
+	}
+	if l.Attrs().Alias != AliasPrefix+epID {
+		return 0, fmt.Errorf("link %q is not endpoint %.12s's; left alone", name, epID)
+	}
+	if err := h.LinkSetDown(l); err != nil {
+		if nlutil.IsLinkGone(err) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("set %q down: %w", name, err)
+	}
+	if err := h.LinkSetNoMaster(l); err != nil && !nlutil.IsLinkGone(err) {
+		return 0, fmt.Errorf("release %q from its bridge: %w", name, err)
+	}
+	return l.Attrs().Index, nil
+}
+
 // nsHandle is a netlink handle bound to a sandbox namespace.
 type nsHandle struct {
 	path string

@@ -263,6 +263,19 @@ func (d *Driver) Leave(ctx context.Context, n *driver.Network, ep *driver.Endpoi
 	return d.del(l)
 }
 
+// Detach cuts the endpoint off the overlay bridge at once (down, no
+// master; bridge.DetachLink) and returns the host end's index, 0 when gone.
+func (d *Driver) Detach(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (int, error) {
+	if ep.HostIfName == "" {
+		l, err := d.findHostEnd(ep)
+		if err != nil || l == nil {
+			return 0, err
+		}
+		ep.HostIfName = l.Attrs().Name
+	}
+	return bridge.DetachLink(d.h, ep.HostIfName, ep.ID)
+}
+
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
