@@ -23,17 +23,17 @@ const FaultEnv = "TETHER_TEST_FAULT"
 // FaultPoints are the places fault can stop the daemon, in the order an
 // operation reaches them.
 var FaultPoints = []string{
-	"network.create.after-bridge",    // bridge made, no record
-	"network.create.after-commit",    // bridge and records made
-	"network.remove.after-bridge",    // bridge deleted, records kept
-	"sandbox.create.after-netns",     // network namespace made, no record
-	"attach.after-join",              // veth pair wired and addressed, no record
-	"attach.after-commit",            // endpoint recorded, sandbox files not rewritten
-	"detach.after-leave",             // veth pair deleted, endpoint still recorded
-	"detach.after-commit",            // endpoint record and address released
-	"sandbox.remove.after-detach",    // endpoints gone, namespaces and record kept
-	"sandbox.remove.after-netns",     // namespaces deleted, record kept
-	"sandbox.namespaces.after-setup", // mount and UTS namespaces made, not recorded
+	"network.create.after-bridge", // bridge made, no record
+	"network.create.after-commit", // bridge and records made
+	"network.remove.after-bridge", // bridge deleted, records kept
+	"sandbox.create.after-netns",  // network namespace made, no record
+	"attach.after-join",           // veth pair wired and addressed, no record
+	"attach.after-commit",         // endpoint recorded, sandbox files not rewritten
+	"detach.after-leave",          // veth pair deleted, endpoint still recorded
+	"detach.after-commit",         // endpoint record and address released
+	"sandbox.remove.after-detach", // endpoints gone, namespaces and record kept
+	"sandbox.remove.after-netns",  // namespaces deleted, record kept
+	"exec.after-start",            // a process started (new mount and UTS namespaces for the first), not recorded
 }
 
 // faultPoint is read once, when the package is loaded.

@@ -86,6 +86,7 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 		}
 		return nil, err
 	}
+	e.fault("exec.after-start")
 	r := &Running{PID: p.Pid, Done: make(chan struct{})}
 	rec := ProcRecord{PID: p.Pid, StartTime: procStartTime(p.Pid), Args: x.Args, Main: x.Main}
 	e.mu.Lock()
