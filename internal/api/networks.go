@@ -386,6 +386,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 		"LiveRestoreEnabled": true, "Labels": labels, "IndexServerAddress": "",
 		"Plugins":  map[string][]string{"Network": {"bridge", "host", "null"}, "Volume": {}, "Log": {}},
 		"Networks": len(nets), "Swarm": map[string]any{"LocalNodeState": "inactive"},
+		"Warnings": s.eng.Warnings(),
 	})
 }
 

@@ -78,6 +78,7 @@ type Engine struct {
 	global *globalState // nil without a cluster store
 
 	quarantine *quarantine // addresses of removed endpoints whose veth may live on
+	warnings   []string    // standing warnings found at Start (guarded by mu)
 }
 
 type netState struct {
@@ -164,6 +165,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.bindHostNS(); err != nil {
 		return err
 	}
+	e.checkMountNS()
 	if err := e.restore(ctx); err != nil {
 		return fmt.Errorf("restore state: %w", err)
 	}
@@ -240,6 +242,46 @@ func (e *Engine) fwRemove(ctx context.Context, n *Network) error {
 		return nil
 	}
 	return e.fw.Remove(ctx, e.fwNetwork(n))
+}
+
+// checkMountNS warns when the daemon runs in a mount namespace of its own
+// (ip netns exec, systemd PrivateMounts=/PrivateTmp=/ProtectSystem=, a
+// container): the namespace files under exec-root are mounts in it and die
+// with it, so a sandbox survives a restart only through a process in it.
+func (e *Engine) checkMountNS() {
+	own, err1 := netns.IDOf("/proc/self/ns/mnt")
+	initial, err2 := netns.IDOf("/proc/1/ns/mnt")
+	if err1 != nil || err2 != nil || own == initial {
+		return
+	}
+	msg := "the daemon runs in a mount namespace of its own (ip netns exec, systemd PrivateMounts=, PrivateTmp= or ProtectSystem=, a container): " +
+		"its namespace files go with it, so across a restart a sandbox is kept only while a process runs in it; run the daemon in the host's mount namespace to keep sandboxes without processes"
+	e.log.Warn(msg, "exec-root", e.cfg.ExecRoot)
+	e.mu.Lock()
+	e.warnings = append(e.warnings, msg)
+	e.mu.Unlock()
+}
+
+// Warnings are the daemon's standing warnings (Docker's info Warnings),
+// with a line for degraded sandboxes.
+func (e *Engine) Warnings() []string {
+	e.mu.Lock()
+	out := append([]string{}, e.warnings...)
+	sbs := make([]*sbState, 0, len(e.sandboxes))
+	for _, sb := range e.sandboxes {
+		sbs = append(sbs, sb)
+	}
+	e.mu.Unlock()
+	degraded := 0
+	for _, sb := range sbs {
+		if len(sb.warningList()) > 0 {
+			degraded++
+		}
+	}
+	if degraded > 0 {
+		out = append(out, fmt.Sprintf("%d sandbox(es) degraded: see tether sandbox ls and sandbox inspect", degraded))
+	}
+	return out
 }
 
 // hostNSPath is the namespace file of the host network: the daemon's own
