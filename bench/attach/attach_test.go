@@ -70,21 +70,47 @@ func BenchmarkAttachFloor(b *testing.B) {
 func TestAttachSmoke(t *testing.T) {
 	testutil.RequireRoot(t)
 	t.Run("tether", func(t *testing.T) {
-		if r := RunTether(t, Options{N: 5, Verify: true}); r.Attach.N != 5 || r.Remove.N != 5 || r.RSSAttachedKiB <= 0 {
+		r := RunTether(t, Options{N: 5, Verify: true})
+		if r.Attach.N != 5 || r.Remove.N != 5 || r.RSSAttachedKiB <= 0 || !removeComplete(r) {
 			t.Errorf("result %+v", r)
 		}
+		logRemove(t, r)
 	})
 	t.Run("tether-run", func(t *testing.T) {
 		r := RunTether(t, Options{N: 5, Verify: true, FirstProc: true})
-		if r.Attach.N != 5 || r.Exec.N != 5 || r.FirstProc.N != 5 || r.Remove.N != 5 {
+		if r.Attach.N != 5 || r.Exec.N != 5 || r.FirstProc.N != 5 || r.Remove.N != 5 || !removeComplete(r) {
 			t.Errorf("result %+v", r)
 		}
+		logRemove(t, r)
 	})
 	t.Run("floor", func(t *testing.T) {
-		if r := RunFloor(t, Options{N: 5, Verify: true}); r.Attach.N != 5 || r.Remove.N != 5 {
+		r := RunFloor(t, Options{N: 5, Verify: true})
+		if r.Attach.N != 5 || r.Remove.N != 5 || !removeComplete(r) {
 			t.Errorf("result %+v", r)
 		}
+		logRemove(t, r)
 	})
+	t.Run("parallel", func(t *testing.T) {
+		for _, run := range []func(testing.TB, Options) Run{RunTether, RunFloor} {
+			r := run(t, Options{N: 6, Clients: 3, Verify: true})
+			if r.Attach.N != 6 || r.Remove.N != 6 || !removeComplete(r) {
+				t.Errorf("result %+v", r)
+			}
+			logRemove(t, r)
+		}
+	})
+}
+
+// removeComplete reports whether every removal of r has its links-gone
+// time (a deletion event was seen for each of its host-side links).
+func removeComplete(r Run) bool {
+	return r.LinksGone.N == r.Remove.N && len(r.LinksGoneMS) == r.Remove.N && r.Complete.N == r.Remove.N &&
+		r.LinksGone.Max > 0 && r.LinksGoneWallMS > 0
+}
+
+func logRemove(t *testing.T, r Run) {
+	t.Logf("%s: remove answer p50 %.2f ms, links gone p50 %.2f ms (max %.2f), both p50 %.2f ms",
+		r.System, r.Remove.P50, r.LinksGone.P50, r.LinksGone.Max, r.Complete.P50)
 }
 
 // Report is what TestAttachReport writes to BENCH_OUT.
@@ -144,12 +170,15 @@ func TestAttachReport(t *testing.T) {
 	fa, frm := pooled(floors)
 	pt, pf := NewRun("tether", ta, trm, 0), NewRun("floor", fa, frm, 0)
 	pt.AttachMS, pt.RemoveMS, pf.AttachMS, pf.RemoveMS = nil, nil, nil, nil
+	poolLinksGone(&pt, tethers)
+	poolLinksGone(&pf, floors)
 	pt.RSSIdleKiB, pt.RSSAttachedKiB = medianRSS(tethers)
 	pf.Steps = PooledSteps(floors, FloorSteps)
 	xa, xrm := pooled(firsts)
 	xe, xf := pooledFirstProc(firsts)
 	px := NewRun("tether-run", xa, xrm, 0)
 	px.AttachMS, px.RemoveMS = nil, nil
+	poolLinksGone(&px, firsts)
 	px.RSSIdleKiB, px.RSSAttachedKiB = medianRSS(firsts)
 	px.Exec, px.FirstProc = Summarize(xe), Summarize(xf)
 	rep.Pooled["tether"], rep.Pooled["floor"], rep.Pooled["tether-run"] = pt, pf, px
@@ -205,5 +234,6 @@ func growth(tethers, floors, firsts []Run) map[string][4]float64 {
 
 func row(label string, tr, fr Run) Row {
 	return Row{Label: label, Tether: tr.Attach, Floor: fr.Attach, TetherRemove: tr.Remove, FloorRemove: fr.Remove,
+		TetherGone: tr.LinksGone, FloorGone: fr.LinksGone, TetherDone: tr.Complete, FloorDone: fr.Complete,
 		TetherWallMS: tr.WallMS, FloorWallMS: fr.WallMS, RSSIdleKiB: tr.RSSIdleKiB, RSSAttachedKiB: tr.RSSAttachedKiB}
 }

@@ -82,15 +82,24 @@ func RunTether(tb testing.TB, o Options) Run {
 	if o.Verify {
 		verifyTetherRow(tb, t, o, sbs)
 	}
-	remove, rwall, err := Parallel(o.N, o.Clients, func(i int) (time.Duration, error) { return t.Remove(names[i]) })
+	w := watchLinks(tb, "/run/netns/"+t.NS)
+	links := make([][]int, o.N)
+	for i, sb := range sbs {
+		if links[i], err = TetherHostLinks(w, sb); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	remove, rwall, gone, gwall, err := RemoveRow(o.N, o.Clients, w, links, GoneTimeout,
+		func(i int) (time.Duration, error) { return t.Remove(names[i]) })
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("%v\ndaemon log:\n%s", err, t.D.Log())
 	}
 	if o.Verify {
 		verifyTetherClean(tb, t, sbs)
 	}
 	r := NewRun("tether", attach, remove, wall)
 	r.Publish, r.Clients, r.RemoveWallMS = o.Publish, o.Clients, ms(rwall)
+	r.SetLinksGone(gone, gwall)
 	r.RSSIdleKiB, r.RSSAttachedKiB = idle, rss
 	if o.FirstProc {
 		r.System = "tether-run"
@@ -130,14 +139,20 @@ func verifyTetherRow(tb testing.TB, t *Tether, o Options, sbs []api.Sandbox) {
 	}
 }
 
-// verifyFirstProc checks that the first exec gave the sandbox its mount and
-// UTS namespace files.
+// verifyFirstProc checks what the first exec gave the sandbox: its hosts,
+// resolv.conf and hostname files (bind-mounted into the new mount namespace
+// of its first process), and no namespace file but the network one (the
+// mount and UTS namespaces live in the sandbox's processes).
 func verifyFirstProc(tb testing.TB, t *Tether, sb api.Sandbox) {
 	tb.Helper()
-	mounted := testutil.Mounted(filepath.Join(t.ExecRoot, "ns"))
-	for _, kind := range []string{".mnt", ".uts"} {
-		if !slices.ContainsFunc(mounted, func(m string) bool { return filepath.Base(m) == sb.ID+kind }) {
-			tb.Errorf("sandbox %s after its first exec: no %s namespace file mounted", sb.Name, kind)
+	for _, f := range []string{"hosts", "resolv.conf", "hostname"} {
+		if _, err := os.Stat(filepath.Join(t.ExecRoot, "sandboxes", sb.ID, f)); err != nil {
+			tb.Errorf("sandbox %s after its first exec: %v", sb.Name, err)
+		}
+	}
+	for _, m := range testutil.Mounted(filepath.Join(t.ExecRoot, "ns")) {
+		if base := filepath.Base(m); strings.HasPrefix(base, sb.ID) && base != sb.ID && filepath.Ext(base) != ".net" {
+			tb.Errorf("sandbox %s after its first exec: namespace file %s mounted; only the network namespace is a file", sb.Name, m)
 		}
 	}
 }
@@ -228,7 +243,12 @@ func RunFloor(tb testing.TB, o Options) Run {
 	if o.Verify {
 		verifyFloorRow(tb, ns, sbs)
 	}
-	remove, rwall, err := Parallel(o.N, o.Clients, func(i int) (time.Duration, error) {
+	w := watchLinks(tb, "/run/netns/"+ns)
+	links := make([][]int, o.N)
+	for i, sb := range sbs {
+		links[i] = []int{sb.peer.Attrs().Index}
+	}
+	remove, rwall, gone, gwall, err := RemoveRow(o.N, o.Clients, w, links, GoneTimeout, func(i int) (time.Duration, error) {
 		t0 := time.Now()
 		err := f.Remove(sbs[i])
 		removed[i] = true
@@ -255,6 +275,7 @@ func RunFloor(tb testing.TB, o Options) Run {
 	}
 	r := NewRun("floor", attach, remove, wall)
 	r.Clients, r.RemoveWallMS = o.Clients, ms(rwall)
+	r.SetLinksGone(gone, gwall)
 	samples := map[string][]time.Duration{}
 	for k, name := range FloorSteps {
 		samples[name] = steps[k]
@@ -319,4 +340,43 @@ func countLinks(tb testing.TB, ns, prefix string) int {
 // nsenterIP runs ip inside the network namespace file path.
 func nsenterIP(path string, args ...string) (string, error) {
 	return runCmd("nsenter", append([]string{"--net=" + path, "--", "ip"}, args...)...)
+}
+
+// GoneTimeout bounds the wait for a row's links to be deleted after its
+// last removal answered.
+const GoneTimeout = 30 * time.Second
+
+// watchLinks subscribes to link events in the namespace file nsPath for the
+// rest of the test.
+func watchLinks(tb testing.TB, nsPath string) *LinkWatch {
+	tb.Helper()
+	w, err := WatchLinks(nsPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(w.Close)
+	return w
+}
+
+// WatchLinksT is WatchLinks for the rest of the test (closed by its cleanup).
+func WatchLinksT(tb testing.TB, nsPath string) *LinkWatch {
+	tb.Helper()
+	return watchLinks(tb, nsPath)
+}
+
+// TetherHostLinks returns the host-side link indexes of a Tether sandbox's
+// endpoints (their HostIfName, looked up in w's namespace).
+func TetherHostLinks(w *LinkWatch, sb api.Sandbox) ([]int, error) {
+	var out []int
+	for net, ep := range sb.Networks {
+		if ep.HostIfName == "" {
+			return nil, fmt.Errorf("sandbox %s: endpoint on %s has no host interface name", sb.Name, net)
+		}
+		i, err := w.Index(ep.HostIfName)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", sb.Name, err)
+		}
+		out = append(out, i)
+	}
+	return out, nil
 }

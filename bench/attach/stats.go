@@ -72,6 +72,16 @@ type Run struct {
 	// RemoveWallMS: from the first removal's start to the last one's end.
 	Remove       Stats   `json:"remove"`
 	RemoveWallMS float64 `json:"remove_wall_ms"`
+	// LinksGone: from the start of each removal until the last of the
+	// sandbox's host-side veths was deleted (its RTM_DELLINK seen in the
+	// host namespace, LinkWatch); LinksGoneWallMS: from the first removal's
+	// start to the last deletion. Complete: per sandbox the later of the
+	// answer and the links gone, the work a synchronous remover's answer
+	// includes (the floor, CNI and Docker delete their veths before they
+	// answer; Tether's namespace teardown takes them after it answered).
+	LinksGone       Stats   `json:"links_gone,omitzero"`
+	Complete        Stats   `json:"remove_complete,omitzero"`
+	LinksGoneWallMS float64 `json:"links_gone_wall_ms,omitempty"`
 	// RSS of the daemon (Tether only), KiB: after the network was created and
 	// before the first attach, and with all N attached.
 	RSSIdleKiB     int64 `json:"rss_idle_kib,omitempty"`
@@ -82,6 +92,7 @@ type Run struct {
 	// stepSamples are the raw per-step times behind Steps.
 	stepSamples map[string][]time.Duration
 	RemoveMS    []float64 `json:"remove_ms"`
+	LinksGoneMS []float64 `json:"links_gone_ms,omitempty"`
 	// With a first process (system "tether-run"), per sandbox: Exec is the
 	// round trip of a detached exec of `true` right after the sandbox was
 	// created (its mount and UTS namespaces, files and the process), FirstProc
@@ -98,6 +109,40 @@ type Run struct {
 func NewRun(system string, attach, remove []time.Duration, wall time.Duration) Run {
 	return Run{System: system, N: len(attach), Attach: Summarize(attach), Remove: Summarize(remove),
 		WallMS: ms(wall), AttachMS: millis(attach), RemoveMS: millis(remove)}
+}
+
+// SetLinksGone records, per removal in the order of RemoveMS, the time
+// until its links were gone, and the wall time until the last one was.
+func (r *Run) SetLinksGone(gone []time.Duration, wall time.Duration) {
+	r.LinksGone, r.LinksGoneMS, r.LinksGoneWallMS = Summarize(gone), millis(gone), ms(wall)
+	r.Complete = Summarize(Complete(durations(r.RemoveMS), gone))
+}
+
+// Complete is, per removal, the later of its answer and its links gone.
+func Complete(answer, gone []time.Duration) []time.Duration {
+	out := make([]time.Duration, min(len(answer), len(gone)))
+	for i := range out {
+		out[i] = max(answer[i], gone[i])
+	}
+	return out
+}
+
+// poolLinksGone sets p's links-gone figures from the samples of runs
+// (wall: the median round), when every run has them.
+func poolLinksGone(p *Run, runs []Run) {
+	var answer, gone []time.Duration
+	var walls []float64
+	for _, r := range runs {
+		if len(r.LinksGoneMS) != len(r.RemoveMS) || len(r.RemoveMS) == 0 {
+			return
+		}
+		answer, gone = append(answer, durations(r.RemoveMS)...), append(gone, durations(r.LinksGoneMS)...)
+		walls = append(walls, r.LinksGoneWallMS)
+	}
+	if len(gone) == 0 {
+		return
+	}
+	p.LinksGone, p.Complete, p.LinksGoneWallMS = Summarize(gone), Summarize(Complete(answer, gone)), medianF(walls)
 }
 
 // SetSteps records per-step samples (step name → one duration per sample)
@@ -141,6 +186,7 @@ func Pooled(system string, runs []Run) Run {
 		walls = append(walls, r.RemoveWallMS)
 	}
 	p.RemoveWallMS = medianF(walls)
+	poolLinksGone(&p, runs)
 	if len(runs) > 0 {
 		p.Publish, p.Clients = runs[0].Publish, runs[0].Clients
 		if runs[0].RSSAttachedKiB > 0 {
@@ -182,6 +228,8 @@ type Row struct {
 	Label                      string
 	Tether, Floor              Stats
 	TetherRemove, FloorRemove  Stats
+	TetherGone, FloorGone      Stats // links gone after the removal started
+	TetherDone, FloorDone      Stats // the later of the answer and the links gone
 	TetherWallMS, FloorWallMS  float64
 	RSSIdleKiB, RSSAttachedKiB int64
 }
@@ -197,19 +245,22 @@ func ratio(a, b float64) float64 {
 }
 
 // WriteTable prints the rows as a Markdown table: Tether, floor and their
-// ratio for the attach percentiles, the total, and the removal median.
+// ratio for the attach percentiles, the total, and the removal medians: the
+// API answer, the links gone, and the later of both (the like-with-like
+// figure: the floor's answer already includes its veth's deletion).
 func WriteTable(w io.Writer, rows []Row) {
-	fmt.Fprintln(w, "| round | system | attach p50 | p90 | p99 | sum of attaches | remove p50 | daemon RSS idle → N attached |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| round | system | attach p50 | p90 | p99 | sum of attaches | remove: answer p50 | links gone p50 | answer and links gone p50 | daemon RSS idle → N attached |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
-		fmt.Fprintf(w, "| %s | Tether | %.2f ms | %.2f ms | %.2f ms | %.0f ms | %.2f ms | %.1f → %.1f MiB |\n", r.Label,
-			r.Tether.P50, r.Tether.P90, r.Tether.P99, r.Tether.Total, r.TetherRemove.P50,
+		fmt.Fprintf(w, "| %s | Tether | %.2f ms | %.2f ms | %.2f ms | %.0f ms | %.2f ms | %.2f ms | %.2f ms | %.1f → %.1f MiB |\n", r.Label,
+			r.Tether.P50, r.Tether.P90, r.Tether.P99, r.Tether.Total, r.TetherRemove.P50, r.TetherGone.P50, r.TetherDone.P50,
 			float64(r.RSSIdleKiB)/1024, float64(r.RSSAttachedKiB)/1024)
-		fmt.Fprintf(w, "| %s | floor | %.2f ms | %.2f ms | %.2f ms | %.0f ms | %.2f ms | — |\n", r.Label,
-			r.Floor.P50, r.Floor.P90, r.Floor.P99, r.Floor.Total, r.FloorRemove.P50)
-		fmt.Fprintf(w, "| %s | **ratio** | **%.2f×** | %.2f× | %.2f× | %.2f× | %.2f× | |\n", r.Label,
+		fmt.Fprintf(w, "| %s | floor | %.2f ms | %.2f ms | %.2f ms | %.0f ms | %.2f ms | %.2f ms | %.2f ms | — |\n", r.Label,
+			r.Floor.P50, r.Floor.P90, r.Floor.P99, r.Floor.Total, r.FloorRemove.P50, r.FloorGone.P50, r.FloorDone.P50)
+		fmt.Fprintf(w, "| %s | **ratio** | **%.2f×** | %.2f× | %.2f× | %.2f× | %.2f× (not like for like) | %.2f× | **%.2f×** | |\n", r.Label,
 			ratio(r.Tether.P50, r.Floor.P50), ratio(r.Tether.P90, r.Floor.P90), ratio(r.Tether.P99, r.Floor.P99),
-			ratio(r.Tether.Total, r.Floor.Total), ratio(r.TetherRemove.P50, r.FloorRemove.P50))
+			ratio(r.Tether.Total, r.Floor.Total), ratio(r.TetherRemove.P50, r.FloorRemove.P50),
+			ratio(r.TetherGone.P50, r.FloorGone.P50), ratio(r.TetherDone.P50, r.FloorDone.P50))
 	}
 }
 

@@ -39,6 +39,16 @@ type Tether struct {
 // directory, e.g. /dev/shm to price a tmpfs /run.
 func StartTether(tb testing.TB) *Tether {
 	tb.Helper()
+	return StartTetherMode(tb, testutil.StartNsenter)
+}
+
+// StartTetherMode is StartTether with the daemon started the way mode says
+// (testutil.StartNsenter, StartIPNetns, StartUnshare), on every start. Under
+// the modes other than nsenter the daemon's namespace files live in its own
+// mount namespace: a sandbox's NetNS path cannot be opened from the test
+// (use /proc/PID/ns/net of a process in the sandbox).
+func StartTetherMode(tb testing.TB, mode testutil.StartMode) *Tether {
+	tb.Helper()
 	ns := testutil.NetNS(tb, "tth-bench")
 	var args []string
 	exec := ""
@@ -46,7 +56,11 @@ func StartTether(tb testing.TB) *Tether {
 		exec = execRoot(tb, parent)
 		args = []string{"--exec-root", exec}
 	}
-	d := testutil.StartDaemon(tb, ns, args...)
+	d := testutil.NewDaemon(tb, ns, args...)
+	d.Mode = mode
+	if err := d.Start(); err != nil {
+		tb.Fatal(err)
+	}
 	if exec == "" {
 		exec = filepath.Join(d.Dir, "exec")
 	}
@@ -122,6 +136,37 @@ func (t *Tether) Remove(name string) (time.Duration, error) {
 		return took, fmt.Errorf("remove sandbox %q: %d %s", name, code, out)
 	}
 	return took, nil
+}
+
+// Run starts a detached main process in sandbox name, as `tether run -d`
+// does after the create, and returns its PID.
+func (t *Tether) Run(name string, args ...string) (int, error) {
+	body, _ := json.Marshal(api.ExecRequest{Cmd: args, Detach: true, Main: true})
+	code, out, err := t.call(http.MethodPost, "/tether/v1/sandboxes/"+name+"/exec", body)
+	if err != nil {
+		return 0, err
+	}
+	if code != http.StatusCreated {
+		return 0, fmt.Errorf("exec in sandbox %q: %d %s", name, code, out)
+	}
+	var r api.ExecResponse
+	if err := json.Unmarshal(out, &r); err != nil {
+		return 0, fmt.Errorf("exec in sandbox %q: decode: %w", name, err)
+	}
+	return r.Pid, nil
+}
+
+// Inspect returns sandbox name as GET /tether/v1/sandboxes/NAME answers.
+func (t *Tether) Inspect(name string) (api.Sandbox, error) {
+	var sb api.Sandbox
+	code, out, err := t.call(http.MethodGet, "/tether/v1/sandboxes/"+name, nil)
+	if err != nil {
+		return sb, err
+	}
+	if code != http.StatusOK {
+		return sb, fmt.Errorf("inspect sandbox %q: %d %s", name, code, out)
+	}
+	return sb, json.Unmarshal(out, &sb)
 }
 
 // List returns the daemon's sandboxes.

@@ -89,7 +89,10 @@ type Sandbox struct {
 	Path string       // namespace file
 	Addr netip.Prefix // eth0's address, as the IPAM result gave it
 	Port int          // published host port (0: none)
-	rt   *libcni.RuntimeConf
+	// HostIfs are the host-side interfaces of the sandbox's veths, as the
+	// result lists them (no sandbox, not the bridge).
+	HostIfs []string
+	rt      *libcni.RuntimeConf
 }
 
 // Open prepares the network: IPv6 off for new links in the host namespace,
@@ -205,6 +208,11 @@ func (n *Net) Attach(i int) (*Sandbox, map[string]time.Duration, error) {
 	}
 	if len(res.IPs) == 0 {
 		return sb, steps, fmt.Errorf("cni add %q: no address in the result", sb.ID)
+	}
+	for _, ifc := range res.Interfaces {
+		if ifc.Sandbox == "" && ifc.Name != n.c.Bridge {
+			sb.HostIfs = append(sb.HostIfs, ifc.Name)
+		}
 	}
 	a := res.IPs[0].Address
 	ip, _ := netip.AddrFromSlice(a.IP.To4())

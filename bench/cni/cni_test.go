@@ -117,9 +117,12 @@ func TestCNISmoke(t *testing.T) {
 					o := row.opts
 					o.N, o.Verify = smokeN, true
 					r := row.run(t, o)
-					if r.Attach.N != smokeN || r.Remove.N != smokeN || r.Publish != o.Publish || r.Clients != o.Clients {
+					if r.Attach.N != smokeN || r.Remove.N != smokeN || r.Publish != o.Publish || r.Clients != o.Clients ||
+						r.LinksGone.N != smokeN || r.Complete.N != smokeN {
 						t.Errorf("result %+v", r)
 					}
+					t.Logf("%s: remove answer p50 %.2f ms, links gone p50 %.2f ms, both p50 %.2f ms",
+						r.System, r.Remove.P50, r.LinksGone.P50, r.Complete.P50)
 				})
 			}
 		})

@@ -93,7 +93,21 @@ func RunCNI(tb testing.TB, o attach.Options) attach.Run {
 	if o.Verify {
 		verifyRow(tb, n, ns, o, sbs)
 	}
-	removeT, rwall, err := attach.Parallel(o.N, o.Clients, func(i int) (time.Duration, error) {
+	w := attach.WatchLinksT(tb, "/run/netns/"+ns)
+	links := make([][]int, o.N)
+	for i, sb := range sbs {
+		if len(sb.HostIfs) == 0 {
+			tb.Fatalf("cni sandbox %s: no host-side interface in the result", sb.ID)
+		}
+		for _, name := range sb.HostIfs {
+			idx, err := w.Index(name)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			links[i] = append(links[i], idx)
+		}
+	}
+	removeT, rwall, gone, gwall, err := attach.RemoveRow(o.N, o.Clients, w, links, attach.GoneTimeout, func(i int) (time.Duration, error) {
 		t0 := time.Now()
 		st, err := n.Remove(sbs[i])
 		took := time.Since(t0)
@@ -117,6 +131,7 @@ func RunCNI(tb testing.TB, o attach.Options) attach.Run {
 	}
 	r := attach.NewRun(name, attachT, removeT, wall)
 	r.Publish, r.Clients, r.RemoveWallMS = o.Publish, o.Clients, float64(rwall.Microseconds())/1000
+	r.SetLinksGone(gone, gwall)
 	if !o.Publish {
 		delete(steps, StepPortmap)
 		delete(steps, StepDelPort)

@@ -46,9 +46,18 @@ type Result struct {
 	Kind     string    `json:"kind"` // "api": round trips; "cli": whole commands
 	N        int       `json:"ports"`
 	CreateMS []float64 `json:"create_ms"`
-	RemoveMS []float64 `json:"remove_ms"`
+	RemoveMS []float64 `json:"remove_ms"` // the API answer (or the command's end)
 	Create   float64   `json:"create_median_ms"`
 	Remove   float64   `json:"remove_median_ms"`
+	// GoneMS: from the removal's start until the last of the container's
+	// host-side veths was deleted (RTM_DELLINK in its host namespace);
+	// CompleteMS: the later of the answer and that (Docker and Podman
+	// delete the veth before they answer, Tether's namespace teardown
+	// after: the like-with-like figure).
+	GoneMS     []float64 `json:"links_gone_ms"`
+	CompleteMS []float64 `json:"remove_complete_ms"`
+	Gone       float64   `json:"links_gone_median_ms"`
+	Complete   float64   `json:"remove_complete_median_ms"`
 }
 
 // Target is one of the issue's goals at the largest port count.
@@ -101,12 +110,18 @@ func measure(tb testing.TB, o Options) Report {
 	}
 	rep.PodmanLaunchMS = attach.Summarize(over).P50
 	sys := systems(tt, dk, dknp, pm)
+	watch := map[string]*attach.LinkWatch{} // by namespace, subscribed before any removal
+	for _, s := range sys {
+		if watch[s.ns] == nil {
+			watch[s.ns] = attach.WatchLinksT(tb, "/run/netns/"+s.ns)
+		}
+	}
 	for _, s := range sys {
 		for _, n := range o.Ports {
 			rep.Results = append(rep.Results, Result{System: s.name, Kind: s.kind, N: n})
 		}
 		// warm-up (not recorded): first container, first image use
-		once(tb, s, "warm-"+short(s.name), 1, nil)
+		once(tb, s, watch[s.ns], "warm-"+short(s.name), 1, nil)
 	}
 	k := 0
 	for r := range o.Reps {
@@ -114,7 +129,7 @@ func measure(tb testing.TB, o Options) Report {
 			for j := range sys {
 				s := sys[(k+j)%len(sys)]
 				res := rep.result(s.name, n)
-				once(tb, s, fmt.Sprintf("%s-%d-%d", short(s.name), n, r), n, res)
+				once(tb, s, watch[s.ns], fmt.Sprintf("%s-%d-%d", short(s.name), n, r), n, res)
 				time.Sleep(o.Pause)
 			}
 			k++
@@ -123,6 +138,7 @@ func measure(tb testing.TB, o Options) Report {
 	for i := range rep.Results {
 		res := &rep.Results[i]
 		res.Create, res.Remove = median(res.CreateMS), median(res.RemoveMS)
+		res.Gone, res.Complete = median(res.GoneMS), median(res.CompleteMS)
 	}
 	top := slices.Max(o.Ports)
 	t, d := rep.result(sysTether, top), rep.result(sysDocker, top)
@@ -132,7 +148,7 @@ func measure(tb testing.TB, o Options) Report {
 		want       float64
 	}{
 		{fmt.Sprintf("create with %d ports: Docker ÷ Tether", top), d.Create, t.Create, 50},
-		{fmt.Sprintf("remove with %d ports: Docker ÷ Tether", top), d.Remove, t.Remove, 20},
+		{fmt.Sprintf("remove with %d ports (answer and links gone): Docker ÷ Tether", top), d.Complete, t.Complete, 20},
 	} {
 		ratio := ratio(g.dock, g.teth)
 		rep.Targets = append(rep.Targets, Target{Name: g.name, Ratio: ratio, Want: g.want, Met: ratio >= g.want})
@@ -142,9 +158,16 @@ func measure(tb testing.TB, o Options) Report {
 }
 
 // once creates, checks and removes one sandbox/container with n ports,
-// recording the times in res (nil: warm-up).
-func once(tb testing.TB, s system, name string, n int, res *Result) {
+// recording the times in res (nil: warm-up). The container's host-side
+// veths are the ones its create added to the system's namespace (nothing
+// else runs there meanwhile); after the removal's answer once waits for
+// their deletion events on w.
+func once(tb testing.TB, s system, w *attach.LinkWatch, name string, n int, res *Result) {
 	tb.Helper()
+	before, err := w.Veths()
+	if err != nil {
+		tb.Fatal(err)
+	}
 	id, took, err := s.create(name, docker.Bindings(n, hostBase, ctrBase))
 	if err != nil {
 		tb.Fatalf("%s: %v", s.name, err)
@@ -152,13 +175,28 @@ func once(tb testing.TB, s system, name string, n int, res *Result) {
 	if err := s.check(id, n); err != nil {
 		tb.Fatalf("%s: %v", s.name, err)
 	}
+	after, err := w.Veths()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	links := attach.NewVeths(before, after)
+	if len(links) == 0 {
+		tb.Fatalf("%s: creating %s added no veth to %s", s.name, name, s.ns)
+	}
+	start := time.Now()
 	rm, err := s.remove(id)
 	if err != nil {
 		tb.Fatalf("%s: %v", s.name, err)
 	}
+	gone, err := w.WaitGone(links, start, attach.GoneTimeout)
+	if err != nil {
+		tb.Fatalf("%s: removal of %s: %v", s.name, name, err)
+	}
 	if res != nil {
 		res.CreateMS = append(res.CreateMS, msf(took))
 		res.RemoveMS = append(res.RemoveMS, msf(rm))
+		res.GoneMS = append(res.GoneMS, msf(gone))
+		res.CompleteMS = append(res.CompleteMS, msf(max(rm, gone)))
 	}
 }
 
@@ -204,7 +242,7 @@ func versions(dk *docker.Docker, pm *docker.Podman) map[string]string {
 func TestPublishVsDockerSmoke(t *testing.T) {
 	rep := measure(t, Options{Ports: []int{0, 1, 5}, Reps: 1})
 	for _, r := range rep.Results {
-		if len(r.CreateMS) != 1 || len(r.RemoveMS) != 1 || r.Create <= 0 || r.Remove <= 0 {
+		if len(r.CreateMS) != 1 || len(r.RemoveMS) != 1 || len(r.GoneMS) != 1 || r.Create <= 0 || r.Remove <= 0 || r.Gone <= 0 {
 			t.Errorf("incomplete result: %+v", r)
 		}
 	}
@@ -288,8 +326,9 @@ func TestPublishVsDockerReport(t *testing.T) {
 	}
 }
 
-// table renders the report as two markdown tables (API round trips; whole
-// commands) with the ratios, then the targets.
+// table renders the report as markdown tables (API round trips: create,
+// then remove with its answer, links gone and both; whole commands) with the
+// ratios, then the targets.
 func table(rep Report) string {
 	var b strings.Builder
 	m := rep.Machine
@@ -305,20 +344,29 @@ func table(rep Report) string {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "%s: %s; ", k, rep.Versions[k])
 	}
-	b.WriteString("\n\n| ports | Tether create | Docker create | **Docker ÷ Tether** | Docker, no proxy | ÷ Tether " +
-		"| Tether remove | Docker remove | **Docker ÷ Tether** | Docker, no proxy | ÷ Tether | Tether w/o process: create | remove |\n" +
-		"|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("\n\n| ports | Tether create | Docker create | **Docker ÷ Tether** | Docker, no proxy | ÷ Tether | Tether w/o process: create |\n" +
+		"|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, n := range rep.Ports {
 		t, d, dn, np := rep.result(sysTether, n), rep.result(sysDocker, n), rep.result(sysDockerNP, n), rep.result(sysTetherNoProc, n)
-		fmt.Fprintf(&b, "| %d | %.2f ms | %.1f ms | **%.0f×** | %.1f ms | %.0f× | %.2f ms | %.1f ms | **%.1f×** | %.1f ms | %.1f× | %.2f ms | %.2f ms |\n", n,
-			t.Create, d.Create, ratio(d.Create, t.Create), dn.Create, ratio(dn.Create, t.Create),
-			t.Remove, d.Remove, ratio(d.Remove, t.Remove), dn.Remove, ratio(dn.Remove, t.Remove), np.Create, np.Remove)
+		fmt.Fprintf(&b, "| %d | %.2f ms | %.1f ms | **%.0f×** | %.1f ms | %.0f× | %.2f ms |\n", n,
+			t.Create, d.Create, ratio(d.Create, t.Create), dn.Create, ratio(dn.Create, t.Create), np.Create)
+	}
+	b.WriteString("\nRemove: API answer / links gone (host-side veth's RTM_DELLINK, from the request) / both (the later of the two," +
+		" per removal). Docker deletes the veth before it answers, Tether after: **both** is like with like.\n\n" +
+		"| ports | Tether: answer | links gone | **both** | Docker: answer | links gone | **both** | **Docker ÷ Tether, both** | answers only | " +
+		"Docker, no proxy: both | ÷ Tether | Tether w/o process: answer | links gone | both |\n" +
+		"|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, n := range rep.Ports {
+		t, d, dn, np := rep.result(sysTether, n), rep.result(sysDocker, n), rep.result(sysDockerNP, n), rep.result(sysTetherNoProc, n)
+		fmt.Fprintf(&b, "| %d | %.2f ms | %.2f ms | **%.2f ms** | %.1f ms | %.1f ms | **%.1f ms** | **%.1f×** | %.1f× | %.1f ms | %.1f× | %.2f ms | %.2f ms | %.2f ms |\n", n,
+			t.Remove, t.Gone, t.Complete, d.Remove, d.Gone, d.Complete, ratio(d.Complete, t.Complete), ratio(d.Remove, t.Remove),
+			dn.Complete, ratio(dn.Complete, t.Complete), np.Remove, np.Gone, np.Complete)
 	}
 	cli := []string{sysTetherCLI, sysDockerCLI, sysPodmanCLI}
 	if rep.result(sysDockerCLI, rep.Ports[0]) == nil {
 		cli = []string{sysTetherCLI, sysPodmanCLI}
 	}
-	b.WriteString("\n| ports |")
+	b.WriteString("\nWhole commands; remove is the later of the command's end and the links gone (like with like).\n\n| ports |")
 	for _, what := range []string{"create", "remove"} {
 		for _, s := range cli {
 			fmt.Fprintf(&b, " %s: %s |", s, what)
@@ -327,11 +375,12 @@ func table(rep Report) string {
 			fmt.Fprintf(&b, " %s ÷ tether |", strings.Fields(s)[0])
 		}
 	}
-	b.WriteString("\n|---:|" + strings.Repeat("---:|", 2*(2*len(cli)-1)) + "\n")
+	b.WriteString(" tether rm -f: answer | links gone |")
+	b.WriteString("\n|---:|" + strings.Repeat("---:|", 2*(2*len(cli)-1)+2) + "\n")
 	for _, n := range rep.Ports {
 		fmt.Fprintf(&b, "| %d |", n)
 		for _, what := range []func(*Result) float64{
-			func(r *Result) float64 { return r.Create }, func(r *Result) float64 { return r.Remove }} {
+			func(r *Result) float64 { return r.Create }, func(r *Result) float64 { return r.Complete }} {
 			base := what(rep.result(sysTetherCLI, n))
 			for _, s := range cli {
 				fmt.Fprintf(&b, " %.1f ms |", what(rep.result(s, n)))
@@ -340,6 +389,8 @@ func table(rep Report) string {
 				fmt.Fprintf(&b, " %.1f× |", ratio(what(rep.result(s, n)), base))
 			}
 		}
+		tc := rep.result(sysTetherCLI, n)
+		fmt.Fprintf(&b, " %.1f ms | %.1f ms |", tc.Remove, tc.Gone)
 		b.WriteString("\n")
 	}
 	b.WriteString("\n")

@@ -17,6 +17,12 @@
 //     `docker run -d` (stock CLI) and `podman run -d`; removal `tether rm -f`,
 //     `docker rm -f`, `podman rm -f -t 0`.
 //
+// Every removal is also timed until the container's host-side veths are
+// gone (their RTM_DELLINK in the engine's host namespace, bench/attach's
+// LinkWatch): Docker and Podman delete them before they answer, Tether's
+// namespace teardown after, so removals are compared on the later of the
+// answer and the links gone.
+//
 // N = 0 is the plain attach (a container on the bridge network, no port).
 // Each engine runs on its own test-owned network and mount namespaces
 // (bench/attach.StartTether, bench/docker). Entry point:

@@ -38,6 +38,9 @@ var proc = []string{"sleep", "3600"}
 
 type system struct {
 	name, kind string
+	// ns is the network namespace (name under /run/netns) where the
+	// system's host-side veths live; its link events time the removal.
+	ns string
 	// create makes the sandbox/container with the bindings and returns the
 	// ID remove and check take, and the time.
 	create func(name string, bs []docker.Binding) (string, time.Duration, error)
@@ -145,25 +148,25 @@ func systems(t *attach.Tether, dk, dknp *docker.Docker, pm *docker.Podman) []sys
 	}
 	dockerCheck := checkOn(dk)
 	s := []system{
-		{sysTether, kindAPI,
+		{sysTether, kindAPI, t.NS,
 			func(name string, bs []docker.Binding) (string, time.Duration, error) { return a.create(name, bs, true) },
 			func(id string, n int) error { return a.check(id, n, 1) }, a.remove},
-		{sysTetherNoProc, kindAPI,
+		{sysTetherNoProc, kindAPI, t.NS,
 			func(name string, bs []docker.Binding) (string, time.Duration, error) {
 				return a.create(name, bs, false)
 			},
 			func(id string, n int) error { return a.check(id, n, 0) }, a.remove},
-		{sysDocker, kindAPI,
+		{sysDocker, kindAPI, dk.Host.NS,
 			func(name string, bs []docker.Binding) (string, time.Duration, error) {
 				return dk.Run(name, bs, proc...)
 			},
 			dockerCheck, dk.Remove},
-		{sysDockerNP, kindAPI,
+		{sysDockerNP, kindAPI, dknp.Host.NS,
 			func(name string, bs []docker.Binding) (string, time.Duration, error) {
 				return dknp.Run(name, bs, proc...)
 			},
 			checkOn(dknp), dknp.Remove},
-		{sysTetherCLI, kindCLI,
+		{sysTetherCLI, kindCLI, t.NS,
 			func(name string, bs []docker.Binding) (string, time.Duration, error) {
 				args := append(append([]string{"run", "-d", "--name", name}, docker.Flags(bs)...), "--")
 				_, took, err := timedTether(t, append(args, proc...)...)
@@ -174,7 +177,7 @@ func systems(t *attach.Tether, dk, dknp *docker.Docker, pm *docker.Podman) []sys
 				_, took, err := timedTether(t, "rm", "-f", id)
 				return took, err
 			}},
-		{sysPodmanCLI, kindCLI,
+		{sysPodmanCLI, kindCLI, pm.Host.NS,
 			func(name string, bs []docker.Binding) (string, time.Duration, error) {
 				_, took, err := pm.Run(name, bs, proc...)
 				return name, took, err
@@ -188,7 +191,7 @@ func systems(t *attach.Tether, dk, dknp *docker.Docker, pm *docker.Podman) []sys
 			}, pm.Remove},
 	}
 	if dk.Refs.DockerCLI != "" {
-		s = append(s, system{sysDockerCLI, kindCLI,
+		s = append(s, system{sysDockerCLI, kindCLI, dk.Host.NS,
 			func(name string, bs []docker.Binding) (string, time.Duration, error) {
 				args := append(append([]string{"run", "-d", "--name", name}, docker.Flags(bs)...), docker.Image)
 				out, took, err := dk.CLI(append(args, proc...)...)

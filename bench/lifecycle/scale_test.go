@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tether-net/tether/bench/attach"
+	"github.com/tether-net/tether/internal/api"
 )
 
 // ScaleReport is the JSON written by TestScaleReport: N sandboxes on one
@@ -29,6 +30,11 @@ type ScaleReport struct {
 	RestoreIdle  attach.Stats `json:"restore_idle"`
 	RestoreFull  attach.Stats `json:"restore_full"`
 	TetherRemove attach.Stats `json:"tether_remove"`
+	// TetherLinksGone: from each DELETE until its host-side veth's
+	// RTM_DELLINK (the namespace's teardown deletes it after the answer);
+	// TetherRemoveComplete: the later of the two per sandbox.
+	TetherLinksGone      attach.Stats `json:"tether_links_gone"`
+	TetherRemoveComplete attach.Stats `json:"tether_remove_complete"`
 }
 
 func windows(ds []time.Duration, w int) (first, last attach.Stats) {
@@ -44,8 +50,9 @@ func measureScale(tb testing.TB, n, window, reps int) ScaleReport {
 		tb.Fatal(err)
 	}
 	took := make([]time.Duration, n)
+	sbs := make([]api.Sandbox, n)
 	for i := range n {
-		if _, took[i], err = t.Create(fmt.Sprintf("s%d", i)); err != nil {
+		if sbs[i], took[i], err = t.Create(fmt.Sprintf("s%d", i)); err != nil {
 			tb.Fatalf("sandbox %d: %v", i, err)
 		}
 	}
@@ -57,13 +64,20 @@ func measureScale(tb testing.TB, n, window, reps int) ScaleReport {
 	if sbs, err := t.List(); err != nil || len(sbs) != n {
 		tb.Fatalf("after restarts: %d sandboxes, %v", len(sbs), err)
 	}
-	removes := make([]time.Duration, n)
-	for i := range n {
-		if removes[i], err = t.Remove(fmt.Sprintf("s%d", i)); err != nil {
+	w := attach.WatchLinksT(tb, "/run/netns/"+t.NS)
+	links := make([][]int, n)
+	for i, sb := range sbs {
+		if links[i], err = attach.TetherHostLinks(w, sb); err != nil {
 			tb.Fatal(err)
 		}
 	}
-	rep.TetherRemove = attach.Summarize(removes)
+	removes, _, gone, _, err := attach.RemoveRow(n, 1, w, links, attach.GoneTimeout,
+		func(i int) (time.Duration, error) { return t.Remove(fmt.Sprintf("s%d", i)) })
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rep.TetherRemove, rep.TetherLinksGone = attach.Summarize(removes), attach.Summarize(gone)
+	rep.TetherRemoveComplete = attach.Summarize(attach.Complete(removes, gone))
 	floor := attach.RunFloor(tb, attach.Options{N: n})
 	fd := make([]time.Duration, len(floor.AttachMS))
 	for i, m := range floor.AttachMS {
@@ -76,7 +90,8 @@ func measureScale(tb testing.TB, n, window, reps int) ScaleReport {
 // TestScaleSmoke runs the scale scenario small so it does not rot.
 func TestScaleSmoke(t *testing.T) {
 	rep := measureScale(t, 20, 5, 1)
-	if rep.TetherFirst.N != 5 || rep.TetherLast.N != 5 || rep.FloorLast.N != 5 || rep.RSSFullKiB <= 0 || rep.RestoreFull.N != 1 {
+	if rep.TetherFirst.N != 5 || rep.TetherLast.N != 5 || rep.FloorLast.N != 5 || rep.RSSFullKiB <= 0 || rep.RestoreFull.N != 1 ||
+		rep.TetherLinksGone.N != 20 {
 		t.Errorf("incomplete report: %+v", rep)
 	}
 }
@@ -99,7 +114,8 @@ func TestScaleReport(t *testing.T) {
 		float64(rep.RSSIdleKiB)/1024, float64(rep.RSSFullKiB)/1024, n, float64(rep.RSSFullKiB-rep.RSSIdleKiB)/float64(n))
 	fmt.Fprintf(&b, "| restore at start (p50 of %d) | %.1f ms with 0 | %.1f ms with %d | %.3f ms per sandbox |\n",
 		rep.RestoreFull.N, rep.RestoreIdle.P50, rep.RestoreFull.P50, n, (rep.RestoreFull.P50-rep.RestoreIdle.P50)/float64(n))
-	fmt.Fprintf(&b, "| remove (p50) | | %.2f ms | |\n", rep.TetherRemove.P50)
+	fmt.Fprintf(&b, "| remove (p50): answer / links gone / both | | %.2f / %.2f / %.2f ms | |\n",
+		rep.TetherRemove.P50, rep.TetherLinksGone.P50, rep.TetherRemoveComplete.P50)
 	t.Log("\n" + b.String())
 	if out := os.Getenv("BENCH_OUT"); out != "" {
 		js, _ := json.MarshalIndent(rep, "", "  ")
