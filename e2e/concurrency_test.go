@@ -192,51 +192,59 @@ func checkConsistent(t *testing.T, d *testutil.Daemon, ns string, a *rawAPI) {
 	}
 }
 
-// A restart leaves running sandboxes connected: a ping every 10 ms from one
-// sandbox to another across a daemon stop and start loses nothing, and the
-// sandbox's links, addresses and routes are the same objects afterwards.
+// A restart leaves running sandboxes connected, however the daemon is
+// started: a ping every 10 ms from one sandbox to another across a daemon
+// stop and start loses nothing, and the sandbox's links, addresses and
+// routes are the same objects afterwards. Under ipnetns and unshare the
+// restarted daemon runs in a new mount namespace, where the old one's
+// namespace files are gone; the sandboxes live on in their processes.
 func TestRestartKeepsTraffic(t *testing.T) {
-	ns, d := host(t)
-	d.MustTether("network", "create", "--subnet", "10.68.0.0/24", "live")
-	d.MustTether("sandbox", "create", "--name", "a", "--network", "live")
-	d.MustTether("sandbox", "create", "--name", "b", "--network", "live")
-	nsPath := sandbox(t, d, "a").NetNS
-	target := ip(t, d, "b", "live")
-	snapshot := func() string {
-		links, _ := exec.Command("nsenter", "--net="+nsPath, "ip", "-o", "link").CombinedOutput()
-		addrs, _ := exec.Command("nsenter", "--net="+nsPath, "ip", "-o", "addr").CombinedOutput()
-		routes, _ := exec.Command("nsenter", "--net="+nsPath, "ip", "route").CombinedOutput()
-		host, _ := inNS(ns, "ip", "-o", "link", "show", "type", "veth")
-		return string(links) + string(addrs) + string(routes) + host
-	}
-	before := snapshot()
+	forModes(t, func(t *testing.T, mode testutil.StartMode) {
+		ns, d := hostMode(t, mode)
+		d.MustTether("network", "create", "--subnet", "10.68.0.0/24", "live")
+		runDetached(t, d, "a", "--network", "live", "--", "sleep", "600")
+		runDetached(t, d, "b", "--network", "live", "--", "sleep", "600")
+		nsPath := procNetNS(t, d, "a")
+		target := ip(t, d, "b", "live")
+		snapshot := func() string {
+			links, _ := exec.Command("nsenter", "--net="+nsPath, "ip", "-o", "link").CombinedOutput()
+			addrs, _ := exec.Command("nsenter", "--net="+nsPath, "ip", "-o", "addr").CombinedOutput()
+			routes, _ := exec.Command("nsenter", "--net="+nsPath, "ip", "route").CombinedOutput()
+			host, _ := inNS(ns, "ip", "-o", "link", "show", "type", "veth")
+			return string(links) + string(addrs) + string(routes) + host
+		}
+		before := snapshot()
 
-	const count = 500 // 5 s at one packet every 10 ms
-	ping := exec.Command("nsenter", "--net="+nsPath, "ping", "-n", "-i", "0.01", "-c", strconv.Itoa(count), "-W", "1", target)
-	var out bytes.Buffer
-	ping.Stdout, ping.Stderr = &out, &out
-	if err := ping.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ping.Process.Kill(); _ = ping.Wait() })
-	time.Sleep(time.Second)
-	stopAt := time.Now()
-	d.Stop()
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	restart := time.Since(stopAt)
-	err := ping.Wait()
-	m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`).FindStringSubmatch(out.String())
-	if m == nil {
-		t.Fatalf("ping: %v\n%s", err, out.String())
-	}
-	sent, got := m[1], m[2]
-	t.Logf("restart took %v; ping every 10 ms: %s sent, %s received", restart.Round(time.Millisecond), sent, got)
-	if sent != got || sent != strconv.Itoa(count) {
-		t.Errorf("packets lost across the restart: %s sent, %s received", sent, got)
-	}
-	if after := snapshot(); after != before {
-		t.Errorf("sandbox kernel state changed across the restart:\nbefore:\n%s\nafter:\n%s", before, after)
-	}
+		const count = 500 // 5 s at one packet every 10 ms
+		pinger := exec.Command("nsenter", "--net="+nsPath, "ping", "-n", "-i", "0.01", "-c", strconv.Itoa(count), "-W", "1", target)
+		var out bytes.Buffer
+		pinger.Stdout, pinger.Stderr = &out, &out
+		if err := pinger.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pinger.Process.Kill(); _ = pinger.Wait() })
+		time.Sleep(time.Second)
+		stopAt := time.Now()
+		restart(t, d)
+		took := time.Since(stopAt)
+		err := pinger.Wait()
+		m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`).FindStringSubmatch(out.String())
+		if m == nil {
+			t.Fatalf("ping: %v\n%s", err, out.String())
+		}
+		sent, got := m[1], m[2]
+		t.Logf("restart took %v; ping every 10 ms: %s sent, %s received", took.Round(time.Millisecond), sent, got)
+		if sent != got || sent != strconv.Itoa(count) {
+			t.Errorf("packets lost across the restart: %s sent, %s received", sent, got)
+		}
+		if after := snapshot(); after != before {
+			t.Errorf("sandbox kernel state changed across the restart:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+		if l := listed(t, d); !l["a"] || !l["b"] {
+			t.Errorf("sandboxes after the restart: %v, want a and b", l)
+		}
+		if !ping(d, "a", target) {
+			t.Error("exec ping from a to b fails after the restart")
+		}
+	})
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -146,43 +147,60 @@ func TestExistingBridge(t *testing.T) {
 	}
 }
 
-// State survives a daemon restart: networks, sandboxes, addresses, and the
-// kernel objects of a running sandbox are not recreated (same interface
-// index), and traffic keeps flowing.
+// State survives a daemon restart under every start mode: networks,
+// sandboxes, addresses, DNS names, and the kernel objects of a running
+// sandbox are not recreated (same interface index), and traffic keeps
+// flowing.
 func TestStateSurvivesRestart(t *testing.T) {
-	ns, d := host(t)
-	d.MustTether("network", "create", "--subnet", "10.50.0.0/24", "keep")
-	httpServer(t, d, "web", "keep")
-	d.MustTether("sandbox", "create", "--name", "cli", "--network", "keep")
-	if err := httpGet(d, "cli", "10.50.0.2", 25); err != nil {
-		t.Fatal(err)
-	}
-	before := sandbox(t, d, "web").Networks["keep"]
-	linkBefore, _ := inNS(ns, "ip", "-o", "link", "show", before.HostIfName)
-	netsBefore := d.MustTether("network", "ls", "-q")
+	forModes(t, func(t *testing.T, mode testutil.StartMode) {
+		ns, d := hostMode(t, mode)
+		d.MustTether("network", "create", "--subnet", "10.50.0.0/24", "keep")
+		httpServer(t, d, "web", "keep")
+		runDetached(t, d, "cli", "--network", "keep", "--", "sleep", "600")
+		if err := httpGet(d, "cli", "10.50.0.2", 25); err != nil {
+			t.Fatal(err)
+		}
+		resolves(t, d, "cli", "web", "10.50.0.2")
+		before := sandbox(t, d, "web").Networks["keep"]
+		linkBefore, _ := inNS(ns, "ip", "-o", "link", "show", before.HostIfName)
+		netsBefore := d.MustTether("network", "ls", "-q")
 
-	d.Stop()
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	after := sandbox(t, d, "web").Networks["keep"]
-	if after.IPAddress != before.IPAddress || after.EndpointID != before.EndpointID || after.HostIfName != before.HostIfName {
-		t.Errorf("endpoint changed across restart: %+v -> %+v", before, after)
-	}
-	linkAfter, _ := inNS(ns, "ip", "-o", "link", "show", after.HostIfName)
-	if idx := func(s string) string { return strings.SplitN(s, ":", 2)[0] }; idx(linkBefore) != idx(linkAfter) || linkAfter == "" {
-		t.Errorf("host link recreated: %q -> %q", linkBefore, linkAfter)
-	}
-	if got := d.MustTether("network", "ls", "-q"); got != netsBefore {
-		t.Errorf("networks changed: %q -> %q", netsBefore, got)
-	}
-	if err := httpGet(d, "cli", "10.50.0.2", 25); err != nil {
-		t.Error(err)
-	}
-	// The allocator state survived too: the next sandbox gets the next address.
-	d.MustTether("sandbox", "create", "--name", "third", "--network", "keep")
-	if got := ip(t, d, "third", "keep"); got != "10.50.0.4" {
-		t.Errorf("third sandbox got %s, want 10.50.0.4", got)
+		restart(t, d)
+		after := sandbox(t, d, "web").Networks["keep"]
+		if after == nil {
+			t.Fatalf("web lost its endpoint on keep across the restart:\n%s", d.Log())
+		}
+		if after.IPAddress != before.IPAddress || after.EndpointID != before.EndpointID || after.HostIfName != before.HostIfName {
+			t.Errorf("endpoint changed across restart: %+v -> %+v", before, after)
+		}
+		linkAfter, _ := inNS(ns, "ip", "-o", "link", "show", after.HostIfName)
+		if idx := func(s string) string { return strings.SplitN(s, ":", 2)[0] }; idx(linkBefore) != idx(linkAfter) || linkAfter == "" {
+			t.Errorf("host link recreated: %q -> %q", linkBefore, linkAfter)
+		}
+		if got := d.MustTether("network", "ls", "-q"); got != netsBefore {
+			t.Errorf("networks changed: %q -> %q", netsBefore, got)
+		}
+		if err := httpGet(d, "cli", "10.50.0.2", 25); err != nil {
+			t.Error(err)
+		}
+		// The embedded resolver answers in the sandboxes again.
+		resolves(t, d, "cli", "web", "10.50.0.2")
+		// The allocator state survived too: the next sandbox gets the next address.
+		d.MustTether("sandbox", "create", "--name", "third", "--network", "keep")
+		if got := ip(t, d, "third", "keep"); got != "10.50.0.4" {
+			t.Errorf("third sandbox got %s, want 10.50.0.4", got)
+		}
+	})
+}
+
+// resolves checks that name resolves to addr inside sandbox from (through
+// its resolv.conf, i.e. the embedded resolver at 127.0.0.11; a sandbox's
+// /etc/hosts names only itself).
+func resolves(t *testing.T, d *testutil.Daemon, from, name, addr string) {
+	t.Helper()
+	out, err := d.Tether("exec", from, "--", "getent", "hosts", name)
+	if f := strings.Fields(out); err != nil || len(f) == 0 || f[0] != addr {
+		t.Errorf("%s resolving %s: %v %q, want %s", from, name, err, out, addr)
 	}
 }
 
@@ -285,8 +303,8 @@ func TestAdoptNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
-	time.Sleep(100 * time.Millisecond) // let unshare switch namespaces before exec'ing sleep
 	pid := sleeper.Process.Pid
+	waitOwnNetNS(t, pid)
 	d.MustTether("sandbox", "create", "--name", "bypid", "--pid", itoa(pid), "--network", "adopt")
 	if !ping(d, "peer", ip(t, d, "bypid", "adopt")) {
 		t.Error("peer cannot reach the sandbox adopted by pid")
@@ -307,41 +325,68 @@ func TestAdoptNamespace(t *testing.T) {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-// A restart after the namespace files were lost (exec-root cleared) keeps a
-// sandbox whose process still runs: its namespaces are re-bound from the
-// process. A sandbox without a process is gone for good and its address is
-// freed.
+// waitOwnNetNS waits (bounded) until process pid is in a network namespace
+// other than the test's own: a process started with `unshare --net` is in
+// ours until unshare has run, and adopting it then would adopt the host's.
+func waitOwnNetNS(t *testing.T, pid int) {
+	t.Helper()
+	self, err := os.Stat("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := fmt.Sprintf("/proc/%d/ns/net", pid)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if fi, err := os.Stat(path); err == nil && !os.SameFile(fi, self) {
+			return
+		}
+	}
+	t.Fatalf("process %d is still in the test's network namespace", pid)
+}
+
+// A restart after the namespace files were lost keeps a sandbox whose
+// process still runs: its network namespace is bound again from the process
+// and exec works (it enters the process's mount and UTS namespaces). A
+// sandbox without a process is gone for good and its address is freed.
+// Under nsenter the test clears exec-root/ns; under ipnetns and unshare the
+// files vanish by themselves with the stopped daemon's mount namespace.
 func TestRecoverLostNamespaceFiles(t *testing.T) {
-	_, d := host(t)
-	d.MustTether("network", "create", "--subnet", "10.95.0.0/24", "rec")
-	httpServer(t, d, "web", "rec")
-	d.MustTether("sandbox", "create", "--name", "idle", "--network", "rec")
-	d.MustTether("sandbox", "create", "--name", "cli", "--network", "rec")
-	if err := httpGet(d, "cli", "10.95.0.2", 25); err != nil {
-		t.Fatal(err)
-	}
-	idleIP := ip(t, d, "idle", "rec")
-	d.Stop()
-	nsDir := d.Dir + "/exec/ns"
-	if err := testutil.UnmountUnder(nsDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.RemoveAll(nsDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ls := d.MustTether("sandbox", "ls", "--format", "{{.Name}}")
-	if !strings.Contains(ls, "web") || strings.Contains(ls, "idle") || strings.Contains(ls, "cli") {
-		t.Fatalf("after losing the namespace files: %q, want web only", ls)
-	}
-	if got := strings.TrimSpace(d.MustTether("exec", "web", "--", "hostname")); got != sandbox(t, d, "web").Hostname {
-		t.Errorf("exec in recovered sandbox: hostname %q", got)
-	}
-	// idle's address was freed: it can be claimed statically.
-	d.MustTether("sandbox", "create", "--name", "cli2", "--network", "rec", "--ip", idleIP)
-	if err := httpGet(d, "cli2", "10.95.0.2", 25); err != nil {
-		t.Error(err)
-	}
+	forModes(t, func(t *testing.T, mode testutil.StartMode) {
+		_, d := hostMode(t, mode)
+		d.MustTether("network", "create", "--subnet", "10.95.0.0/24", "rec")
+		httpServer(t, d, "web", "rec")
+		d.MustTether("sandbox", "create", "--name", "idle", "--network", "rec")
+		d.MustTether("sandbox", "create", "--name", "cli", "--network", "rec")
+		if err := httpGet(d, "cli", "10.95.0.2", 25); err != nil {
+			t.Fatal(err)
+		}
+		idleIP := ip(t, d, "idle", "rec")
+		d.Stop()
+		if mode == testutil.StartNsenter {
+			nsDir := d.Dir + "/exec/ns"
+			if err := testutil.UnmountUnder(nsDir); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(nsDir); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := d.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ls := d.MustTether("sandbox", "ls", "--format", "{{.Name}}")
+		if !strings.Contains(ls, "web") || strings.Contains(ls, "idle") || strings.Contains(ls, "cli") {
+			t.Fatalf("after losing the namespace files: %q, want web only", ls)
+		}
+		if h := sandboxHealth(t, d, "web"); h.Degraded {
+			t.Errorf("web is degraded although its namespace file could be bound again: %v", h.Warnings)
+		}
+		if got := strings.TrimSpace(d.MustTether("exec", "web", "--", "hostname")); got != sandbox(t, d, "web").Hostname {
+			t.Errorf("exec in recovered sandbox: hostname %q", got)
+		}
+		// idle's address was freed: it can be claimed statically.
+		d.MustTether("sandbox", "create", "--name", "cli2", "--network", "rec", "--ip", idleIP)
+		if err := httpGet(d, "cli2", "10.95.0.2", 25); err != nil {
+			t.Error(err)
+		}
+	})
 }

@@ -346,10 +346,12 @@ var faultCases = []faultCase{{
 		claimB(t, d)
 	},
 }, {
-	point: "sandbox.namespaces.after-setup",
+	point: "exec.after-start",
 	setup: bOnApp,
 	op:    []string{"exec", "vb", "--", "true"},
 	after: func(t *testing.T, d *testutil.Daemon) {
+		// The first process ran in new mount and UTS namespaces that no
+		// record names; they went with it, and the next exec makes new ones.
 		if got := strings.TrimSpace(d.MustTether("exec", "vb", "--", "hostname")); got != sandbox(t, d, "vb").Hostname {
 			t.Errorf("hostname in b = %q", got)
 		}
@@ -460,20 +462,34 @@ func deleteNamespace(t *testing.T, path string) {
 
 // A sandbox's namespace deleted behind the daemon's back while it is
 // stopped: the next start drops the sandbox and frees its address; run,
-// rm and network rm work.
+// rm and network rm work. Only a namespace that is provably gone counts: a
+// sandbox whose file was deleted too but whose process still runs in the
+// namespace is kept, with its link and traffic, in the same start.
 func TestNamespaceDeletedWhileStopped(t *testing.T) {
 	ns, d := host(t)
 	d.MustTether("network", "create", "--subnet", "10.77.0.0/24", "app")
 	d.MustTether("sandbox", "create", "--name", "pa", "--network", "app")
 	d.MustTether("sandbox", "create", "--name", "vb", "--network", "app")
+	runDetached(t, d, "live", "--network", "app", "--", "sleep", "600")
 	old := ip(t, d, "vb", "app")
 	path := sandbox(t, d, "vb").NetNS
+	liveEP := sandbox(t, d, "live").Networks["app"]
+	livePath := sandbox(t, d, "live").NetNS
+	liveIdx := hostLinks(t, ns)[liveEP.HostIfName]
 	d.Stop()
 	deleteNamespace(t, path)
+	deleteNamespace(t, livePath)
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
 	lcMustFail(t, d, "not found", "sandbox", "inspect", "vb")
+	if got := sandbox(t, d, "live").Networks["app"]; got == nil || got.IPAddress != liveEP.IPAddress {
+		t.Errorf("live's endpoint after the start: %+v, want %+v", got, liveEP)
+	}
+	if idx := hostLinks(t, ns)[liveEP.HostIfName]; idx != liveIdx {
+		t.Errorf("live's host link %s: ifindex %d -> %d (0: gone)", liveEP.HostIfName, liveIdx, idx)
+	}
+	lcMustPing(t, d, "pa", liveEP.IPAddress.String())
 	checkNoLeaks(t, ns, d)
 	// The name and the address are free again.
 	out := d.MustTether("run", "--rm", "--name", "vb", "--network", "app", "--ip", old, "--", "ping", "-c1", "-W2", ip(t, d, "pa", "app"))
@@ -481,6 +497,7 @@ func TestNamespaceDeletedWhileStopped(t *testing.T) {
 		t.Errorf("run: %s", out)
 	}
 	d.MustTether("rm", "pa")
+	d.MustTether("rm", "-f", "live")
 	d.MustTether("network", "rm", "app")
 	checkNoLeaks(t, ns, d)
 }

@@ -150,32 +150,32 @@ func TestPublishConflictsAndRelease(t *testing.T) {
 	}
 }
 
-// After a restart the bindings still work, are held again (a duplicate is
-// still refused) and the kernel maps hold no duplicate element.
+// After a restart, under every start mode, the bindings still work (from
+// outside and over loopback, whose proxy is the daemon's), are held again (a
+// duplicate is still refused) and the kernel maps hold no duplicate element.
 func TestPublishSurvivesRestart(t *testing.T) {
-	ns, d := host(t)
-	out := outside(t, ns)
-	d.MustTether("run", "-d", "--name", "web", "-p", "8095:80", "--", "python3", "-m", "http.server", "80")
-	mustGet(t, nil, out, urlOf(uplinkAddr, 8095))
-	d.Stop()
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	mustGet(t, nil, out, urlOf(uplinkAddr, 8095))
-	mustGet(t, nil, ns, urlOf("127.0.0.1", 8095))
-	if out, err := d.Tether("run", "-d", "--name", "dup", "-p", "8095:80", "--", "true"); err == nil {
-		t.Errorf("duplicate accepted after restart: %s", out)
-	}
-	if got := strings.TrimSpace(d.MustTether("port", "web")); got != "80/tcp -> 0.0.0.0:8095" {
-		t.Errorf("tether port after restart = %q", got)
-	}
-	if n := mapElements(t, ns, "ports_any"); n != 1 {
-		t.Errorf("ports_any holds %d elements after the restart, want 1", n)
-	}
-	d.MustTether("rm", "-f", "web")
-	if n := mapElements(t, ns, "ports_any"); n != 0 {
-		t.Errorf("ports_any holds %d elements after rm, want 0", n)
-	}
+	forModes(t, func(t *testing.T, mode testutil.StartMode) {
+		ns, d := hostMode(t, mode)
+		out := outside(t, ns)
+		runDetached(t, d, "web", "-p", "8095:80", "--", "python3", "-m", "http.server", "80")
+		mustGet(t, nil, out, urlOf(uplinkAddr, 8095))
+		restart(t, d)
+		mustGet(t, nil, out, urlOf(uplinkAddr, 8095))
+		mustGet(t, nil, ns, urlOf("127.0.0.1", 8095))
+		if out, err := d.Tether("run", "-d", "--name", "dup", "-p", "8095:80", "--", "true"); err == nil {
+			t.Errorf("duplicate accepted after restart: %s", out)
+		}
+		if got := strings.TrimSpace(d.MustTether("port", "web")); got != "80/tcp -> 0.0.0.0:8095" {
+			t.Errorf("tether port after restart = %q", got)
+		}
+		if n := mapElements(t, ns, "ports_any"); n != 1 {
+			t.Errorf("ports_any holds %d elements after the restart, want 1", n)
+		}
+		d.MustTether("rm", "-f", "web")
+		if n := mapElements(t, ns, "ports_any"); n != 0 {
+			t.Errorf("ports_any holds %d elements after rm, want 0", n)
+		}
+	})
 }
 
 // With userland-proxy off, loopback is served by the kernel path
