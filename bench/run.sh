@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a benchmark scenario as root and writes its JSON report to
-# bench/results/<scenario>-<date>.json (git-ignored).
+# bench/results/<scenario>-<date>.json (git-ignored; the runs bench/README.md
+# quotes are committed with git add -f).
 #
 #   sudo bench/run.sh [scenario]      scenario: attach (default), lifecycle, ports, scale, dns, cni, docker, overlay
 #
