@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/tether-net/tether/internal/api"
+	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/testutil"
 )
 
@@ -49,6 +50,7 @@ func TestManyRunsInOwnMountNamespace(t *testing.T) {
 				}
 			}
 			runs(0, 25)
+			mustWarnOwnMountNS(t, d, true)
 			restart(t, d)
 			l := listed(t, d)
 			for _, n := range names {
@@ -73,6 +75,18 @@ func TestManyRunsInOwnMountNamespace(t *testing.T) {
 	}
 }
 
+// mustWarnOwnMountNS checks that GET /info carries the daemon's warning
+// about running in a mount namespace of its own exactly when it should.
+func mustWarnOwnMountNS(t *testing.T, d *testutil.Daemon, want bool) {
+	t.Helper()
+	var info struct{ Warnings []string }
+	lcGet(t, d, "/info", &info)
+	got := slices.ContainsFunc(info.Warnings, func(w string) bool { return strings.Contains(w, "mount namespace of its own") })
+	if got != want {
+		t.Errorf("info warns of an own mount namespace: %v, want %v (warnings %q)", got, want, info.Warnings)
+	}
+}
+
 // Three restarts in a row, each into a new mount namespace (nsenter for
 // comparison), with 20 running sandboxes on two networks and two published
 // ports: after each, every sandbox is listed, exec works in each, TCP works
@@ -82,6 +96,18 @@ func TestManyRunsInOwnMountNamespace(t *testing.T) {
 func TestRestartsKeepSandboxes(t *testing.T) {
 	forModes(t, func(t *testing.T, mode testutil.StartMode) {
 		ns, d := hostMode(t, mode)
+		if mode == testutil.StartNsenter {
+			// The daemon shares the test's mount namespace.
+			own, err := netns.IDOf("/proc/self/ns/mnt")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if initial, known := netns.IsInitial("mnt", own); known {
+				mustWarnOwnMountNS(t, d, !initial)
+			}
+		} else {
+			mustWarnOwnMountNS(t, d, true)
+		}
 		out := outside(t, ns)
 		d.MustTether("network", "create", "--subnet", "10.141.0.0/24", "ra")
 		d.MustTether("network", "create", "--subnet", "10.142.0.0/24", "rb")

@@ -249,9 +249,11 @@ func (e *Engine) fwRemove(ctx context.Context, n *Network) error {
 // container): the namespace files under exec-root are mounts in it and die
 // with it, so a sandbox survives a restart only through a process in it.
 func (e *Engine) checkMountNS() {
-	own, err1 := netns.IDOf("/proc/self/ns/mnt")
-	initial, err2 := netns.IDOf("/proc/1/ns/mnt")
-	if err1 != nil || err2 != nil || own == initial {
+	own, err := netns.IDOf("/proc/self/ns/mnt")
+	if err != nil {
+		return
+	}
+	if initial, known := netns.IsInitial("mnt", own); initial || !known {
 		return
 	}
 	msg := "the daemon runs in a mount namespace of its own (ip netns exec, systemd PrivateMounts=, PrivateTmp= or ProtectSystem=, a container): " +

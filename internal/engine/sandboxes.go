@@ -175,14 +175,15 @@ func (e *Engine) planAdoption(rec *Sandbox, spec SandboxSpec) error {
 }
 
 // refuseHostNS refuses to adopt the daemon's own network namespace or the
-// initial one (that of PID 1): Tether would add interfaces there and replace
-// its default route. Identity is compared by device and inode, so any path
+// initial one (that of PID 1, or the kernel's fixed initial inode where
+// /proc/1 cannot be read): Tether would add interfaces there and replace its
+// default route. Identity is compared by device and inode, so any path
 // to the namespace (a /proc link, `ip netns` file, a bind mount) is caught.
 func refuseHostNS(id netns.ID) error {
 	if own, err := netns.IDOf("/proc/self/ns/net"); err == nil && own == id {
 		return errors.New("it is the daemon's own network namespace (the host network); use --network host instead")
 	}
-	if initial, err := netns.IDOf("/proc/1/ns/net"); err == nil && initial == id {
+	if initial, _ := netns.IsInitial("net", id); initial {
 		return errors.New("it is the initial network namespace (that of PID 1), which Tether never adopts")
 	}
 	return nil

@@ -70,3 +70,40 @@ func FindProcessIn(kind string, id ID) int {
 		}
 	}
 }
+
+// Inode numbers of the initial namespaces, fixed by the kernel since Linux
+// 6.18 (include/uapi/linux/nsfs.h, enum init_ns_ino). Earlier kernels give
+// the initial network and mount namespaces dynamic numbers (from
+// 0xF0000000 up), so these never name another namespace there.
+const (
+	initNetIno = 0xEFFFFFF9
+	initMntIno = 0xEFFFFFF8
+)
+
+// IsInitial reports whether id is the initial namespace of kind ("net" or
+// "mnt"): the namespace of PID 1 when /proc/1/ns is readable (it is not in
+// every environment, even to root), else the kernel's fixed inode number of
+// the initial namespace. known is false when neither tells.
+func IsInitial(kind string, id ID) (initial, known bool) {
+	if p1, err := IDOf(ProcNSPath(1, kind)); err == nil {
+		return p1 == id, true
+	}
+	fixed := map[string]uint64{"net": initNetIno, "mnt": initMntIno}[kind]
+	if fixed != 0 && id.Ino == fixed {
+		return true, true
+	}
+	return false, fixed != 0 && kernelAtLeast(6, 18)
+}
+
+// kernelAtLeast compares the running kernel's release with major.minor.
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}

@@ -128,3 +128,43 @@ func TestMountNamespaceFileLoopCheck(t *testing.T) {
 	}
 }
 
+
+// A namespace just made is never the initial one; where the kernel tells
+// (PID 1 readable, or fixed initial inodes), the test process's own mount
+// namespace is told apart from a new one.
+func TestIsInitial(t *testing.T) {
+	id, err := IDOf(testNS(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if initial, _ := IsInitial("net", id); initial {
+		t.Fatalf("a new network namespace %v taken for the initial one", id)
+	}
+	if _, known := IsInitial("uts", id); known {
+		t.Fatal("IsInitial claims to know about uts namespaces")
+	}
+	child := exec.Command("unshare", "-m", "sleep", "60")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+	own, err := IDOf("/proc/self/ns/mnt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		other, err := IDOf(ProcNSPath(child.Process.Pid, "mnt"))
+		if err == nil && other != own {
+			if initial, _ := IsInitial("mnt", other); initial {
+				t.Fatalf("unshare -m's new mount namespace %v taken for the initial one", other)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("unshare -m did not switch namespaces")
+		}
+	}
+	if initial, known := IsInitial("mnt", own); known {
+		t.Logf("the test's own mount namespace %v: initial=%v", own, initial)
+	}
+}
