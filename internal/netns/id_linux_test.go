@@ -128,7 +128,6 @@ func TestMountNamespaceFileLoopCheck(t *testing.T) {
 	}
 }
 
-
 // A namespace just made is never the initial one; where the kernel tells
 // (PID 1 readable, or fixed initial inodes), the test process's own mount
 // namespace is told apart from a new one.
