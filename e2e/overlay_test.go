@@ -35,7 +35,13 @@ const clusterTTL = 3 * time.Second
 // or "zk").
 func newMultiHost(t *testing.T, kind string, n int) *multiHost {
 	t.Helper()
-	c := testutil.StartClusterWith(t, kind, n, clusterTTL)
+	return newMultiHostIn(t, kind, n, testutil.StartNsenter)
+}
+
+// newMultiHostIn is newMultiHost with the daemons started in mode.
+func newMultiHostIn(t *testing.T, kind string, n int, mode testutil.StartMode) *multiHost {
+	t.Helper()
+	c := testutil.StartClusterIn(t, kind, n, clusterTTL, mode)
 	m := &multiHost{hosts: c.Hosts, d: c.D}
 	if c.ZK != nil {
 		m.store = c.ZK
@@ -291,9 +297,9 @@ func overlayHostFailure(t *testing.T, m *multiHost) {
 // during() runs, and returns sent and lost.
 func pingLoss(t *testing.T, d *testutil.Daemon, from, to string, count int, during func()) (int, int) {
 	t.Helper()
-	var sb struct{ NetNS string }
-	d.InspectJSON(&sb, "sandbox", "inspect", from)
-	cmd := exec.Command("nsenter", "--net="+sb.NetNS, "ping", "-n", "-i", "0.01", "-c", strconv.Itoa(count), "-W", "1", to)
+	// Through a process of the sandbox: under ip netns exec and unshare its
+	// namespace file is in the daemon's mount namespace, not ours.
+	cmd := exec.Command("nsenter", "--net="+procNetNS(t, d, from), "ping", "-n", "-i", "0.01", "-c", strconv.Itoa(count), "-W", "1", to)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -314,7 +320,9 @@ func pingLoss(t *testing.T, d *testutil.Daemon, from, to string, count int, duri
 // A daemon restart drops no overlay traffic: the datapath is static kernel
 // state the daemon only programs.
 func TestOverlayDaemonRestartKeepsTraffic(t *testing.T) {
-	overlayDaemonRestartKeepsTraffic(t, newMultiHost(t, "etcd", 2))
+	forModes(t, func(t *testing.T, mode testutil.StartMode) {
+		overlayDaemonRestartKeepsTraffic(t, newMultiHostIn(t, "etcd", 2, mode))
+	})
 }
 
 func overlayDaemonRestartKeepsTraffic(t *testing.T, m *multiHost) {

@@ -28,6 +28,12 @@ func StartCluster(tb testing.TB, n int, ttl time.Duration) *Cluster {
 // StartClusterWith is StartCluster with the store named: "etcd" or "zk".
 func StartClusterWith(tb testing.TB, kind string, n int, ttl time.Duration) *Cluster {
 	tb.Helper()
+	return StartClusterIn(tb, kind, n, ttl, StartNsenter)
+}
+
+// StartClusterIn is StartClusterWith with the daemons started in mode.
+func StartClusterIn(tb testing.TB, kind string, n int, ttl time.Duration, mode StartMode) *Cluster {
+	tb.Helper()
 	RequireRoot(tb)
 	c := &Cluster{U: NewUnderlay(tb, 1500), TTL: ttl}
 	switch kind {
@@ -41,7 +47,12 @@ func StartClusterWith(tb testing.TB, kind string, n int, ttl time.Duration) *Clu
 	for range n {
 		h := c.U.Join("h")
 		c.Hosts = append(c.Hosts, h)
-		c.D = append(c.D, StartDaemon(tb, h.NS, c.Args()...))
+		d := NewDaemon(tb, h.NS, c.Args()...)
+		d.Mode = mode
+		if err := d.Start(); err != nil {
+			tb.Fatal(err)
+		}
+		c.D = append(c.D, d)
 	}
 	return c
 }
