@@ -82,6 +82,7 @@ func (e *Engine) processIn(rec *Sandbox) int {
 // time still matched its record (so a reused PID cannot slip in).
 type anchor struct {
 	pid      int
+	start    uint64 // its start time (clock ticks since boot)
 	mnt, uts *os.File
 }
 
@@ -123,7 +124,7 @@ func openAnchor(rec *Sandbox, pr ProcRecord) *anchor {
 		mnt.Close()
 		return nil
 	}
-	a := &anchor{pid: pr.PID, mnt: mnt, uts: uts}
+	a := &anchor{pid: pr.PID, start: pr.StartTime, mnt: mnt, uts: uts}
 	if procStartTime(pr.PID) != pr.StartTime { // exited and reused while we opened
 		a.close()
 		return nil

@@ -70,9 +70,9 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 	if logf != nil {
 		logf.Close() // the child holds its own copy
 	}
-	if err == nil && anc != nil && procStartTime(anc.pid) == 0 && !netns.IsNSFile(sb.rec.NetNS) {
+	if err == nil && spec.NetNS != sb.rec.NetNS && procStartTime(anc.pid) != anc.start {
 		// Degraded: the netns was entered through the anchor's /proc link,
-		// and the anchor is gone; the PID may name another process now.
+		// and the anchor is gone; the PID may have named another process.
 		_ = p.Signal(syscall.SIGKILL)
 		_, _ = p.Wait()
 		err = fmt.Errorf("its last process exited while the command started: %w", errDegraded)
