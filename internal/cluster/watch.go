@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -45,6 +47,9 @@ type Watcher struct {
 	nets   map[string]NetworkRecord
 	peers  map[string]EndpointRecord
 	synced chan struct{}
+	// rejected: key -> revision of records refused by the checks of
+	// validate.go, so each bad version is logged once (guarded by mu).
+	rejected map[string]int64
 }
 
 // NewWatcher returns a watcher for c reporting to l; Run starts it.
@@ -204,34 +209,74 @@ func (w *Watcher) record(ev store.Event) bool {
 func (w *Watcher) desired() (map[string]NetworkRecord, map[string]EndpointRecord) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	nodes := map[string]bool{}
+	nodes := map[string]netip.Addr{} // live node ID -> advertised address (invalid if unreadable)
 	nets := map[string]NetworkRecord{}
-	var eps []EndpointRecord
+	var eps []store.KV
 	for k, kv := range w.kvs {
 		switch {
 		case strings.HasPrefix(k, keyNodes):
-			nodes[strings.TrimPrefix(k, keyNodes)] = true
+			var n Node
+			if json.Unmarshal(kv.Value, &n) != nil {
+				n.Addr = netip.Addr{} // a half-decoded record is not trusted
+			}
+			nodes[strings.TrimPrefix(k, keyNodes)] = n.Addr
 		case strings.HasPrefix(k, keyNetworks):
 			var n NetworkRecord
-			if json.Unmarshal(kv.Value, &n) == nil {
+			if w.check(kv, json.Unmarshal(kv.Value, &n), func() error { return checkKey(k, keyNetworks+n.ID, checkNetworkRecord(n)) }) {
 				nets[n.ID] = n
 			}
 		case strings.HasPrefix(k, keyEndpoints):
-			var ep EndpointRecord
-			if json.Unmarshal(kv.Value, &ep) == nil {
-				eps = append(eps, ep)
-			}
+			eps = append(eps, kv)
 		}
 	}
 	peers := map[string]EndpointRecord{}
-	for _, ep := range eps {
-		if ep.Node != w.c.self.ID && nodes[ep.Node] {
-			if _, ok := nets[ep.NetworkID]; ok {
-				peers[ep.ID] = ep
-			}
+	for _, kv := range eps {
+		var ep EndpointRecord
+		if json.Unmarshal(kv.Value, &ep) != nil {
+			continue
+		}
+		addr, live := nodes[ep.Node]
+		n, ok := nets[ep.NetworkID]
+		if ep.Node == w.c.self.ID || !live || !ok {
+			continue
+		}
+		if w.check(kv, nil, func() error {
+			return checkKey(kv.Key, endpointKey(ep.NetworkID, ep.ID), checkEndpointRecord(n, ep, addr))
+		}) {
+			peers[ep.ID] = ep
 		}
 	}
 	return nets, peers
+}
+
+// check is true when a record decoded (decodeErr nil) and passes valid; a
+// record that decodes but fails is logged once per revision. Called with
+// w.mu held.
+func (w *Watcher) check(kv store.KV, decodeErr error, valid func() error) bool {
+	if decodeErr != nil {
+		return false
+	}
+	err := valid()
+	if err == nil {
+		return true
+	}
+	if w.rejected == nil {
+		w.rejected = map[string]int64{}
+	}
+	if w.rejected[kv.Key] != kv.Revision || kv.Revision == 0 {
+		w.rejected[kv.Key] = kv.Revision
+		w.c.log.Warn("cluster store: ignoring a record the kernel must not be programmed with", "key", kv.Key, "revision", kv.Revision, "err", err)
+	}
+	return false
+}
+
+// checkKey refuses a record stored under another key than its own IDs give
+// (it could stand in for another network or endpoint), else returns err.
+func checkKey(key, want string, err error) error {
+	if key != want {
+		return fmt.Errorf("record under %q names itself %q", key, want)
+	}
+	return err
 }
 
 // apply tells the listener the difference between what it was told and
