@@ -94,6 +94,9 @@ func splitProto(s string) (rest, proto string, err error) {
 // splitParts splits [ip:][hostPort:]containerPort. ip is nil when absent.
 func splitParts(s, rest string) (ip *string, host, ctr string, err error) {
 	parts := strings.Split(rest, ":")
+	if strings.HasPrefix(rest, "[") && len(parts) < 3 {
+		return nil, "", "", invalid("bracketed host IP without host and container ports in %q", s)
+	}
 	if len(parts) > 3 || strings.HasPrefix(rest, "[") {
 		ip := strings.Trim(strings.Join(parts[:len(parts)-2], ":"), "[]")
 		if a, err := netip.ParseAddr(ip); err == nil && a.Is6() {
