@@ -6,7 +6,9 @@
 // directly in the host namespace (one netlink request instead of create+move),
 // the host end enslaved to the bridge. IPv6 is turned off on the bridge and on
 // both veth ends: on IPv4-only bridges its link-local and multicast chatter is
-// flooded to every port and makes each attach slower than the one before.
+// flooded to every port and makes each attach slower than the one before, and
+// a host-side link that takes router advertisements lets a sandbox give the
+// host routes and addresses (IPv6Off).
 // Ownership is marked by name prefix and by the link alias "tether:<id>", so
 // restore and garbage collection can tell Tether's links from anyone else's.
 package bridge
@@ -72,7 +74,9 @@ func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) error {
 	if err != nil {
 		return err
 	}
-	disableIPv6(n.BridgeName)
+	if err := IPv6Off(d.h, "", br); err != nil {
+		return fmt.Errorf("bridge %q: %w", n.BridgeName, err)
+	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: n.Gateway.AsSlice(), Mask: net.CIDRMask(n.Subnet.Bits(), 32)}}
 	if err := d.h.AddrReplace(br, addr); err != nil {
 		return fmt.Errorf("address %s on bridge %q: %w", addr.IPNet, n.BridgeName, err)
@@ -205,7 +209,9 @@ func (d *Driver) createVeth(sb *nsHandle, n *driver.Network, ep *driver.Endpoint
 }
 
 func (d *Driver) wireHostEnd(peer, br netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
-	disableIPv6(ep.HostIfName)
+	if err := IPv6Off(d.h, "", peer); err != nil {
+		return err
+	}
 	if err := d.h.LinkSetAlias(peer, AliasPrefix+ep.ID); err != nil {
 		return fmt.Errorf("mark %q: %w", ep.HostIfName, err)
 	}
@@ -344,11 +350,50 @@ func mustSelfNS() netns.NsHandle {
 	return ns
 }
 
-// disableIPv6 turns IPv6 off on a host-side link; failure (no IPv6 in the
-// kernel) only costs speed, so it is not an error.
-func disableIPv6(ifname string) {
-	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+ifname+"/disable_ipv6", []byte("1"), 0o644)
+// IPv6Off keeps IPv6 off a host-side link of an IPv4-only network (a
+// bridge, a VXLAN device, the host end of a veth) in the namespace of h,
+// whose path is nsPath ("" when h is the current namespace). Equivalent to
+//
+//	ip link set L addrgenmode none
+//	sysctl -w net.ipv6.conf.L.accept_ra=0 net.ipv6.conf.L.disable_ipv6=1
+//
+// disable_ipv6 alone is not enough: `sysctl -w
+// net.ipv6.conf.all.disable_ipv6=0` (a `sysctl --system` re-run) makes the
+// kernel write 0 into every interface, and a link that inherited
+// accept_ra=1 or 2 from the host's defaults would then take a router
+// advertisement a sandbox sends (a default route and a SLAAC address on the
+// host: CVE-2020-13401, CVE-2020-10749). accept_ra is never copied from
+// "all", and addrgenmode none leaves such a link without even a link-local
+// address. A kernel without IPv6 (no /proc/sys/net/ipv6) is success.
+func IPv6Off(h *netlink.Handle, nsPath string, l netlink.Link) error {
+	_ = h.LinkSetIP6AddrGenMode(l, addrGenModeNone) // fails only without IPv6
+	name := l.Attrs().Name
+	write := func() error {
+		if _, err := os.Stat("/proc/sys/net/ipv6/conf/all"); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		for _, kv := range [][2]string{{"accept_ra", "0"}, {"disable_ipv6", "1"}} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/"+kv[0], []byte(kv[1]), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var err error
+	if nsPath == "" {
+		err = write()
+	} else {
+		err = tns.Do(nsPath, write)
+	}
+	if err != nil {
+		return fmt.Errorf("turn IPv6 off on %q: %w", name, err)
+	}
+	return nil
 }
+
+// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE: no link-local address, hence
+// no router solicitations, DAD or MLD reports from the link.
+const addrGenModeNone = 1
 
 func randomHex(n int) string {
 	b := make([]byte, n)

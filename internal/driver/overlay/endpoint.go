@@ -67,7 +67,7 @@ func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoin
 			}
 		}()
 	}
-	if err := d.wireHostEnd(host, br, ep, mtu, created); err != nil {
+	if err := d.wireHostEnd(host, br, ep, mtu); err != nil {
 		return err
 	}
 	return configureSandboxEnd(sb, nsPath, ep, mtu, created)
@@ -176,12 +176,13 @@ func (d *Driver) findHostEnd(ep *driver.Endpoint) (netlink.Link, error) {
 	return nil, nil
 }
 
-// wireHostEnd marks the host end, puts it on the bridge and brings it up,
-// changing only what is not so already.
-func (d *Driver) wireHostEnd(l, br netlink.Link, ep *driver.Endpoint, mtu int, created bool) error {
+// wireHostEnd turns IPv6 off on the host end (bridge.IPv6Off, every time:
+// it repairs a link an older version left with IPv6 on), marks it, puts it
+// on the bridge and brings it up, changing only what is not so already.
+func (d *Driver) wireHostEnd(l, br netlink.Link, ep *driver.Endpoint, mtu int) error {
 	a := l.Attrs()
-	if created {
-		noIPv6(d.h, l)
+	if err := bridge.IPv6Off(d.h, d.ns, l); err != nil { // before it is ever up
+		return err
 	}
 	if a.Alias != bridge.AliasPrefix+ep.ID {
 		if err := d.h.LinkSetAlias(l, bridge.AliasPrefix+ep.ID); err != nil {

@@ -128,6 +128,16 @@ func TestPingAcrossHosts(t *testing.T) {
 			t.Errorf("no packets through %s: %+v", vx.Name, vx.Statistics)
 		}
 	})
+	t.Run("IPv6 off on host-side links", func(t *testing.T) {
+		for _, l := range []string{vx.Name, br.Attrs().Name, a.EP.HostIfName} {
+			for key, want := range map[string]string{"disable_ipv6": "1", "accept_ra": "0"} {
+				out, err := testutil.InNS(h1.NS, "cat", "/proc/sys/net/ipv6/conf/"+l+"/"+key)
+				if err != nil || strings.TrimSpace(out) != want {
+					t.Errorf("%s %s = %q (%v), want %s", l, key, strings.TrimSpace(out), err, want)
+				}
+			}
+		}
+	})
 	t.Run("bridge has no address", func(t *testing.T) {
 		addrs, err := h1.H.AddrList(br, netlink.FAMILY_ALL)
 		if err != nil || len(addrs) != 0 {

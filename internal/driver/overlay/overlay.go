@@ -17,8 +17,10 @@
 // "tether:overlay:<network id>", host-side veths "tether:<endpoint id>" (the
 // bridge driver's marker, so the engine's endpoint bookkeeping is the same).
 // Link names come from the VNI, so they are the same after a restart and
-// unique per host. IPv6 address generation is off on every host-side link:
-// no link-local chatter flooded over the bridge.
+// unique per host. IPv6 is off on every host-side link (bridge.IPv6Off:
+// addrgenmode none, accept_ra=0, disable_ipv6=1): no link-local chatter
+// flooded over the bridge, and no router advertisement from a sandbox
+// reaches the host's IPv6 stack.
 package overlay
 
 import (
@@ -88,16 +90,21 @@ func NetworkOf(alias string) (id string, ok bool) {
 // Driver is the overlay driver. It works in the namespace its handle is
 // bound to (the daemon's "host" namespace), which need not be the process's.
 type Driver struct {
-	h *netlink.Handle
+	h  *netlink.Handle
+	ns string // path of h's namespace for sysctls; "": the current one
 }
 
 // New returns an overlay driver issuing netlink requests through h (nil:
-// the current namespace).
-func New(h *netlink.Handle) *Driver {
+// the current namespace), which must be bound to the current namespace.
+func New(h *netlink.Handle) *Driver { return NewAt(h, "") }
+
+// NewAt is New for a handle bound to the namespace at nsPath (where the
+// driver also writes the sysctls of its links); "" is the current one.
+func NewAt(h *netlink.Handle, nsPath string) *Driver {
 	if h == nil {
 		h = &netlink.Handle{}
 	}
-	return &Driver{h: h}
+	return &Driver{h: h, ns: nsPath}
 }
 
 func (d *Driver) Type() string { return "overlay" }
@@ -182,6 +189,9 @@ func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) (err erro
 		}
 	}
 	for _, l := range []netlink.Link{br, vx} {
+		if err := bridge.IPv6Off(d.h, d.ns, l); err != nil { // before it is ever up
+			return fmt.Errorf("overlay network %q: %w", n.Name, err)
+		}
 		if err := d.setUp(l); err != nil {
 			return err
 		}
@@ -301,8 +311,7 @@ func (d *Driver) ownLink(n *driver.Network, name, typ string) (netlink.Link, err
 	return l, nil
 }
 
-// createLink adds l, marks it as n's, turns IPv6 address generation off
-// (before it is ever up) and returns it as the kernel reports it.
+// createLink adds l, marks it as n's and returns it as the kernel reports it.
 func (d *Driver) createLink(n *driver.Network, l netlink.Link) (netlink.Link, error) {
 	name := l.Attrs().Name
 	if err := d.h.LinkAdd(l); err != nil {
@@ -316,7 +325,6 @@ func (d *Driver) createLink(n *driver.Network, l netlink.Link) (netlink.Link, er
 		_ = d.h.LinkDel(l)
 		return nil, fmt.Errorf("mark new %s %q: %w", l.Type(), name, err)
 	}
-	noIPv6(d.h, got)
 	return got, nil
 }
 
@@ -336,18 +344,6 @@ func linkAttrs(name string, mtu int) netlink.LinkAttrs {
 	a := netlink.NewLinkAttrs()
 	a.Name, a.MTU = name, mtu
 	return a
-}
-
-// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE: no link-local address, hence
-// no router solicitations, DAD or MLD reports from the link.
-const addrGenModeNone = 1
-
-// noIPv6 stops IPv6 address generation on a host-side link (`ip link set L
-// addrgenmode none`). Through netlink rather than the disable_ipv6 sysctl, so
-// it acts in the handle's namespace. Failure (IPv6 off in the kernel) only
-// costs chatter, so it is ignored.
-func noIPv6(h *netlink.Handle, l netlink.Link) {
-	_ = h.LinkSetIP6AddrGenMode(l, addrGenModeNone)
 }
 
 // DeleteNetwork removes the network's VXLAN device (and with it every FDB
