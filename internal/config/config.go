@@ -28,6 +28,7 @@ type Config struct {
 	IPMasq              bool          // "ip-masq": default true.
 	IPTables            bool          // "iptables": default true.
 	UserlandProxy       bool          // "userland-proxy": default true.
+	AllowDirectRouting  bool          // "allow-direct-routing": published ports' sandbox addresses open to direct routing from outside; default false.
 	DefaultAddressPools []AddressPool // "default-address-pools"; empty = Docker's defaults (see ipam.DefaultPools).
 	DefaultGateway      netip.Addr    // "default-gateway": gateway for sandboxes on the default network.
 

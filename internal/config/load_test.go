@@ -89,6 +89,8 @@ func TestMerge(t *testing.T) {
 		{"bare unix:// is the default socket", `{"hosts": ["unix://", "unix:///tmp/t.sock"]}`, nil,
 			func(c *Config) bool { return reflect.DeepEqual(c.Hosts, []string{DefaultHost, "unix:///tmp/t.sock"}) }},
 		{"bridge none", `{"bridge": "none"}`, nil, func(c *Config) bool { return c.Bridge == "none" }},
+		{"allow-direct-routing from file", `{"allow-direct-routing": true}`, nil, func(c *Config) bool { return c.AllowDirectRouting }},
+		{"allow-direct-routing from flag", "", FlagValues{"allow-direct-routing": {"true"}}, func(c *Config) bool { return c.AllowDirectRouting }},
 		{"fixed-cidr inside bip", `{"bip": "10.1.0.1/16", "fixed-cidr": "10.1.2.0/24", "default-gateway": "10.1.0.254"}`, nil,
 			func(c *Config) bool { return c.FixedCIDR == "10.1.2.0/24" && c.DefaultGateway.IsValid() }},
 		{"group and paths", "", FlagValues{"group": {"tether"}, "data-root": {"/srv/t"}, "exec-root": {"/run/t"}, "pidfile": {"/run/t.pid"}},

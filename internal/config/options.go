@@ -50,6 +50,8 @@ var options = []option{
 		set: setBool(func(c *Config) *bool { return &c.IPMasq })},
 	{key: "iptables", flag: "iptables", kind: kindBool, def: "true", usage: "Enable addition of firewall rules",
 		set: setBool(func(c *Config) *bool { return &c.IPTables })},
+	{key: "allow-direct-routing", flag: "allow-direct-routing", kind: kindBool, usage: "Allow direct routing from outside the host to published ports of sandbox addresses",
+		set: setBool(func(c *Config) *bool { return &c.AllowDirectRouting })},
 	{key: "userland-proxy", flag: "userland-proxy", kind: kindBool, def: "true", usage: "Use userland proxy for loopback traffic",
 		set: setBool(func(c *Config) *bool { return &c.UserlandProxy })},
 	{key: "default-address-pools", flag: "default-address-pool", kind: kindPools, usage: "Default address pools for local networks, e.g. base=10.10.0.0/16,size=24",

@@ -37,7 +37,6 @@ var gaps = []gap{
 	{"default-gateway-v6", notZero, whyIPv6},
 	{"ip6tables", notZero, whyFirewall},
 	{"ip-forward-no-drop", notZero, whyFirewall},
-	{"allow-direct-routing", notZero, whyPorts},
 	{"userland-proxy-path", notZero, whyPorts},
 	{"default-network-opts", notZero, "network driver options come later"},
 	{"host-gateway-ip", notZero, "the host-gateway address comes later"},

@@ -102,7 +102,7 @@ func newFirewall(cfg *config.Config, log *slog.Logger) (firewall.Firewall, error
 	}
 	// Without the userland proxy the kernel serves loopback connections to
 	// published ports too (route_localnet and a scoped masquerade).
-	fw, err := firewall.NewNFTWith(firewall.Options{LoopbackDNAT: !cfg.UserlandProxy})
+	fw, err := firewall.NewNFTWith(firewall.Options{LoopbackDNAT: !cfg.UserlandProxy, AllowDirectRouting: cfg.AllowDirectRouting})
 	if err != nil {
 		return nil, fmt.Errorf("firewall: %w (iptables=false runs without firewall rules)", err)
 	}

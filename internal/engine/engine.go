@@ -222,10 +222,13 @@ func (e *Engine) syncFirewall(ctx context.Context) error {
 
 // fwNetwork is what the firewall knows of a network: masquerade needs the
 // network's option and the daemon's ip-masq, and never applies to an
-// internal network.
+// internal network or one in gateway mode routed. The gateway mode and
+// trusted interfaces come from the network's options (networks.go).
 func (e *Engine) fwNetwork(n *Network) firewall.Network {
+	mode := gatewayMode(n)
 	return firewall.Network{ID: n.ID, Bridge: n.BridgeName, Subnet: n.Subnet, Internal: n.Internal,
-		Masquerade: n.Masquerade && e.cfg.IPMasq && !n.Internal}
+		Mode: mode, Trusted: trustedInterfaces(n),
+		Masquerade: n.Masquerade && e.cfg.IPMasq && !n.Internal && mode != firewall.ModeRouted}
 }
 
 // fwAdd installs a bridge network's firewall entries. Called with e.mu held.

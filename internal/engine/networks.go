@@ -13,6 +13,7 @@ import (
 
 	"github.com/tether-net/tether/internal/cluster"
 	"github.com/tether-net/tether/internal/driver"
+	"github.com/tether-net/tether/internal/firewall"
 	"github.com/tether-net/tether/internal/ipam"
 	"github.com/tether-net/tether/internal/store"
 )
@@ -25,6 +26,8 @@ const (
 	OptHostBinding   = "com.docker.network.bridge.host_binding_ipv4"
 	OptMTU           = "com.docker.network.driver.mtu"
 	OptDefaultBridge = "com.docker.network.bridge.default_bridge"
+	OptGatewayMode   = "com.docker.network.bridge.gateway_mode_ipv4"
+	OptTrusted       = "com.docker.network.bridge.trusted_host_interfaces"
 )
 
 // SubnetSpec is one IPAM config entry as the user wrote it; the engine parses
@@ -210,10 +213,8 @@ func parseSubnet(s SubnetSpec) (*ipam.Subnet, error) {
 // yet; refusing them beats silently ignoring them.
 var unsupportedOptions = []string{
 	"com.docker.network.bridge.inhibit_ipv4",
-	"com.docker.network.bridge.gateway_mode_ipv4",
 	"com.docker.network.bridge.gateway_mode_ipv6",
 	"com.docker.network.container_iface_prefix",
-	"com.docker.network.bridge.trusted_host_interfaces",
 	"com.docker.network.enable_ipv4",
 	"com.docker.network.enable_ipv6",
 }
@@ -259,6 +260,48 @@ func (e *Engine) applyBridgeOptions(n *Network) error {
 			return invalidf("invalid option %s=%q: an MTU is an integer from 68 to 65535", OptMTU, v)
 		}
 		n.MTU = m
+	}
+	return checkRoutingOptions(n)
+}
+
+// checkRoutingOptions validates the gateway mode and the trusted host
+// interfaces (Docker 28's direct-routing options).
+func checkRoutingOptions(n *Network) error {
+	if v, ok := n.Options[OptGatewayMode]; ok {
+		switch firewall.GatewayMode(v) {
+		case firewall.ModeNAT, firewall.ModeNATUnprotected, firewall.ModeRouted:
+		case firewall.ModeIsolated:
+			if !n.Internal {
+				return invalidf("invalid option %s=%q: gateway mode isolated needs an internal network (--internal)", OptGatewayMode, v)
+			}
+		default:
+			return invalidf("invalid option %s=%q: want nat, nat-unprotected, routed or isolated", OptGatewayMode, v)
+		}
+	}
+	if v := n.Options[OptTrusted]; v != "" {
+		for _, name := range strings.Split(v, ":") {
+			if !ifNameRE.MatchString(name) {
+				return invalidf("invalid option %s=%q: %q is not an interface name (names are separated by colons, at most 15 characters each)", OptTrusted, v, name)
+			}
+		}
+	}
+	return nil
+}
+
+// gatewayMode is the network's gateway mode (option gateway_mode_ipv4,
+// validated at creation); nat when not given.
+func gatewayMode(n *Network) firewall.GatewayMode {
+	if v := n.Options[OptGatewayMode]; v != "" {
+		return firewall.GatewayMode(v)
+	}
+	return firewall.ModeNAT
+}
+
+// trustedInterfaces lists the host interfaces of option
+// trusted_host_interfaces (colon-separated, validated at creation).
+func trustedInterfaces(n *Network) []string {
+	if v := n.Options[OptTrusted]; v != "" {
+		return strings.Split(v, ":")
 	}
 	return nil
 }

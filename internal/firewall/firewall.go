@@ -24,7 +24,34 @@ type Network struct {
 	Masquerade bool
 	// Internal: nothing is routed into or out of the network.
 	Internal bool
+	// Mode is the gateway mode (Docker's gateway_mode_ipv4): what traffic
+	// from outside the host may be routed directly to sandbox addresses.
+	// "" is ModeNAT.
+	Mode GatewayMode
+	// Trusted are host interfaces (by name) from which published ports are
+	// open to direct routing to sandbox addresses (Docker's
+	// trusted_host_interfaces).
+	Trusted []string
 }
+
+// GatewayMode says what may reach a network's sandbox addresses directly
+// from outside its bridge, i.e. forwarded by the host without DNAT of a
+// published host port (Docker 28's gateway modes).
+type GatewayMode string
+
+const (
+	// ModeNAT: outbound masquerade; only published ports, through host
+	// addresses, are reachable from outside (direct routing is dropped).
+	ModeNAT GatewayMode = "nat"
+	// ModeNATUnprotected: outbound masquerade; anything may be routed
+	// directly to the sandboxes (Docker before 28).
+	ModeNATUnprotected GatewayMode = "nat-unprotected"
+	// ModeRouted: no masquerade; published ports (sandbox address and
+	// port) and ICMP may be routed directly to the sandboxes, nothing else.
+	ModeRouted GatewayMode = "routed"
+	// ModeIsolated: an internal network whose bridge has no address.
+	ModeIsolated GatewayMode = "isolated"
+)
 
 // Firewall installs and maintains the rules of Tether's networks.
 type Firewall interface {

@@ -86,6 +86,10 @@ type Options struct {
 	// userland-proxy=false. When false, loopback destinations are not
 	// DNATed: the userland proxy serves them.
 	LoopbackDNAT bool
+	// AllowDirectRouting: published ports' sandbox ends (address and
+	// port) are open to direct routing from outside on every network
+	// (daemon option allow-direct-routing); unpublished ports stay closed.
+	AllowDirectRouting bool
 	// NetNS is the path of a persisted network namespace to work in (tests);
 	// "" is the current one. It holds the table and the sysctls written.
 	NetNS string
@@ -497,7 +501,7 @@ func (f *NFT) create(want entries) error {
 	for _, c := range chains(t) {
 		cs[c.Name] = f.c.AddChain(c)
 	}
-	for _, r := range rules(f.opts.LoopbackDNAT) {
+	for _, r := range rulesFor(f.opts) {
 		f.c.AddRule(&nftables.Rule{Table: t, Chain: cs[r.chain], Exprs: r.exprs, UserData: comment(r.comment)})
 	}
 	return nil
@@ -584,7 +588,7 @@ func (f *NFT) checkChains(t *nftables.Table) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("list rules of chain %q: %w", w.Name, err)
 		}
-		if why := rulesDiff(w.Name, rs, f.opts.LoopbackDNAT); why != "" {
+		if why := rulesDiff(w.Name, rs, f.opts); why != "" {
 			return why, nil
 		}
 	}
@@ -601,9 +605,9 @@ func chainDiff(g, w *nftables.Chain) string {
 
 // rulesDiff compares a chain's rules with ours: same order, same comments,
 // same expressions.
-func rulesDiff(chain string, got []*nftables.Rule, loopback bool) string {
+func rulesDiff(chain string, got []*nftables.Rule, o Options) string {
 	var want []ruleSpec
-	for _, r := range rules(loopback) {
+	for _, r := range rulesFor(o) {
 		if r.chain == chain {
 			want = append(want, r)
 		}

@@ -61,7 +61,7 @@ func TestSyncFromScratch(t *testing.T) {
 	}
 	// The rules sit in the right chains, in order.
 	ft := c.table(nftables.TableFamilyIPv4, TableName)
-	for ch, want := range map[string]int{ChainForward: 5, ChainPostroute: 2, ChainPrerouting: 2, ChainOutput: 2} {
+	for ch, want := range map[string]int{ChainRaw: 1, ChainForward: 11, ChainPostroute: 2, ChainPrerouting: 2, ChainOutput: 2} {
 		if n := len(ft.rules[ch]); n != want {
 			t.Errorf("%s chain has %d rules, want %d", ch, n, want)
 		}

@@ -6,7 +6,12 @@ package firewall
 //	ports_any inet_proto . inet_service : ipv4_addr . inet_service
 //
 // A binding on one host address is an element of ports keyed by that
-// address; a binding on 0.0.0.0 is an element of ports_any. Publishing a
+// address; a binding on 0.0.0.0 is an element of ports_any. Every binding
+// also puts its sandbox end (address . protocol . port) in set published,
+// which the forward chain opens to direct routing where a gateway mode,
+// a trusted interface or allow-direct-routing says so; several bindings to
+// one sandbox port share that element (the owner count keeps it until the
+// last goes). Publishing a
 // port is one element in one batch, and a packet costs one hash lookup in
 // each map however many ports are published.
 //
@@ -127,8 +132,35 @@ func portEntries(ps ...PortMapping) entries {
 	e := entries{}
 	for _, p := range ps {
 		e.put(p.mapName(), elementID(p), p.element())
+		e.put(SetPublished, publishedID(p), p.publishedElement())
 	}
 	return e
+}
+
+// publishedElement encodes p's sandbox end as an element of set published:
+// addr(4) proto(1)+pad(3) port(2)+pad(2), as the key of map ports.
+func (p PortMapping) publishedElement() nftables.SetElement {
+	s := p.SandboxIP.As4()
+	key := append(s[:], protoNums[p.Proto], 0, 0, 0)
+	key = binary.BigEndian.AppendUint16(key, p.SandboxPort)
+	return nftables.SetElement{Key: append(key, 0, 0)}
+}
+
+// publishedID names p's element of set published as nft prints it:
+// "10.88.0.2 . tcp . 80".
+func publishedID(p PortMapping) string {
+	return fmt.Sprintf("%s . %s . %d", p.SandboxIP, p.Proto, p.SandboxPort)
+}
+
+// parsePublished decodes an element of set published (only the sandbox
+// end of the mapping is set).
+func parsePublished(el nftables.SetElement) (PortMapping, bool) {
+	k := el.Key
+	if len(k) != 12 {
+		return PortMapping{}, false
+	}
+	return PortMapping{SandboxIP: netip.AddrFrom4([4]byte(k[:4])), Proto: protoName(k[4]),
+		SandboxPort: binary.BigEndian.Uint16(k[8:10])}, true
 }
 
 func elementID(p PortMapping) string {

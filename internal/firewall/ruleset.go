@@ -7,13 +7,28 @@ package firewall
 //		set same_bridge { type ifname . ifname }    # br . br for every bridge
 //		set internal { type ifname }                # bridges of internal networks
 //		set masq { type ipv4_addr; flags interval } # masqueraded subnets
+//		set unprotected { type ifname }             # bridges in gateway mode nat-unprotected
+//		set routed { type ifname }                  # bridges in gateway mode routed
+//		set trusted { type ifname . ifname }        # trusted host interface . bridge
+//		set published { ipv4_addr . inet_proto . inet_service } # sandbox ends of published ports
+//		chain raw_prerouting {
+//			type filter hook prerouting priority raw; policy accept;
+//			iifname != "lo" ip daddr 127.0.0.0/8 drop
+//		}
 //		chain forward {
 //			type filter hook forward priority filter; policy accept;
 //			iifname . oifname @same_bridge accept
 //			iifname @internal drop
 //			oifname @internal drop
 //			ct status dnat accept                   # published ports
+//			oifname @routed ip daddr . meta l4proto . th dport @published accept
 //			iifname @bridges oifname @bridges drop
+//			oifname @bridges ct state established,related accept
+//			oifname @unprotected accept
+//			oifname @routed meta l4proto icmp accept
+//			iifname . oifname @trusted ip daddr . meta l4proto . th dport @published accept
+//			oifname @bridges ip daddr . meta l4proto . th dport @published accept # AllowDirectRouting only
+//			oifname @bridges drop                   # no direct routing
 //		}
 //		chain postrouting {
 //			type nat hook postrouting priority srcnat; policy accept;
@@ -42,6 +57,20 @@ package firewall
 // Traffic of a sandbox on two networks is never routed by the host, so it
 // is not affected. icc=false is not here: it is the bridge port "isolated"
 // flag, set by the bridge driver.
+//
+// Direct routing (Docker 28's gateway modes): a packet entering a bridge
+// from a non-Tether interface that no DNAT of a published host port
+// produced and that is no reply is dropped by the last rule, unless the
+// network's gateway mode, a trusted interface or allow-direct-routing opens
+// it; what they open is the published ports' sandbox ends (set published),
+// never an unpublished port (nat-unprotected opens everything).
+//
+// raw_prerouting runs before conntrack and NAT (moby#45610, the
+// CVE-2020-8558 class): a packet for 127.0.0.0/8 that did not come in on
+// lo came from another machine or a sandbox that routes loopback to the
+// host; without the drop, prerouting DNAT would send it to a port
+// published on 127.0.0.1, and route_localnet=1 on a bridge would deliver it
+// to host services bound to loopback.
 
 import (
 	"bytes"
@@ -70,6 +99,11 @@ const (
 	SetMasq         = "masq"
 	MapPorts        = "ports"     // published ports bound to one host address
 	MapPortsAny     = "ports_any" // published ports bound to 0.0.0.0
+	SetUnprotected  = "unprotected"
+	SetRouted       = "routed"
+	SetTrusted      = "trusted"
+	SetPublished    = "published" // sandbox address . protocol . port of published ports
+	ChainRaw        = "raw_prerouting"
 	ChainForward    = "forward"
 	ChainPostroute  = "postrouting"
 	ChainPrerouting = "prerouting"
@@ -99,12 +133,22 @@ func sets(t *nftables.Table) []*nftables.Set {
 			Comment: "published ports on one host address"},
 		{Table: t, Name: MapPortsAny, KeyType: portsAnyKey, IsMap: true, DataType: portsVal,
 			Comment: "published ports on every host address"},
+		{Table: t, Name: SetUnprotected, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian,
+			Comment: "bridges in gateway mode nat-unprotected: open to direct routing"},
+		{Table: t, Name: SetRouted, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian,
+			Comment: "bridges in gateway mode routed: published ports open to direct routing"},
+		{Table: t, Name: SetTrusted, KeyType: ifPair,
+			Comment: "host interface . bridge: published ports open to direct routing from that interface"},
+		{Table: t, Name: SetPublished, KeyType: portsKey,
+			Comment: "sandbox address . protocol . port of every published port"},
 	}
 }
 
 func chains(t *nftables.Table) []*nftables.Chain {
 	accept := nftables.ChainPolicyAccept
 	return []*nftables.Chain{
+		{Name: ChainRaw, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPrerouting,
+			Priority: nftables.ChainPriorityRaw, Policy: &accept},
 		{Name: ChainForward, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward,
 			Priority: nftables.ChainPriorityFilter, Policy: &accept},
 		{Name: ChainPostroute, Table: t, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting,
@@ -124,35 +168,18 @@ type ruleSpec struct {
 	exprs   []expr.Any
 }
 
-// rules returns the static rules; loopback is Options.LoopbackDNAT.
-func rules(loopback bool) []ruleSpec {
-	iif := &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}
-	oif := &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}
-	in := func(set string) *expr.Lookup { return &expr.Lookup{SourceRegister: 1, SetName: set} }
-	drop := &expr.Verdict{Kind: expr.VerdictDrop}
-	accept := &expr.Verdict{Kind: expr.VerdictAccept}
-	sameBridge := []expr.Any{iif, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 2}, in(SetSameBridge)}
-	rs := []ruleSpec{
-		{ChainForward, "tether: traffic that stays on its bridge (br_netfilter)", cat(sameBridge, accept)},
-		{ChainForward, "tether: nothing leaves an internal network", []expr.Any{iif, in(SetInternal), drop}},
-		{ChainForward, "tether: nothing enters an internal network", []expr.Any{oif, in(SetInternal), drop}},
-		{ChainForward, "tether: published ports are reachable from other networks", cat(ctDNAT(), accept)},
-		{ChainForward, "tether: no traffic between networks", []expr.Any{iif, in(SetBridges), oif, in(SetBridges), drop}},
-		{ChainPostroute, "tether: outbound NAT", []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, in(SetMasq),
-			oif, &expr.Lookup{SourceRegister: 1, SetName: SetBridges, Invert: true}, &expr.Masq{}}},
-		{ChainPostroute, "tether: hairpin to a published port", cat(ctDNAT(),
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, in(SetMasq),
-			oif, in(SetBridges), &expr.Masq{})},
-	}
-	if loopback {
-		rs = append(rs, ruleSpec{ChainPostroute, "tether: loopback to a published port", []expr.Any{
-			firstByte(12), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
-			oif, in(SetBridges), &expr.Masq{}}})
-	}
+// rules returns the static rules with Options.LoopbackDNAT = loopback and
+// the other options off.
+func rules(loopback bool) []ruleSpec { return rulesFor(Options{LoopbackDNAT: loopback}) }
+
+// rulesFor returns the static rules for options o.
+func rulesFor(o Options) []ruleSpec {
+	rs := []ruleSpec{loopbackRule()}
+	rs = append(rs, forwardRules(o.AllowDirectRouting)...)
+	rs = append(rs, postroutingRules(o.LoopbackDNAT)...)
 	for _, ch := range []string{ChainPrerouting, ChainOutput} {
 		var skip []expr.Any
-		if ch == ChainOutput && !loopback {
+		if ch == ChainOutput && !o.LoopbackDNAT {
 			skip = []expr.Any{firstByte(16), &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{127}}}
 		}
 		rs = append(rs,
@@ -160,6 +187,82 @@ func rules(loopback bool) []ruleSpec {
 			ruleSpec{ch, "tether: published ports on every host address", cat(skip, dnatMap(MapPortsAny))})
 	}
 	return rs
+}
+
+// loopbackRule is `iifname != "lo" ip daddr 127.0.0.0/8 drop` in
+// raw_prerouting, before conntrack and DNAT.
+func loopbackRule() ruleSpec {
+	return ruleSpec{ChainRaw, "tether: loopback addresses are reachable from lo only", []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname("lo")},
+		firstByte(16), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
+		&expr.Verdict{Kind: expr.VerdictDrop}}}
+}
+
+// forwardRules are the forward chain's rules; allowDirect is
+// Options.AllowDirectRouting.
+func forwardRules(allowDirect bool) []ruleSpec {
+	iif := &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}
+	oif := &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}
+	in := func(set string) *expr.Lookup { return &expr.Lookup{SourceRegister: 1, SetName: set} }
+	drop := &expr.Verdict{Kind: expr.VerdictDrop}
+	accept := &expr.Verdict{Kind: expr.VerdictAccept}
+	pair := func(set string) []expr.Any {
+		return []expr.Any{iif, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 2}, in(set)}
+	}
+	rs := []ruleSpec{
+		{ChainForward, "tether: traffic that stays on its bridge (br_netfilter)", cat(pair(SetSameBridge), accept)},
+		{ChainForward, "tether: nothing leaves an internal network", []expr.Any{iif, in(SetInternal), drop}},
+		{ChainForward, "tether: nothing enters an internal network", []expr.Any{oif, in(SetInternal), drop}},
+		{ChainForward, "tether: published ports are reachable from other networks", cat(ctDNAT(), accept)},
+		{ChainForward, "tether: published ports of routed networks are open to direct routing",
+			cat(oif, in(SetRouted), publishedDest(), accept)},
+		{ChainForward, "tether: no traffic between networks", []expr.Any{iif, in(SetBridges), oif, in(SetBridges), drop}},
+		{ChainForward, "tether: replies to what sandboxes started", cat(oif, in(SetBridges),
+			ctBits(expr.CtKeySTATE, 0x02|0x04 /* established, related */), accept)},
+		{ChainForward, "tether: nat-unprotected networks are open to direct routing", []expr.Any{oif, in(SetUnprotected), accept}},
+		{ChainForward, "tether: ICMP into routed networks", []expr.Any{oif, in(SetRouted),
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMP}}, accept}},
+		{ChainForward, "tether: published ports are open to direct routing from trusted interfaces",
+			cat(pair(SetTrusted), publishedDest(), accept)},
+	}
+	if allowDirect {
+		rs = append(rs, ruleSpec{ChainForward, "tether: published ports are open to direct routing (allow-direct-routing)",
+			cat(oif, in(SetBridges), publishedDest(), accept)})
+	}
+	return append(rs, ruleSpec{ChainForward, "tether: nothing else enters a network from outside (direct routing)",
+		[]expr.Any{oif, in(SetBridges), drop}})
+}
+
+// postroutingRules are the postrouting chain's rules; loopback is
+// Options.LoopbackDNAT.
+func postroutingRules(loopback bool) []ruleSpec {
+	oif := &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}
+	in := func(set string) *expr.Lookup { return &expr.Lookup{SourceRegister: 1, SetName: set} }
+	saddr := &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}
+	rs := []ruleSpec{
+		{ChainPostroute, "tether: outbound NAT", []expr.Any{saddr, in(SetMasq),
+			oif, &expr.Lookup{SourceRegister: 1, SetName: SetBridges, Invert: true}, &expr.Masq{}}},
+		{ChainPostroute, "tether: hairpin to a published port", cat(ctDNAT(), saddr, in(SetMasq), oif, in(SetBridges), &expr.Masq{})},
+	}
+	if loopback {
+		rs = append(rs, ruleSpec{ChainPostroute, "tether: loopback to a published port", []expr.Any{
+			firstByte(12), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
+			oif, in(SetBridges), &expr.Masq{}}})
+	}
+	return rs
+}
+
+// publishedDest is `ip daddr . meta l4proto . th dport @published`: the
+// packet goes to the sandbox end of a published port.
+func publishedDest() []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 9},
+		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 1, SetName: SetPublished},
+	}
 }
 
 // cat joins expressions and expression lists into one rule body.
@@ -178,11 +281,15 @@ func cat(parts ...any) []expr.Any {
 
 // ctDNAT matches packets of connections whose destination was NATed:
 // `ct status dnat`.
-func ctDNAT() []expr.Any {
+func ctDNAT() []expr.Any { return ctBits(expr.CtKeySTATUS, 0x20 /* IPS_DST_NAT */) }
+
+// ctBits matches packets whose conntrack key (status or state) has any of
+// the bits of mask set: `ct status dnat`, `ct state established,related`.
+func ctBits(key expr.CtKey, mask uint32) []expr.Any {
 	return []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+		&expr.Ct{Register: 1, Key: key},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(0x20 /* IPS_DST_NAT */), Xor: make([]byte, 4)},
+			Mask: binaryutil.NativeEndian.PutUint32(mask), Xor: make([]byte, 4)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
 	}
 }
@@ -258,9 +365,20 @@ func entriesOf(nets ...Network) entries {
 		e.put(SetSameBridge, n.Bridge+" . "+n.Bridge, nftables.SetElement{Key: append(ifname(n.Bridge), ifname(n.Bridge)...)})
 		if n.Internal {
 			e.put(SetInternal, n.Bridge, nftables.SetElement{Key: ifname(n.Bridge)})
-		} else if n.Masquerade && n.Subnet.IsValid() && n.Subnet.Addr().Is4() {
+			continue
+		}
+		if n.Masquerade && n.Mode != ModeRouted && n.Subnet.IsValid() && n.Subnet.Addr().Is4() {
 			p := n.Subnet.Masked()
 			e.put(SetMasq, p.String(), prefixElements(p)...)
+		}
+		switch n.Mode {
+		case ModeNATUnprotected:
+			e.put(SetUnprotected, n.Bridge, nftables.SetElement{Key: ifname(n.Bridge)})
+		case ModeRouted:
+			e.put(SetRouted, n.Bridge, nftables.SetElement{Key: ifname(n.Bridge)})
+		}
+		for _, i := range n.Trusted {
+			e.put(SetTrusted, i+" . "+n.Bridge, nftables.SetElement{Key: append(ifname(i), ifname(n.Bridge)...)})
 		}
 	}
 	return e
@@ -306,7 +424,13 @@ func parseElements(set string, els []nftables.SetElement) map[string][]nftables.
 				out[elementID(p)] = []nftables.SetElement{el}
 			}
 		}
-	case SetSameBridge:
+	case SetPublished:
+		for _, el := range els {
+			if p, ok := parsePublished(el); ok {
+				out[publishedID(p)] = []nftables.SetElement{el}
+			}
+		}
+	case SetSameBridge, SetTrusted:
 		for _, el := range els {
 			if len(el.Key) == 2*ifNameLen {
 				out[ifnameString(el.Key[:ifNameLen])+" . "+ifnameString(el.Key[ifNameLen:])] = []nftables.SetElement{el}
@@ -386,7 +510,8 @@ func boolInt(b bool) int {
 // String prints entries for messages: "bridges=[a b] masq=[10.1.0.0/24]".
 func (e entries) String() string {
 	var parts []string
-	for _, s := range []string{SetBridges, SetSameBridge, SetInternal, SetMasq, MapPorts, MapPortsAny} {
+	for _, s := range []string{SetBridges, SetSameBridge, SetInternal, SetMasq, MapPorts, MapPortsAny,
+		SetUnprotected, SetRouted, SetTrusted, SetPublished} {
 		parts = append(parts, fmt.Sprintf("%s=[%s]", s, strings.Join(e.ids(s), " ")))
 	}
 	return strings.Join(parts, " ")
