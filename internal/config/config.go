@@ -32,6 +32,9 @@ type Config struct {
 	DefaultAddressPools []AddressPool // "default-address-pools"; empty = Docker's defaults (see ipam.DefaultPools).
 	DefaultGateway      netip.Addr    // "default-gateway": gateway for sandboxes on the default network.
 
+	// Coexistence with other firewalls (docs/firewall.md).
+	ForwardAcceptOtherTables bool // "forward-accept-other-tables": insert accept rules for Tether's bridges into other nftables tables' forward chains that drop them; default false.
+
 	// Name resolution written into sandboxes' resolv.conf.
 	DNS       []netip.Addr // "dns"
 	DNSSearch []string     // "dns-search"

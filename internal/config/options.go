@@ -52,6 +52,8 @@ var options = []option{
 		set: setBool(func(c *Config) *bool { return &c.IPTables })},
 	{key: "allow-direct-routing", flag: "allow-direct-routing", kind: kindBool, usage: "Allow direct routing from outside the host to published ports of sandbox addresses",
 		set: setBool(func(c *Config) *bool { return &c.AllowDirectRouting })},
+	{key: "forward-accept-other-tables", flag: "forward-accept-other-tables", kind: kindBool, usage: "Insert accept rules for Tether's bridges into forward chains of other nftables tables that drop their traffic (firewalld, ufw, iptables-nft FORWARD policy DROP)",
+		set: setBool(func(c *Config) *bool { return &c.ForwardAcceptOtherTables })},
 	{key: "userland-proxy", flag: "userland-proxy", kind: kindBool, def: "true", usage: "Use userland proxy for loopback traffic",
 		set: setBool(func(c *Config) *bool { return &c.UserlandProxy })},
 	{key: "default-address-pools", flag: "default-address-pool", kind: kindPools, usage: "Default address pools for local networks, e.g. base=10.10.0.0/16,size=24",

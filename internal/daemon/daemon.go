@@ -73,6 +73,11 @@ func Run(cfg *config.Config) error {
 		return err
 	}
 	log.Info("engine ready", "took", time.Since(start).Round(time.Microsecond), "networks", len(eng.Networks()), "sandboxes", len(eng.Sandboxes()))
+	stopFW, err := watchFirewall(ctx, fw, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopFW()
 	return serve(ctx, cfg.Hosts, lopts, eng, log)
 }
 
