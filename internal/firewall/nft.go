@@ -192,7 +192,7 @@ func (f *NFT) Sync(ctx context.Context, nets []Network, ports []PortMapping) err
 		f.nets[n.ID] = n
 		f.count(entriesOf(n), +1)
 	}
-	f.count(portEntries(f.portList()...), +1)
+	f.countPorts(f.portList(), +1)
 	return f.syncLocked()
 }
 
@@ -271,11 +271,11 @@ func (f *NFT) changePorts(add, del map[string]PortMapping) error {
 		f.ports[k] = p
 	}
 	b, a := portEntries(before...), portEntries(after...)
-	f.count(b, -1)
-	f.count(a, +1)
+	f.countPorts(before, -1)
+	f.countPorts(after, +1)
 	return f.commit(b, a, func() {
-		f.count(a, -1)
-		f.count(b, +1)
+		f.countPorts(after, -1)
+		f.countPorts(before, +1)
 		for k, o := range saved {
 			if o == nil {
 				delete(f.ports, k)
@@ -284,6 +284,15 @@ func (f *NFT) changePorts(add, del map[string]PortMapping) error {
 			}
 		}
 	})
+}
+
+// countPorts adds d to the owner counts of each mapping's entries, one
+// mapping at a time: several mappings share the element of set published
+// that names their common sandbox port, and each owns it once.
+func (f *NFT) countPorts(ps []PortMapping, d int) {
+	for _, p := range ps {
+		f.count(portEntries(p), d)
+	}
 }
 
 func (f *NFT) portList() []PortMapping {
