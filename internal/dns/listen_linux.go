@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	mdns "github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
@@ -25,13 +26,16 @@ const ListenAddr = "127.0.0.11:53"
 // listener is a sandbox's pair of servers.
 type listener struct {
 	nsPath   string
+	client   *client
 	udp, tcp *mdns.Server
 	once     sync.Once
 }
 
-// listen opens the sandbox's sockets inside the namespace at nsPath and
-// serves them with h. On failure nothing is left open.
-func listen(nsPath string, h mdns.Handler) (*listener, error) {
+// listen opens sandbox c's sockets inside the namespace at nsPath and serves
+// them. The TCP socket is served through a limitListener (per-sandbox and
+// global connection limits) with the configured read and idle timeouts. On
+// failure nothing is left open.
+func (r *Resolver) listen(nsPath string, c *client) (*listener, error) {
 	var pc net.PacketConn
 	var ln net.Listener
 	err := netns.Do(nsPath, func() error {
@@ -51,10 +55,14 @@ func listen(nsPath string, h mdns.Handler) (*listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dns: listen on %s in %q: %w", ListenAddr, nsPath, err)
 	}
+	h := r.handler(c)
+	idle := r.cfg.TCPIdleTimeout
 	l := &listener{
 		nsPath: nsPath,
+		client: c,
 		udp:    &mdns.Server{PacketConn: pc, Handler: h, UDPSize: udpBufSize},
-		tcp:    &mdns.Server{Listener: ln, Handler: h},
+		tcp: &mdns.Server{Listener: r.limit(ln, c), Handler: h, ReadTimeout: r.cfg.TCPReadTimeout,
+			IdleTimeout: func() time.Duration { return idle }},
 	}
 	if err := errors.Join(serve(l.udp), serve(l.tcp)); err != nil {
 		l.close()

@@ -83,7 +83,7 @@ func TestResolverInNamespaces(t *testing.T) {
 	r := NewResolver(testTable(), Config{Upstreams: []netip.AddrPort{fakeUpstream(t, nil)}})
 	defer r.Close()
 	for _, s := range []struct{ id, ns string }{{idWeb, nsWeb}, {idB, nsOther}, {idWeb, nsWeb}} { // twice: idempotent
-		if err := r.Start(s.id, s.ns); err != nil {
+		if err := r.Start(s.id, s.ns, forwardAll); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -122,7 +122,7 @@ func TestResolverInNamespaces(t *testing.T) {
 		t.Errorf("other sandbox stopped serving too: %v", got)
 	}
 	// restart after Stop works (the address is free again)
-	if err := r.Start(idWeb, nsWeb); err != nil {
+	if err := r.Start(idWeb, nsWeb, forwardAll); err != nil {
 		t.Fatal(err)
 	}
 	if got := aRecords(mustQueryIn(t, nsWeb, "udp", "db", mdns.TypeA)); len(got) != 1 {
@@ -138,20 +138,20 @@ func TestStartErrors(t *testing.T) {
 	dir := nsDir(t)
 	r := NewResolver(NewTable(), Config{})
 	defer r.Close()
-	if err := r.Start("x", filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+	if err := r.Start("x", filepath.Join(dir, "missing"), forwardAll); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Start on a missing namespace: %v", err)
 	}
 	ns := newNS(t, dir)
 	// 127.0.0.11:53 taken in the namespace: Start fails and leaves nothing open
 	r2 := NewResolver(NewTable(), Config{})
-	if err := r2.Start("y", ns); err != nil {
+	if err := r2.Start("y", ns, forwardAll); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Start("x", ns); err == nil {
+	if err := r.Start("x", ns, forwardAll); err == nil {
 		t.Error("Start succeeded with the port already bound")
 	}
 	r2.Close()
-	if err := r.Start("x", ns); err != nil {
+	if err := r.Start("x", ns, forwardAll); err != nil {
 		t.Errorf("Start after the port was freed: %v", err)
 	}
 }
@@ -164,7 +164,7 @@ func BenchmarkLocalQPS(b *testing.B) {
 	ns := newNS(b, dir)
 	r := NewResolver(testTable(), Config{})
 	defer r.Close()
-	if err := r.Start(idWeb, ns); err != nil {
+	if err := r.Start(idWeb, ns, forwardAll); err != nil {
 		b.Fatal(err)
 	}
 	const clients = 8
@@ -247,7 +247,7 @@ func BenchmarkMemory1000(b *testing.B) {
 		for i, p := range paths {
 			id := fmt.Sprintf("%064x", i)
 			tb.Set(id, []Entry{{Name: "s" + strconv.Itoa(i), NetworkID: "na", NetworkName: "net-a", Addr: netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)})}})
-			if err := r.Start(id, p); err != nil {
+			if err := r.Start(id, p, forwardAll); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -15,22 +16,51 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultTimeout     = 2 * time.Second
-	DefaultMaxInFlight = 256
-	DefaultTTL         = 600
-	maxUpstreams       = 3
+	DefaultTimeout               = 2 * time.Second
+	DefaultMaxInFlight           = 1024
+	DefaultMaxInFlightPerSandbox = 64
+	DefaultMaxTCPConns           = 1024
+	DefaultMaxTCPConnsPerSandbox = 32
+	DefaultTCPReadTimeout        = 2 * time.Second
+	DefaultTCPIdleTimeout        = 3 * time.Second
+	DefaultTTL                   = 600
+	maxUpstreams                 = 3
 	// udpBufSize is the largest UDP query read and the largest UDP answer
 	// sent, whatever EDNS0 size the client advertises.
 	udpBufSize = 4096
 )
 
-// Config of the resolver.
+// Config of the resolver. Every limit is enforced per sandbox and across
+// all sandboxes, so that one sandbox cannot use up what the others need.
 type Config struct {
 	Upstreams   []netip.AddrPort // at most 3 used; port 53 unless given
 	Timeout     time.Duration    // per upstream try, default 2s
-	MaxInFlight int              // forwarded queries in flight across all sandboxes, default 256; beyond: SERVFAIL
-	TTL         uint32           // of local answers, default 600 (Docker's)
-	Logger      *slog.Logger
+	MaxInFlight int              // forwarded queries in flight across all sandboxes, default 1024; beyond: REFUSED
+	// MaxInFlightPerSandbox bounds one sandbox's forwarded queries in
+	// flight, default 64; beyond: REFUSED at once.
+	MaxInFlightPerSandbox int
+	// MaxTCPConns and MaxTCPConnsPerSandbox bound the TCP connections the
+	// daemon holds open to 127.0.0.11:53 (defaults 1024 and 32); a
+	// connection beyond either is accepted and reset at once.
+	MaxTCPConns           int
+	MaxTCPConnsPerSandbox int
+	// TCPReadTimeout bounds the wait for a connection's first query (and
+	// for each query, however slowly its bytes come); TCPIdleTimeout the
+	// wait for each further query. Defaults 2s and 3s.
+	TCPReadTimeout time.Duration
+	TCPIdleTimeout time.Duration
+	TTL            uint32 // of local answers, default 600 (Docker's)
+	Logger         *slog.Logger
+}
+
+// Policy is what the resolver may do for one sandbox beyond answering its
+// local names.
+type Policy struct {
+	// Forward: names not known locally are sent to the upstreams. False
+	// for a sandbox with no way out (only --internal networks): its
+	// external names get SERVFAIL and no packet leaves the host for them
+	// (CVE-2024-29018).
+	Forward bool
 }
 
 func (c Config) withDefaults() Config {
@@ -51,9 +81,12 @@ func (c Config) withDefaults() Config {
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout
 	}
-	if c.MaxInFlight <= 0 {
-		c.MaxInFlight = DefaultMaxInFlight
-	}
+	c.MaxInFlight = orDefault(c.MaxInFlight, DefaultMaxInFlight)
+	c.MaxInFlightPerSandbox = orDefault(c.MaxInFlightPerSandbox, DefaultMaxInFlightPerSandbox)
+	c.MaxTCPConns = orDefault(c.MaxTCPConns, DefaultMaxTCPConns)
+	c.MaxTCPConnsPerSandbox = orDefault(c.MaxTCPConnsPerSandbox, DefaultMaxTCPConnsPerSandbox)
+	c.TCPReadTimeout = orDefault(c.TCPReadTimeout, DefaultTCPReadTimeout)
+	c.TCPIdleTimeout = orDefault(c.TCPIdleTimeout, DefaultTCPIdleTimeout)
 	if c.TTL == 0 {
 		c.TTL = DefaultTTL
 	}
@@ -63,19 +96,42 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
 // Resolver serves every sandbox from one process: per sandbox a UDP and a
 // TCP socket on 127.0.0.11:53 opened inside the sandbox's network namespace
 // and served by goroutines of the daemon. Local names come from the Table,
 // scoped to the asking sandbox; the rest is forwarded to the upstreams from
-// the daemon's namespace.
+// the daemon's namespace, for sandboxes whose Policy allows it.
 type Resolver struct {
 	table    *Table
 	cfg      Config
 	log      *slog.Logger
-	inFlight chan struct{} // semaphore of forwarded queries
+	inFlight chan struct{} // semaphore of forwarded queries, all sandboxes
+	tcpConns atomic.Int64  // TCP connections held, all sandboxes
 
 	mu        sync.Mutex
 	sandboxes map[string]*listener
+}
+
+// client is the resolver's state for one sandbox: its policy and what it
+// holds now (forwarded queries in flight, TCP connections open).
+type client struct {
+	id       string
+	forward  atomic.Bool
+	inFlight atomic.Int64
+	tcpConns atomic.Int64
+}
+
+func newClient(id string, p Policy) *client {
+	c := &client{id: id}
+	c.forward.Store(p.Forward)
+	return c
 }
 
 // NewResolver returns a resolver answering from t; it serves nothing until
@@ -92,20 +148,22 @@ func NewResolver(t *Table, c Config) *Resolver {
 }
 
 // Start begins serving sandbox sandboxID whose network namespace file is
-// nsPath: it brings lo up there if needed and listens on 127.0.0.11:53 UDP
-// and TCP inside it. Idempotent: a sandbox already served on the same path
-// is left alone; on another path it is restarted there.
-func (r *Resolver) Start(sandboxID, nsPath string) error {
+// nsPath, under policy p: it brings lo up there if needed and listens on
+// 127.0.0.11:53 UDP and TCP inside it. Idempotent: a sandbox already served
+// on the same path keeps its sockets and takes the new policy at once (the
+// next query sees it); on another path it is restarted there.
+func (r *Resolver) Start(sandboxID, nsPath string, p Policy) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if l, ok := r.sandboxes[sandboxID]; ok {
 		if l.nsPath == nsPath {
+			l.client.forward.Store(p.Forward)
 			return nil
 		}
 		l.close()
 		delete(r.sandboxes, sandboxID)
 	}
-	l, err := listen(nsPath, r.handler(sandboxID))
+	l, err := r.listen(nsPath, newClient(sandboxID, p))
 	if err != nil {
 		return err
 	}
@@ -135,14 +193,20 @@ func (r *Resolver) Close() {
 	}
 }
 
-// handler answers the queries of sandbox src.
-func (r *Resolver) handler(src string) mdns.Handler {
-	return mdns.HandlerFunc(func(w mdns.ResponseWriter, req *mdns.Msg) { r.serve(src, w, req) })
+// limit wraps sandbox c's TCP listener in its connection limits.
+func (r *Resolver) limit(ln net.Listener, c *client) net.Listener {
+	return &limitListener{Listener: ln, sandbox: &c.tcpConns, all: &r.tcpConns, maxSandbox: r.cfg.MaxTCPConnsPerSandbox,
+		maxAll: r.cfg.MaxTCPConns, log: r.log, id: c.id, sleep: time.Sleep}
 }
 
-func (r *Resolver) serve(src string, w mdns.ResponseWriter, req *mdns.Msg) {
+// handler answers the queries of sandbox c.
+func (r *Resolver) handler(c *client) mdns.Handler {
+	return mdns.HandlerFunc(func(w mdns.ResponseWriter, req *mdns.Msg) { r.serve(c, w, req) })
+}
+
+func (r *Resolver) serve(c *client, w mdns.ResponseWriter, req *mdns.Msg) {
 	tcp := isTCP(w)
-	resp := r.answer(src, req, tcp)
+	resp := r.answer(c, req, tcp)
 	if resp == nil {
 		return
 	}
@@ -151,23 +215,27 @@ func (r *Resolver) serve(src string, w mdns.ResponseWriter, req *mdns.Msg) {
 		truncate(resp, req)
 	}
 	if err := w.WriteMsg(resp); err != nil {
-		r.log.Debug("dns: write answer", "sandbox", src, "err", err)
+		r.log.Debug("dns: write answer", "sandbox", c.id, "err", err)
 	}
 }
 
-// answer builds the reply to req: local if the name is known to src,
-// forwarded otherwise.
-func (r *Resolver) answer(src string, req *mdns.Msg, tcp bool) *mdns.Msg {
+// answer builds the reply to req: local if the name is known to c,
+// forwarded if c's policy allows it, SERVFAIL otherwise (what Docker 26+
+// answers on an internal network: nothing is sent anywhere).
+func (r *Resolver) answer(c *client, req *mdns.Msg, tcp bool) *mdns.Msg {
 	if len(req.Question) != 1 || req.Opcode != mdns.OpcodeQuery {
 		return new(mdns.Msg).SetRcode(req, mdns.RcodeFormatError)
 	}
 	q := req.Question[0]
 	if q.Qclass == mdns.ClassINET {
-		if resp := r.local(src, req, q); resp != nil {
+		if resp := r.local(c.id, req, q); resp != nil {
 			return resp
 		}
 	}
-	return r.forward(src, req, tcp)
+	if !c.forward.Load() {
+		return servfail(req)
+	}
+	return r.forward(c, req, tcp)
 }
 
 // local answers from the table, or returns nil when the name is not local.
@@ -214,19 +282,27 @@ func reply(req *mdns.Msg) *mdns.Msg {
 
 // forward sends req to the upstreams in order, over the client's protocol,
 // each try bounded by the timeout; the first answer that is not SERVFAIL or
-// REFUSED is returned. SERVFAIL when no upstream is configured, all fail, or
-// MaxInFlight forwarded queries are already in flight.
-func (r *Resolver) forward(src string, req *mdns.Msg, tcp bool) *mdns.Msg {
+// REFUSED is returned. SERVFAIL when no upstream is configured or all fail;
+// REFUSED, at once and without sending anything, when the sandbox already
+// has MaxInFlightPerSandbox forwarded queries in flight or all sandboxes
+// together MaxInFlight (as Docker answers at its limit).
+func (r *Resolver) forward(cl *client, req *mdns.Msg, tcp bool) *mdns.Msg {
 	if len(r.cfg.Upstreams) == 0 {
 		return servfail(req)
 	}
+	if !acquire(&cl.inFlight, r.cfg.MaxInFlightPerSandbox) {
+		r.log.Debug("dns: per-sandbox forward limit reached", "sandbox", cl.id, "limit", r.cfg.MaxInFlightPerSandbox)
+		return refused(req)
+	}
+	defer cl.inFlight.Add(-1)
 	select {
 	case r.inFlight <- struct{}{}:
 		defer func() { <-r.inFlight }()
 	default:
-		r.log.Debug("dns: forward limit reached", "sandbox", src, "limit", r.cfg.MaxInFlight)
-		return servfail(req)
+		r.log.Debug("dns: forward limit reached", "sandbox", cl.id, "limit", r.cfg.MaxInFlight)
+		return refused(req)
 	}
+	src := cl.id
 	c := &mdns.Client{Net: "udp", Timeout: r.cfg.Timeout, UDPSize: udpBufSize}
 	if tcp {
 		c.Net = "tcp"
@@ -256,6 +332,21 @@ func servfail(req *mdns.Msg) *mdns.Msg {
 	resp := new(mdns.Msg).SetRcode(req, mdns.RcodeServerFailure)
 	resp.RecursionAvailable = true
 	return resp
+}
+
+func refused(req *mdns.Msg) *mdns.Msg {
+	resp := new(mdns.Msg).SetRcode(req, mdns.RcodeRefused)
+	resp.RecursionAvailable = true
+	return resp
+}
+
+// acquire takes one of max slots counted by n; false when all are taken.
+func acquire(n *atomic.Int64, max int) bool {
+	if n.Add(1) > int64(max) {
+		n.Add(-1)
+		return false
+	}
+	return true
 }
 
 // truncate fits a UDP answer into the size the client accepts (512 bytes,

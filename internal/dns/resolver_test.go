@@ -11,6 +11,9 @@ import (
 	mdns "github.com/miekg/dns"
 )
 
+// forwardAll is the policy of a sandbox with a way out.
+var forwardAll = Policy{Forward: true}
+
 // startServer serves h on 127.0.0.1:<random port> over UDP and TCP in the
 // test process and returns the two addresses (the same port).
 func startServer(t testing.TB, h mdns.Handler) (udp, tcp string) {
@@ -111,7 +114,7 @@ func aRecords(m *mdns.Msg) []string {
 // resolverFor serves sandbox src of testTable with config c.
 func resolverFor(t testing.TB, src string, c Config) (udp, tcp string) {
 	r := NewResolver(testTable(), c)
-	return startServer(t, r.handler(src))
+	return startServer(t, r.handler(newClient(src, forwardAll)))
 }
 
 func TestLocalAnswers(t *testing.T) {
@@ -230,8 +233,8 @@ func TestInFlightLimit(t *testing.T) {
 		first <- resp
 	}()
 	<-arrived // the first query holds the only slot
-	if resp := query(t, "udp", udp, "second.example", mdns.TypeA); resp.Rcode != mdns.RcodeServerFailure {
-		t.Errorf("query beyond the limit: rcode %s, want SERVFAIL", mdns.RcodeToString[resp.Rcode])
+	if resp := query(t, "udp", udp, "second.example", mdns.TypeA); resp.Rcode != mdns.RcodeRefused {
+		t.Errorf("query beyond the limit: rcode %s, want REFUSED", mdns.RcodeToString[resp.Rcode])
 	}
 	close(release)
 	if resp := <-first; resp == nil || resp.Rcode != mdns.RcodeSuccess {
@@ -246,7 +249,7 @@ func TestLargeAnswerTruncatedOverUDP(t *testing.T) {
 		tb.Set(id, []Entry{{Name: fmt.Sprintf("s%d", i), NetworkID: "n", NetworkName: "net", Aliases: []string{"big"},
 			Addr: netip.AddrFrom4([4]byte{10, 1, 0, byte(i + 1)})}})
 	}
-	udp, tcp := startServer(t, NewResolver(tb, Config{}).handler(fmt.Sprintf("%064x", 1)))
+	udp, tcp := startServer(t, NewResolver(tb, Config{}).handler(newClient(fmt.Sprintf("%064x", 1), forwardAll)))
 	resp := query(t, "udp", udp, "big", mdns.TypeA)
 	if !resp.Truncated || len(resp.Answer) >= 100 {
 		t.Errorf("UDP: tc=%v with %d answers; want TC and fewer than 100", resp.Truncated, len(resp.Answer))

@@ -35,21 +35,43 @@ func (e *Engine) dnsEntriesLocked(rec *Sandbox) []dns.Entry {
 	return out
 }
 
+// mayForwardLocked reports whether the resolver may send a sandbox's
+// external names upstream: only when one of its networks has a way out of
+// the host, i.e. is not --internal (CVE-2024-29018: the daemon forwards from
+// the host's namespace, so forwarding for a sandbox on internal networks only
+// would give it a channel out through DNS queries). An overlay network
+// counts by its own flag: its sandboxes go out through tether_gwbridge,
+// which is therefore not counted by itself (the gateway bridge is the way
+// out of the overlays, not a reason to forward). "null" (none) has no way
+// out. Called with e.mu held.
+func (e *Engine) mayForwardLocked(rec *Sandbox) bool {
+	for _, ep := range rec.Endpoints {
+		ns := e.networks[ep.NetworkID]
+		if ns == nil || ns.rec.Internal || ns.rec.Driver == "null" || ns.rec.Name == GatewayBridgeName {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
 // refreshNames publishes a sandbox's names after its endpoints changed and
-// starts or stops its resolver. Called with sb.op held.
+// starts or stops its resolver, whose forwarding policy follows the
+// sandbox's networks at every call. Called with sb.op held.
 func (e *Engine) refreshNames(sb *sbState) {
 	e.mu.Lock()
 	entries := e.dnsEntriesLocked(sb.rec)
 	// Served from the first process on: before it the sandbox has no files,
 	// so nothing in it can read a resolv.conf naming 127.0.0.11.
 	serve := e.usesEmbeddedDNS(sb.rec) && sb.rec.Files
+	policy := dns.Policy{Forward: e.mayForwardLocked(sb.rec)}
 	e.mu.Unlock()
 	e.names.Set(sb.rec.ID, entries)
 	if !serve {
 		e.resolver.Stop(sb.rec.ID)
 		return
 	}
-	if err := e.resolver.Start(sb.rec.ID, sb.rec.NetNS); err != nil {
+	if err := e.resolver.Start(sb.rec.ID, sb.rec.NetNS, policy); err != nil {
 		e.log.Warn("start the embedded resolver", "sandbox", sb.rec.Name, "err", err)
 	}
 }
