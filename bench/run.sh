@@ -3,7 +3,7 @@
 # bench/results/<scenario>-<date>.json (git-ignored; the runs bench/README.md
 # quotes are committed with git add -f).
 #
-#   sudo bench/run.sh [scenario]      scenario: attach (default), lifecycle, ports, scale, dns, cni, docker, overlay
+#   sudo bench/run.sh [scenario]      scenario: attach (default), lifecycle, ports, scale, dns, dns-abuse, cni, docker, overlay
 #
 # Environment: BENCH_N (sandboxes in a row, default 200; ports: 1000),
 # BENCH_REPS (rounds, default 3), GO (the go command, default: go on PATH).
@@ -16,10 +16,11 @@ lifecycle) pkg=./bench/lifecycle test='^TestLifecycleReport$' ;;
 ports) pkg=./bench/ports test='^TestPortsReport$' n=1000 ;;
 scale) pkg=./bench/lifecycle test='^TestScaleReport$' n=1000 ;;
 dns) pkg=./bench/dns test='^TestDNSReport$' n=50 reps=5 ;;
+dns-abuse) pkg=./bench/dns test='^TestDNSAbuseReport$' reps=3 ;;
 cni) pkg=./bench/cni test='^TestCNIReport$' refs=bench/refs/cni.sh ;;
 overlay) pkg=./bench/overlay test='^TestOverlayReport$' n=100 ;;
 docker) pkg=./bench/compare test='^TestPublishVsDockerReport$' refs='bench/refs/docker.sh bench/refs/podman.sh' ;;
-*) echo "unknown scenario $scenario (known: attach, lifecycle, ports, scale, dns, cni, docker, overlay)" >&2; exit 2 ;;
+*) echo "unknown scenario $scenario (known: attach, lifecycle, ports, scale, dns, dns-abuse, cni, docker, overlay)" >&2; exit 2 ;;
 esac
 if [ "$(id -u)" != 0 ]; then
 	echo "needs root: the benchmark creates network namespaces" >&2
