@@ -30,6 +30,16 @@ type Listener interface {
 	PeerRemoved(ep EndpointRecord)
 }
 
+// NodesListener is an optional interface of a Listener: NodesChanged is
+// called with the underlay (advertise) addresses of every live node, this
+// one included, sorted, whenever that set changes, and once after the
+// first listing. In apply it comes after the removal of peers and before
+// the addition of new ones, so a new node's traffic is let in before its
+// endpoints are programmed, and a gone node's after they were removed.
+type NodesListener interface {
+	NodesChanged(addrs []netip.Addr)
+}
+
 // Watcher follows the cluster's records and keeps a Listener in step. It
 // survives store outages: the watch is resumed from the last revision seen
 // (replaying what happened meanwhile), or rebuilt from a full listing when
@@ -46,6 +56,7 @@ type Watcher struct {
 	amu    sync.Mutex
 	nets   map[string]NetworkRecord
 	peers  map[string]EndpointRecord
+	nodes  []netip.Addr // told to a NodesListener; nil before the first time
 	synced chan struct{}
 	// rejected: key -> revision of records refused by the checks of
 	// validate.go, so each bad version is logged once (guarded by mu).
@@ -205,8 +216,9 @@ func (w *Watcher) record(ev store.Event) bool {
 	return true
 }
 
-// desired computes, from kvs, the networks and the live remote endpoints.
-func (w *Watcher) desired() (map[string]NetworkRecord, map[string]EndpointRecord) {
+// desired computes, from kvs, the networks, the live remote endpoints and
+// the live nodes' addresses (nodeAddrs).
+func (w *Watcher) desired() (map[string]NetworkRecord, map[string]EndpointRecord, []netip.Addr) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	nodes := map[string]netip.Addr{} // live node ID -> advertised address (invalid if unreadable)
@@ -246,7 +258,20 @@ func (w *Watcher) desired() (map[string]NetworkRecord, map[string]EndpointRecord
 			peers[ep.ID] = ep
 		}
 	}
-	return nets, peers
+	return nets, peers, nodeAddrs(nodes)
+}
+
+// nodeAddrs are the valid addresses of nodes (node ID -> address), sorted,
+// each once.
+func nodeAddrs(nodes map[string]netip.Addr) []netip.Addr {
+	out := []netip.Addr{}
+	for _, a := range nodes {
+		if a.IsValid() && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 // check is true when a record decoded (decodeErr nil) and passes valid; a
@@ -282,7 +307,7 @@ func checkKey(key, want string, err error) error {
 // apply tells the listener the difference between what it was told and
 // what the records now say.
 func (w *Watcher) apply() {
-	nets, peers := w.desired()
+	nets, peers, nodes := w.desired()
 	w.amu.Lock()
 	defer w.amu.Unlock()
 	for _, id := range slices.Sorted(maps.Keys(w.peers)) {
@@ -303,6 +328,10 @@ func (w *Watcher) apply() {
 			w.l.NetworkAdded(nets[id])
 			w.nets[id] = nets[id]
 		}
+	}
+	if nl, ok := w.l.(NodesListener); ok && (w.nodes == nil || !slices.Equal(w.nodes, nodes)) {
+		nl.NodesChanged(slices.Clone(nodes))
+		w.nodes = nodes
 	}
 	for _, id := range slices.Sorted(maps.Keys(peers)) {
 		if _, ok := w.peers[id]; !ok {

@@ -18,6 +18,8 @@ import (
 
 	"github.com/tether-net/tether/internal/cluster"
 	"github.com/tether-net/tether/internal/config"
+	"github.com/tether-net/tether/internal/engine"
+	"github.com/tether-net/tether/internal/firewall"
 	"github.com/tether-net/tether/internal/store"
 	"github.com/tether-net/tether/internal/store/etcd"
 	"github.com/tether-net/tether/internal/store/zk"
@@ -58,6 +60,21 @@ func openCluster(ctx context.Context, cfg *config.Config, log *slog.Logger) (*cl
 		log.Info("cluster: node registered", "node", self.ID, "advertise", netip.AddrPortFrom(self.Addr, uint16(self.Port)), "ttl", ttl)
 	}
 	return cl, func() { cl.Stop(); st.Close() }, nil
+}
+
+// openVXLANGuard returns the VXLAN filter of a daemon with a cluster store
+// and iptables=true (table ip tether_vxlan: VXLAN only from live cluster
+// nodes; docs/overlay.md), else nil. Its socket lives as long as the
+// process; the table stays after it.
+func openVXLANGuard(cfg *config.Config, cl *cluster.Cluster) (engine.NodeFilter, error) {
+	if cl == nil || !cfg.IPTables {
+		return nil, nil
+	}
+	g, err := firewall.NewVXLANGuard("")
+	if err != nil {
+		return nil, fmt.Errorf("VXLAN filter: %w (iptables=false runs without firewall rules)", err)
+	}
+	return g, nil
 }
 
 // openClusterStore connects to the store cluster-store names; with

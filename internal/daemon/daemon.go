@@ -63,7 +63,11 @@ func Run(cfg *config.Config) error {
 		return err
 	}
 	defer closeCluster()
-	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: log, Firewall: fw, Cluster: cl})
+	nodeFilter, err := openVXLANGuard(cfg, cl)
+	if err != nil {
+		return err
+	}
+	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: log, Firewall: fw, Cluster: cl, NodeFilter: nodeFilter})
 	if err != nil {
 		return err
 	}

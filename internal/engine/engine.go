@@ -48,6 +48,10 @@ type Options struct {
 	Firewall firewall.Firewall
 	// Cluster enables global (overlay) networks; nil without cluster-store.
 	Cluster *cluster.Cluster
+	// NodeFilter, with Cluster, is told the underlay addresses of the live
+	// cluster nodes (firewall.VXLANGuard: VXLAN from any other source is
+	// dropped); nil filters nothing (iptables=false).
+	NodeFilter NodeFilter
 }
 
 // Engine is the controller. Create it with New, then call Start.
@@ -141,7 +145,7 @@ func New(o Options) (*Engine, error) {
 	if o.Cluster != nil {
 		ov := overlay.New(nl)
 		e.drivers["overlay"] = ov
-		e.global = &globalState{cl: o.Cluster, ov: ov, attaching: map[string]bool{}, withdraw: map[string]cluster.EndpointRecord{}}
+		e.global = &globalState{cl: o.Cluster, ov: ov, nodes: o.NodeFilter, attaching: map[string]bool{}, withdraw: map[string]cluster.EndpointRecord{}}
 	}
 	return e, nil
 }

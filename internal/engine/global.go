@@ -49,10 +49,17 @@ const (
 // 10.0.0.0/8 in /24s, avoiding host routes as bridge subnets do.
 var globalPool = []ipam.PoolSpec{{Base: netip.MustParsePrefix("10.0.0.0/8"), Size: 24}}
 
+// NodeFilter lets VXLAN in only from the underlay addresses of the live
+// cluster nodes (firewall.VXLANGuard).
+type NodeFilter interface {
+	SetNodes(ctx context.Context, addrs []netip.Addr) error
+}
+
 // globalState is the engine's cluster side; nil without a cluster store.
 type globalState struct {
 	cl      *cluster.Cluster
 	ov      *overlay.Driver
+	nodes   NodeFilter // nil: no VXLAN filter
 	watcher *cluster.Watcher
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -564,6 +571,24 @@ func (l globalListener) NetworkRemoved(n cluster.NetworkRecord) {
 	if err := e.uninstallGlobalLocked(context.Background(), ns); err != nil {
 		e.log.Error("cluster: remove network", "network", n.Name, "err", err)
 	}
+}
+
+// NodesChanged puts the live nodes' underlay addresses into the VXLAN
+// filter. The watcher calls it after its first listing and on every change,
+// never before: while the store is unreachable the filter keeps the last
+// set it had (a restarted daemon finds the previous run's in the kernel).
+func (l globalListener) NodesChanged(addrs []netip.Addr) {
+	e, g := l.e, l.e.global
+	if g.nodes == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.nodes.SetNodes(ctx, addrs); err != nil {
+		e.log.Error("cluster: VXLAN filter: set the live nodes", "nodes", addrs, "err", err)
+		return
+	}
+	e.log.Info("cluster: VXLAN accepted only from the live nodes", "nodes", addrs)
 }
 
 func (l globalListener) peerNetwork(ep cluster.EndpointRecord) *driver.Network {
