@@ -179,6 +179,7 @@ func TestSecurityFirewallCoexistence(t *testing.T) {
 	}
 	mustTimeOut(t, d, "c", us) // isolation holds: Tether's own drop is final
 	mustTimeOut(t, d, "i", outsideURL)
+	testutil.Must(t, "ip", "-n", out, "route", "add", "10.175.0.0/24", "via", uplinkAddr)
 	if o, code := get(nil, out, ui); code != 28 {
 		t.Errorf("the outside fetching the internal sandbox: curl exit %d (%q), want 28", code, short(o))
 	}
