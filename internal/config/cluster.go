@@ -67,10 +67,25 @@ func ParseAdvertise(s string) (Advertise, error) {
 		}
 		return Advertise{Addr: a, Port: p}, nil
 	}
-	if len(host) > 15 || strings.ContainsAny(host, "/ ") {
+	if !validIfName(host) {
 		return Advertise{}, fmt.Errorf("%q: %q is neither an IPv4 address nor an interface name", s, host)
 	}
 	return Advertise{Interface: host, Port: p}, nil
+}
+
+// validIfName: a name the kernel takes for a link (its dev_valid_name: at
+// most 15 bytes, not "." or "..", no '/', ':' or white space), printable
+// ASCII only.
+func validIfName(n string) bool {
+	if n == "" || len(n) > 15 || n == "." || n == ".." {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		if b := n[i]; b <= ' ' || b >= 0x7f || b == '/' || b == ':' {
+			return false
+		}
+	}
+	return true
 }
 
 // clusterOpts are the cluster-store-opts keys Tether reads (Docker's names).
