@@ -19,6 +19,7 @@ dns) pkg=./bench/dns test='^TestDNSReport$' n=50 reps=5 ;;
 dns-abuse) pkg=./bench/dns test='^TestDNSAbuseReport$' reps=3 ;;
 cni) pkg=./bench/cni test='^TestCNIReport$' refs=bench/refs/cni.sh ;;
 overlay) pkg=./bench/overlay test='^TestOverlayReport$' n=100 ;;
+firewall) pkg=./bench/firewall test='^TestRestoreReport$' n=50 reps=20 ;;
 docker) pkg=./bench/compare test='^TestPublishVsDockerReport$' refs='bench/refs/docker.sh bench/refs/podman.sh' ;;
 *) echo "unknown scenario $scenario (known: attach, lifecycle, ports, scale, dns, dns-abuse, cni, docker, overlay)" >&2; exit 2 ;;
 esac

@@ -118,8 +118,8 @@ func (co *coexist) check(c ruleConn, nets []Network) {
 
 // removeAll deletes every rule Tether inserted into other tables (the
 // daemon stops).
-func (co *coexist) removeAll(c *nftables.Conn) {
-	if c == nil || !co.accept {
+func (co *coexist) removeAll(c ruleConn) {
+	if !co.accept {
 		return
 	}
 	bs, others, err := findChains(c)

@@ -170,17 +170,25 @@ func (f *NFT) Networks() []Network {
 }
 
 // monitorConn opens a netlink connection in f's namespace for the monitor
-// (a socket of its own: the lasting socket of f carries requests).
-func (f *NFT) monitorConn() (*nftables.Conn, error) {
+// and the coexistence check (not f's lasting socket, which carries f's
+// requests). A connection that is not lasting dials a socket per request,
+// in the namespace of the descriptor it was given: release closes that
+// descriptor, once the last socket is open.
+func (f *NFT) monitorConn() (c *nftables.Conn, release func(), err error) {
 	if f.opts.NetNS == "" {
-		return nftables.New()
+		c, err = nftables.New()
+		return c, func() {}, err
 	}
 	ns, err := os.Open(f.opts.NetNS)
 	if err != nil {
-		return nil, fmt.Errorf("open namespace %q: %w", f.opts.NetNS, err)
+		return nil, nil, fmt.Errorf("open namespace %q: %w", f.opts.NetNS, err)
 	}
-	defer ns.Close()
-	return nftables.New(nftables.WithNetNSFd(int(ns.Fd())))
+	c, err = nftables.New(nftables.WithNetNSFd(int(ns.Fd())))
+	if err != nil {
+		ns.Close()
+		return nil, nil, err
+	}
+	return c, func() { ns.Close() }, nil
 }
 
 // Watch follows nftables transactions in f's namespace until ctx ends,
@@ -216,10 +224,11 @@ type watcher struct {
 // open subscribes a new monitor to every nftables notification (NEWGEN
 // included, which ends each transaction).
 func (w *watcher) open() (chan *nftables.MonitorEvents, func(), error) {
-	c, err := w.f.monitorConn()
+	c, release, err := w.f.monitorConn()
 	if err != nil {
 		return nil, nil, fmt.Errorf("nftables monitor: %w", err)
 	}
+	defer release() // the monitor's socket is open once AddGenerationalMonitor returns
 	m := nftables.NewMonitor(nftables.WithMonitorEventBuffer(256))
 	ch, err := c.AddGenerationalMonitor(m)
 	if err != nil {
@@ -233,7 +242,10 @@ func (w *watcher) open() (chan *nftables.MonitorEvents, func(), error) {
 func (w *watcher) run(ctx context.Context, ch chan *nftables.MonitorEvents, closeMon func()) {
 	defer func() {
 		closeMon()
-		w.co.removeAll(w.conn())
+		if c, release := w.conn(); c != nil {
+			w.co.removeAll(c)
+			release()
+		}
 	}()
 	var pending dirt
 	var first time.Time
@@ -315,20 +327,21 @@ func (w *watcher) act(d dirt, first time.Time) {
 
 // checkOthers runs the coexistence check with the networks f holds.
 func (w *watcher) checkOthers() {
-	c := w.conn()
+	c, release := w.conn()
 	if c == nil {
 		return
 	}
+	defer release()
 	w.co.check(c, w.f.Networks())
 }
 
-// conn opens a short-lived request socket for the coexistence check (nil
-// when it cannot be opened, which is logged).
-func (w *watcher) conn() *nftables.Conn {
-	c, err := w.f.monitorConn()
+// conn opens a request connection for the coexistence check (nil when it
+// cannot be opened, which is logged); release closes it.
+func (w *watcher) conn() (*nftables.Conn, func()) {
+	c, release, err := w.f.monitorConn()
 	if err != nil {
 		w.o.Log.Warn("check other nftables tables", "err", err)
-		return nil
+		return nil, nil
 	}
-	return c
+	return c, release
 }
