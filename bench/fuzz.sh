@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (Go's native fuzzing) for FUZZTIME each, one after
+# the other, and writes a summary to bench/results/fuzz-<date>.json: per
+# target the time run, executions, new interesting inputs, corpus size and
+# any crasher (the failing input is written by Go under the package's
+# testdata/fuzz/<Target>/: commit it as a regression seed, then fix).
+# Needs no root: every target runs in process or on 127.0.0.1.
+#
+#   bench/fuzz.sh                 FUZZTIME=5m each (about 65 minutes)
+#   FUZZTIME=60s bench/fuzz.sh    a short run
+#   FUZZ_ONLY=FuzzParse bench/fuzz.sh
+#
+# Environment: FUZZTIME (default 5m), FUZZ_PARALLEL (fuzz workers per
+# target, default 1: the machine is shared), FUZZ_ONLY (a regexp of target
+# names), GO (the go command, default: go on PATH).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+# package target, in the order of the attack surface: API, -p, daemon.json,
+# DNS, cluster store.
+targets=(
+	"./internal/api FuzzCreateNetworkBody"
+	"./internal/api FuzzConnectBody"
+	"./internal/api FuzzFilters"
+	"./internal/api FuzzEventQuery"
+	"./internal/engine FuzzNetworkSpec"
+	"./internal/engine FuzzPorts"
+	"./internal/portmap FuzzParse"
+	"./internal/config FuzzLoadBytes"
+	"./internal/config FuzzClusterStrings"
+	"./internal/dns FuzzResolverMessage"
+	"./internal/dns FuzzResolverWire"
+	"./internal/cluster FuzzWatcherRecordBytes"
+	"./internal/cluster FuzzWatcherRecordFields"
+)
+
+go=${GO:-go}
+fuzztime=${FUZZTIME:-5m}
+parallel=${FUZZ_PARALLEL:-1}
+mkdir -p bench/results
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out=bench/results/fuzz-$stamp.json
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cache=$("$go" env GOCACHE)/fuzz/$("$go" list -m)
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+json_str() { printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g'; }
+
+entries=()
+failed=0
+load_start=$(loadavg)
+for t in "${targets[@]}"; do
+	read -r pkg name <<<"$t"
+	if [ -n "${FUZZ_ONLY:-}" ] && ! [[ $name =~ $FUZZ_ONLY ]]; then
+		continue
+	fi
+	seeds=$(ls "${pkg#./}/testdata/fuzz/$name" 2>/dev/null | wc -l)
+	echo "== $name ($pkg) for $fuzztime, load $(loadavg)" >&2
+	start=$(date +%s.%N)
+	"$go" test "$pkg" -run '^$' -fuzz "^$name\$" -fuzztime "$fuzztime" -parallel "$parallel" >"$log" 2>&1
+	rc=$?
+	secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+	tail -n 3 "$log" >&2
+	# the last progress line: "fuzz: elapsed: 60s, execs: 123 (2/sec), new interesting: 4 (total: 40)"
+	last=$(grep -E '^fuzz: elapsed: .*execs: ' "$log" | tail -n 1)
+	execs=$(sed -nE 's/.*execs: ([0-9]+).*/\1/p' <<<"$last")
+	newi=$(sed -nE 's/.*new interesting: ([0-9]+).*/\1/p' <<<"$last")
+	total=$(sed -nE 's/.*\(total: ([0-9]+)\).*/\1/p' <<<"$last")
+	crasher=$(sed -nE 's/.*Failing input written to (testdata\/fuzz\/[^ ]+).*/\1/p' "$log" | head -n 1)
+	cached=$(ls "$cache/${pkg#./}/$name" 2>/dev/null | wc -l)
+	status=pass
+	if [ $rc -ne 0 ]; then
+		status=fail
+		failed=1
+		msg=$(grep -m1 -E -- '--- FAIL|panic:|Error' "$log" || tail -n 1 "$log")
+	else
+		msg=""
+	fi
+	entries+=("$(printf '{"target":"%s","package":"%s","status":"%s","seconds":%.1f,"execs":%s,"new_interesting":%s,"corpus_total":%s,"committed_seeds":%s,"cached_corpus":%s,"crasher":"%s","message":"%s"}' \
+		"$name" "$pkg" "$status" "$secs" "${execs:-0}" "${newi:-0}" "${total:-0}" "$seeds" "$cached" \
+		"${crasher:+${pkg#./}/$crasher}" "$(json_str "$msg")")")
+done
+load_end=$(loadavg)
+
+{
+	printf '{\n"date":"%s","fuzztime":"%s","parallel":%s,"go":"%s","commit":"%s","nproc":%s,\n' \
+		"$stamp" "$fuzztime" "$parallel" "$("$go" env GOVERSION)" "$(git rev-parse --short HEAD)" "$(nproc)"
+	printf '"loadavg_start":"%s","loadavg_end":"%s",\n' "$load_start" "$load_end"
+	printf '"note":"execs and corpus from the last progress line of go test -fuzz; corpus_total = seeds (f.Add and testdata/fuzz) + the fuzz cache in GOCACHE; the machine is shared (see loadavg)",\n'
+	printf '"targets":[\n'
+	for i in "${!entries[@]}"; do
+		sep=,
+		[ "$i" -eq $((${#entries[@]} - 1)) ] && sep=
+		printf '  %s%s\n' "${entries[$i]}" "$sep"
+	done
+	printf ']}\n'
+} >"$out"
+echo "wrote $out" >&2
+exit $failed
