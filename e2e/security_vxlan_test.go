@@ -133,6 +133,15 @@ func TestSecurityVXLANInjection(t *testing.T) {
 	if out, err := testutil.InNS(c.Hosts[1].NS, "nft", "list", "table", "ip", "tether_vxlan"); err == nil {
 		t.Logf("host 2:\n%s", out)
 	}
+	// A flushed ruleset takes the filter with it; the firewall watcher puts
+	// it back (with table ip tether), members and all.
+	testutil.Must(t, "ip", "netns", "exec", c.Hosts[1].NS, "nft", "flush", "ruleset")
+	if !waitNodes(t, c.Hosts[1].NS, c.Hosts[0].Addr, true) {
+		t.Errorf("table ip tether_vxlan not back on host 2 with host 1 (%s) in it after nft flush ruleset", c.Hosts[0].Addr)
+	}
+	if arrives(l, func(p string) { injectVXLAN(t, rogue.NS, frame(p)...) }) {
+		t.Errorf("after nft flush ruleset, a VXLAN packet from %s, not a cluster member, reached sandbox dst", rogue.Addr)
+	}
 
 	// A member that leaves (its lease expires) is a stranger again.
 	if err := h1.Kill(); err != nil {

@@ -77,7 +77,11 @@ func Run(cfg *config.Config) error {
 		return err
 	}
 	log.Info("engine ready", "took", time.Since(start).Round(time.Microsecond), "networks", len(eng.Networks()), "sandboxes", len(eng.Sandboxes()))
-	stopFW, err := watchFirewall(ctx, fw, cfg, log)
+	var also []firewall.Repairer
+	if r, ok := nodeFilter.(firewall.Repairer); ok && r != nil {
+		also = append(also, r)
+	}
+	stopFW, err := watchFirewall(ctx, fw, cfg, log, also...)
 	if err != nil {
 		return err
 	}

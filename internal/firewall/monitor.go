@@ -56,6 +56,15 @@ type WatchOptions struct {
 	// the first event of the burst to the table being written back (tests
 	// and benchmarks).
 	Restored func(took time.Duration)
+	// Also are Tether's other tables (table ip tether_vxlan, VXLANGuard),
+	// repaired after the same events as table ip tether; each call rewrites
+	// its table only when it is missing or differs.
+	Also []Repairer
+}
+
+// Repairer is another Tether table that the watcher keeps in place.
+type Repairer interface {
+	Repair(ctx context.Context) error
 }
 
 // dirt is what a burst of transactions may have changed.
@@ -84,7 +93,7 @@ func classify(g *nftables.MonitorEvents, own bool) dirt {
 // touchesTable reports whether an event may concern table ip tether.
 func touchesTable(ev *nftables.MonitorEvent) bool {
 	ours := func(t *nftables.Table) bool {
-		return t == nil || (t.Name == TableName && t.Family == nftables.TableFamilyIPv4)
+		return t == nil || t.Family == nftables.TableFamilyIPv4 && (t.Name == TableName || t.Name == VXLANTable)
 	}
 	switch d := ev.Data.(type) {
 	case *nftables.Table:
@@ -317,6 +326,13 @@ func (w *watcher) act(d dirt, first time.Time) {
 				"took", took.Round(time.Microsecond))
 			if w.o.Restored != nil {
 				w.o.Restored(took)
+			}
+		}
+	}
+	if d.table {
+		for _, r := range w.o.Also {
+			if err := r.Repair(context.Background()); err != nil {
+				w.o.Log.Error("restore another of Tether's nftables tables", "err", err)
 			}
 		}
 	}
