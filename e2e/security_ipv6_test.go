@@ -170,6 +170,12 @@ func TestSecurityRogueRouterAdvertisement(t *testing.T) {
 				t.Errorf("sandbox %s %s: disable_ipv6=%s, want 1", sb, i, v)
 			}
 		}
+		// Should a process turn IPv6 back on, RAs are still not taken.
+		for _, k := range []string{"default", "all"} {
+			if v := sysctlIn(t, nsenterNet(procNetNS(t, d, sb)), "net/ipv6/conf/"+k+"/accept_ra"); v != "0" {
+				t.Errorf("sandbox %s: %s.accept_ra=%s, want 0", sb, k, v)
+			}
+		}
 	}
 	if v := sysctlIn(t, vicEnter, "net/ipv6/conf/eth0/disable_ipv6"); v != "1" {
 		t.Errorf("adopted sandbox eth0: disable_ipv6=%s, want 1", v)

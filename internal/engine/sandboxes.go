@@ -193,7 +193,8 @@ func refuseHostNS(id netns.ID) error {
 // identity (nothing for adopted ones: they keep what their runtime gave
 // them). IPv6 is off by default on interfaces created in it (Tether's
 // networks are IPv4 only; the chatter of link-local IPv6 is flooded to every
-// bridge port). Mount and UTS namespaces come with the first process
+// bridge port), and router advertisements are not accepted by default
+// (docs/security.md). Mount and UTS namespaces come with the first process
 // (execNamespaces): a sandbox that only gets attached never pays for them.
 func (e *Engine) buildNamespaces(ctx context.Context, rec *Sandbox) error {
 	if rec.Adopted {
@@ -205,7 +206,14 @@ func (e *Engine) buildNamespaces(ctx context.Context, rec *Sandbox) error {
 	}
 	rec.NetNS = filepath.Join(e.nsDir, rec.ID+".net")
 	err := netns.CreateWith(rec.NetNS, func() error {
-		return os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0o644)
+		// IPv6 off, and no router advertisements taken should a process
+		// turn it back on for an interface (a neighbour's rogue RA).
+		for _, kv := range [][2]string{{"default/disable_ipv6", "1"}, {"default/accept_ra", "0"}, {"all/accept_ra", "0"}} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+kv[0], []byte(kv[1]), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("create network namespace of %q: %w", rec.Name, err)
