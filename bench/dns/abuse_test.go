@@ -115,6 +115,16 @@ func cpu(tb testing.TB, pid int) time.Duration {
 	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
+// countFDs is the number of the daemon's open file descriptors.
+func countFDs(tb testing.TB, pid int) int {
+	tb.Helper()
+	es, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return len(es)
+}
+
 // An abuse runs from the attacker's namespace until stop is closed.
 type abuse func(nsPath string, stop <-chan struct{}) (actions int64)
 
@@ -235,11 +245,17 @@ type AbuseResult struct {
 	TCP        attach.Stats `json:"victim_tcp"`
 	Failed     int          `json:"victim_failed"` // errors and wrong answers
 	CPUSeconds float64      `json:"daemon_cpu_s"`
+	FDs        int          `json:"daemon_fds"`       // open at the end of the window (before the abuse stops)
 	Actions    int64        `json:"attacker_actions"` // connections, queries: what the abuse did
 }
 
+// victimInterval paces the victim's queries (1000 per second), so that
+// the daemon's CPU in a window is mostly the abuse's, not the victim's.
+const victimInterval = time.Millisecond
+
 // window runs abuse a (nil: none) while the victim asks for the target
-// name, alternately over UDP and TCP, one query at a time, for d.
+// name, alternately over UDP and TCP, one query at a time every
+// victimInterval, for d.
 func (h *abuseHost) window(tb testing.TB, name string, a abuse, d time.Duration) AbuseResult {
 	tb.Helper()
 	stop := make(chan struct{})
@@ -257,6 +273,9 @@ func (h *abuseHost) window(tb testing.TB, name string, a abuse, d time.Duration)
 		cu := &mdns.Client{Net: "udp", Timeout: 2 * time.Second}
 		ct := &mdns.Client{Net: "tcp", Timeout: 2 * time.Second}
 		for i := 0; time.Since(t0) < d; i++ {
+			if wait := time.Until(t0.Add(time.Duration(i) * victimInterval)); wait > 0 {
+				time.Sleep(wait)
+			}
 			c, lat := cu, &udp
 			if i%2 == 1 {
 				c, lat = ct, &tcp
@@ -275,9 +294,10 @@ func (h *abuseHost) window(tb testing.TB, name string, a abuse, d time.Duration)
 	})
 	wall := time.Since(t0)
 	used := cpu(tb, h.pid) - cpu0
+	fds := countFDs(tb, h.pid)
 	close(stop)
 	res := AbuseResult{Abuse: name, Seconds: wall.Seconds(), UDP: attach.Summarize(udp), TCP: attach.Summarize(tcp),
-		Failed: failed, CPUSeconds: used.Seconds(), Actions: <-actions}
+		Failed: failed, CPUSeconds: used.Seconds(), FDs: fds, Actions: <-actions}
 	time.Sleep(2500 * time.Millisecond) // in-flight forwards and held connections time out
 	return res
 }
@@ -351,7 +371,7 @@ func TestDNSAbuseReport(t *testing.T) {
 	cores := func(r AbuseResult) float64 { return r.CPUSeconds / r.Seconds }
 	none := by["none"]
 	var b strings.Builder
-	fmt.Fprintf(&b, "| abuse (median of %d windows of %.0f s) | victim UDP p50 / p99 | ratio p50 / p99 | victim TCP p50 / p99 | failed | daemon CPU |\n|---|---:|---:|---:|---:|---:|\n",
+	fmt.Fprintf(&b, "| abuse (median of %d windows of %.0f s) | victim UDP p50 / p99 | ratio p50 / p99 | victim TCP p50 / p99 | failed | daemon CPU | daemon fds |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
 		len(none), rep.Seconds)
 	for _, ab := range abuses {
 		rs := by[ab.name]
@@ -359,9 +379,9 @@ func TestDNSAbuseReport(t *testing.T) {
 		for _, r := range rs {
 			failed += r.Failed
 		}
-		fmt.Fprintf(&b, "| %s | %.3f / %.3f ms | %.2f× / %.2f× | %.3f / %.3f ms | %d | %.0f%% of a core |\n", ab.name,
+		fmt.Fprintf(&b, "| %s | %.3f / %.3f ms | %.2f× / %.2f× | %.3f / %.3f ms | %d | %.0f%% of a core | %.0f |\n", ab.name,
 			med(rs, p50), med(rs, p99), med(rs, p50)/med(none, p50), med(rs, p99)/med(none, p99),
-			med(rs, tp50), med(rs, tp99), failed, 100*med(rs, cores))
+			med(rs, tp50), med(rs, tp99), failed, 100*med(rs, cores), med(rs, func(r AbuseResult) float64 { return float64(r.FDs) }))
 	}
 	t.Log("\n" + b.String())
 	if out := os.Getenv("BENCH_OUT"); out != "" {
