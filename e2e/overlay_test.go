@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -458,5 +460,41 @@ func TestOverlayChangesWhileDown(t *testing.T) {
 	}
 	if strings.Count(goVNI, "tov-") != 1 {
 		t.Errorf("host 2 overlay bridges after the restart (want only stay's):\n%s", goVNI)
+	}
+}
+
+// A sandbox on an internal overlay network gets no way out: no endpoint on
+// tether_gwbridge (Docker gives internal overlays no docker_gwbridge
+// either), no default route, and a host on the underlay does not answer it;
+// a sandbox on a normal overlay reaches that host. Found in review of the
+// DNS exfiltration fix: the resolver refused to forward, but packets left.
+func TestOverlayInternalHasNoWayOut(t *testing.T) {
+	m := newMultiHost(t, "etcd", 1)
+	h := m.d[0]
+	h.MustTether("network", "create", "-d", "overlay", "--internal", "--subnet", "10.198.0.0/24", "walled")
+	h.MustTether("network", "create", "-d", "overlay", "--subnet", "10.198.1.0/24", "open")
+	h.MustTether("run", "-d", "--name", "in", "--network", "walled", "--", "sleep", "600")
+	h.MustTether("run", "-d", "--name", "out", "--network", "open", "--", "sleep", "600")
+	outsider := m.hosts[0].Addr // the host's own underlay address: outside the overlay
+	if nets := sandbox(t, h, "in").Networks; nets["tether_gwbridge"] != nil || len(nets) != 1 {
+		t.Errorf("sandbox on an internal overlay has networks %v, want only walled", slices.Sorted(maps.Keys(nets)))
+	}
+	if out, _ := h.Tether("exec", "in", "--", "ip", "route"); strings.Contains(out, "default") {
+		t.Errorf("sandbox on an internal overlay has a default route:\n%s", out)
+	}
+	if ping(h, "in", outsider) {
+		t.Errorf("sandbox on an internal overlay reached %s outside the network", outsider)
+	}
+	if !ping(h, "out", outsider) {
+		t.Errorf("sandbox on a normal overlay cannot reach %s (the test could not fail)", outsider)
+	}
+	// Joining an open overlay gives it the way out; leaving it takes it away.
+	h.MustTether("network", "connect", "open", "in")
+	if sandbox(t, h, "in").Networks["tether_gwbridge"] == nil {
+		t.Error("connected to an open overlay, the sandbox got no tether_gwbridge endpoint")
+	}
+	h.MustTether("network", "disconnect", "open", "in")
+	if sandbox(t, h, "in").Networks["tether_gwbridge"] != nil {
+		t.Error("back on the internal overlay only, the sandbox kept its tether_gwbridge endpoint")
 	}
 }

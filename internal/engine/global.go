@@ -464,6 +464,9 @@ func (e *Engine) connectGlobal(ctx context.Context, sb *sbState, ns *netState, a
 	e.refreshFiles(sb)
 	e.events.publish(Event{Type: "network", Action: "connect", ID: ns.rec.ID,
 		Attrs: map[string]string{"name": ns.rec.Name, "type": ns.rec.Driver, "container": sb.rec.ID}})
+	if ns.rec.Internal {
+		return nil // an internal network has no way out (Docker: no docker_gwbridge either)
+	}
 	if err := e.ensureGatewayBridge(ctx, sb); err != nil {
 		e.log.Warn("overlay sandbox has no way out: attach to the gateway bridge failed", "sandbox", sb.rec.Name, "err", err)
 	}
@@ -509,7 +512,7 @@ func (e *Engine) ensureGatewayBridge(ctx context.Context, sb *sbState) error {
 }
 
 // leaveGatewayBridge detaches the gateway bridge once the sandbox has no
-// overlay endpoint left. Called with sb.op held.
+// endpoint left on a non-internal overlay. Called with sb.op held.
 func (e *Engine) leaveGatewayBridge(ctx context.Context, sb *sbState) error {
 	e.mu.Lock()
 	var gw *netState
@@ -517,7 +520,7 @@ func (e *Engine) leaveGatewayBridge(ctx context.Context, sb *sbState) error {
 		ns := e.networks[ep.NetworkID]
 		switch {
 		case ns == nil:
-		case e.isGlobal(ns.rec):
+		case e.isGlobal(ns.rec) && !ns.rec.Internal:
 			e.mu.Unlock()
 			return nil
 		case ns.rec.Name == GatewayBridgeName:
