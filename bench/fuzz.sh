@@ -12,7 +12,9 @@
 #
 # Environment: FUZZTIME (default 5m), FUZZ_PARALLEL (fuzz workers per
 # target, default 1: the machine is shared), FUZZ_ONLY (a regexp of target
-# names), GO (the go command, default: go on PATH).
+# names), FUZZ_MINIMIZE (time to minimize each new input, default 2s: with
+# Go's 60 s default the workers spend most of a short run minimizing, no
+# executions counted), GO (the go command, default: go on PATH).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +39,7 @@ targets=(
 go=${GO:-go}
 fuzztime=${FUZZTIME:-5m}
 parallel=${FUZZ_PARALLEL:-1}
+minimize=${FUZZ_MINIMIZE:-2s}
 mkdir -p bench/results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out=bench/results/fuzz-$stamp.json
@@ -58,7 +61,7 @@ for t in "${targets[@]}"; do
 	seeds=$(ls "${pkg#./}/testdata/fuzz/$name" 2>/dev/null | wc -l)
 	echo "== $name ($pkg) for $fuzztime, load $(loadavg)" >&2
 	start=$(date +%s.%N)
-	"$go" test "$pkg" -run '^$' -fuzz "^$name\$" -fuzztime "$fuzztime" -parallel "$parallel" >"$log" 2>&1
+	"$go" test "$pkg" -run '^$' -fuzz "^$name\$" -fuzztime "$fuzztime" -fuzzminimizetime "$minimize" -parallel "$parallel" >"$log" 2>&1
 	rc=$?
 	secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
 	tail -n 3 "$log" >&2
@@ -84,8 +87,8 @@ done
 load_end=$(loadavg)
 
 {
-	printf '{\n"date":"%s","fuzztime":"%s","parallel":%s,"go":"%s","commit":"%s","nproc":%s,\n' \
-		"$stamp" "$fuzztime" "$parallel" "$("$go" env GOVERSION)" "$(git rev-parse --short HEAD)" "$(nproc)"
+	printf '{\n"date":"%s","fuzztime":"%s","minimizetime":"%s","parallel":%s,"go":"%s","commit":"%s","nproc":%s,\n' \
+		"$stamp" "$fuzztime" "$minimize" "$parallel" "$("$go" env GOVERSION)" "$(git rev-parse --short HEAD)" "$(nproc)"
 	printf '"loadavg_start":"%s","loadavg_end":"%s",\n' "$load_start" "$load_end"
 	printf '"note":"execs and corpus from the last progress line of go test -fuzz; corpus_total = seeds (f.Add and testdata/fuzz) + the fuzz cache in GOCACHE; the machine is shared (see loadavg)",\n'
 	printf '"targets":[\n'

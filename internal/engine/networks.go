@@ -65,7 +65,7 @@ func (e *Engine) CreateNetwork(ctx context.Context, spec NetworkSpec) (*Network,
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if err := e.checkNewNetwork(n, len(spec.Subnets) > 0); err != nil {
+	if err := e.checkNewNetwork(n, sub != nil); err != nil {
 		return nil, err
 	}
 	if sub == nil && n.Driver == "bridge" {
@@ -164,6 +164,9 @@ func (e *Engine) buildNetwork(spec NetworkSpec) (*Network, *ipam.Subnet, error) 
 	sub, err := parseSubnet(spec.Subnets[0])
 	if err != nil {
 		return nil, nil, err
+	}
+	if sub == nil { // an empty IPAM config entry ({}): the subnet is chosen, as with none
+		return n, nil, nil
 	}
 	c := sub.Config()
 	n.Subnet, n.IPRange, n.Gateway, n.Aux = c.Subnet, c.IPRange, c.Gateway, c.Aux

@@ -13,31 +13,35 @@ import (
 // internal error (500); an accepted one has a gateway that is a host of
 // its subnet and a bridge name the kernel takes.
 func FuzzNetworkSpec(f *testing.F) {
-	type seed struct{ name, driver, subnet, ipRange, gateway, aux, optKey, optVal string }
+	type seed struct {
+		name, driver, subnet, ipRange, gateway, aux, optKey, optVal string
+		ipamConfig                                                  bool
+	}
 	for _, s := range []seed{
-		{"n", "", "", "", "", "", "", ""},
-		{"n", "bridge", "10.1.0.0/16", "10.1.2.0/24", "10.1.0.254", "10.1.0.5", OptBridgeName, "br0"},
-		{"n", "bridge", "10.1.0.1/16", "", "", "", "", ""},
-		{"n", "bridge", "10.1.0.0/16", "10.2.0.0/24", "10.3.0.1", "10.4.0.1", OptMTU, "1e3"},
-		{"n", "bridge", "10.1.0.0/31", "", "", "", OptICC, "maybe"},
-		{"n", "bridge", "fd00::/64", "", "", "", OptHostBinding, "::1"},
-		{"n", "bridge", "", "10.1.0.0/24", "", "", OptMasquerade, "false"},
-		{"n", "bridge", "10.1.0.0/24", "", "10.1.0.255", "", OptBridgeName, "../x"},
-		{"-bad", "host", "", "", "", "", "", ""},
-		{"n", "overlay", "", "", "", "", "", ""},
-		{"n", "macvlan", "", "", "", "", "", ""},
-		{"n", "bridge", "10.1.0.0/24", "", "", "", "com.docker.network.bridge.gateway_mode_ipv4", "routed"},
-		{"n", "bridge", "10.1.0.0/24", "", "", "", "com.docker.network.bridge.trusted_host_interfaces", "eth0:eth1"},
+		{"n", "", "", "", "", "", "", "", false},
+		{"n", "bridge", "10.1.0.0/16", "10.1.2.0/24", "10.1.0.254", "10.1.0.5", OptBridgeName, "br0", false},
+		{"n", "bridge", "10.1.0.1/16", "", "", "", "", "", false},
+		{"n", "bridge", "10.1.0.0/16", "10.2.0.0/24", "10.3.0.1", "10.4.0.1", OptMTU, "1e3", false},
+		{"n", "bridge", "10.1.0.0/31", "", "", "", OptICC, "maybe", false},
+		{"n", "bridge", "fd00::/64", "", "", "", OptHostBinding, "::1", false},
+		{"n", "bridge", "", "10.1.0.0/24", "", "", OptMasquerade, "false", false},
+		{"n", "bridge", "10.1.0.0/24", "", "10.1.0.255", "", OptBridgeName, "../x", false},
+		{"-bad", "host", "", "", "", "", "", "", false},
+		{"n", "overlay", "", "", "", "", "", "", false},
+		{"n", "macvlan", "", "", "", "", "", "", false},
+		{"n", "bridge", "10.1.0.0/24", "", "", "", "com.docker.network.bridge.gateway_mode_ipv4", "routed", false},
+		{"n", "bridge", "10.1.0.0/24", "", "", "", "com.docker.network.bridge.trusted_host_interfaces", "eth0:eth1", false},
+		{"n", "bridge", "", "", "", "", "", "", true}, // IPAM.Config [{}]: panicked (found by FuzzCreateNetworkBody)
 	} {
-		f.Add(s.name, s.driver, s.subnet, s.ipRange, s.gateway, s.aux, s.optKey, s.optVal)
+		f.Add(s.name, s.driver, s.subnet, s.ipRange, s.gateway, s.aux, s.optKey, s.optVal, s.ipamConfig)
 	}
 	e := &Engine{cfg: &config.Config{}}
-	f.Fuzz(func(t *testing.T, name, driver, subnet, ipRange, gateway, aux, optKey, optVal string) {
+	f.Fuzz(func(t *testing.T, name, driver, subnet, ipRange, gateway, aux, optKey, optVal string, ipamConfig bool) {
 		spec := NetworkSpec{Name: name, Driver: driver, Options: map[string]string{}}
 		if optKey != "" {
 			spec.Options[optKey] = optVal
 		}
-		if subnet != "" || ipRange != "" || gateway != "" || aux != "" {
+		if ipamConfig || subnet != "" || ipRange != "" || gateway != "" || aux != "" {
 			sub := SubnetSpec{Subnet: subnet, IPRange: ipRange, Gateway: gateway}
 			if aux != "" {
 				sub.Aux = map[string]string{"a": aux}
@@ -96,4 +100,15 @@ func FuzzPorts(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestBuildNetworkEmptyIPAMConfig: an IPAM config entry with nothing in it
+// ({"IPAM":{"Config":[{}]}}) dereferenced a nil subnet (a panic, found by
+// FuzzCreateNetworkBody); it means "choose the subnet", as no entry does.
+func TestBuildNetworkEmptyIPAMConfig(t *testing.T) {
+	e := &Engine{cfg: &config.Config{}}
+	n, sub, err := e.buildNetwork(NetworkSpec{Name: "n", Subnets: []SubnetSpec{{}}})
+	if err != nil || sub != nil || n.Subnet.IsValid() {
+		t.Fatalf("buildNetwork with an empty IPAM config = %+v, %v, %v; want a network whose subnet is chosen later", n, sub, err)
+	}
 }
