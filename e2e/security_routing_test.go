@@ -138,7 +138,7 @@ func TestDirectRoutingAllowed(t *testing.T) {
 // Bad values of the new options are refused with 400 naming the option,
 // and create nothing.
 func TestDirectRoutingBadOptions(t *testing.T) {
-	_, d := host(t)
+	hostNS, d := host(t)
 	a := newAPI(t, d)
 	for _, c := range []struct {
 		opts     map[string]string
@@ -161,6 +161,22 @@ func TestDirectRoutingBadOptions(t *testing.T) {
 	}
 	d.MustTether("network", "create", "--internal", "--subnet", "10.167.0.0/24",
 		"-o", "com.docker.network.bridge.gateway_mode_ipv4=isolated", "iso")
+	// isolated, as Docker: no address on the bridge, so the host is not on
+	// the network; its sandboxes still reach each other.
+	id := strings.TrimSpace(d.MustTether("network", "inspect", "-f", "{{.Id}}", "iso"))
+	br := "tth-" + id[:11] // the bridge driver's name for a network's bridge
+	if out, err := testutil.InNS(hostNS, "ip", "-4", "-o", "addr", "show", "dev", br); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("isolated network's bridge %s has IPv4 addresses (%v): %s", br, err, out)
+	}
+	runDetached(t, d, "iso1", "--network", "iso", "--", "python3", "-m", "http.server", "80")
+	d.MustTether("sandbox", "create", "--name", "iso2", "--network", "iso")
+	iso1 := ip(t, d, "iso1", "iso")
+	if err := httpGet(d, "iso2", iso1, 25); err != nil {
+		t.Errorf("sandboxes on an isolated network cannot reach each other: %v", err)
+	}
+	if out, err := testutil.InNS(hostNS, "curl", "-sS", "-m", "2", urlOf(iso1, 80)); err == nil {
+		t.Errorf("the host reached %s on an isolated network: %s", iso1, short(out))
+	}
 }
 
 // Attack 2 (moby#45610): a port published on 127.0.0.1 is reachable from

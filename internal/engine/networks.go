@@ -525,8 +525,12 @@ func (e *Engine) PruneNetworks(ctx context.Context, keep func(*Network) bool) ([
 }
 
 func driverNetwork(n *Network) *driver.Network {
+	gw := n.Gateway
+	if gatewayMode(n) == firewall.ModeIsolated {
+		gw = netip.Addr{} // as Docker: no address on the bridge, the host is not on the network
+	}
 	return &driver.Network{
-		ID: n.ID, Name: n.Name, BridgeName: n.BridgeName, Subnet: n.Subnet, Gateway: n.Gateway,
+		ID: n.ID, Name: n.Name, BridgeName: n.BridgeName, Subnet: n.Subnet, Gateway: gw,
 		MTU: n.MTU, ICC: n.ICC, Internal: n.Internal, External: n.External, VNI: n.VNI, VTEP: n.VTEP,
 	}
 }

@@ -55,8 +55,8 @@ func New(h *netlink.Handle) *Driver {
 
 func (d *Driver) Type() string { return "bridge" }
 
-// CreateNetwork makes the bridge, gives it the gateway address and brings it
-// up. Equivalent to `ip link add NAME type bridge; ip addr add GW/LEN dev NAME;
+// CreateNetwork makes the bridge, gives it the gateway address (none when
+// n.Gateway is not set) and brings it up. Equivalent to `ip link add NAME type bridge; ip addr add GW/LEN dev NAME;
 // ip link set NAME up`. For an External bridge it only checks that the bridge
 // exists and is up.
 func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) error {
@@ -77,9 +77,11 @@ func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) error {
 	if err := IPv6Off(d.h, "", br); err != nil {
 		return fmt.Errorf("bridge %q: %w", n.BridgeName, err)
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: n.Gateway.AsSlice(), Mask: net.CIDRMask(n.Subnet.Bits(), 32)}}
-	if err := d.h.AddrReplace(br, addr); err != nil {
-		return fmt.Errorf("address %s on bridge %q: %w", addr.IPNet, n.BridgeName, err)
+	if n.Gateway.IsValid() { // none: the host is not on the network (gateway mode isolated)
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: n.Gateway.AsSlice(), Mask: net.CIDRMask(n.Subnet.Bits(), 32)}}
+		if err := d.h.AddrReplace(br, addr); err != nil {
+			return fmt.Errorf("address %s on bridge %q: %w", addr.IPNet, n.BridgeName, err)
+		}
 	}
 	if err := d.h.LinkSetUp(br); err != nil {
 		return fmt.Errorf("bring up bridge %q: %w", n.BridgeName, err)
