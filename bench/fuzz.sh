@@ -10,7 +10,7 @@
 #   FUZZTIME=60s bench/fuzz.sh    a short run
 #   FUZZ_ONLY=FuzzParse bench/fuzz.sh
 #
-# Environment: FUZZTIME (default 5m), FUZZ_PARALLEL (fuzz workers per
+# Environment: FUZZ_OUT (the summary's path), FUZZTIME (default 5m), FUZZ_PARALLEL (fuzz workers per
 # target, default 1: the machine is shared), FUZZ_ONLY (a regexp of target
 # names), FUZZ_MINIMIZE (time to minimize each new input, default 2s: with
 # Go's 60 s default the workers spend most of a short run minimizing, no
@@ -42,7 +42,7 @@ parallel=${FUZZ_PARALLEL:-1}
 minimize=${FUZZ_MINIMIZE:-2s}
 mkdir -p bench/results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-out=bench/results/fuzz-$stamp.json
+out=${FUZZ_OUT:-bench/results/fuzz-$stamp.json}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cache=$("$go" env GOCACHE)/fuzz/$("$go" list -m)
