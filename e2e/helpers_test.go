@@ -10,7 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -97,16 +97,11 @@ func reapProcesses(t *testing.T, d *testutil.Daemon, name string) {
 // procStart is the start time of process pid (field 22 of /proc/PID/stat),
 // "" when it does not run.
 func procStart(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := testutil.ReadProcStat(pid)
 	if err != nil {
 		return ""
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 20 {
-		return ""
-	}
-	return f[19]
+	return strconv.FormatUint(st.StartTime, 10)
 }
 
 // sandboxPID is the PID of a running process of a sandbox.

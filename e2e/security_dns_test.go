@@ -15,8 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -110,33 +108,45 @@ func tryQuery(nsPath, name string, proto string) (*mdns.Msg, error) {
 	return r, err
 }
 
-// secDNSHost starts a daemon whose only upstream is a recording fake.
-func secDNSHost(t *testing.T) (*testutil.Daemon, *upstreamLog) {
+// secDNSHost starts a daemon (in mode) whose only upstream is a recording
+// fake.
+func secDNSHost(t *testing.T, mode testutil.StartMode) (*testutil.Daemon, *upstreamLog) {
 	t.Helper()
 	testutil.RequireRoot(t)
 	ns := testutil.NetNS(t, "tth-sdns")
 	out := outside(t, ns)
 	up := serveRecordingDNS(t, out, outsideAddr)
-	return testutil.StartDaemon(t, ns, "--dns", outsideAddr), up
+	d := testutil.NewDaemon(t, ns, "--dns", outsideAddr)
+	d.Mode = mode
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return d, up
 }
 
 // TestSecurityDNSInternalNoExfil: CVE-2024-29018. A sandbox attached only
 // to --internal networks asks secret-data.example.com: before the fix the
 // daemon forwarded it from the host's namespace and the upstream saw it.
+// The restart at the end runs under nsenter and ip netns exec (a new mount
+// namespace per start), so the sandboxes run a process and are reached
+// through it.
 func TestSecurityDNSInternalNoExfil(t *testing.T) {
-	d, up := secDNSHost(t)
+	for _, mode := range []testutil.StartMode{testutil.StartNsenter, testutil.StartIPNetns} {
+		t.Run(string(mode), func(t *testing.T) { internalNoExfil(t, mode) })
+	}
+}
+
+func internalNoExfil(t *testing.T, mode testutil.StartMode) {
+	d, up := secDNSHost(t, mode)
 	d.MustTether("network", "create", "--internal", "--subnet", "10.180.0.0/24", "sealed")
 	d.MustTether("network", "create", "--internal", "--subnet", "10.180.1.0/24", "sealed2")
 	d.MustTether("network", "create", "--subnet", "10.181.0.0/24", "open")
-	d.MustTether("sandbox", "create", "--name", "in", "--network", "sealed")
+	runDetached(t, d, "in", "--network", "sealed", "--", "sleep", "600")
 	d.MustTether("network", "connect", "sealed2", "in")
-	d.MustTether("sandbox", "create", "--name", "peer", "--network", "sealed")
-	d.MustTether("sandbox", "create", "--name", "both", "--network", "sealed")
+	runDetached(t, d, "peer", "--network", "sealed", "--", "sleep", "600")
+	runDetached(t, d, "both", "--network", "sealed", "--", "sleep", "600")
 	d.MustTether("network", "connect", "open", "both")
-	for _, sb := range []string{"in", "both"} {
-		d.MustTether("exec", sb, "--", "true") // the resolver starts with the first process
-	}
-	in, both := sandbox(t, d, "in").NetNS, sandbox(t, d, "both").NetNS
+	in, both := procNetNS(t, d, "in"), procNetNS(t, d, "both")
 	peerIP := ip(t, d, "peer", "sealed")
 
 	assertNotForwarded := func(name string) {
@@ -176,39 +186,11 @@ func TestSecurityDNSInternalNoExfil(t *testing.T) {
 	d.MustTether("network", "disconnect", "open", "in")
 	assertNotForwarded("after-disconnect.example.com")
 	// And survives a daemon restart (the resolver is rebuilt from records).
-	d.Stop()
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
+	restart(t, d)
 	assertNotForwarded("after-restart.example.com")
 	if got := aRecords(query(t, in, "peer", mdns.TypeA, "udp")); len(got) != 1 {
 		t.Errorf("after restart, peer -> %v", got)
 	}
-}
-
-// daemonCPU is the CPU time (user + system) the daemon has used so far,
-// from /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s).
-func daemonCPU(t *testing.T, pid int) time.Duration {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // fields from 3 on
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
-
-// daemonFDs counts the daemon's open file descriptors.
-func daemonFDs(t *testing.T, pid int) int {
-	t.Helper()
-	es, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(es)
 }
 
 // victimResolves asks the victim's resolver for a local name over UDP and
@@ -278,7 +260,7 @@ func closeAll(conns []net.Conn) {
 // 300, as a host with many sandboxes would be near its limit: an attacker
 // holding 500 connections must not run the daemon out of descriptors.
 func TestSecurityDNSResolverAbuse(t *testing.T) {
-	d, up := secDNSHost(t)
+	d, up := secDNSHost(t, testutil.StartNsenter)
 	d.MustTether("network", "create", "--subnet", "10.182.0.0/24", "app")
 	for _, sb := range []string{"attacker", "victim", "target"} {
 		d.MustTether("sandbox", "create", "--name", sb, "--network", "app")
@@ -288,7 +270,7 @@ func TestSecurityDNSResolverAbuse(t *testing.T) {
 	att, vic := sandbox(t, d, "attacker").NetNS, sandbox(t, d, "victim").NetNS
 	target := ip(t, d, "target", "app")
 	pid := d.PID()
-	base := daemonFDs(t, pid)
+	base := testutil.OpenFDs(t, pid)
 	lim := unix.Rlimit{Cur: uint64(base + 300), Max: uint64(base + 300)}
 	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
 		t.Fatalf("limit the daemon's descriptors: %v", err)
@@ -297,7 +279,7 @@ func TestSecurityDNSResolverAbuse(t *testing.T) {
 
 	// heldByDaemon is how many more descriptors the daemon has than before
 	// the abuse: the attacker's connections it holds.
-	heldByDaemon := func() int { return daemonFDs(t, pid) - base }
+	heldByDaemon := func() int { return testutil.OpenFDs(t, pid) - base }
 	// perSandboxCeiling is generous: the default per-sandbox limit is 32.
 	const perSandboxCeiling = 100
 
@@ -318,9 +300,9 @@ func TestSecurityDNSResolverAbuse(t *testing.T) {
 			// The connections are held and nothing else happens: a daemon
 			// that spins on a failing accept (miekg/dns#631) uses a whole
 			// core here, a sound one next to nothing.
-			cpu0, t0 := daemonCPU(t, pid), time.Now()
+			cpu0, t0 := testutil.ProcCPU(t, pid), time.Now()
 			time.Sleep(time.Second)
-			cpu, wall := daemonCPU(t, pid)-cpu0, time.Since(t0)
+			cpu, wall := testutil.ProcCPU(t, pid)-cpu0, time.Since(t0)
 			t.Logf("daemon CPU while the attacker holds its connections: %v in %v", cpu, wall.Round(time.Millisecond))
 			if cpu > wall/2 {
 				t.Errorf("the daemon is busy while the attacker merely holds connections: %v of CPU in %v (a loop)", cpu, wall)
@@ -354,9 +336,9 @@ func TestSecurityDNSResolverAbuse(t *testing.T) {
 		// The aardvark-dns bug left the server in a loop at 100% CPU after
 		// such a reset: once the abuse stops the daemon must go idle.
 		time.Sleep(500 * time.Millisecond)
-		cpu0, t0 := daemonCPU(t, pid), time.Now()
+		cpu0, t0 := testutil.ProcCPU(t, pid), time.Now()
 		time.Sleep(2 * time.Second)
-		cpu, wall := daemonCPU(t, pid)-cpu0, time.Since(t0)
+		cpu, wall := testutil.ProcCPU(t, pid)-cpu0, time.Since(t0)
 		t.Logf("%d truncated queries reset; daemon CPU while idle afterwards: %v in %v", sent.Load(), cpu, wall.Round(time.Millisecond))
 		if cpu > wall/2 {
 			t.Errorf("the daemon is busy after the abuse stopped: %v of CPU in %v (a loop)", cpu, wall)
@@ -403,7 +385,7 @@ func TestSecurityDNSResolverAbuse(t *testing.T) {
 				})
 			}
 			time.Sleep(time.Second) // the flood fills whatever it can
-			cpu0 := daemonCPU(t, pid)
+			cpu0 := testutil.ProcCPU(t, pid)
 			victimResolves(t, vic, "target", target, 10)
 			// The victim's own forwarded queries still get through.
 			for i := range 3 {
@@ -421,7 +403,7 @@ func TestSecurityDNSResolverAbuse(t *testing.T) {
 			closeAll(conns)
 			wg.Wait()
 			t.Logf("%d flood queries sent, upstream received %d in all so far; daemon CPU during the victim's checks: %v",
-				flood.Load(), up.total.Load(), daemonCPU(t, pid)-cpu0)
+				flood.Load(), up.total.Load(), testutil.ProcCPU(t, pid)-cpu0)
 		})
 		// let in-flight forwards finish before the next abuse
 		time.Sleep(2500 * time.Millisecond)

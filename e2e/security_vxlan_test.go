@@ -97,7 +97,14 @@ func arrives(l *udpListener, send func(payload string)) bool {
 }
 
 func TestSecurityVXLANInjection(t *testing.T) {
-	c := testutil.StartCluster(t, 2, 3*time.Second)
+	// Host 1 restarts at the end: under nsenter and ip netns exec.
+	for _, mode := range []testutil.StartMode{testutil.StartNsenter, testutil.StartIPNetns} {
+		t.Run(string(mode), func(t *testing.T) { vxlanInjection(t, mode) })
+	}
+}
+
+func vxlanInjection(t *testing.T, mode testutil.StartMode) {
+	c := testutil.StartClusterIn(t, "etcd", 2, 3*time.Second, mode)
 	h1, h2 := c.D[0], c.D[1]
 	const vni = "4193"
 	h1.MustTether("network", "create", "-d", "overlay", "--subnet", "10.192.0.0/24", "-o", "com.docker.network.driver.overlay.vxlanid_list="+vni, "vx")

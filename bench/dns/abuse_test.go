@@ -15,7 +15,6 @@ import (
 	"net"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,30 +98,6 @@ func startAbuseHost(tb testing.TB) *abuseHost {
 	d.InspectJSON(&s, "sandbox", "inspect", "target")
 	h.want = s.Networks["app"].IPAddress
 	return h
-}
-
-// cpu is the daemon's user + system time so far (clock ticks of 1/100 s).
-func cpu(tb testing.TB, pid int) time.Duration {
-	tb.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
-
-// countFDs is the number of the daemon's open file descriptors.
-func countFDs(tb testing.TB, pid int) int {
-	tb.Helper()
-	es, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return len(es)
 }
 
 // An abuse runs from the attacker's namespace until stop is closed.
@@ -268,7 +243,7 @@ func (h *abuseHost) window(tb testing.TB, name string, a abuse, d time.Duration)
 	}
 	var udp, tcp []time.Duration
 	failed := 0
-	cpu0, t0 := cpu(tb, h.pid), time.Now()
+	cpu0, t0 := testutil.ProcCPU(tb, h.pid), time.Now()
 	_ = netns.Do(h.victim, func() error {
 		cu := &mdns.Client{Net: "udp", Timeout: 2 * time.Second}
 		ct := &mdns.Client{Net: "tcp", Timeout: 2 * time.Second}
@@ -293,8 +268,8 @@ func (h *abuseHost) window(tb testing.TB, name string, a abuse, d time.Duration)
 		return nil
 	})
 	wall := time.Since(t0)
-	used := cpu(tb, h.pid) - cpu0
-	fds := countFDs(tb, h.pid)
+	used := testutil.ProcCPU(tb, h.pid) - cpu0
+	fds := testutil.OpenFDs(tb, h.pid)
 	close(stop)
 	res := AbuseResult{Abuse: name, Seconds: wall.Seconds(), UDP: attach.Summarize(udp), TCP: attach.Summarize(tcp),
 		Failed: failed, CPUSeconds: used.Seconds(), FDs: fds, Actions: <-actions}

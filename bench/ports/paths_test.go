@@ -200,20 +200,13 @@ func iperf(r Iperf, port, secs int, watchNS string, daemonPID int) (Iperf, error
 // clockTicks is USER_HZ, the unit of /proc's CPU times (100 on Linux).
 const clockTicks = 100
 
-// procTicks is a process's user+system CPU time (/proc/PID/stat).
+// procTicks is a process's user+system CPU time (/proc/PID/stat), in ticks.
 func procTicks(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := testutil.ReadProcStat(pid)
 	if err != nil {
 		return 0
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // after comm: field 3 on
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	k, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + k
+	return int64(st.CPU * clockTicks / time.Second)
 }
 
 // busyTicks is the machine's non-idle CPU time (/proc/stat, all CPUs).

@@ -63,7 +63,7 @@ func (e *Engine) netnsAlive(sb *sbState) bool {
 // machine in it (a daemonised child, or something entered with nsenter).
 func (e *Engine) processIn(rec *Sandbox) int {
 	for _, pr := range rec.Procs {
-		if pr.StartTime == 0 || procStartTime(pr.PID) != pr.StartTime {
+		if !pr.running() {
 			continue
 		}
 		id, err := netns.IDOf(netns.ProcNSPath(pr.PID, "net"))
@@ -109,7 +109,7 @@ func (e *Engine) findAnchor(sb *sbState) *anchor {
 }
 
 func openAnchor(rec *Sandbox, pr ProcRecord) *anchor {
-	if pr.StartTime == 0 || procStartTime(pr.PID) != pr.StartTime {
+	if !pr.running() {
 		return nil
 	}
 	if id, err := netns.IDOf(netns.ProcNSPath(pr.PID, "net")); err != nil || (rec.NSInode != 0 && !rec.isNetNS(id)) {
@@ -125,7 +125,7 @@ func openAnchor(rec *Sandbox, pr ProcRecord) *anchor {
 		return nil
 	}
 	a := &anchor{pid: pr.PID, start: pr.StartTime, mnt: mnt, uts: uts}
-	if procStartTime(pr.PID) != pr.StartTime { // exited and reused while we opened
+	if !pr.running() { // exited and reused while we opened
 		a.close()
 		return nil
 	}

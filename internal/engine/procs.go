@@ -182,7 +182,7 @@ func (e *Engine) liveProcs(sb *sbState) []int {
 	defer e.mu.Unlock()
 	var live []int
 	for _, pr := range sb.rec.Procs {
-		if pr.StartTime != 0 && procStartTime(pr.PID) == pr.StartTime {
+		if pr.running() {
 			live = append(live, pr.PID)
 		}
 	}
@@ -212,6 +212,12 @@ func procExists(pid int) bool {
 	// A zombie has exited; it only waits for its parent to reap it.
 	i := strings.LastIndexByte(string(st), ')')
 	return i < 0 || i+2 >= len(st) || st[i+2] != 'Z'
+}
+
+// running reports whether the recorded process still runs: its PID is live
+// with the recorded start time, so a reused PID is never taken for it.
+func (pr ProcRecord) running() bool {
+	return pr.StartTime != 0 && procStartTime(pr.PID) == pr.StartTime
 }
 
 // procStartTime reads field 22 of /proc/PID/stat (start time in clock ticks

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -371,7 +372,7 @@ func IPv6Off(h *netlink.Handle, nsPath string, l netlink.Link) error {
 	_ = h.LinkSetIP6AddrGenMode(l, addrGenModeNone) // fails only without IPv6
 	name := l.Attrs().Name
 	write := func() error {
-		if _, err := os.Stat("/proc/sys/net/ipv6/conf/all"); errors.Is(err, os.ErrNotExist) {
+		if !ipv6Present() {
 			return nil
 		}
 		for _, kv := range [][2]string{{"accept_ra", "0"}, {"disable_ipv6", "1"}} {
@@ -392,6 +393,13 @@ func IPv6Off(h *netlink.Handle, nsPath string, l netlink.Link) error {
 	}
 	return nil
 }
+
+// ipv6Present reports whether the kernel has IPv6 (asked once: IPv6Off runs
+// on every attach).
+var ipv6Present = sync.OnceValue(func() bool {
+	_, err := os.Stat("/proc/sys/net/ipv6/conf/all")
+	return !errors.Is(err, os.ErrNotExist)
+})
 
 // addrGenModeNone is IN6_ADDR_GEN_MODE_NONE: no link-local address, hence
 // no router solicitations, DAD or MLD reports from the link.
