@@ -150,13 +150,20 @@ const blockingFilter = "table inet filter {\n chain forward { type filter hook f
 // forward-accept-other-tables the daemon inserts marked accept rules into
 // that chain for its bridges, traffic works, isolation and internal walls
 // still hold, and the rules go when the daemon stops.
+// The daemon restarts with the option, under nsenter and ip netns exec.
 func TestSecurityFirewallCoexistence(t *testing.T) {
-	ns, d := host(t)
+	for _, mode := range []testutil.StartMode{testutil.StartNsenter, testutil.StartIPNetns} {
+		t.Run(string(mode), func(t *testing.T) { coexistence(t, mode) })
+	}
+}
+
+func coexistence(t *testing.T, mode testutil.StartMode) {
+	ns, d := hostMode(t, mode)
 	out := outside(t, ns)
 	d.MustTether("network", "create", "--subnet", "10.173.0.0/24", "n")
 	d.MustTether("network", "create", "--subnet", "10.174.0.0/24", "m")
 	d.MustTether("network", "create", "--internal", "--subnet", "10.175.0.0/24", "priv")
-	d.MustTether("sandbox", "create", "--name", "c", "--network", "n")
+	runDetached(t, d, "c", "--network", "n", "--", "sleep", "600")
 	httpServer(t, d, "s", "m")
 	httpServer(t, d, "i", "priv")
 	d.MustTether("exec", "i", "--", "ip", "route", "add", "default", "via", "10.175.0.1")
