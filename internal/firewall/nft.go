@@ -104,15 +104,11 @@ func NewNFT(opts ...nftables.ConnOption) (*NFT, error) {
 
 // NewNFTWith is NewNFT with options.
 func NewNFTWith(o Options) (*NFT, error) {
-	if o.NetNS == "" {
-		return newNFTConn(o)
-	}
-	ns, err := os.Open(o.NetNS)
+	c, err := openLasting(o.NetNS)
 	if err != nil {
-		return nil, fmt.Errorf("open nftables netlink socket: %w", err)
+		return nil, err
 	}
-	defer ns.Close() // the socket is open once New returns
-	return newNFTConn(o, nftables.WithNetNSFd(int(ns.Fd())))
+	return nftWith(o, c), nil
 }
 
 func newNFTConn(o Options, opts ...nftables.ConnOption) (*NFT, error) {
@@ -120,11 +116,37 @@ func newNFTConn(o Options, opts ...nftables.ConnOption) (*NFT, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open nftables netlink socket: %w", err)
 	}
+	return nftWith(o, c), nil
+}
+
+// openLasting opens a lasting nftables netlink socket in the network
+// namespace at nsPath ("" the current one).
+func openLasting(nsPath string) (*nftables.Conn, error) {
+	if nsPath == "" {
+		c, err := nftables.New(nftables.AsLasting())
+		if err != nil {
+			return nil, fmt.Errorf("open nftables netlink socket: %w", err)
+		}
+		return c, nil
+	}
+	ns, err := os.Open(nsPath)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink socket: %w", err)
+	}
+	defer ns.Close() // the socket is open once New returns
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(int(ns.Fd())))
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink socket: %w", err)
+	}
+	return c, nil
+}
+
+func nftWith(o Options, c *nftables.Conn) *NFT {
 	f := newNFT(c)
 	f.opts = o
 	f.close = c.CloseLasting
 	f.localnet = func(br string) error { return setRouteLocalnet(o.NetNS, br) }
-	return f, nil
+	return f
 }
 
 func newNFT(c conn) *NFT {

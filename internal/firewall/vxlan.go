@@ -30,7 +30,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 	"sync"
 
@@ -63,18 +62,9 @@ type VXLANGuard struct {
 // NewVXLANGuard opens a lasting nftables netlink socket in the namespace at
 // nsPath ("" the current one). Nothing is written until SetNodes.
 func NewVXLANGuard(nsPath string) (*VXLANGuard, error) {
-	var opts []nftables.ConnOption
-	if nsPath != "" {
-		ns, err := os.Open(nsPath)
-		if err != nil {
-			return nil, fmt.Errorf("open nftables netlink socket: %w", err)
-		}
-		defer ns.Close() // the socket is open once New returns
-		opts = append(opts, nftables.WithNetNSFd(int(ns.Fd())))
-	}
-	c, err := nftables.New(append([]nftables.ConnOption{nftables.AsLasting()}, opts...)...)
+	c, err := openLasting(nsPath)
 	if err != nil {
-		return nil, fmt.Errorf("open nftables netlink socket: %w", err)
+		return nil, err
 	}
 	return &VXLANGuard{c: c, close: c.CloseLasting}, nil
 }
