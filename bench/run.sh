@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a benchmark scenario as root and writes its JSON report to
-# bench/results/<scenario>-<date>.json (git-ignored; the runs bench/README.md
-# quotes are committed with git add -f).
+# bench/results/<scenario>-<date>.json (committed: bench/README.md cites only
+# runs whose file is there; add a new one with git add bench/results/<file>).
 #
 #   sudo bench/run.sh [scenario]      scenario: attach (default), lifecycle, ports, scale, dns, dns-abuse, cni, docker, overlay
 #
