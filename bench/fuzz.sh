@@ -63,6 +63,26 @@ for t in "${targets[@]}"; do
 	start=$(date +%s.%N)
 	"$go" test "$pkg" -run '^$' -fuzz "^$name\$" -fuzztime "$fuzztime" -fuzzminimizetime "$minimize" -parallel "$parallel" >"$log" 2>&1
 	rc=$?
+	retried=false
+	if [ $rc -ne 0 ]; then
+		# Show why, whole: a bare "FAIL" tells nobody anything.
+		echo "-- $name failed; its output:" >&2
+		tail -n 60 "$log" >&2
+		# A failing input Go wrote is re-run as a plain test. When it
+		# passes there, the input did not fail: the fuzzing worker did
+		# (killed, hung, out of memory on a loaded machine). The file is
+		# removed and the target fuzzed once more; a second failure, or
+		# an input that fails again, fails the run.
+		input=$(sed -nE 's/.*Failing input written to (testdata\/fuzz\/[^ ]+).*/\1/p' "$log" | head -n 1)
+		if [ -z "$input" ] || "$go" test "$pkg" -run "^$name\$/^$(basename "$input")\$" >/dev/null 2>&1; then
+			echo "-- $name: the failure does not reproduce from an input; fuzzing it once more" >&2
+			[ -z "$input" ] || rm -f "${pkg#./}/$input"
+			"$go" test "$pkg" -run '^$' -fuzz "^$name\$" -fuzztime "$fuzztime" -fuzzminimizetime "$minimize" -parallel "$parallel" >"$log" 2>&1
+			rc=$?
+			retried=true
+			[ $rc -eq 0 ] || tail -n 60 "$log" >&2
+		fi
+	fi
 	secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
 	tail -n 3 "$log" >&2
 	# the last progress line: "fuzz: elapsed: 60s, execs: 123 (2/sec), new interesting: 4 (total: 40)"
@@ -80,9 +100,9 @@ for t in "${targets[@]}"; do
 	else
 		msg=""
 	fi
-	entries+=("$(printf '{"target":"%s","package":"%s","status":"%s","seconds":%.1f,"execs":%s,"new_interesting":%s,"corpus_total":%s,"committed_seeds":%s,"cached_corpus":%s,"crasher":"%s","message":"%s"}' \
+	entries+=("$(printf '{"target":"%s","package":"%s","status":"%s","seconds":%.1f,"execs":%s,"new_interesting":%s,"corpus_total":%s,"committed_seeds":%s,"cached_corpus":%s,"crasher":"%s","retried":%s,"message":"%s"}' \
 		"$name" "$pkg" "$status" "$secs" "${execs:-0}" "${newi:-0}" "${total:-0}" "$seeds" "$cached" \
-		"${crasher:+${pkg#./}/$crasher}" "$(json_str "$msg")")")
+		"${crasher:+${pkg#./}/$crasher}" "$retried" "$(json_str "$msg")")")
 done
 load_end=$(loadavg)
 
