@@ -230,7 +230,12 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New("invalid Container: a sandbox name or ID is required"))
 		return
 	}
-	a := engine.AttachSpec{Ports: b.PortBindings.Specs()}
+	ports, err := parsePortStrings(b.PortBindings.Specs())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	a := engine.AttachSpec{Ports: ports}
 	if ec := b.EndpointConfig; ec != nil {
 		a.Aliases = ec.Aliases
 		if ec.MacAddress != "" {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/tether-net/tether/internal/engine"
+	"github.com/tether-net/tether/internal/portmap"
 	"github.com/tether-net/tether/internal/stream"
 )
 
@@ -19,14 +20,19 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 	}
 	spec := engine.SandboxSpec{Name: b.Name, Hostname: b.Hostname, PID: b.PID, NetNSPath: b.NetNS, AutoRemove: b.AutoRemove}
 	for _, a := range b.Networks {
-		spec.Networks = append(spec.Networks, engine.AttachSpec{Network: a.Network, IP: a.IP, Aliases: a.Aliases, Ports: a.Publish})
-	}
-	if len(b.PortBindings) > 0 {
-		if len(spec.Networks) == 0 {
-			spec.Networks = []engine.AttachSpec{{Network: "bridge"}}
+		ports, err := parsePortStrings(a.Publish)
+		if err != nil {
+			s.fail(w, err)
+			return
 		}
-		spec.Networks[0].Ports = append(spec.Networks[0].Ports, b.PortBindings.Specs()...)
+		spec.Networks = append(spec.Networks, engine.AttachSpec{Network: a.Network, IP: a.IP, Aliases: a.Aliases, Ports: ports})
 	}
+	ports, err := parsePortStrings(b.PortBindings.Specs())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	spec.Ports = ports
 	sb, err := s.eng.CreateSandbox(r.Context(), spec)
 	if err != nil {
 		s.fail(w, err)
@@ -154,4 +160,17 @@ func (s *Server) execAttached(w http.ResponseWriter, r *http.Request, b ExecRequ
 	}
 	<-run.Done
 	_ = stream.WriteExit(out, run.ExitCode)
+}
+
+// parsePortStrings: interim, until the wire carries PortBindings only.
+func parsePortStrings(in []string) ([]portmap.Spec, error) {
+	var out []portmap.Spec
+	for _, r := range in {
+		ss, err := portmap.Parse(r)
+		if err != nil {
+			return nil, &engine.Error{Kind: engine.KindInvalid, Err: fmt.Errorf("invalid port %q: %w", r, err)}
+		}
+		out = append(out, ss...)
+	}
+	return out, nil
 }

@@ -27,9 +27,12 @@ type PortBinding struct {
 //  3. with userland-proxy on, a proxy on the held socket serves what the
 //     kernel path does not (connections to 127.0.0.1 from the host).
 
-// parsePorts validates -p values for an attach to ns.
-func (e *Engine) parsePorts(ns *netState, raw []string) ([]portmap.Spec, error) {
-	if len(raw) == 0 {
+// portSpecs checks the published ports of an attach to ns and fills in
+// the default host address (network option host_binding_ipv4, else the
+// daemon's "ip", else 0.0.0.0). The fronts parse -p and PortBindings
+// (portmap.Parse, portmap.FromBinding); nothing is parsed twice.
+func (e *Engine) portSpecs(ns *netState, in []portmap.Spec) ([]portmap.Spec, error) {
+	if len(in) == 0 {
 		return nil, nil
 	}
 	if ns.rec.Driver != "bridge" {
@@ -45,18 +48,15 @@ func (e *Engine) parsePorts(ns *netState, raw []string) ([]portmap.Spec, error) 
 	if !def.IsValid() {
 		def = netip.IPv4Unspecified()
 	}
-	var specs []portmap.Spec
-	for _, r := range raw {
-		ss, err := portmap.Parse(r)
-		if err != nil {
-			return nil, invalidf("invalid port %q: %v", r, err)
+	specs := make([]portmap.Spec, 0, len(in))
+	for _, s := range in {
+		if err := s.Validate(); err != nil {
+			return nil, invalidf("invalid port %s: %v", portmap.String(s), err)
 		}
-		for _, s := range ss {
-			if !s.HostIP.IsValid() {
-				s.HostIP = def
-			}
-			specs = append(specs, s)
+		if !s.HostIP.IsValid() {
+			s.HostIP = def
 		}
+		specs = append(specs, s)
 	}
 	return specs, nil
 }

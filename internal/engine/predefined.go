@@ -16,6 +16,11 @@ import (
 // DefaultBridge is the Linux bridge of the default network, Tether's docker0.
 const DefaultBridge = "tether0"
 
+// DefaultNetworkName is the network a sandbox joins when it names none
+// (Docker's "bridge"). Only the engine decides this; the fronts pass an
+// empty list.
+const DefaultNetworkName = "bridge"
+
 // ensurePredefined makes sure "host", "none" and (unless bridge is "none")
 // the default "bridge" network exist and match the configuration.
 func (e *Engine) ensurePredefined(ctx context.Context) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/ipam"
 	"github.com/tether-net/tether/internal/netns"
+	"github.com/tether-net/tether/internal/portmap"
 	"github.com/tether-net/tether/internal/proc"
 	"github.com/tether-net/tether/internal/store"
 )
@@ -24,7 +25,7 @@ type AttachSpec struct {
 	Network string   // name or ID
 	IP      string   // static IPv4 address; empty = allocate (sticky first)
 	Aliases []string // network-scoped names
-	Ports   []string // published ports, in docker run -p syntax
+	Ports   []portmap.Spec // published ports (parsed once, by the front: -p or PortBindings)
 }
 
 // SandboxSpec asks for a sandbox: a new one, or one adopted from another
@@ -36,6 +37,9 @@ type SandboxSpec struct {
 	PID        int          // adopt the network namespace of this process
 	NetNSPath  string       // adopt this network namespace file
 	AutoRemove bool         // remove when the main process exits
+	// Ports are published on the first network (the default network when
+	// Networks is empty), Docker's HostConfig.PortBindings.
+	Ports []portmap.Spec
 }
 
 // CreateSandbox makes (or adopts) a sandbox and attaches its networks. On any
@@ -107,10 +111,14 @@ func (e *Engine) planSandbox(spec SandboxSpec) (*Sandbox, []plannedAttach, error
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if len(spec.Networks) == 0 && !rec.Adopted {
-		if e.findByName("bridge") != nil {
-			spec.Networks = []AttachSpec{{Network: "bridge"}}
+	if len(spec.Networks) == 0 && (!rec.Adopted || len(spec.Ports) > 0) {
+		if e.findByName(DefaultNetworkName) != nil || len(spec.Ports) > 0 {
+			spec.Networks = []AttachSpec{{Network: DefaultNetworkName}}
 		}
+	}
+	if len(spec.Ports) > 0 {
+		spec.Networks = slices.Clone(spec.Networks)
+		spec.Networks[0].Ports = append(slices.Clone(spec.Networks[0].Ports), spec.Ports...)
 	}
 	var out []plannedAttach
 	seen := map[string]bool{}
@@ -340,7 +348,7 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 		}
 		return e.connectGlobal(ctx, sb, ns, a)
 	}
-	ports, err := e.parsePorts(ns, a.Ports)
+	ports, err := e.portSpecs(ns, a.Ports)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tether-net/tether/internal/config"
+	"github.com/tether-net/tether/internal/portmap"
 )
 
 // FuzzNetworkSpec: what POST /networks/create hands the engine, checked by
@@ -74,7 +75,7 @@ func FuzzNetworkSpec(f *testing.F) {
 }
 
 // FuzzPorts: the -p values of a connect or sandbox create, checked by
-// parsePorts for a bridge network: refused as invalid, or specs with a
+// portmap.Parse and portSpecs for a bridge network: refused as invalid, or specs with a
 // valid IPv4 host address (the default binding address filled in).
 func FuzzPorts(f *testing.F) {
 	for _, s := range []string{"80", "127.0.0.1:8080:80/udp", "[", "1-65535", "0.0.0.0::80-81", "80/sctp", "::1:80:80", ""} {
@@ -87,10 +88,14 @@ func FuzzPorts(f *testing.F) {
 		if hostBinding != "" {
 			n.Options[OptHostBinding] = hostBinding
 		}
-		specs, err := e.parsePorts(&netState{rec: n}, []string{p})
+		parsed, err := portmap.Parse(p)
+		if err != nil {
+			return
+		}
+		specs, err := e.portSpecs(&netState{rec: n}, parsed)
 		if err != nil {
 			if KindOf(err) != KindInvalid {
-				t.Fatalf("parsePorts(%q): %v is not invalid", p, err)
+				t.Fatalf("portSpecs(%q): %v is not invalid", p, err)
 			}
 			return
 		}

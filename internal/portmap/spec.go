@@ -173,3 +173,18 @@ func String(s Spec) string {
 	}
 	return ctr
 }
+
+// Validate checks a Spec built by any front (Parse, FromBinding, a CNI
+// runtime's portMappings): a protocol of tcp or udp, a container port, and a
+// host address that is IPv4 when given. Errors wrap ErrInvalid.
+func (s Spec) Validate() error {
+	switch {
+	case s.Proto != "tcp" && s.Proto != "udp":
+		return invalid("protocol %q: want tcp or udp", s.Proto)
+	case s.ContainerPort == 0:
+		return invalid("container port 0")
+	case s.HostIP.IsValid() && !s.HostIP.Is4():
+		return invalid("IPv6 host address %s: not supported yet", s.HostIP)
+	}
+	return nil
+}
