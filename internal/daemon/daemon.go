@@ -67,7 +67,8 @@ func Run(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: log, Firewall: fw, Cluster: cl, NodeFilter: nodeFilter})
+	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: log, Firewall: fw, Cluster: cl, NodeFilter: nodeFilter,
+		Drivers: drivers(), DefaultDriver: defaultDriver})
 	if err != nil {
 		return err
 	}

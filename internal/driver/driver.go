@@ -44,12 +44,70 @@ type Endpoint struct {
 	DisableIPv6 bool
 }
 
+// Scope says where a network's records live: on this host (local) or in the
+// cluster store, shared by every host (global).
+type Scope string
+
+const (
+	ScopeLocal  Scope = "local"
+	ScopeGlobal Scope = "global"
+)
+
+// NamespaceMode says how a driver's endpoints relate to the sandbox's
+// network namespace.
+type NamespaceMode int
+
+const (
+	// NamespaceOwn: the sandbox has its own namespace; the driver adds an
+	// interface to it (bridge, overlay).
+	NamespaceOwn NamespaceMode = iota
+	// NamespaceHost: the sandbox shares the daemon's namespace (Docker's
+	// "host"); the network is its only one.
+	NamespaceHost
+	// NamespaceNone: the sandbox has a namespace with loopback only
+	// (Docker's "none"); the network is its only one.
+	NamespaceNone
+)
+
+// Capabilities tell the engine what a driver's networks and endpoints take
+// part in. The engine decides by these, never by a driver's name.
+type Capabilities struct {
+	Scope     Scope
+	Namespace NamespaceMode
+	// Predefined names the one network of this driver, which always exists
+	// and which users cannot create another of ("host", "none"); "" for
+	// drivers whose networks users create.
+	Predefined string
+	// Addresses: endpoints get an IPv4 address from the network's subnet
+	// (IPAM), with the gateway and a MAC derived from the address.
+	Addresses bool
+	// Ports: endpoints may publish ports (held host ports, DNAT, proxy).
+	Ports bool
+	// Firewall: the network has entries in the firewall (NAT, isolation,
+	// internal, icc, direct-routing protection).
+	Firewall bool
+	// DNS: the embedded resolver serves the endpoints' names.
+	DNS bool
+	// DefaultRoute: an endpoint may carry the sandbox's default route (the
+	// first such endpoint does).
+	DefaultRoute bool
+	// WayOut: a sandbox on a non-internal network of this driver can reach
+	// beyond the host (the resolver forwards its outside names).
+	WayOut bool
+	// NeedsGateway: a sandbox on a non-internal network of this driver gets
+	// its way out through the daemon's gateway network (overlay:
+	// tether_gwbridge), unless it has an endpoint with DefaultRoute.
+	NeedsGateway bool
+}
+
 // Driver builds and tears down the kernel side of networks and endpoints.
 // Every method is idempotent: creating what exists and deleting what is gone
 // succeed, so restore after a crash can call them blindly.
 type Driver interface {
 	// Type is the driver name as users write it ("bridge", "host", "null").
 	Type() string
+	// Capabilities are constant for a driver.
+	Capabilities() Capabilities
 	// CreateNetwork makes (or adopts, when External) the network's kernel objects.
 	CreateNetwork(ctx context.Context, n *Network) error
 	// DeleteNetwork removes what CreateNetwork made.
@@ -68,9 +126,78 @@ type Driver interface {
 type Detacher interface {
 	// Detach takes the endpoint's host-side link off the network at once
 	// (set down and released from its bridge: no frame reaches the sandbox
-	// end, the bridge forgets its MACs) and returns the link's interface
-	// index, for the caller to see it go; 0 when the link is already gone.
-	Detach(ctx context.Context, n *Network, ep *Endpoint) (int, error)
+	// end, the bridge forgets its MACs) and returns a channel closed once
+	// the link is gone, nil when it is gone already. The channel may never
+	// close (no link events to be had): callers bound their wait, then
+	// delete the link with Leave.
+	Detach(ctx context.Context, n *Network, ep *Endpoint) (<-chan struct{}, error)
+}
+
+// Repairer is implemented by drivers that can check an endpoint on
+// restore and rebuild it in place when broken, without interrupting an
+// intact one (bridge).
+type Repairer interface {
+	// Repair checks the endpoint's kernel objects against the records and
+	// rebuilds them when they are not intact; it reports whether it did.
+	// It fills ep.HostIfName when it chose a new one.
+	Repair(ctx context.Context, n *Network, ep *Endpoint, nsPath string) (repaired bool, err error)
+}
+
+// Sweeper is implemented by drivers that mark the host links they create
+// (LinkMarker) and can find the ones no record names.
+type Sweeper interface {
+	// Sweep deletes the driver's host links whose owner is not in keep
+	// (owner ID -> the link name the records give it) or that carry
+	// another name, and returns how many it deleted.
+	Sweep(ctx context.Context, keep map[string]string) (int, error)
+}
+
+// Peer is an endpoint on another host of a global network: its address
+// and MAC, and the underlay address of its host (VXLAN tunnel endpoint).
+type Peer struct {
+	IP   netip.Addr
+	MAC  net.HardwareAddr
+	VTEP netip.Addr
+}
+
+func (p Peer) String() string { return p.IP.String() + "/" + p.MAC.String() + "@" + p.VTEP.String() }
+
+// Equal compares every field.
+func (p Peer) Equal(q Peer) bool {
+	return p.IP == q.IP && p.VTEP == q.VTEP && string(p.MAC) == string(q.MAC)
+}
+
+// PeerProgrammer is implemented by drivers of global networks: the engine
+// tells them the endpoints other hosts have (from the cluster store).
+type PeerProgrammer interface {
+	AddPeer(ctx context.Context, n *Network, p Peer) error
+	RemovePeer(ctx context.Context, n *Network, p Peer) error
+	RemovePeers(ctx context.Context, n *Network, ps []Peer) error
+	// Peers lists the peers programmed now (after a restart: to find the
+	// ones that left while the daemon was down).
+	Peers(ctx context.Context, n *Network) ([]Peer, error)
+}
+
+// LinkMarker is the alias Tether gives every host link it creates
+// (bridges, host ends of veths): "tether:" and the owner's ID. A link
+// without it is never touched.
+func LinkMarker(ownerID string) string { return MarkerPrefix + ownerID }
+
+// MarkerPrefix starts every LinkMarker.
+const MarkerPrefix = "tether:"
+
+// IsID reports whether s has the form of every Tether ID: 64 lowercase
+// hex digits.
+func IsID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // MACFromIP derives a locally administered unicast MAC from an IPv4 address,

@@ -20,13 +20,14 @@ func (e *Engine) usesEmbeddedDNS(rec *Sandbox) bool {
 	return len(e.dnsEntriesLocked(rec)) > 0
 }
 
-// dnsEntriesLocked lists a sandbox's names on user-defined bridge networks.
+// dnsEntriesLocked lists a sandbox's names on user-defined networks whose
+// driver has the DNS capability.
 // Called with e.mu held.
 func (e *Engine) dnsEntriesLocked(rec *Sandbox) []dns.Entry {
 	var out []dns.Entry
 	for _, ep := range rec.Endpoints {
 		ns := e.networks[ep.NetworkID]
-		if ns == nil || (ns.rec.Driver != "bridge" && ns.rec.Driver != "overlay") || ns.rec.Default || !ep.Address.IsValid() {
+		if ns == nil || !e.caps(ns.rec).DNS || ns.rec.Default || !ep.Address.IsValid() {
 			continue
 		}
 		out = append(out, dns.Entry{SandboxID: rec.ID, Name: rec.Name, NetworkID: ns.rec.ID,
@@ -42,12 +43,12 @@ func (e *Engine) dnsEntriesLocked(rec *Sandbox) []dns.Entry {
 // would give it a channel out through DNS queries). An overlay network
 // counts by its own flag: its sandboxes go out through tether_gwbridge,
 // which is therefore not counted by itself (the gateway bridge is the way
-// out of the overlays, not a reason to forward). "null" (none) has no way
-// out. Called with e.mu held.
+// out of the overlays, not a reason to forward). A driver without the
+// WayOut capability ("null", none) gives none. Called with e.mu held.
 func (e *Engine) mayForwardLocked(rec *Sandbox) bool {
 	for _, ep := range rec.Endpoints {
 		ns := e.networks[ep.NetworkID]
-		if ns == nil || ns.rec.Internal || ns.rec.Driver == "null" || ns.rec.Name == GatewayBridgeName {
+		if ns == nil || ns.rec.Internal || !e.caps(ns.rec).WayOut || ns.rec.Name == GatewayBridgeName {
 			continue
 		}
 		return true

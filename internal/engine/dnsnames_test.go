@@ -5,7 +5,9 @@ import "testing"
 // TestMayForward: the resolver forwards for a sandbox only when one of its
 // networks has a way out (CVE-2024-29018).
 func TestMayForward(t *testing.T) {
-	e := &Engine{networks: map[string]*netState{
+	e := bareEngine(nil)
+	e.drivers = fakeDrivers() // with the overlay driver
+	e.networks = map[string]*netState{
 		"int":  {rec: &Network{ID: "int", Name: "sealed", Driver: "bridge", Internal: true}},
 		"int2": {rec: &Network{ID: "int2", Name: "sealed2", Driver: "bridge", Internal: true}},
 		"open": {rec: &Network{ID: "open", Name: "open", Driver: "bridge"}},
@@ -15,7 +17,7 @@ func TestMayForward(t *testing.T) {
 		"gw":   {rec: &Network{ID: "gw", Name: GatewayBridgeName, Driver: "bridge"}},
 		"none": {rec: &Network{ID: "none", Name: "none", Driver: "null"}},
 		"mv":   {rec: &Network{ID: "mv", Name: "mv", Driver: "macvlan"}},
-	}}
+	}
 	for _, tc := range []struct {
 		name string
 		nets []string

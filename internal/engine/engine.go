@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -25,14 +26,12 @@ import (
 	"github.com/tether-net/tether/internal/config"
 	"github.com/tether-net/tether/internal/dns"
 	"github.com/tether-net/tether/internal/driver"
-	"github.com/tether-net/tether/internal/driver/bridge"
-	"github.com/tether-net/tether/internal/driver/nulldrv"
-	"github.com/tether-net/tether/internal/driver/overlay"
 	"github.com/tether-net/tether/internal/firewall"
 	"github.com/tether-net/tether/internal/ipam"
 	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/portmap"
 	"github.com/tether-net/tether/internal/proc"
+	"github.com/tether-net/tether/internal/sandbox"
 	"github.com/tether-net/tether/internal/store"
 )
 
@@ -52,6 +51,16 @@ type Options struct {
 	// cluster nodes (firewall.VXLANGuard: VXLAN from any other source is
 	// dropped); nil filters nothing (iptables=false).
 	NodeFilter NodeFilter
+	// Drivers are the network drivers, by their Type (the daemon's
+	// registry). The engine knows them only through the driver package's
+	// interfaces and Capabilities. A driver of global scope needs Cluster.
+	Drivers []driver.Driver
+	// Namespaces makes and finds sandboxes' network namespaces; nil is the
+	// running kernel (sandbox.Kernel). Unit tests pass a fake.
+	Namespaces sandbox.Namespaces
+	// DefaultDriver is the driver of networks created without one, of the
+	// default network and of the gateway network of global ones ("bridge").
+	DefaultDriver string
 }
 
 // Engine is the controller. Create it with New, then call Start.
@@ -63,8 +72,11 @@ type Engine struct {
 	nsDir string // private mount holding namespace files
 	sbDir string // per-sandbox files (hosts, resolv.conf, hostname)
 
-	drivers map[string]driver.Driver
-	fw      firewall.Firewall
+	nsx           sandbox.Namespaces
+	drivers       map[string]driver.Driver
+	needCluster   []string // drivers of global scope, left out for want of a cluster store
+	defaultDriver string
+	fw            firewall.Firewall
 
 	mu        sync.Mutex
 	networks  map[string]*netState
@@ -137,17 +149,52 @@ func New(o Options) (*Engine, error) {
 	}
 	e.names = dns.NewTable()
 	e.resolver = dns.NewResolver(e.names, dns.Config{Upstreams: upstreams(o.Config), Logger: log})
-	e.drivers = map[string]driver.Driver{
-		"bridge": bridge.New(nl),
-		"host":   nulldrv.Host(),
-		"null":   nulldrv.Null(),
+	e.drivers = map[string]driver.Driver{}
+	for _, d := range o.Drivers {
+		if _, dup := e.drivers[d.Type()]; dup {
+			return nil, fmt.Errorf("engine: driver %q registered twice", d.Type())
+		}
+		if d.Capabilities().Scope == driver.ScopeGlobal && o.Cluster == nil {
+			e.needCluster = append(e.needCluster, d.Type()) // global networks need a cluster store
+			continue
+		}
+		e.drivers[d.Type()] = d
+	}
+	e.defaultDriver = o.DefaultDriver
+	e.nsx = o.Namespaces
+	if e.nsx == nil {
+		e.nsx = sandbox.Kernel{}
+	}
+	if e.drivers[e.defaultDriver] == nil {
+		return nil, fmt.Errorf("engine: default driver %q is not registered", e.defaultDriver)
 	}
 	if o.Cluster != nil {
-		ov := overlay.New(nl)
-		e.drivers["overlay"] = ov
-		e.global = &globalState{cl: o.Cluster, ov: ov, nodes: o.NodeFilter, attaching: map[string]bool{}, withdraw: map[string]cluster.EndpointRecord{}}
+		e.global = &globalState{cl: o.Cluster, nodes: o.NodeFilter, attaching: map[string]bool{}, withdraw: map[string]cluster.EndpointRecord{}}
 	}
 	return e, nil
+}
+
+// caps are the capabilities of a network's driver (none for a driver
+// not registered: a network recorded by an older daemon or a cluster peer
+// with more drivers takes part in nothing).
+func (e *Engine) caps(n *Network) driver.Capabilities {
+	if d := e.drivers[n.Driver]; d != nil {
+		return d.Capabilities()
+	}
+	return driver.Capabilities{}
+}
+
+// knownGlobal: drv is a driver of global networks this daemon has but
+// cannot use without a cluster store.
+func (e *Engine) knownGlobal(drv string) bool { return slices.Contains(e.needCluster, drv) }
+
+// driverOf returns a network's driver, or an error naming it when this
+// daemon does not have it.
+func (e *Engine) driverOf(n *Network) (driver.Driver, error) {
+	if d := e.drivers[n.Driver]; d != nil {
+		return d, nil
+	}
+	return nil, forbiddenf("network %q: driver %q is not available on this daemon", n.Name, n.Driver)
 }
 
 // Config returns the daemon configuration the engine runs with (read only).
@@ -163,7 +210,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := os.MkdirAll(e.sbDir, 0o700); err != nil {
 		return fmt.Errorf("create %q: %w", e.sbDir, err)
 	}
-	if err := netns.PrepareDir(e.nsDir); err != nil {
+	if err := e.nsx.PrepareDir(e.nsDir); err != nil {
 		return fmt.Errorf("prepare namespace directory %q: %w", e.nsDir, err)
 	}
 	if err := e.bindHostNS(); err != nil {
@@ -213,7 +260,7 @@ func (e *Engine) syncFirewall(ctx context.Context) error {
 	defer e.mu.Unlock()
 	var nets []firewall.Network
 	for _, ns := range e.networks {
-		if ns.rec.Driver == "bridge" {
+		if e.caps(ns.rec).Firewall {
 			nets = append(nets, e.fwNetwork(ns.rec))
 		}
 	}
@@ -235,17 +282,18 @@ func (e *Engine) fwNetwork(n *Network) firewall.Network {
 		Masquerade: n.Masquerade && e.cfg.IPMasq && !n.Internal && mode != firewall.ModeRouted}
 }
 
-// fwAdd installs a bridge network's firewall entries. Called with e.mu held.
+// fwAdd installs a network's firewall entries (drivers with the Firewall
+// capability). Called with e.mu held.
 func (e *Engine) fwAdd(ctx context.Context, n *Network) error {
-	if n.Driver != "bridge" || !e.fwSynced {
+	if !e.caps(n).Firewall || !e.fwSynced {
 		return nil
 	}
 	return e.fw.Add(ctx, e.fwNetwork(n))
 }
 
-// fwRemove deletes a bridge network's firewall entries. Called with e.mu held.
+// fwRemove deletes a network's firewall entries. Called with e.mu held.
 func (e *Engine) fwRemove(ctx context.Context, n *Network) error {
-	if n.Driver != "bridge" || !e.fwSynced {
+	if !e.caps(n).Firewall || !e.fwSynced {
 		return nil
 	}
 	return e.fw.Remove(ctx, e.fwNetwork(n))
@@ -299,8 +347,8 @@ func (e *Engine) hostNSPath() string { return filepath.Join(e.nsDir, "host.net")
 
 func (e *Engine) bindHostNS() error {
 	p := e.hostNSPath()
-	_ = netns.Delete(p) // a stale bind from an earlier run
-	if err := netns.BindProcNS(os.Getpid(), "net", p); err != nil {
+	_ = e.nsx.Delete(p) // a stale bind from an earlier run
+	if err := e.nsx.BindProc(os.Getpid(), p); err != nil {
 		return fmt.Errorf("bind host namespace to %q: %w", p, err)
 	}
 	return nil

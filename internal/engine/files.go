@@ -1,15 +1,14 @@
 package engine
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/tether-net/tether/internal/dns"
+	"github.com/tether-net/tether/internal/resolvconf"
 )
 
 // Per-sandbox files, bind-mounted over the sandbox's /etc/hosts,
@@ -120,44 +119,14 @@ func (e *Engine) resolvConf(embedded bool) []byte {
 	return b.Bytes()
 }
 
-// hostResolvers reads the host's resolv.conf, following systemd-resolved's
-// real file when the stub points at 127.0.0.53.
+// hostResolvers reads the host's resolv.conf through resolvconf.Host (the
+// systemd-resolved rule lives there, shared with the embedded resolver's
+// upstreams, dns.HostUpstreams) and keeps the servers a sandbox can reach
+// (loopback ones are dropped).
 func hostResolvers() (servers, search, opts []string) {
-	servers, search, opts = parseResolvConf("/etc/resolv.conf")
-	if len(servers) == 1 && servers[0] == "127.0.0.53" {
-		if s2, se2, o2 := parseResolvConf("/run/systemd/resolve/resolv.conf"); len(s2) > 0 {
-			servers, search, opts = s2, se2, o2
-		}
+	f := resolvconf.Host(resolvconf.HostPath, resolvconf.SystemdPath)
+	for _, a := range f.Reachable() {
+		servers = append(servers, a.String())
 	}
-	kept := servers[:0]
-	for _, s := range servers {
-		if a, err := netip.ParseAddr(s); err == nil && !a.IsLoopback() {
-			kept = append(kept, s)
-		}
-	}
-	return kept, search, opts
-}
-
-func parseResolvConf(path string) (servers, search, opts []string) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, nil
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 2 || strings.HasPrefix(fields[0], "#") {
-			continue
-		}
-		switch fields[0] {
-		case "nameserver":
-			servers = append(servers, fields[1])
-		case "search", "domain":
-			search = fields[1:]
-		case "options":
-			opts = append(opts, fields[1:]...)
-		}
-	}
-	return servers, search, opts
+	return servers, f.Search, f.Options
 }

@@ -4,8 +4,10 @@ package engine
 // objects they name are made sure of (restore.go), everything Tether owns
 // that no record names is removed. "Owned" is decided by a marker, never by
 // a guess:
-//   - host links: the alias "tether:<64 hex digits>" (bridges and host-side
-//     veths carry it from their creation); a link without it is never touched;
+//   - host links: the alias "tether:<64 hex digits>" (driver.LinkMarker;
+//     bridges and host-side veths carry it from their creation), swept by
+//     the drivers that make them (driver.Sweeper); a link without it is
+//     never touched;
 //   - namespace files: every file under exec-root/ns is Tether's (the
 //     directory is its private mount); host.net is the daemon's own;
 //   - sandbox file directories: every directory under exec-root/sandboxes;
@@ -22,13 +24,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/tether-net/tether/internal/driver/bridge"
+	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/ipam"
-	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/nlutil"
 	"github.com/tether-net/tether/internal/store"
 )
@@ -36,58 +36,41 @@ import (
 // collectGarbage removes what Tether owns and no record names. Called from
 // Start, before the API serves, so nothing runs concurrently.
 func (e *Engine) collectGarbage(ctx context.Context) error {
-	e.gcLinks()
+	e.gcLinks(ctx)
 	e.gcNamespaceFiles()
 	e.gcSandboxDirs()
 	return e.gcStore(ctx)
 }
 
-// gcLinks deletes host links marked as Tether's whose ID names no network
-// bridge and no endpoint (or names one that lives under another name).
-// Equivalent to `ip link del NAME` for each. Deleting a veth mostly waits in
-// the kernel (tens of milliseconds) and parallelises, so up to gcWorkers
-// deletions run at once: after a crash during many attaches there are
-// hundreds.
-func (e *Engine) gcLinks() {
-	links, err := listLinks(e.nl)
-	if err != nil {
-		e.log.Error("garbage collection: list links", "err", err)
-		return
-	}
-	named := map[string]string{} // owner ID -> link name the records give it
+// gcLinks asks every driver that marks its host links (driver.Sweeper) to
+// delete those whose owner is no network and no endpoint on record, or
+// that carry another name than the records give them.
+func (e *Engine) gcLinks(ctx context.Context) {
+	keep := map[string]string{} // owner ID -> link name the records give it
 	for _, ns := range e.networks {
-		if ns.rec.Driver == "bridge" && !ns.rec.External {
-			named[ns.rec.ID] = ns.rec.BridgeName
+		if !ns.rec.External && ns.rec.BridgeName != "" {
+			keep[ns.rec.ID] = ns.rec.BridgeName
 		}
 	}
 	for _, sb := range e.sandboxes {
 		for _, ep := range sb.rec.Endpoints {
-			named[ep.ID] = ep.HostIfName
+			keep[ep.ID] = ep.HostIfName
 		}
 	}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, gcWorkers)
-	for _, l := range links {
-		a := l.Attrs()
-		id, ok := strings.CutPrefix(a.Alias, bridge.AliasPrefix)
-		if !ok || !isID(id) || named[id] == a.Name {
+	for _, name := range e.driverNames() {
+		sw, ok := e.drivers[name].(driver.Sweeper)
+		if !ok {
 			continue
 		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := e.nl.LinkDel(l); err != nil && !nlutil.IsLinkGone(err) {
-				e.log.Warn("garbage collection: delete link", "link", a.Name, "err", err)
-				return
-			}
-			e.log.Info("garbage collection: deleted a link no record names", "link", a.Name, "type", l.Type(), "owner", id)
-		})
+		n, err := sw.Sweep(ctx, keep)
+		if err != nil {
+			e.log.Warn("garbage collection: links", "driver", name, "err", err)
+		}
+		if n > 0 {
+			e.log.Info("garbage collection: deleted links no record names", "driver", name, "links", n)
+		}
 	}
-	wg.Wait()
 }
-
-// gcWorkers bounds the link deletions garbage collection runs at once.
-const gcWorkers = 16
 
 // gcNamespaceFiles unmounts and removes namespace files under exec-root/ns
 // that no sandbox record names (a crash between creating a namespace and
@@ -109,7 +92,7 @@ func (e *Engine) gcNamespaceFiles() {
 		if keep[p] || de.IsDir() {
 			continue
 		}
-		if err := netns.Delete(p); err != nil {
+		if err := e.nsx.Delete(p); err != nil {
 			e.log.Warn("garbage collection: delete namespace file", "file", p, "err", err)
 			continue
 		}

@@ -30,7 +30,6 @@ import (
 	"github.com/tether-net/tether/internal/cluster"
 	"github.com/tether-net/tether/internal/dns"
 	"github.com/tether-net/tether/internal/driver"
-	"github.com/tether-net/tether/internal/driver/overlay"
 	"github.com/tether-net/tether/internal/ipam"
 	"github.com/tether-net/tether/internal/store"
 )
@@ -58,7 +57,6 @@ type NodeFilter interface {
 // globalState is the engine's cluster side; nil without a cluster store.
 type globalState struct {
 	cl      *cluster.Cluster
-	ov      *overlay.Driver
 	nodes   NodeFilter // nil: no VXLAN filter
 	watcher *cluster.Watcher
 	cancel  context.CancelFunc
@@ -172,14 +170,13 @@ func (e *Engine) syncGlobalDatapath(ctx context.Context) {
 
 // syncGlobalLocked is syncGlobalDatapath with the watcher's view held still.
 func (e *Engine) syncGlobalLocked(ctx context.Context, nets []cluster.NetworkRecord, peers []cluster.EndpointRecord) {
-	g := e.global
 	want := map[string]bool{}
 	for _, n := range nets {
 		want[n.ID] = true
 	}
-	live := map[string][]overlay.Peer{}
+	live := map[string][]driver.Peer{}
 	for _, ep := range peers {
-		live[ep.NetworkID] = append(live[ep.NetworkID], overlay.Peer{IP: ep.Address.Addr(), MAC: ep.HardwareAddr(), VTEP: ep.VTEP})
+		live[ep.NetworkID] = append(live[ep.NetworkID], peerOf(ep))
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -194,13 +191,17 @@ func (e *Engine) syncGlobalLocked(ctx context.Context, nets []cluster.NetworkRec
 			}
 			continue
 		}
+		pp := e.peerProgrammer(ns.rec)
+		if pp == nil {
+			continue
+		}
 		dn := driverNetwork(ns.rec)
-		have, err := g.ov.Peers(ctx, dn)
+		have, err := pp.Peers(ctx, dn)
 		if err != nil {
 			e.log.Warn("cluster: read the datapath's peers", "network", ns.rec.Name, "err", err)
 			continue
 		}
-		var stale []overlay.Peer
+		var stale []driver.Peer
 		for _, p := range have {
 			if !slices.ContainsFunc(live[ns.rec.ID], p.Equal) {
 				stale = append(stale, p)
@@ -208,7 +209,7 @@ func (e *Engine) syncGlobalLocked(ctx context.Context, nets []cluster.NetworkRec
 		}
 		if len(stale) > 0 {
 			e.log.Info("cluster: removing peers that left while this daemon was down", "network", ns.rec.Name, "peers", len(stale))
-			if err := g.ov.RemovePeers(ctx, dn, stale); err != nil {
+			if err := pp.RemovePeers(ctx, dn, stale); err != nil {
 				e.log.Warn("cluster: remove stale peers", "network", ns.rec.Name, "err", err)
 			}
 		}
@@ -261,7 +262,7 @@ func storeErr(err error) error {
 func (e *Engine) createGlobalNetwork(ctx context.Context, n *Network, sub *ipam.Subnet) (*Network, error) {
 	g := e.global
 	if g == nil {
-		return nil, invalidf("invalid driver \"overlay\": overlay networks need a cluster store (daemon options cluster-store and cluster-advertise)")
+		return nil, invalidf("invalid driver %q: global networks need a cluster store (daemon options cluster-store and cluster-advertise)", n.Driver)
 	}
 	e.mu.Lock()
 	if e.findByName(n.Name) != nil {
@@ -269,7 +270,7 @@ func (e *Engine) createGlobalNetwork(ctx context.Context, n *Network, sub *ipam.
 		return nil, conflictf("network with name %s already exists", n.Name)
 	}
 	e.mu.Unlock()
-	rec := cluster.NetworkRecord{ID: n.ID, Name: n.Name, Driver: "overlay", Created: n.Created, Internal: n.Internal,
+	rec := cluster.NetworkRecord{ID: n.ID, Name: n.Name, Driver: n.Driver, Created: n.Created, Internal: n.Internal,
 		Attachable: n.Attachable, Options: n.Options, Labels: n.Labels, IPAMOpts: n.IPAMOpts}
 	if sub != nil {
 		if len(n.Aux) > 0 || n.IPRange.IsValid() {
@@ -326,18 +327,22 @@ func (e *Engine) installGlobalLocked(ctx context.Context, rec cluster.NetworkRec
 		// installed (by ID), the name resolves to the local one
 		e.log.Warn("a global network has the name of a local one", "name", rec.Name, "local", other.rec.ID, "global", rec.ID)
 	}
-	n := &Network{ID: rec.ID, Name: rec.Name, Driver: "overlay", Scope: ScopeGlobal, Created: rec.Created,
+	drv := e.globalDriver(rec.Driver)
+	if drv == nil {
+		return nil, fmt.Errorf("install global network %q: driver %q is not available on this daemon", rec.Name, rec.Driver)
+	}
+	n := &Network{ID: rec.ID, Name: rec.Name, Driver: drv.Type(), Scope: ScopeGlobal, Created: rec.Created,
 		Internal: rec.Internal, Attachable: rec.Attachable, IPAMDriver: "default", IPAMOpts: rec.IPAMOpts,
 		Subnet: rec.Subnet, Gateway: rec.Gateway, Options: rec.Options, Labels: rec.Labels, VNI: rec.VNI,
 		VTEP: e.global.cl.Self().Addr, ICC: true}
 	if n.Options == nil {
 		n.Options = map[string]string{}
 	}
-	if err := e.global.ov.CreateNetwork(ctx, driverNetwork(n)); err != nil {
-		return nil, fmt.Errorf("install overlay network %q: %w", n.Name, err)
+	if err := drv.CreateNetwork(ctx, driverNetwork(n)); err != nil {
+		return nil, fmt.Errorf("install global network %q: %w", n.Name, err)
 	}
 	if err := e.commit(ctx, e.putJSON(keyNetworks+n.ID, n)); err != nil {
-		_ = e.global.ov.DeleteNetwork(ctx, driverNetwork(n))
+		_ = drv.DeleteNetwork(ctx, driverNetwork(n))
 		return nil, fmt.Errorf("record network %q: %w", n.Name, err)
 	}
 	ns := &netState{rec: n}
@@ -353,8 +358,12 @@ func (e *Engine) uninstallGlobalLocked(ctx context.Context, ns *netState) error 
 	if users := e.endpointNames(n.ID); len(users) > 0 || ns.pending > 0 {
 		return forbiddenf("network %s has active endpoints here (%v)", n.Name, users)
 	}
-	if err := e.global.ov.DeleteNetwork(ctx, driverNetwork(n)); err != nil {
-		return fmt.Errorf("remove overlay network %q: %w", n.Name, err)
+	drv, err := e.driverOf(n)
+	if err != nil {
+		return err
+	}
+	if err := drv.DeleteNetwork(ctx, driverNetwork(n)); err != nil {
+		return fmt.Errorf("remove global network %q: %w", n.Name, err)
 	}
 	if err := e.commit(ctx, store.Delete(keyNetworks+n.ID)); err != nil {
 		return err
@@ -386,91 +395,49 @@ func (e *Engine) removeGlobalNetwork(ctx context.Context, ns *netState) error {
 	return e.uninstallGlobalLocked(ctx, ns)
 }
 
-// connectGlobal attaches a sandbox to a global network. Called with sb.op held.
-func (e *Engine) connectGlobal(ctx context.Context, sb *sbState, ns *netState, a AttachSpec) (err error) {
+// claimGlobal takes a global network's address for an attach: one
+// transaction in the cluster store claims the address and publishes the
+// endpoint record (peers may program the endpoint a moment before its veth
+// exists, which costs nothing, and the attach saves a round trip and a
+// disk flush). Until the attach ends the endpoint is marked attaching, so
+// Reconcile does not take its record for dead.
+func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at *attachment, static netip.Addr) error {
 	g := e.global
-	if len(a.Ports) > 0 {
-		return invalidf("invalid port bindings on network %q: publish ports on a bridge network (overlay networks publish nothing yet)", ns.rec.Name)
-	}
-	for _, al := range a.Aliases {
-		if err := validName("alias", al); err != nil {
-			return err
-		}
-	}
-	var static netip.Addr
-	if a.IP != "" {
-		if static, err = netip.ParseAddr(a.IP); err != nil || !static.Is4() {
-			return invalidf("invalid ip %q: not an IPv4 address", a.IP)
-		}
-	}
-	e.mu.Lock()
-	if err := e.checkAttach(sb, ns, netip.Addr{}); err != nil {
-		e.mu.Unlock()
-		return err
-	}
-	ns.pending++
-	ifName := nextIfName(sb.rec)
-	e.mu.Unlock()
-	ep := &Endpoint{ID: newID(), NetworkID: ns.rec.ID, IfName: ifName, Aliases: a.Aliases, Created: time.Now().UTC(), StaticIP: static.IsValid()}
-	claimed, joined, published := false, false, false
-	dn := driverNetwork(ns.rec)
+	ep := at.ep
 	g.mu.Lock()
 	g.attaching[ep.ID] = true
 	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		delete(g.attaching, ep.ID)
-		g.mu.Unlock()
-	}()
-	defer func() {
-		if err == nil {
-			return
-		}
-		bg := context.WithoutCancel(ctx)
-		if published {
-			_ = g.cl.RemoveEndpoint(bg, e.endpointRecord(sb, ns, ep))
-		} else if claimed {
-			_ = g.cl.ReleaseAddress(bg, ns.rec.ID, ep.Address.Addr())
-		}
-		if joined {
-			_ = g.ov.Leave(bg, dn, driverEndpoint(ep), sb.rec.NetNS)
-		}
-		e.mu.Lock()
-		ns.pending--
-		e.mu.Unlock()
-	}()
-	// The claim and the endpoint record go in one transaction: peers may
-	// program the endpoint a moment before its veth exists, which costs
-	// nothing, and the attach saves a round trip and a disk flush.
 	pub := e.endpointRecord(sb, ns, ep)
 	p, err := g.cl.ClaimAddress(ctx, cluster.AddressRequest{NetworkID: ns.rec.ID, EndpointID: ep.ID, SandboxName: sb.rec.Name,
 		Static: static, Publish: &pub, MACFor: driverMAC})
 	if err != nil {
+		e.doneAttaching(at)
 		return storeErr(fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err))
 	}
-	claimed, published = true, true
+	at.claimed = true
 	ep.Address, ep.MAC = p, driverMAC(p.Addr())
-	dep := driverEndpoint(ep)
-	dep.DisableIPv6 = sb.rec.Adopted
-	if err := g.ov.Join(ctx, dn, dep, sb.rec.NetNS); err != nil {
-		return fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err)
-	}
-	joined = true
-	ep.HostIfName = dep.HostIfName
-	if err := e.commitEndpoint(ctx, sb, ns, ep); err != nil {
-		return err
-	}
-	e.refreshNames(sb)
-	e.refreshFiles(sb)
-	e.events.publish(Event{Type: "network", Action: "connect", ID: ns.rec.ID,
-		Attrs: map[string]string{"name": ns.rec.Name, "type": ns.rec.Driver, "container": sb.rec.ID}})
-	if ns.rec.Internal {
-		return nil // an internal network has no way out (Docker: no docker_gwbridge either)
-	}
-	if err := e.ensureGatewayBridge(ctx, sb); err != nil {
-		e.log.Warn("overlay sandbox has no way out: attach to the gateway bridge failed", "sandbox", sb.rec.Name, "err", err)
-	}
 	return nil
+}
+
+// unclaimGlobal withdraws the endpoint record published with the claim,
+// and with it the address (a failed attach).
+func (e *Engine) unclaimGlobal(ctx context.Context, sb *sbState, ns *netState, at *attachment) {
+	if err := e.global.cl.RemoveEndpoint(ctx, e.endpointRecord(sb, ns, at.ep)); err != nil {
+		e.log.Warn("roll back attach: withdraw the endpoint; will retry", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
+		e.global.mu.Lock()
+		e.global.withdraw[at.ep.ID] = e.endpointRecord(sb, ns, at.ep)
+		e.global.mu.Unlock()
+	}
+}
+
+// doneAttaching ends the attaching mark of a global attach.
+func (e *Engine) doneAttaching(at *attachment) {
+	if !at.global || e.global == nil {
+		return
+	}
+	e.global.mu.Lock()
+	delete(e.global.attaching, at.ep.ID)
+	e.global.mu.Unlock()
 }
 
 func (e *Engine) endpointRecord(sb *sbState, ns *netState, ep *Endpoint) cluster.EndpointRecord {
@@ -478,25 +445,24 @@ func (e *Engine) endpointRecord(sb *sbState, ns *netState, ep *Endpoint) cluster
 		Aliases: ep.Aliases, Address: ep.Address, MAC: ep.MAC, Created: ep.Created}
 }
 
-// ensureGatewayBridge gives a sandbox on an overlay network its way out:
-// an endpoint on the local NAT network tether_gwbridge (created on first
-// use), unless it already has a default route through a bridge network.
+// ensureGatewayBridge gives a sandbox on a network whose driver needs a
+// gateway (overlay) its way out: an endpoint on the local NAT network
+// tether_gwbridge (created on first use, with the default driver), unless
+// it already has a default route through another network.
 // Called with sb.op held.
 func (e *Engine) ensureGatewayBridge(ctx context.Context, sb *sbState) error {
 	if sb.rec.HostNet {
 		return nil
 	}
 	e.mu.Lock()
-	for _, ep := range sb.rec.Endpoints {
-		if ns := e.networks[ep.NetworkID]; ns != nil && ns.rec.Driver == "bridge" {
-			e.mu.Unlock()
-			return nil
-		}
+	if e.hasDefaultRouteLocked(sb.rec) {
+		e.mu.Unlock()
+		return nil
 	}
 	gw := e.findByName(GatewayBridgeName)
 	e.mu.Unlock()
 	if gw == nil {
-		_, err := e.CreateNetwork(ctx, NetworkSpec{Name: GatewayBridgeName, Driver: "bridge", Options: map[string]string{
+		_, err := e.CreateNetwork(ctx, NetworkSpec{Name: GatewayBridgeName, Driver: e.defaultDriver, Options: map[string]string{
 			OptBridgeName: GatewayBridgeName, OptICC: "false", OptMasquerade: "true"}})
 		if err != nil && KindOf(err) != KindConflict { // a conflict: another attach made it first
 			return fmt.Errorf("create network %s: %w", GatewayBridgeName, err)
@@ -512,7 +478,8 @@ func (e *Engine) ensureGatewayBridge(ctx context.Context, sb *sbState) error {
 }
 
 // leaveGatewayBridge detaches the gateway bridge once the sandbox has no
-// endpoint left on a non-internal overlay. Called with sb.op held.
+// endpoint left on a non-internal network that needs it. Called with sb.op
+// held.
 func (e *Engine) leaveGatewayBridge(ctx context.Context, sb *sbState) error {
 	e.mu.Lock()
 	var gw *netState
@@ -520,7 +487,7 @@ func (e *Engine) leaveGatewayBridge(ctx context.Context, sb *sbState) error {
 		ns := e.networks[ep.NetworkID]
 		switch {
 		case ns == nil:
-		case e.isGlobal(ns.rec) && !ns.rec.Internal:
+		case e.caps(ns.rec).NeedsGateway && !ns.rec.Internal:
 			e.mu.Unlock()
 			return nil
 		case ns.rec.Name == GatewayBridgeName:
@@ -594,42 +561,79 @@ func (l globalListener) NodesChanged(addrs []netip.Addr) {
 	e.log.Info("cluster: VXLAN accepted only from the live nodes", "nodes", addrs)
 }
 
-func (l globalListener) peerNetwork(ep cluster.EndpointRecord) *driver.Network {
+// peerTarget is a global network's driver network and its peer
+// programmer (nil when the network is not installed here).
+func (l globalListener) peerTarget(ep cluster.EndpointRecord) (*driver.Network, driver.PeerProgrammer) {
 	e := l.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	ns := e.networks[ep.NetworkID]
 	if ns == nil {
-		return nil
+		return nil, nil
 	}
-	return driverNetwork(ns.rec)
+	return driverNetwork(ns.rec), e.peerProgrammer(ns.rec)
 }
 
 func (l globalListener) PeerAdded(ep cluster.EndpointRecord) {
-	e, g := l.e, l.e.global
-	dn := l.peerNetwork(ep)
+	e := l.e
+	dn, pp := l.peerTarget(ep)
 	if dn == nil {
 		return
 	}
-	p := overlay.Peer{IP: ep.Address.Addr(), MAC: ep.HardwareAddr(), VTEP: ep.VTEP}
-	if err := g.ov.AddPeer(context.Background(), dn, p); err != nil {
-		e.log.Error("cluster: program peer", "network", dn.Name, "peer", p.String(), "err", err)
+	if pp != nil {
+		p := peerOf(ep)
+		if err := pp.AddPeer(context.Background(), dn, p); err != nil {
+			e.log.Error("cluster: program peer", "network", dn.Name, "peer", p.String(), "err", err)
+		}
 	}
 	e.names.Set("peer:"+ep.ID, []dns.Entry{{SandboxID: ep.SandboxID, Name: ep.SandboxName, NetworkID: ep.NetworkID,
 		NetworkName: dn.Name, Aliases: ep.Aliases, Addr: ep.Address.Addr()}})
 }
 
 func (l globalListener) PeerRemoved(ep cluster.EndpointRecord) {
-	e, g := l.e, l.e.global
+	e := l.e
 	e.names.Remove("peer:" + ep.ID)
-	dn := l.peerNetwork(ep)
-	if dn == nil {
+	dn, pp := l.peerTarget(ep)
+	if dn == nil || pp == nil {
 		return
 	}
-	p := overlay.Peer{IP: ep.Address.Addr(), MAC: ep.HardwareAddr(), VTEP: ep.VTEP}
-	if err := g.ov.RemovePeer(context.Background(), dn, p); err != nil {
+	p := peerOf(ep)
+	if err := pp.RemovePeer(context.Background(), dn, p); err != nil {
 		e.log.Error("cluster: remove peer", "network", dn.Name, "peer", p.String(), "err", err)
 	}
+}
+
+func peerOf(ep cluster.EndpointRecord) driver.Peer {
+	return driver.Peer{IP: ep.Address.Addr(), MAC: ep.HardwareAddr(), VTEP: ep.VTEP}
+}
+
+// peerProgrammer is the network's driver as a peer programmer, nil when it
+// is not one. Called with e.mu held or from the watcher.
+func (e *Engine) peerProgrammer(n *Network) driver.PeerProgrammer {
+	pp, _ := e.drivers[n.Driver].(driver.PeerProgrammer)
+	return pp
+}
+
+// globalDriver is the driver of a global network record: the one it names
+// when this daemon has it as a global driver. Records of older versions
+// name none: the only global driver there is then.
+func (e *Engine) globalDriver(name string) driver.Driver {
+	if d := e.drivers[name]; d != nil && d.Capabilities().Scope == driver.ScopeGlobal {
+		return d
+	}
+	if name != "" {
+		return nil
+	}
+	var only driver.Driver
+	for _, d := range e.drivers {
+		if d.Capabilities().Scope == driver.ScopeGlobal {
+			if only != nil {
+				return nil
+			}
+			only = d
+		}
+	}
+	return only
 }
 
 // RemoteEndpoint is an endpoint of a global network on another node.

@@ -2,8 +2,6 @@ package engine
 
 import (
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -88,18 +86,5 @@ func TestHostsFile(t *testing.T) {
 	sb.Hostname = "web"
 	if got := string(hostsFile(sb)); !strings.Contains(got, "10.0.0.2\tweb\n") {
 		t.Errorf("name equal to hostname is written once:\n%s", got)
-	}
-}
-
-func TestParseResolvConf(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "resolv.conf")
-	os.WriteFile(p, []byte("# comment\nnameserver 10.0.0.53\nnameserver 127.0.0.53\nsearch a.example b.example\noptions ndots:2 edns0\noptions rotate\nbogus\n"), 0o644)
-	servers, search, opts := parseResolvConf(p)
-	if strings.Join(servers, ",") != "10.0.0.53,127.0.0.53" || strings.Join(search, ",") != "a.example,b.example" ||
-		strings.Join(opts, ",") != "ndots:2,edns0,rotate" {
-		t.Errorf("parsed %v %v %v", servers, search, opts)
-	}
-	if s, _, _ := parseResolvConf(filepath.Join(t.TempDir(), "missing")); s != nil {
-		t.Errorf("missing file gave %v", s)
 	}
 }

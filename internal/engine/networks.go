@@ -68,7 +68,7 @@ func (e *Engine) CreateNetwork(ctx context.Context, spec NetworkSpec) (*Network,
 	if err := e.checkNewNetwork(n, sub != nil); err != nil {
 		return nil, err
 	}
-	if sub == nil && n.Driver == "bridge" {
+	if sub == nil && e.caps(n).Addresses {
 		if sub, err = e.chooseSubnet(n); err != nil {
 			return nil, err
 		}
@@ -84,7 +84,10 @@ func (e *Engine) CreateNetwork(ctx context.Context, spec NetworkSpec) (*Network,
 // installNetwork builds the network's kernel objects and commits its records.
 // Called with e.mu held.
 func (e *Engine) installNetwork(ctx context.Context, n *Network, sub *ipam.Subnet) error {
-	d := e.drivers[n.Driver]
+	d, err := e.driverOf(n)
+	if err != nil {
+		return err
+	}
 	if err := d.CreateNetwork(ctx, driverNetwork(n)); err != nil {
 		return fmt.Errorf("create network %q: %w", n.Name, err)
 	}
@@ -119,20 +122,18 @@ func (e *Engine) buildNetwork(spec NetworkSpec) (*Network, *ipam.Subnet, error) 
 	}
 	drv := spec.Driver
 	if drv == "" {
-		drv = "bridge"
+		drv = e.defaultDriver
 	}
-	switch drv {
-	case "bridge":
-	case "host", "null":
-		return nil, nil, forbiddenf("invalid driver %q: only one instance of the %q network is allowed", drv, map[string]string{"host": "host", "null": "none"}[drv])
-	case "overlay":
-		if e.global == nil {
-			return nil, nil, invalidf("invalid driver \"overlay\": overlay networks need a cluster store (daemon options cluster-store and cluster-advertise)")
+	d := e.drivers[drv]
+	if d == nil {
+		if e.global == nil && e.knownGlobal(drv) {
+			return nil, nil, invalidf("invalid driver %q: %s networks need a cluster store (daemon options cluster-store and cluster-advertise)", drv, drv)
 		}
-	case "macvlan", "ipvlan":
-		return nil, nil, invalidf("invalid driver %q: not supported yet", drv)
-	default:
-		return nil, nil, invalidf("invalid driver %q: known drivers are bridge, overlay, host, null", drv)
+		return nil, nil, invalidf("invalid driver %q: known drivers are %s", drv, strings.Join(e.driverNames(), ", "))
+	}
+	caps := d.Capabilities()
+	if caps.Predefined != "" {
+		return nil, nil, forbiddenf("invalid driver %q: only one instance of the %q network is allowed", drv, caps.Predefined)
 	}
 	if spec.EnableIPv6 {
 		return nil, nil, invalidf("invalid EnableIPv6: IPv6 networks are not supported yet")
@@ -150,7 +151,7 @@ func (e *Engine) buildNetwork(spec NetworkSpec) (*Network, *ipam.Subnet, error) 
 	if n.Options == nil {
 		n.Options = map[string]string{}
 	}
-	if drv == "overlay" {
+	if caps.Scope == driver.ScopeGlobal {
 		n.Scope = ScopeGlobal
 	} else if err := e.applyBridgeOptions(n); err != nil {
 		return nil, nil, err
@@ -401,7 +402,11 @@ func (e *Engine) removeNetworkLocked(ctx context.Context, ns *netState) error {
 	if users := e.endpointNames(n.ID); len(users) > 0 || ns.pending > 0 {
 		return forbiddenf("error while removing network: network %s has active endpoints (%s)", n.Name, strings.Join(users, ", "))
 	}
-	if err := e.drivers[n.Driver].DeleteNetwork(ctx, driverNetwork(n)); err != nil {
+	d, err := e.driverOf(n)
+	if err != nil {
+		return err
+	}
+	if err := d.DeleteNetwork(ctx, driverNetwork(n)); err != nil {
 		return fmt.Errorf("remove network %q: %w", n.Name, err)
 	}
 	// After the bridge: entries of a bridge that is gone match no packet,
@@ -533,4 +538,9 @@ func driverNetwork(n *Network) *driver.Network {
 		ID: n.ID, Name: n.Name, BridgeName: n.BridgeName, Subnet: n.Subnet, Gateway: gw,
 		MTU: n.MTU, ICC: n.ICC, Internal: n.Internal, External: n.External, VNI: n.VNI, VTEP: n.VTEP,
 	}
+}
+
+// driverNames lists the registered drivers, sorted.
+func (e *Engine) driverNames() []string {
+	return slices.Sorted(maps.Keys(e.drivers))
 }

@@ -33,7 +33,7 @@ func (e *Engine) netnsAlive(sb *sbState) bool {
 	if rec.HostNet {
 		return true
 	}
-	id, err := netns.IDOf(rec.NetNS)
+	id, err := e.nsx.IDOf(rec.NetNS)
 	if err == nil && (rec.isNetNS(id) || (!rec.Adopted && rec.NSInode == 0)) {
 		e.clearWarning(sb, warnNetNS)
 		return true
@@ -45,8 +45,8 @@ func (e *Engine) netnsAlive(sb *sbState) bool {
 	if pid == 0 {
 		return false
 	}
-	_ = netns.Delete(rec.NetNS)
-	if err := netns.BindProcNS(pid, "net", rec.NetNS); err != nil {
+	_ = e.nsx.Delete(rec.NetNS)
+	if err := e.nsx.BindProc(pid, rec.NetNS); err != nil {
 		if e.setWarning(sb, warnNetNS, fmt.Sprintf("network namespace file %s is lost and could not be bound again from process %d (%v); the sandbox keeps running on its processes' namespace, and changes to its networks fail until the file can be bound", rec.NetNS, pid, err)) {
 			e.log.Warn("sandbox degraded: its network namespace lives but its file could not be re-bound", "sandbox", rec.Name, "pid", pid, "err", err)
 		}
@@ -66,7 +66,7 @@ func (e *Engine) processIn(rec *Sandbox) int {
 		if !pr.running() {
 			continue
 		}
-		id, err := netns.IDOf(netns.ProcNSPath(pr.PID, "net"))
+		id, err := e.nsx.IDOf(e.nsx.ProcPath(pr.PID))
 		if err == nil && (rec.NSInode == 0 || rec.isNetNS(id)) {
 			return pr.PID
 		}
@@ -74,7 +74,7 @@ func (e *Engine) processIn(rec *Sandbox) int {
 	if rec.NSInode == 0 {
 		return 0
 	}
-	return netns.FindProcessIn("net", rec.netnsID())
+	return e.nsx.FindProcessIn(rec.netnsID())
 }
 
 // anchor is a running process of the sandbox whose mount and UTS namespaces

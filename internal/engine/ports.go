@@ -35,7 +35,7 @@ func (e *Engine) portSpecs(ns *netState, in []portmap.Spec) ([]portmap.Spec, err
 	if len(in) == 0 {
 		return nil, nil
 	}
-	if ns.rec.Driver != "bridge" {
+	if !e.caps(ns.rec).Ports {
 		return nil, invalidf("invalid ports: network %q (driver %s) cannot publish ports", ns.rec.Name, ns.rec.Driver)
 	}
 	if ns.rec.Internal {

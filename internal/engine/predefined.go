@@ -26,11 +26,12 @@ const DefaultNetworkName = "bridge"
 func (e *Engine) ensurePredefined(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, p := range []struct{ name, drv string }{{"host", "host"}, {"none", "null"}} {
-		if e.findByName(p.name) != nil {
+	for _, drv := range e.driverNames() {
+		name := e.drivers[drv].Capabilities().Predefined
+		if name == "" || e.findByName(name) != nil {
 			continue
 		}
-		n := &Network{ID: newID(), Name: p.name, Driver: p.drv, Created: time.Now().UTC(), Predefined: true,
+		n := &Network{ID: newID(), Name: name, Driver: drv, Created: time.Now().UTC(), Predefined: true,
 			IPAMDriver: "default", Options: map[string]string{}, Labels: map[string]string{}}
 		if err := e.installNetwork(ctx, n, nil); err != nil {
 			return err
@@ -53,7 +54,7 @@ func (e *Engine) findByName(name string) *netState {
 // it is (its sandboxes keep running); a changed one is rebuilt only when no
 // sandbox uses it.
 func (e *Engine) ensureDefaultLocked(ctx context.Context) error {
-	cur := e.findByName("bridge")
+	cur := e.findByName(DefaultNetworkName)
 	if e.cfg.Bridge == "none" {
 		if cur == nil {
 			return nil
@@ -69,7 +70,11 @@ func (e *Engine) ensureDefaultLocked(ctx context.Context) error {
 			if err := e.updateMasquerade(ctx, cur.rec, want); err != nil {
 				return err
 			}
-			return e.drivers["bridge"].CreateNetwork(ctx, driverNetwork(cur.rec))
+			d, err := e.driverOf(cur.rec)
+			if err != nil {
+				return err
+			}
+			return d.CreateNetwork(ctx, driverNetwork(cur.rec))
 		}
 		if err := e.replaceDefault(ctx, cur, "its configuration changed"); err != nil {
 			return err
@@ -105,7 +110,7 @@ func (e *Engine) replaceDefault(ctx context.Context, cur *netState, why string) 
 func (e *Engine) desiredDefault(cur *netState) (*Network, error) {
 	c := e.cfg
 	n := &Network{
-		ID: newID(), Name: "bridge", Driver: "bridge", Created: time.Now().UTC(),
+		ID: newID(), Name: DefaultNetworkName, Driver: e.defaultDriver, Created: time.Now().UTC(),
 		IPAMDriver: "default", Predefined: true, Default: true,
 		BridgeName: DefaultBridge, MTU: c.MTU, ICC: c.ICC, Masquerade: c.IPMasq,
 		SandboxGateway: c.DefaultGateway, Labels: map[string]string{},

@@ -123,7 +123,7 @@ func (e *Engine) execNamespaces(sb *sbState) (proc.Spec, *anchor, error) {
 		return spec, nil, nil
 	}
 	anc := e.findAnchor(sb)
-	if !rec.HostNet && !netns.IsNSFile(rec.NetNS) {
+	if !rec.HostNet && !e.nsx.IsNSFile(rec.NetNS) {
 		if anc == nil {
 			return spec, nil, fmt.Errorf("run in sandbox %q: its network namespace file %s is lost and none of its processes runs: %w", rec.Name, rec.NetNS, errDegraded)
 		}

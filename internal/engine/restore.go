@@ -6,11 +6,8 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/vishvananda/netlink"
-
-	"github.com/tether-net/tether/internal/driver/bridge"
+	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/ipam"
-	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/proc"
 )
 
@@ -81,7 +78,6 @@ func (e *Engine) defaultUnchanged(ns *netState) bool {
 }
 
 func (e *Engine) restoreSandboxes(ctx context.Context) error {
-	bridges := bridgeIndexes{}
 	kvs, err := e.st.List(ctx, keySandboxes)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
@@ -107,7 +103,7 @@ func (e *Engine) restoreSandboxes(ctx context.Context) error {
 		}
 		n := len(rec.Procs)
 		e.forgetExited(rec)
-		if e.reattach(ctx, sb, bridges) || dirty || n != len(rec.Procs) {
+		if e.reattach(ctx, sb) || dirty || n != len(rec.Procs) {
 			if err := e.saveSandbox(ctx, sb); err != nil {
 				e.log.Warn("record restored sandbox", "sandbox", rec.Name, "err", err)
 			}
@@ -149,7 +145,7 @@ func (e *Engine) recordNetNSID(rec *Sandbox) bool {
 	if rec.NSInode != 0 || rec.Adopted || rec.HostNet {
 		return false
 	}
-	id, err := netns.IDOf(rec.NetNS)
+	id, err := e.nsx.IDOf(rec.NetNS)
 	if err != nil {
 		return false // lost: found again through a recorded process, if any
 	}
@@ -168,61 +164,51 @@ func (e *Engine) forgetExited(rec *Sandbox) {
 	rec.Procs = kept
 }
 
-// reattach makes the kernel match a live sandbox's endpoint records. An
-// endpoint is intact when its host link carries its marker, is a port of its
-// network's bridge, and its peer is the recorded interface inside the
-// sandbox; intact endpoints are not touched, so a restart does not interrupt
-// traffic. Anything else (a host link gone, a bridge re-created without its
-// ports, a pair half torn down) is deleted and the endpoint joined again.
-// In a sandbox namespace Tether created, veths no endpoint names (a crash
-// during an attach, before the host end was marked) are deleted. It reports
+// reattach makes the kernel match a live sandbox's endpoint records: each
+// endpoint whose driver can repair in place (driver.Repairer) is checked and
+// rebuilt only when broken, so a restart does not interrupt traffic. In a
+// sandbox namespace Tether created, veths no endpoint names (a crash during
+// an attach, before the host end was marked) are deleted. It reports
 // whether a record changed.
-func (e *Engine) reattach(ctx context.Context, sb *sbState, bridges bridgeIndexes) bool {
+func (e *Engine) reattach(ctx context.Context, sb *sbState) bool {
 	rec := sb.rec
-	if rec.HostNet || (rec.Adopted && !e.hasBridgeEndpoint(rec)) {
+	if rec.HostNet || (rec.Adopted && !e.hasRepairable(rec)) {
 		return false
 	}
-	if !netns.IsNSFile(rec.NetNS) {
+	if !e.nsx.IsNSFile(rec.NetNS) {
 		return false // degraded (file lost, namespace alive): touch nothing
 	}
-	h, err := netns.NewHandle(rec.NetNS)
-	if err != nil {
-		e.log.Error("open sandbox namespace", "sandbox", rec.Name, "err", err)
-		return false
-	}
-	defer h.Close()
-	inner := map[string]netlink.Link{}
-	links, err := listLinks(h)
-	if err != nil {
-		e.log.Error("list sandbox interfaces", "sandbox", rec.Name, "err", err)
-		return false
-	}
-	for _, l := range links {
-		inner[l.Attrs().Name] = l
-	}
 	if !rec.Adopted {
-		e.removeStrayVeths(rec, h, inner)
+		named := func(name string) bool {
+			return slices.ContainsFunc(rec.Endpoints, func(ep *Endpoint) bool { return ep.IfName == name })
+		}
+		removed, err := e.nsx.RemoveStrayLinks(rec.NetNS, named)
+		if err != nil {
+			e.log.Warn("remove stray interfaces", "sandbox", rec.Name, "err", err)
+		}
+		for _, name := range removed {
+			e.log.Info("removed stray interface no endpoint names", "sandbox", rec.Name, "interface", name)
+		}
 	}
 	changed := false
+	first := e.firstRouteEndpoint(rec)
 	for i, ep := range rec.Endpoints {
 		ns := e.networks[ep.NetworkID]
-		if ns == nil || ns.rec.Driver != "bridge" || e.endpointIntact(ns, ep, inner[ep.IfName], bridges) {
+		if ns == nil {
 			continue
 		}
-		if l := inner[ep.IfName]; l != nil {
-			_ = h.LinkDel(l) // half of a broken pair; the host end is checked below
+		r, ok := e.drivers[ns.rec.Driver].(driver.Repairer)
+		if !ok {
+			continue
 		}
-		if l, err := e.nl.LinkByName(ep.HostIfName); err == nil && l.Attrs().Alias == bridge.AliasPrefix+ep.ID {
-			_ = e.nl.LinkDel(l)
-		}
-		dep := driverEndpoint(ep)
-		dep.DefaultRoute = e.firstBridgeEndpoint(rec) == i
-		dep.DisableIPv6 = rec.Adopted
-		if ns.rec.SandboxGateway.IsValid() {
-			dep.Gateway = ns.rec.SandboxGateway
-		}
-		if err := e.drivers["bridge"].Join(ctx, driverNetwork(ns.rec), dep, rec.NetNS); err != nil {
+		dep := e.joinEndpoint(sb, ns, ep)
+		dep.DefaultRoute = first == i
+		repaired, err := r.Repair(ctx, driverNetwork(ns.rec), dep, rec.NetNS)
+		if err != nil {
 			e.log.Error("re-attach endpoint", "sandbox", rec.Name, "network", ns.rec.Name, "err", err)
+			continue
+		}
+		if !repaired {
 			continue
 		}
 		changed = changed || ep.HostIfName != dep.HostIfName
@@ -233,66 +219,25 @@ func (e *Engine) reattach(ctx context.Context, sb *sbState, bridges bridgeIndexe
 	return changed
 }
 
-func (e *Engine) hasBridgeEndpoint(rec *Sandbox) bool {
+// hasRepairable: one of the sandbox's endpoints is on a network whose
+// driver repairs endpoints in place.
+func (e *Engine) hasRepairable(rec *Sandbox) bool {
 	return slices.ContainsFunc(rec.Endpoints, func(ep *Endpoint) bool {
 		ns := e.networks[ep.NetworkID]
-		return ns != nil && ns.rec.Driver == "bridge"
+		if ns == nil {
+			return false
+		}
+		_, ok := e.drivers[ns.rec.Driver].(driver.Repairer)
+		return ok
 	})
 }
 
-// endpointIntact checks an endpoint's veth pair: the host end marked with the
-// endpoint's ID and enslaved to the network's bridge, the sandbox end (in)
-// its peer.
-func (e *Engine) endpointIntact(ns *netState, ep *Endpoint, in netlink.Link, bridges bridgeIndexes) bool {
-	host, err := e.nl.LinkByName(ep.HostIfName)
-	if err != nil || in == nil || host.Attrs().Alias != bridge.AliasPrefix+ep.ID {
-		return false
-	}
-	if host.Attrs().MasterIndex == 0 || host.Attrs().MasterIndex != bridges.index(e.nl, ns.rec.BridgeName) {
-		return false
-	}
-	_, isVeth := in.(*netlink.Veth)
-	return isVeth && in.Attrs().ParentIndex == host.Attrs().Index && host.Attrs().ParentIndex == in.Attrs().Index
-}
-
-// removeStrayVeths deletes veths in a Tether-created sandbox namespace that
-// no endpoint record names (deleting one end deletes the pair, so an
-// unmarked host end goes with it).
-func (e *Engine) removeStrayVeths(rec *Sandbox, h *netlink.Handle, inner map[string]netlink.Link) {
-	for name, l := range inner {
-		if _, ok := l.(*netlink.Veth); !ok || slices.ContainsFunc(rec.Endpoints, func(ep *Endpoint) bool { return ep.IfName == name }) {
-			continue
-		}
-		if err := h.LinkDel(l); err != nil {
-			e.log.Warn("remove stray interface", "sandbox", rec.Name, "interface", name, "err", err)
-			continue
-		}
-		delete(inner, name)
-		e.log.Info("removed stray interface no endpoint names", "sandbox", rec.Name, "interface", name)
-	}
-}
-
-// bridgeIndexes caches the interface index of each bridge during a restore
-// (0: no such link).
-type bridgeIndexes map[string]int
-
-func (b bridgeIndexes) index(h *netlink.Handle, name string) int {
-	if i, ok := b[name]; ok {
-		return i
-	}
-	if l, err := h.LinkByName(name); err == nil {
-		b[name] = l.Attrs().Index
-	} else {
-		b[name] = 0
-	}
-	return b[name]
-}
-
-// firstBridgeEndpoint is the index of the sandbox's first endpoint on a
-// bridge network (the one with the default route), or -1.
-func (e *Engine) firstBridgeEndpoint(rec *Sandbox) int {
+// firstRouteEndpoint is the index of the sandbox's first endpoint on a
+// network whose driver carries default routes (the one with the default
+// route), or -1.
+func (e *Engine) firstRouteEndpoint(rec *Sandbox) int {
 	for i, ep := range rec.Endpoints {
-		if ns := e.networks[ep.NetworkID]; ns != nil && ns.rec.Driver == "bridge" {
+		if ns := e.networks[ep.NetworkID]; ns != nil && e.caps(ns.rec).DefaultRoute {
 			return i
 		}
 	}

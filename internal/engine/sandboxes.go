@@ -131,14 +131,14 @@ func (e *Engine) planSandbox(spec SandboxSpec) (*Sandbox, []plannedAttach, error
 			return nil, nil, invalidf("invalid networks: %q is given twice", ns.rec.Name)
 		}
 		seen[ns.rec.ID] = true
-		if ns.rec.Driver == "host" || ns.rec.Driver == "null" {
+		if mode := e.caps(ns.rec).Namespace; mode != driver.NamespaceOwn {
 			if len(spec.Networks) > 1 {
 				return nil, nil, invalidf("invalid networks: the %q network cannot be combined with others", ns.rec.Name)
 			}
 			if rec.Adopted {
 				return nil, nil, invalidf("invalid networks: an adopted sandbox has its own namespace and cannot join %q", ns.rec.Name)
 			}
-			rec.HostNet = ns.rec.Driver == "host"
+			rec.HostNet = mode == driver.NamespaceHost
 		}
 		out = append(out, plannedAttach{ns: ns, spec: a})
 	}
@@ -161,14 +161,14 @@ func (e *Engine) planAdoption(rec *Sandbox, spec SandboxSpec) error {
 		if !filepath.IsAbs(spec.NetNSPath) {
 			return invalidf("invalid netns %q: not an absolute path", spec.NetNSPath)
 		}
-		if !netns.IsNSFile(spec.NetNSPath) {
+		if !e.nsx.IsNSFile(spec.NetNSPath) {
 			return invalidf("invalid netns %q: not a network namespace file", spec.NetNSPath)
 		}
 		rec.NetNS = spec.NetNSPath
 	default:
 		return nil
 	}
-	id, err := netns.IDOf(rec.NetNS)
+	id, err := e.nsx.IDOf(rec.NetNS)
 	if err != nil {
 		return invalidf("invalid netns %q: %v", rec.NetNS, err)
 	}
@@ -213,20 +213,7 @@ func (e *Engine) buildNamespaces(ctx context.Context, rec *Sandbox) error {
 		return nil
 	}
 	rec.NetNS = filepath.Join(e.nsDir, rec.ID+".net")
-	err := netns.CreateWith(rec.NetNS, func() error {
-		// IPv6 off, and no router advertisements taken should a process
-		// turn it back on for an interface (a neighbour's rogue RA).
-		for _, kv := range [][2]string{{"default/disable_ipv6", "1"}, {"default/accept_ra", "0"}, {"all/accept_ra", "0"}} {
-			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+kv[0], []byte(kv[1]), 0o644); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("create network namespace of %q: %w", rec.Name, err)
-	}
-	id, err := netns.IDOf(rec.NetNS)
+	id, err := e.nsx.Create(rec.NetNS)
 	if err != nil {
 		return fmt.Errorf("create network namespace of %q: %w", rec.Name, err)
 	}
@@ -339,61 +326,60 @@ func (e *Engine) lookupSandbox(ref string) (*sbState, error) {
 		func(s *sbState) string { return s.rec.ID }, func(s *sbState) string { return s.rec.Name })
 }
 
-// connectLocked does the attach with sb.op held: address and interface name
-// under e.mu, kernel work outside it, then one store transaction.
+// connectLocked is the one attach pipeline: for every driver and scope,
+// for sandboxes Tether made and for namespaces it adopted. Called with sb.op
+// held. Steps, each followed by a fault point:
+//  1. check: the attach is allowed, its ports, aliases and static address;
+//  2. reserve: an interface name and an address, under e.mu (a local
+//     network's bitmap; a global network's claim in the cluster store,
+//     which publishes the endpoint record in the same transaction);
+//  3. join: the driver's kernel work, outside e.mu;
+//  4. publish: the ports (held, firewall maps, proxy);
+//  5. commit: the sandbox record, the bitmap and the sticky address in one
+//     local store transaction;
+//  6. names, files, the event; for drivers that need it, the gateway
+//     network (a failure there is a warning: the attach stands).
+//
+// A failure in steps 1-5 undoes what was done, in reverse (unreserve).
 func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a AttachSpec) (err error) {
-	if e.isGlobal(ns.rec) {
-		if e.global == nil {
-			return forbiddenf("network %q is global and this daemon has no cluster store", ns.rec.Name)
-		}
-		return e.connectGlobal(ctx, sb, ns, a)
+	drv, err := e.driverOf(ns.rec)
+	if err != nil {
+		return err
+	}
+	caps := drv.Capabilities()
+	if caps.Scope == driver.ScopeGlobal && e.global == nil {
+		return forbiddenf("network %q is global and this daemon has no cluster store", ns.rec.Name)
 	}
 	ports, err := e.portSpecs(ns, a.Ports)
 	if err != nil {
 		return err
 	}
-	ep, err := e.reserveEndpoint(ctx, sb, ns, a)
+	static, err := checkAttachSpec(a)
 	if err != nil {
 		return err
 	}
-	drv := e.drivers[ns.rec.Driver]
-	dn := driverNetwork(ns.rec)
-	dep := driverEndpoint(ep)
-	e.mu.Lock()
-	dep.DefaultRoute = !e.hasDefaultRouteLocked(sb.rec)
-	e.mu.Unlock()
-	dep.DisableIPv6 = sb.rec.Adopted // Tether's own namespaces default to IPv6 off
-	if ns.rec.SandboxGateway.IsValid() {
-		dep.Gateway = ns.rec.SandboxGateway
-	}
-	joined := false
-	defer func() {
-		if err == nil {
-			return
-		}
-		_ = e.unpublish(context.WithoutCancel(ctx), ep)
-		if joined {
-			_ = drv.Leave(context.WithoutCancel(ctx), dn, dep, sb.rec.NetNS)
-		}
-		e.mu.Lock()
-		ns.pending--
-		if ns.subnet != nil && ep.Address.IsValid() {
-			ns.subnet.Release(ep.Address.Addr())
-		}
-		e.mu.Unlock()
-	}()
-	if ns.rec.Driver == "bridge" {
-		if err := drv.Join(ctx, dn, dep, sb.rec.NetNS); err != nil {
-			return fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err)
-		}
-		joined = true
-		ep.HostIfName = dep.HostIfName
-	}
-	if err := e.publish(ctx, sb, ep, ports); err != nil {
+	at, err := e.reserve(ctx, sb, ns, drv, a, static)
+	if err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil {
+			e.unreserve(context.WithoutCancel(ctx), sb, ns, at)
+		}
+		e.doneAttaching(at)
+	}()
+	e.fault("attach.after-reserve")
+	if err := drv.Join(ctx, at.dn, at.dep, sb.rec.NetNS); err != nil {
+		return fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err)
+	}
+	at.joined = true
+	at.ep.HostIfName = at.dep.HostIfName
 	e.fault("attach.after-join")
-	if err := e.commitEndpoint(ctx, sb, ns, ep); err != nil {
+	if err := e.publish(ctx, sb, at.ep, ports); err != nil {
+		return err
+	}
+	e.fault("attach.after-publish")
+	if err := e.commitEndpoint(ctx, sb, ns, at.ep); err != nil {
 		return err
 	}
 	e.fault("attach.after-commit")
@@ -401,77 +387,161 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	e.refreshFiles(sb)
 	e.events.publish(Event{Type: "network", Action: "connect", ID: ns.rec.ID,
 		Attrs: map[string]string{"name": ns.rec.Name, "type": ns.rec.Driver, "container": sb.rec.ID}})
+	if caps.NeedsGateway && !ns.rec.Internal { // an internal network has no way out (Docker: no docker_gwbridge either)
+		if err := e.ensureGatewayBridge(ctx, sb); err != nil {
+			e.log.Warn("sandbox has no way out: attach to the gateway network failed", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
+		}
+	}
 	return nil
 }
 
-// reserveEndpoint checks the attach is allowed and reserves its address and
-// interface name.
-func (e *Engine) reserveEndpoint(ctx context.Context, sb *sbState, ns *netState, a AttachSpec) (*Endpoint, error) {
+// checkAttachSpec checks what an attach asks for on its own: aliases and
+// the static address.
+func checkAttachSpec(a AttachSpec) (netip.Addr, error) {
 	for _, al := range a.Aliases {
 		if err := validName("alias", al); err != nil {
-			return nil, err
+			return netip.Addr{}, err
 		}
 	}
-	var static netip.Addr
-	if a.IP != "" {
-		var err error
-		if static, err = netip.ParseAddr(a.IP); err != nil || !static.Is4() {
-			return nil, invalidf("invalid ip %q: not an IPv4 address", a.IP)
-		}
+	if a.IP == "" {
+		return netip.Addr{}, nil
 	}
-	sticky := e.stickyAddr(ctx, ns.rec.ID, sb.rec.Name)
-	e.awaitRelease(ctx, ns.rec.ID, static)
-	if !static.IsValid() {
-		e.awaitRelease(ctx, ns.rec.ID, sticky)
+	static, err := netip.ParseAddr(a.IP)
+	if err != nil || !static.Is4() {
+		return netip.Addr{}, invalidf("invalid ip %q: not an IPv4 address", a.IP)
+	}
+	return static, nil
+}
+
+// attachment is an attach in progress: what reserve took and what the
+// later steps did, for unreserve to undo.
+type attachment struct {
+	ep      *Endpoint
+	dn      *driver.Network
+	dep     *driver.Endpoint
+	drv     driver.Driver
+	global  bool // the address is a claim in the cluster store, the endpoint published with it
+	claimed bool
+	joined  bool
+}
+
+// reserve checks the attach against the sandbox's other endpoints and
+// takes an interface name and an address.
+func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv driver.Driver, a AttachSpec, static netip.Addr) (*attachment, error) {
+	caps := drv.Capabilities()
+	at := &attachment{drv: drv, global: caps.Scope == driver.ScopeGlobal}
+	var sticky netip.Addr
+	if !at.global {
+		sticky = e.stickyAddr(ctx, ns.rec.ID, sb.rec.Name)
+		e.awaitRelease(ctx, ns.rec.ID, static)
+		if !static.IsValid() {
+			e.awaitRelease(ctx, ns.rec.ID, sticky)
+		}
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if err := e.checkAttach(sb, ns, static); err != nil {
+	if err := e.checkAttach(sb, ns, caps, static); err != nil {
+		e.mu.Unlock()
 		return nil, err
 	}
 	ep := &Endpoint{ID: newID(), NetworkID: ns.rec.ID, Aliases: a.Aliases, Created: time.Now().UTC(), StaticIP: static.IsValid()}
+	if caps.Namespace == driver.NamespaceOwn {
+		ep.IfName = nextIfName(sb.rec)
+	}
 	if ns.subnet != nil {
 		addr, err := e.allocate(ns, static, sticky)
 		if err != nil {
+			e.mu.Unlock()
 			return nil, err
 		}
 		ep.Address = netip.PrefixFrom(addr, ns.rec.Subnet.Bits())
 		ep.Gateway = ns.rec.Gateway
 		ep.MAC = driverMAC(addr)
-		ep.IfName = nextIfName(sb.rec)
 	}
 	ns.pending++
-	return ep, nil
+	defaultRoute := caps.DefaultRoute && !e.hasDefaultRouteLocked(sb.rec)
+	e.mu.Unlock()
+	at.ep = ep
+	if at.global {
+		if err := e.claimGlobal(ctx, sb, ns, at, static); err != nil {
+			e.mu.Lock()
+			ns.pending--
+			e.mu.Unlock()
+			return nil, err
+		}
+	}
+	at.dn = driverNetwork(ns.rec)
+	at.dep = e.joinEndpoint(sb, ns, ep)
+	at.dep.DefaultRoute = defaultRoute
+	return at, nil
 }
 
-func (e *Engine) checkAttach(sb *sbState, ns *netState, static netip.Addr) error {
+// joinEndpoint is what a driver is told of an endpoint when it joins (or
+// repairs) it: a network's sandbox gateway replaces its gateway, and in a
+// namespace Tether did not make (where IPv6 defaults on) the driver turns
+// IPv6 off on the interface itself.
+func (e *Engine) joinEndpoint(sb *sbState, ns *netState, ep *Endpoint) *driver.Endpoint {
+	dep := driverEndpoint(ep)
+	dep.DisableIPv6 = sb.rec.Adopted
+	if ns.rec.SandboxGateway.IsValid() {
+		dep.Gateway = ns.rec.SandboxGateway
+	}
+	return dep
+}
+
+// unreserve undoes a failed attach, in reverse: ports, the driver's join,
+// the address (a global claim with its published record), the pending mark.
+func (e *Engine) unreserve(ctx context.Context, sb *sbState, ns *netState, at *attachment) {
+	if err := e.unpublish(ctx, at.ep); err != nil {
+		e.log.Warn("roll back attach: unpublish ports", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
+	}
+	if at.joined {
+		if err := at.drv.Leave(ctx, at.dn, at.dep, sb.rec.NetNS); err != nil {
+			e.log.Warn("roll back attach: leave", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
+		}
+	}
+	if at.claimed {
+		e.unclaimGlobal(ctx, sb, ns, at)
+	}
+	e.mu.Lock()
+	ns.pending--
+	if ns.subnet != nil && at.ep.Address.IsValid() {
+		ns.subnet.Release(at.ep.Address.Addr())
+	}
+	e.mu.Unlock()
+}
+
+// checkAttach: a sandbox joins a network once; a network whose driver
+// shares the host's namespace or gives none is a sandbox's only one.
+// Called with e.mu held.
+func (e *Engine) checkAttach(sb *sbState, ns *netState, caps driver.Capabilities, static netip.Addr) error {
 	r := sb.rec
 	if r.endpointOn(ns.rec.ID) != nil {
 		return conflictf("sandbox %q is already connected to network %q", r.Name, ns.rec.Name)
 	}
-	special := ns.rec.Driver == "host" || ns.rec.Driver == "null"
-	if r.HostNet && ns.rec.Driver != "host" {
+	special := caps.Namespace != driver.NamespaceOwn
+	if r.HostNet && caps.Namespace != driver.NamespaceHost {
 		return forbiddenf("sandbox %q shares the host's network namespace and cannot join network %q", r.Name, ns.rec.Name)
 	}
 	if special && len(r.Endpoints) > 0 {
 		return forbiddenf("sandbox %q is connected to other networks and cannot join %q", r.Name, ns.rec.Name)
 	}
 	for _, ep := range r.Endpoints {
-		if d := e.networks[ep.NetworkID]; d != nil && d.rec.Driver == "null" {
-			return forbiddenf("sandbox %q is on the \"none\" network and cannot join %q", r.Name, ns.rec.Name)
+		if d := e.networks[ep.NetworkID]; d != nil && e.caps(d.rec).Namespace == driver.NamespaceNone {
+			return forbiddenf("sandbox %q is on the %q network and cannot join %q", r.Name, d.rec.Name, ns.rec.Name)
 		}
 	}
-	if special && ns.rec.Driver == "host" && !r.HostNet {
+	if caps.Namespace == driver.NamespaceHost && !r.HostNet {
 		return forbiddenf("sandbox %q has its own network namespace and cannot join the host network", r.Name)
 	}
-	if static.IsValid() && ns.subnet == nil {
+	if static.IsValid() && !caps.Addresses {
 		return invalidf("invalid ip %s: network %q has no addresses", static, ns.rec.Name)
 	}
 	return nil
 }
 
-// allocate takes the static address, else the sandbox's previous address on
-// this network when it is free (sticky), else the next free one.
+// allocate takes an address from a local network's bitmap: the static
+// one, else the sandbox's previous address on this network when it is free
+// (sticky), else the lowest free one.
 func (e *Engine) allocate(ns *netState, static, sticky netip.Addr) (netip.Addr, error) {
 	if static.IsValid() {
 		a, err := ns.subnet.Allocate(static)
@@ -557,13 +627,14 @@ func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force boo
 	if ep == nil {
 		return notFoundf("sandbox %q is not connected to network %q", sb.rec.Name, ns.rec.Name)
 	}
-	if ns.rec.Driver == "host" && sb.rec.HostNet {
+	caps := e.caps(ns.rec)
+	if caps.Namespace == driver.NamespaceHost && sb.rec.HostNet {
 		return forbiddenf("sandbox %q shares the host's network namespace and cannot leave it", sb.rec.Name)
 	}
 	if err := e.detach(ctx, sb, ns, ep, force); err != nil {
 		return err
 	}
-	if e.isGlobal(ns.rec) {
+	if caps.NeedsGateway {
 		if err := e.leaveGatewayBridge(ctx, sb); err != nil {
 			e.log.Warn("leave the gateway bridge", "sandbox", sb.rec.Name, "err", err)
 		}
@@ -575,7 +646,11 @@ func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force boo
 
 // detach removes one endpoint (kernel, address, record). Called with sb.op held.
 func (e *Engine) detach(ctx context.Context, sb *sbState, ns *netState, ep *Endpoint, force bool) error {
-	if err := e.drivers[ns.rec.Driver].Leave(ctx, driverNetwork(ns.rec), driverEndpoint(ep), sb.rec.NetNS); err != nil {
+	drv, err := e.driverOf(ns.rec)
+	if err == nil {
+		err = drv.Leave(ctx, driverNetwork(ns.rec), driverEndpoint(ep), sb.rec.NetNS)
+	}
+	if err != nil {
 		if !force {
 			return fmt.Errorf("detach sandbox %q from network %q: %w", sb.rec.Name, ns.rec.Name, err)
 		}
@@ -715,7 +790,11 @@ func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []
 			eps[i].held = h
 			continue
 		}
-		if err := e.drivers[x.ns.rec.Driver].Leave(ctx, driverNetwork(x.ns.rec), driverEndpoint(x.ep), rec.NetNS); err != nil {
+		drv, err := e.driverOf(x.ns.rec)
+		if err == nil {
+			err = drv.Leave(ctx, driverNetwork(x.ns.rec), driverEndpoint(x.ep), rec.NetNS)
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("detach sandbox %q from network %q: %w", rec.Name, x.ns.rec.Name, err))
 		}
 	}
@@ -724,7 +803,7 @@ func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []
 		return errs
 	}
 	if !rec.HostNet {
-		if err := netns.Delete(rec.NetNS); err != nil {
+		if err := e.nsx.Delete(rec.NetNS); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -831,12 +910,12 @@ func driverEndpoint(ep *Endpoint) *driver.Endpoint {
 func driverMAC(a netip.Addr) string { return driver.MACFromIP(a).String() }
 
 // hasDefaultRouteLocked reports whether one of the sandbox's endpoints
-// already carries its default route: the first on a bridge network (overlay
-// endpoints never do; their sandboxes go out through tether_gwbridge).
-// Called with e.mu held.
+// already carries its default route: the first on a network whose driver
+// has the DefaultRoute capability (overlay endpoints never do; their
+// sandboxes go out through tether_gwbridge). Called with e.mu held.
 func (e *Engine) hasDefaultRouteLocked(rec *Sandbox) bool {
 	for _, ep := range rec.Endpoints {
-		if ns := e.networks[ep.NetworkID]; ns != nil && ns.rec.Driver == "bridge" {
+		if ns := e.networks[ep.NetworkID]; ns != nil && e.caps(ns.rec).DefaultRoute {
 			return true
 		}
 	}

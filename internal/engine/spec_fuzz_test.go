@@ -36,7 +36,7 @@ func FuzzNetworkSpec(f *testing.F) {
 	} {
 		f.Add(s.name, s.driver, s.subnet, s.ipRange, s.gateway, s.aux, s.optKey, s.optVal, s.ipamConfig)
 	}
-	e := &Engine{cfg: &config.Config{}}
+	e := bareEngine(&config.Config{})
 	f.Fuzz(func(t *testing.T, name, driver, subnet, ipRange, gateway, aux, optKey, optVal string, ipamConfig bool) {
 		spec := NetworkSpec{Name: name, Driver: driver, Options: map[string]string{}}
 		if optKey != "" {
@@ -82,7 +82,7 @@ func FuzzPorts(f *testing.F) {
 		f.Add(s, "")
 		f.Add(s, "127.0.0.1")
 	}
-	e := &Engine{cfg: &config.Config{IP: netip.MustParseAddr("0.0.0.0")}}
+	e := bareEngine(&config.Config{IP: netip.MustParseAddr("0.0.0.0")})
 	f.Fuzz(func(t *testing.T, p, hostBinding string) {
 		n := &Network{Name: "n", Driver: "bridge", Options: map[string]string{}}
 		if hostBinding != "" {
@@ -111,7 +111,7 @@ func FuzzPorts(f *testing.F) {
 // ({"IPAM":{"Config":[{}]}}) dereferenced a nil subnet (a panic, found by
 // FuzzCreateNetworkBody); it means "choose the subnet", as no entry does.
 func TestBuildNetworkEmptyIPAMConfig(t *testing.T) {
-	e := &Engine{cfg: &config.Config{}}
+	e := bareEngine(&config.Config{})
 	n, sub, err := e.buildNetwork(NetworkSpec{Name: "n", Subnets: []SubnetSpec{{}}})
 	if err != nil || sub != nil || n.Subnet.IsValid() {
 		t.Fatalf("buildNetwork with an empty IPAM config = %+v, %v, %v; want a network whose subnet is chosen later", n, sub, err)

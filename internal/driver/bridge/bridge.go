@@ -33,8 +33,8 @@ import (
 )
 
 const (
-	// AliasPrefix marks links Tether created.
-	AliasPrefix = "tether:"
+	// AliasPrefix marks links Tether created (driver.LinkMarker).
+	AliasPrefix = driver.MarkerPrefix
 	// HostIfPrefix starts the name of every host-side veth.
 	HostIfPrefix = "vth"
 )
@@ -42,7 +42,8 @@ const (
 // Driver is the bridge driver. It works in the namespace its handle is bound
 // to (the daemon's "host" namespace).
 type Driver struct {
-	h *netlink.Handle
+	h    *netlink.Handle
+	gone nlutil.GoneWatch // detached host ends, until their namespace's teardown deletes them
 }
 
 // New returns a bridge driver issuing netlink requests through h (nil: the
@@ -55,6 +56,13 @@ func New(h *netlink.Handle) *Driver {
 }
 
 func (d *Driver) Type() string { return "bridge" }
+
+// Capabilities: a local network with addresses, ports, firewall entries and
+// names; its first endpoint carries the sandbox's default route.
+func (d *Driver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Scope: driver.ScopeLocal, Addresses: true, Ports: true, Firewall: true,
+		DNS: true, DefaultRoute: true, WayOut: true}
+}
 
 // CreateNetwork makes the bridge, gives it the gateway address (none when
 // n.Gateway is not set) and brings it up. Equivalent to `ip link add NAME type bridge; ip addr add GW/LEN dev NAME;
@@ -286,37 +294,14 @@ func (d *Driver) Leave(ctx context.Context, n *driver.Network, ep *driver.Endpoi
 	return nil
 }
 
-// Detach cuts the endpoint off its bridge at once (see DetachLink).
-func (d *Driver) Detach(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (int, error) {
-	return DetachLink(d.h, ep.HostIfName, ep.ID)
-}
-
-// DetachLink sets the host end of endpoint epID down and releases it from
-// its bridge, equivalent to `ip link set NAME down nomaster`. Down first:
-// the peer loses carrier and the bridge stops forwarding to the port before
-// it leaves (leaving flushes the port's learned MACs). It returns the link's
-// index, 0 when it is gone; a link with another owner's alias is refused.
-func DetachLink(h *netlink.Handle, name, epID string) (int, error) {
-	l, err := h.LinkByName(name)
-	if err != nil {
-		if nlutil.IsLinkGone(err) {
-			return 0, nil
-		}
-		return 0, fmt.Errorf("find %q: %w", name, err)
+// Detach cuts the endpoint off its bridge at once (nlutil.DetachLink) and
+// returns a channel closed once its host end is deleted.
+func (d *Driver) Detach(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (<-chan struct{}, error) {
+	idx, err := nlutil.DetachLink(d.h, ep.HostIfName, AliasPrefix+ep.ID)
+	if err != nil || idx == 0 {
+		return nil, err
 	}
-	if l.Attrs().Alias != AliasPrefix+epID {
-		return 0, fmt.Errorf("link %q is not endpoint %.12s's; left alone", name, epID)
-	}
-	if err := h.LinkSetDown(l); err != nil {
-		if nlutil.IsLinkGone(err) {
-			return 0, nil
-		}
-		return 0, fmt.Errorf("set %q down: %w", name, err)
-	}
-	if err := h.LinkSetNoMaster(l); err != nil && !nlutil.IsLinkGone(err) {
-		return 0, fmt.Errorf("release %q from its bridge: %w", name, err)
-	}
-	return l.Attrs().Index, nil
+	return d.gone.Wait(d.h, idx, AliasPrefix+ep.ID), nil
 }
 
 // nsHandle is a netlink handle bound to a sandbox namespace.

@@ -19,6 +19,17 @@ func Null() *Driver { return &Driver{Name: "null"} }
 func Host() *Driver { return &Driver{Name: "host"} }
 
 func (d *Driver) Type() string                                         { return d.Name }
+
+// Capabilities: host shares the daemon's namespace, null leaves a sandbox
+// with loopback only; either is a sandbox's only network, and only the
+// predefined one exists.
+func (d *Driver) Capabilities() driver.Capabilities {
+	c := driver.Capabilities{Scope: driver.ScopeLocal, Predefined: "none", Namespace: driver.NamespaceNone}
+	if d.Name == "host" {
+		c.Predefined, c.Namespace, c.WayOut = "host", driver.NamespaceHost, true
+	}
+	return c
+}
 func (d *Driver) CreateNetwork(context.Context, *driver.Network) error { return nil }
 func (d *Driver) DeleteNetwork(context.Context, *driver.Network) error { return nil }
 func (d *Driver) Join(context.Context, *driver.Network, *driver.Endpoint, string) error {

@@ -80,7 +80,7 @@ func (d *Driver) hostEnd(sb *netlink.Handle, nsPath string, ep *driver.Endpoint,
 		l, err := d.h.LinkByName(ep.HostIfName)
 		switch {
 		case err == nil:
-			if l.Attrs().Alias != bridge.AliasPrefix+ep.ID {
+			if l.Attrs().Alias != driver.LinkMarker(ep.ID) {
 				return nil, false, fmt.Errorf("link %q is not endpoint %.12s's (alias %q): %w", ep.HostIfName, ep.ID, l.Attrs().Alias, ErrConflict)
 			}
 			if pairedWith(sb, ep.IfName, l) {
@@ -169,7 +169,7 @@ func (d *Driver) findHostEnd(ep *driver.Endpoint) (netlink.Link, error) {
 		return nil, err
 	}
 	for _, l := range links {
-		if l.Attrs().Alias == bridge.AliasPrefix+ep.ID && strings.HasPrefix(l.Attrs().Name, HostIfPrefix) {
+		if l.Attrs().Alias == driver.LinkMarker(ep.ID) && strings.HasPrefix(l.Attrs().Name, HostIfPrefix) {
 			return l, nil
 		}
 	}
@@ -184,8 +184,8 @@ func (d *Driver) wireHostEnd(l, br netlink.Link, ep *driver.Endpoint, mtu int) e
 	if err := bridge.IPv6Off(d.h, d.ns, l); err != nil { // before it is ever up
 		return err
 	}
-	if a.Alias != bridge.AliasPrefix+ep.ID {
-		if err := d.h.LinkSetAlias(l, bridge.AliasPrefix+ep.ID); err != nil {
+	if a.Alias != driver.LinkMarker(ep.ID) {
+		if err := d.h.LinkSetAlias(l, driver.LinkMarker(ep.ID)); err != nil {
 			return fmt.Errorf("mark %q: %w", a.Name, err)
 		}
 	}
@@ -258,23 +258,28 @@ func (d *Driver) Leave(ctx context.Context, n *driver.Network, ep *driver.Endpoi
 		}
 		return fmt.Errorf("find %q: %w", ep.HostIfName, err)
 	}
-	if l.Attrs().Alias != bridge.AliasPrefix+ep.ID {
+	if l.Attrs().Alias != driver.LinkMarker(ep.ID) {
 		return fmt.Errorf("link %q is not endpoint %.12s's; left alone: %w", l.Attrs().Name, ep.ID, ErrConflict)
 	}
 	return d.del(l)
 }
 
 // Detach cuts the endpoint off the overlay bridge at once (down, no
-// master; bridge.DetachLink) and returns the host end's index, 0 when gone.
-func (d *Driver) Detach(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (int, error) {
+// master; nlutil.DetachLink) and returns a channel closed once its host end
+// is deleted.
+func (d *Driver) Detach(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (<-chan struct{}, error) {
 	if ep.HostIfName == "" {
 		l, err := d.findHostEnd(ep)
 		if err != nil || l == nil {
-			return 0, err
+			return nil, err
 		}
 		ep.HostIfName = l.Attrs().Name
 	}
-	return bridge.DetachLink(d.h, ep.HostIfName, ep.ID)
+	idx, err := nlutil.DetachLink(d.h, ep.HostIfName, driver.LinkMarker(ep.ID))
+	if err != nil || idx == 0 {
+		return nil, err
+	}
+	return d.gone.Wait(d.h, idx, driver.LinkMarker(ep.ID)), nil
 }
 
 func randomHex(n int) string {

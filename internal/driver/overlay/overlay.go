@@ -90,8 +90,9 @@ func NetworkOf(alias string) (id string, ok bool) {
 // Driver is the overlay driver. It works in the namespace its handle is
 // bound to (the daemon's "host" namespace), which need not be the process's.
 type Driver struct {
-	h  *netlink.Handle
-	ns string // path of h's namespace for sysctls; "": the current one
+	h    *netlink.Handle
+	ns   string           // path of h's namespace for sysctls; "": the current one
+	gone nlutil.GoneWatch // detached host ends, until their namespace's teardown deletes them
 }
 
 // New returns an overlay driver issuing netlink requests through h (nil:
@@ -108,6 +109,15 @@ func NewAt(h *netlink.Handle, nsPath string) *Driver {
 }
 
 func (d *Driver) Type() string { return "overlay" }
+
+// Capabilities: a global network (records in the cluster store) with
+// addresses and names; its sandboxes get their way out through the
+// gateway network, and it publishes no ports yet.
+func (d *Driver) Capabilities() driver.Capabilities {
+	return driver.Capabilities{Scope: driver.ScopeGlobal, Addresses: true, DNS: true, WayOut: true, NeedsGateway: true}
+}
+
+var _ driver.PeerProgrammer = (*Driver)(nil)
 
 var _ driver.Driver = (*Driver)(nil)
 

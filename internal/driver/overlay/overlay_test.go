@@ -102,13 +102,13 @@ func TestCheckPeer(t *testing.T) {
 		p    Peer
 		ok   bool
 	}{
-		{"ok", Peer{ip3, mac3, other}, true},
-		{"no IP", Peer{netip.Addr{}, mac3, other}, false},
-		{"no MAC", Peer{ip3, nil, other}, false},
-		{"multicast MAC", Peer{ip3, net.HardwareAddr{1, 0, 0x5e, 0, 0, 1}, other}, false},
-		{"zero MAC", Peer{ip3, make(net.HardwareAddr, 6), other}, false},
-		{"no VTEP", Peer{ip3, mac3, netip.Addr{}}, false},
-		{"own VTEP", Peer{ip3, mac3, vtep}, false},
+		{"ok", Peer{IP: ip3, MAC: mac3, VTEP: other}, true},
+		{"no IP", Peer{IP: netip.Addr{}, MAC: mac3, VTEP: other}, false},
+		{"no MAC", Peer{IP: ip3, MAC: nil, VTEP: other}, false},
+		{"multicast MAC", Peer{IP: ip3, MAC: net.HardwareAddr{1, 0, 0x5e, 0, 0, 1}, VTEP: other}, false},
+		{"zero MAC", Peer{IP: ip3, MAC: make(net.HardwareAddr, 6), VTEP: other}, false},
+		{"no VTEP", Peer{IP: ip3, MAC: mac3, VTEP: netip.Addr{}}, false},
+		{"own VTEP", Peer{IP: ip3, MAC: mac3, VTEP: vtep}, false},
 	} {
 		err := checkPeer(n, c.p)
 		if (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
@@ -134,11 +134,11 @@ func TestMergePeers(t *testing.T) {
 	}{
 		{"none", nil, nil, nil},
 		{"complete, sorted", []netlink.Neigh{fdb(mac3, other), fdb(mac2, other)}, []netlink.Neigh{neigh(ip3, mac3), neigh(ip2, mac2)},
-			[]Peer{{ip2, mac2, other}, {ip3, mac3, other}}},
+			[]Peer{{IP: ip2, MAC: mac2, VTEP: other}, {IP: ip3, MAC: mac3, VTEP: other}}},
 		{"fdb only", []netlink.Neigh{fdb(mac3, other)}, nil, []Peer{{MAC: mac3, VTEP: other}}},
 		{"neighbour only", nil, []netlink.Neigh{neigh(ip3, mac3)}, []Peer{{IP: ip3, MAC: mac3}}},
 		{"IPv4 in 16 bytes", []netlink.Neigh{{HardwareAddr: mac3, IP: net.ParseIP("198.18.0.11")}},
-			[]netlink.Neigh{{HardwareAddr: mac3, IP: net.ParseIP("10.0.0.3")}}, []Peer{{ip3, mac3, other}}},
+			[]netlink.Neigh{{HardwareAddr: mac3, IP: net.ParseIP("10.0.0.3")}}, []Peer{{IP: ip3, MAC: mac3, VTEP: other}}},
 	} {
 		if got := mergePeers(c.fdb, c.neigh); !slices.EqualFunc(got, c.want, Peer.Equal) {
 			t.Errorf("%s: mergePeers = %v, want %v", c.name, got, c.want)

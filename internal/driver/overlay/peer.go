@@ -29,18 +29,7 @@ import (
 )
 
 // Peer is a remote endpoint of an overlay network.
-type Peer struct {
-	IP   netip.Addr       // its overlay address
-	MAC  net.HardwareAddr // its MAC (the sandbox interface's)
-	VTEP netip.Addr       // the underlay address of the host it lives on
-}
-
-func (p Peer) String() string { return fmt.Sprintf("%v/%v@%v", p.IP, p.MAC, p.VTEP) }
-
-// Equal reports whether p and q are the same peer.
-func (p Peer) Equal(q Peer) bool {
-	return p.IP == q.IP && p.VTEP == q.VTEP && bytes.Equal(p.MAC, q.MAC)
-}
+type Peer = driver.Peer
 
 func checkPeer(n *driver.Network, p Peer) error {
 	switch {

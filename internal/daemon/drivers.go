@@ -1,0 +1,26 @@
+package daemon
+
+import (
+	"github.com/tether-net/tether/internal/driver"
+	"github.com/tether-net/tether/internal/driver/bridge"
+	"github.com/tether-net/tether/internal/driver/nulldrv"
+	"github.com/tether-net/tether/internal/driver/overlay"
+)
+
+// The driver registry: adding a network driver is a package and a line
+// here; the engine knows drivers only through the driver package.
+//
+// Global drivers (overlay) are left out by the engine when the daemon has
+// no cluster store.
+func drivers() []driver.Driver {
+	return []driver.Driver{
+		bridge.New(nil),
+		nulldrv.Host(),
+		nulldrv.Null(),
+		overlay.New(nil),
+	}
+}
+
+// defaultDriver is the driver of networks created without -d, of the
+// default network "bridge" and of the gateway network of overlays.
+const defaultDriver = "bridge"

@@ -1,0 +1,115 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/tether-net/tether/internal/driver"
+	"github.com/tether-net/tether/internal/nlutil"
+)
+
+var (
+	_ driver.Repairer = (*Driver)(nil)
+	_ driver.Sweeper  = (*Driver)(nil)
+	_ driver.Detacher = (*Driver)(nil)
+)
+
+// Repair checks an endpoint on restore: it is intact when its host link
+// carries its marker, is a port of the network's bridge, and its peer is the
+// recorded interface inside the sandbox. An intact endpoint is not touched,
+// so a restart does not interrupt traffic. Anything else (a host link gone,
+// a bridge re-created without its ports, a pair half torn down) is deleted
+// and the endpoint joined again.
+func (d *Driver) Repair(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) (bool, error) {
+	sb, err := openNS(nsPath)
+	if err != nil {
+		return false, err
+	}
+	defer sb.close()
+	in, err := sb.h.LinkByName(ep.IfName)
+	if err != nil && !nlutil.IsLinkGone(err) {
+		return false, fmt.Errorf("find %q in the sandbox: %w", ep.IfName, err)
+	}
+	if d.intact(n, ep, in) {
+		return false, nil
+	}
+	if in != nil {
+		_ = sb.h.LinkDel(in) // half of a broken pair; the host end is checked below
+	}
+	if l, err := d.h.LinkByName(ep.HostIfName); err == nil && l.Attrs().Alias == AliasPrefix+ep.ID {
+		_ = d.h.LinkDel(l)
+	}
+	if err := d.Join(ctx, n, ep, nsPath); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// intact: the host end marked with the endpoint's ID and enslaved to the
+// network's bridge, the sandbox end (in) its peer.
+func (d *Driver) intact(n *driver.Network, ep *driver.Endpoint, in netlink.Link) bool {
+	if in == nil || ep.HostIfName == "" {
+		return false
+	}
+	host, err := d.h.LinkByName(ep.HostIfName)
+	if err != nil || host.Attrs().Alias != AliasPrefix+ep.ID || host.Attrs().MasterIndex == 0 {
+		return false
+	}
+	br, err := d.h.LinkByName(n.BridgeName)
+	if err != nil || host.Attrs().MasterIndex != br.Attrs().Index {
+		return false
+	}
+	_, isVeth := in.(*netlink.Veth)
+	return isVeth && in.Attrs().ParentIndex == host.Attrs().Index && host.Attrs().ParentIndex == in.Attrs().Index
+}
+
+// Sweep deletes host links marked as Tether's (driver.LinkMarker) whose
+// owner ID is not in keep or that carry another name than keep gives them.
+// Equivalent to `ip link del NAME` for each. Deleting a veth mostly waits in
+// the kernel (tens of milliseconds) and parallelises, so up to sweepWorkers
+// deletions run at once: after a crash during many attaches there are
+// hundreds. A link without the marker is never touched.
+func (d *Driver) Sweep(ctx context.Context, keep map[string]string) (int, error) {
+	links, err := nlutil.Dump("links", d.h.LinkList)
+	if err != nil {
+		return 0, fmt.Errorf("list links: %w", err)
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		n    int
+		errs []error
+	)
+	sem := make(chan struct{}, sweepWorkers)
+	for _, l := range links {
+		a := l.Attrs()
+		id, ok := strings.CutPrefix(a.Alias, AliasPrefix)
+		if !ok || !driver.IsID(id) || keep[id] == a.Name {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			err := d.h.LinkDel(l)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && !nlutil.IsLinkGone(err) {
+				errs = append(errs, fmt.Errorf("delete %q: %w", a.Name, err))
+				return
+			}
+			n++
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return n, fmt.Errorf("%d link(s) left: %w", len(errs), errs[0])
+	}
+	return n, nil
+}
+
+// sweepWorkers bounds the link deletions Sweep runs at once.
+const sweepWorkers = 16

@@ -1,0 +1,105 @@
+// Package sandbox is the kernel side of sandboxes that the engine drives:
+// their network namespaces (files under the daemon's private directory,
+// identities, the processes in them). The engine keeps networks, endpoints
+// and their lifecycle; it reaches namespaces only through Namespaces, so
+// its logic runs in unit tests against a fake (sandboxtest).
+package sandbox
+
+import (
+	"fmt"
+	"os"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/tether-net/tether/internal/netns"
+	"github.com/tether-net/tether/internal/nlutil"
+)
+
+// Namespaces makes, finds and deletes sandboxes' network namespaces.
+type Namespaces interface {
+	// PrepareDir makes dir a private mount that holds namespace files.
+	PrepareDir(dir string) error
+	// Create makes a new network namespace bound at path, with IPv6 off on
+	// interfaces created in it and router advertisements refused, and
+	// returns its identity.
+	Create(path string) (netns.ID, error)
+	// Delete unmounts and removes a namespace file; one that is gone is
+	// success.
+	Delete(path string) error
+	// IDOf is the identity of the namespace a file (or /proc link) names.
+	IDOf(path string) (netns.ID, error)
+	// IsNSFile reports whether path is a network namespace file.
+	IsNSFile(path string) bool
+	// BindProc binds the network namespace of process pid at path.
+	BindProc(pid int, path string) error
+	// ProcPath is the /proc link of a process's network namespace.
+	ProcPath(pid int) string
+	// FindProcessIn returns a process whose network namespace is id, 0 when
+	// none is found.
+	FindProcessIn(id netns.ID) int
+	// RemoveStrayLinks deletes the veths in the namespace at path whose
+	// names keep does not accept, and returns their names.
+	RemoveStrayLinks(path string, keep func(name string) bool) ([]string, error)
+}
+
+// Kernel is Namespaces on the running kernel.
+type Kernel struct{}
+
+var _ Namespaces = Kernel{}
+
+func (Kernel) PrepareDir(dir string) error { return netns.PrepareDir(dir) }
+
+func (Kernel) Create(path string) (netns.ID, error) {
+	err := netns.CreateWith(path, func() error {
+		// IPv6 off, and no router advertisements taken should a process
+		// turn it back on for an interface (a neighbour's rogue RA).
+		for _, kv := range [][2]string{{"default/disable_ipv6", "1"}, {"default/accept_ra", "0"}, {"all/accept_ra", "0"}} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+kv[0], []byte(kv[1]), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return netns.ID{}, err
+	}
+	return netns.IDOf(path)
+}
+
+func (Kernel) Delete(path string) error            { return netns.Delete(path) }
+func (Kernel) IDOf(path string) (netns.ID, error)  { return netns.IDOf(path) }
+func (Kernel) IsNSFile(path string) bool           { return netns.IsNSFile(path) }
+func (Kernel) BindProc(pid int, path string) error { return netns.BindProcNS(pid, "net", path) }
+func (Kernel) ProcPath(pid int) string             { return netns.ProcNSPath(pid, "net") }
+func (Kernel) FindProcessIn(id netns.ID) int       { return netns.FindProcessIn("net", id) }
+
+func (Kernel) RemoveStrayLinks(path string, keep func(string) bool) ([]string, error) {
+	h, err := netns.NewHandle(path)
+	if err != nil {
+		return nil, fmt.Errorf("open sandbox namespace: %w", err)
+	}
+	defer h.Close()
+	links, err := nlutil.Dump("list links", h.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list sandbox interfaces: %w", err)
+	}
+	var removed []string
+	var errs []error
+	for _, l := range links {
+		name := l.Attrs().Name
+		if _, ok := l.(*netlink.Veth); !ok || keep(name) {
+			continue
+		}
+		if err := h.LinkDel(l); err != nil && !nlutil.IsLinkGone(err) {
+			errs = append(errs, fmt.Errorf("delete %q: %w", name, err))
+			continue
+		}
+		removed = append(removed, name)
+	}
+	slices.Sort(removed)
+	if len(errs) > 0 {
+		return removed, errs[0]
+	}
+	return removed, nil
+}
