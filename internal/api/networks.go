@@ -230,9 +230,9 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New("invalid Container: a sandbox name or ID is required"))
 		return
 	}
-	ports, err := parsePortStrings(b.PortBindings.Specs())
+	ports, err := portSpecs("PortBindings", b.PortBindings)
 	if err != nil {
-		s.fail(w, err)
+		writeError(w, http.StatusBadRequest, err)
 		return
 	}
 	a := engine.AttachSpec{Ports: ports}

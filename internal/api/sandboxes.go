@@ -19,17 +19,21 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	spec := engine.SandboxSpec{Name: b.Name, Hostname: b.Hostname, PID: b.PID, NetNSPath: b.NetNS, AutoRemove: b.AutoRemove}
-	for _, a := range b.Networks {
-		ports, err := parsePortStrings(a.Publish)
+	for i, a := range b.Networks {
+		if len(a.Publish) > 0 {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("invalid Networks[%d].Publish: no longer accepted; use Networks[%d].PortBindings (Docker's PortBindings shape)", i, i))
+			return
+		}
+		ports, err := portSpecs(fmt.Sprintf("Networks[%d].PortBindings", i), a.PortBindings)
 		if err != nil {
-			s.fail(w, err)
+			writeError(w, http.StatusBadRequest, err)
 			return
 		}
 		spec.Networks = append(spec.Networks, engine.AttachSpec{Network: a.Network, IP: a.IP, Aliases: a.Aliases, Ports: ports})
 	}
-	ports, err := parsePortStrings(b.PortBindings.Specs())
+	ports, err := portSpecs("PortBindings", b.PortBindings)
 	if err != nil {
-		s.fail(w, err)
+		writeError(w, http.StatusBadRequest, err)
 		return
 	}
 	spec.Ports = ports
@@ -162,15 +166,12 @@ func (s *Server) execAttached(w http.ResponseWriter, r *http.Request, b ExecRequ
 	_ = stream.WriteExit(out, run.ExitCode)
 }
 
-// parsePortStrings: interim, until the wire carries PortBindings only.
-func parsePortStrings(in []string) ([]portmap.Spec, error) {
-	var out []portmap.Spec
-	for _, r := range in {
-		ss, err := portmap.Parse(r)
-		if err != nil {
-			return nil, &engine.Error{Kind: engine.KindInvalid, Err: fmt.Errorf("invalid port %q: %w", r, err)}
-		}
-		out = append(out, ss...)
+// portSpecs reads the PortBindings of a request body (field names it in the
+// error, answered as 400 before the engine is asked anything).
+func portSpecs(field string, m PortMap) ([]portmap.Spec, error) {
+	specs, err := m.ToSpecs()
+	if err != nil {
+		return nil, fmt.Errorf("invalid %s: %w", field, err)
 	}
-	return out, nil
+	return specs, nil
 }

@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tether-net/tether/internal/api"
+	"github.com/tether-net/tether/internal/api/types"
 	"github.com/tether-net/tether/internal/cli/cmdconn"
 	"github.com/tether-net/tether/internal/stream"
 )
@@ -404,7 +404,7 @@ func decodeError(resp *http.Response) error {
 // execAttached runs an exec over the stream protocol and returns the exit
 // code. The connection is the client's own (any transport), hijacked after
 // "101 Switching Protocols".
-func (c *Client) execAttached(sandbox string, req api.ExecRequest, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+func (c *Client) execAttached(sandbox string, req types.ExecRequest, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	conn, err := c.connect(context.Background())
 	if err != nil {
 		return -1, err
@@ -425,7 +425,7 @@ func (c *Client) execAttached(sandbox string, req api.ExecRequest, stdin io.Read
 // upgradeExec sends the exec request asking for the stream protocol and
 // reads the daemon's answer; after a 101 the returned reader carries the
 // frames.
-func (c *Client) upgradeExec(conn net.Conn, sandbox string, req api.ExecRequest) (*bufio.Reader, error) {
+func (c *Client) upgradeExec(conn net.Conn, sandbox string, req types.ExecRequest) (*bufio.Reader, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -436,7 +436,7 @@ func (c *Client) upgradeExec(conn net.Conn, sandbox string, req api.ExecRequest)
 	}
 	hr.Header.Set("Content-Type", "application/json")
 	hr.Header.Set("Connection", "Upgrade")
-	hr.Header.Set("Upgrade", api.StreamProtocol)
+	hr.Header.Set("Upgrade", types.StreamProtocol)
 	if err := hr.Write(conn); err != nil {
 		return nil, c.connectError(err)
 	}

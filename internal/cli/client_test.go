@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tether-net/tether/internal/api"
+	"github.com/tether-net/tether/internal/api/types"
 	"github.com/tether-net/tether/internal/testutil"
 )
 
@@ -265,7 +265,7 @@ func TestTransports(t *testing.T) {
 				}
 			}
 			var out, errOut bytes.Buffer
-			code, err := c.execAttached("sb1", api.ExecRequest{Cmd: []string{"true"}}, nil, &out, &errOut)
+			code, err := c.execAttached("sb1", types.ExecRequest{Cmd: []string{"true"}}, nil, &out, &errOut)
 			if err != nil || code != 3 || out.String() != "hi from sb1\n" {
 				t.Fatalf("exec: code %d, err %v, stdout %q, stderr %q", code, err, out.String(), errOut.String())
 			}
@@ -289,7 +289,7 @@ func TestSSHFailureNamesHost(t *testing.T) {
 			t.Errorf("error %v does not contain %q", err, want)
 		}
 	}
-	_, err = c.execAttached("sb", api.ExecRequest{}, nil, io.Discard, io.Discard)
+	_, err = c.execAttached("sb", types.ExecRequest{}, nil, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "Connection refused") {
 		t.Errorf("exec error %v", err)
 	}

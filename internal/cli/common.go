@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tether-net/tether/internal/api"
+	"github.com/tether-net/tether/internal/api/types"
 )
 
 // inspectCmd is `network inspect` and `sandbox inspect`: GET pathPrefix+ref
@@ -76,13 +76,13 @@ func (p *procFlags) register(cmd *cobra.Command, detachHelp string) {
 	f.StringVarP(&p.workdir, "workdir", "w", "", "working directory inside the sandbox")
 }
 
-func (p *procFlags) request(args []string, main bool) api.ExecRequest {
-	return api.ExecRequest{Cmd: args, Env: p.env, WorkingDir: p.workdir, Stdin: p.interactive, Detach: p.detach, Main: main}
+func (p *procFlags) request(args []string, main bool) types.ExecRequest {
+	return types.ExecRequest{Cmd: args, Env: p.env, WorkingDir: p.workdir, Stdin: p.interactive, Detach: p.detach, Main: main}
 }
 
 // attachRun streams an exec and turns a non-zero exit status into the
 // CLI's own exit status.
-func attachRun(c *Client, sandbox string, x api.ExecRequest) error {
+func attachRun(c *Client, sandbox string, x types.ExecRequest) error {
 	code, err := c.execAttached(sandbox, x, os.Stdin, os.Stdout, os.Stderr)
 	if err != nil {
 		return err

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tether-net/tether/internal/api"
+	"github.com/tether-net/tether/internal/api/types"
 	"github.com/tether-net/tether/internal/stream"
 )
 
@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 		case "ssh":
 			os.Exit(fakeSSH(os.Args[1:]))
 		case "tether":
-			os.Exit(Execute(os.Args[1:]))
+			os.Exit(Execute(os.Args[1:], "test"))
 		}
 	}
 	os.Exit(m.Run())
@@ -98,7 +98,7 @@ func fakeDaemon() http.Handler {
 }
 
 func fakeExec(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Upgrade") != api.StreamProtocol {
+	if r.Header.Get("Upgrade") != types.StreamProtocol {
 		http.Error(w, `{"message":"no upgrade"}`, http.StatusBadRequest)
 		return
 	}
@@ -107,7 +107,7 @@ func fakeExec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer conn.Close()
-	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", api.StreamProtocol)
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", types.StreamProtocol)
 	_ = brw.Flush()
 	stdout, _ := stream.NewWriters(conn)
 	fmt.Fprintf(stdout, "hi from %s\n", r.PathValue("id"))

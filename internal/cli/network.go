@@ -9,7 +9,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/spf13/cobra"
 
-	"github.com/tether-net/tether/internal/api"
+	"github.com/tether-net/tether/internal/api/types"
 )
 
 func networkCmd(g *globals) *cobra.Command {
@@ -258,21 +258,13 @@ func netConnectCmd(g *globals) *cobra.Command {
 		Short: "Connect a sandbox to a network",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			body, err := connectRequest(args[1], ip, aliases, publish)
 			if err != nil {
 				return err
 			}
-			ec := map[string]any{"Aliases": aliases}
-			if ip != "" {
-				ec["IPAMConfig"] = map[string]any{"IPv4Address": ip}
-			}
-			body := map[string]any{"Container": args[1], "EndpointConfig": ec}
-			if len(publish) > 0 {
-				pm, err := portMap(publish)
-				if err != nil {
-					return err
-				}
-				body["PortBindings"] = pm
+			c, err := g.client()
+			if err != nil {
+				return err
 			}
 			return c.do("POST", "/networks/"+url.PathEscape(args[0])+"/connect", nil, body, nil)
 		},
@@ -281,6 +273,24 @@ func netConnectCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringArrayVar(&aliases, "alias", nil, "network-scoped alias for the sandbox")
 	cmd.Flags().StringArrayVarP(&publish, "publish", "p", nil, "publish a port on this network (docker run -p syntax)")
 	return cmd
+}
+
+// connectRequest is the body of POST /networks/{id}/connect: Docker's
+// ConnectRequest plus PortBindings (a Tether extension) for -p.
+func connectRequest(sandbox, ip string, aliases, publish []string) (map[string]any, error) {
+	ec := map[string]any{"Aliases": aliases}
+	if ip != "" {
+		ec["IPAMConfig"] = map[string]any{"IPv4Address": ip}
+	}
+	body := map[string]any{"Container": sandbox, "EndpointConfig": ec}
+	pm, err := types.ParsePublish(publish)
+	if err != nil {
+		return nil, fmt.Errorf("invalid --publish: %w", err)
+	}
+	if pm != nil {
+		body["PortBindings"] = pm
+	}
+	return body, nil
 }
 
 func netDisconnectCmd(g *globals) *cobra.Command {
@@ -300,29 +310,4 @@ func netDisconnectCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "force the sandbox to disconnect")
 	return cmd
-}
-
-// portMap turns -p values into Docker's PortBindings shape for the connect
-// request; the daemon parses and validates them.
-func portMap(specs []string) (api.PortMap, error) {
-	pm := api.PortMap{}
-	for _, s := range specs {
-		parts := strings.Split(s, ":")
-		var b api.PortBinding
-		switch len(parts) {
-		case 1:
-		case 2:
-			b.HostPort = parts[0]
-		case 3:
-			b.HostIP, b.HostPort = parts[0], parts[1]
-		default:
-			return nil, fmt.Errorf("invalid --publish %q: expected [hostIP:][hostPort:]port[/proto]", s)
-		}
-		key := parts[len(parts)-1]
-		if !strings.Contains(key, "/") {
-			key += "/tcp"
-		}
-		pm[key] = append(pm[key], b)
-	}
-	return pm, nil
 }

@@ -1,5 +1,7 @@
-// Package cli is the tether command line: the daemon command and a thin
-// HTTP client of the daemon for everything else, with Docker-like output.
+// Package cli is the tether command line: a thin HTTP client of the daemon,
+// with Docker-like output. It links nothing of the daemon (it speaks the
+// wire types of package api/types); the daemon command is added by the
+// binary (cmd/tether).
 package cli
 
 import (
@@ -9,10 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-
-	"github.com/tether-net/tether/internal/api"
-	"github.com/tether-net/tether/internal/config"
-	"github.com/tether-net/tether/internal/daemon"
 )
 
 // exitError carries a command's exit status (tether run/exec pass on the
@@ -22,12 +20,13 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 // Execute runs the command line and returns the process exit code.
-func Execute(args []string) int {
-	g := &globals{}
-	root := newRoot(g)
+// version is the binary's; extra are commands added to the root (the
+// binary's daemon command).
+func Execute(args []string, version string, extra ...*cobra.Command) int {
+	root, done := NewRoot(version, extra...)
 	root.SetArgs(args)
 	err := root.Execute()
-	g.close()
+	done()
 	var ee exitError
 	switch {
 	case err == nil:
@@ -37,6 +36,15 @@ func Execute(args []string) int {
 	}
 	fmt.Fprintln(os.Stderr, err)
 	return 1
+}
+
+// NewRoot builds the root command: the client commands, their persistent
+// flags (-H, --tls...) and extra. A command in extra that registers flags
+// of those names locally shadows them (the daemon's -H means "listen
+// here"). done closes the connections the commands opened.
+func NewRoot(version string, extra ...*cobra.Command) (root *cobra.Command, done func()) {
+	g := &globals{}
+	return newRoot(g, version, extra...), g.close
 }
 
 // globals are the root command's persistent flags: where the daemon is and
@@ -77,46 +85,27 @@ func (g *globals) close() {
 	}
 }
 
-func newRoot(g *globals) *cobra.Command {
+func newRoot(g *globals, version string, extra ...*cobra.Command) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "tether",
 		Short:         "Tether: container networking engine",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       api.Version,
+		Version:       version,
 	}
 	g.register(root.PersistentFlags())
-	root.AddCommand(daemonCmd(), networkCmd(g), runCmd(g), execCmd(g), sandboxCmd(g), rmCmd(g), portCmd(g), versionCmd(g), systemCmd(g))
+	root.AddCommand(networkCmd(g), runCmd(g), execCmd(g), sandboxCmd(g), rmCmd(g), portCmd(g), versionCmd(g, version), systemCmd(g))
+	root.AddCommand(extra...)
 	return root
 }
 
-func daemonCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "daemon [flags]",
-		Short: "Run the Tether daemon",
-		Args:  cobra.NoArgs,
-	}
-	// The daemon's -H means "listen here" and its --tls* flags are its
-	// server's: they shadow the client's persistent flags of the same names
-	// by being registered locally.
-	flags := config.RegisterFlags(cmd.Flags())
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, err := flags.Load()
-		if err != nil {
-			return err
-		}
-		return daemon.Run(cfg)
-	}
-	return cmd
-}
-
-func versionCmd(g *globals) *cobra.Command {
+func versionCmd(g *globals, version string) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Show the client and daemon versions",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Printf("Client:\n Version:\t%s\n", api.Version)
+			fmt.Printf("Client:\n Version:\t%s\n", version)
 			c, err := g.client()
 			if err != nil {
 				return err

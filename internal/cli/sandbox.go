@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tether-net/tether/internal/api"
+	"github.com/tether-net/tether/internal/api/types"
 )
 
 // attachFlags are the network flags of run and sandbox create.
@@ -29,10 +29,10 @@ func (a *attachFlags) register(cmd *cobra.Command) {
 	f.StringArrayVarP(&a.publish, "publish", "p", nil, "publish a port on the first network: [hostIP:][hostPort[-end]:]port[-end][/tcp|/udp]")
 }
 
-func (a *attachFlags) request() (api.SandboxCreateRequest, error) {
-	req := api.SandboxCreateRequest{Name: a.name, Hostname: a.hostname}
+func (a *attachFlags) request() (types.SandboxCreateRequest, error) {
+	req := types.SandboxCreateRequest{Name: a.name, Hostname: a.hostname}
 	for i, n := range a.networks {
-		at := api.NetworkAttach{Network: n}
+		at := types.NetworkAttach{Network: n}
 		if i == 0 {
 			at.IP, at.Aliases = a.ip, a.aliases
 		}
@@ -41,12 +41,13 @@ func (a *attachFlags) request() (api.SandboxCreateRequest, error) {
 	if len(a.networks) == 0 && (a.ip != "" || len(a.aliases) > 0) {
 		return req, fmt.Errorf("--ip and --network-alias need a --network")
 	}
-	if len(a.publish) > 0 {
-		if len(req.Networks) == 0 {
-			req.Networks = []api.NetworkAttach{{Network: "bridge"}}
-		}
-		req.Networks[0].Publish = a.publish
+	// Published on the first network; with no --network the daemon picks
+	// its default network.
+	pm, err := types.ParsePublish(a.publish)
+	if err != nil {
+		return req, fmt.Errorf("invalid --publish: %w", err)
 	}
+	req.PortBindings = pm
 	return req, nil
 }
 
@@ -59,16 +60,16 @@ func runCmd(g *globals) *cobra.Command {
 		Short: "Create a sandbox, attach its networks and run a command in it",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			req, err := at.request()
 			if err != nil {
 				return err
 			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
 			req.AutoRemove = rm
-			var sb api.Sandbox
+			var sb types.Sandbox
 			if err := c.do("POST", "/tether/v1/sandboxes", nil, req, &sb); err != nil {
 				return err
 			}
@@ -111,7 +112,7 @@ func execCmd(g *globals) *cobra.Command {
 			}
 			x := pf.request(args[1:], false)
 			if x.Detach {
-				var r api.ExecResponse
+				var r types.ExecResponse
 				return c.do("POST", "/tether/v1/sandboxes/"+url.PathEscape(args[0])+"/exec", nil, x, &r)
 			}
 			return attachRun(c, args[0], x)
@@ -136,16 +137,16 @@ func sbCreateCmd(g *globals) *cobra.Command {
 		Short: "Create a sandbox, or adopt a namespace of another runtime (--pid, --netns)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
 			req, err := at.request()
 			if err != nil {
 				return err
 			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
 			req.PID, req.NetNS = pid, nsPath
-			var sb api.Sandbox
+			var sb types.Sandbox
 			if err := c.do("POST", "/tether/v1/sandboxes", nil, req, &sb); err != nil {
 				return err
 			}
@@ -172,7 +173,7 @@ func sbLsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var sbs []api.Sandbox
+			var sbs []types.Sandbox
 			if err := c.do("GET", "/tether/v1/sandboxes", nil, nil, &sbs); err != nil {
 				return err
 			}
@@ -247,7 +248,7 @@ func portCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var sb api.Sandbox
+			var sb types.Sandbox
 			if err := c.do("GET", "/tether/v1/sandboxes/"+url.PathEscape(args[0]), nil, nil, &sb); err != nil {
 				return err
 			}
