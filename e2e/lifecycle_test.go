@@ -267,6 +267,27 @@ var faultCases = []faultCase{{
 		lcMustPing(t, d, "pa", "10.77.0.3")
 	},
 }, {
+	name:  "attach.after-reserve/new-sandbox",
+	point: "attach.after-reserve",
+	op:    []string{"sandbox", "create", "--name", "vb", "--network", "app"},
+	after: func(t *testing.T, d *testutil.Daemon) {
+		// The address was taken in memory only; nothing in the kernel.
+		lcMustFail(t, d, "not found", "sandbox", "inspect", "vb")
+		d.MustTether("sandbox", "create", "--name", "vb", "--network", "app", "--ip", "10.77.0.3")
+		lcMustPing(t, d, "pa", "10.77.0.3")
+	},
+}, {
+	name:  "attach.after-publish/new-sandbox",
+	point: "attach.after-publish",
+	op:    []string{"sandbox", "create", "--name", "vb", "--network", "app", "-p", "127.0.0.1:18777:80"},
+	after: func(t *testing.T, d *testutil.Daemon) {
+		// The port was held by the daemon that died and mapped in the
+		// firewall: both are free again, and the same create works.
+		lcMustFail(t, d, "not found", "sandbox", "inspect", "vb")
+		d.MustTether("sandbox", "create", "--name", "vb", "--network", "app", "--ip", "10.77.0.3", "-p", "127.0.0.1:18777:80")
+		lcMustPing(t, d, "pa", "10.77.0.3")
+	},
+}, {
 	name:  "attach.after-join/new-sandbox",
 	point: "attach.after-join",
 	op:    []string{"sandbox", "create", "--name", "vb", "--network", "app"},

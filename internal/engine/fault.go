@@ -27,7 +27,9 @@ var FaultPoints = []string{
 	"network.create.after-commit", // bridge and records made
 	"network.remove.after-bridge", // bridge deleted, records kept
 	"sandbox.create.after-netns",  // network namespace made, no record
+	"attach.after-reserve",        // address taken (a global one claimed and published), nothing in the kernel
 	"attach.after-join",           // veth pair wired and addressed, no record
+	"attach.after-publish",        // host ports held and mapped, no record
 	"attach.after-commit",         // endpoint recorded, sandbox files not rewritten
 	"detach.after-leave",          // veth pair deleted, endpoint still recorded
 	"detach.after-commit",         // endpoint record and address released
@@ -39,9 +41,10 @@ var FaultPoints = []string{
 // faultPoint is read once, when the package is loaded.
 var faultPoint = os.Getenv(FaultEnv)
 
-// faultAction is what happens at the armed point; tests in this package may
-// replace it.
-var faultAction = func(point string) {
+// faultAction is what happens at the armed point: the daemon kills itself.
+// Unit tests in this package replace it with one that returns an error, so
+// the operation fails at that step and its rollback runs.
+var faultAction = func(point string) error {
 	fmt.Fprintf(os.Stderr, "tether: test fault injected at %s: killing myself with SIGKILL\n", point)
 	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	for {
@@ -49,12 +52,13 @@ var faultAction = func(point string) {
 	}
 }
 
-// fault stops the daemon abruptly when point is the armed fault point.
-func (e *Engine) fault(point string) {
+// fault stops the daemon abruptly when point is the armed fault point (in
+// unit tests: fails the operation there).
+func (e *Engine) fault(point string) error {
 	if faultPoint == "" || faultPoint != point {
-		return
+		return nil
 	}
-	faultAction(point)
+	return faultAction(point)
 }
 
 // checkFault refuses an armed point that does not exist, so a typo in a test

@@ -12,10 +12,10 @@ func TestFault(t *testing.T) {
 	var hit []string
 	oldPoint, oldAction := faultPoint, faultAction
 	t.Cleanup(func() { faultPoint, faultAction = oldPoint, oldAction })
-	faultAction = func(p string) { hit = append(hit, p) }
+	faultAction = func(p string) error { hit = append(hit, p); return nil }
 
 	faultPoint = ""
-	e.fault("attach.after-join")
+	_ = e.fault("attach.after-join")
 	if err := e.checkFault(); err != nil || len(hit) != 0 {
 		t.Fatalf("unarmed: hit %v, check %v", hit, err)
 	}
@@ -23,8 +23,8 @@ func TestFault(t *testing.T) {
 	if err := e.checkFault(); err != nil {
 		t.Fatal(err)
 	}
-	e.fault("attach.after-commit")
-	e.fault("attach.after-join")
+	_ = e.fault("attach.after-commit")
+	_ = e.fault("attach.after-join")
 	if !slices.Equal(hit, []string{"attach.after-join"}) {
 		t.Fatalf("hit %v, want only the armed point", hit)
 	}

@@ -95,7 +95,11 @@ func (e *Engine) installNetwork(ctx context.Context, n *Network, sub *ipam.Subne
 		_ = d.DeleteNetwork(ctx, driverNetwork(n))
 		return fmt.Errorf("create network %q: %w", n.Name, err)
 	}
-	e.fault("network.create.after-bridge")
+	if err := e.fault("network.create.after-bridge"); err != nil {
+		_ = e.fwRemove(ctx, n)
+		_ = d.DeleteNetwork(ctx, driverNetwork(n))
+		return err
+	}
 	ops := []store.Op{e.putJSON(keyNetworks+n.ID, n)}
 	if sub != nil {
 		b, err := sub.MarshalBinary()
@@ -109,9 +113,8 @@ func (e *Engine) installNetwork(ctx context.Context, n *Network, sub *ipam.Subne
 		_ = d.DeleteNetwork(ctx, driverNetwork(n))
 		return fmt.Errorf("record network %q: %w", n.Name, err)
 	}
-	e.fault("network.create.after-commit")
 	e.networks[n.ID] = &netState{rec: n, subnet: sub}
-	return nil
+	return e.fault("network.create.after-commit")
 }
 
 // buildNetwork turns a spec into a record and (when a subnet was given) its
@@ -414,7 +417,9 @@ func (e *Engine) removeNetworkLocked(ctx context.Context, ns *netState) error {
 	if err := e.fwRemove(ctx, n); err != nil {
 		return fmt.Errorf("remove network %q: %w", n.Name, err)
 	}
-	e.fault("network.remove.after-bridge")
+	if err := e.fault("network.remove.after-bridge"); err != nil {
+		return err
+	}
 	sticky, err := e.st.List(ctx, keySticky+n.ID+"/")
 	if err != nil {
 		return fmt.Errorf("store: %w", err)

@@ -86,7 +86,9 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 		}
 		return nil, err
 	}
-	e.fault("exec.after-start")
+	if err := e.fault("exec.after-start"); err != nil {
+		return nil, err
+	}
 	r := &Running{PID: p.Pid, Done: make(chan struct{})}
 	rec := ProcRecord{PID: p.Pid, StartTime: procStartTime(p.Pid), Args: x.Args, Main: x.Main}
 	e.mu.Lock()

@@ -71,7 +71,9 @@ func (e *Engine) CreateSandbox(ctx context.Context, spec SandboxSpec) (_ *Sandbo
 	if err := e.buildNamespaces(ctx, rec); err != nil {
 		return nil, err
 	}
-	e.fault("sandbox.create.after-netns")
+	if err := e.fault("sandbox.create.after-netns"); err != nil {
+		return nil, err
+	}
 	for _, a := range nets {
 		if err := e.connectLocked(ctx, sb, a.ns, a.spec); err != nil {
 			return nil, err
@@ -368,21 +370,29 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 		}
 		e.doneAttaching(at)
 	}()
-	e.fault("attach.after-reserve")
+	if err := e.fault("attach.after-reserve"); err != nil {
+		return err
+	}
 	if err := drv.Join(ctx, at.dn, at.dep, sb.rec.NetNS); err != nil {
 		return fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err)
 	}
 	at.joined = true
 	at.ep.HostIfName = at.dep.HostIfName
-	e.fault("attach.after-join")
+	if err := e.fault("attach.after-join"); err != nil {
+		return err
+	}
 	if err := e.publish(ctx, sb, at.ep, ports); err != nil {
 		return err
 	}
-	e.fault("attach.after-publish")
+	if err := e.fault("attach.after-publish"); err != nil {
+		return err
+	}
 	if err := e.commitEndpoint(ctx, sb, ns, at.ep); err != nil {
 		return err
 	}
-	e.fault("attach.after-commit")
+	if err := e.fault("attach.after-commit"); err != nil {
+		return err
+	}
 	e.refreshNames(sb)
 	e.refreshFiles(sb)
 	e.events.publish(Event{Type: "network", Action: "connect", ID: ns.rec.ID,
@@ -659,7 +669,9 @@ func (e *Engine) detach(ctx context.Context, sb *sbState, ns *netState, ep *Endp
 	if err := e.unpublish(ctx, ep); err != nil {
 		e.log.Warn("unpublish ports", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
 	}
-	e.fault("detach.after-leave")
+	if err := e.fault("detach.after-leave"); err != nil {
+		return err
+	}
 	e.withdrawGlobal(ctx, sb, ns, ep)
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -671,7 +683,9 @@ func (e *Engine) detach(ctx context.Context, sb *sbState, ns *netState, ep *Endp
 	if err := e.commit(ctx, append(ops, e.putJSON(keySandboxes+sb.rec.ID, sb.rec))...); err != nil {
 		return err
 	}
-	e.fault("detach.after-commit")
+	if err := e.fault("detach.after-commit"); err != nil {
+		return err
+	}
 	e.publishDisconnect(sb, ns)
 	return nil
 }
@@ -798,7 +812,9 @@ func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []
 			errs = append(errs, fmt.Errorf("detach sandbox %q from network %q: %w", rec.Name, x.ns.rec.Name, err))
 		}
 	}
-	e.fault("sandbox.remove.after-detach")
+	if err := e.fault("sandbox.remove.after-detach"); err != nil {
+		return append(errs, err)
+	}
 	if rec.Adopted {
 		return errs
 	}
@@ -810,7 +826,9 @@ func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []
 	if err := os.RemoveAll(filepath.Join(e.sbDir, rec.ID)); err != nil {
 		errs = append(errs, err)
 	}
-	e.fault("sandbox.remove.after-netns")
+	if err := e.fault("sandbox.remove.after-netns"); err != nil {
+		return append(errs, err)
+	}
 	return errs
 }
 
