@@ -95,7 +95,11 @@ func (f *Namespaces) BindProc(pid int, path string) error {
 	f.init()
 	id, ok := f.procs[pid]
 	if !ok {
-		return fmt.Errorf("bind process %d: %w", pid, fs.ErrNotExist)
+		// A process the fake was not told of (the daemon's own, binding
+		// the host namespace): it gets a namespace of its own.
+		f.next++
+		id = netns.ID{Dev: 4, Ino: 0x1000 + f.next}
+		f.procs[pid] = id
 	}
 	f.files[path] = id
 	return nil
