@@ -5,14 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
-	"slices"
-	"strings"
-	"sync"
 	"time"
 
+	"github.com/tether-net/tether/internal/ipam"
 	"github.com/tether-net/tether/internal/store"
 )
 
@@ -64,181 +61,76 @@ type AddressRequest struct {
 
 // ClaimAddress takes an address on a network cluster-wide: the static one,
 // else the sandbox name's previous address on this network when free
-// (sticky, on any node), else the lowest free one. Each try is one
-// compare-and-swap creating the address key, so two nodes never get the
-// same address; a lost race moves on to the next candidate.
+// (sticky, on any node), else the lowest free one. It is the store-backed
+// ipam allocator over the cluster's keys (see addressAllocator): each try
+// is one compare-and-swap creating the address key, so two nodes never get
+// the same address; a lost race moves on to another candidate. Errors
+// match both ipam's classes and the cluster's: ErrOutOfSubnet (and
+// *ipam.FieldError), ErrAddrInUse, ErrNoAddress, ErrNotFound.
 func (c *Cluster) ClaimAddress(ctx context.Context, r AddressRequest) (netip.Prefix, error) {
-	v, err := c.claimView(ctx, r)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	n, rev := v.n, v.rev
+	p, err := c.addressAllocator(r).Reserve(ctx, ipam.Request{Static: r.Static})
+	return p, clusterClass(err)
+}
+
+// addressAllocator is the store allocator of r's network: claims under
+// keyAddrs, sticky addresses under keySticky, guarded by the network
+// record's revision; with r.Publish, the endpoint record and the sticky
+// address go in the claim's transaction.
+func (c *Cluster) addressAllocator(r AddressRequest) *ipam.StoreAllocator {
 	claim, _ := json.Marshal(Claim{Node: c.self.ID, Endpoint: r.EndpointID, Sandbox: r.SandboxName})
-	try := func(a netip.Addr) (bool, error) {
-		ops := []store.Op{store.Put(addrKey(n.ID, a), claim)}
-		if r.Publish != nil {
+	var n NetworkRecord // the last read; Ops runs after Network returned
+	a := &ipam.StoreAllocator{
+		Store: c.st,
+		Keys: ipam.StoreKeys{Addrs: keyAddrs + r.NetworkID + "/", Stickies: keySticky + r.NetworkID + "/",
+			Sticky: keySticky + r.NetworkID + "/" + r.SandboxName},
+		Claim: claim,
+		Network: func(ctx context.Context) (ipam.Space, error) {
+			rec, rev, err := c.getNetwork(ctx, r.NetworkID)
+			if err != nil {
+				return ipam.Space{}, err
+			}
+			n = rec
+			return ipam.Space{Name: rec.Name, Subnet: rec.Subnet, Gateway: rec.Gateway,
+				Guards: []store.Cmp{store.AtRevision(keyNetworks+rec.ID, rev)}}, nil
+		},
+	}
+	if r.Publish != nil {
+		a.Ops = func(addr netip.Addr) []store.Op {
 			ep := *r.Publish
-			ep.Address, ep.MAC = netip.PrefixFrom(a, n.Subnet.Bits()), r.MACFor(a)
+			ep.Address, ep.MAC = netip.PrefixFrom(addr, n.Subnet.Bits()), r.MACFor(addr)
 			ep.Node, ep.NodeName, ep.VTEP = c.self.ID, c.self.Name, c.self.Addr
 			b, _ := json.Marshal(ep)
-			ops = append(ops, store.Put(endpointKey(n.ID, ep.ID), b),
-				store.Put(keySticky+n.ID+"/"+ep.SandboxName, []byte(a.String())))
-		}
-		_, err := c.st.Txn(ctx, []store.Cmp{store.AtRevision(keyNetworks+n.ID, rev), store.Absent(addrKey(n.ID, a))}, ops)
-		if err == nil {
-			return true, nil
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			return false, fmt.Errorf("cluster store: claim %s on network %q: %w", a, n.Name, err)
-		}
-		if _, _, err := c.getNetwork(ctx, n.ID); err != nil {
-			return false, err
-		}
-		return false, nil
-	}
-	if r.Static.IsValid() {
-		if !usable(n, r.Static) {
-			return netip.Prefix{}, fmt.Errorf("invalid ip %s: not a host address of network %q (%s): %w", r.Static, n.Name, n.Subnet, ErrOutOfSubnet)
-		}
-		ok, err := try(r.Static)
-		if err != nil {
-			return netip.Prefix{}, err
-		}
-		if !ok {
-			return netip.Prefix{}, fmt.Errorf("address %s on network %q: %w", r.Static, n.Name, ErrAddrInUse)
-		}
-		return netip.PrefixFrom(r.Static, n.Subnet.Bits()), nil
-	}
-	if a := v.sticky; a.IsValid() && usable(n, a) && !v.used[a] {
-		if ok, err := try(a); err != nil {
-			return netip.Prefix{}, err
-		} else if ok {
-			return netip.PrefixFrom(a, n.Subnet.Bits()), nil
+			return []store.Op{store.Put(endpointKey(n.ID, ep.ID), b),
+				store.Put(keySticky+n.ID+"/"+ep.SandboxName, []byte(addr.String()))}
 		}
 	}
-	// Candidates are the free addresses, lowest first, from one listing. The
-	// first try is the lowest; after a lost race a random free one, so
-	// nodes attaching at once spread out instead of all chasing the same
-	// address; the listing is refreshed every few losses.
-	for round := 0; round < 32; round++ {
-		if round > 0 {
-			if v.used, err = c.usedAddrs(ctx, n); err != nil {
-				return netip.Prefix{}, err
-			}
-			v.stickies = c.stickies(ctx, n.ID)
-		}
-		free := freeAddrs(n, v.used, v.stickies)
-		if len(free) == 0 {
-			return netip.Prefix{}, fmt.Errorf("network %q (%s): %w", n.Name, n.Subnet, ErrNoAddress)
-		}
-		for try_ := 0; try_ < 8 && len(free) > 0; try_++ {
-			i := 0
-			if round > 0 || try_ > 0 {
-				i = rand.IntN(len(free))
-			}
-			won, err := try(free[i])
-			if err != nil {
-				return netip.Prefix{}, err
-			}
-			if won {
-				return netip.PrefixFrom(free[i], n.Subnet.Bits()), nil
-			}
-			free = slices.Delete(free, i, i+1)
-		}
-	}
-	return netip.Prefix{}, fmt.Errorf("cluster store: claim an address on network %q: too much contention, try again", n.Name)
+	return a
 }
 
-// claimInputs is what a claim reads before its first try.
-type claimInputs struct {
-	n        NetworkRecord
-	rev      int64
-	sticky   netip.Addr
-	used     map[netip.Addr]bool
-	stickies map[netip.Addr]bool
+// classed is an allocator's error that also matches the cluster's sentinel
+// for its class.
+type classed struct{ err, class error }
+
+func (e classed) Error() string   { return e.err.Error() }
+func (e classed) Unwrap() []error { return []error{e.err, e.class} }
+
+// clusterClass adds the cluster's sentinel to an ipam error's class.
+func clusterClass(err error) error {
+	var fe *ipam.FieldError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &fe):
+		return classed{err, ErrOutOfSubnet}
+	case errors.Is(err, ipam.ErrAddrInUse):
+		return classed{err, ErrAddrInUse}
+	case errors.Is(err, ipam.ErrNoAddress):
+		return classed{err, ErrNoAddress}
+	}
+	return err
 }
 
-// claimView reads the network record, the sandbox name's sticky address,
-// the claimed addresses and the sticky ones at once: four independent
-// reads, so one round trip instead of four.
-func (c *Cluster) claimView(ctx context.Context, r AddressRequest) (claimInputs, error) {
-	var v claimInputs
-	var errNet, errUsed error
-	var wg sync.WaitGroup
-	wg.Go(func() { v.n, v.rev, errNet = c.getNetwork(ctx, r.NetworkID) })
-	if !r.Static.IsValid() {
-		wg.Go(func() {
-			if kv, err := c.st.Get(ctx, keySticky+r.NetworkID+"/"+r.SandboxName); err == nil {
-				v.sticky, _ = netip.ParseAddr(string(kv.Value))
-			}
-		})
-		wg.Go(func() { v.used, errUsed = c.usedAddrs(ctx, NetworkRecord{ID: r.NetworkID, Name: r.NetworkID}) })
-		wg.Go(func() { v.stickies = c.stickies(ctx, r.NetworkID) })
-	}
-	wg.Wait()
-	if errNet != nil {
-		return v, errNet
-	}
-	return v, errUsed
-}
-
-// usedAddrs lists the network's claimed addresses.
-func (c *Cluster) usedAddrs(ctx context.Context, n NetworkRecord) (map[netip.Addr]bool, error) {
-	kvs, err := c.st.List(ctx, keyAddrs+n.ID+"/")
-	if err != nil {
-		return nil, fmt.Errorf("cluster store: addresses of network %q: %w", n.Name, err)
-	}
-	used := map[netip.Addr]bool{}
-	for _, kv := range kvs {
-		if a, err := netip.ParseAddr(strings.TrimPrefix(kv.Key, keyAddrs+n.ID+"/")); err == nil {
-			used[a] = true
-		}
-	}
-	return used, nil
-}
-
-// freeAddrs lists the network's unclaimed host addresses (at most 256),
-// lowest first; other names' sticky addresses are used only when nothing
-// else is free, so a sandbox that comes back finds its address.
-func freeAddrs(n NetworkRecord, used, stickies map[netip.Addr]bool) []netip.Addr {
-	var free, later []netip.Addr
-	p := n.Subnet.Masked()
-	for a := p.Addr().Next(); p.Contains(a) && len(free) < 256; a = a.Next() {
-		switch {
-		case !usable(n, a) || used[a]:
-		case stickies[a]:
-			later = append(later, a)
-		default:
-			free = append(free, a)
-		}
-	}
-	if len(free) == 0 {
-		return later
-	}
-	return free
-}
-
-func (c *Cluster) stickies(ctx context.Context, netID string) map[netip.Addr]bool {
-	out := map[netip.Addr]bool{}
-	kvs, err := c.st.List(ctx, keySticky+netID+"/")
-	if err != nil {
-		return out
-	}
-	for _, kv := range kvs {
-		if a, err := netip.ParseAddr(string(kv.Value)); err == nil {
-			out[a] = true
-		}
-	}
-	return out
-}
-
-// usable: a host address of the subnet (not the network or broadcast
-// address, not the gateway).
-func usable(n NetworkRecord, a netip.Addr) bool {
-	p := n.Subnet.Masked()
-	return p.Contains(a) && a != p.Addr() && a != broadcast(p) && a != n.Gateway
-}
-
+// broadcast is the last address of p.
 func broadcast(p netip.Prefix) netip.Addr {
 	b := p.Masked().Addr().As4()
 	host := uint32(1)<<(32-p.Bits()) - 1
@@ -248,8 +140,9 @@ func broadcast(p netip.Prefix) netip.Addr {
 
 // ReleaseAddress gives an address back (a failed attach).
 func (c *Cluster) ReleaseAddress(ctx context.Context, netID string, a netip.Addr) error {
-	if err := c.st.Delete(ctx, addrKey(netID, a)); err != nil {
-		return fmt.Errorf("cluster store: release %s: %w", a, err)
+	al := ipam.StoreAllocator{Store: c.st, Keys: ipam.StoreKeys{Addrs: keyAddrs + netID + "/"}}
+	if err := al.Release(ctx, a); err != nil {
+		return fmt.Errorf("cluster %w", err)
 	}
 	return nil
 }

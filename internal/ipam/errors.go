@@ -14,6 +14,9 @@ var (
 	ErrAddrInUse = errors.New("address already in use")
 	// ErrNoAddress: every allocatable address of the range is taken.
 	ErrNoAddress = errors.New("no free address")
+	// ErrContention: the store-backed allocator lost every race it ran for
+	// a free address; trying again later may succeed.
+	ErrContention = errors.New("too much contention for addresses, try again")
 )
 
 // FieldError is an invalid user-supplied value: the API maps it to 400.
