@@ -408,10 +408,14 @@ func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at 
 	g.attaching[ep.ID] = true
 	g.mu.Unlock()
 	pub := e.endpointRecord(sb, ns, ep)
-	p, err := g.cl.ClaimAddress(ctx, cluster.AddressRequest{NetworkID: ns.rec.ID, EndpointID: ep.ID, SandboxName: sb.rec.Name,
-		Static: static, Publish: &pub, MACFor: driverMAC})
+	var alloc ipam.Allocator = g.cl.AddressAllocator(cluster.AddressRequest{NetworkID: ns.rec.ID, EndpointID: ep.ID,
+		SandboxName: sb.rec.Name, Publish: &pub, MACFor: driverMAC})
+	p, err := alloc.Reserve(ctx, ipam.Request{Static: static})
 	if err != nil {
 		e.doneAttaching(at)
+		if k := addrErr(ns, static, err); KindOf(k) != KindInternal {
+			return k
+		}
 		return storeErr(fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err))
 	}
 	at.claimed = true

@@ -458,14 +458,16 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 		ep.IfName = nextIfName(sb.rec)
 	}
 	if ns.subnet != nil {
-		addr, err := e.allocate(ns, static, sticky)
+		// A local network's allocator changes memory only: the bitmap is
+		// written with the endpoint record (commitEndpoint).
+		p, err := ipam.SubnetAllocator{Subnet: ns.subnet}.Reserve(ctx, ipam.Request{Static: static, Sticky: sticky})
 		if err != nil {
 			e.mu.Unlock()
-			return nil, err
+			return nil, addrErr(ns, static, err)
 		}
-		ep.Address = netip.PrefixFrom(addr, ns.rec.Subnet.Bits())
+		ep.Address = p
 		ep.Gateway = ns.rec.Gateway
-		ep.MAC = driverMAC(addr)
+		ep.MAC = driverMAC(p.Addr())
 	}
 	ns.pending++
 	defaultRoute := caps.DefaultRoute && !e.hasDefaultRouteLocked(sb.rec)
@@ -549,30 +551,19 @@ func (e *Engine) checkAttach(sb *sbState, ns *netState, caps driver.Capabilities
 	return nil
 }
 
-// allocate takes an address from a local network's bitmap: the static
-// one, else the sandbox's previous address on this network when it is free
-// (sticky), else the lowest free one.
-func (e *Engine) allocate(ns *netState, static, sticky netip.Addr) (netip.Addr, error) {
-	if static.IsValid() {
-		a, err := ns.subnet.Allocate(static)
-		switch {
-		case errors.Is(err, ipam.ErrAddrInUse):
-			return netip.Addr{}, conflictf("address %s is already in use on network %q", static, ns.rec.Name)
-		case err != nil:
-			return netip.Addr{}, invalidf("network %q: %v", ns.rec.Name, err)
-		}
-		return a, nil
+// addrErr turns an allocator's error into an engine error of the right
+// kind, naming the network.
+func addrErr(ns *netState, static netip.Addr, err error) error {
+	var fe *ipam.FieldError
+	switch {
+	case errors.Is(err, ipam.ErrAddrInUse):
+		return conflictf("address %s is already in use on network %q", static, ns.rec.Name)
+	case errors.As(err, &fe):
+		return invalidf("network %q: %v", ns.rec.Name, err)
+	case errors.Is(err, ipam.ErrNoAddress):
+		return forbiddenf("network %q has no free address left in %s", ns.rec.Name, ns.rec.Subnet)
 	}
-	if sticky.IsValid() && ns.rec.Subnet.Contains(sticky) && !ns.subnet.InUse(sticky) {
-		if a, err := ns.subnet.Allocate(sticky); err == nil {
-			return a, nil
-		}
-	}
-	a, err := ns.subnet.Allocate(netip.Addr{})
-	if errors.Is(err, ipam.ErrNoAddress) {
-		return netip.Addr{}, forbiddenf("network %q has no free address left in %s", ns.rec.Name, ns.rec.Subnet)
-	}
-	return a, err
+	return err
 }
 
 func (e *Engine) stickyAddr(ctx context.Context, netID, name string) netip.Addr {
