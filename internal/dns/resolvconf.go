@@ -1,16 +1,16 @@
 package dns
 
 import (
-	"bufio"
 	"bytes"
 	"net/netip"
-	"os"
 	"strings"
+
+	"github.com/tether-net/tether/internal/resolvconf"
 )
 
 // systemdResolvConf is where systemd-resolved lists the real upstreams when
 // /etc/resolv.conf only names its stub 127.0.0.53. A variable for tests.
-var systemdResolvConf = "/run/systemd/resolve/resolv.conf"
+var systemdResolvConf = resolvconf.SystemdPath
 
 // ResolvConf returns the content of a sandbox's /etc/resolv.conf:
 // "nameserver 127.0.0.11", "search ..." from search, and "options ndots:0"
@@ -34,53 +34,21 @@ func ResolvConf(search, opts []string) []byte {
 	return b.Bytes()
 }
 
-// HostUpstreams reads the upstream servers from a resolv.conf at path,
-// following systemd-resolved's /run/systemd/resolve/resolv.conf when the file
-// only names the stub 127.0.0.53. Loopback servers are skipped (they are not
-// reachable from a sandbox's view of the world, and would be a loop for
-// 127.0.0.11); at most 3, port 53. Nil when nothing usable is found.
+// HostUpstreams are the upstream servers of the host's resolv.conf at path,
+// read by resolvconf.Host (its systemd-resolved rule: a file naming only
+// the stub 127.0.0.53 gives way to /run/systemd/resolve/resolv.conf).
+// Loopback servers are skipped (they are not reachable from a sandbox's
+// view of the world, and would be a loop for 127.0.0.11); at most 3, port
+// 53. Nil when nothing usable is found. The sandboxes' resolv.conf on the
+// default bridge is read through the same call, so both name the same
+// servers.
 func HostUpstreams(path string) []netip.AddrPort {
-	all := nameservers(path)
-	if len(all) > 0 && onlyStub(all) {
-		all = nameservers(systemdResolvConf)
-	}
 	var ups []netip.AddrPort
-	for _, a := range all {
-		if a.IsLoopback() || len(ups) == maxUpstreams {
-			continue
+	for _, a := range resolvconf.Host(path, systemdResolvConf).Reachable() {
+		if len(ups) == maxUpstreams {
+			break
 		}
 		ups = append(ups, netip.AddrPortFrom(a, 53))
 	}
 	return ups
-}
-
-func onlyStub(addrs []netip.Addr) bool {
-	stub := netip.AddrFrom4([4]byte{127, 0, 0, 53})
-	for _, a := range addrs {
-		if a != stub {
-			return false
-		}
-	}
-	return true
-}
-
-// nameservers lists the valid "nameserver" addresses of a resolv.conf.
-func nameservers(path string) []netip.Addr {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var addrs []netip.Addr
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 2 || fields[0] != "nameserver" {
-			continue
-		}
-		if a, err := netip.ParseAddr(fields[1]); err == nil {
-			addrs = append(addrs, a.Unmap())
-		}
-	}
-	return addrs
 }
