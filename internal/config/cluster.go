@@ -6,42 +6,9 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 
 	"github.com/tether-net/tether/internal/store"
 )
-
-// Cluster store schemes. consul:// is refused: no Consul server can be
-// installed here to test against, and untested backends do not ship.
-var clusterSchemes = map[string]bool{"etcd": true, "zk": true}
-
-// ClusterStoreURL splits cluster-store into its scheme, endpoints and key
-// prefix: etcd://h1:2379,h2:2379/prefix → etcd, [h1:2379 h2:2379], prefix.
-func ClusterStoreURL(s string) (scheme string, endpoints []string, prefix string, err error) {
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok {
-		return "", nil, "", fmt.Errorf("%q: not a URL (want etcd://HOST:PORT[,HOST:PORT...][/PREFIX] or zk://...)", s)
-	}
-	if scheme == "consul" {
-		return "", nil, "", fmt.Errorf("%q: consul:// is %w (no Consul server to test against; use etcd:// or zk://)", s, ErrNotSupported)
-	}
-	if !clusterSchemes[scheme] {
-		return "", nil, "", fmt.Errorf("%q: unknown scheme %q (want etcd:// or zk://)", s, scheme)
-	}
-	hosts, prefix, _ := strings.Cut(rest, "/")
-	if hosts == "" {
-		return "", nil, "", fmt.Errorf("%q: no endpoints", s)
-	}
-	defPort := map[string]string{"etcd": "2379", "zk": "2181"}[scheme]
-	for _, h := range strings.Split(hosts, ",") {
-		hp, err := store.HostPort(h, defPort, "endpoint")
-		if err != nil {
-			return "", nil, "", fmt.Errorf("%q: %w", s, err)
-		}
-		endpoints = append(endpoints, hp)
-	}
-	return scheme, endpoints, strings.Trim(prefix, "/"), nil
-}
 
 // Advertise is cluster-advertise parsed: an interface name or an IPv4
 // address, and a port.
@@ -92,12 +59,16 @@ func validIfName(n string) bool {
 var clusterOpts = map[string]bool{"kv.cacertfile": true, "kv.certfile": true, "kv.keyfile": true,
 	"discovery.ttl": true, "discovery.heartbeat": true}
 
+// checkClusterStore checks cluster-store with the parser the daemon and the
+// store backends use (store.ParseURL), so a URL valid here opens there.
 func checkClusterStore(c *Config) error {
 	if c.ClusterStore == "" || isConsul(c.ClusterStore) { // consul: refused by the gaps table
 		return nil
 	}
-	_, _, _, err := ClusterStoreURL(c.ClusterStore)
-	return err
+	if _, err := store.ParseURL(c.ClusterStore, store.URLSchemes...); err != nil {
+		return fmt.Errorf("%q: %w", c.ClusterStore, err)
+	}
+	return nil
 }
 
 func checkClusterAdvertise(c *Config) error {

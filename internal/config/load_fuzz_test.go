@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+
+	"github.com/tether-net/tether/internal/store"
 )
 
 // FuzzLoadBytes feeds arbitrary daemon.json content, with at most one flag
@@ -67,15 +69,15 @@ func FuzzClusterStrings(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if scheme, eps, _, err := ClusterStoreURL(s); err == nil {
-			if scheme != "etcd" && scheme != "zk" || len(eps) == 0 {
-				t.Fatalf("ClusterStoreURL(%q) = %q %v", s, scheme, eps)
+		if u, err := store.ParseURL(s, store.URLSchemes...); err == nil {
+			if u.Scheme != "etcd" && u.Scheme != "zk" || len(u.Endpoints) == 0 {
+				t.Fatalf("store.ParseURL(%q) = %+v", s, u)
 			}
-			for _, ep := range eps {
+			for _, ep := range u.Endpoints {
 				if i := strings.LastIndex(ep, ":"); i < 0 {
-					t.Fatalf("ClusterStoreURL(%q): endpoint %q has no port", s, ep)
+					t.Fatalf("store.ParseURL(%q): endpoint %q has no port", s, ep)
 				} else if p, err := strconv.Atoi(ep[i+1:]); err != nil || p < 1 || p > 65535 {
-					t.Fatalf("ClusterStoreURL(%q): endpoint %q has a bad port", s, ep)
+					t.Fatalf("store.ParseURL(%q): endpoint %q has a bad port", s, ep)
 				}
 			}
 		}

@@ -316,8 +316,13 @@ func TestClusterKeys(t *testing.T) {
 		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "eth0:2376", "cluster-store-opts": {"kv.cacertfile": "/ca.pem", "kv.certfile": "/c.pem", "kv.keyfile": "/k.pem"}}`, ""},
 		{`{"cluster-store": "consul://a:8500", "cluster-advertise": "eth0:2376"}`, "cluster-store: not supported yet (no Consul server"},
 		{`{"cluster-store": "redis://a:1", "cluster-advertise": "eth0:2376"}`, `cluster-store: "redis://a:1": unknown scheme "redis"`},
-		{`{"cluster-store": "etcd://", "cluster-advertise": "eth0:2376"}`, "cluster-store: \"etcd://\": no endpoints"},
+		{`{"cluster-store": "etcd://", "cluster-advertise": "eth0:2376"}`, "cluster-store: \"etcd://\": empty host"},
 		{`{"cluster-store": "etcd://a:99999", "cluster-advertise": "eth0:2376"}`, `port "99999" is not 1-65535`},
+		// The check is the parser the daemon opens the store with
+		// (store.ParseURL): these passed here before and failed at start.
+		{`{"cluster-store": "etcd://user:pw@a:2379", "cluster-advertise": "eth0:2376"}`, `cluster-store: "etcd://user:pw@a:2379": unexpected '@'`},
+		{`{"cluster-store": "zk://a/x/../y", "cluster-advertise": "eth0:2376"}`, `prefix "x/../y": empty, . or .. segment`},
+		{`{"cluster-store": "etcd://a/p?x=1", "cluster-advertise": "eth0:2376"}`, `unexpected '?'`},
 		{`{"cluster-store": "etcd://a", "cluster-advertise": "eth0:2376"}`, ""}, // default port 2379
 		{`{"cluster-store": "etcd://a:2379"}`, "cluster-advertise: required with cluster-store"},
 		{`{"cluster-advertise": "eth0:2376"}`, "cluster-advertise: given without cluster-store"},

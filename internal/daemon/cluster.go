@@ -80,12 +80,12 @@ func openVXLANGuard(cfg *config.Config, cl *cluster.Cluster) (engine.NodeFilter,
 // openClusterStore connects to the store cluster-store names; with
 // parseOnly it only checks the URL and options and returns nil.
 func openClusterStore(ctx context.Context, cfg *config.Config, parseOnly bool) (store.Store, error) {
-	scheme, _, _, err := config.ClusterStoreURL(cfg.ClusterStore)
+	u, err := store.ParseURL(cfg.ClusterStore, store.URLSchemes...)
 	if err != nil {
-		return nil, fmt.Errorf("cluster-store: %w", err)
+		return nil, fmt.Errorf("cluster-store %q: %w", cfg.ClusterStore, err)
 	}
-	switch scheme {
-	case "etcd":
+	switch u.Scheme {
+	case etcd.Scheme:
 		ecfg, err := etcd.ParseURL(cfg.ClusterStore, cfg.ClusterStoreOpts)
 		if err != nil || parseOnly {
 			return nil, err
@@ -98,7 +98,7 @@ func openClusterStore(ctx context.Context, cfg *config.Config, parseOnly bool) (
 		}
 		return zk.Open(ctx, zcfg)
 	}
-	return nil, fmt.Errorf("cluster-store %q: %s:// is %w", cfg.ClusterStore, scheme, config.ErrNotSupported)
+	return nil, fmt.Errorf("cluster-store %q: %s:// is %w", cfg.ClusterStore, u.Scheme, config.ErrNotSupported)
 }
 
 // clusterSelf describes this node: a stable ID kept in data-root (so a

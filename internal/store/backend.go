@@ -41,10 +41,26 @@ func HostPort(h, defaultPort, what string) (string, error) {
 	if strings.HasPrefix(h, "[") && net.ParseIP(host) == nil {
 		return "", fmt.Errorf("%s %q: %q is not an IPv6 address", what, h, host)
 	}
+	if !strings.HasPrefix(h, "[") && !hostName(host) {
+		return "", fmt.Errorf("%s %q: %q is not a host name or IPv4 address (letters, digits, '-', '_' and '.')", what, h, host)
+	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return "", fmt.Errorf("%s %q: port %q is not 1-65535", what, h, port)
 	}
 	return net.JoinHostPort(host, port), nil
+}
+
+// hostName: the bytes of a DNS name or an IPv4 address (underscores too,
+// as resolvers accept them in names).
+func hostName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch b := s[i]; {
+		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9', b == '-', b == '_', b == '.':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // ErrEmptyKey: a key (or a Txn compare's key) was empty.
