@@ -68,15 +68,19 @@ type AddressRequest struct {
 // match both ipam's classes and the cluster's: ErrOutOfSubnet (and
 // *ipam.FieldError), ErrAddrInUse, ErrNoAddress, ErrNotFound.
 func (c *Cluster) ClaimAddress(ctx context.Context, r AddressRequest) (netip.Prefix, error) {
-	p, err := c.addressAllocator(r).Reserve(ctx, ipam.Request{Static: r.Static})
+	p, err := c.AddressAllocator(r).Reserve(ctx, ipam.Request{Static: r.Static})
 	return p, clusterClass(err)
 }
 
-// addressAllocator is the store allocator of r's network: claims under
-// keyAddrs, sticky addresses under keySticky, guarded by the network
-// record's revision; with r.Publish, the endpoint record and the sticky
-// address go in the claim's transaction.
-func (c *Cluster) addressAllocator(r AddressRequest) *ipam.StoreAllocator {
+// AddressAllocator is the ipam.Allocator of one requester (r without
+// Static: that goes in the ipam.Request) on r's network: claims under
+// keyAddrs, the sandbox name's sticky address read from keySticky and
+// other names' sticky addresses handed out last, every claim guarded by
+// the network record's revision; with r.Publish, the endpoint record and
+// the sticky address go in the claim's transaction. Its errors are ipam's
+// classes and ErrNotFound (the network is gone or being removed); Release
+// deletes the address key only.
+func (c *Cluster) AddressAllocator(r AddressRequest) *ipam.StoreAllocator {
 	claim, _ := json.Marshal(Claim{Node: c.self.ID, Endpoint: r.EndpointID, Sandbox: r.SandboxName})
 	var n NetworkRecord // the last read; Ops runs after Network returned
 	a := &ipam.StoreAllocator{

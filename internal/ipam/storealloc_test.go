@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -260,5 +261,88 @@ func TestStoreAllocatorConcurrentClaimers(t *testing.T) {
 				t.Errorf("gateway handed out to %s", got[n.gateway])
 			}
 		})
+	}
+}
+
+// faultStore fails the methods named in fail, and lists nothing under
+// stale (a listing taken before racers claimed).
+type faultStore struct {
+	store.Store
+	fail  map[string]bool
+	stale string
+}
+
+var errBackend = errors.New("backend down")
+
+func (f *faultStore) List(ctx context.Context, prefix string) ([]store.KV, error) {
+	if f.fail["List"] {
+		return nil, errBackend
+	}
+	if prefix == f.stale {
+		return nil, nil
+	}
+	return f.Store.List(ctx, prefix)
+}
+
+func (f *faultStore) Txn(ctx context.Context, cmps []store.Cmp, ops []store.Op) (int64, error) {
+	if f.fail["Txn"] {
+		return 0, errBackend
+	}
+	return f.Store.Txn(ctx, cmps, ops)
+}
+
+func (f *faultStore) Delete(ctx context.Context, key string) error {
+	if f.fail["Delete"] {
+		return errBackend
+	}
+	return f.Store.Delete(ctx, key)
+}
+
+// A failing store is the caller's error, never taken for a full network
+// or a taken address.
+func TestStoreAllocatorBackendErrors(t *testing.T) {
+	ctx := context.Background()
+	for _, method := range []string{"List", "Txn", "Delete"} {
+		t.Run(method, func(t *testing.T) {
+			n := newStoreNet(t, "10.0.0.0/29", "10.0.0.1")
+			al := n.allocator("me")
+			al.Store = &faultStore{Store: n.st, fail: map[string]bool{method: true}}
+			var err error
+			if method == "Delete" {
+				err = al.Release(ctx, ip("10.0.0.2"))
+			} else {
+				_, err = al.Reserve(ctx, Request{})
+			}
+			if !errors.Is(err, errBackend) || errors.Is(err, ErrNoAddress) || errors.Is(err, ErrAddrInUse) {
+				t.Errorf("%s failing: %v; want the backend's error only", method, err)
+			}
+		})
+	}
+}
+
+// Races lost against claims the listing did not show: the sticky address,
+// then the lowest; each loss moves on, and the claim lands on a free one.
+func TestStoreAllocatorLostRaces(t *testing.T) {
+	ctx := context.Background()
+	n := newStoreNet(t, "10.0.0.0/29", "10.0.0.1")
+	n.put(t, tAddrs+"10.0.0.2", "racer")
+	n.put(t, tAddrs+"10.0.0.3", "racer")
+	al := n.allocator("me")
+	al.Store = &faultStore{Store: n.st, stale: tAddrs}
+	p, err := al.Reserve(ctx, Request{Sticky: ip("10.0.0.3")})
+	if err != nil || p.Addr().Less(ip("10.0.0.4")) {
+		t.Fatalf("Reserve = %v, %v; want one of .4-.6", p, err)
+	}
+	if kv, err := n.st.Get(ctx, tAddrs+"10.0.0.3"); err != nil || string(kv.Value) != "racer" {
+		t.Errorf("the racer's claim was overwritten: %q, %v", kv.Value, err)
+	}
+}
+
+// Only IPv4 subnets are served.
+func TestStoreAllocatorRefusesIPv6(t *testing.T) {
+	n := newStoreNet(t, "10.0.0.0/29", "10.0.0.1")
+	n.subnet = pfx("fd00::/64")
+	if _, err := n.allocator("me").Reserve(context.Background(), Request{}); err == nil || !strings.Contains(err.Error(), "only IPv4") {
+		t.Errorf("Reserve on an IPv6 subnet: %v", err)
 	}
 }
