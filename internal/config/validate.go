@@ -6,6 +6,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+
+	"github.com/tether-net/tether/internal/netaddr"
 )
 
 // checks validate a merged Config; each names the key it checks.
@@ -67,7 +69,7 @@ func checkBIP(c *Config) error {
 		return fmt.Errorf("%q is the network address; give the bridge's own address, e.g. %s/%d",
 			c.BIP, p.Addr().Next(), p.Bits())
 	}
-	if p.Addr() == lastAddr(p) {
+	if p.Addr() == netaddr.Last(p) {
 		return fmt.Errorf("%q is the broadcast address; give the bridge's own address", c.BIP)
 	}
 	return nil
@@ -196,11 +198,3 @@ func within(inner, outer netip.Prefix) bool {
 	return inner.Bits() >= outer.Bits() && outer.Masked().Contains(inner.Addr())
 }
 
-// lastAddr is the highest address of p's subnet.
-func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Addr().As4()
-	for i := p.Bits(); i < 32; i++ {
-		a[i/8] |= 1 << (7 - i%8)
-	}
-	return netip.AddrFrom4(a)
-}

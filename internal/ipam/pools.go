@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/tether-net/tether/internal/netaddr"
 )
 
 // PoolSpec is one entry of "default-address-pools": carve Base into subnets
@@ -233,7 +235,6 @@ func u32v4(u uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(u >> 24), byte(u >> 16), byte(u >> 8), byte(u)})
 }
 
-// lastAddr is the highest address of an IPv4 prefix (its broadcast address).
-func lastAddr(p netip.Prefix) netip.Addr {
-	return u32v4(v4u32(p.Masked().Addr()) | (1<<(32-p.Bits()) - 1))
-}
+// lastAddr is the highest address of a prefix (an IPv4 subnet's broadcast
+// address): netaddr.Last, the one computation of it.
+func lastAddr(p netip.Prefix) netip.Addr { return netaddr.Last(p) }
