@@ -206,16 +206,14 @@ func (s *StoreAllocator) listStickies(ctx context.Context) map[netip.Addr]bool {
 }
 
 // check: a host address of the subnet (not its network or broadcast
-// address) other than the gateway.
+// address) other than the gateway; a bare *FieldError, as the local
+// allocator's, so callers name the network once.
 func (t *storeTaker) check(a netip.Addr) error {
 	err := checkHost("ip", a.String(), a, t.sp.Subnet)
 	if err == nil && a == t.sp.Gateway {
 		err = &FieldError{Field: "ip", Value: a.String(), Reason: "is the gateway of subnet " + t.sp.Subnet.String()}
 	}
-	if err != nil {
-		return fmt.Errorf("network %q: %w", t.sp.Name, err)
-	}
-	return nil
+	return err
 }
 
 func (t *storeTaker) isFree(a netip.Addr) bool { return !t.used[a] }
