@@ -814,7 +814,7 @@ func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []
 			errs = append(errs, err)
 		}
 	}
-	if err := os.RemoveAll(filepath.Join(e.sbDir, rec.ID)); err != nil {
+	if err := e.files().Remove(rec.ID); err != nil {
 		errs = append(errs, err)
 	}
 	if err := e.fault("sandbox.remove.after-netns"); err != nil {
