@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tether-net/tether/internal/ipam"
+	"github.com/tether-net/tether/internal/netaddr"
 	"github.com/tether-net/tether/internal/store"
 )
 
@@ -134,13 +135,9 @@ func clusterClass(err error) error {
 	return err
 }
 
-// broadcast is the last address of p.
-func broadcast(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().As4()
-	host := uint32(1)<<(32-p.Bits()) - 1
-	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-}
+// broadcast is the last address of p (netaddr.Last, the one computation
+// of it; validate.go uses it).
+func broadcast(p netip.Prefix) netip.Addr { return netaddr.Last(p) }
 
 // ReleaseAddress gives an address back (a failed attach).
 func (c *Cluster) ReleaseAddress(ctx context.Context, netID string, a netip.Addr) error {
