@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -12,10 +11,15 @@ import (
 
 // lazyStore is a store.Store that connects on first use and, while the
 // cluster store cannot be reached, tries again on each call (at most once a
-// second). It lets a daemon start while its cluster store is down: local
-// networks work at once, global ones when the store answers.
+// second; in between a call fails at once with the last error, wrapped as
+// "cluster store not connected"). It lets a daemon start while its cluster
+// store is down: local networks work at once, global ones when the store
+// answers. Once connected it passes every call through (the backend
+// reconnects by itself from then on). A connection attempt holds the lock,
+// so calls made meanwhile wait for its outcome.
 type lazyStore struct {
 	open func(ctx context.Context) (store.Store, error)
+	now  func() time.Time // nil: time.Now (tests set a clock)
 
 	mu      sync.Mutex
 	st      store.Store
@@ -24,8 +28,22 @@ type lazyStore struct {
 	closed  bool
 }
 
-var errLazyClosed = errors.New("cluster store: closed")
+// errLazyClosed: the wrapper was closed; it is store.ErrClosed, as a
+// backend's own is.
+var errLazyClosed = fmt.Errorf("cluster store: %w", store.ErrClosed)
 
+// lazyRetry is the shortest time between two attempts to connect.
+const lazyRetry = time.Second
+
+func (l *lazyStore) clock() time.Time {
+	if l.now != nil {
+		return l.now()
+	}
+	return time.Now()
+}
+
+// get returns the connected store, connecting first when it is not (at
+// most once per lazyRetry: in between, the last error is returned at once).
 func (l *lazyStore) get(ctx context.Context) (store.Store, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -34,10 +52,10 @@ func (l *lazyStore) get(ctx context.Context) (store.Store, error) {
 		return nil, errLazyClosed
 	case l.st != nil:
 		return l.st, nil
-	case l.lastErr != nil && time.Since(l.lastTry) < time.Second:
+	case l.lastErr != nil && l.clock().Sub(l.lastTry) < lazyRetry:
 		return nil, l.lastErr
 	}
-	l.lastTry = time.Now()
+	l.lastTry = l.clock()
 	st, err := l.open(ctx)
 	if err != nil {
 		l.lastErr = fmt.Errorf("cluster store not connected: %w", err)
@@ -143,9 +161,14 @@ func (l *lazyStore) Revoke(ctx context.Context, id store.LeaseID) error {
 	return st.Revoke(ctx, id)
 }
 
+// Close closes the backend if it was connected; calls after it fail with
+// store.ErrClosed and never connect. A second Close does nothing.
 func (l *lazyStore) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
 	l.closed = true
 	if l.st != nil {
 		return l.st.Close()
