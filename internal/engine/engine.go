@@ -1,7 +1,16 @@
 // Package engine is Tether's controller: it owns the records of networks,
-// sandboxes and endpoints, allocates addresses, and drives the drivers. Data
-// flows one way: the API calls the engine; the engine calls drivers, IPAM,
-// namespaces and the store.
+// sandboxes and endpoints and their lifecycle, reserves addresses, and
+// drives the drivers. Data flows one way: the API calls the engine (as an
+// api.Backend); the engine calls drivers, IPAM, the sandbox runtime and the
+// store.
+//
+// Drivers are given (Options.Drivers) and known only through the driver
+// package: their Capabilities and optional interfaces decide what the
+// engine does with a network, never their names. Every attach, local or
+// global, of a sandbox made or adopted, goes through one pipeline
+// (connectLocked: check, reserve, join, publish, commit, with one rollback
+// and a fault point after each step). With fake drivers and namespaces
+// (drivertest, sandboxtest) the engine runs in unit tests without root.
 //
 // Locking: e.mu guards the in-memory maps and every store write (one store
 // transaction per change). Kernel work (veths, bridges, namespaces) runs
