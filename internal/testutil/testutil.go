@@ -22,21 +22,17 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tether-net/tether/internal/netns"
+	"github.com/tether-net/tether/internal/testutil/gate"
 )
 
 // E2E reports whether the run demands integration tests (TETHER_E2E=1).
-func E2E() bool { return os.Getenv("TETHER_E2E") == "1" }
+// It is gate.E2E (packages testutil cannot serve use gate directly).
+func E2E() bool { return gate.E2E() }
 
-// RequireRoot fails (TETHER_E2E=1) or skips the test without root.
+// RequireRoot fails (TETHER_E2E=1) or skips the test without root: gate.RequireRoot.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if E2E() {
-		t.Fatal("TETHER_E2E=1 needs root: integration tests create namespaces")
-	}
-	t.Skip("needs root (set TETHER_E2E=1 as root to run)")
+	gate.RequireRoot(t)
 }
 
 // Suffix returns a short random suffix for names of namespaces, links and
