@@ -143,6 +143,17 @@ type Repairer interface {
 	Repair(ctx context.Context, n *Network, ep *Endpoint, nsPath string) (repaired bool, err error)
 }
 
+// HostLinker is implemented by drivers whose networks are host links the
+// user may name or bring (bridge: com.docker.network.bridge.name, the
+// daemon's "bridge" option).
+type HostLinker interface {
+	// LinkExists reports whether a host link of that name exists.
+	LinkExists(name string) bool
+	// LinkAddress reads an existing link's first IPv4 address: its prefix
+	// is the network's subnet, the address its gateway.
+	LinkAddress(name string) (netip.Prefix, netip.Addr, error)
+}
+
 // Sweeper is implemented by drivers that mark the host links they create
 // (LinkMarker) and can find the ones no record names.
 type Sweeper interface {

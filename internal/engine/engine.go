@@ -29,8 +29,6 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/tether-net/tether/internal/cluster"
 	"github.com/tether-net/tether/internal/config"
 	"github.com/tether-net/tether/internal/dns"
@@ -49,8 +47,10 @@ type Options struct {
 	Config *config.Config
 	Store  store.Store
 	Logger *slog.Logger
-	// Netlink is the handle of the host namespace; nil means the current one.
-	Netlink *netlink.Handle
+	// HostBlockers lists what occupies address space on the host (routes,
+	// addresses), for the choice of subnets; nil reads the current
+	// namespace (ipam.HostBlockers).
+	HostBlockers func() ([]ipam.Blocker, error)
 	// Firewall keeps the NAT and isolation rules of bridge networks; nil
 	// installs none (firewall.Noop, daemon option iptables=false).
 	Firewall firewall.Firewall
@@ -74,12 +74,12 @@ type Options struct {
 
 // Engine is the controller. Create it with New, then call Start.
 type Engine struct {
-	cfg   *config.Config
-	st    store.Store
-	log   *slog.Logger
-	nl    *netlink.Handle
-	nsDir string // private mount holding namespace files
-	sbDir string // per-sandbox files (hosts, resolv.conf, hostname)
+	cfg          *config.Config
+	st           store.Store
+	log          *slog.Logger
+	hostBlockers func() ([]ipam.Blocker, error)
+	nsDir        string // private mount holding namespace files
+	sbDir        string // per-sandbox files (hosts, resolv.conf, hostname)
 
 	nsx           sandbox.Namespaces
 	drivers       map[string]driver.Driver
@@ -134,27 +134,27 @@ func New(o Options) (*Engine, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	nl := o.Netlink
-	if nl == nil {
-		nl = &netlink.Handle{}
+	hostBlockers := o.HostBlockers
+	if hostBlockers == nil {
+		hostBlockers = func() ([]ipam.Blocker, error) { return ipam.HostBlockers(nil) }
 	}
 	fw := o.Firewall
 	if fw == nil {
 		fw = firewall.Noop{}
 	}
 	e := &Engine{
-		cfg:        o.Config,
-		st:         o.Store,
-		log:        log,
-		nl:         nl,
-		fw:         fw,
-		nsDir:      filepath.Join(o.Config.ExecRoot, "ns"),
-		sbDir:      filepath.Join(o.Config.ExecRoot, "sandboxes"),
-		networks:   map[string]*netState{},
-		held:       map[string][]*portmap.Held{},
-		sandboxes:  map[string]*sbState{},
-		events:     newEvents(),
-		quarantine: newQuarantine(),
+		cfg:          o.Config,
+		st:           o.Store,
+		log:          log,
+		hostBlockers: hostBlockers,
+		fw:           fw,
+		nsDir:        filepath.Join(o.Config.ExecRoot, "ns"),
+		sbDir:        filepath.Join(o.Config.ExecRoot, "sandboxes"),
+		networks:     map[string]*netState{},
+		held:         map[string][]*portmap.Held{},
+		sandboxes:    map[string]*sbState{},
+		events:       newEvents(),
+		quarantine:   newQuarantine(),
 	}
 	e.names = dns.NewTable()
 	e.resolver = dns.NewResolver(e.names, dns.Config{Upstreams: upstreams(o.Config), Logger: log})

@@ -25,11 +25,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/ipam"
-	"github.com/tether-net/tether/internal/nlutil"
 	"github.com/tether-net/tether/internal/store"
 )
 
@@ -221,10 +218,4 @@ func isID(s string) bool {
 		}
 	}
 	return true
-}
-
-// listLinks dumps the links of h's namespace, again while the kernel reports
-// the dump interrupted (the link table changed under it).
-func listLinks(h *netlink.Handle) ([]netlink.Link, error) {
-	return nlutil.Dump("list links", h.LinkList)
 }

@@ -331,7 +331,7 @@ func (e *Engine) checkNewNetwork(n *Network, explicitSubnet bool) error {
 	if explicitSubnet || n.External {
 		return nil
 	}
-	if _, err := e.nl.LinkByName(n.BridgeName); err == nil {
+	if hl, ok := e.drivers[n.Driver].(driver.HostLinker); ok && hl.LinkExists(n.BridgeName) {
 		return conflictf("invalid option %s=%q: a link with that name already exists", OptBridgeName, n.BridgeName)
 	}
 	return nil
@@ -365,7 +365,7 @@ func (e *Engine) pools() []ipam.PoolSpec {
 // blockers lists what occupies address space: host routes and addresses, and
 // the subnets of existing networks. Called with e.mu held.
 func (e *Engine) blockers() ([]ipam.Blocker, error) {
-	bs, err := ipam.HostBlockers(e.nl)
+	bs, err := e.hostBlockers()
 	if err != nil {
 		return nil, fmt.Errorf("read host routes and addresses: %w", err)
 	}

@@ -8,8 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
+	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/ipam"
 )
 
@@ -122,7 +121,7 @@ func (e *Engine) desiredDefault(cur *netState) (*Network, error) {
 	switch {
 	case c.Bridge != "":
 		n.BridgeName, n.External = c.Bridge, true
-		n.Subnet, n.Gateway, err = bridgeAddress(e.nl, c.Bridge)
+		n.Subnet, n.Gateway, err = e.linkAddress(c.Bridge)
 	case c.BIP != "":
 		n.Subnet, n.Gateway, err = ipam.ParseBIP(c.BIP)
 	case cur != nil:
@@ -190,27 +189,12 @@ func (e *Engine) updateMasquerade(ctx context.Context, cur, want *Network) error
 	return e.fwAdd(ctx, cur)
 }
 
-// bridgeAddress reads the first IPv4 address of an existing bridge: its
-// subnet is the network's, the address is the gateway.
-func bridgeAddress(h *netlink.Handle, name string) (netip.Prefix, netip.Addr, error) {
-	l, err := h.LinkByName(name)
-	if err != nil {
-		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("bridge %q: %w", name, err)
+// linkAddress reads the address of a host link the default driver's
+// network is brought onto (the daemon's "bridge" option).
+func (e *Engine) linkAddress(name string) (netip.Prefix, netip.Addr, error) {
+	hl, ok := e.drivers[e.defaultDriver].(driver.HostLinker)
+	if !ok {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("driver %q cannot use an existing link %q", e.defaultDriver, name)
 	}
-	if _, ok := l.(*netlink.Bridge); !ok {
-		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("bridge %q: link is a %s, not a bridge", name, l.Type())
-	}
-	addrs, err := h.AddrList(l, netlink.FAMILY_V4)
-	if err != nil {
-		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("addresses of bridge %q: %w", name, err)
-	}
-	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP.To4())
-		if !ok {
-			continue
-		}
-		ones, _ := a.Mask.Size()
-		return netip.PrefixFrom(ip, ones).Masked(), ip, nil
-	}
-	return netip.Prefix{}, netip.Addr{}, fmt.Errorf("bridge %q has no IPv4 address: add one (ip addr add 192.168.5.1/24 dev %s) or use bip instead", name, name)
+	return hl.LinkAddress(name)
 }

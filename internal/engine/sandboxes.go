@@ -22,9 +22,9 @@ import (
 
 // AttachSpec asks for one network attachment.
 type AttachSpec struct {
-	Network string   // name or ID
-	IP      string   // static IPv4 address; empty = allocate (sticky first)
-	Aliases []string // network-scoped names
+	Network string         // name or ID
+	IP      string         // static IPv4 address; empty = allocate (sticky first)
+	Aliases []string       // network-scoped names
 	Ports   []portmap.Spec // published ports (parsed once, by the front: -p or PortBindings)
 }
 

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 
@@ -13,10 +14,42 @@ import (
 )
 
 var (
-	_ driver.Repairer = (*Driver)(nil)
-	_ driver.Sweeper  = (*Driver)(nil)
-	_ driver.Detacher = (*Driver)(nil)
+	_ driver.Repairer   = (*Driver)(nil)
+	_ driver.Sweeper    = (*Driver)(nil)
+	_ driver.Detacher   = (*Driver)(nil)
+	_ driver.HostLinker = (*Driver)(nil)
 )
+
+// LinkExists reports whether a host link of that name exists.
+func (d *Driver) LinkExists(name string) bool {
+	_, err := d.h.LinkByName(name)
+	return err == nil
+}
+
+// LinkAddress reads the first IPv4 address of an existing bridge: its
+// subnet is the network's, the address is the gateway.
+func (d *Driver) LinkAddress(name string) (netip.Prefix, netip.Addr, error) {
+	l, err := d.h.LinkByName(name)
+	if err != nil {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("bridge %q: %w", name, err)
+	}
+	if _, ok := l.(*netlink.Bridge); !ok {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("bridge %q: link is a %s, not a bridge", name, l.Type())
+	}
+	addrs, err := d.h.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("addresses of bridge %q: %w", name, err)
+	}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		return netip.PrefixFrom(ip, ones).Masked(), ip, nil
+	}
+	return netip.Prefix{}, netip.Addr{}, fmt.Errorf("bridge %q has no IPv4 address: add one (ip addr add 192.168.5.1/24 dev %s) or use bip instead", name, name)
+}
 
 // Repair checks an endpoint on restore: it is intact when its host link
 // carries its marker, is a port of the network's bridge, and its peer is the

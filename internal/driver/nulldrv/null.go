@@ -18,7 +18,7 @@ func Null() *Driver { return &Driver{Name: "null"} }
 // Host returns the driver of the "host" network.
 func Host() *Driver { return &Driver{Name: "host"} }
 
-func (d *Driver) Type() string                                         { return d.Name }
+func (d *Driver) Type() string { return d.Name }
 
 // Capabilities: host shares the daemon's namespace, null leaves a sandbox
 // with loopback only; either is a sandbox's only network, and only the
