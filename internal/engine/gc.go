@@ -208,14 +208,4 @@ func reconcileSubnet(sub *ipam.Subnet, owned []netip.Addr) subnetFix {
 }
 
 // isID tells whether s looks like a Tether object ID (newID: 64 hex digits).
-func isID(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for _, c := range s {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
+func isID(s string) bool { return driver.IsID(s) }
