@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"net/url"
-	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -16,17 +15,18 @@ import (
 )
 
 // The fuzz targets below send stranger-made requests to the API in process
-// (httptest, no engine). A request that passes the API's own checks goes on
-// to the engine, which is nil here: the nil-pointer panic that follows,
-// raised inside an engine method, is the sign that it got that far and is
-// the engine's to validate. Any other panic, a 5xx, or an error answer that
-// is not Docker's {"message": ...} fails.
+// (httptest) over a fakeBackend. A request that passes the API's own checks
+// reaches the fake, which answers as a successful engine would (the engine
+// has its own validation to fuzz); one that does not must get a 4xx in
+// Docker's {"message": ...} shape and leave the fake untouched. Any panic
+// (other than the fake's own "no event hub" stop) or 5xx fails.
 
 // fuzzAnswer is what one fuzzed request got.
 type fuzzAnswer struct {
 	status        int
 	body          []byte
 	reachedEngine bool
+	fake          *fakeBackend
 }
 
 // fuzzServe serves one request and checks the answer's shape.
@@ -39,22 +39,24 @@ func fuzzServe(t *testing.T, method, target string, body []byte) fuzzAnswer {
 	}
 	r.URL = u
 	w := httptest.NewRecorder()
-	a := fuzzAnswer{}
+	f := &fakeBackend{}
+	a := fuzzAnswer{fake: f}
+	stopped := false
 	func() {
 		defer func() {
 			p := recover()
 			if p == nil {
 				return
 			}
-			stack := debug.Stack()
-			if !panickedInEngine(p, stack) {
-				t.Fatalf("%s %s with body %q panicked: %v\n%s", method, target, body, p, stack)
+			if p != errNoEventHub {
+				t.Fatalf("%s %s with body %q panicked: %v\n%s", method, target, body, p, debug.Stack())
 			}
-			a.reachedEngine = true
+			stopped = true
 		}()
-		newTestServer().ServeHTTP(w, r)
+		newFakeServer(f).ServeHTTP(w, r)
 	}()
-	if a.reachedEngine {
+	a.reachedEngine = f.reached()
+	if stopped {
 		return a
 	}
 	a.status, a.body = w.Code, w.Body.Bytes()
@@ -69,32 +71,11 @@ func fuzzServe(t *testing.T, method, target string, body []byte) fuzzAnswer {
 		if err := json.Unmarshal(a.body, &m); err != nil || len(m) != 1 || m["message"] == "" {
 			t.Fatalf("%s %s: error body %q is not {\"message\": ...}", method, target, a.body)
 		}
+		if mut := f.mutated(); len(mut) > 0 {
+			t.Fatalf("%s %s with body %q: refused with %d but called %v", method, target, body, a.status, mut)
+		}
 	}
 	return a
-}
-
-// panickedInEngine: p is the runtime's nil-pointer error and the first frame
-// of the panicking goroutine outside the runtime and sync is a method of
-// the (nil) *engine.Engine.
-func panickedInEngine(p any, stack []byte) bool {
-	if re, ok := p.(runtime.Error); !ok || !strings.Contains(re.Error(), "nil pointer") {
-		return false
-	}
-	lines := strings.Split(string(stack), "\n")
-	start := 0
-	for i, l := range lines {
-		if strings.HasPrefix(l, "panic(") {
-			start = i + 1
-		}
-	}
-	for _, l := range lines[start:] {
-		if l == "" || strings.HasPrefix(l, "\t") || strings.HasPrefix(l, "runtime.") ||
-			strings.HasPrefix(l, "sync.") || strings.HasPrefix(l, "sync/atomic.") || strings.HasPrefix(l, "internal/") {
-			continue
-		}
-		return strings.HasPrefix(l, "github.com/tether-net/tether/internal/engine.(*Engine).")
-	}
-	return false
 }
 
 func addBodies(f *testing.F, bodies ...string) {
@@ -119,8 +100,11 @@ func FuzzCreateNetworkBody(f *testing.F) {
 		if a.reachedEngine {
 			// what the engine got decoded, and its Name is set
 			var b createNetworkBody
-			if err := json.Unmarshal(body, &b); err != nil || b.Name == "" {
-				t.Fatalf("POST /networks/create %q reached the engine: decode %v, Name %q", body, err, b.Name)
+			if err := json.Unmarshal(body, &b); err != nil || b.Name == "" || a.fake.netSpec.Name != b.Name {
+				t.Fatalf("POST /networks/create %q reached the engine: decode %v, Name %q, engine got %q", body, err, b.Name, a.fake.netSpec.Name)
+			}
+			if a.status != 201 {
+				t.Fatalf("POST /networks/create %q: the engine accepted it, status %d", body, a.status)
 			}
 		}
 	})
@@ -151,6 +135,15 @@ func FuzzConnectBody(f *testing.F) {
 		if !a.reachedEngine && a.status != 400 && a.status != 413 && a.status != 404 && a.status != 405 {
 			t.Fatalf("POST %s %q: status %d (%s), want 4xx before the engine", target, body, a.status, a.body)
 		}
+		if a.reachedEngine && a.status != 200 {
+			t.Fatalf("POST %s %q: the engine accepted it, status %d (%s)", target, body, a.status, a.body)
+		}
+		// Ports reach the engine parsed, and only as valid specs.
+		for _, p := range a.fake.attach.Ports {
+			if err := p.Validate(); err != nil {
+				t.Fatalf("POST %s %q: the engine got port %+v: %v", target, body, p, err)
+			}
+		}
 	})
 }
 
@@ -167,7 +160,7 @@ var netViews = func() []*engine.NetworkView {
 
 // FuzzFilters: the filters query of GET /networks, POST /networks/prune and
 // GET /events, over HTTP, and the list filters matched against networks
-// (with no engine the list never gets to matching over HTTP).
+// (over HTTP the fake has no networks to match).
 func FuzzFilters(f *testing.F) {
 	for _, s := range []string{``, `{}`, `{"driver":{"bridge":true}}`, `{"driver":["bridge"]}`, `{"name":{"app":true},"label":{"env=prod":true}}`,
 		`{"type":{"custom":true}}`, `{"type":{"boat":true}}`, `{"dangling":{"1":true}}`, `{"dangling":{"maybe":true}}`,

@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -14,13 +13,16 @@ import (
 	"github.com/tether-net/tether/internal/engine"
 )
 
-// newTestServer serves the API without an engine: only routes that answer
-// before touching the engine (ping, unknown paths, input validation) work.
-func newTestServer() *Server {
-	return New(nil, slog.New(slog.DiscardHandler))
-}
+// newTestServer serves the API over a fake backend with nothing in it.
+func newTestServer() *Server { return newFakeServer(&fakeBackend{}) }
 
 func serve(t *testing.T, method, path, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	return serveFake(t, &fakeBackend{}, method, path, body)
+}
+
+// serveFake serves one request over f.
+func serveFake(t *testing.T, f *fakeBackend, method, path, body string) *httptest.ResponseRecorder {
 	t.Helper()
 	var r *http.Request
 	if body == "" {
@@ -29,7 +31,7 @@ func serve(t *testing.T, method, path, body string) *httptest.ResponseRecorder {
 		r = httptest.NewRequest(method, path, strings.NewReader(body))
 	}
 	w := httptest.NewRecorder()
-	newTestServer().ServeHTTP(w, r)
+	newFakeServer(f).ServeHTTP(w, r)
 	return w
 }
 

@@ -30,16 +30,16 @@ const (
 // Version is the daemon's version, set by main.
 var Version = "dev"
 
-// Server serves the API of one engine.
+// Server serves the API of one backend.
 type Server struct {
-	eng *engine.Engine
+	eng Backend
 	log *slog.Logger
 	mux *http.ServeMux
 }
 
-// New builds the handler tree.
-func New(eng *engine.Engine, log *slog.Logger) *Server {
-	s := &Server{eng: eng, log: log, mux: http.NewServeMux()}
+// New builds the handler tree over b (the daemon passes its *engine.Engine).
+func New(b Backend, log *slog.Logger) *Server {
+	s := &Server{eng: b, log: log, mux: http.NewServeMux()}
 	s.routes()
 	return s
 }

@@ -1,0 +1,35 @@
+package api
+
+import (
+	"context"
+
+	"github.com/tether-net/tether/internal/config"
+	"github.com/tether-net/tether/internal/engine"
+)
+
+// Backend is what the handlers ask of the engine, and nothing more:
+// *engine.Engine is the daemon's; tests serve the API over a fake. Errors
+// carry an engine.Kind, which the API maps to a status code (fail).
+type Backend interface {
+	// Networks
+	CreateNetwork(ctx context.Context, spec engine.NetworkSpec) (*engine.Network, error)
+	Network(ref string) (*engine.NetworkView, error)
+	Networks() []*engine.NetworkView
+	RemoveNetwork(ctx context.Context, ref string) error
+	PruneNetworks(ctx context.Context, keep func(*engine.Network) bool) ([]string, error)
+	Connect(ctx context.Context, netRef, sbRef string, a engine.AttachSpec) error
+	Disconnect(ctx context.Context, netRef, sbRef string, force bool) error
+	NetworkName(id string) string
+
+	// Sandboxes and their processes
+	CreateSandbox(ctx context.Context, spec engine.SandboxSpec) (*engine.Sandbox, error)
+	Sandbox(ref string) (*engine.Sandbox, error)
+	Sandboxes() []*engine.Sandbox
+	RemoveSandbox(ctx context.Context, ref string, force bool) error
+	Exec(ctx context.Context, ref string, x engine.ExecSpec) (*engine.Running, error)
+
+	// The daemon
+	Events() *engine.Events
+	Config() *config.Config
+	Warnings() []string
+}
