@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tether-net/tether/internal/testutil"
+	"github.com/tether-net/tether/internal/testutil/stats"
 )
 
 // Stats summarises a series of durations, in milliseconds.
@@ -35,15 +38,9 @@ func Summarize(ds []time.Duration) Stats {
 		sum += d
 	}
 	return Stats{
-		N: len(s), P50: ms(rank(s, 50)), P90: ms(rank(s, 90)), P99: ms(rank(s, 99)),
+		N: len(s), P50: ms(stats.Percentile(s, 50)), P90: ms(stats.Percentile(s, 90)), P99: ms(stats.Percentile(s, 99)),
 		Max: ms(s[len(s)-1]), Mean: ms(sum / time.Duration(len(s))), Total: ms(sum),
 	}
-}
-
-// rank is the nearest-rank p-th percentile of sorted s.
-func rank(s []time.Duration, p int) time.Duration {
-	i := (p*len(s)+99)/100 - 1
-	return s[max(i, 0)]
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -142,7 +139,7 @@ func poolLinksGone(p *Run, runs []Run) {
 	if len(gone) == 0 {
 		return
 	}
-	p.LinksGone, p.Complete, p.LinksGoneWallMS = Summarize(gone), Summarize(Complete(answer, gone)), medianF(walls)
+	p.LinksGone, p.Complete, p.LinksGoneWallMS = Summarize(gone), Summarize(Complete(answer, gone)), stats.Median(walls)
 }
 
 // SetSteps records per-step samples (step name → one duration per sample)
@@ -180,12 +177,12 @@ func Pooled(system string, runs []Run) Run {
 	for _, r := range runs {
 		walls = append(walls, r.WallMS)
 	}
-	p.WallMS = medianF(walls)
+	p.WallMS = stats.Median(walls)
 	walls = walls[:0]
 	for _, r := range runs {
 		walls = append(walls, r.RemoveWallMS)
 	}
-	p.RemoveWallMS = medianF(walls)
+	p.RemoveWallMS = stats.Median(walls)
 	poolLinksGone(&p, runs)
 	if len(runs) > 0 {
 		p.Publish, p.Clients = runs[0].Publish, runs[0].Clients
@@ -194,15 +191,6 @@ func Pooled(system string, runs []Run) Run {
 		}
 	}
 	return p
-}
-
-func medianF(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 // pooled merges the samples of several runs of one system.
@@ -334,13 +322,8 @@ func durations(msv []float64) []time.Duration {
 }
 
 func medianRSS(runs []Run) (idle, attached int64) {
-	var is, as []int64
-	for _, r := range runs {
-		is, as = append(is, r.RSSIdleKiB), append(as, r.RSSAttachedKiB)
-	}
-	slices.Sort(is)
-	slices.Sort(as)
-	return is[len(is)/2], as[len(as)/2]
+	return stats.MedianOf(runs, func(r Run) int64 { return r.RSSIdleKiB }),
+		stats.MedianOf(runs, func(r Run) int64 { return r.RSSAttachedKiB })
 }
 
 // Machine describes the machine for a report: CPUs, CPU model, memory,
@@ -364,8 +347,8 @@ func Machine() map[string]any {
 			m["memtotal"] = strings.Join(strings.Fields(l)[1:], " ")
 		}
 	}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		m["loadavg"] = strings.Join(strings.Fields(string(b))[:3], " ")
+	if l := testutil.LoadAvg(); l != "" {
+		m["loadavg"] = l
 	}
 	return m
 }

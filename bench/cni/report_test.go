@@ -81,7 +81,7 @@ func TestCNIReport(t *testing.T) {
 	Require(t)
 	n, reps := attach.EnvInt("BENCH_N", 200), attach.EnvInt("BENCH_REPS", 3)
 	_, stamp := Installed(BinDir())
-	rep := Report{Scenario: "cni", Date: time.Now().UTC(), Machine: attach.Machine(), LoadBefore: loadavg(),
+	rep := Report{Scenario: "cni", Date: time.Now().UTC(), Machine: attach.Machine(), LoadBefore: testutil.LoadAvg(),
 		N: n, Reps: reps, Clients: clients, Plugins: stamp, ExecRoot: os.Getenv("BENCH_EXEC_ROOT"),
 		Pooled: map[string]attach.Run{}}
 	byKey := map[string][]attach.Run{}
@@ -110,7 +110,7 @@ func TestCNIReport(t *testing.T) {
 		p.Steps = attach.PooledSteps(runs, append(append([]string{}, StepOrder...), attach.FloorSteps...))
 		rep.Pooled[key] = p
 	}
-	rep.LoadAfter = loadavg()
+	rep.LoadAfter = testutil.LoadAvg()
 	rep.Targets = targets(rep.Pooled)
 
 	var out bytes.Buffer
@@ -128,15 +128,6 @@ func TestCNIReport(t *testing.T) {
 // settle gives the kernel time to free the previous row's namespaces and
 // veths (it does so in the background) before the next row is timed.
 func settle() { time.Sleep(3 * time.Second) }
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
-}
 
 func targets(p map[string]attach.Run) []Target {
 	t := func(name, a, b string, limit float64) Target {

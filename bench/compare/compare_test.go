@@ -20,6 +20,7 @@ import (
 	"github.com/tether-net/tether/bench/attach"
 	"github.com/tether-net/tether/bench/docker"
 	"github.com/tether-net/tether/internal/testutil"
+	"github.com/tether-net/tether/internal/testutil/stats"
 )
 
 func TestMain(m *testing.M) {
@@ -97,7 +98,7 @@ func (r *Report) result(system string, n int) *Result {
 func measure(tb testing.TB, o Options) Report {
 	tb.Helper()
 	refs := docker.RequireRefs(tb)
-	rep := Report{Date: time.Now().UTC(), Machine: machine(), LoadBefore: loadavg(),
+	rep := Report{Date: time.Now().UTC(), Machine: machine(), LoadBefore: testutil.LoadAvg(),
 		Ports: o.Ports, Reps: o.Reps, PauseMS: o.Pause.Milliseconds()}
 	tt := attach.StartTether(tb)
 	dk := docker.StartDocker(tb, refs, nil)
@@ -137,8 +138,8 @@ func measure(tb testing.TB, o Options) Report {
 	}
 	for i := range rep.Results {
 		res := &rep.Results[i]
-		res.Create, res.Remove = median(res.CreateMS), median(res.RemoveMS)
-		res.Gone, res.Complete = median(res.GoneMS), median(res.CompleteMS)
+		res.Create, res.Remove = stats.Median(res.CreateMS), stats.Median(res.RemoveMS)
+		res.Gone, res.Complete = stats.Median(res.GoneMS), stats.Median(res.CompleteMS)
 	}
 	top := slices.Max(o.Ports)
 	t, d := rep.result(sysTether, top), rep.result(sysDocker, top)
@@ -153,7 +154,7 @@ func measure(tb testing.TB, o Options) Report {
 		ratio := ratio(g.dock, g.teth)
 		rep.Targets = append(rep.Targets, Target{Name: g.name, Ratio: ratio, Want: g.want, Met: ratio >= g.want})
 	}
-	rep.LoadAfter = loadavg()
+	rep.LoadAfter = testutil.LoadAvg()
 	return rep
 }
 
@@ -418,27 +419,6 @@ func envInts(name string, def []int) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	switch {
-	case len(s) == 0:
-		return 0
-	case len(s)%2 == 1:
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func msf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +26,7 @@ import (
 	"github.com/tether-net/tether/bench/attach"
 	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/testutil"
+	"github.com/tether-net/tether/internal/testutil/stats"
 )
 
 // abuseHost is a daemon whose only upstream is a fake in the outside
@@ -331,14 +331,7 @@ func TestDNSAbuseReport(t *testing.T) {
 	for _, w := range rep.Windows {
 		by[w.Abuse] = append(by[w.Abuse], w)
 	}
-	med := func(rs []AbuseResult, f func(AbuseResult) float64) float64 {
-		v := make([]float64, len(rs))
-		for i, r := range rs {
-			v[i] = f(r)
-		}
-		slices.Sort(v)
-		return v[len(v)/2]
-	}
+	med := stats.MedianOf[AbuseResult, float64]
 	p50 := func(r AbuseResult) float64 { return r.UDP.P50 }
 	p99 := func(r AbuseResult) float64 { return r.UDP.P99 }
 	tp50 := func(r AbuseResult) float64 { return r.TCP.P50 }

@@ -25,6 +25,7 @@ import (
 	"github.com/tether-net/tether/bench/attach"
 	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/testutil"
+	"github.com/tether-net/tether/internal/testutil/stats"
 )
 
 func TestMain(m *testing.M) {
@@ -195,15 +196,6 @@ func measure(tb testing.TB, sandboxes, reps int, l Load) Report {
 	return rep
 }
 
-func median(rs []Result, f func(Result) float64) float64 {
-	v := make([]float64, len(rs))
-	for i, r := range rs {
-		v[i] = f(r)
-	}
-	slices.Sort(v)
-	return v[len(v)/2]
-}
-
 // TestDNSSmoke runs the scenario small: every answer must be the right
 // address, from both servers.
 func TestDNSSmoke(t *testing.T) {
@@ -241,10 +233,10 @@ func TestDNSReport(t *testing.T) {
 		name string
 		rs   []Result
 	}{{"Tether (embedded resolver, in a sandbox)", rep.Tether}, {"baseline (static zone, same library)", rep.Baseline}} {
-		fmt.Fprintf(&b, "| %s | %.0f | %.0f µs | %.0f µs | %d |\n", s.name, median(s.rs, qps), median(s.rs, p50), median(s.rs, p99), wrong(s.rs))
+		fmt.Fprintf(&b, "| %s | %.0f | %.0f µs | %.0f µs | %d |\n", s.name, stats.MedianOf(s.rs, qps), stats.MedianOf(s.rs, p50), stats.MedianOf(s.rs, p99), wrong(s.rs))
 	}
-	fmt.Fprintf(&b, "| **ratio** | **%.2f×** | %.2f× | %.2f× | |\n", median(rep.Tether, qps)/median(rep.Baseline, qps),
-		median(rep.Tether, p50)/median(rep.Baseline, p50), median(rep.Tether, p99)/median(rep.Baseline, p99))
+	fmt.Fprintf(&b, "| **ratio** | **%.2f×** | %.2f× | %.2f× | |\n", stats.MedianOf(rep.Tether, qps)/stats.MedianOf(rep.Baseline, qps),
+		stats.MedianOf(rep.Tether, p50)/stats.MedianOf(rep.Baseline, p50), stats.MedianOf(rep.Tether, p99)/stats.MedianOf(rep.Baseline, p99))
 	t.Log("\n" + b.String())
 	if out := os.Getenv("BENCH_OUT"); out != "" {
 		js, _ := json.MarshalIndent(rep, "", "  ")

@@ -253,7 +253,7 @@ func TestLifecycleReport(t *testing.T) {
 	}
 	testutil.RequireRoot(t)
 	n, reps := attach.EnvInt("BENCH_N", 200), attach.EnvInt("BENCH_REPS", 5)
-	load := loadavg()
+	load := testutil.LoadAvg()
 	var rep Report
 	t.Run("nsenter-no-process", func(t *testing.T) { rep = measure(t, n, reps, 100, 500) })
 	rep.Machine, rep.LoadBefore, rep.Tether = attach.Machine(), load, tetherVersion()
@@ -262,10 +262,10 @@ func TestLifecycleReport(t *testing.T) {
 		if !t.Run(string(mode), func(t *testing.T) { fillMode(t, &m, reps, 500) }) {
 			m.Errors = append(m.Errors, "the run failed (see the test log); figures may be incomplete")
 		}
-		m.LoadAfter = loadavg()
+		m.LoadAfter = testutil.LoadAvg()
 		rep.Modes = append(rep.Modes, m)
 	}
-	rep.LoadAfter = loadavg()
+	rep.LoadAfter = testutil.LoadAvg()
 	var b strings.Builder
 	fmt.Fprintf(&b, "load %s → %s; tether %s\n\n", rep.LoadBefore, rep.LoadAfter, rep.Tether)
 	fmt.Fprintf(&b, "| figure | reference | Tether | ratio |\n|---|---:|---:|---:|\n")

@@ -276,15 +276,6 @@ func writeModes(w io.Writer, modes []ModeReport) {
 	fmt.Fprintln(w)
 }
 
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // tetherVersion is `git describe --always --dirty` of the tree the daemon
 // was built from (the test runs inside the module), or BENCH_TETHER_VERSION.
 func tetherVersion() string {

@@ -39,6 +39,7 @@ import (
 	"github.com/tether-net/tether/internal/api"
 	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/testutil"
+	"github.com/tether-net/tether/internal/testutil/stats"
 )
 
 func TestMain(m *testing.M) {
@@ -312,18 +313,6 @@ func mustAddr(tb testing.TB, d *testutil.Daemon, name, network string) netip.Add
 	return sb.Networks[network].IPAddress
 }
 
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	for i := range s {
-		for j := i + 1; j < len(s); j++ {
-			if s[j] < s[i] {
-				s[i], s[j] = s[j], s[i]
-			}
-		}
-	}
-	return s[len(s)/2]
-}
-
 // TestOverlaySmoke runs the scenario small: every number must be there.
 func TestOverlaySmoke(t *testing.T) {
 	rep := measure(t, 5, 1, 1)
@@ -350,7 +339,7 @@ func TestOverlayReport(t *testing.T) {
 	}
 	fmt.Fprintf(&b, "\nattach overlay ÷ bridge (p50): **%.2f×**\n", rep.AttachOverlay.P50/rep.AttachBridge.P50)
 	fmt.Fprintf(&b, "throughput (median of %d × 5 s): overlay %.2f Gbit/s, underlay %.2f Gbit/s, **ratio %.2f** (rounds %v / %v)\n",
-		len(rep.OverlayGbps), median(rep.OverlayGbps), median(rep.UnderlayGbps), median(rep.OverlayGbps)/median(rep.UnderlayGbps), rep.OverlayGbps, rep.UnderlayGbps)
+		len(rep.OverlayGbps), stats.Median(rep.OverlayGbps), stats.Median(rep.UnderlayGbps), stats.Median(rep.OverlayGbps)/stats.Median(rep.UnderlayGbps), rep.OverlayGbps, rep.UnderlayGbps)
 	fmt.Fprintf(&b, "dead host: its endpoint left host B's DNS %.2f s after its daemon was killed (TTL %.0f s)\n", rep.DeadHostDropped, rep.TTLSeconds)
 	t.Log("\n" + b.String())
 	if out := os.Getenv("BENCH_OUT"); out != "" {

@@ -238,13 +238,3 @@ func requireIperf3(tb testing.TB) {
 	}
 	tb.Skip("iperf3 not found (Debian package iperf3)")
 }
-
-// loadavg returns the first three fields of /proc/loadavg.
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
-}

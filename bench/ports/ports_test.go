@@ -31,6 +31,7 @@ import (
 	"github.com/tether-net/tether/bench/attach"
 	"github.com/tether-net/tether/internal/api"
 	"github.com/tether-net/tether/internal/testutil"
+	"github.com/tether-net/tether/internal/testutil/stats"
 )
 
 func TestMain(m *testing.M) {
@@ -168,18 +169,6 @@ func removeAll(tb testing.TB, t *attach.Tether) {
 	}
 }
 
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func ratio(a, b float64) float64 {
 	if b == 0 {
 		return 0
@@ -300,7 +289,7 @@ func measure(tb testing.TB, o Options) Report {
 	if o.N < 2 || o.N > maxN {
 		tb.Fatalf("N = %d: must be 2..%d (a bridge holds at most 1023 ports)", o.N, maxN)
 	}
-	rep := Report{Date: time.Now().UTC(), Machine: machine(), LoadBefore: loadavg(), N: o.N}
+	rep := Report{Date: time.Now().UTC(), Machine: machine(), LoadBefore: testutil.LoadAvg(), N: o.N}
 	pub := attach.StartTether(tb)
 	plain := attach.StartTether(tb)
 	floor := startFloor(tb)
@@ -368,7 +357,7 @@ func measure(tb testing.TB, o Options) Report {
 		}
 		return v
 	}
-	rep.ConnFirstPerSec, rep.ConnLastPerSec = median(perSec(rep.ConnFirst)), median(perSec(rep.ConnLast))
+	rep.ConnFirstPerSec, rep.ConnLastPerSec = stats.Median(perSec(rep.ConnFirst)), stats.Median(perSec(rep.ConnLast))
 	rep.ConnRatio = ratio(rep.ConnLastPerSec, rep.ConnFirstPerSec)
 	rep.ConnFirstBest, rep.ConnLastBest = slices.Max(perSec(rep.ConnFirst)), slices.Max(perSec(rep.ConnLast))
 
@@ -411,7 +400,7 @@ func measure(tb testing.TB, o Options) Report {
 	}
 	rep.KernelRatio = ratio(rep.IperfBest[pathKernel], rep.IperfBest[pathDirect])
 	rep.ProxyRatio = ratio(rep.IperfBest[pathProxy], rep.IperfBest[pathHostDirect])
-	rep.LoadAfter = loadavg()
+	rep.LoadAfter = testutil.LoadAvg()
 	removeAll(tb, pub)
 	return rep
 }
@@ -480,7 +469,7 @@ func TestPortsReport(t *testing.T) {
 		for _, r := range s.rs {
 			p50, p99 = append(p50, r.PerConn.P50), append(p99, r.PerConn.P99)
 		}
-		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.3f ms | %.3f ms |\n", s.name, s.rate, s.best, median(p50), median(p99))
+		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.3f ms | %.3f ms |\n", s.name, s.rate, s.best, stats.Median(p50), stats.Median(p99))
 	}
 	fmt.Fprintf(&b, "| **ratio** | **%.2f×** | %.2f× | | |\n\n", rep.ConnRatio, ratio(rep.ConnLastBest, rep.ConnFirstBest))
 	fmt.Fprintf(&b, "| iperf3, %d s, best of %d | Gbit/s | runs | daemon CPUs | machine busy CPUs |\n|---|---:|---|---:|---:|\n",

@@ -197,4 +197,3 @@ func parseIPv4Prefix(s string) (netip.Prefix, error) {
 func within(inner, outer netip.Prefix) bool {
 	return inner.Bits() >= outer.Bits() && outer.Masked().Contains(inner.Addr())
 }
-

@@ -20,42 +20,6 @@ import (
 	"github.com/tether-net/tether/internal/testutil"
 )
 
-// nsDir returns a fresh PrepareDir'd directory for test namespaces; cleanup
-// releases it and checks that no mount under it survives.
-func nsDir(t testing.TB) string {
-	t.Helper()
-	testutil.RequireRoot(t)
-	dir := filepath.Join(t.TempDir(), "ns")
-	if err := netns.PrepareDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := netns.ReleaseDir(dir); err != nil {
-			t.Error(err)
-		}
-		if ms, err := netns.MountedUnder(dir); err != nil || len(ms) > 0 {
-			t.Errorf("mounts left under %q: %v (%v)", dir, ms, err)
-		}
-	})
-	return dir
-}
-
-// newNS creates a network namespace (lo down, as a fresh one is) under dir;
-// cleanup deletes it.
-func newNS(t testing.TB, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "sb-"+testutil.Suffix())
-	if err := netns.Create(path); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := netns.Delete(path); err != nil {
-			t.Error(err)
-		}
-	})
-	return path
-}
-
 // queryIn sends one query to 127.0.0.11:53 from inside the namespace at path.
 func queryIn(nsPath, proto, name string, qtype uint16) (*mdns.Msg, error) {
 	var resp *mdns.Msg
@@ -78,8 +42,8 @@ func mustQueryIn(t testing.TB, nsPath, proto, name string, qtype uint16) *mdns.M
 }
 
 func TestResolverInNamespaces(t *testing.T) {
-	dir := nsDir(t)
-	nsWeb, nsOther := newNS(t, dir), newNS(t, dir)
+	dir := testutil.NSDir(t)
+	nsWeb, nsOther := testutil.NetNSIn(t, dir), testutil.NetNSIn(t, dir)
 	r := NewResolver(testTable(), Config{Upstreams: []netip.AddrPort{fakeUpstream(t, nil)}})
 	defer r.Close()
 	for _, s := range []struct{ id, ns string }{{idWeb, nsWeb}, {idB, nsOther}, {idWeb, nsWeb}} { // twice: idempotent
@@ -135,13 +99,13 @@ func TestResolverInNamespaces(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
-	dir := nsDir(t)
+	dir := testutil.NSDir(t)
 	r := NewResolver(NewTable(), Config{})
 	defer r.Close()
 	if err := r.Start("x", filepath.Join(dir, "missing"), forwardAll); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Start on a missing namespace: %v", err)
 	}
-	ns := newNS(t, dir)
+	ns := testutil.NetNSIn(t, dir)
 	// 127.0.0.11:53 taken in the namespace: Start fails and leaves nothing open
 	r2 := NewResolver(NewTable(), Config{})
 	if err := r2.Start("y", ns, forwardAll); err != nil {
@@ -160,8 +124,8 @@ func TestStartErrors(t *testing.T) {
 // clients inside its namespace, each with its own UDP socket, send b.N
 // queries in all. Reports qps and the p99 latency.
 func BenchmarkLocalQPS(b *testing.B) {
-	dir := nsDir(b)
-	ns := newNS(b, dir)
+	dir := testutil.NSDir(b)
+	ns := testutil.NetNSIn(b, dir)
 	r := NewResolver(testTable(), Config{})
 	defer r.Close()
 	if err := r.Start(idWeb, ns, forwardAll); err != nil {
@@ -232,7 +196,7 @@ func BenchmarkLocalQPS(b *testing.B) {
 // and Go heap. Run with -benchtime 1x.
 func BenchmarkMemory1000(b *testing.B) {
 	const n = 1000
-	dir := nsDir(b)
+	dir := testutil.NSDir(b)
 	for range b.N {
 		paths := make([]string, n)
 		for i := range paths {

@@ -18,7 +18,9 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 
+	"github.com/tether-net/tether/internal/netaddr"
 	"github.com/tether-net/tether/internal/testutil"
+	"github.com/tether-net/tether/internal/testutil/stats"
 )
 
 // kernelNS creates a namespace and returns an open fd to it.
@@ -87,24 +89,13 @@ func wantRaw(set string, nets ...Network) []string {
 				a := n.Subnet.Addr().As4()
 				out = append(out, hex.EncodeToString(a[:]))
 				last := netip.PrefixFrom(n.Subnet.Addr(), n.Subnet.Bits())
-				end := lastAddr(last).Next().As4()
+				end := netaddr.Last(last).Next().As4()
 				out = append(out, hex.EncodeToString(end[:])+"/end")
 			}
 		}
 	}
 	sort.Strings(out)
 	return out
-}
-
-func lastAddr(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	host := 32 - p.Bits()
-	for i := 3; i >= 0 && host > 0; i-- {
-		n := min(host, 8)
-		a[i] |= byte(1<<n - 1)
-		host -= n
-	}
-	return netip.AddrFrom4(a)
 }
 
 // checkElements compares every set of the table with nets.
@@ -358,8 +349,7 @@ func medianAdd(t testing.TB, f *NFT, n int) time.Duration {
 			t.Fatal(err)
 		}
 	}
-	slices.Sort(ds)
-	return ds[n/2]
+	return stats.Median(ds)
 }
 
 // BenchmarkKernelAdd: one Add (one batch) with 0 and with 99 networks present.

@@ -1,13 +1,8 @@
 package ipam
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"net"
-	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +10,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/tether-net/tether/internal/testutil"
 )
 
 func ipnet(s string) *net.IPNet {
@@ -119,65 +116,18 @@ func TestHostBlockersCurrentNamespace(t *testing.T) {
 	}
 }
 
-// requireRoot skips without root, except under TETHER_E2E=1 where it fails.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("TETHER_E2E") == "1" {
-		t.Fatal("TETHER_E2E=1 needs root")
-	}
-	t.Skip("needs root")
-}
-
-// newTestNS creates a named network namespace with a unique name and returns
-// a netlink handle bound to it; both are removed when the test ends. The
-// namespace is created on a locked OS thread that switches back before it is
-// unlocked; if switching back fails the thread stays locked and dies with its
-// goroutine, so no goroutine ever runs in the wrong namespace.
+// newTestNS creates a named network namespace for the test (testutil.NetNS,
+// deleted when the test ends) and returns its name and a netlink handle
+// bound to it.
 func newTestNS(t *testing.T) (string, *netlink.Handle) {
 	t.Helper()
-	suffix := make([]byte, 4)
-	rand.Read(suffix)
-	name := fmt.Sprintf("tether-ipam-%d-%s", os.Getpid(), hex.EncodeToString(suffix))
-	type result struct {
-		ns  netns.NsHandle
-		err error
+	name := testutil.NetNS(t, "tether-ipam")
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatalf("open namespace %q: %v", name, err)
 	}
-	ch := make(chan result)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			ch <- result{err: err}
-			runtime.UnlockOSThread()
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.NewNamed(name)
-		if serr := netns.Set(orig); serr != nil {
-			ch <- result{ns: ns, err: errors.Join(err, fmt.Errorf("switch back: %w", serr))}
-			return // thread stays locked and is discarded
-		}
-		runtime.UnlockOSThread()
-		ch <- result{ns: ns, err: err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		if r.ns.IsOpen() {
-			r.ns.Close()
-			netns.DeleteNamed(name)
-		}
-		t.Fatalf("create namespace %q: %v", name, r.err)
-	}
-	t.Cleanup(func() {
-		r.ns.Close()
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("delete namespace %q: %v", name, err)
-		}
-	})
-	h, err := netlink.NewHandleAt(r.ns)
+	t.Cleanup(func() { ns.Close() })
+	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		t.Fatalf("netlink handle in %q: %v", name, err)
 	}
@@ -186,7 +136,7 @@ func newTestNS(t *testing.T) (string, *netlink.Handle) {
 }
 
 func TestHostBlockersNamespace(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	name, h := newTestNS(t)
 
 	lo, err := h.LinkByName("lo")

@@ -12,25 +12,15 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-)
 
-// requireRoot skips without root, except under TETHER_E2E=1 where it fails.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("TETHER_E2E") == "1" {
-		t.Fatal("TETHER_E2E=1 but not root")
-	}
-	t.Skip("needs root (set TETHER_E2E=1 to make this a failure)")
-}
+	"github.com/tether-net/tether/internal/testutil/gate"
+)
 
 // testDir returns a fresh PrepareDir'd directory, released at cleanup with
 // a check that no mount under it survives.
 func testDir(t testing.TB) string {
 	t.Helper()
-	requireRoot(t)
+	gate.RequireRoot(t)
 	dir := filepath.Join(t.TempDir(), "ns")
 	if err := PrepareDir(dir); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/tether-net/tether/internal/testutil/gate"
 )
 
 // The test binary re-executes itself: as a probe that prints the namespaces
@@ -39,22 +41,11 @@ func probe() {
 	}
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("TETHER_E2E") == "1" {
-		t.Fatal("TETHER_E2E=1 but not root")
-	}
-	t.Skip("needs root (set TETHER_E2E=1 to make this a failure)")
-}
-
 // holder starts a child in new net, uts and mount namespaces and returns its
 // pid; cleanup ends it (by closing its stdin) and reaps it.
 func holder(t *testing.T) int {
 	t.Helper()
-	requireRoot(t)
+	gate.RequireRoot(t)
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = []string{"NSENTER_TEST_MODE=hold"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{

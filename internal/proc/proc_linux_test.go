@@ -15,6 +15,7 @@ import (
 	"github.com/tether-net/tether/internal/netns"
 	_ "github.com/tether-net/tether/internal/nsenter"
 	"github.com/tether-net/tether/internal/proc"
+	"github.com/tether-net/tether/internal/testutil"
 )
 
 // The test binary is also the helper that Setup and Start re-execute.
@@ -23,45 +24,21 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("TETHER_E2E") == "1" {
-		t.Fatal("TETHER_E2E=1 but not root")
-	}
-	t.Skip("needs root (set TETHER_E2E=1 to make this a failure)")
-}
-
-// fixture is a temp dir with a PrepareDir'd ns dir and a hosts file;
-// cleanup deletes every namespace file, releases the dir, and checks that
-// no mount under it is left.
+// fixture is a temp dir with a hosts file and a PrepareDir'd ns dir
+// (testutil.NSDir: cleanup deletes every namespace file, releases the dir,
+// and checks that no mount under it is left); no mount may be left under
+// the temp dir either.
 type fixture struct {
 	dir, nsDir, hosts string
 }
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	requireRoot(t)
-	f := &fixture{dir: t.TempDir()}
-	f.nsDir = filepath.Join(f.dir, "ns")
+	f := &fixture{dir: t.TempDir(), nsDir: testutil.NSDir(t)}
 	f.hosts = filepath.Join(f.dir, "hosts")
-	if err := netns.PrepareDir(f.nsDir); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		ents, _ := os.ReadDir(f.nsDir)
-		for _, e := range ents {
-			if err := netns.Delete(filepath.Join(f.nsDir, e.Name())); err != nil {
-				t.Error(err)
-			}
-		}
-		if err := netns.ReleaseDir(f.nsDir); err != nil {
-			t.Error(err)
-		}
-		if ms, err := netns.MountedUnder(f.dir); err != nil || len(ms) > 0 {
-			t.Errorf("mounts left under %q: %v (%v)", f.dir, ms, err)
+		if ms := testutil.Mounted(f.dir); len(ms) > 0 {
+			t.Errorf("mounts left under %q: %v", f.dir, ms)
 		}
 	})
 	return f
@@ -488,7 +465,7 @@ func TestStaticBinary(t *testing.T) {
 	if os.Getenv("TETHER_E2E") != "1" {
 		t.Skip("builds a static binary; runs with TETHER_E2E=1")
 	}
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatal("go not in PATH")

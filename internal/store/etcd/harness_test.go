@@ -39,6 +39,7 @@ import (
 
 	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/testutil"
+	"github.com/tether-net/tether/internal/testutil/gate"
 )
 
 // memberEnv names the YAML config a re-executed test binary runs etcd with.
@@ -157,10 +158,8 @@ type embedOptions struct {
 func startEmbedded(tb testing.TB, o embedOptions) *embedded {
 	tb.Helper()
 	var ns string
-	if os.Geteuid() == 0 {
+	if gate.Root(tb) {
 		ns = testutil.NetNS(tb, "tth-etcd")
-	} else if testutil.E2E() {
-		tb.Fatal("TETHER_E2E=1 needs root: etcd runs in a test-owned namespace")
 	}
 	cport, pport := ports(tb, ns, 0)
 	scheme := "http"
@@ -330,10 +329,8 @@ type clusterOptions struct {
 func startCluster(tb testing.TB, f flavour, o clusterOptions) *cluster {
 	tb.Helper()
 	c := &cluster{t: tb, f: f, tls: o.tls}
-	if os.Geteuid() == 0 {
+	if gate.Root(tb) {
 		c.ns = testutil.NetNS(tb, "tth-etcd")
-	} else if testutil.E2E() {
-		tb.Fatal("TETHER_E2E=1 needs root: etcd runs in a test-owned namespace")
 	}
 	if o.electionMs == 0 {
 		o.electionMs = 1000
