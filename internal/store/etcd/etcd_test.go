@@ -20,6 +20,7 @@ import (
 	"github.com/tether-net/tether/internal/store"
 	"github.com/tether-net/tether/internal/store/storetest"
 	"github.com/tether-net/tether/internal/testutil"
+	"github.com/tether-net/tether/internal/testutil/gate"
 )
 
 // etcdLeases is the suite's option for etcd: whole-second leases, and the
@@ -288,7 +289,7 @@ func TestClosed(t *testing.T) {
 // Nothing listens: Open gives up after the dial timeout, saying so.
 func TestOpenUnreachable(t *testing.T) {
 	var cfg Config
-	if os.Geteuid() == 0 {
+	if gate.Root(t) {
 		ns := testutil.NetNS(t, "tth-etcd")
 		cfg = Config{Endpoints: []string{"127.0.0.1:2379"}, DialContext: dialer(ns)}
 	} else {
