@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tether-net/tether/internal/api"
+	"github.com/tether-net/tether/internal/api/types"
 	"github.com/tether-net/tether/internal/testutil"
 )
 
@@ -86,8 +87,12 @@ func StartTetherMode(tb testing.TB, mode testutil.StartMode) *Tether {
 // the answer and the round-trip time. Each publish value is a `-p` form
 // ("20000:80") published on that endpoint.
 func (t *Tether) Create(name string, publish ...string) (api.Sandbox, time.Duration, error) {
+	pm, err := types.ParsePublish(publish)
+	if err != nil {
+		return api.Sandbox{}, 0, err
+	}
 	body, _ := json.Marshal(api.SandboxCreateRequest{Name: name,
-		Networks: []api.NetworkAttach{{Network: "bench", Publish: publish}}})
+		Networks: []api.NetworkAttach{{Network: "bench", PortBindings: pm}}})
 	var sb api.Sandbox
 	start := time.Now()
 	code, out, err := t.call(http.MethodPost, "/tether/v1/sandboxes", body)

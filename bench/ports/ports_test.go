@@ -30,6 +30,7 @@ import (
 
 	"github.com/tether-net/tether/bench/attach"
 	"github.com/tether-net/tether/internal/api"
+	"github.com/tether-net/tether/internal/api/types"
 	"github.com/tether-net/tether/internal/testutil"
 	"github.com/tether-net/tether/internal/testutil/stats"
 )
@@ -113,8 +114,12 @@ func (c created) ports() api.PortMap { return c.NetworkSettings.Ports }
 // create sends POST /tether/v1/sandboxes for a sandbox on "bench",
 // publishing the given -p values, and returns the answer and round trip.
 func create(t *attach.Tether, name string, publish ...string) (created, time.Duration, error) {
+	pm, err := types.ParsePublish(publish)
+	if err != nil {
+		return created{}, 0, err
+	}
 	body, _ := json.Marshal(api.SandboxCreateRequest{Name: name,
-		Networks: []api.NetworkAttach{{Network: "bench", Publish: publish}}})
+		Networks: []api.NetworkAttach{{Network: "bench", PortBindings: pm}}})
 	var sb created
 	start := time.Now()
 	code, out, err := t.Call(http.MethodPost, "/tether/v1/sandboxes", body)

@@ -184,7 +184,6 @@ func TestCreateNetworkBodyErrors(t *testing.T) {
 		{"config only", createNetworkBody{Name: "n", ConfigOnly: true}, "ConfigOnly"},
 		{"config from", createNetworkBody{Name: "n", ConfigFrom: &struct{ Network string }{"other"}}, "ConfigFrom"},
 		{"swarm scope", createNetworkBody{Name: "n", Scope: "swarm"}, "Scope"},
-		{"global scope", createNetworkBody{Name: "n", Scope: "global"}, "Scope"},
 		{"no IPv4", createNetworkBody{Name: "n", EnableIPv4: boolp(false)}, "EnableIPv4"},
 	}
 	for _, tt := range tests {
@@ -236,7 +235,7 @@ func TestCreateNetworkBodySpec(t *testing.T) {
 		name: "CLI without subnet",
 		body: `{"Name":"plain","Driver":"bridge","Scope":"local","EnableIPv4":true,"EnableIPv6":false,
 			"IPAM":{"Driver":"default","Options":{},"Config":[]},"Options":{},"Labels":{}}`,
-		want: engine.NetworkSpec{Name: "plain", Driver: "bridge", IPAMDriver: "default", IPAMOptions: map[string]string{},
+		want: engine.NetworkSpec{Name: "plain", Driver: "bridge", Scope: "local", IPAMDriver: "default", IPAMOptions: map[string]string{},
 			Options: map[string]string{}, Labels: map[string]string{}},
 	}, {
 		name: "minimal",

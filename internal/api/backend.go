@@ -32,4 +32,5 @@ type Backend interface {
 	Events() *engine.Events
 	Config() *config.Config
 	Warnings() []string
+	Drivers() []string
 }

@@ -217,3 +217,8 @@ func (f *fakeBackend) Warnings() []string {
 	defer f.enter("Warnings")()
 	return f.warnings
 }
+
+func (f *fakeBackend) Drivers() []string {
+	defer f.enter("Drivers")()
+	return []string{"bridge", "host", "null"}
+}

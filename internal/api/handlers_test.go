@@ -197,6 +197,7 @@ func localView() *engine.NetworkView {
 		Network: engine.Network{ID: netID, Name: "front", Driver: "bridge", Created: created, Internal: true,
 			IPAMDriver: "default", Subnet: netip.MustParsePrefix("10.1.0.0/24"), Gateway: netip.MustParseAddr("10.1.0.1"),
 			Aux: map[string]netip.Addr{"r": netip.MustParseAddr("10.1.0.9")}, Labels: map[string]string{"team": "net"}},
+		IPv4: true,
 		Endpoints: []engine.EndpointView{{
 			Endpoint:  engine.Endpoint{ID: "ep1", Address: netip.MustParsePrefix("10.1.0.2/24"), MAC: "02:42:0a:01:00:02"},
 			SandboxID: sbID, SandboxName: "web",

@@ -70,13 +70,13 @@ func (b *createNetworkBody) spec() (engine.NetworkSpec, error) {
 		return engine.NetworkSpec{}, errors.New("invalid Ingress: ingress networks are not supported yet")
 	case b.ConfigOnly || b.ConfigFrom != nil && b.ConfigFrom.Network != "":
 		return engine.NetworkSpec{}, errors.New("invalid ConfigOnly/ConfigFrom: config-only networks are not supported yet")
-	case b.Scope != "" && b.Scope != "local" && !(b.Scope == "global" && b.Driver == "overlay"):
-		return engine.NetworkSpec{}, fmt.Errorf("invalid Scope %q: local networks, or global ones with the overlay driver", b.Scope)
+	case b.Scope != "" && b.Scope != "local" && b.Scope != "global":
+		return engine.NetworkSpec{}, fmt.Errorf("invalid Scope %q: local, or global (with a driver of global networks)", b.Scope)
 	case b.EnableIPv4 != nil && !*b.EnableIPv4:
 		return engine.NetworkSpec{}, errors.New("invalid EnableIPv4: IPv6-only networks are not supported yet")
 	}
 	spec := engine.NetworkSpec{
-		Name: b.Name, Driver: b.Driver, Internal: b.Internal, Attachable: b.Attachable,
+		Name: b.Name, Driver: b.Driver, Scope: b.Scope, Internal: b.Internal, Attachable: b.Attachable,
 		EnableIPv6: b.EnableIPv6 != nil && *b.EnableIPv6, Options: b.Options, Labels: b.Labels,
 	}
 	if b.IPAM != nil {
@@ -279,7 +279,7 @@ func inspectView(v *engine.NetworkView, withContainers bool) network.Inspect {
 	out := network.Inspect{
 		Network: network.Network{
 			Name: v.Name, ID: v.ID, Created: v.Created, Scope: scopeOf(v), Driver: v.Driver,
-			EnableIPv4: v.Driver == "bridge" || v.Driver == "overlay", Internal: v.Internal, Attachable: v.Attachable,
+			EnableIPv4: v.IPv4, Internal: v.Internal, Attachable: v.Attachable,
 			IPAM:    network.IPAM{Driver: v.IPAMDriver, Options: v.IPAMOpts, Config: []network.IPAMConfig{}},
 			Options: nonNil(v.Options), Labels: nonNil(v.Labels),
 		},
@@ -389,7 +389,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 		"KernelVersion": kernelVersion(), "Containers": len(sbs), "ContainersRunning": running,
 		"ContainersStopped": len(sbs) - running, "DockerRootDir": cfg.DataRoot, "Debug": cfg.Debug,
 		"LiveRestoreEnabled": true, "Labels": labels, "IndexServerAddress": "",
-		"Plugins":  map[string][]string{"Network": {"bridge", "host", "null"}, "Volume": {}, "Log": {}},
+		"Plugins":  map[string][]string{"Network": s.eng.Drivers(), "Volume": {}, "Log": {}},
 		"Networks": len(nets), "Swarm": map[string]any{"LocalNodeState": "inactive"},
 		"Warnings": s.eng.Warnings(),
 	})

@@ -65,7 +65,7 @@ func netCreateCmd(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&driver, "driver", "d", "bridge", "driver to manage the network")
+	f.StringVarP(&driver, "driver", "d", "", "driver to manage the network (default: the daemon's, bridge)")
 	f.StringVar(&ipamDriver, "ipam-driver", "default", "IP address management driver")
 	f.StringArrayVar(&subnets, "subnet", nil, "subnet in CIDR format")
 	f.StringArrayVar(&ranges, "ip-range", nil, "allocate container addresses from a sub-range")

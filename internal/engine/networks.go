@@ -43,6 +43,7 @@ type SubnetSpec struct {
 type NetworkSpec struct {
 	Name        string
 	Driver      string
+	Scope       string // "" or the scope of the driver's networks: "local", "global"
 	Internal    bool
 	Attachable  bool
 	EnableIPv6  bool
@@ -135,6 +136,9 @@ func (e *Engine) buildNetwork(spec NetworkSpec) (*Network, *ipam.Subnet, error) 
 		return nil, nil, invalidf("invalid driver %q: known drivers are %s", drv, strings.Join(e.driverNames(), ", "))
 	}
 	caps := d.Capabilities()
+	if spec.Scope != "" && spec.Scope != string(caps.Scope) {
+		return nil, nil, invalidf("invalid Scope %q: driver %q makes %s networks", spec.Scope, drv, caps.Scope)
+	}
 	if caps.Predefined != "" {
 		return nil, nil, forbiddenf("invalid driver %q: only one instance of the %q network is allowed", drv, caps.Predefined)
 	}
@@ -457,6 +461,9 @@ func (e *Engine) lookupNetwork(ref string) (*netState, error) {
 // NetworkView is a network with its attached endpoints, for inspect and list.
 type NetworkView struct {
 	Network
+	// IPv4: the network's driver gives endpoints IPv4 addresses (Docker's
+	// EnableIPv4; false for host and none).
+	IPv4      bool
 	Endpoints []EndpointView
 	// Global networks: endpoints on other nodes, and this node.
 	Remote []RemoteEndpoint
@@ -494,7 +501,7 @@ func (e *Engine) Networks() []*NetworkView {
 }
 
 func (e *Engine) viewLocked(ns *netState) *NetworkView {
-	v := &NetworkView{Network: *ns.rec}
+	v := &NetworkView{Network: *ns.rec, IPv4: e.caps(ns.rec).Addresses}
 	if e.isGlobal(ns.rec) && e.global != nil {
 		v.Remote = e.remoteEndpoints(ns.rec.ID)
 		v.Node = e.global.cl.Self()
@@ -549,3 +556,7 @@ func driverNetwork(n *Network) *driver.Network {
 func (e *Engine) driverNames() []string {
 	return slices.Sorted(maps.Keys(e.drivers))
 }
+
+// Drivers lists the network drivers this daemon can use, sorted (Docker's
+// info Plugins.Network).
+func (e *Engine) Drivers() []string { return e.driverNames() }
