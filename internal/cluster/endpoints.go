@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tether-net/tether/internal/ipam"
-	"github.com/tether-net/tether/internal/netaddr"
 	"github.com/tether-net/tether/internal/store"
 )
 
@@ -134,10 +133,6 @@ func clusterClass(err error) error {
 	}
 	return err
 }
-
-// broadcast is the last address of p (netaddr.Last, the one computation
-// of it; validate.go uses it).
-func broadcast(p netip.Prefix) netip.Addr { return netaddr.Last(p) }
 
 // ReleaseAddress gives an address back (a failed attach).
 func (c *Cluster) ReleaseAddress(ctx context.Context, netID string, a netip.Addr) error {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tether-net/tether/internal/netaddr"
 	"github.com/tether-net/tether/internal/store"
 )
 
@@ -93,7 +94,7 @@ func wantPeer(n NetworkRecord, ep EndpointRecord, nodes map[string]netip.Addr) e
 		return fmt.Errorf("no ID")
 	case !a.Is4() || !n.Subnet.Contains(a) || a == n.Subnet.Addr() || a == n.Gateway || ep.Address.Bits() != n.Subnet.Bits():
 		return fmt.Errorf("address %v not a host of %v", ep.Address, n.Subnet)
-	case n.Subnet.Bits() < 31 && a == broadcast(n.Subnet):
+	case n.Subnet.Bits() < 31 && a == netaddr.Last(n.Subnet):
 		return fmt.Errorf("address %v is the broadcast of %v", a, n.Subnet)
 	case err != nil || len(mac) != 6 || mac[0]&1 != 0 || bytes.Equal(mac, make([]byte, 6)):
 		return fmt.Errorf("MAC %q not a unicast Ethernet address", ep.MAC)

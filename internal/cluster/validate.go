@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/tether-net/tether/internal/netaddr"
 )
 
 // Records read back from the store are checked before the watcher hands
@@ -70,5 +72,5 @@ func checkEndpointRecord(n NetworkRecord, ep EndpointRecord, nodeAddr netip.Addr
 // hostOf: a is an IPv4 address of s other than its network and broadcast
 // addresses.
 func hostOf(s netip.Prefix, a netip.Addr) bool {
-	return a.Is4() && s.Addr().Is4() && s.Contains(a) && a != s.Masked().Addr() && a != broadcast(s)
+	return a.Is4() && s.Addr().Is4() && s.Contains(a) && a != s.Masked().Addr() && a != netaddr.Last(s)
 }

@@ -219,7 +219,7 @@ func ParseBIP(s string) (subnet netip.Prefix, gateway netip.Addr, err error) {
 		return bad(fmt.Sprintf("%s is the network address of %s; use a host address such as %s/%d",
 			p.Addr(), subnet, subnet.Addr().Next(), p.Bits()))
 	}
-	if p.Addr() == lastAddr(subnet) {
+	if p.Addr() == netaddr.Last(subnet) {
 		return bad(fmt.Sprintf("%s is the broadcast address of %s; use a host address such as %s/%d",
 			p.Addr(), subnet, subnet.Addr().Next(), p.Bits()))
 	}
@@ -234,7 +234,3 @@ func v4u32(a netip.Addr) uint32 {
 func u32v4(u uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(u >> 24), byte(u >> 16), byte(u >> 8), byte(u)})
 }
-
-// lastAddr is the highest address of a prefix (an IPv4 subnet's broadcast
-// address): netaddr.Last, the one computation of it.
-func lastAddr(p netip.Prefix) netip.Addr { return netaddr.Last(p) }

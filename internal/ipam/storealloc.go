@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/tether-net/tether/internal/netaddr"
 	"github.com/tether-net/tether/internal/store"
 )
 
@@ -284,7 +285,7 @@ func (t *storeTaker) next() (netip.Addr, error) {
 func claimOrder(sp Space, used, stickies map[netip.Addr]bool) []netip.Addr {
 	var free, later []netip.Addr
 	p := sp.Subnet.Masked()
-	last := lastAddr(p)
+	last := netaddr.Last(p)
 	for a := p.Addr().Next(); a.Less(last) && len(free) < claimCandidates; a = a.Next() {
 		switch {
 		case a == sp.Gateway || used[a]:

@@ -13,6 +13,8 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+
+	"github.com/tether-net/tether/internal/netaddr"
 )
 
 // minSubnetBits bounds the bitmap: a /8 is 2 MiB of bits.
@@ -141,7 +143,7 @@ func checkHost(field, value string, a netip.Addr, s netip.Prefix) error {
 		return &FieldError{Field: field, Value: value, Reason: "outside subnet " + s.String()}
 	case a == s.Addr():
 		return &FieldError{Field: field, Value: value, Reason: "is the network address of subnet " + s.String()}
-	case a == lastAddr(s):
+	case a == netaddr.Last(s):
 		return &FieldError{Field: field, Value: value, Reason: "is the broadcast address of subnet " + s.String()}
 	}
 	return nil

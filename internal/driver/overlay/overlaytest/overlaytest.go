@@ -19,7 +19,6 @@ import (
 	"net/netip"
 	"os/exec"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,6 +30,7 @@ import (
 	"github.com/tether-net/tether/internal/driver/overlay"
 	tns "github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/testutil"
+	"github.com/tether-net/tether/internal/testutil/stats"
 )
 
 // Host is a simulated host: an underlay member namespace, a netlink handle
@@ -287,20 +287,11 @@ func Throughput(tb testing.TB, seconds, rounds int) ThroughputResult {
 		under, over = append(under, ug), append(over, og)
 		r.Rounds = append(r.Rounds, [2]float64{round2(ug), round2(og)})
 	}
-	r.Underlay, r.Overlay = median(under), median(over)
+	r.Underlay, r.Overlay = stats.Median(under), stats.Median(over)
 	if r.Underlay > 0 {
 		r.Ratio = r.Overlay / r.Underlay
 	}
 	return r
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func round2(f float64) float64 { return math.Round(f*100) / 100 }
