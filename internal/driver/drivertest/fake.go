@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"sync"
 
@@ -28,6 +29,9 @@ type Fake struct {
 	peers     map[string][]driver.Peer // by network ID
 	// Links are the marked host links (owner ID -> name), for Sweep.
 	links map[string]string
+	// foreign are host links Tether did not make (AddHostLink), by name:
+	// their address, zero for none.
+	foreign map[string]netip.Prefix
 	// Broken endpoints are rebuilt by Repair.
 	broken map[string]bool
 	// fail makes the named method fail once per entry ("Join", "Leave",
@@ -53,12 +57,13 @@ var (
 	_ driver.Repairer       = (*Fake)(nil)
 	_ driver.Sweeper        = (*Fake)(nil)
 	_ driver.PeerProgrammer = (*Fake)(nil)
+	_ driver.HostLinker     = (*Fake)(nil)
 )
 
 // New returns a fake driver.
 func New(name string, caps driver.Capabilities) *Fake {
 	return &Fake{name: name, caps: caps, networks: map[string]driver.Network{}, endpoints: map[string]Joined{},
-		peers: map[string][]driver.Peer{}, links: map[string]string{}, broken: map[string]bool{},
+		peers: map[string][]driver.Peer{}, links: map[string]string{}, foreign: map[string]netip.Prefix{}, broken: map[string]bool{},
 		fail: map[string]error{}, gone: map[string]chan struct{}{}}
 }
 
@@ -239,6 +244,39 @@ func (f *Fake) AddLink(owner, name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.links[owner] = name
+}
+
+// AddHostLink adds a host link Tether did not make (a bridge the user
+// brought, another program's interface), with addr as its first IPv4
+// address (zero for none).
+func (f *Fake) AddHostLink(name string, addr netip.Prefix) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.foreign[name] = addr
+}
+
+// LinkExists reports whether a host link of that name exists: one the
+// fake made (a network's bridge, an endpoint's host end) or AddHostLink's.
+func (f *Fake) LinkExists(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.foreign[name]
+	return ok || slices.Contains(slices.Collect(maps.Values(f.links)), name)
+}
+
+// LinkAddress returns the address AddHostLink gave a link: its prefix
+// (masked) and the address itself.
+func (f *Fake) LinkAddress(name string) (netip.Prefix, netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, ok := f.foreign[name]
+	switch {
+	case !ok:
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("link %q: not found", name)
+	case !a.IsValid():
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("link %q has no IPv4 address", name)
+	}
+	return a.Masked(), a.Addr(), nil
 }
 
 // Links returns the marked host links (owner ID -> name).

@@ -1,6 +1,10 @@
 // Package sandboxtest is a fake of sandbox.Namespaces: namespaces are
 // entries in memory, so the engine's sandbox logic runs in unit tests
-// without root.
+// without root. In a directory made with PrepareDir each namespace file
+// also appears as an empty plain file (where the kernel shows its bind
+// mount), so code that lists the directory (garbage collection) sees the
+// same names; Delete removes a plain file there as the kernel's unmount
+// and remove would.
 package sandboxtest
 
 import (
@@ -8,6 +12,8 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +29,7 @@ type Namespaces struct {
 	files map[string]netns.ID // namespace files (bind mounts) by path
 	procs map[int]netns.ID    // processes and the namespace each is in
 	links map[netns.ID][]string
+	dirs  map[string]bool // prepared directories, where files are mirrored
 	next  uint64
 	// OnDelete, when set, is told of every namespace file deleted (a fake
 	// driver's TeardownNamespace, say).
@@ -37,10 +44,43 @@ var ErrNotNS = errors.New("not a namespace file")
 func (f *Namespaces) init() {
 	if f.files == nil {
 		f.files, f.procs, f.links = map[string]netns.ID{}, map[int]netns.ID{}, map[netns.ID][]string{}
+		f.dirs = map[string]bool{}
 	}
 }
 
-func (f *Namespaces) PrepareDir(string) error { return nil }
+// PrepareDir makes dir (a plain directory: no mount) and mirrors the
+// namespace files made in it from now on.
+func (f *Namespaces) PrepareDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.init()
+	f.dirs[filepath.Clean(dir)] = true
+	return nil
+}
+
+// mirror creates the plain file of a namespace file in a prepared
+// directory. Called with f.mu held.
+func (f *Namespaces) mirror(path string) error {
+	if !f.dirs[filepath.Dir(filepath.Clean(path))] {
+		return nil
+	}
+	return os.WriteFile(path, nil, 0o600)
+}
+
+// unmirror removes the plain file at path in a prepared directory, if
+// any. Called with f.mu held.
+func (f *Namespaces) unmirror(path string) error {
+	if !f.dirs[filepath.Dir(filepath.Clean(path))] {
+		return nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
 
 func (f *Namespaces) Create(path string) (netns.ID, error) {
 	f.mu.Lock()
@@ -48,6 +88,9 @@ func (f *Namespaces) Create(path string) (netns.ID, error) {
 	f.init()
 	if _, ok := f.files[path]; ok {
 		return netns.ID{}, fmt.Errorf("create %s: %w", path, fs.ErrExist)
+	}
+	if err := f.mirror(path); err != nil {
+		return netns.ID{}, fmt.Errorf("create %s: %w", path, err)
 	}
 	f.next++
 	id := netns.ID{Dev: 4, Ino: 0x1000 + f.next}
@@ -60,10 +103,14 @@ func (f *Namespaces) Delete(path string) error {
 	f.init()
 	_, had := f.files[path]
 	delete(f.files, path)
+	err := f.unmirror(path)
 	cb := f.OnDelete
 	f.mu.Unlock()
 	if had && cb != nil {
 		cb(path)
+	}
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", path, err)
 	}
 	return nil
 }
@@ -100,6 +147,9 @@ func (f *Namespaces) BindProc(pid int, path string) error {
 		f.next++
 		id = netns.ID{Dev: 4, Ino: 0x1000 + f.next}
 		f.procs[pid] = id
+	}
+	if err := f.mirror(path); err != nil {
+		return fmt.Errorf("bind %s: %w", path, err)
 	}
 	f.files[path] = id
 	return nil
@@ -149,6 +199,7 @@ func (f *Namespaces) RemoveStrayLinks(path string, keep func(string) bool) ([]st
 		}
 	}
 	f.links[id] = kept
+	slices.Sort(removed) // as the kernel's
 	return removed, nil
 }
 
@@ -173,6 +224,7 @@ func (f *Namespaces) LoseFile(path string) {
 	defer f.mu.Unlock()
 	f.init()
 	delete(f.files, path)
+	_ = f.unmirror(path) // a test's temporary directory
 }
 
 // AddLink puts a veth named name in the namespace at path.
@@ -186,6 +238,19 @@ func (f *Namespaces) AddLink(path, name string) error {
 	}
 	f.links[id] = append(f.links[id], name)
 	return nil
+}
+
+// Links lists the veths in the namespace at path, in the order added (nil
+// for a path that is no namespace file).
+func (f *Namespaces) Links(path string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.init()
+	id, ok := f.files[path]
+	if !ok {
+		return nil
+	}
+	return slices.Clone(f.links[id])
 }
 
 // Files lists the namespace files, sorted.
