@@ -50,8 +50,9 @@ type rig struct {
 	fw  *memFirewall
 	drv map[string]*drivertest.Fake // by driver name
 	// global: the cluster over its own bolt store (withCluster).
-	cl  *cluster.Cluster
-	cst store.Store
+	cl    *cluster.Cluster
+	cst   store.Store
+	nodes *memNodeFilter
 	e   *Engine
 	log *syncBuffer
 	// hostRoutes are the host's routes and addresses the engine sees
@@ -71,7 +72,7 @@ func withCluster() rigOption {
 		if err != nil {
 			r.t.Fatal(err)
 		}
-		r.cl = cl
+		r.cl, r.nodes = cl, &memNodeFilter{}
 		r.drv["overlay"] = drivertest.Overlay("overlay")
 	}
 }
@@ -144,10 +145,17 @@ func (r *rig) start() {
 		Namespaces: r.nsx, DefaultDriver: "bridge",
 		HostBlockers: func() ([]ipam.Blocker, error) { return routes, nil }}
 	if r.cl != nil {
-		o.Cluster = r.cl
+		// As the daemon: the node registers, then the engine starts.
+		o.Cluster, o.NodeFilter = r.cl, r.nodes
+		if err := r.cl.Start(r.ctx); err != nil {
+			r.t.Fatal("cluster:", err)
+		}
 	}
 	e, err := New(o)
 	if err != nil {
+		if r.cl != nil {
+			r.cl.Stop()
+		}
 		r.t.Fatal(err)
 	}
 	if err := e.Start(r.ctx); err != nil {
@@ -351,6 +359,25 @@ func wantKind(t *testing.T, err error, k Kind, what string) {
 
 func localPort(proto string) portmap.Spec {
 	return portmap.Spec{Proto: proto, HostIP: netip.MustParseAddr("127.0.0.1"), ContainerPort: 80}
+}
+
+// memNodeFilter records the live nodes the engine lets VXLAN in from.
+type memNodeFilter struct {
+	mu    sync.Mutex
+	addrs []netip.Addr
+}
+
+func (f *memNodeFilter) SetNodes(_ context.Context, addrs []netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.addrs = slices.Clone(addrs)
+	return nil
+}
+
+func (f *memNodeFilter) get() []netip.Addr {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.addrs)
 }
 
 // syncBuffer collects the engine's log; it is shown when a test fails.
