@@ -124,3 +124,38 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// Global network creation is refused with the kind of the cluster's
+// answer, and a refusal leaves nothing here.
+func TestGlobalCreateRefusals(t *testing.T) {
+	r := newRig(t, withCluster())
+	r.network("ov", "overlay", "10.20.0.0/24", func(s *NetworkSpec) {
+		s.Options = map[string]string{OptVNI: "4242"}
+	})
+	for _, tc := range []struct {
+		name string
+		spec NetworkSpec
+		kind Kind
+	}{
+		{"name taken", NetworkSpec{Name: "ov", Driver: "overlay"}, KindConflict},
+		{"VNI taken", NetworkSpec{Name: "x", Driver: "overlay", Options: map[string]string{OptVNI: "4242"},
+			Subnets: []SubnetSpec{{Subnet: "10.22.0.0/24"}}}, KindConflict},
+		{"VNI out of range", NetworkSpec{Name: "x", Driver: "overlay", Options: map[string]string{OptVNI: "0"}}, KindInvalid},
+		{"subnet taken", NetworkSpec{Name: "x", Driver: "overlay", Subnets: []SubnetSpec{{Subnet: "10.20.0.0/24"}}}, KindForbidden},
+		{"ip-range", NetworkSpec{Name: "x", Driver: "overlay", Subnets: []SubnetSpec{{Subnet: "10.23.0.0/24", IPRange: "10.23.0.0/25"}}}, KindInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(r.e.Networks())
+			_, err := r.e.CreateNetwork(r.ctx, tc.spec)
+			wantKind(t, err, tc.kind, tc.name)
+			if got := len(r.e.Networks()); got != before {
+				t.Errorf("%d networks after a refusal, want %d", got, before)
+			}
+		})
+	}
+	// Chosen from 10.0.0.0/8 when none is given.
+	n := r.network("auto", "overlay", "")
+	if n.Subnet != netip.MustParsePrefix("10.0.0.0/24") || n.Scope != ScopeGlobal || n.VNI == 0 {
+		t.Errorf("network %+v: want 10.0.0.0/24, global, with a VNI", n)
+	}
+}

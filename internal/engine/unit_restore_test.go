@@ -6,10 +6,16 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tether-net/tether/internal/driver"
+	"github.com/tether-net/tether/internal/store"
 )
 
 // A restart leaves intact endpoints alone: the driver is asked to check
@@ -235,4 +241,121 @@ func count(xs []string, x string) int {
 		}
 	}
 	return n
+}
+
+// A namespace whose file is gone with no process left in it is gone:
+// the sandbox is removed on start whether its file was deleted or lost.
+func TestRestoreDropsSandboxWithoutFileOrProcess(t *testing.T) {
+	r := newRig(t)
+	r.network("n1", "bridge", "10.10.0.0/24")
+	sb := r.sandbox("dead", "n1")
+	r.stop()
+	r.nsx.LoseFile(sb.NetNS) // the mount namespace holding it went
+	for _, f := range r.drv {
+		f.TeardownNamespace(sb.NetNS) // and with its last reference, the namespace
+	}
+	r.start()
+	if _, err := r.e.Sandbox("dead"); KindOf(err) != KindNotFound {
+		t.Fatalf("sandbox: %v, want it removed", err)
+	}
+	if r.inUse("n1", "10.10.0.2") {
+		t.Error("its address still taken")
+	}
+}
+
+// A lost file that cannot be bound again from the process still in the
+// namespace: the sandbox is kept untouched and reported degraded, until
+// an operation finds the file can be bound.
+func TestRestoreDegradedSandbox(t *testing.T) {
+	r := newRig(t)
+	r.network("n1", "bridge", "10.10.0.0/24")
+	sb := r.sandbox("web", "n1")
+	if err := r.nsx.AddProcess(424242, sb.NetNS); err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+	r.nsx.LoseFile(sb.NetNS)
+	r.nsx.FailBindAt(sb.NetNS, errors.New("read-only file system"))
+	from := len(r.drv["bridge"].Calls())
+	r.start()
+	got := r.getSandbox("web")
+	if len(got.Warnings) != 1 || !strings.Contains(got.Warnings[0], "could not be bound again") {
+		t.Fatalf("warnings %q, want the lost file reported", got.Warnings)
+	}
+	if w := r.e.Warnings(); !slices.ContainsFunc(w, func(s string) bool { return strings.Contains(s, "1 sandbox(es) degraded") }) {
+		t.Errorf("daemon warnings %q, want the degraded sandbox counted", w)
+	}
+	if calls := r.drv["bridge"].Calls()[from:]; slices.Contains(calls, "Repair") || slices.Contains(calls, "Leave") {
+		t.Errorf("a degraded sandbox's endpoints were touched: %v", calls)
+	}
+	if !sameJSON(t, got.Endpoints, sb.Endpoints) || !r.inUse("n1", "10.10.0.2") {
+		t.Errorf("endpoints %+v, want them kept", got.Endpoints)
+	}
+	r.nsx.FailBindAt(sb.NetNS, nil)
+	r.network("n2", "bridge", "10.10.2.0/24")
+	if err := r.e.Connect(r.ctx, "n2", "web", AttachSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	if w := r.getSandbox("web").Warnings; len(w) != 0 || !slices.Contains(r.nsx.Files(), sb.NetNS) {
+		t.Errorf("warnings %q, files %v: want the file bound again and the warning gone", w, r.nsx.Files())
+	}
+}
+
+// Records of an earlier version are brought up to date on start: mount
+// and UTS namespace files are dropped (their sandbox has files from now
+// on), the network namespace's identity is filled in.
+func TestRestoreUpgradesOldRecord(t *testing.T) {
+	r := newRig(t)
+	sb := r.sandbox("old")
+	r.stop()
+	rec, _ := r.stored(sb.ID)
+	rec.MntNS, rec.UTSNS = sb.NetNS[:len(sb.NetNS)-4]+".mnt", sb.NetNS[:len(sb.NetNS)-4]+".uts"
+	rec.NSDev, rec.NSInode = 0, 0
+	r.put(keySandboxes+sb.ID, rec)
+	r.start()
+	got, _ := r.stored(sb.ID)
+	if got.MntNS != "" || got.UTSNS != "" || !got.Files {
+		t.Errorf("record %+v: want the mount and UTS files dropped, Files set", got)
+	}
+	if got.NSDev != sb.NSDev || got.NSInode != sb.NSInode {
+		t.Errorf("namespace identity %d:%d, want %d:%d", got.NSDev, got.NSInode, sb.NSDev, sb.NSInode)
+	}
+	hosts, err := os.ReadFile(filepath.Join(r.cfg.ExecRoot, "sandboxes", sb.ID, "hosts"))
+	if err != nil || !strings.Contains(string(hosts), "10.199.0.2\t"+sb.Hostname+" old") {
+		t.Errorf("hosts file %q (%v), want the sandbox's address and names", hosts, err)
+	}
+}
+
+// Endpoints on networks that no longer exist (removed while a record
+// still named them) are dropped from the record on start.
+func TestRestoreDropsOrphanEndpoints(t *testing.T) {
+	r := newRig(t)
+	n := r.network("n1", "bridge", "10.10.1.0/24")
+	sb := r.sandbox("web", DefaultNetworkName, "n1")
+	r.stop()
+	if _, err := r.st.Txn(r.ctx, nil, []store.Op{store.Delete(keyNetworks + n.ID)}); err != nil {
+		t.Fatal(err)
+	}
+	r.start()
+	got := r.getSandbox("web")
+	if len(got.Endpoints) != 1 || got.Endpoints[0].ID != sb.Endpoints[0].ID {
+		t.Fatalf("endpoints %+v, want only the default network's", got.Endpoints)
+	}
+	if rec, _ := r.stored(sb.ID); len(rec.Endpoints) != 1 {
+		t.Errorf("stored endpoints %+v", rec.Endpoints)
+	}
+	if _, ok := r.drv["bridge"].Links()[sb.Endpoints[1].ID]; ok {
+		t.Error("the dropped endpoint's link was not swept")
+	}
+}
+
+func (r *rig) put(key string, v any) {
+	r.t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if _, err := r.st.Txn(r.ctx, nil, []store.Op{store.Put(key, b)}); err != nil {
+		r.t.Fatal(err)
+	}
 }

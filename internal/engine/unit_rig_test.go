@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -136,6 +137,15 @@ func (r *rig) logger() *slog.Logger {
 // start builds an engine over the rig's store and fakes and starts it.
 func (r *rig) start() {
 	r.t.Helper()
+	if err := r.tryStart(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// tryStart is start that returns New's or Start's error (the engine is
+// closed then).
+func (r *rig) tryStart() error {
+	r.t.Helper()
 	var ds []driver.Driver
 	for _, name := range slices.Sorted(maps.Keys(r.drv)) {
 		ds = append(ds, r.drv[name])
@@ -156,20 +166,21 @@ func (r *rig) start() {
 		if r.cl != nil {
 			r.cl.Stop()
 		}
-		r.t.Fatal(err)
+		return fmt.Errorf("new: %w", err)
 	}
 	if err := e.Start(r.ctx); err != nil {
 		e.Close()
-		r.t.Fatal("start:", err)
+		return fmt.Errorf("start: %w", err)
 	}
 	r.e = e
 	if r.cl != nil {
 		ctx, cancel := context.WithTimeout(r.ctx, time.Minute)
 		defer cancel()
 		if err := e.WaitGlobalSynced(ctx); err != nil {
-			r.t.Fatal("cluster store never synced:", err)
+			return fmt.Errorf("cluster store never synced: %w", err)
 		}
 	}
+	return nil
 }
 
 // stop closes the engine as a daemon that exits does (networks and

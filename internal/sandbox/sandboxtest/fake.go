@@ -30,7 +30,9 @@ type Namespaces struct {
 	procs map[int]netns.ID    // processes and the namespace each is in
 	links map[netns.ID][]string
 	dirs  map[string]bool // prepared directories, where files are mirrored
-	next  uint64
+	// bindErr: BindProc at these paths fails (FailBindAt).
+	bindErr map[string]error
+	next    uint64
 	// OnDelete, when set, is told of every namespace file deleted (a fake
 	// driver's TeardownNamespace, say).
 	OnDelete func(path string)
@@ -44,7 +46,7 @@ var ErrNotNS = errors.New("not a namespace file")
 func (f *Namespaces) init() {
 	if f.files == nil {
 		f.files, f.procs, f.links = map[string]netns.ID{}, map[int]netns.ID{}, map[netns.ID][]string{}
-		f.dirs = map[string]bool{}
+		f.dirs, f.bindErr = map[string]bool{}, map[string]error{}
 	}
 }
 
@@ -140,6 +142,9 @@ func (f *Namespaces) BindProc(pid int, path string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.init()
+	if err := f.bindErr[path]; err != nil {
+		return fmt.Errorf("bind %s: %w", path, err)
+	}
 	id, ok := f.procs[pid]
 	if !ok {
 		// A process the fake was not told of (the daemon's own, binding
@@ -225,6 +230,19 @@ func (f *Namespaces) LoseFile(path string) {
 	f.init()
 	delete(f.files, path)
 	_ = f.unmirror(path) // a test's temporary directory
+}
+
+// FailBindAt makes BindProc at path fail with err (nil: succeed again),
+// as a bind mount refused in a read-only exec-root.
+func (f *Namespaces) FailBindAt(path string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.init()
+	if err == nil {
+		delete(f.bindErr, path)
+		return
+	}
+	f.bindErr[path] = err
 }
 
 // AddLink puts a veth named name in the namespace at path.

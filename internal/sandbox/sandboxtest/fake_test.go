@@ -75,6 +75,11 @@ func TestProcessKeepsNamespace(t *testing.T) {
 	if got, err := f.IDOf(f.ProcPath(77)); err != nil || got != id {
 		t.Fatalf("IDOf(%s) = %v, %v", f.ProcPath(77), got, err)
 	}
+	f.FailBindAt("/run/x.net", errors.New("read-only file system"))
+	if err := f.BindProc(77, "/run/x.net"); err == nil || f.IsNSFile("/run/x.net") {
+		t.Fatalf("bind that should fail: %v", err)
+	}
+	f.FailBindAt("/run/x.net", nil)
 	if err := f.BindProc(77, "/run/x.net"); err != nil {
 		t.Fatal(err)
 	}
