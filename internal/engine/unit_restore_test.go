@@ -96,14 +96,14 @@ func TestRestoreRepairsBrokenEndpoint(t *testing.T) {
 func TestRestoreDropsDeadSandbox(t *testing.T) {
 	r := newRig(t)
 	r.network("n1", "bridge", "10.10.0.0/24")
-	dead := r.sandbox("dead", "n1")
+	dead := r.sandbox("gone", "n1")
 	alive := r.sandbox("alive", "n1")
 	r.stop()
 	if err := r.nsx.Delete(dead.NetNS); err != nil { // ip netns delete, say
 		t.Fatal(err)
 	}
 	r.start()
-	if _, err := r.e.Sandbox("dead"); KindOf(err) != KindNotFound {
+	if _, err := r.e.Sandbox("gone"); KindOf(err) != KindNotFound {
 		t.Fatalf("dead sandbox: %v, want it removed", err)
 	}
 	if _, ok := r.stored(dead.ID); ok {
@@ -205,7 +205,7 @@ func TestRestoreRecreatesNetwork(t *testing.T) {
 func TestRestoreWithdrawsDeadGlobalEndpoint(t *testing.T) {
 	r := newRig(t, withCluster())
 	n := r.network("ov", "overlay", "10.20.0.0/24", func(s *NetworkSpec) { s.Internal = true })
-	dead := r.sandbox("dead", "ov")
+	dead := r.sandbox("gone", "ov")
 	alive := r.sandbox("alive", "ov")
 	if eps, _ := r.cl.Endpoints(r.ctx, n.ID); len(eps) != 2 {
 		t.Fatalf("cluster endpoints %+v, want 2", eps)
@@ -248,14 +248,14 @@ func count(xs []string, x string) int {
 func TestRestoreDropsSandboxWithoutFileOrProcess(t *testing.T) {
 	r := newRig(t)
 	r.network("n1", "bridge", "10.10.0.0/24")
-	sb := r.sandbox("dead", "n1")
+	sb := r.sandbox("gone", "n1")
 	r.stop()
 	r.nsx.LoseFile(sb.NetNS) // the mount namespace holding it went
 	for _, f := range r.drv {
 		f.TeardownNamespace(sb.NetNS) // and with its last reference, the namespace
 	}
 	r.start()
-	if _, err := r.e.Sandbox("dead"); KindOf(err) != KindNotFound {
+	if _, err := r.e.Sandbox("gone"); KindOf(err) != KindNotFound {
 		t.Fatalf("sandbox: %v, want it removed", err)
 	}
 	if r.inUse("n1", "10.10.0.2") {
