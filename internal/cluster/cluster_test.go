@@ -158,7 +158,7 @@ func TestAddressClaimsNeverCollide(t *testing.T) {
 	for _, tt := range []struct {
 		ip   string
 		want error
-	}{{"10.0.0.200", ErrAddrInUse}, {"10.1.0.5", ErrOutOfSubnet}, {"10.0.0.0", ErrOutOfSubnet}, {"10.0.0.1", ErrOutOfSubnet}, {"10.0.0.255", ErrOutOfSubnet}} {
+	}{{"10.0.0.200", ErrAddrInUse}, {"10.1.0.5", ErrOutOfSubnet}, {"10.0.0.0", ErrOutOfSubnet}, {"10.0.0.1", ErrAddrInUse}, {"10.0.0.255", ErrOutOfSubnet}} {
 		_, err := nodes[1].ClaimAddress(ctx, AddressRequest{NetworkID: n.ID, EndpointID: "s", SandboxName: "s", Static: netip.MustParseAddr(tt.ip)})
 		if !errors.Is(err, tt.want) {
 			t.Errorf("static %s: %v, want %v", tt.ip, err, tt.want)

@@ -98,7 +98,7 @@ func TestClaimAddressErrorClasses(t *testing.T) {
 		cluster, ipam error // ipam nil: a *ipam.FieldError for "ip"
 	}{
 		{"static taken", "10.0.0.2", ErrAddrInUse, ipam.ErrAddrInUse},
-		{"static gateway", "10.0.0.1", ErrOutOfSubnet, nil},
+		{"static gateway", "10.0.0.1", ErrAddrInUse, ipam.ErrAddrInUse}, // as on local networks
 		{"static outside", "10.9.0.2", ErrOutOfSubnet, nil},
 		{"full", "", ErrNoAddress, ipam.ErrNoAddress},
 	} {

@@ -207,12 +207,13 @@ func (s *StoreAllocator) listStickies(ctx context.Context) map[netip.Addr]bool {
 }
 
 // check: a host address of the subnet (not its network or broadcast
-// address) other than the gateway; a bare *FieldError, as the local
-// allocator's, so callers name the network once.
+// address: a bare *FieldError, as the local allocator's, so callers name
+// the network once) other than the gateway, which is taken (ErrAddrInUse,
+// as the local allocator answers for its fixed addresses).
 func (t *storeTaker) check(a netip.Addr) error {
 	err := checkHost("ip", a.String(), a, t.sp.Subnet)
 	if err == nil && a == t.sp.Gateway {
-		err = &FieldError{Field: "ip", Value: a.String(), Reason: "is the gateway of subnet " + t.sp.Subnet.String()}
+		err = fmt.Errorf("%s is the gateway of subnet %s: %w", a, t.sp.Subnet, ErrAddrInUse)
 	}
 	return err
 }

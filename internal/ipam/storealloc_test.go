@@ -96,7 +96,7 @@ func TestStoreAllocatorPolicy(t *testing.T) {
 		{name: "static free", static: "10.0.0.5", want: "10.0.0.5"},
 		{name: "static beats sticky", static: "10.0.0.5", sticky: "10.0.0.6", want: "10.0.0.5"},
 		{name: "static taken", claimed: []string{"10.0.0.5"}, static: "10.0.0.5", wantErr: ErrAddrInUse},
-		{name: "static gateway", static: "10.0.0.1", wantErr: errField},
+		{name: "static gateway", static: "10.0.0.1", wantErr: ErrAddrInUse}, // as the local allocator answers
 		{name: "static network address", static: "10.0.0.0", wantErr: errField},
 		{name: "static broadcast", static: "10.0.0.7", wantErr: errField},
 		{name: "static outside", static: "10.0.1.5", wantErr: errField},
