@@ -10,6 +10,7 @@ package engine
 // The points are listed in FaultPoints and docs/lifecycle.md.
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -53,12 +54,30 @@ var faultAction = func(point string) error {
 }
 
 // fault stops the daemon abruptly when point is the armed fault point (in
-// unit tests: fails the operation there).
+// unit tests: fails the operation there with a *faultError).
 func (e *Engine) fault(point string) error {
 	if faultPoint == "" || faultPoint != point {
 		return nil
 	}
-	return faultAction(point)
+	if err := faultAction(point); err != nil {
+		return &faultError{point: point, err: err}
+	}
+	return nil
+}
+
+// faultError is an operation stopped at a fault point (unit tests): what
+// follows the point is not done, as after a crash there.
+type faultError struct {
+	point string
+	err   error
+}
+
+func (f *faultError) Error() string { return "fault point " + f.point + ": " + f.err.Error() }
+func (f *faultError) Unwrap() error { return f.err }
+
+func isFault(err error) bool {
+	var f *faultError
+	return errors.As(err, &f)
 }
 
 // checkFault refuses an armed point that does not exist, so a typo in a test

@@ -12,6 +12,7 @@ import (
 	"github.com/tether-net/tether/internal/driver/bridge"
 	"github.com/tether-net/tether/internal/ipam"
 	"github.com/tether-net/tether/internal/netns"
+	"github.com/tether-net/tether/internal/sandbox"
 	"github.com/tether-net/tether/internal/store/bolt"
 )
 
@@ -78,10 +79,11 @@ func TestRefuseHostNS(t *testing.T) {
 	if err != nil {
 		t.Fatal("read our own network namespace:", err)
 	}
-	if err := refuseHostNS(own); err == nil {
+	e := &Engine{nsx: sandbox.Kernel{}}
+	if err := e.refuseHostNS(own); err == nil {
 		t.Fatal("own network namespace accepted")
 	}
-	if err := refuseHostNS(netns.ID{Dev: own.Dev, Ino: own.Ino + 1}); err != nil {
+	if err := e.refuseHostNS(netns.ID{Dev: own.Dev, Ino: own.Ino + 1}); err != nil {
 		t.Fatalf("another namespace refused: %v", err)
 	}
 }

@@ -154,8 +154,8 @@ func (e *Engine) planAdoption(rec *Sandbox, spec SandboxSpec) error {
 	case spec.PID < 0:
 		return invalidf("invalid pid %d", spec.PID)
 	case spec.PID > 0:
-		rec.NetNS = fmt.Sprintf("/proc/%d/ns/net", spec.PID)
-		if _, err := os.Stat(rec.NetNS); err != nil {
+		rec.NetNS = e.nsx.ProcPath(spec.PID)
+		if _, err := e.nsx.IDOf(rec.NetNS); err != nil {
 			return invalidf("invalid pid %d: no such process", spec.PID)
 		}
 		rec.AdoptedPID = spec.PID
@@ -174,7 +174,7 @@ func (e *Engine) planAdoption(rec *Sandbox, spec SandboxSpec) error {
 	if err != nil {
 		return invalidf("invalid netns %q: %v", rec.NetNS, err)
 	}
-	if err := refuseHostNS(id); err != nil {
+	if err := e.refuseHostNS(id); err != nil {
 		if spec.PID > 0 {
 			return invalidf("invalid pid %d: %v", spec.PID, err)
 		}
@@ -189,8 +189,8 @@ func (e *Engine) planAdoption(rec *Sandbox, spec SandboxSpec) error {
 // /proc/1 cannot be read): Tether would add interfaces there and replace its
 // default route. Identity is compared by device and inode, so any path
 // to the namespace (a /proc link, `ip netns` file, a bind mount) is caught.
-func refuseHostNS(id netns.ID) error {
-	if own, err := netns.IDOf("/proc/self/ns/net"); err == nil && own == id {
+func (e *Engine) refuseHostNS(id netns.ID) error {
+	if own, err := e.nsx.IDOf(e.nsx.ProcPath(os.Getpid())); err == nil && own == id {
 		return errors.New("it is the daemon's own network namespace (the host network); use --network host instead")
 	}
 	if initial, _ := netns.IsInitial("net", id); initial {
@@ -304,6 +304,10 @@ func (e *Engine) reapIfDeadLocked(ctx context.Context, sb *sbState) bool {
 	e.log.Info("sandbox namespace was deleted outside Tether; removing its records", "sandbox", sb.rec.Name)
 	eps := e.endpointsLocked(sb.rec)
 	errs := e.teardown(ctx, sb, eps)
+	if slices.ContainsFunc(errs, isFault) {
+		e.log.Warn("remove dead sandbox", "sandbox", sb.rec.Name, "err", errors.Join(errs...))
+		return true
+	}
 	if err := e.forgetLocked(ctx, sb, eps); err != nil {
 		errs = append(errs, err)
 	}
@@ -365,7 +369,7 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 		return err
 	}
 	defer func() {
-		if err != nil {
+		if err != nil && !at.committed { // once recorded, the attach stands (a later failure is reported, not undone)
 			e.unreserve(context.WithoutCancel(ctx), sb, ns, at)
 		}
 		e.doneAttaching(at)
@@ -390,6 +394,7 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if err := e.commitEndpoint(ctx, sb, ns, at.ep); err != nil {
 		return err
 	}
+	at.committed = true
 	if err := e.fault("attach.after-commit"); err != nil {
 		return err
 	}
@@ -426,13 +431,14 @@ func checkAttachSpec(a AttachSpec) (netip.Addr, error) {
 // attachment is an attach in progress: what reserve took and what the
 // later steps did, for unreserve to undo.
 type attachment struct {
-	ep      *Endpoint
-	dn      *driver.Network
-	dep     *driver.Endpoint
-	drv     driver.Driver
-	global  bool // the address is a claim in the cluster store, the endpoint published with it
-	claimed bool
-	joined  bool
+	ep        *Endpoint
+	dn        *driver.Network
+	dep       *driver.Endpoint
+	drv       driver.Driver
+	global    bool // the address is a claim in the cluster store, the endpoint published with it
+	claimed   bool
+	joined    bool
+	committed bool // recorded: nothing is undone after this
 }
 
 // reserve checks the attach against the sandbox's other endpoints and
@@ -729,6 +735,9 @@ func (e *Engine) removeLocked(ctx context.Context, sb *sbState) error {
 	eps := e.endpointsLocked(sb.rec)
 	e.mu.Unlock()
 	errs := e.teardown(ctx, sb, eps)
+	if slices.ContainsFunc(errs, isFault) {
+		return errors.Join(errs...) // stopped at a fault point: the record stays, as after a crash there
+	}
 	for _, x := range eps {
 		e.withdrawGlobal(ctx, sb, x.ns, x.ep)
 	}
@@ -843,7 +852,7 @@ func (e *Engine) forgetLocked(ctx context.Context, sb *sbState, eps []sbEndpoint
 	err := e.commit(ctx, ops...)
 	delete(e.sandboxes, sb.rec.ID)
 	sb.gone = true
-	go e.hold(hs) // it takes e.mu when a link is already gone
+	e.hold(hs) // before rm answers: a re-create right after finds its address held, and waits
 	e.forgetNames(sb.rec.ID)
 	for _, x := range eps {
 		e.publishDisconnect(sb, x.ns)

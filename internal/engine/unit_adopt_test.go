@@ -47,7 +47,6 @@ func TestAdoptByPath(t *testing.T) {
 
 // The daemon's own namespace is refused, by identity, whatever names it.
 func TestAdoptRefusesDaemonNamespace(t *testing.T) {
-	t.Skip("engine seam: refuseHostNS (sandboxes.go) reads the kernel (netns.IDOf(\"/proc/self/ns/net\"), netns.IsInitial) and planAdoption stats /proc/PID/ns/net, not the Namespaces interface; over the fake the daemon's own namespace is not recognised")
 	r := newRig(t)
 	_, err := r.e.CreateSandbox(r.ctx, SandboxSpec{Name: "byfile", NetNSPath: r.e.hostNSPath()})
 	wantKind(t, err, KindInvalid, "adopt the daemon's namespace by its file")

@@ -115,15 +115,12 @@ func TestDetachFinishedByRetry(t *testing.T) {
 // A sandbox removal that stops half way keeps what the next one needs to
 // finish it (fault.go: "namespaces and record kept"), or leaves nothing.
 func TestRemoveSandboxFinishedByRetry(t *testing.T) {
-	for _, tc := range []struct{ point, bug string }{
-		{"sandbox.remove.after-detach", "teardown returns at the fault before deleting the namespace, and removeLocked forgets the record anyway: the namespace file is left with no record until the next start's garbage collection (sandboxes.go removeLocked/teardown)"},
-		{"sandbox.remove.after-netns", ""},
+	for _, tc := range []struct{ point string }{
+		{"sandbox.remove.after-detach"},
+		{"sandbox.remove.after-netns"},
 	} {
 		point := tc.point
 		t.Run(point, func(t *testing.T) {
-			if tc.bug != "" {
-				t.Skip("engine bug: " + tc.bug)
-			}
 			r := newRig(t)
 			r.network("n1", "bridge", "10.10.0.0/24")
 			sb := r.sandbox("web", "n1")

@@ -17,7 +17,7 @@ import (
 // never neither, or an attach right after rm misses its sticky address
 // and a static one is refused as taken.
 func TestRemoveHoldsAddressAtOnce(t *testing.T) {
-	t.Skip("engine bug: forgetLocked starts hold in a goroutine (sandboxes.go: go e.hold(hs)), so rm returns before the address is held")
+	// was an engine bug: rm returned before the address was held
 	r := newRig(t)
 	r.nsx.OnDelete = nil // the links outlive the namespace file: a stray process holds it
 	r.network("n1", "bridge", "10.10.0.0/24")

@@ -54,8 +54,8 @@ type rig struct {
 	cl    *cluster.Cluster
 	cst   store.Store
 	nodes *memNodeFilter
-	e   *Engine
-	log *syncBuffer
+	e     *Engine
+	log   *syncBuffer
 	// hostRoutes are the host's routes and addresses the engine sees
 	// when it chooses a subnet (none is read from the kernel).
 	hostRoutes []ipam.Blocker
