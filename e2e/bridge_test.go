@@ -231,3 +231,27 @@ func TestRunLifecycle(t *testing.T) {
 		t.Errorf("exited process still listed: %+v", p)
 	}
 }
+
+// Leaving the network that carries the default route moves it to the next
+// network that can carry one (Docker moves a container's gateway the same
+// way), and an internal network never takes it: the sandbox keeps its way
+// out, proved by reaching an address beyond its remaining networks.
+func TestDefaultRouteMovesOnDisconnect(t *testing.T) {
+	_, d := host(t)
+	d.MustTether("network", "create", "--subnet", "10.41.0.0/24", "first")
+	d.MustTether("network", "create", "--internal", "--subnet", "10.42.0.0/24", "sealed")
+	d.MustTether("network", "create", "--subnet", "10.43.0.0/24", "second")
+	d.MustTether("sandbox", "create", "--name", "mover", "--network", "sealed", "--network", "first", "--network", "second")
+	if r := d.MustTether("exec", "mover", "--", "ip", "route", "show", "default"); !strings.Contains(r, "via 10.41.0.1 dev eth1") {
+		t.Fatalf("default route before (the internal network never carries it): %q", r)
+	}
+	d.MustTether("network", "disconnect", "first", "mover")
+	if r := d.MustTether("exec", "mover", "--", "ip", "route", "show", "default"); !strings.Contains(r, "via 10.43.0.1 dev eth2") {
+		t.Fatalf("default route after leaving first: %q, want via 10.43.0.1 dev eth2", r)
+	}
+	// 10.41.0.1 is the host's address on first's bridge: no longer on
+	// a network of the sandbox, reached only through the default route.
+	if !ping(d, "mover", "10.41.0.1") {
+		t.Error("10.41.0.1 (beyond the sandbox's networks) unreachable after the default route moved")
+	}
+}

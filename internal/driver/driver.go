@@ -143,6 +143,14 @@ type Repairer interface {
 	Repair(ctx context.Context, n *Network, ep *Endpoint, nsPath string) (repaired bool, err error)
 }
 
+// Router is implemented by drivers whose endpoints can take the sandbox's
+// default route after they joined: when the endpoint that carried it
+// leaves (its interface, and with it the route, goes), the next endpoint
+// able to carry one takes it over, as Docker moves a sandbox's gateway.
+type Router interface {
+	SetDefaultRoute(ctx context.Context, n *Network, ep *Endpoint, nsPath string) error
+}
+
 // HostLinker is implemented by drivers whose networks are host links the
 // user may name or bring (bridge: com.docker.network.bridge.name, the
 // daemon's "bridge" option).

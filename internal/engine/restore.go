@@ -233,11 +233,11 @@ func (e *Engine) hasRepairable(rec *Sandbox) bool {
 }
 
 // firstRouteEndpoint is the index of the sandbox's first endpoint on a
-// network whose driver carries default routes (the one with the default
-// route), or -1.
+// network that is not internal and whose driver carries default routes
+// (the one with the default route), or -1.
 func (e *Engine) firstRouteEndpoint(rec *Sandbox) int {
 	for i, ep := range rec.Endpoints {
-		if ns := e.networks[ep.NetworkID]; ns != nil && e.caps(ns.rec).DefaultRoute {
+		if ns := e.networks[ep.NetworkID]; ns != nil && e.caps(ns.rec).DefaultRoute && !ns.rec.Internal {
 			return i
 		}
 	}

@@ -476,7 +476,7 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 		ep.MAC = driverMAC(p.Addr())
 	}
 	ns.pending++
-	defaultRoute := caps.DefaultRoute && !e.hasDefaultRouteLocked(sb.rec)
+	defaultRoute := caps.DefaultRoute && !ns.rec.Internal && !e.hasDefaultRouteLocked(sb.rec)
 	e.mu.Unlock()
 	at.ep = ep
 	if at.global {
@@ -638,8 +638,15 @@ func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force boo
 	if caps.Namespace == driver.NamespaceHost && sb.rec.HostNet {
 		return forbiddenf("sandbox %q shares the host's network namespace and cannot leave it", sb.rec.Name)
 	}
+	e.mu.Lock()
+	carrier := e.firstRouteEndpoint(sb.rec)
+	carried := carrier >= 0 && sb.rec.Endpoints[carrier] == ep
+	e.mu.Unlock()
 	if err := e.detach(ctx, sb, ns, ep, force); err != nil {
 		return err
+	}
+	if carried {
+		e.moveDefaultRoute(ctx, sb)
 	}
 	if caps.NeedsGateway {
 		if err := e.leaveGatewayBridge(ctx, sb); err != nil {
@@ -928,14 +935,41 @@ func driverEndpoint(ep *Endpoint) *driver.Endpoint {
 func driverMAC(a netip.Addr) string { return driver.MACFromIP(a).String() }
 
 // hasDefaultRouteLocked reports whether one of the sandbox's endpoints
-// already carries its default route: the first on a network whose driver
-// has the DefaultRoute capability (overlay endpoints never do; their
-// sandboxes go out through tether_gwbridge). Called with e.mu held.
+// already carries its default route: the first on a network that is not
+// internal and whose driver has the DefaultRoute capability (overlay
+// endpoints never do; their sandboxes go out through tether_gwbridge).
+// Called with e.mu held.
 func (e *Engine) hasDefaultRouteLocked(rec *Sandbox) bool {
 	for _, ep := range rec.Endpoints {
-		if ns := e.networks[ep.NetworkID]; ns != nil && e.caps(ns.rec).DefaultRoute {
+		if ns := e.networks[ep.NetworkID]; ns != nil && e.caps(ns.rec).DefaultRoute && !ns.rec.Internal {
 			return true
 		}
 	}
 	return false
+}
+
+// moveDefaultRoute gives the sandbox its default route back after the
+// endpoint that carried it left: the first remaining endpoint that can
+// carry one takes it, if its driver can set it after the join
+// (driver.Router). Called with sb.op held.
+func (e *Engine) moveDefaultRoute(ctx context.Context, sb *sbState) {
+	e.mu.Lock()
+	i := e.firstRouteEndpoint(sb.rec)
+	if i < 0 {
+		e.mu.Unlock()
+		return
+	}
+	ep, ns := sb.rec.Endpoints[i], e.networks[sb.rec.Endpoints[i].NetworkID]
+	e.mu.Unlock()
+	r, ok := e.drivers[ns.rec.Driver].(driver.Router)
+	if !ok {
+		return
+	}
+	dep := e.joinEndpoint(sb, ns, ep)
+	dep.DefaultRoute = true
+	if err := r.SetDefaultRoute(ctx, driverNetwork(ns.rec), dep, sb.rec.NetNS); err != nil {
+		e.log.Warn("move the default route", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
+		return
+	}
+	e.log.Info("default route moved", "sandbox", sb.rec.Name, "network", ns.rec.Name, "gateway", dep.Gateway)
 }

@@ -107,7 +107,6 @@ func TestAttachDefaultRoute(t *testing.T) {
 // out: its first remaining endpoint on a network that can carry one gets
 // the default route (the endpoint restore would give it, firstRouteEndpoint).
 func TestDetachMovesDefaultRoute(t *testing.T) {
-	t.Skip("engine bug: detaching the endpoint with the default route leaves the sandbox without one (sandboxes.go detach; no driver call moves it)")
 	r := newRig(t)
 	r.network("b1", "bridge", "10.10.1.0/24")
 	r.network("b2", "bridge", "10.10.2.0/24")

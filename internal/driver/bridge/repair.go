@@ -18,7 +18,29 @@ var (
 	_ driver.Sweeper    = (*Driver)(nil)
 	_ driver.Detacher   = (*Driver)(nil)
 	_ driver.HostLinker = (*Driver)(nil)
+	_ driver.Router     = (*Driver)(nil)
 )
+
+// SetDefaultRoute gives the sandbox its default route through the
+// endpoint: `ip route replace default via GW dev IFNAME` inside it.
+func (d *Driver) SetDefaultRoute(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) error {
+	if !ep.Gateway.IsValid() || n.Internal {
+		return nil
+	}
+	sb, err := openNS(nsPath)
+	if err != nil {
+		return err
+	}
+	defer sb.close()
+	link, err := sb.h.LinkByName(ep.IfName)
+	if err != nil {
+		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
+	}
+	if err := sb.h.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: ep.Gateway.AsSlice()}); err != nil {
+		return fmt.Errorf("default route via %s: %w", ep.Gateway, err)
+	}
+	return nil
+}
 
 // LinkExists reports whether a host link of that name exists.
 func (d *Driver) LinkExists(name string) bool {

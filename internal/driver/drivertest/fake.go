@@ -58,7 +58,24 @@ var (
 	_ driver.Sweeper        = (*Fake)(nil)
 	_ driver.PeerProgrammer = (*Fake)(nil)
 	_ driver.HostLinker     = (*Fake)(nil)
+	_ driver.Router         = (*Fake)(nil)
 )
+
+// SetDefaultRoute marks the endpoint as carrying the default route.
+func (f *Fake) SetDefaultRoute(_ context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.failing("SetDefaultRoute"); err != nil {
+		return err
+	}
+	j, ok := f.endpoints[ep.ID]
+	if !ok {
+		return fmt.Errorf("set default route: endpoint %s is not joined", ep.ID)
+	}
+	j.Endpoint.DefaultRoute = true
+	f.endpoints[ep.ID] = j
+	return nil
+}
 
 // New returns a fake driver.
 func New(name string, caps driver.Capabilities) *Fake {

@@ -30,6 +30,7 @@ func (d *Driver) Capabilities() driver.Capabilities {
 	}
 	return c
 }
+
 func (d *Driver) CreateNetwork(context.Context, *driver.Network) error { return nil }
 func (d *Driver) DeleteNetwork(context.Context, *driver.Network) error { return nil }
 func (d *Driver) Join(context.Context, *driver.Network, *driver.Endpoint, string) error {
