@@ -1,6 +1,13 @@
 // Package driver defines the narrow interface between the engine and the code
 // that builds a network's kernel objects. The engine owns records, addresses
 // and locking; a driver only turns a record into links, addresses and routes.
+//
+// A driver says what its networks take part in (Capabilities) and
+// implements the optional interfaces for what only some drivers do
+// (Detacher, Repairer, Router, HostLinker, Sweeper, PeerProgrammer). The
+// engine decides by these, never by a driver's name; the daemon's registry
+// (internal/daemon/drivers.go) is the one place drivers are named.
+// drivertest is a fake that implements all of them, for unit tests.
 package driver
 
 import (
