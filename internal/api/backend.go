@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"time"
 
 	"github.com/tether-net/tether/internal/config"
 	"github.com/tether-net/tether/internal/engine"
@@ -29,7 +30,9 @@ type Backend interface {
 	Exec(ctx context.Context, ref string, x engine.ExecSpec) (*engine.Running, error)
 
 	// The daemon
-	Events() *engine.Events
+	// SubscribeEvents returns the kept events since a time and a channel
+	// of the live ones; the func ends the subscription.
+	SubscribeEvents(since time.Time) ([]engine.Event, <-chan engine.Event, func())
 	Config() *config.Config
 	Warnings() []string
 	Drivers() []string

@@ -121,7 +121,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	past, live, cancel := s.eng.Events().SubscribeSince(q.since)
+	past, live, cancel := s.eng.SubscribeEvents(q.since)
 	defer cancel()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/tether-net/tether/internal/config"
 	"github.com/tether-net/tether/internal/engine"
@@ -33,6 +34,8 @@ type fakeBackend struct {
 	cfg       *config.Config
 	warnings  []string
 	exec      func(x engine.ExecSpec) (*engine.Running, error) // nil: a detached process with PID 4242
+	past      []engine.Event                                   // kept events SubscribeEvents returns (those since the asked time)
+	live      chan engine.Event                                // nil: no live events, the stream ends after the past ones
 
 	// What the handlers passed.
 	netSpec            engine.NetworkSpec
@@ -41,18 +44,13 @@ type fakeBackend struct {
 	netRef, sbRef, ref string
 	force              bool
 	execSpec           engine.ExecSpec
+	since              time.Time
 }
 
 // mutating are the Backend methods that change state: a refused request
 // must call none of them.
 var mutating = []string{"CreateNetwork", "RemoveNetwork", "PruneNetworks", "Connect", "Disconnect",
 	"CreateSandbox", "RemoveSandbox", "Exec"}
-
-// errNoEventHub is what the fake's Events panics with: an *engine.Events
-// cannot be built or fed outside the engine, so a request that gets as far
-// as subscribing stops there (fuzzServe counts it as having reached the
-// backend).
-const errNoEventHub = "fakeBackend: no event hub"
 
 func newFakeServer(f *fakeBackend) *Server { return New(f, slog.New(slog.DiscardHandler)) }
 
@@ -200,9 +198,24 @@ func (f *fakeBackend) Exec(_ context.Context, ref string, x engine.ExecSpec) (*e
 	return &engine.Running{PID: 4242, Done: done}, nil
 }
 
-func (f *fakeBackend) Events() *engine.Events {
-	defer f.enter("Events")()
-	panic(errNoEventHub)
+// SubscribeEvents gives the canned past events and the live channel (a
+// closed one when none is set, so a stream without until ends).
+func (f *fakeBackend) SubscribeEvents(since time.Time) ([]engine.Event, <-chan engine.Event, func()) {
+	defer f.enter("SubscribeEvents")()
+	f.since = since
+	live := f.live
+	if live == nil {
+		c := make(chan engine.Event)
+		close(c)
+		live = c
+	}
+	var past []engine.Event
+	for _, e := range f.past {
+		if !e.Time.Before(since) {
+			past = append(past, e)
+		}
+	}
+	return past, live, func() {}
 }
 
 func (f *fakeBackend) Config() *config.Config {

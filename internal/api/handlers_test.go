@@ -163,7 +163,7 @@ func TestRefusedRequests(t *testing.T) {
 			if m := f.mutated(); len(m) > 0 {
 				t.Errorf("refused request called %v", m)
 			}
-			if slices.Contains(f.calls, "Events") {
+			if slices.Contains(f.calls, "SubscribeEvents") {
 				t.Error("refused events request subscribed")
 			}
 		})
@@ -660,17 +660,43 @@ func TestInfo(t *testing.T) {
 	}
 }
 
-// A valid events query goes on to subscribe (the fake stops it there: see
-// errNoEventHub); an invalid one never does (TestRefusedRequests).
-func TestEventsSubscribes(t *testing.T) {
-	f := &fakeBackend{}
-	defer func() {
-		if p := recover(); p != errNoEventHub {
-			t.Fatalf("recovered %v, want the fake's stop", p)
+// The events stream: the kept events since the asked time that match the
+// filters, then live ones, each in Docker's message shape, one per line;
+// the stream ends at until.
+func TestEventsStream(t *testing.T) {
+	now := time.Now()
+	ev := func(ago time.Duration, typ, action, name string) engine.Event {
+		return engine.Event{Type: typ, Action: action, ID: name + "-id", Time: now.Add(-ago), Attrs: map[string]string{"name": name}}
+	}
+	live := make(chan engine.Event, 2)
+	f := &fakeBackend{
+		past: []engine.Event{ev(20*time.Minute, "network", "create", "old"), ev(5*time.Minute, "network", "create", "a"),
+			ev(4*time.Minute, "container", "start", "c"), ev(3*time.Minute, "network", "connect", "a")},
+		live: live,
+	}
+	live <- ev(0, "network", "destroy", "a")
+	until := now.Add(300 * time.Millisecond).Unix()
+	w := call{method: "GET", path: fmt.Sprintf("/events?since=10m&until=%d&filters=%%7B%%22type%%22%%3A%%5B%%22network%%22%%5D%%7D", until+1)}.serve(t, f)
+	if w.Code != 200 {
+		t.Fatalf("status %d: %s", w.Code, w.Body.String())
+	}
+	var got []string
+	dec := json.NewDecoder(w.Body)
+	for dec.More() {
+		var m struct {
+			Type, Action string
+			Actor        struct{ ID string }
 		}
-		if !slices.Equal(f.calls, []string{"Events"}) {
-			t.Errorf("calls = %v", f.calls)
+		if err := dec.Decode(&m); err != nil {
+			t.Fatal(err)
 		}
-	}()
-	call{method: "GET", path: "/events?since=10m&filters=%7B%22type%22%3A%5B%22network%22%5D%7D"}.serve(t, f)
+		got = append(got, m.Type+"/"+m.Action+"/"+m.Actor.ID)
+	}
+	want := []string{"network/create/a-id", "network/connect/a-id", "network/destroy/a-id"}
+	if !slices.Equal(got, want) {
+		t.Errorf("stream %v, want %v", got, want)
+	}
+	if d := now.Sub(f.since); d < 9*time.Minute || d > 11*time.Minute {
+		t.Errorf("subscribed since %v ago, want 10m", d)
+	}
 }

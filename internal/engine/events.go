@@ -79,3 +79,8 @@ func (ev *Events) publish(e Event) {
 		}
 	}
 }
+
+// SubscribeEvents subscribes to the engine's events (Events.SubscribeSince).
+func (e *Engine) SubscribeEvents(since time.Time) ([]Event, <-chan Event, func()) {
+	return e.events.SubscribeSince(since)
+}
