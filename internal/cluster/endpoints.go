@@ -181,6 +181,29 @@ func (c *Cluster) RemoveEndpoint(ctx context.Context, ep EndpointRecord) error {
 	return nil
 }
 
+// RollbackEndpoint withdraws the endpoint of a failed attach: its record,
+// its address claim, and the sandbox name's sticky key when the claim's
+// transaction set it to this address (a failed attach leaves no address
+// preferred for that name; a sticky key another attach has moved since is
+// left alone).
+func (c *Cluster) RollbackEndpoint(ctx context.Context, ep EndpointRecord) error {
+	stickyKey := keySticky + ep.NetworkID + "/" + ep.SandboxName
+	ops := []store.Op{store.Delete(endpointKey(ep.NetworkID, ep.ID)), store.Delete(addrKey(ep.NetworkID, ep.Address.Addr()))}
+	var cmps []store.Cmp
+	if kv, err := c.st.Get(ctx, stickyKey); err == nil && string(kv.Value) == ep.Address.Addr().String() {
+		cmps = []store.Cmp{store.AtRevision(stickyKey, kv.Revision)}
+		ops = append(ops, store.Delete(stickyKey))
+	}
+	_, err := c.st.Txn(ctx, cmps, ops)
+	if errors.Is(err, store.ErrConflict) { // the sticky key moved meanwhile: keep it
+		return c.RemoveEndpoint(ctx, ep)
+	}
+	if err != nil {
+		return fmt.Errorf("cluster store: withdraw endpoint of %q: %w", ep.SandboxName, err)
+	}
+	return nil
+}
+
 // Endpoints lists every endpoint of a network, on every node.
 func (c *Cluster) Endpoints(ctx context.Context, netID string) ([]EndpointRecord, error) {
 	kvs, err := c.st.List(ctx, keyEndpoints+netID+"/")

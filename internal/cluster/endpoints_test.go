@@ -117,3 +117,50 @@ func TestClaimAddressErrorClasses(t *testing.T) {
 		}
 	}
 }
+
+// A failed attach's rollback leaves no trace: the endpoint record, the
+// claim and the sticky key the claim's transaction set are gone, so the
+// address is the lowest free one again for every name; a sticky key moved
+// by a later attach is left alone.
+func TestRollbackEndpoint(t *testing.T) {
+	st := sharedStore(t)
+	a := node(t, st, "a", time.Second)
+	ctx := context.Background()
+	n, err := a.CreateNetwork(ctx, NetworkRecord{ID: "n", Name: "n", Subnet: netip.MustParsePrefix("10.0.0.0/29")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := func(name, id string) EndpointRecord {
+		t.Helper()
+		pub := EndpointRecord{ID: id, NetworkID: n.ID, SandboxID: "sb-" + name, SandboxName: name}
+		p, err := a.ClaimAddress(ctx, AddressRequest{NetworkID: n.ID, EndpointID: id, SandboxName: name,
+			Publish: &pub, MACFor: func(netip.Addr) string { return "02:42:0a:00:00:02" }})
+		if err != nil {
+			t.Fatalf("claim for %s: %v", name, err)
+		}
+		pub.Address = p
+		return pub
+	}
+	failed := claim("alpha", "ep1")
+	if err := a.RollbackEndpoint(ctx, failed); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{keyEndpoints + "n/ep1", keyAddrs + "n/10.0.0.2", keySticky + "n/alpha"} {
+		if _, err := st.Get(ctx, k); err == nil {
+			t.Errorf("%s left after the rollback", k)
+		}
+	}
+	if got := claim("beta", "ep2"); got.Address.Addr().String() != "10.0.0.2" {
+		t.Errorf("after the rollback beta got %s, want the lowest, 10.0.0.2", got.Address)
+	}
+	// alpha's sticky key now names another address: a rollback of an
+	// older claim of alpha's leaves it.
+	moved := claim("alpha", "ep3")
+	stale := EndpointRecord{ID: "ep1", NetworkID: n.ID, SandboxName: "alpha", Address: netip.MustParsePrefix("10.0.0.5/29")}
+	if err := a.RollbackEndpoint(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	if kv, err := st.Get(ctx, keySticky+"n/alpha"); err != nil || string(kv.Value) != moved.Address.Addr().String() {
+		t.Errorf("alpha's sticky key after an unrelated rollback: %v %v, want %s", kv, err, moved.Address.Addr())
+	}
+}

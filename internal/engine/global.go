@@ -424,9 +424,10 @@ func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at 
 }
 
 // unclaimGlobal withdraws the endpoint record published with the claim,
-// and with it the address (a failed attach).
+// and with it the address and the sticky key the claim set (a failed
+// attach).
 func (e *Engine) unclaimGlobal(ctx context.Context, sb *sbState, ns *netState, at *attachment) {
-	if err := e.global.cl.RemoveEndpoint(ctx, e.endpointRecord(sb, ns, at.ep)); err != nil {
+	if err := e.global.cl.RollbackEndpoint(ctx, e.endpointRecord(sb, ns, at.ep)); err != nil {
 		e.log.Warn("roll back attach: withdraw the endpoint; will retry", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
 		e.global.mu.Lock()
 		e.global.withdraw[at.ep.ID] = e.endpointRecord(sb, ns, at.ep)
