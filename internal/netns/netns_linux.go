@@ -152,12 +152,16 @@ func Open(path string) (netns.NsHandle, error) {
 // namespace at path, so every call on it acts there with no thread
 // switching. The sockets are opened inside Do rather than with
 // netlink.NewHandleAt, whose thread switch unlocks the thread even when
-// switching back failed. The caller closes the handle.
+// switching back failed. Only the route family's socket is opened (links,
+// addresses, routes, neighbours: all Tether asks of a sandbox namespace);
+// netlink.NewHandle() without families would open the xfrm and netfilter
+// sockets too, three times the setup per handle. The caller closes the
+// handle.
 func NewHandle(path string) (*netlink.Handle, error) {
 	var h *netlink.Handle
 	err := Do(path, func() error {
 		var err error
-		h, err = netlink.NewHandle()
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 		return err
 	})
 	if err != nil {
