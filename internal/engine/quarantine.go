@@ -109,12 +109,6 @@ func (e *Engine) await(h *held) {
 	}
 }
 
-func (e *Engine) isHeld(h *held) bool {
-	e.quarantine.mu.Lock()
-	defer e.quarantine.mu.Unlock()
-	return e.quarantine.byAddr[h.key()] == h
-}
-
 // release frees a held address (once).
 func (e *Engine) release(h *held) {
 	q := e.quarantine
