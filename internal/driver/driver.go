@@ -146,8 +146,18 @@ type Detacher interface {
 type Repairer interface {
 	// Repair checks the endpoint's kernel objects against the records and
 	// rebuilds them when they are not intact; it reports whether it did.
-	// It fills ep.HostIfName when it chose a new one.
-	Repair(ctx context.Context, n *Network, ep *Endpoint, nsPath string) (repaired bool, err error)
+	// It fills ep.HostIfName when it chose a new one. inside lists the
+	// links in the sandbox's namespace by name, read once for all its
+	// endpoints (nil: not listed, the driver looks itself).
+	Repair(ctx context.Context, n *Network, ep *Endpoint, nsPath string, inside map[string]SandboxLink) (repaired bool, err error)
+}
+
+// SandboxLink is a link inside a sandbox's namespace.
+type SandboxLink struct {
+	Name      string
+	Index     int
+	PeerIndex int // a veth's peer's interface index (in the peer's namespace)
+	Veth      bool
 }
 
 // Router is implemented by drivers whose endpoints can take the sandbox's

@@ -178,13 +178,19 @@ func (e *Engine) reattach(ctx context.Context, sb *sbState) bool {
 	if !e.nsx.IsNSFile(rec.NetNS) {
 		return false // degraded (file lost, namespace alive): touch nothing
 	}
+	// One listing of the sandbox's links serves the stray-link removal and
+	// every endpoint's repair check (nil for an adopted namespace: its
+	// links are not swept, and drivers look for themselves).
+	var inside map[string]driver.SandboxLink
 	if !rec.Adopted {
 		named := func(name string) bool {
 			return slices.ContainsFunc(rec.Endpoints, func(ep *Endpoint) bool { return ep.IfName == name })
 		}
-		removed, err := e.nsx.RemoveStrayLinks(rec.NetNS, named)
+		kept, removed, err := e.nsx.RemoveStrayLinks(rec.NetNS, named)
 		if err != nil {
 			e.log.Warn("remove stray interfaces", "sandbox", rec.Name, "err", err)
+		} else {
+			inside = kept
 		}
 		for _, name := range removed {
 			e.log.Info("removed stray interface no endpoint names", "sandbox", rec.Name, "interface", name)
@@ -203,7 +209,7 @@ func (e *Engine) reattach(ctx context.Context, sb *sbState) bool {
 		}
 		dep := e.joinEndpoint(sb, ns, ep)
 		dep.DefaultRoute = first == i
-		repaired, err := r.Repair(ctx, driverNetwork(ns.rec), dep, rec.NetNS)
+		repaired, err := r.Repair(ctx, driverNetwork(ns.rec), dep, rec.NetNS, inside)
 		if err != nil {
 			e.log.Error("re-attach endpoint", "sandbox", rec.Name, "network", ns.rec.Name, "err", err)
 			continue

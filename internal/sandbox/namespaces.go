@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/nlutil"
 )
@@ -39,8 +40,9 @@ type Namespaces interface {
 	// none is found.
 	FindProcessIn(id netns.ID) int
 	// RemoveStrayLinks deletes the veths in the namespace at path whose
-	// names keep does not accept, and returns their names.
-	RemoveStrayLinks(path string, keep func(name string) bool) ([]string, error)
+	// names keep does not accept, and returns the links left, by name (for
+	// the drivers' Repair: one listing per sandbox), and the names removed.
+	RemoveStrayLinks(path string, keep func(name string) bool) (map[string]driver.SandboxLink, []string, error)
 }
 
 // Kernel is Namespaces on the running kernel.
@@ -74,21 +76,24 @@ func (Kernel) BindProc(pid int, path string) error { return netns.BindProcNS(pid
 func (Kernel) ProcPath(pid int) string             { return netns.ProcNSPath(pid, "net") }
 func (Kernel) FindProcessIn(id netns.ID) int       { return netns.FindProcessIn("net", id) }
 
-func (Kernel) RemoveStrayLinks(path string, keep func(string) bool) ([]string, error) {
+func (Kernel) RemoveStrayLinks(path string, keep func(string) bool) (map[string]driver.SandboxLink, []string, error) {
 	h, err := netns.NewHandle(path)
 	if err != nil {
-		return nil, fmt.Errorf("open sandbox namespace: %w", err)
+		return nil, nil, fmt.Errorf("open sandbox namespace: %w", err)
 	}
 	defer h.Close()
 	links, err := nlutil.Dump("list links", h.LinkList)
 	if err != nil {
-		return nil, fmt.Errorf("list sandbox interfaces: %w", err)
+		return nil, nil, fmt.Errorf("list sandbox interfaces: %w", err)
 	}
+	kept := map[string]driver.SandboxLink{}
 	var removed []string
 	var errs []error
 	for _, l := range links {
 		name := l.Attrs().Name
-		if _, ok := l.(*netlink.Veth); !ok || keep(name) {
+		_, veth := l.(*netlink.Veth)
+		if !veth || keep(name) {
+			kept[name] = driver.SandboxLink{Name: name, Index: l.Attrs().Index, PeerIndex: l.Attrs().ParentIndex, Veth: veth}
 			continue
 		}
 		if err := h.LinkDel(l); err != nil && !nlutil.IsLinkGone(err) {
@@ -99,7 +104,7 @@ func (Kernel) RemoveStrayLinks(path string, keep func(string) bool) ([]string, e
 	}
 	slices.Sort(removed)
 	if len(errs) > 0 {
-		return removed, errs[0]
+		return kept, removed, errs[0]
 	}
-	return removed, nil
+	return kept, removed, nil
 }

@@ -79,21 +79,33 @@ func (d *Driver) LinkAddress(name string) (netip.Prefix, netip.Addr, error) {
 // so a restart does not interrupt traffic. Anything else (a host link gone,
 // a bridge re-created without its ports, a pair half torn down) is deleted
 // and the endpoint joined again.
-func (d *Driver) Repair(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) (bool, error) {
+func (d *Driver) Repair(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string, inside map[string]driver.SandboxLink) (bool, error) {
+	if inside != nil {
+		// The sandbox's links were listed by the caller: an intact endpoint
+		// is checked without opening its namespace.
+		if in, ok := inside[ep.IfName]; ok && d.intact(n, ep, &in) {
+			return false, nil
+		}
+	}
 	sb, err := openNS(nsPath)
 	if err != nil {
 		return false, err
 	}
 	defer sb.close()
-	in, err := sb.h.LinkByName(ep.IfName)
+	l, err := sb.h.LinkByName(ep.IfName)
 	if err != nil && !nlutil.IsLinkGone(err) {
 		return false, fmt.Errorf("find %q in the sandbox: %w", ep.IfName, err)
 	}
-	if d.intact(n, ep, in) {
+	var in *driver.SandboxLink
+	if l != nil {
+		_, veth := l.(*netlink.Veth)
+		in = &driver.SandboxLink{Name: l.Attrs().Name, Index: l.Attrs().Index, PeerIndex: l.Attrs().ParentIndex, Veth: veth}
+	}
+	if inside == nil && d.intact(n, ep, in) {
 		return false, nil
 	}
-	if in != nil {
-		_ = sb.h.LinkDel(in) // half of a broken pair; the host end is checked below
+	if l != nil {
+		_ = sb.h.LinkDel(l) // half of a broken pair; the host end is checked below
 	}
 	if l, err := d.h.LinkByName(ep.HostIfName); err == nil && l.Attrs().Alias == AliasPrefix+ep.ID {
 		_ = d.h.LinkDel(l)
@@ -106,7 +118,7 @@ func (d *Driver) Repair(ctx context.Context, n *driver.Network, ep *driver.Endpo
 
 // intact: the host end marked with the endpoint's ID and enslaved to the
 // network's bridge, the sandbox end (in) its peer.
-func (d *Driver) intact(n *driver.Network, ep *driver.Endpoint, in netlink.Link) bool {
+func (d *Driver) intact(n *driver.Network, ep *driver.Endpoint, in *driver.SandboxLink) bool {
 	if in == nil || ep.HostIfName == "" {
 		return false
 	}
@@ -118,8 +130,7 @@ func (d *Driver) intact(n *driver.Network, ep *driver.Endpoint, in netlink.Link)
 	if err != nil || host.Attrs().MasterIndex != br.Attrs().Index {
 		return false
 	}
-	_, isVeth := in.(*netlink.Veth)
-	return isVeth && in.Attrs().ParentIndex == host.Attrs().Index && host.Attrs().ParentIndex == in.Attrs().Index
+	return in.Veth && in.PeerIndex == host.Attrs().Index && host.Attrs().ParentIndex == in.Index
 }
 
 // Sweep deletes host links marked as Tether's (driver.LinkMarker) whose

@@ -235,7 +235,7 @@ func (f *Fake) Break(id string) {
 	f.broken[id] = true
 }
 
-func (f *Fake) Repair(_ context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) (bool, error) {
+func (f *Fake) Repair(_ context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string, _ map[string]driver.SandboxLink) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.failing("Repair"); err != nil {

@@ -37,12 +37,12 @@ func TestFakeLifecycle(t *testing.T) {
 		t.Fatalf("links %v, want %v", f.Links(), want)
 	}
 	// Repair leaves an intact endpoint alone and rebuilds a broken one.
-	if did, err := f.Repair(ctx, n, ep, "/ns/a"); err != nil || did {
+	if did, err := f.Repair(ctx, n, ep, "/ns/a", nil); err != nil || did {
 		t.Fatalf("repair of an intact endpoint: %v, %v", did, err)
 	}
 	old := ep.HostIfName
 	f.Break("e1")
-	if did, err := f.Repair(ctx, n, ep, "/ns/a"); err != nil || !did || ep.HostIfName == old {
+	if did, err := f.Repair(ctx, n, ep, "/ns/a", nil); err != nil || !did || ep.HostIfName == old {
 		t.Fatalf("repair of a broken endpoint: %v, %v, host interface %q", did, err, ep.HostIfName)
 	}
 	// Sweep deletes what keep does not name as it is.

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/sandbox"
 )
@@ -187,25 +188,30 @@ func (f *Namespaces) FindProcessIn(id netns.ID) int {
 	return 0
 }
 
-func (f *Namespaces) RemoveStrayLinks(path string, keep func(string) bool) ([]string, error) {
+// RemoveStrayLinks removes the veths AddLink put in the namespace that keep
+// refuses; the listing it returns holds the ones kept (the fake drivers
+// keep their endpoints' interfaces themselves and ignore it).
+func (f *Namespaces) RemoveStrayLinks(path string, keep func(string) bool) (map[string]driver.SandboxLink, []string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.init()
 	id, ok := f.files[path]
 	if !ok {
-		return nil, fmt.Errorf("%s: %w", path, ErrNotNS)
+		return nil, nil, fmt.Errorf("%s: %w", path, ErrNotNS)
 	}
 	var kept, removed []string
+	listing := map[string]driver.SandboxLink{}
 	for _, l := range f.links[id] {
 		if keep(l) {
 			kept = append(kept, l)
+			listing[l] = driver.SandboxLink{Name: l, Veth: true}
 		} else {
 			removed = append(removed, l)
 		}
 	}
 	f.links[id] = kept
 	slices.Sort(removed) // as the kernel's
-	return removed, nil
+	return listing, removed, nil
 }
 
 // AddProcess puts a process in the namespace of the file at path (a

@@ -105,14 +105,17 @@ func TestRemoveStrayLinks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	removed, err := f.RemoveStrayLinks("/run/x.net", func(n string) bool { return n == "eth0" })
+	kept, removed, err := f.RemoveStrayLinks("/run/x.net", func(n string) bool { return n == "eth0" })
+	if _, ok := kept["eth0"]; !ok || len(kept) != 1 {
+		t.Errorf("kept %v, want eth0 only", kept)
+	}
 	if err != nil || !slices.Equal(removed, []string{"eth1", "tmp1"}) {
 		t.Fatalf("removed %v, %v", removed, err)
 	}
 	if got := f.Links("/run/x.net"); !slices.Equal(got, []string{"eth0"}) {
 		t.Fatalf("links %v", got)
 	}
-	if _, err := f.RemoveStrayLinks("/run/none.net", nil); err == nil {
+	if _, _, err := f.RemoveStrayLinks("/run/none.net", nil); err == nil {
 		t.Fatal("links removed from a namespace that does not exist")
 	}
 }
