@@ -16,6 +16,7 @@ import (
 	"github.com/tether-net/tether/internal/config"
 	"github.com/tether-net/tether/internal/firewall"
 	"github.com/tether-net/tether/internal/testutil"
+	"github.com/tether-net/tether/internal/testutil/gate"
 )
 
 // The configuration decides the pieces built from it; none of these needs
@@ -122,6 +123,9 @@ func TestWritePidfile(t *testing.T) {
 	// A live process whose executable is called tether: refused.
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
+		if gate.E2E() {
+			t.Fatal("no sleep binary: TETHER_E2E=1 needs it for this test")
+		}
 		t.Skip("no sleep binary")
 	}
 	b, err := os.ReadFile(sleep)

@@ -8,7 +8,6 @@ package engine
 // engine avoids when it chooses a subnet are the rig's (hostRoutes).
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,6 +31,7 @@ import (
 	"github.com/tether-net/tether/internal/sandbox/sandboxtest"
 	"github.com/tether-net/tether/internal/store"
 	"github.com/tether-net/tether/internal/store/bolt"
+	"github.com/tether-net/tether/internal/testutil"
 )
 
 // errInjected is what an armed fault point returns in unit tests.
@@ -55,7 +55,7 @@ type rig struct {
 	cst   store.Store
 	nodes *memNodeFilter
 	e     *Engine
-	log   *syncBuffer
+	log   *testutil.SyncBuffer
 	// hostRoutes are the host's routes and addresses the engine sees
 	// when it chooses a subnet (none is read from the kernel).
 	hostRoutes []ipam.Blocker
@@ -90,7 +90,7 @@ func newRig(t *testing.T, opts ...rigOption) *rig {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	r := &rig{t: t, ctx: ctx, nsx: &sandboxtest.Namespaces{}, fw: newMemFirewall(), log: &syncBuffer{},
+	r := &rig{t: t, ctx: ctx, nsx: &sandboxtest.Namespaces{}, fw: newMemFirewall(), log: &testutil.SyncBuffer{},
 		drv:        map[string]*drivertest.Fake{},
 		hostRoutes: []ipam.Blocker{{Prefix: netip.MustParsePrefix("198.18.0.0/24"), Source: "route on eth0"}}}
 	for _, f := range []*drivertest.Fake{drivertest.Bridge("bridge"), drivertest.Host(), drivertest.Null(),
@@ -389,24 +389,6 @@ func (f *memNodeFilter) get() []netip.Addr {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.addrs)
-}
-
-// syncBuffer collects the engine's log; it is shown when a test fails.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // memFirewall is a firewall in memory: the networks it holds and the

@@ -53,7 +53,7 @@ type Daemon struct {
 	Env     []string  // extra environment of the daemon (KEY=VALUE), read at Start
 	Mode    StartMode // how Start enters NS ("" = StartNsenter), read at Start
 	cmd     *exec.Cmd
-	log     *syncBuffer
+	log     *SyncBuffer
 	stopped atomic.Bool
 
 	// Activated are listening sockets handed to the daemon as systemd does
@@ -62,19 +62,24 @@ type Daemon struct {
 	Activated []*os.File
 }
 
-// syncBuffer is a bytes.Buffer safe for the daemon's writes and the test's reads.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for a writer on another goroutine (a
+// daemon's or server's log) and the test's reads. Sync makes it a zap
+// WriteSyncer (the embedded etcd's log).
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+// Sync does nothing: the buffer holds everything written.
+func (s *SyncBuffer) Sync() error { return nil }
+
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -161,7 +166,7 @@ func (d *Daemon) command() *exec.Cmd {
 // Start launches the daemon and waits until its API answers; it returns the
 // daemon's error output when it exits early.
 func (d *Daemon) Start() error {
-	d.log = &syncBuffer{}
+	d.log = &SyncBuffer{}
 	d.stopped.Store(false)
 	d.cmd = d.command()
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log

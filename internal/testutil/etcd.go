@@ -22,7 +22,7 @@ type Etcd struct {
 	Addr    string // client address, HOST:PORT
 	dir     string
 	cmd     *exec.Cmd
-	log     *syncBuffer
+	log     *SyncBuffer
 	stopped bool
 }
 
@@ -50,7 +50,7 @@ func (e *Etcd) URL() string { return "etcd://" + e.Addr }
 func (e *Etcd) Start() {
 	e.tb.Helper()
 	client := "http://" + e.Addr
-	e.log = &syncBuffer{}
+	e.log = &SyncBuffer{}
 	e.cmd = exec.Command("nsenter", "--net=/run/netns/"+e.NS, "--", EtcdBinary,
 		"--name", "m0", "--data-dir", filepath.Join(e.dir, "data"),
 		"--listen-client-urls", client, "--advertise-client-urls", client,

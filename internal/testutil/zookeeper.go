@@ -38,7 +38,7 @@ type ZooKeeper struct {
 	dir     string
 	cmd     *exec.Cmd
 	exited  chan struct{}
-	log     *syncBuffer
+	log     *SyncBuffer
 	stopped bool
 }
 
@@ -90,7 +90,7 @@ func (z *ZooKeeper) URL() string { return "zk://" + z.Addr }
 func (z *ZooKeeper) Start() {
 	z.tb.Helper()
 	if z.log == nil {
-		z.log = &syncBuffer{}
+		z.log = &SyncBuffer{}
 	}
 	z.cmd = exec.Command("nsenter", "--net=/run/netns/"+z.NS, "--", javaBinary,
 		"-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",

@@ -16,7 +16,6 @@ package etcd
 //     exits when its stdin closes).
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -118,33 +117,13 @@ var prefixes atomic.Int64
 // so it starts empty.
 func uniquePrefix() string { return fmt.Sprintf("test-%d/", prefixes.Add(1)) }
 
-// syncBuffer collects a server's log for the failure report.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Sync() error { return nil }
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // embedded is an in-process etcd 3.7 server.
 type embedded struct {
 	e         *embed.Etcd
 	ns        string
 	endpoint  string
 	tls       *testTLS
-	log       *syncBuffer
+	log       *testutil.SyncBuffer
 	closeOnce sync.Once
 }
 
@@ -182,7 +161,7 @@ func startEmbedded(tb testing.TB, o embedOptions) *embedded {
 		cfg.ClientTLSInfo.TrustedCAFile = o.tls.server.CA
 		cfg.ClientTLSInfo.ClientCertAuth = true
 	}
-	srv := &embedded{ns: ns, endpoint: cu.Host, tls: o.tls, log: &syncBuffer{}}
+	srv := &embedded{ns: ns, endpoint: cu.Host, tls: o.tls, log: &testutil.SyncBuffer{}}
 	lg := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), srv.log, zapcore.WarnLevel))
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
 
@@ -302,7 +281,7 @@ type member struct {
 	dir        string // data dir
 	cfgFile    string
 	clientAddr string
-	log        *syncBuffer
+	log        *testutil.SyncBuffer
 	cmd        *exec.Cmd
 	stdin      io.WriteCloser
 	exited     chan struct{}
@@ -343,7 +322,7 @@ func startCluster(tb testing.TB, f flavour, o clusterOptions) *cluster {
 	peers := make([]string, o.size)
 	for i := range o.size {
 		cport, pport := ports(tb, c.ns, i)
-		m := &member{c: c, name: fmt.Sprintf("m%d", i), clientAddr: fmt.Sprintf("127.0.0.1:%d", cport), log: &syncBuffer{}}
+		m := &member{c: c, name: fmt.Sprintf("m%d", i), clientAddr: fmt.Sprintf("127.0.0.1:%d", cport), log: &testutil.SyncBuffer{}}
 		m.dir = filepath.Join(dir, m.name)
 		m.cfgFile = filepath.Join(dir, m.name+".yaml")
 		peers[i] = fmt.Sprintf("http://127.0.0.1:%d", pport)
