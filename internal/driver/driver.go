@@ -4,7 +4,8 @@
 //
 // A driver says what its networks take part in (Capabilities) and
 // implements the optional interfaces for what only some drivers do
-// (Detacher, Repairer, Router, HostLinker, Sweeper, PeerProgrammer). The
+// (Detacher, Repairer, Router, HostLinker, Sweeper, PeerProgrammer,
+// PairJoiner). The
 // engine decides by these, never by a driver's name; the daemon's registry
 // (internal/daemon/drivers.go) is the one place drivers are named.
 // drivertest is a fake that implements all of them, for unit tests.
@@ -150,6 +151,22 @@ type Repairer interface {
 	// links in the sandbox's namespace by name, read once for all its
 	// endpoints (nil: not listed, the driver looks itself).
 	Repair(ctx context.Context, n *Network, ep *Endpoint, nsPath string, inside map[string]SandboxLink) (repaired bool, err error)
+}
+
+// PairJoiner is implemented by drivers that can hand an endpoint's
+// sandbox end to another runtime, which moves it into a namespace Tether
+// never opens (Docker's remote driver protocol: Join answers the name of
+// an interface in the host namespace, and dockerd moves, renames, addresses
+// and routes it). JoinPair creates the veth pair in the host namespace,
+// wires the host end as Join does, and leaves the sandbox end there, down,
+// named ep.IfName, with ep.MAC and the network's MTU and no address. Leave
+// deletes the pair wherever its sandbox end is by then.
+type PairJoiner interface {
+	JoinPair(ctx context.Context, n *Network, ep *Endpoint) error
+	// PairAlive reports whether the endpoint's host end still exists (its
+	// sandbox end, in a namespace Tether does not see, cannot be checked;
+	// when that namespace is deleted the kernel deletes both ends).
+	PairAlive(ctx context.Context, n *Network, ep *Endpoint) (bool, error)
 }
 
 // SandboxLink is a link inside a sandbox's namespace.

@@ -14,7 +14,7 @@ import (
 // Tether's own namespace with an endpoint on a user-defined bridge network.
 // Called with e.mu held.
 func (e *Engine) usesEmbeddedDNS(rec *Sandbox) bool {
-	if rec.Adopted || rec.HostNet {
+	if rec.Adopted || rec.HostNet || rec.Handover {
 		return false
 	}
 	return len(e.dnsEntriesLocked(rec)) > 0

@@ -238,6 +238,9 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.rehold()
 	e.startNames()
 	e.startGlobal()
+	if gone := e.ReapHandedOver(ctx); len(gone) > 0 {
+		e.log.Info("removed handed-over sandboxes whose runtime's namespaces are gone", "sandboxes", len(gone))
+	}
 	return nil
 }
 

@@ -401,7 +401,7 @@ func (e *Engine) removeGlobalNetwork(ctx context.Context, ns *netState) error {
 // exists, which costs nothing, and the attach saves a round trip and a
 // disk flush). Until the attach ends the endpoint is marked attaching, so
 // Reconcile does not take its record for dead.
-func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at *attachment, static netip.Addr) error {
+func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at *attachment, static netip.Addr, macFor func(netip.Addr) string) error {
 	g := e.global
 	ep := at.ep
 	g.mu.Lock()
@@ -409,7 +409,7 @@ func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at 
 	g.mu.Unlock()
 	pub := e.endpointRecord(sb, ns, ep)
 	var alloc ipam.Allocator = g.cl.AddressAllocator(cluster.AddressRequest{NetworkID: ns.rec.ID, EndpointID: ep.ID,
-		SandboxName: sb.rec.Name, Publish: &pub, MACFor: driverMAC})
+		SandboxName: sb.rec.Name, Publish: &pub, MACFor: macFor})
 	p, err := alloc.Reserve(ctx, ipam.Request{Static: static})
 	if err != nil {
 		e.doneAttaching(at)
@@ -419,7 +419,7 @@ func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at 
 		return storeErr(fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err))
 	}
 	at.claimed = true
-	ep.Address, ep.MAC = p, driverMAC(p.Addr())
+	ep.Address, ep.MAC = p, macFor(p.Addr())
 	return nil
 }
 

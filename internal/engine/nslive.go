@@ -30,7 +30,7 @@ const warnNetNS = "netns"
 // too, so it never takes it (the records it reads change only under sb.op).
 func (e *Engine) netnsAlive(sb *sbState) bool {
 	rec := sb.rec
-	if rec.HostNet {
+	if rec.HostNet || rec.Handover { // a handed-over sandbox lives while its pairs do (handover.go)
 		return true
 	}
 	id, err := e.nsx.IDOf(rec.NetNS)

@@ -50,6 +50,9 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 		return nil, err
 	}
 	defer sb.op.Unlock()
+	if sb.rec.Handover {
+		return nil, forbiddenf("sandbox %q is run by another runtime (its namespace was handed over): Tether has no way into it", sb.rec.Name)
+	}
 	spec, anc, err := e.execNamespaces(sb)
 	if err != nil {
 		return nil, err

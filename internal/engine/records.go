@@ -101,6 +101,12 @@ type Sandbox struct {
 	Adopted    bool         `json:"adopted,omitempty"`
 	AdoptedPID int          `json:"adoptedPid,omitempty"`
 	HostNet    bool         `json:"hostNetwork,omitempty"`
+	// Handover: another runtime owns the sandbox's namespace and Tether never
+	// opens it (Docker's remote driver protocol). Each endpoint is a veth
+	// pair made in the host namespace whose sandbox end (IfName, a
+	// temporary name) the runtime moves, names, addresses and routes; NetNS
+	// is empty. Such a sandbox lives while its endpoints' host ends do.
+	Handover   bool         `json:"handover,omitempty"`
 	AutoRemove bool         `json:"autoRemove,omitempty"`
 	Endpoints  []*Endpoint  `json:"endpoints,omitempty"`
 	Procs      []ProcRecord `json:"procs,omitempty"`

@@ -172,6 +172,9 @@ func (e *Engine) forgetExited(rec *Sandbox) {
 // whether a record changed.
 func (e *Engine) reattach(ctx context.Context, sb *sbState) bool {
 	rec := sb.rec
+	if rec.Handover {
+		return false // its pairs are checked once the engine runs (Start: ReapHandedOver)
+	}
 	if rec.HostNet || (rec.Adopted && !e.hasRepairable(rec)) {
 		return false
 	}

@@ -26,6 +26,7 @@ type AttachSpec struct {
 	IP      string         // static IPv4 address; empty = allocate (sticky first)
 	Aliases []string       // network-scoped names
 	Ports   []portmap.Spec // published ports (parsed once, by the front: -p or PortBindings)
+	MAC     string         // the interface's MAC; empty = derived from the address (02:42:a.b.c.d)
 }
 
 // SandboxSpec asks for a sandbox: a new one, or one adopted from another
@@ -37,6 +38,11 @@ type SandboxSpec struct {
 	PID        int          // adopt the network namespace of this process
 	NetNSPath  string       // adopt this network namespace file
 	AutoRemove bool         // remove when the main process exits
+	// Handover: make each endpoint a veth pair left in the host namespace
+	// for another runtime to move into a namespace Tether never opens
+	// (Sandbox.Handover). Needs a network whose driver is a
+	// driver.PairJoiner; excludes PID and NetNSPath.
+	Handover bool
 	// Ports are published on the first network (the default network when
 	// Networks is empty), Docker's HostConfig.PortBindings.
 	Ports []portmap.Spec
@@ -95,7 +101,8 @@ type plannedAttach struct {
 // planSandbox validates a spec into a record and the networks to attach.
 func (e *Engine) planSandbox(spec SandboxSpec) (*Sandbox, []plannedAttach, error) {
 	id := newID()
-	rec := &Sandbox{ID: id, Name: spec.Name, Hostname: spec.Hostname, Created: time.Now().UTC(), AutoRemove: spec.AutoRemove}
+	rec := &Sandbox{ID: id, Name: spec.Name, Hostname: spec.Hostname, Created: time.Now().UTC(), AutoRemove: spec.AutoRemove,
+		Handover: spec.Handover}
 	if rec.Name == "" {
 		rec.Name = "sb-" + id[:10]
 	}
@@ -110,6 +117,12 @@ func (e *Engine) planSandbox(spec SandboxSpec) (*Sandbox, []plannedAttach, error
 	}
 	if err := e.planAdoption(rec, spec); err != nil {
 		return nil, nil, err
+	}
+	if rec.Handover && (rec.Adopted || spec.AutoRemove) {
+		return nil, nil, invalidf("invalid handover: a handed-over sandbox has no namespace of Tether's to adopt or process to wait for")
+	}
+	if rec.Handover && len(spec.Networks) == 0 {
+		return nil, nil, invalidf("invalid networks: a handed-over sandbox needs a network")
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -207,7 +220,7 @@ func (e *Engine) refuseHostNS(id netns.ID) error {
 // (docs/security.md). Mount and UTS namespaces come with the first process
 // (execNamespaces): a sandbox that only gets attached never pays for them.
 func (e *Engine) buildNamespaces(ctx context.Context, rec *Sandbox) error {
-	if rec.Adopted {
+	if rec.Adopted || rec.Handover {
 		return nil
 	}
 	if rec.HostNet {
@@ -364,6 +377,10 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if err != nil {
 		return err
 	}
+	pj, _ := drv.(driver.PairJoiner)
+	if sb.rec.Handover && (pj == nil || caps.Namespace != driver.NamespaceOwn) {
+		return forbiddenf("network %q cannot be handed over to another runtime: its driver %q makes no veth pairs", ns.rec.Name, ns.rec.Driver)
+	}
 	at, err := e.reserve(ctx, sb, ns, drv, a, static)
 	if err != nil {
 		return err
@@ -377,7 +394,12 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if err := e.fault("attach.after-reserve"); err != nil {
 		return err
 	}
-	if err := drv.Join(ctx, at.dn, at.dep, sb.rec.NetNS); err != nil {
+	if sb.rec.Handover {
+		err = pj.JoinPair(ctx, at.dn, at.dep)
+	} else {
+		err = drv.Join(ctx, at.dn, at.dep, sb.rec.NetNS)
+	}
+	if err != nil {
 		return fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err)
 	}
 	at.joined = true
@@ -402,7 +424,9 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	e.refreshFiles(sb)
 	e.events.publish(Event{Type: "network", Action: "connect", ID: ns.rec.ID,
 		Attrs: map[string]string{"name": ns.rec.Name, "type": ns.rec.Driver, "container": sb.rec.ID}})
-	if caps.NeedsGateway && !ns.rec.Internal { // an internal network has no way out (Docker: no docker_gwbridge either)
+	// An internal network has no way out (Docker: no docker_gwbridge either);
+	// a handed-over sandbox gets its way out from its runtime.
+	if caps.NeedsGateway && !ns.rec.Internal && !sb.rec.Handover {
 		if err := e.ensureGatewayBridge(ctx, sb); err != nil {
 			e.log.Warn("sandbox has no way out: attach to the gateway network failed", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
 		}
@@ -417,6 +441,9 @@ func checkAttachSpec(a AttachSpec) (netip.Addr, error) {
 		if err := validName("alias", al); err != nil {
 			return netip.Addr{}, err
 		}
+	}
+	if _, err := parseMAC(a.MAC); err != nil {
+		return netip.Addr{}, err
 	}
 	if a.IP == "" {
 		return netip.Addr{}, nil
@@ -460,8 +487,17 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 		return nil, err
 	}
 	ep := &Endpoint{ID: newID(), NetworkID: ns.rec.ID, Aliases: a.Aliases, Created: time.Now().UTC(), StaticIP: static.IsValid()}
-	if caps.Namespace == driver.NamespaceOwn {
+	switch {
+	case sb.rec.Handover:
+		ep.IfName = handoverIfName(ep.ID)
+	case caps.Namespace == driver.NamespaceOwn:
 		ep.IfName = nextIfName(sb.rec)
+	}
+	macFor := func(addr netip.Addr) string {
+		if mac, _ := parseMAC(a.MAC); mac != nil {
+			return mac.String()
+		}
+		return driverMAC(addr)
 	}
 	if ns.subnet != nil {
 		// A local network's allocator changes memory only: the bitmap is
@@ -473,14 +509,14 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 		}
 		ep.Address = p
 		ep.Gateway = ns.rec.Gateway
-		ep.MAC = driverMAC(p.Addr())
+		ep.MAC = macFor(p.Addr())
 	}
 	ns.pending++
 	defaultRoute := caps.DefaultRoute && !ns.rec.Internal && !e.hasDefaultRouteLocked(sb.rec)
 	e.mu.Unlock()
 	at.ep = ep
 	if at.global {
-		if err := e.claimGlobal(ctx, sb, ns, at, static); err != nil {
+		if err := e.claimGlobal(ctx, sb, ns, at, static, macFor); err != nil {
 			e.mu.Lock()
 			ns.pending--
 			e.mu.Unlock()
@@ -645,10 +681,10 @@ func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force boo
 	if err := e.detach(ctx, sb, ns, ep, force); err != nil {
 		return err
 	}
-	if carried {
+	if carried && !sb.rec.Handover {
 		e.moveDefaultRoute(ctx, sb)
 	}
-	if caps.NeedsGateway {
+	if caps.NeedsGateway && !sb.rec.Handover {
 		if err := e.leaveGatewayBridge(ctx, sb); err != nil {
 			e.log.Warn("leave the gateway bridge", "sandbox", sb.rec.Name, "err", err)
 		}
@@ -795,7 +831,7 @@ func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []
 	// bridge) and its address held until the link is gone, so that a stray
 	// process keeping the namespace alive is cut off and no address is ever
 	// live twice (quarantine.go).
-	ownsNetNS := !rec.Adopted && !rec.HostNet
+	ownsNetNS := !rec.Adopted && !rec.HostNet && !rec.Handover
 	if ownsNetNS {
 		e.resolver.Stop(rec.ID)
 	}
@@ -822,7 +858,7 @@ func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []
 	if err := e.fault("sandbox.remove.after-detach"); err != nil {
 		return append(errs, err)
 	}
-	if rec.Adopted {
+	if rec.Adopted || rec.Handover {
 		return errs
 	}
 	if !rec.HostNet {

@@ -395,3 +395,90 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// JoinPair creates the endpoint's veth pair in the host namespace for
+// another runtime to move (driver.PairJoiner):
+//
+//	ip link add vthXXXX mtu M type veth peer name IFNAME mtu M address MAC
+//	ip link set vthXXXX master BRIDGE alias tether:EP up [isolated on]
+//
+// The sandbox end IFNAME stays down in the host namespace. On failure the
+// pair is deleted.
+func (d *Driver) JoinPair(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (err error) {
+	br, err := d.h.LinkByName(n.BridgeName)
+	if err != nil {
+		return fmt.Errorf("find bridge %q: %w", n.BridgeName, err)
+	}
+	mtu := n.MTU
+	if mtu == 0 {
+		mtu = 1500
+	}
+	peer, err := CreateHostPair(d.h, ep, mtu, HostIfPrefix)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = d.h.LinkDel(peer)
+		}
+	}()
+	return d.wireHostEnd(peer, br, n, ep)
+}
+
+// PairAlive reports whether the endpoint's host end exists and is marked
+// as the endpoint's.
+func (d *Driver) PairAlive(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (bool, error) {
+	return HostEndAlive(d.h, ep)
+}
+
+// HostEndAlive reports whether ep's host end (ep.HostIfName, marked
+// tether:EP) exists in the namespace of h.
+func HostEndAlive(h *netlink.Handle, ep *driver.Endpoint) (bool, error) {
+	if ep.HostIfName == "" {
+		return false, nil
+	}
+	l, err := h.LinkByName(ep.HostIfName)
+	if err != nil {
+		if nlutil.IsLinkGone(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("find %q: %w", ep.HostIfName, err)
+	}
+	return l.Attrs().Alias == AliasPrefix+ep.ID, nil
+}
+
+// CreateHostPair creates a veth pair with both ends in the namespace of h:
+// the sandbox end ep.IfName (MAC ep.MAC, down) and a host end named prefix
+// plus random hex, retried on a name collision. It fills ep.HostIfName and
+// returns the host end. Shared by the drivers' JoinPair.
+func CreateHostPair(h *netlink.Handle, ep *driver.Endpoint, mtu int, prefix string) (netlink.Link, error) {
+	if ep.IfName == "" {
+		return nil, errors.New("create veth pair: the sandbox end has no name")
+	}
+	if _, err := h.LinkByName(ep.IfName); err == nil {
+		return nil, fmt.Errorf("create veth pair: a link named %q already exists in the host namespace", ep.IfName)
+	}
+	for try := 0; ; try++ {
+		name := prefix + randomHex(4)
+		veth := &netlink.Veth{
+			LinkAttrs:        netlink.LinkAttrs{Name: name, MTU: mtu},
+			PeerName:         ep.IfName,
+			PeerMTU:          uint32(mtu),
+			PeerHardwareAddr: ep.MAC,
+		}
+		err := h.LinkAdd(veth)
+		if err == nil {
+			ep.HostIfName = name
+			break
+		}
+		if !errors.Is(err, unix.EEXIST) || try >= 5 {
+			return nil, fmt.Errorf("create veth %s/%s: %w", name, ep.IfName, err)
+		}
+	}
+	l, err := h.LinkByName(ep.HostIfName)
+	if err != nil {
+		return nil, fmt.Errorf("find new host end %q: %w", ep.HostIfName, err)
+	}
+	return l, nil
+}
+var _ driver.PairJoiner = (*Driver)(nil)

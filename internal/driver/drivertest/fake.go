@@ -49,6 +49,7 @@ type Joined struct {
 	Endpoint driver.Endpoint
 	NSPath   string
 	Detached bool
+	Pair     bool // JoinPair: the sandbox end was left in the host namespace
 }
 
 var (
@@ -356,3 +357,38 @@ func (f *Fake) Endpoints() map[string]Joined {
 	defer f.mu.Unlock()
 	return maps.Clone(f.endpoints)
 }
+
+// JoinPair records a pair left in the host namespace (NSPath "", Pair
+// true) for another runtime to move (driver.PairJoiner).
+func (f *Fake) JoinPair(ctx context.Context, n *driver.Network, ep *driver.Endpoint) error {
+	if err := f.Join(ctx, n, ep, ""); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j := f.endpoints[ep.ID]
+	j.Pair = true
+	f.endpoints[ep.ID] = j
+	return nil
+}
+
+// PairAlive reports whether the endpoint is joined (DropPair deletes it,
+// as the kernel does when the runtime's namespace goes).
+func (f *Fake) PairAlive(_ context.Context, n *driver.Network, ep *driver.Endpoint) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.failing("PairAlive"); err != nil {
+		return false, err
+	}
+	_, ok := f.endpoints[ep.ID]
+	return ok, nil
+}
+
+// DropPair deletes a handed-over endpoint's pair behind the engine's back.
+func (f *Fake) DropPair(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dropLocked(id)
+}
+
+var _ driver.PairJoiner = (*Fake)(nil)

@@ -287,3 +287,47 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// JoinPair creates the endpoint's veth pair in the host namespace for
+// another runtime to move (driver.PairJoiner):
+//
+//	ip link add vtoXXXX mtu M type veth peer name IFNAME mtu M address MAC
+//	ip link set vtoXXXX alias tether:EP addrgenmode none master tov-VNI up
+//
+// M is the bridge's MTU (underlay-50), which survives the move. The
+// sandbox end stays down in the host namespace; on failure the pair is
+// deleted. ep.MAC must be set: it is what the other hosts are told.
+func (d *Driver) JoinPair(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (err error) {
+	if err := checkNetwork(n); err != nil {
+		return err
+	}
+	if len(ep.MAC) == 0 {
+		return fmt.Errorf("overlay network %q: endpoint %.12s has no MAC", n.Name, ep.ID)
+	}
+	br, err := d.ownLink(n, BridgeName(n.VNI), "bridge")
+	if err != nil {
+		return err
+	}
+	if br == nil {
+		return fmt.Errorf("overlay network %q: bridge %q does not exist (CreateNetwork first)", n.Name, BridgeName(n.VNI))
+	}
+	mtu := br.Attrs().MTU
+	host, err := bridge.CreateHostPair(d.h, ep, mtu, HostIfPrefix)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = d.h.LinkDel(host)
+		}
+	}()
+	return d.wireHostEnd(host, br, ep, mtu)
+}
+
+// PairAlive reports whether the endpoint's host end exists and is marked
+// as the endpoint's.
+func (d *Driver) PairAlive(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (bool, error) {
+	return bridge.HostEndAlive(d.h, ep)
+}
+
+var _ driver.PairJoiner = (*Driver)(nil)
