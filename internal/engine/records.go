@@ -96,11 +96,11 @@ type Sandbox struct {
 	Files bool `json:"files,omitempty"`
 	// MntNS and UTSNS are read from records of earlier versions only (which
 	// bound those namespaces to files); restore drops them.
-	MntNS      string       `json:"mntns,omitempty"`
-	UTSNS      string       `json:"utsns,omitempty"`
-	Adopted    bool         `json:"adopted,omitempty"`
-	AdoptedPID int          `json:"adoptedPid,omitempty"`
-	HostNet    bool         `json:"hostNetwork,omitempty"`
+	MntNS      string `json:"mntns,omitempty"`
+	UTSNS      string `json:"utsns,omitempty"`
+	Adopted    bool   `json:"adopted,omitempty"`
+	AdoptedPID int    `json:"adoptedPid,omitempty"`
+	HostNet    bool   `json:"hostNetwork,omitempty"`
 	// Handover: another runtime owns the sandbox's namespace and Tether never
 	// opens it (Docker's remote driver protocol). Each endpoint is a veth
 	// pair made in the host namespace whose sandbox end (IfName, a

@@ -481,4 +481,5 @@ func CreateHostPair(h *netlink.Handle, ep *driver.Endpoint, mtu int, prefix stri
 	}
 	return l, nil
 }
+
 var _ driver.PairJoiner = (*Driver)(nil)
