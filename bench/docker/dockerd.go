@@ -94,7 +94,13 @@ type daemonProc struct {
 // "userland-proxy": false).
 func StartDocker(tb testing.TB, refs Refs, extra map[string]any) *Docker {
 	tb.Helper()
-	h := NewHost(tb, "tth-dock")
+	return StartDockerOn(tb, NewHost(tb, "tth-dock"), refs, extra)
+}
+
+// StartDockerOn is StartDocker on a Host the caller made (NewHost,
+// NewHostIn). The Docker's cleanup closes h.
+func StartDockerOn(tb testing.TB, h *Host, refs Refs, extra map[string]any) *Docker {
+	tb.Helper()
 	dir, err := os.MkdirTemp("", "tdk-") // short: socket paths
 	if err != nil {
 		tb.Fatal(err)

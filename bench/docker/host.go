@@ -70,7 +70,14 @@ type Host struct {
 // cleanup, which runs first, normally has).
 func NewHost(tb testing.TB, prefix string) *Host {
 	tb.Helper()
-	ns := testutil.NetNS(tb, prefix)
+	return NewHostIn(tb, testutil.NetNS(tb, prefix))
+}
+
+// NewHostIn starts the holder in an existing network namespace ns (an
+// underlay member's, testutil.Underlay.Join, for multi-host runs); whoever
+// made ns deletes it. The holder sets ns's ip_forward.
+func NewHostIn(tb testing.TB, ns string) *Host {
+	tb.Helper()
 	h := &Host{NS: ns, Cgroup: "/tether-bench-" + testutil.Suffix(), tb: tb, exited: make(chan struct{})}
 	h.holder = exec.Command("unshare", "--mount", "--propagation", "private", "--",
 		"nsenter", "--net=/run/netns/"+ns, "--", "sh", "-c", holderScript)
