@@ -54,6 +54,12 @@ type Config struct {
 	ClusterAdvertise string            // "cluster-advertise"
 	ClusterStoreOpts map[string]string // "cluster-store-opts"
 
+	// Docker's legacy network and IPAM plugin (docs/docker-plugin.md).
+	DockerPlugin       bool   // "docker-plugin": serve the plugin sockets; default false.
+	DockerPluginSocket string // "docker-plugin-socket": the "tether" plugin's socket; "tether-overlay.sock" is made beside it.
+	DockerHost         string // "docker-host": the local dockerd's API (unix:///path or tcp://host:port).
+	DockerPluginDNS    string // "docker-plugin-dns": IPv4 address (port 53) where Tether answers its names for Docker's resolver; "none" = off.
+
 	// Daemon housekeeping.
 	DataRoot    string   // "data-root": default /var/lib/tether.
 	ExecRoot    string   // "exec-root": default /run/tether.

@@ -15,6 +15,10 @@ const (
 	DefaultPidfile    = "/run/tether.pid"
 	DefaultMTU        = 1500
 	DefaultLogLevel   = "info"
+
+	DefaultDockerPluginSocket = "/run/docker/plugins/tether.sock"
+	DefaultDockerHost         = "unix:///var/run/docker.sock"
+	DefaultDockerPluginDNS    = "127.0.0.77"
 )
 
 // option is one Tether setting: its daemon.json key, its dockerd flag, the
@@ -86,6 +90,14 @@ var options = []option{
 		set: setString(func(c *Config) *string { return &c.ClusterAdvertise })},
 	{key: "cluster-store-opts", flag: "cluster-store-opt", kind: kindMap, usage: "Set cluster store options, key=value",
 		set: setMap(func(c *Config) *map[string]string { return &c.ClusterStoreOpts })},
+	{key: "docker-plugin", flag: "docker-plugin", kind: kindBool, usage: "Serve Docker's network and IPAM plugin protocol (docker network create -d tether --ipam-driver tether)",
+		set: setBool(func(c *Config) *bool { return &c.DockerPlugin })},
+	{key: "docker-plugin-socket", flag: "docker-plugin-socket", kind: kindString, def: DefaultDockerPluginSocket, usage: `Socket of the "tether" Docker plugin ("tether-overlay.sock" is made in the same directory)`,
+		set: setString(func(c *Config) *string { return &c.DockerPluginSocket })},
+	{key: "docker-host", flag: "docker-host", kind: kindString, def: DefaultDockerHost, usage: "The local dockerd's API, for network names and the Docker side of global networks",
+		set: setString(func(c *Config) *string { return &c.DockerHost })},
+	{key: "docker-plugin-dns", flag: "docker-plugin-dns", kind: kindString, def: DefaultDockerPluginDNS, usage: `IPv4 address where Tether answers its networks' names for Docker's resolver (dockerd's "dns"); "none" = off`,
+		set: setString(func(c *Config) *string { return &c.DockerPluginDNS })},
 	{key: "data-root", flag: "data-root", kind: kindString, def: DefaultDataRoot, usage: "Root directory of persistent Tether state",
 		set: setString(func(c *Config) *string { return &c.DataRoot })},
 	{key: "exec-root", flag: "exec-root", kind: kindString, def: DefaultExecRoot, usage: "Root directory for execution state files",

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"path"
 	"slices"
@@ -34,6 +35,9 @@ var checks = []struct {
 	{"cluster-store", checkClusterStore},
 	{"cluster-advertise", checkClusterAdvertise},
 	{"cluster-store-opts", checkClusterOpts},
+	{"docker-plugin-socket", checkPluginSocket},
+	{"docker-host", checkDockerHost},
+	{"docker-plugin-dns", checkPluginDNS},
 	{"data-root", func(c *Config) error { return checkAbs(c.DataRoot) }},
 	{"exec-root", func(c *Config) error { return checkAbs(c.ExecRoot) }},
 	{"pidfile", func(c *Config) error { return checkAbs(c.Pidfile) }},
@@ -196,4 +200,43 @@ func parseIPv4Prefix(s string) (netip.Prefix, error) {
 // within reports whether inner lies inside outer's subnet.
 func within(inner, outer netip.Prefix) bool {
 	return inner.Bits() >= outer.Bits() && outer.Masked().Contains(inner.Addr())
+}
+
+// checkPluginSocket: an absolute path of a ".sock" file (dockerd finds
+// plugins by that suffix).
+func checkPluginSocket(c *Config) error {
+	if err := checkAbs(c.DockerPluginSocket); err != nil {
+		return err
+	}
+	if !strings.HasSuffix(c.DockerPluginSocket, ".sock") || path.Base(c.DockerPluginSocket) == ".sock" {
+		return fmt.Errorf("%q: dockerd finds plugin sockets by name: give NAME.sock (e.g. %s)", c.DockerPluginSocket, DefaultDockerPluginSocket)
+	}
+	return nil
+}
+
+// checkDockerHost: unix:///absolute/path or tcp://host:port.
+func checkDockerHost(c *Config) error {
+	h := c.DockerHost
+	switch {
+	case strings.HasPrefix(h, "unix://"):
+		return checkAbs(strings.TrimPrefix(h, "unix://"))
+	case strings.HasPrefix(h, "tcp://"):
+		if _, _, err := net.SplitHostPort(strings.TrimPrefix(h, "tcp://")); err != nil {
+			return fmt.Errorf("%q: %v", h, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("%q: want unix:///path or tcp://host:port", h)
+}
+
+// checkPluginDNS: an IPv4 address, or "none".
+func checkPluginDNS(c *Config) error {
+	if c.DockerPluginDNS == "none" {
+		return nil
+	}
+	a, err := netip.ParseAddr(c.DockerPluginDNS)
+	if err != nil || !a.Is4() || a.IsUnspecified() {
+		return fmt.Errorf("%q: want an IPv4 address (Docker's resolver asks it on port 53) or \"none\"", c.DockerPluginDNS)
+	}
+	return nil
 }
