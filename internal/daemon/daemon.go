@@ -87,6 +87,11 @@ func Run(cfg *config.Config) error {
 		return err
 	}
 	defer stopFW()
+	stopPlugin, err := startDockerPlugin(ctx, cfg, eng, st, log)
+	if err != nil {
+		return err
+	}
+	defer stopPlugin()
 	return serve(ctx, cfg.Hosts, lopts, eng, log)
 }
 

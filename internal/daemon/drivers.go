@@ -24,3 +24,7 @@ func drivers() []driver.Driver {
 // defaultDriver is the driver of networks created without -d, of the
 // default network "bridge" and of the gateway network of overlays.
 const defaultDriver = "bridge"
+
+// globalDriver makes the global networks of Docker's plugin
+// (docker network create -d tether-overlay, or -o tether.scope=global).
+const globalDriver = "overlay"

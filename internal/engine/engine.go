@@ -22,6 +22,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -99,6 +100,8 @@ type Engine struct {
 
 	names    *dns.Table    // every name served, updated on connect/disconnect/remove
 	resolver *dns.Resolver // 127.0.0.11 inside each sandbox on a user-defined network
+	// upstreams: ServeUpstream's listeners (Docker's resolver asks them).
+	upstreams []io.Closer
 
 	global *globalState // nil without a cluster store
 
@@ -249,6 +252,13 @@ func (e *Engine) Start(ctx context.Context) error {
 func (e *Engine) Close() {
 	e.stopQuarantine()
 	e.stopGlobal()
+	e.mu.Lock()
+	ups := e.upstreams
+	e.upstreams = nil
+	e.mu.Unlock()
+	for _, c := range ups {
+		_ = c.Close()
+	}
 	e.resolver.Close()
 }
 

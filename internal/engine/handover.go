@@ -234,3 +234,25 @@ func (e *Engine) CheckSubnet(subnet netip.Prefix) error {
 	}
 	return nil
 }
+
+// ServeUpstream answers the names of every network's endpoints (this
+// host's and, on global networks, the other hosts') on addr, port 53, UDP
+// and TCP, in the daemon's namespace: the upstream of Docker's embedded
+// resolver, which knows only its own containers (dockerd's daemon.json
+// "dns": [addr]). Names Tether does not have are forwarded to the daemon's
+// upstreams. It returns the address served; Close stops it.
+func (e *Engine) ServeUpstream(addr string) (string, error) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return "", invalidf("invalid address %q: %v", addr, err)
+	}
+	ap := netip.AddrPortFrom(a, 53)
+	c, err := e.resolver.ServeUpstream(ap)
+	if err != nil {
+		return "", err
+	}
+	e.mu.Lock()
+	e.upstreams = append(e.upstreams, c)
+	e.mu.Unlock()
+	return ap.String(), nil
+}
