@@ -32,9 +32,7 @@ type listener struct {
 }
 
 // listen opens sandbox c's sockets inside the namespace at nsPath and serves
-// them. The TCP socket is served through a limitListener (per-sandbox and
-// global connection limits) with the configured read and idle timeouts. On
-// failure nothing is left open.
+// them (serveSockets). On failure nothing is left open.
 func (r *Resolver) listen(nsPath string, c *client) (*listener, error) {
 	var pc net.PacketConn
 	var ln net.Listener
@@ -55,10 +53,21 @@ func (r *Resolver) listen(nsPath string, c *client) (*listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dns: listen on %s in %q: %w", ListenAddr, nsPath, err)
 	}
+	l, err := r.serveSockets(pc, ln, c)
+	if err != nil {
+		return nil, fmt.Errorf("dns: serve in %q: %w", nsPath, err)
+	}
+	l.nsPath = nsPath
+	return l, nil
+}
+
+// serveSockets serves client c's open UDP and TCP sockets, the TCP one
+// through a limitListener (per-client and global connection limits) with
+// the configured read and idle timeouts. On failure both are closed.
+func (r *Resolver) serveSockets(pc net.PacketConn, ln net.Listener, c *client) (*listener, error) {
 	h := r.handler(c)
 	idle := r.cfg.TCPIdleTimeout
 	l := &listener{
-		nsPath: nsPath,
 		client: c,
 		udp:    &mdns.Server{PacketConn: pc, Handler: h, UDPSize: udpBufSize},
 		tcp: &mdns.Server{Listener: r.limit(ln, c), Handler: h, ReadTimeout: r.cfg.TCPReadTimeout,
@@ -68,7 +77,7 @@ func (r *Resolver) listen(nsPath string, c *client) (*listener, error) {
 		l.close()
 		pc.Close()
 		ln.Close()
-		return nil, fmt.Errorf("dns: serve in %q: %w", nsPath, err)
+		return nil, err
 	}
 	return l, nil
 }

@@ -123,6 +123,7 @@ type Resolver struct {
 // holds now (forwarded queries in flight, TCP connections open).
 type client struct {
 	id       string
+	host     bool // not a sandbox: names answered host-wide (ServeUpstream)
 	forward  atomic.Bool
 	inFlight atomic.Int64
 	tcpConns atomic.Int64
@@ -228,7 +229,7 @@ func (r *Resolver) answer(c *client, req *mdns.Msg, tcp bool) *mdns.Msg {
 	}
 	q := req.Question[0]
 	if q.Qclass == mdns.ClassINET {
-		if resp := r.local(c.id, req, q); resp != nil {
+		if resp := r.local(c, req, q); resp != nil {
 			return resp
 		}
 	}
@@ -238,14 +239,15 @@ func (r *Resolver) answer(c *client, req *mdns.Msg, tcp bool) *mdns.Msg {
 	return r.forward(c, req, tcp)
 }
 
-// local answers from the table, or returns nil when the name is not local.
-func (r *Resolver) local(src string, req *mdns.Msg, q mdns.Question) *mdns.Msg {
+// local answers from the table as c sees it, or returns nil when the name
+// is not local.
+func (r *Resolver) local(c *client, req *mdns.Msg, q mdns.Question) *mdns.Msg {
 	if q.Qtype == mdns.TypePTR {
 		addr, ok := parseReverse(q.Name)
 		if !ok {
 			return nil
 		}
-		name, ok := r.table.Reverse(src, addr)
+		name, ok := r.reverse(c, addr)
 		if !ok {
 			return nil
 		}
@@ -253,7 +255,7 @@ func (r *Resolver) local(src string, req *mdns.Msg, q mdns.Question) *mdns.Msg {
 		resp.Answer = []mdns.RR{&mdns.PTR{Hdr: r.hdr(q, mdns.TypePTR), Ptr: mdns.Fqdn(name)}}
 		return resp
 	}
-	addrs, known := r.table.Lookup(src, q.Name)
+	addrs, known := r.lookup(c, q.Name)
 	if !known {
 		return nil
 	}
