@@ -7,6 +7,7 @@ package dockerplugin
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,6 +31,9 @@ func (p *Plugin) Run(ctx context.Context) {
 	t := time.NewTicker(ReconcileEvery)
 	defer t.Stop()
 	p.Reconcile(ctx)
+	if p.o.Docker != nil {
+		go p.followNames(ctx)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -160,4 +164,89 @@ func (p *Plugin) createDockerSide(ctx context.Context, n *engine.NetworkView) {
 
 func isOurs(driver string) bool {
 	return driver == NameLocal || driver == NameGlobal || strings.HasPrefix(driver, NameLocal+":")
+}
+
+// followNames learns the names Docker gives containers on Tether networks
+// after they joined (--alias, --network-alias, hostname, short ID: the
+// endpoint's DNSNames) from dockerd's network connect events, so that the
+// other hosts resolve them too; Docker's own resolver knows them only for
+// its own containers. On every (re)subscription every endpoint is read
+// again, for the events missed meanwhile.
+func (p *Plugin) followNames(ctx context.Context) {
+	for ctx.Err() == nil {
+		evs, errs := p.o.Docker.Events(ctx, map[string][]string{"type": {"network"}, "event": {"connect"}})
+		p.refreshAllNames(ctx)
+	stream:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-evs:
+				p.learnNames(ctx, ev.Actor.ID, ev.Actor.Attributes["container"])
+			case err := <-errs:
+				p.log.Debug("docker events", "err", err)
+				break stream
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// refreshAllNames reads the names of every Docker endpoint on every Tether
+// network of this dockerd.
+func (p *Plugin) refreshAllNames(ctx context.Context) {
+	p.mu.Lock()
+	var ids []string
+	for id := range p.s.bindings {
+		ids = append(ids, id)
+	}
+	p.mu.Unlock()
+	for _, id := range ids {
+		n, err := p.o.Docker.NetworkInspect(ctx, id)
+		if err != nil {
+			continue
+		}
+		for cid := range n.Containers {
+			p.learnNames(ctx, id, cid)
+		}
+	}
+}
+
+// learnNames gives the endpoint of container cid on Docker network netID
+// the names Docker answers for it there.
+func (p *Plugin) learnNames(ctx context.Context, netID, cid string) {
+	p.mu.Lock()
+	_, ours := p.s.bindings[netID]
+	p.mu.Unlock()
+	if !ours || cid == "" {
+		return
+	}
+	name, nets, err := p.o.Docker.ContainerNetworks(ctx, cid)
+	if err != nil {
+		p.log.Debug("docker container inspect", "container", shortID(cid), "err", err)
+		return
+	}
+	for _, ce := range nets {
+		if ce.NetworkID != netID {
+			continue
+		}
+		ep, _ := p.endpointOf(ce.EndpointID)
+		if ep == nil {
+			return
+		}
+		var names []string
+		for _, n := range append(append([]string{name}, ce.Aliases...), ce.DNSNames...) {
+			if validName(n) && !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+		if err := p.o.Backend.SetAliases(ctx, ep.TetherNet, ep.SandboxID, names); err != nil {
+			p.log.Warn("learn a container's names", "container", name, "err", err)
+		}
+		return
+	}
 }

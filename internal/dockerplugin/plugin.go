@@ -55,6 +55,7 @@ type Backend interface {
 	ChooseSubnet(avoid []netip.Prefix) (netip.Prefix, error)
 	CheckSubnet(subnet netip.Prefix) error
 	ReapHandedOver(ctx context.Context) []string
+	SetAliases(ctx context.Context, netRef, sbRef string, aliases []string) error
 	SubscribeEvents(since time.Time) ([]engine.Event, <-chan engine.Event, func())
 }
 
@@ -66,6 +67,8 @@ type Docker interface {
 	NetworkList(ctx context.Context) ([]dockerapi.Network, error)
 	NetworkCreate(ctx context.Context, req dockerapi.NetworkCreate) (string, error)
 	NetworkRemove(ctx context.Context, id string) error
+	ContainerNetworks(ctx context.Context, id string) (string, dockerapi.ContainerNetworks, error)
+	Events(ctx context.Context, filters map[string][]string) (<-chan dockerapi.Event, <-chan error)
 }
 
 // Address spaces Tether's IPAM answers (GetDefaultAddressSpaces).

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -66,7 +67,7 @@ func newRig(t *testing.T) *rig {
 	if r.cst, err = bolt.Open(filepath.Join(r.dir, "cluster.db")); err != nil {
 		t.Fatal(err)
 	}
-	r.docker = &fakeDocker{t: t, nets: map[string]dockerapi.Network{}}
+	r.docker = &fakeDocker{t: t, nets: map[string]dockerapi.Network{}, containers: map[string]fakeContainer{}}
 	t.Cleanup(func() {
 		r.stop()
 		r.st.Close()
@@ -292,6 +293,10 @@ type fakeDocker struct {
 	mu     sync.Mutex
 	nets   map[string]dockerapi.Network
 	plugin *rig
+	// containers by ID, and the event stream (network connect) the
+	// plugin follows
+	containers map[string]fakeContainer
+	events     chan dockerapi.Event
 }
 
 func (d *fakeDocker) add(n dockerapi.Network) {
@@ -327,6 +332,32 @@ func (d *fakeDocker) NetworkCreate(_ context.Context, req dockerapi.NetworkCreat
 	cfg := req.IPAM.Config[0]
 	id, _ := d.plugin.dockerNetwork(scope, req.Name, cfg.Subnet, req.Options, req.IPAM.Options)
 	return id, nil
+}
+
+func (d *fakeDocker) ContainerNetworks(_ context.Context, id string) (string, dockerapi.ContainerNetworks, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c, ok := d.containers[id]
+	if !ok {
+		return "", nil, dockerapi.ErrNotFound
+	}
+	return c.name, c.nets, nil
+}
+
+// Events streams what the test sends on d.events.
+func (d *fakeDocker) Events(ctx context.Context, _ map[string][]string) (<-chan dockerapi.Event, <-chan error) {
+	d.mu.Lock()
+	if d.events == nil {
+		d.events = make(chan dockerapi.Event)
+	}
+	evs := d.events
+	d.mu.Unlock()
+	return evs, make(chan error)
+}
+
+type fakeContainer struct {
+	name string
+	nets dockerapi.ContainerNetworks
 }
 
 func (d *fakeDocker) NetworkRemove(_ context.Context, id string) error {
@@ -623,4 +654,42 @@ func TestReconcileDeadPairs(t *testing.T) {
 	// DeleteEndpoint of what is gone succeed
 	r.ok("local", "NetworkDriver.Leave", js(map[string]string{"NetworkID": netID, "EndpointID": c.endpoint}))
 	r.ok("local", "NetworkDriver.DeleteEndpoint", js(map[string]string{"NetworkID": netID, "EndpointID": c.endpoint}))
+}
+
+// The names Docker gives a container on a Tether network (aliases, DNS
+// names) are learned from its network connect event and become the
+// endpoint's, so other hosts resolve them.
+func TestNamesFromDockerEvents(t *testing.T) {
+	r := newRig(t)
+	netID, poolID := r.dockerNetwork("local", "n1", "10.67.0.0/24", nil, nil)
+	c := r.dockerRun("local", netID, poolID, "web", "", "", nil)
+	cid := newDockerID()
+	r.docker.mu.Lock()
+	r.docker.containers[cid] = fakeContainer{name: "web", nets: dockerapi.ContainerNetworks{"n1": {NetworkID: netID, EndpointID: c.endpoint,
+		Aliases: []string{"api", "not.a.label"}, DNSNames: []string{"web", "api", cid[:12], "web-host"}}}}
+	r.docker.events = make(chan dockerapi.Event)
+	r.docker.mu.Unlock()
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	go r.p.Run(ctx)
+	ev := dockerapi.Event{Type: "network", Action: "connect", Actor: dockerapi.Actor{ID: netID, Attributes: map[string]string{"container": cid, "name": "n1"}}}
+	select {
+	case r.docker.events <- ev:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the plugin does not follow dockerd's events")
+	}
+	want := strings.Join(slices.Sorted(slices.Values([]string{"api", cid[:12], "web", "web-host"})), ",")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		sb, err := r.e.Sandbox("web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(sb.Endpoints[0].Aliases, ",")
+		if got == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("aliases %s, want %s", got, want)
+		}
+	}
 }

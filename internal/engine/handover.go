@@ -256,3 +256,44 @@ func (e *Engine) ServeUpstream(addr string) (string, error) {
 	e.mu.Unlock()
 	return ap.String(), nil
 }
+
+// SetAliases replaces the network-scoped names of a sandbox's endpoint
+// (Docker's --alias and DNS names, learned after the attach), for this
+// host's resolver and, on a global network, every host's (the endpoint's
+// record is published again).
+func (e *Engine) SetAliases(ctx context.Context, netRef, sbRef string, aliases []string) error {
+	for _, a := range aliases {
+		if err := validName("alias", a); err != nil {
+			return err
+		}
+	}
+	sb, ns, err := e.lockPair(ctx, netRef, sbRef)
+	if err != nil {
+		return err
+	}
+	defer sb.op.Unlock()
+	ep := sb.rec.endpointOn(ns.rec.ID)
+	if ep == nil {
+		return notFoundf("sandbox %q is not connected to network %q", sb.rec.Name, ns.rec.Name)
+	}
+	aliases = slices.Compact(slices.Sorted(slices.Values(aliases)))
+	if slices.Equal(slices.Sorted(slices.Values(ep.Aliases)), aliases) {
+		return nil
+	}
+	e.mu.Lock()
+	old := ep.Aliases
+	ep.Aliases = aliases
+	if err := e.commit(ctx, e.putJSON(keySandboxes+sb.rec.ID, sb.rec)); err != nil {
+		ep.Aliases = old
+		e.mu.Unlock()
+		return err
+	}
+	e.mu.Unlock()
+	if e.caps(ns.rec).Scope == driver.ScopeGlobal && e.global != nil {
+		if err := e.global.cl.PutEndpoint(ctx, e.endpointRecord(sb, ns, ep)); err != nil {
+			e.log.Warn("publish the endpoint's new names", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
+		}
+	}
+	e.refreshNames(sb)
+	return nil
+}

@@ -140,3 +140,30 @@ func containsPrefix(files []string, s string) bool {
 	}
 	return false
 }
+
+// Names learned after the attach (Docker's aliases) replace the
+// endpoint's, in the resolver's table and, on a global network, in the
+// endpoint's published record.
+func TestHandoverSetAliases(t *testing.T) {
+	r := newRig(t, withCluster())
+	r.network("ov", "overlay", "10.80.0.0/24")
+	sb, err := r.e.CreateSandbox(r.ctx, SandboxSpec{Name: "web", Handover: true, Networks: []AttachSpec{{Network: "ov", Aliases: []string{"web"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.e.SetAliases(r.ctx, "ov", "web", []string{"api", "web", "api"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.getSandbox("web").Endpoints[0].Aliases; strings.Join(got, ",") != "api,web" {
+		t.Errorf("aliases %v", got)
+	}
+	if addrs, ok := r.e.names.LookupHost("api.ov"); !ok || len(addrs) != 1 || addrs[0] != sb.Endpoints[0].Address.Addr() {
+		t.Errorf("api.ov resolves to %v %v", addrs, ok)
+	}
+	eps, err := r.cl.Endpoints(r.ctx, r.ns("ov").rec.ID)
+	if err != nil || len(eps) != 1 || strings.Join(eps[0].Aliases, ",") != "api,web" {
+		t.Errorf("published record %+v %v", eps, err)
+	}
+	wantKind(t, r.e.SetAliases(r.ctx, "ov", "web", []string{"bad name"}), KindInvalid, "an alias that is no DNS label")
+	wantKind(t, r.e.SetAliases(r.ctx, "ov", "nobody", nil), KindNotFound, "an unknown sandbox")
+}
