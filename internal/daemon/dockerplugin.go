@@ -76,7 +76,7 @@ func startDockerPlugin(ctx context.Context, cfg *config.Config, eng *engine.Engi
 		if err != nil {
 			log.Warn("Docker plugin: cannot answer names for Docker's resolver; containers will not resolve other hosts' names", "addr", cfg.DockerPluginDNS, "err", err)
 		} else {
-			log.Info("Docker plugin: answering Tether's names for Docker's resolver (dockerd's daemon.json: \"dns\": [\"" + cfg.DockerPluginDNS + "\"])", "addr", addr)
+			log.Info("Docker plugin: answering Tether's names for Docker's resolver (dockerd's daemon.json: \"dns\": [\""+cfg.DockerPluginDNS+"\"])", "addr", addr)
 		}
 	}
 	go p.Run(ctx)

@@ -74,7 +74,7 @@ type requestAddressRequest struct {
 
 type requestAddressResponse struct {
 	ipamResponse
-	Address string `json:",omitempty"` // CIDR
+	Address string            `json:",omitempty"` // CIDR
 	Data    map[string]string `json:",omitempty"`
 }
 
