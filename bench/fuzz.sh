@@ -25,6 +25,7 @@ targets=(
 	"./internal/api FuzzConnectBody"
 	"./internal/api FuzzFilters"
 	"./internal/api FuzzEventQuery"
+	"./internal/dockerplugin FuzzPluginCall"
 	"./internal/engine FuzzNetworkSpec"
 	"./internal/engine FuzzPorts"
 	"./internal/portmap/portspec FuzzParse"

@@ -38,7 +38,7 @@ import (
 // stores, with a fake dockerd (names, and the Docker side of global
 // networks, created through the plugin's own handlers as dockerd does).
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	dir    string
 	st     store.Store
@@ -54,7 +54,7 @@ type rig struct {
 	log    *testutil.SyncBuffer
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -289,7 +289,7 @@ func newDockerID() string { return randomHex(32) }
 // "stored" after CreateNetwork, and creates networks by calling the plugin
 // back as dockerd does.
 type fakeDocker struct {
-	t      *testing.T
+	t      testing.TB
 	mu     sync.Mutex
 	nets   map[string]dockerapi.Network
 	plugin *rig
