@@ -58,10 +58,12 @@ func (n dpNode) dockerTry(args ...string) (string, error) {
 	return out, err
 }
 
-// run is `docker run -d --name name --network netName IMAGE httpd`.
+// run is `docker run -d --name name --network netName IMAGE httpd`, with
+// a 1 s stop timeout (httpd as PID 1 ignores SIGTERM: each stop would wait
+// Docker's 10 s).
 func (n dpNode) run(name, netName string, flags ...string) {
 	n.t.Helper()
-	args := append([]string{"run", "-d", "--name", name, "--network", netName}, flags...)
+	args := append([]string{"run", "-d", "--stop-timeout", "1", "--name", name, "--network", netName}, flags...)
 	n.docker(append(append(args, bdocker.Image), dpHTTPD...)...)
 }
 
@@ -178,12 +180,12 @@ func dpEventually(t *testing.T, what string, limit time.Duration, ok func() (boo
 
 var dpPingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received`)
 
-// pingThrough has container from ping target every 10 ms (1000 echoes, 10
+// pingThrough has container from ping target every 10 ms (500 echoes, 5
 // s) while during runs, starting 1 s in, and fails the test on any loss or
 // when during did not end inside the ping's window.
 func (n dpNode) pingThrough(from, target string, during func()) {
 	n.t.Helper()
-	const count = 1000
+	const count = 500
 	type result struct {
 		out string
 		err error
@@ -262,8 +264,10 @@ func dpGet(t *testing.T, ns, addr string, want bool) {
 // dockerd): a Tether local network made with the docker CLI, two busybox
 // containers reaching each other by name and address (ping, wget), a
 // published port from the outside and from the host namespace by the host's
-// address, network connect and disconnect, a Tether restart under a ping
-// every 10 ms, and docker rm -f leaving no sandbox and no veth in Tether.
+// address, --ip, --network-alias and --mac-address, the outside, network
+// connect and disconnect, a Tether restart under a ping every 10 ms, a
+// dockerd restart leaking no endpoint, and docker rm -f leaving no sandbox
+// and no veth in Tether.
 func TestDockerPluginLocal(t *testing.T) {
 	for _, mode := range []testutil.StartMode{testutil.StartNsenter, testutil.StartIPNetns} {
 		t.Run(string(mode), func(t *testing.T) { dockerPluginLocal(t, mode) })
@@ -308,6 +312,24 @@ func dockerPluginLocal(t *testing.T, mode testutil.StartMode) {
 	if got := n.sandboxes(); !sameSet(got, []string{web, cli}) {
 		t.Errorf("tether sandbox ls: %v, want %v", got, []string{web, cli})
 	}
+	// the outside, through the network's gateway
+	if out, err := n.dockerTry("exec", cli, "ping", "-c", "2", "-W", "2", testutil.OutsideAddr); err != nil {
+		t.Errorf("%s cannot reach the outside %s: %v %s", cli, testutil.OutsideAddr, err, out)
+	}
+
+	// --ip, --network-alias, --mac-address
+	opts, optsIP, optsMAC, alias := "opts-"+sfx, "10.140.0.200", "02:42:0a:8c:00:c8", "alias-"+sfx
+	n.run(opts, net1, "--ip", optsIP, "--network-alias", alias, "--mac-address", optsMAC)
+	if a := n.addr(opts, net1); a.String() != optsIP {
+		t.Errorf("%s --ip %s: got %s", opts, optsIP, a)
+	}
+	if mac := strings.TrimSpace(n.docker("exec", opts, "cat", "/sys/class/net/"+n.ifaceOf(opts, netip.MustParseAddr(optsIP))+"/address")); mac != optsMAC {
+		t.Errorf("%s --mac-address %s: interface has %s", opts, optsMAC, mac)
+	}
+	if err := n.reach(cli, alias); err != nil {
+		t.Errorf("by --network-alias: %v", err)
+	}
+	n.docker("rm", "-f", opts)
 
 	// -p: from the outside and from the host namespace, by the host's address
 	pub := "pub-" + sfx
@@ -346,6 +368,25 @@ func dockerPluginLocal(t *testing.T, mode testutil.StartMode) {
 	late := "late-" + sfx
 	n.run(late, net1)
 	n.mustReach(cli, late, 10*time.Second)
+
+	// dockerd restarted (SIGTERM, no live-restore): it stops its containers,
+	// whose endpoints leave Tether; started again, they are connected again
+	if err := n.Docker.RestartDockerd(); err != nil {
+		t.Fatalf("%v\n%s", err, n.Diagnose())
+	}
+	dpEventually(t, "no tether sandbox once dockerd stopped its containers", 10*time.Second, func() (bool, string) {
+		l := n.sandboxes()
+		return len(l) == 0, fmt.Sprint(l)
+	})
+	if v := n.veths("up0"); len(v) > 0 {
+		t.Errorf("veths left in %s after dockerd stopped its containers: %v", h.NS, v)
+	}
+	n.docker("start", web, cli, other, late)
+	n.mustReach(cli, web, 10*time.Second)
+	n.mustReach(web, late, 10*time.Second)
+	if got := n.sandboxes(); !sameSet(got, []string{web, cli, other, late}) {
+		t.Errorf("tether sandboxes after dockerd's restart and docker start: %v", got)
+	}
 
 	// docker rm -f leaves nothing in Tether
 	n.docker("rm", "-f", web, cli, other, late)
@@ -397,6 +438,10 @@ func dockerPluginOverlay(t *testing.T, kind string) {
 	create := []string{"network", "create", "-d", "tether", "-o", "tether.scope=global"}
 	if kind == "zk" {
 		create = []string{"network", "create", "-d", "tether-overlay"}
+	}
+	// a global network with Docker's default IPAM is refused, naming the fix
+	if out, err := n1.dockerTry(append(create, "--subnet", "10.151.0.0/24", "bad-"+sfx)...); err == nil || !strings.Contains(out, "--ipam-driver tether") {
+		t.Errorf("global network with Docker's IPAM: %v %q, want a refusal saying --ipam-driver tether", err, out)
 	}
 	n1.docker(append(create, "--ipam-driver", "tether", "--subnet", "10.150.0.0/24", ov)...)
 	for i, n := range []dpNode{n1, n2} {

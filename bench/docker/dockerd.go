@@ -133,10 +133,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	d.write("daemon.json", string(conf))
 
 	d.start("containerd", ctrd, refs.Containerd, "--config", filepath.Join(dir, "containerd.toml"))
-	d.start("dockerd", d.Socket, refs.Dockerd,
-		"--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
-		"--pidfile", filepath.Join(dir, "dockerd.pid"), "-H", "unix://"+d.Socket,
-		"--containerd", ctrd, "--config-file", filepath.Join(dir, "daemon.json"))
+	d.start("dockerd", d.Socket, refs.Dockerd, d.dockerdArgs()...)
 	d.Client, err = client.New(client.WithHost("unix://" + d.Socket))
 	if err != nil {
 		tb.Fatal(err)
@@ -152,6 +149,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	return d
 }
 
+// dockerdArgs is dockerd's command line after the binary: every root in Dir.
+func (d *Docker) dockerdArgs() []string {
+	return []string{"--data-root", filepath.Join(d.Dir, "data"), "--exec-root", filepath.Join(d.Dir, "exec"),
+		"--pidfile", filepath.Join(d.Dir, "dockerd.pid"), "-H", "unix://" + d.Socket,
+		"--containerd", filepath.Join(d.Dir, "containerd.sock"), "--config-file", filepath.Join(d.Dir, "daemon.json")}
+}
+
 func (d *Docker) write(name, content string) {
 	if err := os.WriteFile(filepath.Join(d.Dir, name), []byte(content), 0o644); err != nil {
 		d.tb.Fatal(err)
@@ -162,7 +166,8 @@ func (d *Docker) write(name, content string) {
 // until sock accepts connections.
 func (d *Docker) start(name, sock, bin string, args ...string) {
 	d.tb.Helper()
-	logf, err := os.Create(filepath.Join(d.Dir, name+".log"))
+	// appended: a restarted daemon's log follows its previous run's
+	logf, err := os.OpenFile(filepath.Join(d.Dir, name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		d.tb.Fatal(err)
 	}
