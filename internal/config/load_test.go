@@ -35,7 +35,7 @@ func TestDefaults(t *testing.T) {
 		ICC: true, IPForward: true, IPMasq: true, IPTables: true, UserlandProxy: true,
 		Hosts:    []string{"unix:///run/tether.sock"},
 		DataRoot: "/var/lib/tether", ExecRoot: "/run/tether", Pidfile: "/run/tether.pid",
-		DockerPluginSocket: "/run/docker/plugins/tether.sock", DockerHost: "unix:///var/run/docker.sock", DockerPluginDNS: "127.0.0.77",
+		DockerPluginSocket: "/run/docker/plugins/tether.sock", DockerHost: "unix:///var/run/docker.sock", DockerPluginDNS: "169.254.77.77",
 		LogLevel: "info", LiveRestore: true,
 	}
 	for _, file := range []string{"", "{}", "  \n", "\xef\xbb\xbf{}",
@@ -242,6 +242,7 @@ func TestValidation(t *testing.T) {
 		{"docker-host tcp port", `{"docker-host": "tcp://x"}`, `docker-host: "tcp://x": `},
 		{"docker-plugin-dns name", `{"docker-plugin-dns": "dns.local"}`, `docker-plugin-dns: "dns.local": want an IPv4 address`},
 		{"docker-plugin-dns v6", `{"docker-plugin-dns": "::1"}`, `docker-plugin-dns: "::1": want an IPv4 address`},
+		{"docker-plugin-dns loopback", `{"docker-plugin-dns": "127.0.0.77"}`, `docker-plugin-dns: "127.0.0.77": dockerd dials daemon.json "dns" from each container's namespace`},
 		{"ip", `{"ip": "1.2.3"}`, `ip: "1.2.3" is not an IP address`},
 		{"default-gateway", `{"default-gateway": "gw"}`, `default-gateway: "gw" is not an IP address`},
 		{"default-gateway IPv6", `{"default-gateway": "fd00::1"}`, "default-gateway: fd00::1 is not an IPv4 address"},

@@ -18,7 +18,7 @@ const (
 
 	DefaultDockerPluginSocket = "/run/docker/plugins/tether.sock"
 	DefaultDockerHost         = "unix:///var/run/docker.sock"
-	DefaultDockerPluginDNS    = "127.0.0.77"
+	DefaultDockerPluginDNS    = "169.254.77.77"
 )
 
 // option is one Tether setting: its daemon.json key, its dockerd flag, the
@@ -96,7 +96,7 @@ var options = []option{
 		set: setString(func(c *Config) *string { return &c.DockerPluginSocket })},
 	{key: "docker-host", flag: "docker-host", kind: kindString, def: DefaultDockerHost, usage: "The local dockerd's API, for network names and the Docker side of global networks",
 		set: setString(func(c *Config) *string { return &c.DockerHost })},
-	{key: "docker-plugin-dns", flag: "docker-plugin-dns", kind: kindString, def: DefaultDockerPluginDNS, usage: `IPv4 address where Tether answers its networks' names for Docker's resolver (dockerd's "dns"); "none" = off`,
+	{key: "docker-plugin-dns", flag: "docker-plugin-dns", kind: kindString, def: DefaultDockerPluginDNS, usage: `IPv4 address (put on the host's lo) where Tether answers its networks' names for Docker's resolver (dockerd's "dns"); "none" = off`,
 		set: setString(func(c *Config) *string { return &c.DockerPluginDNS })},
 	{key: "data-root", flag: "data-root", kind: kindString, def: DefaultDataRoot, usage: "Root directory of persistent Tether state",
 		set: setString(func(c *Config) *string { return &c.DataRoot })},

@@ -235,8 +235,11 @@ func checkPluginDNS(c *Config) error {
 		return nil
 	}
 	a, err := netip.ParseAddr(c.DockerPluginDNS)
-	if err != nil || !a.Is4() || a.IsUnspecified() {
+	if err != nil || !a.Is4() || a.IsUnspecified() || a.IsMulticast() {
 		return fmt.Errorf("%q: want an IPv4 address (Docker's resolver asks it on port 53) or \"none\"", c.DockerPluginDNS)
+	}
+	if a.IsLoopback() {
+		return fmt.Errorf("%q: dockerd dials daemon.json \"dns\" from each container's namespace, where a loopback address is the container's own: use an address the containers route to the host, e.g. %s", c.DockerPluginDNS, DefaultDockerPluginDNS)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/tether-net/tether/internal/dockerapi"
 	"github.com/tether-net/tether/internal/dockerplugin"
 	"github.com/tether-net/tether/internal/engine"
+	"github.com/tether-net/tether/internal/nlutil"
 	"github.com/tether-net/tether/internal/store"
 )
 
@@ -72,11 +74,12 @@ func startDockerPlugin(ctx context.Context, cfg *config.Config, eng *engine.Engi
 		log.Info("Docker plugin listening", "socket", s.path, "scope", s.scope)
 	}
 	if cfg.DockerPluginDNS != "none" {
-		addr, err := eng.ServeUpstream(cfg.DockerPluginDNS)
-		if err != nil {
-			log.Warn("Docker plugin: cannot answer names for Docker's resolver; containers will not resolve other hosts' names", "addr", cfg.DockerPluginDNS, "err", err)
+		if err := serveDockerDNS(cfg.DockerPluginDNS, eng, p); err != nil {
+			log.Warn("Docker plugin: cannot answer names for Docker's resolver; containers will not resolve other hosts' names",
+				"addr", cfg.DockerPluginDNS, "err", err)
 		} else {
-			log.Info("Docker plugin: answering Tether's names for Docker's resolver (dockerd's daemon.json: \"dns\": [\""+cfg.DockerPluginDNS+"\"])", "addr", addr)
+			log.Info("Docker plugin: answering Tether's names for Docker's resolver; dockerd's daemon.json needs \"dns\": [\""+cfg.DockerPluginDNS+"\"]",
+				"addr", cfg.DockerPluginDNS+":53")
 		}
 	}
 	go p.Run(ctx)
@@ -110,4 +113,26 @@ func listenPluginSocket(path string) (net.Listener, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// serveDockerDNS answers Tether's names for Docker's resolver on addr, port
+// 53. dockerd dials the upstreams of its daemon.json "dns" from the
+// container's namespace, so the address must be one the containers route to
+// the host: a loopback address is refused, anything else is put on the
+// host's lo as a /32 (label lo:tether) and served to the sources of the
+// networks of this host only (Plugin.AllowSource).
+func serveDockerDNS(addr string, eng *engine.Engine, p *dockerplugin.Plugin) error {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return err
+	}
+	if a.IsLoopback() {
+		return fmt.Errorf("%s is a loopback address: dockerd dials daemon.json \"dns\" from each container's namespace, where it is the container's own loopback", a)
+	}
+	if err := nlutil.EnsureLoopbackAddr(nil, a, "tether"); err != nil {
+		return err
+	}
+	allow := func(src netip.Addr) bool { return src == a || p.AllowSource(src) }
+	_, err = eng.ServeUpstream(addr, allow)
+	return err
 }

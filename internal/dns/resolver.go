@@ -122,8 +122,11 @@ type Resolver struct {
 // client is the resolver's state for one sandbox: its policy and what it
 // holds now (forwarded queries in flight, TCP connections open).
 type client struct {
-	id       string
-	host     bool // not a sandbox: names answered host-wide (ServeUpstream)
+	id   string
+	host bool // not a sandbox: names answered host-wide (ServeUpstream)
+	// allow, when set, says which source addresses may ask at all
+	// (ServeUpstream on a routable address); others get REFUSED.
+	allow    func(netip.Addr) bool
 	forward  atomic.Bool
 	inFlight atomic.Int64
 	tcpConns atomic.Int64
@@ -207,7 +210,13 @@ func (r *Resolver) handler(c *client) mdns.Handler {
 
 func (r *Resolver) serve(c *client, w mdns.ResponseWriter, req *mdns.Msg) {
 	tcp := isTCP(w)
-	resp := r.answer(c, req, tcp)
+	var resp *mdns.Msg
+	if c.allow != nil && !c.allow(sourceAddr(w)) {
+		r.log.Debug("dns: refused a query from a source not allowed", "server", c.id, "source", w.RemoteAddr().String())
+		resp = refused(req)
+	} else {
+		resp = r.answer(c, req, tcp)
+	}
 	if resp == nil {
 		return
 	}
@@ -392,4 +401,12 @@ func parseReverse(name string) (netip.Addr, bool) {
 		b[3-i] = byte(n)
 	}
 	return netip.AddrFrom4(b), true
+}
+
+// sourceAddr is the address a query came from (IPv4-mapped unmapped).
+func sourceAddr(w mdns.ResponseWriter) netip.Addr {
+	if ap, err := netip.ParseAddrPort(w.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
 }

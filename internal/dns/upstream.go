@@ -2,13 +2,15 @@ package dns
 
 // Tether as an upstream of Docker's embedded resolver. Docker's resolver
 // (127.0.0.11 in each container) answers the containers of its own dockerd
-// and forwards other names to its upstreams; with daemon.json
-// "dns": ["127.0.0.77"] (a loopback upstream) dockerd dials that upstream
-// from the host namespace, where ServeUpstream listens. Queries arrive with
-// no hint of the container that asked, so names are answered host-wide
-// (Table.LookupHost, Table.ReverseHost), and the rest is forwarded to the
-// resolver's upstreams exactly as for a sandbox, under the same limits: the
-// whole of Docker's traffic counts as one client.
+// and forwards other names to its upstreams. An upstream given in
+// daemon.json "dns" is dialled from the container's namespace (dockerd 29;
+// only a loopback nameserver of the host's resolv.conf is dialled from the
+// host), so ServeUpstream listens on an address of the host the containers
+// route to, and answers only the sources allow admits (the subnets of the
+// networks on this host). Names are answered host-wide (Table.LookupHost,
+// Table.ReverseHost), and the rest is forwarded to the resolver's upstreams
+// exactly as for a sandbox, under the same limits: the whole of Docker's
+// traffic counts as one client.
 
 import (
 	"errors"
@@ -25,19 +27,20 @@ import (
 // configured upstreams. Port 0 picks a free port, the same for UDP and TCP.
 // Closing the returned Closer stops both sockets; Resolver.Close does not.
 //
-// The address must be loopback: the answers cross network boundaries and
-// the forwarding is open to any asker, which is right only for the local
-// dockerd.
-func (r *Resolver) ServeUpstream(addr netip.AddrPort) (io.Closer, error) {
-	if !addr.Addr().IsLoopback() {
-		return nil, fmt.Errorf("dns: upstream address %q: want a loopback address such as 127.0.0.77:53", addr)
+// The answers cross network boundaries and the forwarding is open to any
+// asker: without allow the address must be loopback; with it, queries from
+// sources allow refuses are answered REFUSED, and nothing is forwarded for
+// them.
+func (r *Resolver) ServeUpstream(addr netip.AddrPort, allow func(src netip.Addr) bool) (io.Closer, error) {
+	if !addr.Addr().IsValid() || (allow == nil && !addr.Addr().IsLoopback()) {
+		return nil, fmt.Errorf("dns: upstream address %q: want a loopback address, or a filter of the sources", addr)
 	}
 	pc, ln, err := listenUDPTCP(addr)
 	if err != nil {
 		return nil, fmt.Errorf("dns: listen on %s: %w", addr, err)
 	}
 	c := newClient("upstream "+addr.String(), Policy{Forward: true})
-	c.host = true
+	c.host, c.allow = true, allow
 	l, err := r.serveSockets(pc, ln, c)
 	if err != nil {
 		return nil, fmt.Errorf("dns: serve on %s: %w", addr, err)

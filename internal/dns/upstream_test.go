@@ -14,7 +14,7 @@ import (
 // the address (UDP and TCP).
 func serveUpstream(t *testing.T, tb *Table, c Config) string {
 	t.Helper()
-	cl, err := NewResolver(tb, c).ServeUpstream(netip.MustParseAddrPort("127.0.0.1:0"))
+	cl, err := NewResolver(tb, c).ServeUpstream(netip.MustParseAddrPort("127.0.0.1:0"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,12 +126,12 @@ func TestServeUpstreamLimit(t *testing.T) {
 func TestServeUpstreamBadAddress(t *testing.T) {
 	r := NewResolver(NewTable(), Config{})
 	for _, a := range []string{"0.0.0.0:53", "10.0.0.1:53", "[::]:53", "172.18.0.1:5353"} {
-		if cl, err := r.ServeUpstream(netip.MustParseAddrPort(a)); err == nil {
+		if cl, err := r.ServeUpstream(netip.MustParseAddrPort(a), nil); err == nil {
 			cl.Close()
 			t.Errorf("ServeUpstream(%s) accepted a non-loopback address", a)
 		}
 	}
-	if _, err := r.ServeUpstream(netip.AddrPort{}); err == nil {
+	if _, err := r.ServeUpstream(netip.AddrPort{}, nil); err == nil {
 		t.Error("ServeUpstream(zero address) accepted")
 	}
 }
@@ -140,12 +140,12 @@ func TestServeUpstreamBadAddress(t *testing.T) {
 // bound again), and a failed start leaves nothing open.
 func TestServeUpstreamClose(t *testing.T) {
 	r := NewResolver(NewTable(), Config{})
-	cl, err := r.ServeUpstream(netip.MustParseAddrPort("127.0.0.1:0"))
+	cl, err := r.ServeUpstream(netip.MustParseAddrPort("127.0.0.1:0"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ap := netip.MustParseAddrPort(cl.(*listener).udp.PacketConn.LocalAddr().String())
-	if _, err := r.ServeUpstream(ap); err == nil {
+	if _, err := r.ServeUpstream(ap, nil); err == nil {
 		t.Error("second ServeUpstream on a served address succeeded")
 	}
 	if err := cl.Close(); err != nil {
@@ -158,7 +158,7 @@ func TestServeUpstreamClose(t *testing.T) {
 	}
 	ln.Close()
 	// UDP taken, TCP free: the start fails and leaves the TCP port free
-	if _, err := r.ServeUpstream(ap); err == nil {
+	if _, err := r.ServeUpstream(ap, nil); err == nil {
 		t.Fatal("ServeUpstream with its UDP port taken succeeded")
 	}
 	pc.Close()
@@ -167,4 +167,49 @@ func TestServeUpstreamClose(t *testing.T) {
 		t.Fatalf("TCP port left open by a failed start: %v", err)
 	}
 	ln2.Close()
+}
+
+// TestServeUpstreamAllow: with a source filter the address may be any;
+// sources it refuses get REFUSED and nothing is forwarded for them.
+func TestServeUpstreamAllow(t *testing.T) {
+	got := make(chan string, 10)
+	r := NewResolver(hostTable(), Config{Upstreams: []netip.AddrPort{fakeUpstream(t, got)}})
+	for _, tc := range []struct {
+		name  string
+		allow bool
+		want  int
+	}{{"refused", false, mdns.RcodeRefused}, {"allowed", true, mdns.RcodeSuccess}} {
+		var asked []netip.Addr
+		cl, err := r.ServeUpstream(netip.MustParseAddrPort("127.0.0.1:0"), func(a netip.Addr) bool {
+			asked = append(asked, a)
+			return tc.allow
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := cl.(*listener).udp.PacketConn.LocalAddr().String()
+		for _, q := range []string{"web", "www.example"} {
+			resp := query(t, "udp", addr, q, mdns.TypeA)
+			if resp.Rcode != tc.want {
+				t.Errorf("%s: %s answered %s", tc.name, q, mdns.RcodeToString[resp.Rcode])
+			}
+		}
+		cl.Close()
+		if len(asked) == 0 || asked[0] != netip.MustParseAddr("127.0.0.1") {
+			t.Errorf("%s: the filter saw %v, want the source 127.0.0.1", tc.name, asked)
+		}
+		select {
+		case q := <-got:
+			if !tc.allow {
+				t.Errorf("a refused source's query %q was forwarded", q)
+			}
+		default:
+			if tc.allow {
+				t.Error("an allowed source's unknown name was not forwarded")
+			}
+		}
+	}
+	if _, err := r.ServeUpstream(netip.MustParseAddrPort("10.0.0.1:53"), nil); err == nil {
+		t.Error("a routable address without a filter was accepted")
+	}
 }

@@ -7,6 +7,7 @@ package dockerplugin
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -112,7 +113,9 @@ func (p *Plugin) Mirror(ctx context.Context) {
 	}
 	p.mu.Unlock()
 	tether := map[string]bool{}
-	for _, n := range p.o.Backend.Networks() {
+	nets := p.o.Backend.Networks()
+	p.refreshSources(nets, have)
+	for _, n := range nets {
 		tether[n.ID] = true
 		if n.Scope != engine.ScopeGlobal || bound[n.ID] || bound[n.Name] {
 			continue
@@ -249,4 +252,51 @@ func (p *Plugin) learnNames(ctx context.Context, netID, cid string) {
 		}
 		return
 	}
+}
+
+// AllowSource says whether src may ask Tether's DNS answer for Docker's
+// resolver: dockerd dials it from the container's namespace, so the source
+// is a container's address on a network of this host (Tether's, or
+// Docker's own, such as docker_gwbridge, through which overlay containers
+// reach the host), or the host itself.
+func (p *Plugin) AllowSource(src netip.Addr) bool {
+	if src.IsLoopback() {
+		return true
+	}
+	for _, pr := range *p.sources.Load() {
+		if pr.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
+// refreshSources records the subnets AllowSource admits: every Tether
+// network's and every Docker network's (dnets nil: the Docker part is kept).
+func (p *Plugin) refreshSources(nets []*engine.NetworkView, dnets []dockerapi.Network) {
+	var out []netip.Prefix
+	for _, n := range nets {
+		if n.Subnet.IsValid() {
+			out = append(out, n.Subnet)
+		}
+	}
+	if dnets == nil {
+		p.mu.Lock()
+		out = append(out, p.dockerSubnets...)
+		p.mu.Unlock()
+	} else {
+		var ds []netip.Prefix
+		for _, d := range dnets {
+			for _, c := range d.IPAM.Config {
+				if pr, err := netip.ParsePrefix(c.Subnet); err == nil && pr.Addr().Is4() {
+					ds = append(ds, pr.Masked())
+				}
+			}
+		}
+		p.mu.Lock()
+		p.dockerSubnets = ds
+		p.mu.Unlock()
+		out = append(out, ds...)
+	}
+	p.sources.Store(&out)
 }

@@ -31,6 +31,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tether-net/tether/internal/dockerapi"
@@ -111,6 +112,10 @@ type Plugin struct {
 	// making serialises the creation of one Docker network's Tether
 	// network (background naming vs the first endpoint).
 	making map[string]*sync.Mutex
+	// dockerSubnets: the subnets of the local dockerd's networks (Mirror
+	// reads them); sources: those and the Tether networks', for AllowSource.
+	dockerSubnets []netip.Prefix
+	sources       atomic.Pointer[[]netip.Prefix]
 }
 
 // New loads the plugin's records.
@@ -129,6 +134,7 @@ func New(ctx context.Context, o Options) (*Plugin, error) {
 		return nil, err
 	}
 	p := &Plugin{o: o, log: o.Log.With("component", "docker-plugin"), s: s, making: map[string]*sync.Mutex{}}
+	p.refreshSources(o.Backend.Networks(), nil)
 	// Networks recorded but not made before a restart: make them now.
 	for _, b := range s.bindings {
 		if b.TetherID == "" {

@@ -693,3 +693,20 @@ func TestNamesFromDockerEvents(t *testing.T) {
 		}
 	}
 }
+
+// Tether's DNS answers Docker's resolver only for sources on this host's
+// networks (Tether's, and Docker's own such as docker_gwbridge).
+func TestAllowSource(t *testing.T) {
+	r := newRig(t)
+	r.dockerNetwork("local", "n1", "10.68.0.0/24", nil, nil)
+	r.waitNetwork("n1")
+	r.docker.add(dockerapi.Network{ID: newDockerID(), Name: "docker_gwbridge", Driver: "bridge",
+		IPAM: dockerapi.IPAM{Config: []dockerapi.IPAMConfig{{Subnet: "172.18.0.0/16"}}}})
+	r.p.Mirror(r.ctx)
+	for a, want := range map[string]bool{"10.68.0.7": true, "172.18.0.2": true, "127.0.0.1": true,
+		"192.0.2.9": false, "10.69.0.1": false, "203.0.113.1": false} {
+		if got := r.p.AllowSource(netip.MustParseAddr(a)); got != want {
+			t.Errorf("AllowSource(%s) = %v, want %v", a, got, want)
+		}
+	}
+}

@@ -240,14 +240,15 @@ func (e *Engine) CheckSubnet(subnet netip.Prefix) error {
 // and TCP, in the daemon's namespace: the upstream of Docker's embedded
 // resolver, which knows only its own containers (dockerd's daemon.json
 // "dns": [addr]). Names Tether does not have are forwarded to the daemon's
-// upstreams. It returns the address served; Close stops it.
-func (e *Engine) ServeUpstream(addr string) (string, error) {
+// upstreams. Sources allow refuses are answered REFUSED (nil: addr must be
+// loopback). It returns the address served; Close stops it.
+func (e *Engine) ServeUpstream(addr string, allow func(src netip.Addr) bool) (string, error) {
 	a, err := netip.ParseAddr(addr)
 	if err != nil {
 		return "", invalidf("invalid address %q: %v", addr, err)
 	}
 	ap := netip.AddrPortFrom(a, 53)
-	c, err := e.resolver.ServeUpstream(ap)
+	c, err := e.resolver.ServeUpstream(ap, allow)
 	if err != nil {
 		return "", err
 	}
