@@ -6,7 +6,7 @@ package e2e
 // bench/docker Node (its own network namespace and private mount namespace
 // with containerd, dockerd and a Tether daemon started --docker-plugin
 // beside it, the plugin sockets linked into that dockerd's
-// /run/docker/plugins, daemon.json "dns": ["127.0.0.77"]). A missing
+// /run/docker/plugins, daemon.json "dns": ["169.254.77.77"]). A missing
 // reference fails these tests under TETHER_E2E=1 (bench/docker.RequireRefs).
 //
 //	TETHER_E2E=1 go test ./e2e -run TestDockerPlugin -count=1 -v

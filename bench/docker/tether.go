@@ -48,8 +48,12 @@ import (
 )
 
 // PluginDNS is the Tether daemon's default --docker-plugin-dns address,
-// which dockerd's daemon.json must list as "dns".
-const PluginDNS = "127.0.0.77"
+// which dockerd's daemon.json must list as "dns". It is not loopback:
+// Docker 29 dials a "dns" of daemon.json (an override) from the container's
+// namespace (libnetwork/internal/resolvconf TransformForIntNS: HostLoopback
+// is !NSOverride); only nameservers read from the host's resolv.conf are
+// dialled from dockerd's.
+const PluginDNS = "169.254.77.77"
 
 // PluginNames are the plugin's socket names under /run/docker/plugins:
 // the driver and IPAM "tether" and the global-scope driver "tether-overlay".
@@ -63,14 +67,6 @@ type TetherOptions struct {
 	// DNS is --docker-plugin-dns ("" = the default, PluginDNS; "none"
 	// turns it off and dockerd's daemon.json then gets no "dns").
 	DNS string
-	// HostResolvConf lists the plugin's DNS address in dockerd's
-	// /etc/resolv.conf (a bind mount in the holder's mount namespace)
-	// instead of daemon.json "dns". Docker 29 dials a loopback nameserver
-	// read from the host's resolv.conf from its own network namespace, but
-	// one given as "dns" (an override) from the container's namespace
-	// (libnetwork/internal/resolvconf TransformForIntNS: HostLoopback is
-	// !NSOverride), where 127.0.0.77 is the container's own loopback.
-	HostResolvConf bool
 	// DockerExtra adds or overrides daemon.json keys of dockerd.
 	DockerExtra map[string]any
 }
@@ -90,18 +86,10 @@ func StartNode(tb testing.TB, h *Host, refs Refs, o TetherOptions) *Node {
 	tb.Helper()
 	n := &Node{Host: h, tb: tb}
 	extra := map[string]any{}
-	dns := o.DNS
-	if dns == "" {
-		dns = PluginDNS
-	}
-	switch {
-	case dns == "none":
-	case o.HostResolvConf:
-		script := fmt.Sprintf("echo nameserver %s > /run/tether-resolv.conf && mount --bind /run/tether-resolv.conf /etc/resolv.conf", dns)
-		if out, err := h.Run("sh", "-c", script); err != nil {
-			tb.Fatalf("resolv.conf for dockerd: %v %s", err, out)
+	if dns := o.DNS; dns != "none" {
+		if dns == "" {
+			dns = PluginDNS
 		}
-	default:
 		extra["dns"] = []string{dns}
 	}
 	for k, v := range o.DockerExtra {

@@ -16,7 +16,7 @@
 //   - cross-host name resolution: after `docker run -d --network OV` on host
 //     A returns, the time until a container's resolver on host B (Docker's
 //     embedded DNS at 127.0.0.11 in that container's namespace, forwarding
-//     to Tether's answer at 127.0.0.77) answers the new name with its
+//     to Tether's answer at 169.254.77.77) answers the new name with its
 //     address; a query every 2 ms from a socket opened in that namespace;
 //     p50/p99. Docker has no reference for this (a standalone dockerd does
 //     not resolve other hosts' containers at all).

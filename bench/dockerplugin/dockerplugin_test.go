@@ -63,10 +63,7 @@ type config struct {
 func measure(tb testing.TB, cfg config) Report {
 	refs := bdocker.RequireRefs(tb)
 	rep := Report{Date: time.Now().UTC(), Load: testutil.LoadAvg(), N: cfg.n, MiB: cfg.mib}
-	// HostResolvConf: Docker 29 dials a loopback "dns" of daemon.json from the
-	// container's namespace (see bdocker.TetherOptions); the host's resolv.conf
-	// is the way a loopback upstream is dialled from dockerd's namespace
-	c := bdocker.StartCluster(tb, refs, cfg.store, 2, bdocker.TetherOptions{HostResolvConf: true})
+	c := bdocker.StartCluster(tb, refs, cfg.store, 2, bdocker.TetherOptions{})
 	a, b := c.Nodes[0], c.Nodes[1]
 	rep.Dockerd, rep.Store = a.Docker.Version, c.StoreURL()
 
