@@ -22,17 +22,22 @@
 //     not resolve other hosts' containers at all).
 //
 //   - throughput: busybox to busybox across the hosts over the Tether
-//     overlay (`dd if=/dev/zero | nc` in one container, `nc -l` in the
-//     other) vs the same busybox binary doing the same between the two
-//     hosts' namespaces over the underlay, interleaved; MB/s from busybox
-//     `time` (10 ms resolution, so transfers are ≥ 256 MiB in a report).
-//     busybox has no iperf3; bench/overlay has the iperf3 figures.
+//     overlay vs the same busybox binary doing the same between the two
+//     hosts' namespaces over the underlay, interleaved, with two tools:
+//     `dd if=/dev/zero | nc` into `nc -l` (busybox nc
+//     reads and writes 1 KiB per system call, so this figure is bound by
+//     the tool, not the network) and busybox httpd serving a sparse file
+//     to `wget -O /dev/null` (httpd sends with sendfile; the datapath's
+//     figure). MB/s from busybox `time` (10 ms resolution). busybox has no
+//     iperf3; bench/overlay has the iperf3 figures of Tether's own
+//     sandboxes.
 //
 //     BENCH_REPORT=1 BENCH_OUT=bench/results/dockerplugin-$(date -u +%Y%m%dT%H%M%SZ).json \
 //     sudo -E go test ./bench/dockerplugin -run '^TestDockerPluginReport$' -count=1 -v -timeout 30m
-//     sudo TETHER_E2E=1 go test ./bench/dockerplugin      # the smoke run (n=3, 32 MiB)
+//     sudo TETHER_E2E=1 go test ./bench/dockerplugin      # the smoke run (n=3, 32 and 256 MiB)
 //
 // Settings: BENCH_N (runs per network, default 20), BENCH_REPS (throughput
-// rounds each way, default 3), BENCH_MIB (MiB per transfer, default 1024),
-// BENCH_STORE (etcd, default, or zk).
+// rounds each way, default 3), BENCH_MIB (MiB per nc transfer, default
+// 1024), BENCH_HTTP_MIB (MiB per wget, default 4096), BENCH_STORE (etcd,
+// default, or zk).
 package dockerplugin

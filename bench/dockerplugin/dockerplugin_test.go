@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -48,21 +49,25 @@ type Report struct {
 	RunOverlay attach.Stats `json:"run_returned_overlay"` // docker run -d on the overlay (host A)
 	Resolve    attach.Stats `json:"resolve_after_run"`    // from the run's return until host B's resolver answers
 
-	MiB          int       `json:"transfer_mib"`
-	OverlayMBps  []float64 `json:"overlay_mb_s"`  // busybox container to container across hosts
-	UnderlayMBps []float64 `json:"underlay_mb_s"` // the same busybox, host namespace to host namespace
-	Throughput   float64   `json:"throughput_ratio_median"`
+	MiB              int       `json:"nc_transfer_mib"`
+	OverlayMBps      []float64 `json:"nc_overlay_mb_s"`  // busybox dd | nc, container to container across hosts
+	UnderlayMBps     []float64 `json:"nc_underlay_mb_s"` // the same busybox, host namespace to host namespace
+	Throughput       float64   `json:"nc_ratio_median"`  // overlay ÷ underlay
+	HTTPMiB          int       `json:"http_transfer_mib"`
+	OverlayHTTPMBps  []float64 `json:"http_overlay_mb_s"`  // busybox httpd → wget, container to container
+	UnderlayHTTPMBps []float64 `json:"http_underlay_mb_s"` // the same, host namespace to host namespace
+	ThroughputHTTP   float64   `json:"http_ratio_median"`  // overlay ÷ underlay
 }
 
 // config is one measurement's size.
 type config struct {
-	n, reps, mib int
-	store        string
+	n, reps, mib, httpMiB int
+	store                 string
 }
 
 func measure(tb testing.TB, cfg config) Report {
 	refs := bdocker.RequireRefs(tb)
-	rep := Report{Date: time.Now().UTC(), Load: testutil.LoadAvg(), N: cfg.n, MiB: cfg.mib}
+	rep := Report{Date: time.Now().UTC(), Load: testutil.LoadAvg(), N: cfg.n, MiB: cfg.mib, HTTPMiB: cfg.httpMiB}
 	c := bdocker.StartCluster(tb, refs, cfg.store, 2, bdocker.TetherOptions{})
 	a, b := c.Nodes[0], c.Nodes[1]
 	rep.Dockerd, rep.Store = a.Docker.Version, c.StoreURL()
@@ -204,15 +209,22 @@ func resolveAcross(tb testing.TB, a, b *bdocker.Node, ov string, n int, rep *Rep
 
 var realTime = regexp.MustCompile(`real\s+(\d+)m\s*([0-9.]+)s`)
 
-// throughput is figure (c): busybox dd | nc across the hosts, overlay
-// (container to container) vs underlay (host namespace to host namespace).
+// throughput is figure (c): busybox to busybox across the hosts, overlay
+// (container to container) vs underlay (host namespace to host namespace),
+// interleaved, with two tools: dd | nc (which moves 1 KiB per read and
+// write, so it is bound by the tool's system calls more than by the
+// network), and httpd serving a sparse file to wget -O /dev/null (httpd
+// sends with sendfile, wget reads up to 64 KiB at a time; one untimed
+// transfer first puts the file in the page cache).
 func throughput(tb testing.TB, c *bdocker.Cluster, ov string, cfg config, rep *Report) {
 	tb.Helper()
 	a, b := c.Nodes[0], c.Nodes[1]
 	if _, _, err := a.Docker.RunOn("tx", ov, netip.Addr{}, "sleep", "3600"); err != nil {
 		tb.Fatal(err)
 	}
-	rxID, _, err := b.Docker.RunOn("rx", ov, netip.Addr{}, "sleep", "3600")
+	httpBytes := int64(cfg.httpMiB) << 20
+	rxID, _, err := b.Docker.RunOn("rx", ov, netip.Addr{}, "sh", "-c",
+		fmt.Sprintf("mkdir -p /tmp/www && dd if=/dev/zero of=/tmp/www/big bs=1 count=0 seek=%d 2>/dev/null && exec httpd -f -p 80 -h /tmp/www", httpBytes))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -220,20 +232,26 @@ func throughput(tb testing.TB, c *bdocker.Cluster, ov string, cfg config, rep *R
 	if err != nil {
 		tb.Fatal(err)
 	}
+	hostA, hostB := "--net=/run/netns/"+c.Members[0].NS, "--net=/run/netns/"+c.Members[1].NS
+	docker := func(args ...string) *exec.Cmd {
+		return exec.Command(a.Docker.Refs.DockerCLI, append([]string{"-H", "unix://" + a.Docker.Socket}, args...)...)
+	}
+
+	// dd | nc
 	count := cfg.mib * 16 // 64 KiB blocks
-	bytes := float64(cfg.mib) * (1 << 20)
-	overlayOnce := func() float64 {
+	ncBytes := float64(cfg.mib) * (1 << 20)
+	ncOverlay := func() float64 {
 		// sleep keeps nc's stdin open: at EOF on stdin busybox nc shuts
 		// its side and the client, reading EOF, stops sending
 		cli(tb, b, "exec", "-d", "rx", "sh", "-c", "sleep 3600 | nc -l -p 5001 >/dev/null")
-		return transfer(tb, bytes, func() *exec.Cmd {
-			return exec.Command(a.Docker.Refs.DockerCLI, "-H", "unix://"+a.Docker.Socket, "exec", "tx",
-				"time", "sh", "-c", fmt.Sprintf("dd if=/dev/zero bs=65536 count=%d 2>/dev/null | nc %s 5001; echo nc-exit=$?", count, rxAddr))
+		return transfer(tb, ncBytes, func() *exec.Cmd {
+			return docker("exec", "tx", "time", "sh", "-c",
+				fmt.Sprintf("dd if=/dev/zero bs=65536 count=%d 2>/dev/null | nc %s 5001; echo xfer-exit=$?", count, rxAddr))
 		})
 	}
-	underlayOnce := func() float64 {
-		srv := exec.Command("nsenter", "--net=/run/netns/"+c.Members[1].NS, "busybox", "nc", "-l", "-p", "5002")
-		stdin, err := srv.StdinPipe() // kept open: see the container's server
+	ncUnderlay := func() float64 {
+		srv := exec.Command("nsenter", hostB, "busybox", "nc", "-l", "-p", "5002")
+		stdin, err := srv.StdinPipe() // kept open: see ncOverlay
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -241,49 +259,95 @@ func throughput(tb testing.TB, c *bdocker.Cluster, ov string, cfg config, rep *R
 			tb.Fatal(err)
 		}
 		defer func() { stdin.Close(); _ = srv.Process.Kill(); _ = srv.Wait() }()
-		return transfer(tb, bytes, func() *exec.Cmd {
-			return exec.Command("nsenter", "--net=/run/netns/"+c.Members[0].NS, "busybox", "time", "busybox", "sh", "-c",
-				fmt.Sprintf("busybox dd if=/dev/zero bs=65536 count=%d 2>/dev/null | busybox nc %s 5002; echo nc-exit=$?", count, c.Members[1].Addr))
+		return transfer(tb, ncBytes, func() *exec.Cmd {
+			return exec.Command("nsenter", hostA, "busybox", "time", "busybox", "sh", "-c",
+				fmt.Sprintf("busybox dd if=/dev/zero bs=65536 count=%d 2>/dev/null | busybox nc %s 5002; echo xfer-exit=$?", count, c.Members[1].Addr))
 		})
 	}
-	for r := range cfg.reps {
-		if r%2 == 0 {
-			rep.UnderlayMBps = append(rep.UnderlayMBps, underlayOnce())
-			rep.OverlayMBps = append(rep.OverlayMBps, overlayOnce())
-		} else {
-			rep.OverlayMBps = append(rep.OverlayMBps, overlayOnce())
-			rep.UnderlayMBps = append(rep.UnderlayMBps, underlayOnce())
-		}
+	rep.OverlayMBps, rep.UnderlayMBps = interleave(cfg.reps, ncOverlay, ncUnderlay)
+
+	// httpd | wget
+	dir := tb.TempDir()
+	if err := os.Truncate(sparse(tb, dir), httpBytes); err != nil {
+		tb.Fatal(err)
 	}
+	srv := exec.Command("nsenter", hostB, "busybox", "httpd", "-f", "-p", "8082", "-h", dir)
+	if err := srv.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	httpOverlay := func() float64 {
+		return transfer(tb, float64(httpBytes), func() *exec.Cmd {
+			return docker("exec", "tx", "time", "sh", "-c", fmt.Sprintf("wget -q -O /dev/null http://%s/big; echo xfer-exit=$?", rxAddr))
+		})
+	}
+	httpUnderlay := func() float64 {
+		return transfer(tb, float64(httpBytes), func() *exec.Cmd {
+			return exec.Command("nsenter", hostA, "busybox", "time", "busybox", "sh", "-c",
+				fmt.Sprintf("busybox wget -q -O /dev/null http://%s:8082/big; echo xfer-exit=$?", c.Members[1].Addr))
+		})
+	}
+	httpOverlay() // warm-up: page cache, ARP, routes
+	httpUnderlay()
+	rep.OverlayHTTPMBps, rep.UnderlayHTTPMBps = interleave(cfg.reps, httpOverlay, httpUnderlay)
+
 	if u := stats.Median(rep.UnderlayMBps); u > 0 {
 		rep.Throughput = stats.Median(rep.OverlayMBps) / u
 	}
+	if u := stats.Median(rep.UnderlayHTTPMBps); u > 0 {
+		rep.ThroughputHTTP = stats.Median(rep.OverlayHTTPMBps) / u
+	}
+}
+
+// sparse creates dir/big (empty) and returns its path.
+func sparse(tb testing.TB, dir string) string {
+	p := filepath.Join(dir, "big")
+	f, err := os.Create(p)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f.Close()
+	return p
+}
+
+// interleave runs reps rounds of x and y, alternating which goes first.
+func interleave(reps int, x, y func() float64) (xs, ys []float64) {
+	for r := range reps {
+		if r%2 == 0 {
+			ys = append(ys, y())
+			xs = append(xs, x())
+		} else {
+			xs = append(xs, x())
+			ys = append(ys, y())
+		}
+	}
+	return xs, ys
 }
 
 // transfer runs the client (retrying while the server is not listening
 // yet) and returns MB/s (10^6 bytes) from busybox time's "real". The
-// client's script echoes nc's exit status (busybox time does not pass it
-// on).
+// client's script echoes its transfer's exit status (busybox time does
+// not pass it on).
 func transfer(tb testing.TB, bytes float64, client func() *exec.Cmd) float64 {
 	tb.Helper()
 	var out []byte
 	var err error
 	for range 50 {
 		out, err = client().CombinedOutput()
-		if err == nil && strings.Contains(string(out), "nc-exit=0") {
+		if err == nil && strings.Contains(string(out), "xfer-exit=0") {
 			break
 		}
 		time.Sleep(100 * time.Millisecond) // the server is not listening yet
 	}
 	m := realTime.FindStringSubmatch(string(out))
-	if err != nil || m == nil || !strings.Contains(string(out), "nc-exit=0") {
+	if err != nil || m == nil || !strings.Contains(string(out), "xfer-exit=0") {
 		tb.Fatalf("transfer: %v %s", err, out)
 	}
 	mins, _ := strconv.Atoi(m[1])
 	secs, _ := strconv.ParseFloat(m[2], 64)
 	secs += float64(mins) * 60
 	if secs <= 0 {
-		tb.Fatalf("transfer took %s (below busybox time's resolution): use a larger BENCH_MIB", m[0])
+		tb.Fatalf("transfer took %s (below busybox time's resolution): transfer more", m[0])
 	}
 	return bytes / secs / 1e6
 }
@@ -385,9 +449,9 @@ func (r *resolver) lookup(name string) netip.Addr {
 
 // TestDockerPluginSmoke runs the scenario small: every figure must be there.
 func TestDockerPluginSmoke(t *testing.T) {
-	rep := measure(t, config{n: 3, reps: 1, mib: 32, store: "etcd"})
+	rep := measure(t, config{n: 3, reps: 1, mib: 32, httpMiB: 256, store: "etcd"})
 	if rep.PingTether.N != 3 || rep.PingDocker.N != 3 || rep.Resolve.N != 3 || len(rep.OverlayMBps) != 1 ||
-		rep.OverlayMBps[0] <= 0 || rep.UnderlayMBps[0] <= 0 {
+		rep.OverlayMBps[0] <= 0 || rep.UnderlayMBps[0] <= 0 || len(rep.OverlayHTTPMBps) != 1 || rep.OverlayHTTPMBps[0] <= 0 {
 		t.Errorf("incomplete report: %+v", rep)
 	}
 	t.Logf("%s", summary(rep))
@@ -402,7 +466,7 @@ func TestDockerPluginReport(t *testing.T) {
 	if store == "" {
 		store = "etcd"
 	}
-	rep := measure(t, config{n: attach.EnvInt("BENCH_N", 20), reps: attach.EnvInt("BENCH_REPS", 3), mib: attach.EnvInt("BENCH_MIB", 1024), store: store})
+	rep := measure(t, config{n: attach.EnvInt("BENCH_N", 20), reps: attach.EnvInt("BENCH_REPS", 3), mib: attach.EnvInt("BENCH_MIB", 1024), httpMiB: attach.EnvInt("BENCH_HTTP_MIB", 4096), store: store})
 	t.Log("\n" + summary(rep))
 	if out := os.Getenv("BENCH_OUT"); out != "" {
 		js, _ := json.MarshalIndent(rep, "", "  ")
@@ -426,7 +490,9 @@ func summary(rep Report) string {
 	fmt.Fprintf(&b, "\nping answers, Tether ÷ Docker: p50 **%.2f**, p90 %.2f\n", rep.RatioP50, rep.RatioP90)
 	fmt.Fprintf(&b, "overlay: docker run returned p50 %.1f ms; resolved on the other host after the run returned p50 **%.1f ms**, p99 %.1f ms, max %.1f ms\n",
 		rep.RunOverlay.P50, rep.Resolve.P50, rep.Resolve.P99, rep.Resolve.Max)
-	fmt.Fprintf(&b, "throughput (%d MiB, busybox dd | nc): overlay %.0f MB/s, underlay %.0f MB/s (medians of %d), ratio **%.2f** (rounds %v / %v)\n",
+	fmt.Fprintf(&b, "throughput (%d MiB, busybox dd | nc, 1 KiB system calls): overlay %.0f MB/s, underlay %.0f MB/s (medians of %d), ratio **%.2f** (rounds %.0f / %.0f)\n",
 		rep.MiB, stats.Median(rep.OverlayMBps), stats.Median(rep.UnderlayMBps), len(rep.OverlayMBps), rep.Throughput, rep.OverlayMBps, rep.UnderlayMBps)
+	fmt.Fprintf(&b, "throughput (%d MiB, busybox httpd → wget): overlay %.0f MB/s, underlay %.0f MB/s (medians of %d), ratio **%.2f** (rounds %.0f / %.0f)\n",
+		rep.HTTPMiB, stats.Median(rep.OverlayHTTPMBps), stats.Median(rep.UnderlayHTTPMBps), len(rep.OverlayHTTPMBps), rep.ThroughputHTTP, rep.OverlayHTTPMBps, rep.UnderlayHTTPMBps)
 	return b.String()
 }
