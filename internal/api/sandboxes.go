@@ -73,7 +73,7 @@ func (s *Server) removeSandbox(w http.ResponseWriter, r *http.Request) {
 func (s *Server) sandboxView(sb *engine.Sandbox) Sandbox {
 	v := Sandbox{
 		ID: sb.ID, Name: sb.Name, Hostname: sb.Hostname, Created: sb.Created, NetNS: sb.NetNS,
-		Adopted: sb.Adopted, AdoptedPID: sb.AdoptedPID, AutoRemove: sb.AutoRemove,
+		Adopted: sb.Adopted, AdoptedPID: sb.AdoptedPID, AutoRemove: sb.AutoRemove, HandedOver: sb.Handover,
 		Degraded: len(sb.Warnings) > 0, Warnings: sb.Warnings,
 		Networks: map[string]*SandboxEndpoint{}, NetworkOrder: []string{}, Processes: []SandboxProcess{},
 		NetworkSettings: SandboxNetworkSettings{Ports: PortMap{}},

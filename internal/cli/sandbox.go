@@ -202,6 +202,9 @@ func sbLsCmd(g *globals) *cobra.Command {
 				if s.Degraded {
 					name += " (degraded)"
 				}
+				if s.HandedOver {
+					name += " (docker)"
+				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", s.ID[:12], name, strings.Join(nets, ","), len(s.Processes), created)
 			}
 			return w.Flush()

@@ -69,6 +69,9 @@ type Sandbox struct {
 	Adopted    bool      `json:"Adopted"`
 	AdoptedPID int       `json:"AdoptedPid,omitempty"`
 	AutoRemove bool      `json:"AutoRemove"`
+	// HandedOver: another runtime (dockerd, through the Docker plugin)
+	// owns the namespace; Tether made the veth pairs and never enters it.
+	HandedOver bool `json:"HandedOver,omitempty"`
 	// Degraded: the sandbox lives (its network namespace does) but part of
 	// it could not be recovered; Warnings say what and what still works.
 	Degraded bool                        `json:"Degraded"`
