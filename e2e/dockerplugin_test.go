@@ -404,6 +404,14 @@ func dockerPluginLocal(t *testing.T, mode testutil.StartMode) {
 	})
 }
 
+// dpStore is a cluster's store server and its client address.
+func dpStore(c *bdocker.Cluster) (interface{ Start(); Stop() }, string) {
+	if c.ZK != nil {
+		return c.ZK, c.ZK.Addr
+	}
+	return c.Etcd, c.Etcd.Addr
+}
+
 // sameSet reports whether a and b hold the same strings (any order).
 func sameSet(a, b []string) bool {
 	a, b = slices.Clone(a), slices.Clone(b)
@@ -419,8 +427,9 @@ func sameSet(a, b []string) bool {
 // distinct addresses, overlay MTU underlay - 50, reach each other by name
 // and name.network (Tether answering Docker's resolver) and the outside
 // (Docker's gateway bridge); docker restart keeps a container reachable; a
-// Tether restart on host 1 loses no ping at 10 ms; docker rm -f leaves no
-// sandbox on either host.
+// Tether restart on host 1 loses no ping at 10 ms; with the cluster store
+// down a container on the global network is refused naming the store while
+// local networks work; docker rm -f leaves no sandbox on either host.
 func TestDockerPluginOverlay(t *testing.T) {
 	for _, kind := range []string{"etcd", "zk"} {
 		t.Run(kind, func(t *testing.T) { dockerPluginOverlay(t, kind) })
@@ -500,7 +509,32 @@ func dockerPluginOverlay(t *testing.T, kind string) {
 	// Tether restarted on host 1 while c1 pings c2 every 10 ms
 	n1.pingThrough(c1, n2.addr(c2, ov).String(), n1.restartTether)
 
-	n1.docker("rm", "-f", c1)
+	// the cluster store down: a container on the global network is refused
+	// with an error naming the store (the plugin answers: Docker would
+	// wait for ever otherwise), local networks work; the store back, the
+	// global network works again
+	store, addr := dpStore(c)
+	store.Stop()
+	down, loc, lc := "down-"+sfx, "loc-"+sfx, "lc-"+sfx
+	if out, err := n1.dockerTry("run", "-d", "--name", down, "--network", ov, bdocker.Image, "sleep", "600"); err == nil || !strings.Contains(out, addr) {
+		t.Errorf("docker run on %s with the store down: %v %q; want a refusal naming the store %s", ov, err, out, addr)
+	}
+	n1.docker("rm", "-f", down)
+	n1.docker("network", "create", "-d", "tether", "--ipam-driver", "tether", "--subnet", "10.152.0.0/24", loc)
+	n1.run(lc, loc)
+	n1.docker("rm", "-f", lc)
+	n1.docker("network", "rm", loc)
+	store.Start()
+	dpEventually(t, "docker run on the global network once the store is back", 30*time.Second, func() (bool, string) {
+		out, err := n1.dockerTry("run", "-d", "--stop-timeout", "1", "--name", down, "--network", ov, bdocker.Image, "sleep", "600")
+		if err != nil {
+			n1.dockerTry("rm", "-f", down)
+		}
+		return err == nil, out
+	})
+	n1.mustReach(c1, n2.addr(c2, ov).String(), 15*time.Second)
+
+	n1.docker("rm", "-f", c1, down)
 	n2.docker("rm", "-f", c2)
 	for i, n := range []dpNode{n1, n2} {
 		dpEventually(t, fmt.Sprintf("no tether sandbox on host %d after docker rm -f", i+1), 5*time.Second, func() (bool, string) {

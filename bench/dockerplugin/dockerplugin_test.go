@@ -36,6 +36,8 @@ type Report struct {
 	Date    time.Time `json:"date"`
 	Load    string    `json:"loadavg_start"`
 	LoadEnd string    `json:"loadavg_end"`
+	Tether  string    `json:"tether_commit"` // git describe of the tree the test ran in
+	Kernel  string    `json:"kernel"`
 	Dockerd string    `json:"dockerd"`
 	Store   string    `json:"store"`
 
@@ -71,6 +73,7 @@ func measure(tb testing.TB, cfg config) Report {
 	c := bdocker.StartCluster(tb, refs, cfg.store, 2, bdocker.TetherOptions{})
 	a, b := c.Nodes[0], c.Nodes[1]
 	rep.Dockerd, rep.Store = a.Docker.Version, c.StoreURL()
+	rep.Tether, rep.Kernel = command("git", "describe", "--always", "--dirty"), command("uname", "-r")
 
 	runToPing(tb, a, cfg.n, &rep)
 	ov := overlay(tb, a, b)
@@ -78,6 +81,15 @@ func measure(tb testing.TB, cfg config) Report {
 	throughput(tb, c, ov, cfg, &rep)
 	rep.LoadEnd = testutil.LoadAvg()
 	return rep
+}
+
+// command is a command's trimmed output ("" on failure).
+func command(name string, args ...string) string {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // cli runs the docker CLI on a node and fails the benchmark on error.
@@ -479,7 +491,7 @@ func TestDockerPluginReport(t *testing.T) {
 // summary is the report as Markdown tables.
 func summary(rep Report) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "dockerd %s, store %s, load %s → %s\n\n", rep.Dockerd, rep.Store, rep.Load, rep.LoadEnd)
+	fmt.Fprintf(&b, "Tether %s, dockerd %s, kernel %s, store %s, load %s → %s\n\n", rep.Tether, rep.Dockerd, rep.Kernel, rep.Store, rep.Load, rep.LoadEnd)
 	fmt.Fprintf(&b, "| %d runs per network | run returned p50 | p90 | ping answers p50 | p90 | p99 |\n|---|---:|---:|---:|---:|---:|\n", rep.N)
 	for _, r := range []struct {
 		name      string
