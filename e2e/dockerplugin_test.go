@@ -405,7 +405,10 @@ func dockerPluginLocal(t *testing.T, mode testutil.StartMode) {
 }
 
 // dpStore is a cluster's store server and its client address.
-func dpStore(c *bdocker.Cluster) (interface{ Start(); Stop() }, string) {
+func dpStore(c *bdocker.Cluster) (interface {
+	Start()
+	Stop()
+}, string) {
 	if c.ZK != nil {
 		return c.ZK, c.ZK.Addr
 	}
