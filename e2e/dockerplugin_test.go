@@ -404,11 +404,14 @@ func dockerPluginLocal(t *testing.T, mode testutil.StartMode) {
 	})
 }
 
-// dpStore is a cluster's store server and its client address.
-func dpStore(c *bdocker.Cluster) (interface {
+// dpStoreServer is a cluster store's server (etcd or ZooKeeper).
+type dpStoreServer interface {
 	Start()
 	Stop()
-}, string) {
+}
+
+// dpStore is a cluster's store server and its client address.
+func dpStore(c *bdocker.Cluster) (dpStoreServer, string) {
 	if c.ZK != nil {
 		return c.ZK, c.ZK.Addr
 	}
