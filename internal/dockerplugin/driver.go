@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tether-net/tether/internal/dockerapi"
+	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/engine"
 	"github.com/tether-net/tether/internal/portmap"
 )
@@ -27,7 +28,7 @@ func (p *Plugin) capabilities(scope string) (any, error) {
 // is made once Docker shows the network's name (nameAndMake), or bound at
 // once to an existing one (tether.network).
 func (p *Plugin) createNetwork(ctx context.Context, scope string, r createNetworkRequest) (any, error) {
-	if !isDockerID(r.NetworkID) {
+	if !driver.IsID(r.NetworkID) { // Docker IDs have the same form as Tether's
 		return nil, badField("NetworkID", "%q is not a 64-hex Docker ID", r.NetworkID)
 	}
 	if len(r.IPv6Data) > 0 {
@@ -524,16 +525,4 @@ func portSpecs(v any) ([]portmap.Spec, error) {
 		out = append(out, s)
 	}
 	return out, nil
-}
-
-func isDockerID(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for _, c := range s {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }

@@ -118,15 +118,11 @@ func (e *Engine) ReapHandedOver(ctx context.Context) []string {
 // the attach (Docker's ProgramExternalConnectivity), replacing what the
 // endpoint published before; the same set again changes nothing.
 func (e *Engine) PublishPorts(ctx context.Context, netRef, sbRef string, ports []portmap.Spec) error {
-	sb, ns, err := e.lockPair(ctx, netRef, sbRef)
+	sb, ns, ep, err := e.lockEndpoint(ctx, netRef, sbRef)
 	if err != nil {
 		return err
 	}
 	defer sb.op.Unlock()
-	ep := sb.rec.endpointOn(ns.rec.ID)
-	if ep == nil {
-		return notFoundf("sandbox %q is not connected to network %q", sb.rec.Name, ns.rec.Name)
-	}
 	specs, err := e.portSpecs(ns, ports)
 	if err != nil {
 		return err
@@ -154,15 +150,11 @@ func (e *Engine) PublishPorts(ctx context.Context, netRef, sbRef string, ports [
 // UnpublishPorts removes every port a sandbox's endpoint on a network
 // publishes (Docker's RevokeExternalConnectivity, and its Leave).
 func (e *Engine) UnpublishPorts(ctx context.Context, netRef, sbRef string) error {
-	sb, ns, err := e.lockPair(ctx, netRef, sbRef)
+	sb, _, ep, err := e.lockEndpoint(ctx, netRef, sbRef)
 	if err != nil {
 		return err
 	}
 	defer sb.op.Unlock()
-	ep := sb.rec.endpointOn(ns.rec.ID)
-	if ep == nil {
-		return notFoundf("sandbox %q is not connected to network %q", sb.rec.Name, ns.rec.Name)
-	}
 	return e.unpublishEndpoint(ctx, sb, ep)
 }
 
@@ -268,15 +260,11 @@ func (e *Engine) SetAliases(ctx context.Context, netRef, sbRef string, aliases [
 			return err
 		}
 	}
-	sb, ns, err := e.lockPair(ctx, netRef, sbRef)
+	sb, ns, ep, err := e.lockEndpoint(ctx, netRef, sbRef)
 	if err != nil {
 		return err
 	}
 	defer sb.op.Unlock()
-	ep := sb.rec.endpointOn(ns.rec.ID)
-	if ep == nil {
-		return notFoundf("sandbox %q is not connected to network %q", sb.rec.Name, ns.rec.Name)
-	}
 	aliases = slices.Compact(slices.Sorted(slices.Values(aliases)))
 	if slices.Equal(slices.Sorted(slices.Values(ep.Aliases)), aliases) {
 		return nil

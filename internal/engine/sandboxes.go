@@ -274,6 +274,22 @@ func (e *Engine) lockPair(ctx context.Context, netRef, sbRef string) (*sbState, 
 	return sb, ns, nil
 }
 
+// lockEndpoint is lockPair for a sandbox that must be connected to the
+// network: it returns the endpoint too (NotFound, and no lock held, when
+// it is not connected).
+func (e *Engine) lockEndpoint(ctx context.Context, netRef, sbRef string) (*sbState, *netState, *Endpoint, error) {
+	sb, ns, err := e.lockPair(ctx, netRef, sbRef)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ep := sb.rec.endpointOn(ns.rec.ID)
+	if ep == nil {
+		sb.op.Unlock()
+		return nil, nil, nil, notFoundf("sandbox %q is not connected to network %q", sb.rec.Name, ns.rec.Name)
+	}
+	return sb, ns, ep, nil
+}
+
 // lockSandbox resolves a sandbox and takes its operation lock. A sandbox
 // whose namespace was deleted behind Tether's back is removed here (its
 // records, addresses and leftovers), and the error wraps errNamespaceGone.
@@ -661,15 +677,11 @@ func (e *Engine) saveSandbox(ctx context.Context, sb *sbState) error {
 // Disconnect detaches a sandbox from a network. With force, a kernel failure
 // (a namespace that is already gone, say) does not keep the record.
 func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force bool) error {
-	sb, ns, err := e.lockPair(ctx, netRef, sbRef)
+	sb, ns, ep, err := e.lockEndpoint(ctx, netRef, sbRef)
 	if err != nil {
 		return err
 	}
 	defer sb.op.Unlock()
-	ep := sb.rec.endpointOn(ns.rec.ID)
-	if ep == nil {
-		return notFoundf("sandbox %q is not connected to network %q", sb.rec.Name, ns.rec.Name)
-	}
 	caps := e.caps(ns.rec)
 	if caps.Namespace == driver.NamespaceHost && sb.rec.HostNet {
 		return forbiddenf("sandbox %q shares the host's network namespace and cannot leave it", sb.rec.Name)
