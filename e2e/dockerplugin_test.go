@@ -26,6 +26,7 @@ import (
 	"time"
 
 	bdocker "github.com/tether-net/tether/bench/docker"
+	"github.com/tether-net/tether/internal/dockerplugin"
 	"github.com/tether-net/tether/internal/testutil"
 )
 
@@ -435,7 +436,9 @@ func sameSet(a, b []string) bool {
 // (Docker's gateway bridge); docker restart keeps a container reachable; a
 // Tether restart on host 1 loses no ping at 10 ms; with the cluster store
 // down a container on the global network is refused naming the store while
-// local networks work; docker rm -f leaves no sandbox on either host.
+// local networks work; docker rm -f leaves no sandbox on either host; host
+// 2's Docker stack killed with a container running, host 2's reconcile
+// forgets its endpoint, host 1 drops it and its address is free again.
 func TestDockerPluginOverlay(t *testing.T) {
 	for _, kind := range []string{"etcd", "zk"} {
 		t.Run(kind, func(t *testing.T) { dockerPluginOverlay(t, kind) })
@@ -551,5 +554,252 @@ func dockerPluginOverlay(t *testing.T, kind string) {
 			t.Errorf("veths left on host %d after docker rm -f: %v", i+1, v)
 		}
 	}
+
+	// host 2's whole Docker stack killed while a container of it runs on
+	// the global network (bdocker.Docker.KillAll; Tether runs on): host 2's
+	// periodic reconcile forgets the endpoint, host 1 stops listing it and
+	// its address is free cluster-wide (host 1 gives it to a container)
+	k := "k-" + sfx
+	n2.run(k, ov)
+	kAddr := n2.addr(k, ov)
+	dpEventually(t, "host 1 lists host 2's "+k, 15*time.Second, func() (bool, string) {
+		eps := n1.endpointsOn(ov)
+		return eps[k] != "", fmt.Sprint(eps)
+	})
+	killed, unmounted, err := n2.Docker.KillAll()
+	t.Logf("host 2: killed %d processes %v; unmounted %v", len(killed), killed, unmounted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killedAt := time.Now()
+	dpEventually(t, "host 2's reconcile forgets "+k, 2*dockerplugin.ReconcileEvery+10*time.Second, func() (bool, string) {
+		l := n2.sandboxes()
+		return len(l) == 0, fmt.Sprint(l)
+	})
+	t.Logf("host 2 forgot %s %v after the kill", k, time.Since(killedAt).Round(100*time.Millisecond))
+	if !dpLogged(n2.Tether.Log(), "handed-over endpoint is gone", k) {
+		t.Errorf("host 2's tether log does not say the reconcile found %s's pair gone:\n%s", k, n2.Diagnose())
+	}
+	dpEventually(t, "host 1 forgets host 2's "+k, 10*time.Second, func() (bool, string) {
+		eps := n1.endpointsOn(ov)
+		return eps[k] == "", fmt.Sprint(eps)
+	})
+	if v := n2.veths("eth0", "up0"); len(v) > 0 {
+		t.Errorf("veths left on host 2 after its Docker was killed: %v", v)
+	}
+	reuse := "reuse-" + sfx
+	n1.run(reuse, ov, "--ip", kAddr.String())
+	n1.docker("rm", "-f", reuse)
 	n1.docker("network", "rm", ov)
+}
+
+// endpointsOn maps the names of a Tether network's endpoints to their
+// hosts (tether network inspect; on a global network every host's).
+func (n dpNode) endpointsOn(netName string) map[string]string {
+	n.t.Helper()
+	var v struct {
+		Containers map[string]struct{ Name, Host string }
+	}
+	n.Tether.InspectJSON(&v, "network", "inspect", netName)
+	out := map[string]string{}
+	for _, c := range v.Containers {
+		out[c.Name] = c.Host
+	}
+	return out
+}
+
+// dpPingLog is where pingAcross's ping writes, inside the container.
+const dpPingLog = "/tmp/tether-ping.log"
+
+// pingAcross starts a ping every 10 ms (count echoes) from container from
+// to target as a process of its own in the container (docker exec -d: it
+// outlives a dockerd restarted with live-restore, which an attached exec
+// would not), runs during 1 s in, checks the ping had not ended when
+// during returned, waits for its summary and fails the test on any loss.
+func (n dpNode) pingAcross(from, target string, count int, during func()) {
+	n.t.Helper()
+	n.docker("exec", "-d", from, "sh", "-c", fmt.Sprintf("ping -i 0.01 -c %d -W 1 %s >%s 2>&1", count, target, dpPingLog))
+	time.Sleep(time.Second)
+	during()
+	if out, _ := n.dockerTry("exec", from, "cat", dpPingLog); dpPingSummary.MatchString(out) {
+		n.t.Fatalf("the ping from %s to %s had ended when the restart was done: nothing was measured\n%s", from, target, out)
+	}
+	var out string
+	dpEventually(n.t, "the ping's summary", time.Duration(count)*20*time.Millisecond+10*time.Second, func() (bool, string) {
+		out, _ = n.dockerTry("exec", from, "cat", dpPingLog)
+		return dpPingSummary.MatchString(out), out
+	})
+	m := dpPingSummary.FindStringSubmatch(out)
+	n.t.Logf("ping every 10 ms from %s to %s across the restart: %s sent, %s received", from, target, m[1], m[2])
+	if m[1] != strconv.Itoa(count) || m[2] != m[1] {
+		n.t.Errorf("ping from %s to %s across the restart: %s sent, %s received, want %d of %d\n%s", from, target, m[1], m[2], count, count, out)
+	}
+}
+
+// One host, dockerd with "live-restore": true:
+//
+//   - what `docker port` and `docker ps` print for a container on a Tether
+//     local network published with -p 8080:80 (the port itself works);
+//   - dockerd restarted (SIGTERM, start): the containers keep running and
+//     keep reaching each other (a ping every 10 ms by address across the
+//     restart loses nothing; by name after it), no Tether sandbox or veth
+//     is lost or leaked, a new container joins, and docker rm -f of the
+//     published container closes its port and leaves nothing (dockerd's
+//     remote driver lost its table of endpoints with the restart: its
+//     RevokeExternalConnectivity fails inside dockerd, "remote network
+//     driver: endpoint ... not found", and never reaches the plugin; Leave
+//     unpublishes);
+//   - the whole Docker stack killed (dockerd, containerd, shims, containers
+//     with SIGKILL, then the containers' namespace files unmounted, see
+//     bdocker.Docker.KillAll) while Tether runs on: Tether's periodic
+//     reconcile (no Tether restart) forgets the endpoints, their veths are
+//     gone, their published port is closed and their addresses are free
+//     (a Tether sandbox takes one with --ip); Docker started again accepts
+//     its stale endpoints' teardown and a container takes the address again.
+func TestDockerPluginDockerdFailure(t *testing.T) {
+	refs := bdocker.RequireRefs(t)
+	sfx := testutil.Suffix()
+	h := bdocker.NewHost(t, "tth-dpf")
+	outside := testutil.Outside(t, h.NS)
+	n := dpNode{t, bdocker.StartNode(t, h, refs, bdocker.TetherOptions{DockerExtra: map[string]any{"live-restore": true}})}
+
+	netName := "lr-" + sfx
+	n.docker("network", "create", "-d", "tether", "--ipam-driver", "tether", "--subnet", "10.160.0.0/24", netName)
+	a, b, pub := "a-"+sfx, "b-"+sfx, "pub-"+sfx
+	n.run(a, netName)
+	n.run(b, netName)
+	n.run(pub, netName, "-p", "8080:80")
+	dpGet(t, outside, testutil.UplinkAddr+":8080", true)
+
+	// what Docker prints for the published port of a remote driver's
+	// endpoint
+	n.checkPorts(pub, "before the restart")
+
+	// dockerd restarted with live-restore while a pings b every 10 ms
+	bAddr := n.addr(b, netName)
+	sbBefore, vethBefore := n.sandboxes(), n.veths("up0")
+	if !sameSet(sbBefore, []string{a, b, pub}) || len(vethBefore) != 3 {
+		t.Fatalf("before the restart: sandboxes %v, veths %v; want %v and 3 veths", sbBefore, vethBefore, []string{a, b, pub})
+	}
+	n.pingAcross(a, bAddr.String(), 1500, func() {
+		if err := n.Docker.RestartDockerd(); err != nil {
+			t.Fatalf("%v\n%s", err, n.Diagnose())
+		}
+	})
+	if running := strings.Fields(n.docker("ps", "--format", "{{.Names}}")); !sameSet(running, []string{a, b, pub}) {
+		t.Errorf("running after the live-restore restart: %v, want %v", running, []string{a, b, pub})
+	}
+	n.mustReach(a, b, 10*time.Second)
+	n.mustReach(b, a, 10*time.Second)
+	dpGet(t, outside, testutil.UplinkAddr+":8080", true)
+	if got := n.sandboxes(); !sameSet(got, sbBefore) {
+		t.Errorf("tether sandboxes after the live-restore restart: %v, want %v", got, sbBefore)
+	}
+	if got := n.veths("up0"); !sameSet(got, vethBefore) {
+		t.Errorf("veths after the live-restore restart: %v, want %v", got, vethBefore)
+	}
+	n.checkPorts(pub, "after the restart")
+	late := "late-" + sfx
+	n.run(late, netName)
+	if la := n.addr(late, netName); la == bAddr || la == n.addr(a, netName) || la == n.addr(pub, netName) {
+		t.Errorf("%s got %s, an address a restored container has", late, la)
+	}
+	n.mustReach(late, a, 10*time.Second)
+	n.docker("rm", "-f", pub)
+	dpGet(t, outside, testutil.UplinkAddr+":8080", false)
+	dpGet(t, h.NS, testutil.UplinkAddr+":8080", false)
+	n.docker("rm", "-f", a, b, late)
+	dpEventually(t, "no tether sandbox after docker rm -f", 5*time.Second, func() (bool, string) {
+		l := n.sandboxes()
+		return len(l) == 0, fmt.Sprint(l)
+	})
+	if v := n.veths("up0"); len(v) > 0 {
+		t.Errorf("veths left after docker rm -f: %v", v)
+	}
+
+	// the whole Docker stack killed; Tether runs on
+	k1, k2, k1IP := "k1-"+sfx, "k2-"+sfx, "10.160.0.77"
+	n.run(k1, netName, "--ip", k1IP, "-p", "0.0.0.0:8081:80")
+	n.run(k2, netName)
+	n.mustReach(k2, k1, 10*time.Second)
+	dpGet(t, outside, testutil.UplinkAddr+":8081", true)
+	k2IP := n.addr(k2, netName)
+	killed, unmounted, err := n.Docker.KillAll()
+	t.Logf("killed %d processes %v; unmounted %v", len(killed), killed, unmounted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killedAt := time.Now()
+	dpEventually(t, "tether's reconcile forgets the killed containers' endpoints", 2*dockerplugin.ReconcileEvery+10*time.Second, func() (bool, string) {
+		l := n.sandboxes()
+		return len(l) == 0, fmt.Sprint(l)
+	})
+	t.Logf("the endpoints were forgotten %v after the kill", time.Since(killedAt).Round(100*time.Millisecond))
+	for _, sb := range []string{k1, k2} {
+		if !dpLogged(n.Tether.Log(), "handed-over endpoint is gone", sb) {
+			t.Errorf("tether's log does not say the reconcile found %s's pair gone:\n%s", sb, n.Diagnose())
+		}
+	}
+	if v := n.veths("up0"); len(v) > 0 {
+		t.Errorf("veths left after the kill: %v", v)
+	}
+	dpGet(t, outside, testutil.UplinkAddr+":8081", false)
+	// the addresses are free: a Tether sandbox takes each
+	for i, ip := range []string{k1IP, k2IP.String()} {
+		name := fmt.Sprintf("reuse%d-%s", i, sfx)
+		n.Tether.MustTether("sandbox", "create", "--name", name, "--network", netName, "--ip", ip)
+		n.Tether.MustTether("sandbox", "rm", "-f", name)
+	}
+
+	// Docker back: it tears its dead containers' endpoints down (Tether
+	// forgot them: success), and the address is a container's again
+	if err := n.Docker.StartAgain(); err != nil {
+		t.Fatalf("%v\n%s", err, n.Diagnose())
+	}
+	again := "again-" + sfx
+	n.run(again, netName, "--ip", k1IP)
+	if out, err := n.dockerTry("exec", again, "ping", "-c", "2", "-W", "2", testutil.OutsideAddr); err != nil {
+		t.Errorf("%s cannot reach the outside %s: %v %s", again, testutil.OutsideAddr, err, out)
+	}
+	n.docker("rm", "-f", again, k1, k2)
+	dpEventually(t, "no tether sandbox after docker rm -f", 5*time.Second, func() (bool, string) {
+		l := n.sandboxes()
+		return len(l) == 0, fmt.Sprint(l)
+	})
+	n.docker("network", "rm", netName)
+}
+
+// checkPorts records what Docker prints for the ports of container name,
+// published with -p 8080:80 on a Tether local network: nothing. Docker
+// fills a container's port table (NetworkSettings.Ports, which docker port
+// and docker ps print) only from a driver's EndpointOperInfo values of its
+// own Go types ([]types.PortBinding under com.docker.network.portmap);
+// a remote driver's answer is decoded JSON, which never matches, so no
+// remote driver can fill it (moby daemon/network.go getEndpointPortMapInfo).
+// The port is published all the same (dpGet).
+func (n dpNode) checkPorts(name, when string) {
+	n.t.Helper()
+	port := n.docker("port", name)
+	ps := n.docker("ps", "--filter", "name="+name, "--format", "{{.Ports}}")
+	ports := n.docker("inspect", "-f", "{{json .NetworkSettings.Ports}}", name)
+	one, err := n.dockerTry("port", name, "80/tcp")
+	n.t.Logf("%s: docker port %s: %q; docker port %s 80/tcp: %q (%v); docker ps --format {{.Ports}}: %q; inspect .NetworkSettings.Ports: %q",
+		when, name, port, name, one, err, ps, ports)
+	if port != "" || strings.TrimSpace(ps) != "" || strings.TrimSpace(ports) != "{}" {
+		n.t.Errorf("%s: docker port %q, docker ps {{.Ports}} %q, .NetworkSettings.Ports %q; want \"\", \"\", {} (a remote driver cannot fill Docker's port table)",
+			when, port, ps, ports)
+	}
+	if err == nil || !strings.Contains(one, "No public port '80/tcp' published for "+name) {
+		n.t.Errorf("%s: docker port %s 80/tcp: %q %v; want a failure: No public port '80/tcp' published for %s", when, name, one, err, name)
+	}
+}
+
+// dpLogged reports whether a line of log holds every one of words.
+func dpLogged(log string, words ...string) bool {
+	for _, l := range lines(log) {
+		if !slices.ContainsFunc(words, func(w string) bool { return !strings.Contains(l, w) }) {
+			return true
+		}
+	}
+	return false
 }
