@@ -12,11 +12,7 @@ package e2e
 //	TETHER_E2E=1 go test ./e2e -run TestDockerPlugin -count=1 -v
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -225,41 +221,6 @@ func (n dpNode) restartTether() {
 	}
 }
 
-// dpGet fetches http://addr/ from inside namespace ns and checks the page
-// (retrying while the server starts) or, with want false, that nothing
-// answers (refused or dropped).
-func dpGet(t *testing.T, ns, addr string, want bool) {
-	t.Helper()
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return testutil.DialInNS(ctx, ns, network, addr)
-		},
-	}}
-	var body string
-	var err error
-	for range 50 {
-		var resp *http.Response
-		resp, err = c.Get("http://" + addr + "/")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			body = string(b)
-		}
-		switch {
-		case want && err == nil && body == dpPage:
-			return
-		case !want && err != nil:
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if want {
-		t.Fatalf("GET http://%s/ from %s: %q, %v; want %q", addr, ns, body, err, dpPage)
-	}
-	t.Fatalf("GET http://%s/ from %s after removal: answered %q", addr, ns, body)
-}
-
 // One host, Tether started both ways (nsenter keeps the test's mount
 // namespace; ip netns exec gives it a new one, and is started before
 // dockerd): a Tether local network made with the docker CLI, two busybox
@@ -335,10 +296,10 @@ func dockerPluginLocal(t *testing.T, mode testutil.StartMode) {
 	// -p: from the outside and from the host namespace, by the host's address
 	pub := "pub-" + sfx
 	n.run(pub, net1, "-p", "0.0.0.0:18080:80")
-	dpGet(t, outside, testutil.UplinkAddr+":18080", true)
-	dpGet(t, h.NS, testutil.UplinkAddr+":18080", true)
+	testutil.ExpectPage(t, outside, testutil.UplinkAddr+":18080", dpPage, true)
+	testutil.ExpectPage(t, h.NS, testutil.UplinkAddr+":18080", dpPage, true)
 	n.docker("rm", "-f", pub)
-	dpGet(t, outside, testutil.UplinkAddr+":18080", false)
+	testutil.ExpectPage(t, outside, testutil.UplinkAddr+":18080", dpPage, false)
 
 	// connect and disconnect
 	n.docker("network", "create", "-d", "tether", "--ipam-driver", "tether", "--subnet", "10.141.0.0/24", net2)
@@ -669,7 +630,7 @@ func TestDockerPluginDockerdFailure(t *testing.T) {
 	n.run(a, netName)
 	n.run(b, netName)
 	n.run(pub, netName, "-p", "8080:80")
-	dpGet(t, outside, testutil.UplinkAddr+":8080", true)
+	testutil.ExpectPage(t, outside, testutil.UplinkAddr+":8080", dpPage, true)
 
 	// what Docker prints for the published port of a remote driver's
 	// endpoint
@@ -691,7 +652,7 @@ func TestDockerPluginDockerdFailure(t *testing.T) {
 	}
 	n.mustReach(a, b, 10*time.Second)
 	n.mustReach(b, a, 10*time.Second)
-	dpGet(t, outside, testutil.UplinkAddr+":8080", true)
+	testutil.ExpectPage(t, outside, testutil.UplinkAddr+":8080", dpPage, true)
 	if got := n.sandboxes(); !sameSet(got, sbBefore) {
 		t.Errorf("tether sandboxes after the live-restore restart: %v, want %v", got, sbBefore)
 	}
@@ -706,8 +667,8 @@ func TestDockerPluginDockerdFailure(t *testing.T) {
 	}
 	n.mustReach(late, a, 10*time.Second)
 	n.docker("rm", "-f", pub)
-	dpGet(t, outside, testutil.UplinkAddr+":8080", false)
-	dpGet(t, h.NS, testutil.UplinkAddr+":8080", false)
+	testutil.ExpectPage(t, outside, testutil.UplinkAddr+":8080", dpPage, false)
+	testutil.ExpectPage(t, h.NS, testutil.UplinkAddr+":8080", dpPage, false)
 	n.docker("rm", "-f", a, b, late)
 	dpEventually(t, "no tether sandbox after docker rm -f", 5*time.Second, func() (bool, string) {
 		l := n.sandboxes()
@@ -722,7 +683,7 @@ func TestDockerPluginDockerdFailure(t *testing.T) {
 	n.run(k1, netName, "--ip", k1IP, "-p", "0.0.0.0:8081:80")
 	n.run(k2, netName)
 	n.mustReach(k2, k1, 10*time.Second)
-	dpGet(t, outside, testutil.UplinkAddr+":8081", true)
+	testutil.ExpectPage(t, outside, testutil.UplinkAddr+":8081", dpPage, true)
 	k2IP := n.addr(k2, netName)
 	killed, unmounted, err := n.Docker.KillAll()
 	t.Logf("killed %d processes %v; unmounted %v", len(killed), killed, unmounted)
@@ -743,7 +704,7 @@ func TestDockerPluginDockerdFailure(t *testing.T) {
 	if v := n.veths("up0"); len(v) > 0 {
 		t.Errorf("veths left after the kill: %v", v)
 	}
-	dpGet(t, outside, testutil.UplinkAddr+":8081", false)
+	testutil.ExpectPage(t, outside, testutil.UplinkAddr+":8081", dpPage, false)
 	// the addresses are free: a Tether sandbox takes each
 	for i, ip := range []string{k1IP, k2IP.String()} {
 		name := fmt.Sprintf("reuse%d-%s", i, sfx)

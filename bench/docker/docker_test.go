@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -48,12 +46,12 @@ func TestDockerSmoke(t *testing.T) {
 	if n, err := d.Published(id); err != nil || n != 1 {
 		t.Fatalf("published ports: %d, %v; want 1", n, err)
 	}
-	get(t, out, testutil.UplinkAddr+":18080", true)
-	get(t, d.Host.NS, "127.0.0.1:18080", true)
+	testutil.ExpectPage(t, out, testutil.UplinkAddr+":18080", page, true)
+	testutil.ExpectPage(t, d.Host.NS, "127.0.0.1:18080", page, true)
 	if _, err := d.Remove(id); err != nil {
 		t.Fatal(err)
 	}
-	get(t, out, testutil.UplinkAddr+":18080", false)
+	testutil.ExpectPage(t, out, testutil.UplinkAddr+":18080", page, false)
 }
 
 func TestPodmanSmoke(t *testing.T) {
@@ -76,47 +74,12 @@ func TestPodmanSmoke(t *testing.T) {
 	if o, err := p.Host.Run("iptables", "-t", "nat", "-S"); err != nil || !strings.Contains(o, "NETAVARK") {
 		t.Errorf("no netavark rules in %s: %v %s", p.Host.NS, err, o)
 	}
-	get(t, out, testutil.UplinkAddr+":18080", true)
-	get(t, p.Host.NS, "127.0.0.1:18080", true)
+	testutil.ExpectPage(t, out, testutil.UplinkAddr+":18080", page, true)
+	testutil.ExpectPage(t, p.Host.NS, "127.0.0.1:18080", page, true)
 	if _, err := p.Remove("web"); err != nil {
 		t.Fatal(err)
 	}
-	get(t, out, testutil.UplinkAddr+":18080", false)
-}
-
-// get fetches http://addr/ from inside namespace ns and checks the page
-// (retrying while the server starts) or, with want false, that the port is
-// closed (connection refused or dropped).
-func get(t *testing.T, ns, addr string, want bool) {
-	t.Helper()
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return testutil.DialInNS(ctx, ns, network, addr)
-		},
-	}}
-	var body string
-	var err error
-	for range 50 {
-		var resp *http.Response
-		resp, err = c.Get("http://" + addr + "/")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			body = string(b)
-		}
-		switch {
-		case want && err == nil && body == page:
-			return
-		case !want && err != nil:
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if want {
-		t.Fatalf("GET http://%s/ from %s: %q, %v; want %q", addr, ns, body, err, page)
-	}
-	t.Fatalf("GET http://%s/ from %s after removal: answered %q", addr, ns, body)
+	testutil.ExpectPage(t, out, testutil.UplinkAddr+":18080", page, false)
 }
 
 // nsState is what an engine could change in the default namespace if it

@@ -2,7 +2,10 @@ package testutil
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
+	"testing"
 	"time"
 
 	"github.com/tether-net/tether/internal/netns"
@@ -31,4 +34,39 @@ func NSDialer(ns, addr string) func(ctx context.Context, network, _ string) (net
 		defer cancel()
 		return DialInNS(ctx, ns, "tcp", addr)
 	}
+}
+
+// ExpectPage fetches http://addr/ from inside namespace ns and checks the
+// body is page (retrying for 5 s while a server starts) or, with want
+// false, that nothing answers (refused or dropped).
+func ExpectPage(t testing.TB, ns, addr, page string, want bool) {
+	t.Helper()
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return DialInNS(ctx, ns, network, addr)
+		},
+	}}
+	var body string
+	var err error
+	for range 50 {
+		var resp *http.Response
+		resp, err = c.Get("http://" + addr + "/")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+		}
+		switch {
+		case want && err == nil && body == page:
+			return
+		case !want && err != nil:
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if want {
+		t.Fatalf("GET http://%s/ from %s: %q, %v; want %q", addr, ns, body, err, page)
+	}
+	t.Fatalf("GET http://%s/ from %s after removal: answered %q", addr, ns, body)
 }
