@@ -78,6 +78,16 @@ func (p *Plugin) createNetwork(ctx context.Context, scope string, r createNetwor
 		}
 		b.Gateway = gw.Addr()
 	}
+	for name, v := range d.AuxAddresses {
+		a, err := netip.ParsePrefix(v)
+		if err != nil || !b.Subnet.Contains(a.Addr()) {
+			return nil, badField("IPv4Data", "aux address %s=%q is not an address in %s", name, v, b.Subnet)
+		}
+		if b.Aux == nil {
+			b.Aux = map[string]netip.Addr{}
+		}
+		b.Aux[name] = a.Addr()
+	}
 	p.mu.Lock()
 	if ours {
 		for id, pl := range p.s.pools {
@@ -201,12 +211,12 @@ func (p *Plugin) ensureNetwork(ctx context.Context, dockerID string) (string, er
 		if pl.IPRange.IsValid() {
 			sub.IPRange = pl.IPRange.String()
 		}
-		for k, a := range pl.Aux {
-			if sub.Aux == nil {
-				sub.Aux = map[string]string{}
-			}
-			sub.Aux["aux-"+strings.NewReplacer(".", "-").Replace(k)] = a.String()
+	}
+	for name, a := range b.Aux { // by the names the user gave (CreateNetwork has them; RequestAddress not)
+		if sub.Aux == nil {
+			sub.Aux = map[string]string{}
 		}
+		sub.Aux[name] = a.String()
 	}
 	spec.Subnets = []engine.SubnetSpec{sub}
 	n, err := p.o.Backend.CreateNetwork(ctx, spec)

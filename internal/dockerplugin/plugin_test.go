@@ -710,3 +710,31 @@ func TestAllowSource(t *testing.T) {
 		}
 	}
 }
+
+// --aux-address: requested before the network (no name, an address), named
+// in CreateNetwork's IPv4Data; the Tether network keeps it out of use.
+func TestAuxAddress(t *testing.T) {
+	r := newRig(t)
+	pool := r.ok("local", "IpamDriver.RequestPool", `{"AddressSpace": "tether-local", "Pool": "10.70.0.0/29", "SubPool": "", "Options": {}, "V6": false}`)
+	pid := pool["PoolID"].(string)
+	gw := r.ok("local", "IpamDriver.RequestAddress", js(map[string]any{"PoolID": pid, "Address": "", "Options": map[string]string{"RequestAddressType": "com.docker.network.gateway"}}))
+	aux := r.ok("local", "IpamDriver.RequestAddress", js(map[string]any{"PoolID": pid, "Address": "10.70.0.2", "Options": nil}))
+	if aux["Address"] != "10.70.0.2/29" {
+		t.Fatalf("aux answer %v", aux)
+	}
+	id := newDockerID()
+	r.ok("local", "NetworkDriver.CreateNetwork", js(map[string]any{"NetworkID": id, "Options": map[string]any{},
+		"IPv4Data": []map[string]any{{"AddressSpace": "tether-local", "Pool": "10.70.0.0/29", "Gateway": gw["Address"], "AuxAddresses": map[string]string{"router": "10.70.0.2/29"}}}}))
+	r.docker.add(dockerapi.Network{ID: id, Name: "auxnet"})
+	n := r.waitNetwork("auxnet")
+	if n.Aux["router"] != netip.MustParseAddr("10.70.0.2") {
+		t.Fatalf("Tether network aux %v", n.Aux)
+	}
+	c := r.dockerRun("local", id, pid, "c", "", "", nil)
+	if c.address == "10.70.0.2/29" {
+		t.Error("a container got the aux address")
+	}
+	r.fails("local", "NetworkDriver.CreateNetwork", js(map[string]any{"NetworkID": newDockerID(), "Options": map[string]any{},
+		"IPv4Data": []map[string]any{{"AddressSpace": "tether-local", "Pool": "10.71.0.0/24", "AuxAddresses": map[string]string{"x": "10.9.9.9/24"}}}}),
+		http.StatusBadRequest, "aux address x")
+}

@@ -42,14 +42,15 @@ type binding struct {
 	// TetherID is the Tether network's ID; "" while it is not made yet
 	// (it is made once Docker has stored the network and its name can be
 	// read, or by the first endpoint).
-	TetherID string            `json:"tetherId,omitempty"`
-	Name     string            `json:"name,omitempty"`
-	PoolID   string            `json:"poolId,omitempty"`
-	Global   bool              `json:"global,omitempty"`
-	Internal bool              `json:"internal,omitempty"`
-	Subnet   netip.Prefix      `json:"subnet,omitzero"`
-	Gateway  netip.Addr        `json:"gateway,omitzero"`
-	Options  map[string]string `json:"options,omitempty"` // driver options for the Tether network
+	TetherID string                `json:"tetherId,omitempty"`
+	Name     string                `json:"name,omitempty"`
+	PoolID   string                `json:"poolId,omitempty"`
+	Global   bool                  `json:"global,omitempty"`
+	Internal bool                  `json:"internal,omitempty"`
+	Subnet   netip.Prefix          `json:"subnet,omitzero"`
+	Gateway  netip.Addr            `json:"gateway,omitzero"`
+	Aux      map[string]netip.Addr `json:"aux,omitempty"`     // --aux-address, by name
+	Options  map[string]string     `json:"options,omitempty"` // driver options for the Tether network
 	// Existing: bound to a Tether network made elsewhere (tether.network):
 	// removing the Docker network leaves the Tether network alone.
 	Existing bool      `json:"existing,omitempty"`
