@@ -348,9 +348,9 @@ func (p *Plugin) createEndpoint(ctx context.Context, r createEndpointRequest) (a
 			return nil, err
 		}
 	}
-	sb, err := p.o.Backend.Sandbox(ep.SandboxID)
+	sb, err := p.sandboxOf(ep)
 	if err != nil {
-		return nil, fmt.Errorf("the sandbox of address %s: %w", addr.Addr(), err)
+		return nil, err
 	}
 	have := sb.Endpoints[0].MAC
 	if mac != nil && !strings.EqualFold(mac.String(), have) {
@@ -379,6 +379,19 @@ func (p *Plugin) createEndpoint(ctx context.Context, r createEndpointRequest) (a
 		resp.Interface = &endpointInterface{MacAddress: have}
 	}
 	return resp, nil
+}
+
+// sandboxOf is the handed-over sandbox of a Docker endpoint, with its one
+// endpoint (an error when it is gone: its pair died and was reaped).
+func (p *Plugin) sandboxOf(ep *endpoint) (*engine.Sandbox, error) {
+	sb, err := p.o.Backend.Sandbox(ep.SandboxID)
+	if err == nil && len(sb.Endpoints) == 0 {
+		err = errors.New("it has no endpoint left")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the Tether sandbox of address %s: %w", ep.Address, err)
+	}
+	return sb, nil
 }
 
 func (p *Plugin) endpointOf(id string) (*endpoint, error) {
@@ -423,7 +436,7 @@ func (p *Plugin) join(ctx context.Context, r joinRequest) (any, error) {
 	if ep == nil {
 		return nil, fmt.Errorf("endpoint %s not found (Join before CreateEndpoint?)", shortID(r.EndpointID))
 	}
-	sb, err := p.o.Backend.Sandbox(ep.SandboxID)
+	sb, err := p.sandboxOf(ep)
 	if err != nil {
 		return nil, err
 	}

@@ -378,6 +378,9 @@ func (p *Plugin) attach(ctx context.Context, b *binding, pl *pool, want netip.Ad
 		spec.Name = name + "-" + randomHex(3)
 		sb, err = p.o.Backend.CreateSandbox(ctx, spec)
 	}
+	if err == nil && len(sb.Endpoints) != 1 {
+		err = fmt.Errorf("sandbox %q has %d endpoints, want 1", sb.Name, len(sb.Endpoints))
+	}
 	if err != nil {
 		return nil, err
 	}
