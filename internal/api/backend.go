@@ -28,6 +28,11 @@ type Backend interface {
 	Sandboxes() []*engine.Sandbox
 	RemoveSandbox(ctx context.Context, ref string, force bool) error
 	Exec(ctx context.Context, ref string, x engine.ExecSpec) (*engine.Running, error)
+	// CheckSandbox compares the kernel with a sandbox's records (CNI CHECK).
+	CheckSandbox(ctx context.Context, ref string) error
+
+	// ClusterHealthy: the cluster store answers (nil without one).
+	ClusterHealthy(ctx context.Context) error
 
 	// The daemon
 	// SubscribeEvents returns the kept events since a time and a channel

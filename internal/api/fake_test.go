@@ -184,6 +184,17 @@ func (f *fakeBackend) RemoveSandbox(_ context.Context, ref string, force bool) e
 	return f.err
 }
 
+func (f *fakeBackend) CheckSandbox(_ context.Context, ref string) error {
+	defer f.enter("CheckSandbox")()
+	f.ref = ref
+	return f.err
+}
+
+func (f *fakeBackend) ClusterHealthy(context.Context) error {
+	defer f.enter("ClusterHealthy")()
+	return f.err
+}
+
 func (f *fakeBackend) Exec(_ context.Context, ref string, x engine.ExecSpec) (*engine.Running, error) {
 	defer f.enter("Exec")()
 	f.ref, f.execSpec = ref, x

@@ -63,6 +63,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /tether/v1/sandboxes/{id}", s.inspectSandbox)
 	m.HandleFunc("DELETE /tether/v1/sandboxes/{id}", s.removeSandbox)
 	m.HandleFunc("POST /tether/v1/sandboxes/{id}/exec", s.exec)
+	s.cniRoutes(m)
 	m.HandleFunc("GET /events", s.events)
 }
 

@@ -14,7 +14,7 @@ import (
 // Tether's own namespace with an endpoint on a user-defined bridge network.
 // Called with e.mu held.
 func (e *Engine) usesEmbeddedDNS(rec *Sandbox) bool {
-	if rec.Adopted || rec.HostNet || rec.Handover {
+	if (rec.Adopted && !rec.ServeDNS) || rec.HostNet || rec.Handover {
 		return false
 	}
 	return len(e.dnsEntriesLocked(rec)) > 0
@@ -64,7 +64,7 @@ func (e *Engine) refreshNames(sb *sbState) {
 	entries := e.dnsEntriesLocked(sb.rec)
 	// Served from the first process on: before it the sandbox has no files,
 	// so nothing in it can read a resolv.conf naming 127.0.0.11.
-	serve := e.usesEmbeddedDNS(sb.rec) && sb.rec.Files
+	serve := e.usesEmbeddedDNS(sb.rec) && (sb.rec.Files || sb.rec.ServeDNS)
 	policy := dns.Policy{Forward: e.mayForwardLocked(sb.rec)}
 	e.mu.Unlock()
 	e.names.Set(sb.rec.ID, entries)

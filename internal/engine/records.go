@@ -106,10 +106,16 @@ type Sandbox struct {
 	// pair made in the host namespace whose sandbox end (IfName, a
 	// temporary name) the runtime moves, names, addresses and routes; NetNS
 	// is empty. Such a sandbox lives while its endpoints' host ends do.
-	Handover   bool         `json:"handover,omitempty"`
-	AutoRemove bool         `json:"autoRemove,omitempty"`
-	Endpoints  []*Endpoint  `json:"endpoints,omitempty"`
-	Procs      []ProcRecord `json:"procs,omitempty"`
+	Handover bool `json:"handover,omitempty"`
+	// ServeDNS: an adopted sandbox whose runtime asked for Tether's
+	// resolver (CNI): 127.0.0.11 is served in its namespace.
+	ServeDNS bool `json:"serveDns,omitempty"`
+	// Labels are the front's keys for the sandbox (CNI: container ID and
+	// interface name).
+	Labels     map[string]string `json:"labels,omitempty"`
+	AutoRemove bool              `json:"autoRemove,omitempty"`
+	Endpoints  []*Endpoint       `json:"endpoints,omitempty"`
+	Procs      []ProcRecord      `json:"procs,omitempty"`
 
 	// Warnings say why the sandbox is degraded (empty: it is not). Not
 	// stored: each start and each operation finds them anew.

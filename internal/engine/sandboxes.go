@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -27,6 +28,9 @@ type AttachSpec struct {
 	Aliases []string       // network-scoped names
 	Ports   []portmap.Spec // published ports (parsed once, by the front: -p or PortBindings)
 	MAC     string         // the interface's MAC; empty = derived from the address (02:42:a.b.c.d)
+	// IfName names the interface in the sandbox (CNI_IFNAME); empty = the
+	// next free eth<N>.
+	IfName string
 }
 
 // SandboxSpec asks for a sandbox: a new one, or one adopted from another
@@ -43,6 +47,10 @@ type SandboxSpec struct {
 	// (Sandbox.Handover). Needs a network whose driver is a
 	// driver.PairJoiner; excludes PID and NetNSPath.
 	Handover bool
+	// ServeDNS serves Tether's resolver (127.0.0.11) in an adopted
+	// namespace (CNI), which otherwise keeps its runtime's resolvers.
+	ServeDNS bool
+	Labels   map[string]string
 	// Ports are published on the first network (the default network when
 	// Networks is empty), Docker's HostConfig.PortBindings.
 	Ports []portmap.Spec
@@ -102,7 +110,7 @@ type plannedAttach struct {
 func (e *Engine) planSandbox(spec SandboxSpec) (*Sandbox, []plannedAttach, error) {
 	id := newID()
 	rec := &Sandbox{ID: id, Name: spec.Name, Hostname: spec.Hostname, Created: time.Now().UTC(), AutoRemove: spec.AutoRemove,
-		Handover: spec.Handover}
+		Handover: spec.Handover, ServeDNS: spec.ServeDNS, Labels: maps.Clone(spec.Labels)}
 	if rec.Name == "" {
 		rec.Name = "sb-" + id[:10]
 	}
@@ -120,6 +128,9 @@ func (e *Engine) planSandbox(spec SandboxSpec) (*Sandbox, []plannedAttach, error
 	}
 	if rec.Handover && (rec.Adopted || spec.AutoRemove) {
 		return nil, nil, invalidf("invalid handover: a handed-over sandbox has no namespace of Tether's to adopt or process to wait for")
+	}
+	if rec.ServeDNS && !rec.Adopted {
+		return nil, nil, invalidf("invalid ServeDNS: only an adopted namespace needs it (Tether's own sandboxes get the resolver with their first process)")
 	}
 	if rec.Handover && len(spec.Networks) == 0 {
 		return nil, nil, invalidf("invalid networks: a handed-over sandbox needs a network")
@@ -461,6 +472,9 @@ func checkAttachSpec(a AttachSpec) (netip.Addr, error) {
 	if _, err := parseMAC(a.MAC); err != nil {
 		return netip.Addr{}, err
 	}
+	if a.IfName != "" && !ifNameRE.MatchString(a.IfName) {
+		return netip.Addr{}, invalidf("invalid interface name %q: 1-15 letters, digits, '_', '.' or '-'", a.IfName)
+	}
 	if a.IP == "" {
 		return netip.Addr{}, nil
 	}
@@ -502,10 +516,16 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 		e.mu.Unlock()
 		return nil, err
 	}
+	if a.IfName != "" && slices.ContainsFunc(sb.rec.Endpoints, func(x *Endpoint) bool { return x.IfName == a.IfName }) {
+		e.mu.Unlock()
+		return nil, conflictf("sandbox %q already has an interface named %q", sb.rec.Name, a.IfName)
+	}
 	ep := &Endpoint{ID: newID(), NetworkID: ns.rec.ID, Aliases: a.Aliases, Created: time.Now().UTC(), StaticIP: static.IsValid()}
 	switch {
 	case sb.rec.Handover:
 		ep.IfName = handoverIfName(ep.ID)
+	case caps.Namespace == driver.NamespaceOwn && a.IfName != "":
+		ep.IfName = a.IfName
 	case caps.Namespace == driver.NamespaceOwn:
 		ep.IfName = nextIfName(sb.rec)
 	}

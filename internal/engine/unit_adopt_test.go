@@ -53,3 +53,42 @@ func TestAdoptRefusesDaemonNamespace(t *testing.T) {
 	_, err = r.e.CreateSandbox(r.ctx, SandboxSpec{Name: "bypid", PID: os.Getpid()})
 	wantKind(t, err, KindInvalid, "adopt the daemon's namespace by its pid")
 }
+
+// A CNI attachment: an adopted namespace, the interface named by the
+// runtime, labels kept across a restart, Tether's resolver asked for.
+func TestAdoptForCNI(t *testing.T) {
+	r := newRig(t)
+	r.network("cnet", "bridge", "198.19.20.0/24")
+	path := r.adoptable()
+	spec := SandboxSpec{Name: "pod", NetNSPath: path, ServeDNS: true, Labels: map[string]string{"k": "v"},
+		Networks: []AttachSpec{{Network: "cnet", IfName: "net1"}}}
+	sb, err := r.e.CreateSandbox(r.ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb.Endpoints[0].IfName != "net1" || !sb.ServeDNS || sb.Labels["k"] != "v" {
+		t.Fatalf("sandbox %+v endpoint %+v", sb, sb.Endpoints[0])
+	}
+	if j := r.drv["bridge"].Endpoints()[sb.Endpoints[0].ID]; j.Endpoint.IfName != "net1" || j.NSPath != path {
+		t.Errorf("driver joined %+v", j)
+	}
+	r.restart()
+	if got := r.getSandbox("pod"); got.Labels["k"] != "v" || !got.ServeDNS {
+		t.Errorf("after restart: %+v", got)
+	}
+	for _, tc := range []struct {
+		name string
+		spec SandboxSpec
+		kind Kind
+	}{
+		{"ServeDNS without adoption", SandboxSpec{Name: "x", ServeDNS: true, Networks: []AttachSpec{{Network: "cnet"}}}, KindInvalid},
+		{"bad interface name", SandboxSpec{Name: "x", NetNSPath: r.adoptable(), Networks: []AttachSpec{{Network: "cnet", IfName: "a/b"}}}, KindInvalid},
+		{"interface name too long", SandboxSpec{Name: "x", NetNSPath: r.adoptable(), Networks: []AttachSpec{{Network: "cnet", IfName: "abcdefghijklmnop"}}}, KindInvalid},
+	} {
+		_, err := r.e.CreateSandbox(r.ctx, tc.spec)
+		wantKind(t, err, tc.kind, tc.name)
+	}
+	r.network("cnet2", "bridge", "198.19.21.0/24")
+	err = r.e.Connect(r.ctx, "cnet2", "pod", AttachSpec{IfName: "net1"})
+	wantKind(t, err, KindConflict, "a second interface of the same name")
+}

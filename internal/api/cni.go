@@ -1,0 +1,303 @@
+package api
+
+// The daemon's side of the CNI plugin (internal/api/types/cni.go has the
+// routes and shapes; the plugin binary is internal/cniplugin). One CNI
+// attachment, a (container ID, interface name) pair, is an adopted sandbox
+// with one endpoint whose interface has the CNI interface name, labelled
+// with the pair; Tether's resolver is served in the runtime's namespace.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/tether-net/tether/internal/api/types"
+	"github.com/tether-net/tether/internal/engine"
+	"github.com/tether-net/tether/internal/portmap"
+)
+
+// Labels of a CNI attachment's sandbox.
+const (
+	LabelCNIContainer = "tether.cni.container"
+	LabelCNIIfName    = "tether.cni.ifname"
+)
+
+// containerIDRE: what CNI allows in a container ID (spec: alphanumerics,
+// underscore, dot, hyphen; not empty).
+var containerIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]*$`)
+
+func (s *Server) cniRoutes(m *http.ServeMux) {
+	m.HandleFunc("POST /tether/v1/cni/attachments", s.cniAdd)
+	m.HandleFunc("GET /tether/v1/cni/attachments", s.cniList)
+	m.HandleFunc("GET /tether/v1/cni/attachments/{cid}/{ifname}", s.cniGet)
+	m.HandleFunc("POST /tether/v1/cni/attachments/{cid}/{ifname}/check", s.cniCheck)
+	m.HandleFunc("DELETE /tether/v1/cni/attachments/{cid}/{ifname}", s.cniDel)
+	m.HandleFunc("POST /tether/v1/cni/gc", s.cniGC)
+	m.HandleFunc("GET /tether/v1/cni/status", s.cniStatus)
+}
+
+func (s *Server) cniAdd(w http.ResponseWriter, r *http.Request) {
+	var b types.CNIAttachRequest
+	if !decode(w, r, &b) {
+		return
+	}
+	if err := checkCNIKey(b.ContainerID, b.IfName); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if b.NetNS == "" || !filepath.IsAbs(b.NetNS) {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("invalid NetNS %q: an absolute path of a network namespace is required", b.NetNS))
+		return
+	}
+	if b.Network == "" {
+		writeError(w, http.StatusBadRequest, errors.New("invalid Network: empty"))
+		return
+	}
+	var ports []portmap.Spec
+	for i, p := range b.Ports {
+		sp, err := cniPort(p)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("invalid Ports[%d]: %w", i, err))
+			return
+		}
+		ports = append(ports, sp)
+	}
+	if s.cniFind(b.ContainerID, b.IfName) != nil {
+		writeError(w, http.StatusConflict, fmt.Errorf("container %s already has an attachment on interface %s", b.ContainerID, b.IfName))
+		return
+	}
+	aliases := slices.Clone(b.Aliases)
+	if b.Name != "" && !slices.Contains(aliases, b.Name) {
+		aliases = append([]string{b.Name}, aliases...)
+	}
+	spec := engine.SandboxSpec{NetNSPath: b.NetNS, ServeDNS: true,
+		Labels:   map[string]string{LabelCNIContainer: b.ContainerID, LabelCNIIfName: b.IfName},
+		Networks: []engine.AttachSpec{{Network: b.Network, IP: b.IP, MAC: b.MAC, Aliases: aliases, Ports: ports, IfName: b.IfName}}}
+	sb, err := s.cniCreate(r.Context(), spec, b)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, s.cniView(sb))
+}
+
+// cniCreate names the sandbox after the container when it can (b.Name, a
+// DNS label not taken), else cni-<container ID 12>-<ifname>.
+func (s *Server) cniCreate(ctx context.Context, spec engine.SandboxSpec, b types.CNIAttachRequest) (*engine.Sandbox, error) {
+	fallback := "cni-" + shortCID(b.ContainerID) + "-" + strings.NewReplacer(".", "-", "_", "-").Replace(b.IfName)
+	if b.Name != "" {
+		spec.Name = b.Name
+		sb, err := s.eng.CreateSandbox(ctx, spec)
+		nameTaken := engine.KindOf(err) == engine.KindConflict && strings.Contains(err.Error(), "sandbox name")
+		nameBad := engine.KindOf(err) == engine.KindInvalid && strings.Contains(err.Error(), "sandbox name")
+		if !nameTaken && !nameBad {
+			return sb, err
+		}
+	}
+	spec.Name = fallback
+	return s.eng.CreateSandbox(ctx, spec)
+}
+
+func shortCID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func checkCNIKey(cid, ifname string) error {
+	if !containerIDRE.MatchString(cid) {
+		return fmt.Errorf("invalid ContainerID %q: letters, digits, '_', '.' or '-', not empty", cid)
+	}
+	if ifname == "" || len(ifname) > 15 || strings.ContainsAny(ifname, "/: \t\n") || ifname == "." || ifname == ".." {
+		return fmt.Errorf("invalid IfName %q: an interface name of 1-15 characters", ifname)
+	}
+	return nil
+}
+
+func cniPort(p types.CNIPort) (portmap.Spec, error) {
+	sp := portmap.Spec{HostPort: p.HostPort, ContainerPort: p.ContainerPort, Proto: strings.ToLower(p.Protocol)}
+	if sp.Proto == "" {
+		sp.Proto = "tcp"
+	}
+	if sp.Proto != "tcp" && sp.Proto != "udp" {
+		return sp, fmt.Errorf("protocol %q: tcp or udp", p.Protocol)
+	}
+	if p.ContainerPort == 0 {
+		return sp, errors.New("containerPort 0")
+	}
+	if p.HostIP != "" {
+		a, err := netip.ParseAddr(p.HostIP)
+		if err != nil || !a.Is4() {
+			return sp, fmt.Errorf("hostIP %q: not an IPv4 address", p.HostIP)
+		}
+		sp.HostIP = a
+	}
+	return sp, nil
+}
+
+// cniFind is the sandbox of one attachment, nil when there is none.
+func (s *Server) cniFind(cid, ifname string) *engine.Sandbox {
+	for _, sb := range s.eng.Sandboxes() {
+		if sb.Labels[LabelCNIContainer] == cid && sb.Labels[LabelCNIIfName] == ifname {
+			return sb
+		}
+	}
+	return nil
+}
+
+func (s *Server) cniView(sb *engine.Sandbox) types.CNIAttachment {
+	a := types.CNIAttachment{ContainerID: sb.Labels[LabelCNIContainer], IfName: sb.Labels[LabelCNIIfName], NetNS: sb.NetNS,
+		SandboxID: sb.ID, SandboxName: sb.Name}
+	if len(sb.Endpoints) == 0 {
+		return a
+	}
+	ep := sb.Endpoints[0]
+	a.NetworkID, a.MAC, a.HostIfName = ep.NetworkID, ep.MAC, ep.HostIfName
+	if ep.Address.IsValid() {
+		a.Address = ep.Address.String()
+	}
+	if n, err := s.eng.Network(ep.NetworkID); err == nil {
+		a.Network, a.MTU = n.Name, n.MTU
+		if ep.Gateway.IsValid() && !n.Internal {
+			a.Gateway = ep.Gateway.String()
+			if gw := n.SandboxGateway; gw.IsValid() {
+				a.Gateway = gw.String()
+			}
+			a.DefaultRoute = n.Scope != engine.ScopeGlobal
+		}
+		if n.Scope == engine.ScopeGlobal {
+			a.Gateway = ""
+		}
+		if !n.Default {
+			a.DNS = []string{"127.0.0.11"}
+		}
+	}
+	for _, p := range ep.Ports {
+		a.Ports = append(a.Ports, types.CNIPort{HostIP: p.HostIP.String(), HostPort: p.HostPort, ContainerPort: p.ContainerPort, Protocol: p.Proto})
+	}
+	return a
+}
+
+func (s *Server) cniList(w http.ResponseWriter, r *http.Request) {
+	out := []types.CNIAttachment{}
+	for _, sb := range s.eng.Sandboxes() {
+		if sb.Labels[LabelCNIContainer] != "" {
+			out = append(out, s.cniView(sb))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// cniKey reads and checks the path's attachment key.
+func cniKey(w http.ResponseWriter, r *http.Request) (string, string, bool) {
+	cid, ifname := r.PathValue("cid"), r.PathValue("ifname")
+	if err := checkCNIKey(cid, ifname); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return "", "", false
+	}
+	return cid, ifname, true
+}
+
+func (s *Server) cniGet(w http.ResponseWriter, r *http.Request) {
+	cid, ifname, ok := cniKey(w, r)
+	if !ok {
+		return
+	}
+	sb := s.cniFind(cid, ifname)
+	if sb == nil {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no attachment of container %s on interface %s", cid, ifname))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.cniView(sb))
+}
+
+func (s *Server) cniCheck(w http.ResponseWriter, r *http.Request) {
+	cid, ifname, ok := cniKey(w, r)
+	if !ok {
+		return
+	}
+	sb := s.cniFind(cid, ifname)
+	if sb == nil {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no attachment of container %s on interface %s", cid, ifname))
+		return
+	}
+	if err := s.eng.CheckSandbox(r.Context(), sb.ID); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// cniDel removes an attachment; one that is not there is success (CNI DEL
+// is idempotent), and so is one whose namespace is already gone.
+func (s *Server) cniDel(w http.ResponseWriter, r *http.Request) {
+	cid, ifname, ok := cniKey(w, r)
+	if !ok {
+		return
+	}
+	if sb := s.cniFind(cid, ifname); sb != nil {
+		if err := s.eng.RemoveSandbox(r.Context(), sb.ID, true); err != nil && engine.KindOf(err) != engine.KindNotFound {
+			s.fail(w, err)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// cniGC removes every CNI attachment (of one network, when given) that
+// the runtime's valid list does not name.
+func (s *Server) cniGC(w http.ResponseWriter, r *http.Request) {
+	var b types.CNIGCRequest
+	if !decode(w, r, &b) {
+		return
+	}
+	netID := ""
+	if b.Network != "" {
+		n, err := s.eng.Network(b.Network)
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		netID = n.ID
+	}
+	valid := map[types.CNIAttachmentKey]bool{}
+	for _, k := range b.Valid {
+		valid[k] = true
+	}
+	out := types.CNIGCResponse{Removed: []types.CNIAttachmentKey{}}
+	var errs []error
+	for _, sb := range s.eng.Sandboxes() {
+		k := types.CNIAttachmentKey{ContainerID: sb.Labels[LabelCNIContainer], IfName: sb.Labels[LabelCNIIfName]}
+		if k.ContainerID == "" || valid[k] {
+			continue
+		}
+		if netID != "" && (len(sb.Endpoints) == 0 || sb.Endpoints[0].NetworkID != netID) {
+			continue
+		}
+		if err := s.eng.RemoveSandbox(r.Context(), sb.ID, true); err != nil && engine.KindOf(err) != engine.KindNotFound {
+			errs = append(errs, err)
+			continue
+		}
+		out.Removed = append(out.Removed, k)
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) cniStatus(w http.ResponseWriter, r *http.Request) {
+	st := types.CNIStatus{}
+	if err := s.eng.ClusterHealthy(r.Context()); err != nil {
+		st.Degraded, st.Reason = true, err.Error()+": global networks cannot attach"
+	}
+	writeJSON(w, http.StatusOK, st)
+}
