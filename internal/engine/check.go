@@ -63,4 +63,3 @@ func (e *Engine) ClusterHealthy(ctx context.Context) error {
 	}
 	return nil
 }
-
