@@ -1,0 +1,140 @@
+package cniplugin
+
+// The ADD result: the attachment the daemon made, in the CNI result type of
+// the current spec (types100), appended to the previous plugin's result
+// when Tether is not first in a chain, and printed in the format of the
+// configuration's cniVersion (cni's own converters: 0.3.x and 0.4.0 give
+// each IP a "version" and drop the interface MTU).
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+
+	cnitypes "github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	apitypes "github.com/tether-net/tether/internal/api/types"
+)
+
+// attachmentResult describes attachment a: the host end of its veth pair
+// (when the daemon names it), the interface in the runtime's namespace, its
+// address, the default route when the attachment carries it, and DNS.
+func attachmentResult(a apitypes.CNIAttachment) (*types100.Result, error) {
+	r := &types100.Result{CNIVersion: types100.ImplementedSpecVersion}
+	if a.HostIfName != "" {
+		r.Interfaces = append(r.Interfaces, &types100.Interface{Name: a.HostIfName})
+	}
+	r.Interfaces = append(r.Interfaces, &types100.Interface{Name: a.IfName, Mac: a.MAC, Mtu: a.MTU, Sandbox: a.NetNS})
+	idx := len(r.Interfaces) - 1
+	if a.Address == "" {
+		return r, nil
+	}
+	addr, err := cnitypes.ParseCIDR(a.Address)
+	if err != nil {
+		return nil, fmt.Errorf("the daemon's Address %q: %w", a.Address, err)
+	}
+	var gw net.IP
+	if a.Gateway != "" {
+		if gw = net.ParseIP(a.Gateway); gw == nil {
+			return nil, fmt.Errorf("the daemon's Gateway %q: not an IP address", a.Gateway)
+		}
+	}
+	r.IPs = []*types100.IPConfig{{Interface: types100.Int(idx), Address: *addr, Gateway: gw}}
+	if a.DefaultRoute && gw != nil {
+		r.Routes = []*cnitypes.Route{{Dst: net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, GW: gw}}
+	}
+	r.DNS = cnitypes.DNS{Nameservers: a.DNS, Search: a.Search}
+	return r, nil
+}
+
+// prevResult is the configuration's prevResult in the current result type,
+// nil when there is none (Tether first in the chain).
+func prevResult(conf *netConf) (*types100.Result, *cnitypes.Error) {
+	if conf.RawPrevResult == nil {
+		return nil, nil
+	}
+	pc := &cnitypes.PluginConf{CNIVersion: conf.CNIVersion, RawPrevResult: conf.RawPrevResult}
+	if err := version.ParsePrevResult(pc); err != nil {
+		return nil, errorf(cnitypes.ErrDecodingFailure, "prevResult: %v", err)
+	}
+	r, err := types100.NewResultFromResult(pc.PrevResult)
+	if err != nil {
+		return nil, errorf(cnitypes.ErrDecodingFailure, "prevResult: %v", err)
+	}
+	return r, nil
+}
+
+// appendResult adds own after prev (spec: a plugin given prevResult
+// outputs it with its own changes): interfaces, with own IPs' interface
+// indexes moved past prev's, IPs, routes, and the DNS servers and search
+// domains prev does not list.
+func appendResult(prev, own *types100.Result) *types100.Result {
+	out := &types100.Result{CNIVersion: types100.ImplementedSpecVersion, DNS: *prev.DNS.Copy()}
+	out.Interfaces = append(slices.Clone(prev.Interfaces), own.Interfaces...)
+	out.IPs = slices.Clone(prev.IPs)
+	for _, ip := range own.IPs {
+		c := ip.Copy()
+		if c.Interface != nil {
+			c.Interface = types100.Int(*c.Interface + len(prev.Interfaces))
+		}
+		out.IPs = append(out.IPs, c)
+	}
+	out.Routes = append(slices.Clone(prev.Routes), own.Routes...)
+	out.DNS.Nameservers = appendMissing(out.DNS.Nameservers, own.DNS.Nameservers)
+	out.DNS.Search = appendMissing(out.DNS.Search, own.DNS.Search)
+	if out.DNS.Domain == "" {
+		out.DNS.Domain = own.DNS.Domain
+	}
+	return out
+}
+
+func appendMissing(to, from []string) []string {
+	for _, s := range from {
+		if !slices.Contains(to, s) {
+			to = append(to, s)
+		}
+	}
+	return to
+}
+
+// printResult writes r in the format of cniVersion.
+func printResult(w io.Writer, r *types100.Result, cniVersion string) *cnitypes.Error {
+	v, err := r.GetAsVersion(cniVersion)
+	if err != nil {
+		return errorf(cnitypes.ErrIncompatibleCNIVersion, "result for cniVersion %q: %v", cniVersion, err)
+	}
+	if err := v.PrintTo(w); err != nil {
+		return errorf(cnitypes.ErrIOFailure, "write the result: %v", err)
+	}
+	return nil
+}
+
+// checkPrevResult: prev lists the container interface ifName in netns
+// with the attachment's address.
+func checkPrevResult(prev *types100.Result, a apitypes.CNIAttachment, ifName, netns string) error {
+	want, err := netip.ParsePrefix(a.Address)
+	if err != nil {
+		return fmt.Errorf("the daemon's Address %q: %w", a.Address, err)
+	}
+	for i, intf := range prev.Interfaces {
+		if intf.Name != ifName || intf.Sandbox != netns {
+			continue
+		}
+		for _, ip := range prev.IPs {
+			if ip.Interface != nil && *ip.Interface == i && sameAddress(ip.Address, want) {
+				return nil
+			}
+		}
+		return fmt.Errorf("prevResult gives interface %s no address %s, the attachment's", ifName, want)
+	}
+	return fmt.Errorf("prevResult has no interface %s in %s", ifName, netns)
+}
+
+func sameAddress(n net.IPNet, want netip.Prefix) bool {
+	got, err := netip.ParsePrefix(n.String())
+	return err == nil && got.Addr().Unmap() == want.Addr().Unmap() && got.Bits() == want.Bits()
+}
