@@ -149,6 +149,7 @@ func TestAddRequest(t *testing.T) {
 			want: with(func(r *apitypes.CNIAttachRequest) { r.Name = "ctr" })},
 		{name: "only the pod name", cniArgs: "K8S_POD_NAME=web-0",
 			want: with(func(r *apitypes.CNIAttachRequest) { r.Name = "web-0" })},
+		{name: "empty ipam", extra: map[string]any{"ipam": map[string]any{}}, want: base},
 		{name: "bare socket path", extra: map[string]any{"socket": "BARE"}, want: base},
 	}
 	for _, tt := range tests {
@@ -191,6 +192,7 @@ func TestAddBadConfig(t *testing.T) {
 		{name: "no network", extra: map[string]any{"network": nil}, code: 7, msg: []string{`"network"`, "required"}},
 		{name: "empty network", extra: map[string]any{"network": " "}, code: 7, msg: []string{`"network"`}},
 		{name: "ipam", extra: map[string]any{"ipam": map[string]any{"type": "host-local"}}, code: 2, msg: []string{`"ipam"`, "host-local"}},
+		{name: "ipam not an object", extra: map[string]any{"ipam": "host-local"}, code: 2, msg: []string{`"ipam"`, "host-local"}},
 		{name: "tcp socket", extra: map[string]any{"socket": "tcp://127.0.0.1:2375"}, code: 7, msg: []string{`"socket"`, "tcp://127.0.0.1:2375"}},
 		{name: "relative socket", extra: map[string]any{"socket": "run/tether.sock"}, code: 7, msg: []string{`"socket"`}},
 		{name: "not JSON", extra: map[string]any{"runtimeConfig": "x"}, code: 6, msg: []string{"runtimeConfig"}},

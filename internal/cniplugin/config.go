@@ -33,7 +33,7 @@ type netConf struct {
 	Network string `json:"network"`
 	// Socket is the daemon's socket: unix:///PATH or /PATH.
 	Socket string `json:"socket"`
-	// IPAM is refused: Tether allocates on its own network.
+	// IPAM naming a plugin is refused: Tether allocates on its network.
 	IPAM          json.RawMessage `json:"ipam"`
 	RuntimeConfig runtimeConfig   `json:"runtimeConfig"`
 	Args          struct {
@@ -102,7 +102,7 @@ func loadConf(stdin []byte, needNetwork bool) (*netConf, *cnitypes.Error) {
 		return nil, errorf(cnitypes.ErrInvalidNetworkConfig,
 			`network configuration %q: "network" (the Tether network, name or ID) is required`, conf.Name)
 	}
-	if len(conf.IPAM) > 0 && string(conf.IPAM) != "null" {
+	if ipamType(conf.IPAM) != "" {
 		return nil, errorf(cnitypes.ErrUnsupportedField,
 			`unsupported field "ipam": %s: Tether allocates addresses on network %q itself (remove "ipam")`,
 			conf.IPAM, conf.Network)
@@ -116,6 +116,18 @@ func loadConf(stdin []byte, needNetwork bool) (*netConf, *cnitypes.Error) {
 	}
 	conf.socketPath = path
 	return conf, nil
+}
+
+// ipamType is the "type" of an "ipam" section: one that names a plugin is
+// refused, an empty one ({}) is not.
+func ipamType(raw json.RawMessage) string {
+	var ipam struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(raw, &ipam) != nil && !isNull(raw) {
+		return string(raw)
+	}
+	return ipam.Type
 }
 
 // socketPath is the socket file of unix:///PATH or /PATH ("" = the
