@@ -261,6 +261,12 @@ func (s *Server) cniGC(w http.ResponseWriter, r *http.Request) {
 	netID := ""
 	if b.Network != "" {
 		n, err := s.eng.Network(b.Network)
+		if engine.KindOf(err) == engine.KindNotFound {
+			// a network that is gone has no attachments left (it could not
+			// be removed with any): nothing to collect
+			writeJSON(w, http.StatusOK, types.CNIGCResponse{Removed: []types.CNIAttachmentKey{}})
+			return
+		}
 		if err != nil {
 			s.fail(w, err)
 			return
