@@ -15,6 +15,7 @@ package cni
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,7 +71,12 @@ type Config struct {
 	Name    string       // network name (host-local keys its data by it)
 	Bridge  string       // bridge name, ≤ 15 bytes
 	Subnet  netip.Prefix // the bridge's subnet; the gateway is its first address
-	Publish bool         // add portmap (nftables backend) to the chain
+	// Publish: every ADD passes one port mapping (runtimeConfig
+	// portMappings), and ConfList adds portmap (nftables backend).
+	Publish bool
+	// List, when set, is the conflist instead of ConfList(c): a network of
+	// another plugin (TetherConfList); Bridge and Subnet are then unused.
+	List []byte
 }
 
 // Net is a CNI network ready to attach sandboxes.
@@ -85,10 +91,12 @@ type Net struct {
 
 // Sandbox is one sandbox attached through CNI.
 type Sandbox struct {
-	ID   string       // CNI container ID
+	ID   string       // CNI container ID (ContainerID)
 	Path string       // namespace file
 	Addr netip.Prefix // eth0's address, as the IPAM result gave it
 	Port int          // published host port (0: none)
+	// Gateway is the result's gateway of that address (invalid: none).
+	Gateway netip.Addr
 	// HostIfs are the host-side interfaces of the sandbox's veths, as the
 	// result lists them (no sandbox, not the bridge).
 	HostIfs []string
@@ -100,7 +108,11 @@ type Sandbox struct {
 // directory for namespace files. The bridge itself is made by the first ADD.
 func Open(c Config) (_ *Net, err error) {
 	n := &Net{c: c, exec: newTimedExec(), nsDir: filepath.Join(c.Dir, "ns")}
-	if n.list, err = libcni.NetworkConfFromBytes(ConfList(c)); err != nil {
+	list := c.List
+	if list == nil {
+		list = ConfList(c)
+	}
+	if n.list, err = libcni.NetworkConfFromBytes(list); err != nil {
 		return nil, fmt.Errorf("conflist of %q: %w", c.Name, err)
 	}
 	if n.hostNS, err = vnetns.GetFromPath(c.HostNS); err != nil {
@@ -162,10 +174,24 @@ const (
 	StepDelBr    = "bridge DEL (runs host-local DEL)"
 	StepDelNS    = "netns unmount+delete"
 	StepDelCache = "libcni DEL: cache"
+	// The tether plugin's execs (TetherConfList): the process's start and
+	// its one request to the daemon, which does the work.
+	StepTetherAdd = "tether ADD (plugin exec: start + daemon request)"
+	StepTetherDel = "tether DEL (plugin exec: start + daemon request)"
 )
 
 // StepOrder lists the steps in order, attach then removal.
 var StepOrder = []string{StepNS, StepBridge, StepPortmap, StepLibcni, StepDelPort, StepDelBr, StepDelCache, StepDelNS}
+
+// TetherStepOrder lists the steps of a network whose plugin is tether.
+var TetherStepOrder = []string{StepNS, StepTetherAdd, StepLibcni, StepTetherDel, StepDelCache, StepDelNS}
+
+// ContainerID is the CNI container ID of sandbox i of network name: 64 hex
+// digits, as containerd, CRI-O and Podman give (a digest of name and i, so
+// that IDs differ from their first characters on).
+func ContainerID(name string, i int) string {
+	return fmt.Sprintf("%x", sha256.Sum256(fmt.Appendf(nil, "%s-%d", name, i)))
+}
 
 // Attach creates sandbox i's namespace and runs ADD for the whole chain
 // inside the host namespace (with c.Publish, mapping host port
@@ -173,7 +199,7 @@ var StepOrder = []string{StepNS, StepBridge, StepPortmap, StepLibcni, StepDelPor
 // took; on failure the sandbox returned (if any) holds what to remove.
 func (n *Net) Attach(i int) (*Sandbox, map[string]time.Duration, error) {
 	steps := map[string]time.Duration{}
-	sb := &Sandbox{ID: fmt.Sprintf("%s-%d", n.c.Name, i), Path: filepath.Join(n.nsDir, fmt.Sprintf("s%d", i))}
+	sb := &Sandbox{ID: ContainerID(n.c.Name, i), Path: filepath.Join(n.nsDir, fmt.Sprintf("s%d", i))}
 	sb.rt = &libcni.RuntimeConf{ContainerID: sb.ID, NetNS: sb.Path, IfName: "eth0"}
 	if n.c.Publish {
 		sb.Port = attach.BasePort + i
@@ -199,7 +225,8 @@ func (n *Net) Attach(i int) (*Sandbox, map[string]time.Duration, error) {
 	})
 	add := time.Since(t)
 	execs := n.exec.take(sb.ID)
-	steps[StepBridge], steps[StepLibcni] = execs["bridge ADD"], add-execs["bridge ADD"]-execs["portmap ADD"]
+	steps[StepBridge], steps[StepLibcni] = execs["bridge ADD"], add-sum(execs)
+	steps[StepTetherAdd] = execs["tether ADD"]
 	if n.c.Publish {
 		steps[StepPortmap] = execs["portmap ADD"]
 	}
@@ -215,6 +242,7 @@ func (n *Net) Attach(i int) (*Sandbox, map[string]time.Duration, error) {
 		}
 	}
 	a := res.IPs[0].Address
+	sb.Gateway, _ = netip.AddrFromSlice(res.IPs[0].Gateway.To4())
 	ip, _ := netip.AddrFromSlice(a.IP.To4())
 	ones, _ := a.Mask.Size()
 	sb.Addr = netip.PrefixFrom(ip, ones)
@@ -232,7 +260,8 @@ func (n *Net) Remove(sb *Sandbox) (map[string]time.Duration, error) {
 	err := attach.InNS(n.hostNS, func() error { return n.cni.DelNetworkList(ctx, n.list, sb.rt) })
 	del := time.Since(t)
 	execs := n.exec.take(sb.ID)
-	steps[StepDelBr], steps[StepDelCache] = execs["bridge DEL"], del-execs["bridge DEL"]-execs["portmap DEL"]
+	steps[StepDelBr], steps[StepDelCache] = execs["bridge DEL"], del-sum(execs)
+	steps[StepTetherDel] = execs["tether DEL"]
 	if n.c.Publish {
 		steps[StepDelPort] = execs["portmap DEL"]
 	}
@@ -294,6 +323,16 @@ func (e *timedExec) take(id string) map[string]time.Duration {
 		m = map[string]time.Duration{}
 	}
 	return m
+}
+
+// sum adds up a sandbox's exec times: the plugins libcni ran (what they ran
+// themselves, host-local under bridge, is inside their own times).
+func sum(execs map[string]time.Duration) time.Duration {
+	var t time.Duration
+	for _, d := range execs {
+		t += d
+	}
+	return t
 }
 
 // envValue is the value of key in env (KEY=value entries; the last wins).

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 
@@ -72,6 +73,61 @@ func TestConfList(t *testing.T) {
 			if pm.Backend != "nftables" || !pm.Capabilities["portMappings"] {
 				t.Errorf("portmap conf %+v", pm)
 			}
+		}
+	}
+}
+
+// TestTetherConfList checks the tether plugin's conflist, without root:
+// one plugin, type tether, on the network and socket given, with the
+// portMappings capability, parsed by libcni as a runtime would.
+func TestTetherConfList(t *testing.T) {
+	list, err := libcni.NetworkConfFromBytes(TetherConfList("tbench-1", "bench", "/tmp/d/tether.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list.Name != "tbench-1" || list.CNIVersion != "1.1.0" || len(list.Plugins) != 1 || list.Plugins[0].Network.Type != "tether" {
+		t.Fatalf("conflist %q %s with %d plugins, want tbench-1 1.1.0 with one of type tether", list.Name, list.CNIVersion, len(list.Plugins))
+	}
+	var conf struct {
+		Network      string          `json:"network"`
+		Socket       string          `json:"socket"`
+		Capabilities map[string]bool `json:"capabilities"`
+	}
+	if err := json.Unmarshal(list.Plugins[0].Bytes, &conf); err != nil {
+		t.Fatal(err)
+	}
+	if conf.Network != "bench" || conf.Socket != "unix:///tmp/d/tether.sock" || !conf.Capabilities["portMappings"] {
+		t.Errorf("tether conf %+v", conf)
+	}
+}
+
+// TestSum: libcni's own share is the call's time less every plugin exec.
+func TestSum(t *testing.T) {
+	for _, tc := range []struct {
+		execs map[string]time.Duration
+		want  time.Duration
+	}{
+		{nil, 0},
+		{map[string]time.Duration{"tether ADD": 3 * time.Millisecond}, 3 * time.Millisecond},
+		{map[string]time.Duration{"bridge ADD": 50 * time.Millisecond, "portmap ADD": 30 * time.Millisecond}, 80 * time.Millisecond},
+	} {
+		if got := sum(tc.execs); got != tc.want {
+			t.Errorf("sum(%v) = %v, want %v", tc.execs, got, tc.want)
+		}
+	}
+}
+
+// TestContainerID: 64 hex digits, distinct per sandbox and per network from
+// the first 12 on (a runtime's IDs are; Tether names a sandbox after them).
+func TestContainerID(t *testing.T) {
+	seen := map[string]bool{}
+	for _, name := range []string{"tbench-1", "tbench-2"} {
+		for i := range 100 {
+			id := ContainerID(name, i)
+			if len(id) != 64 || strings.Trim(id, "0123456789abcdef") != "" || seen[id[:12]] {
+				t.Fatalf("ContainerID(%q, %d) = %q: want 64 hex digits, the first 12 unseen", name, i, id)
+			}
+			seen[id[:12]] = true
 		}
 	}
 }
@@ -146,15 +202,18 @@ var smokeScenarios = []scenario{
 		{"tether", attach.RunTether, attach.Options{}},
 		{"cni", RunCNI, attach.Options{}},
 		{"floor", attach.RunFloor, attach.Options{}},
+		{"tether-cni", RunTetherCNI, attach.Options{}},
 	}},
 	{"attach-port", []row{
 		{"tether", attach.RunTether, attach.Options{Publish: true}},
 		{"cni", RunCNI, attach.Options{Publish: true}},
+		{"tether-cni", RunTetherCNI, attach.Options{Publish: true}},
 	}},
 	{"parallel", []row{
 		{"tether", attach.RunTether, attach.Options{Clients: clients}},
 		{"cni", RunCNI, attach.Options{Clients: clients}},
 		{"floor", attach.RunFloor, attach.Options{Clients: clients}},
+		{"tether-cni", RunTetherCNI, attach.Options{Clients: clients}},
 	}},
 }
 

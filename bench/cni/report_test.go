@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +32,17 @@ type Report struct {
 	// Pooled: "scenario/system" → all rounds' samples pooled (wall: median round).
 	Pooled  map[string]attach.Run `json:"pooled"`
 	Targets []Target              `json:"targets"`
+	// Tether: the commit the tether binary was built from and the changes
+	// to Go files the working tree had then (the build includes them).
+	Tether    string   `json:"tether_commit,omitempty"`
+	TreeDirty []string `json:"tree_changes,omitempty"`
+	// PluginStart: a VERSION exec of each plugin through libcni (no
+	// daemon, no kernel work): what starting the process costs, the floor
+	// of every ADD and DEL. Keyed by plugin.
+	PluginStart map[string]attach.Stats `json:"plugin_start,omitempty"`
+	// DelRatios: the tether plugin's removal against the reference's in
+	// the same run, like with like (see writeReport).
+	DelRatios []Target `json:"del_ratios,omitempty"`
 }
 
 // RoundRun is one row of one round.
@@ -54,15 +67,18 @@ var reportScenarios = []scenario{
 		{"tether", attach.RunTether, attach.Options{}},
 		{"cni", RunCNI, attach.Options{}},
 		{"floor", attach.RunFloor, attach.Options{}},
+		{"tether-cni", RunTetherCNI, attach.Options{}},
 	}},
 	{"attach-port", []row{
 		{"tether", attach.RunTether, attach.Options{Publish: true}},
 		{"cni", RunCNI, attach.Options{Publish: true}},
+		{"tether-cni", RunTetherCNI, attach.Options{Publish: true}},
 	}},
 	{"parallel", []row{
 		{"tether", attach.RunTether, attach.Options{Clients: clients}},
 		{"cni", RunCNI, attach.Options{Clients: clients}},
 		{"floor", attach.RunFloor, attach.Options{Clients: clients}},
+		{"tether-cni", RunTetherCNI, attach.Options{Clients: clients}},
 	}},
 }
 
@@ -71,7 +87,8 @@ var reportScenarios = []scenario{
 // bridge + host-local, floor), attach with one published port (Tether, CNI
 // + portmap nftables), and the same three as attach from 8 clients at once;
 // removals are timed in every row. It prints Markdown tables and writes the
-// JSON report to BENCH_OUT when set. Only with BENCH_REPORT=1 (bench/run.sh
+// JSON report to BENCH_OUT when set. Every scenario also has the row
+// "tether-cni": the same libcni calls with the tether plugin and a daemon. Only with BENCH_REPORT=1 (bench/run.sh
 // cni).
 func TestCNIReport(t *testing.T) {
 	if os.Getenv("BENCH_REPORT") != "1" {
@@ -107,11 +124,14 @@ func TestCNIReport(t *testing.T) {
 	}
 	for key, runs := range byKey {
 		p := attach.Pooled(runs[0].System, runs)
-		p.Steps = attach.PooledSteps(runs, append(append([]string{}, StepOrder...), attach.FloorSteps...))
+		p.Steps = attach.PooledSteps(runs, slices.Concat(StepOrder, TetherStepOrder, attach.FloorSteps))
 		rep.Pooled[key] = p
 	}
+	rep.PluginStart = pluginStart(t, n)
 	rep.LoadAfter = testutil.LoadAvg()
 	rep.Targets = targets(rep.Pooled)
+	rep.DelRatios = delRatios(rep.Pooled)
+	rep.Tether, rep.TreeDirty = treeState()
 
 	var out bytes.Buffer
 	writeReport(&out, &rep, byKey)
@@ -138,7 +158,60 @@ func targets(p map[string]attach.Run) []Target {
 		t("attach p50: Tether ÷ CNI bridge+host-local", "attach/tether", "attach/cni", 0.1),
 		t("attach p50: Tether ÷ raw floor", "attach/tether", "attach/floor", 2),
 		t("attach with a port p50: Tether ÷ CNI bridge+portmap (nftables)", "attach-port/tether", "attach-port/cni", 0.05),
+		t("ADD p50: Tether through CNI ÷ CNI bridge+host-local", "attach/tether-cni", "attach/cni", 0.2),
+		t("ADD with a port p50: Tether through CNI ÷ CNI bridge+host-local+portmap (nftables)", "attach-port/tether-cni", "attach-port/cni", 0.2),
 	}
+}
+
+// delRatios compares the tether plugin's DEL with the reference's, like
+// with like: per removal the later of the answer (DelNetworkList and the
+// namespace file's deletion) and the host-side veth's RTM_DELLINK; no
+// target (the issue asks for the figure). Limit 0: none.
+func delRatios(p map[string]attach.Run) []Target {
+	var out []Target
+	for _, sc := range []string{"attach", "attach-port", "parallel"} {
+		x, y := p[sc+"/tether-cni"], p[sc+"/cni"]
+		out = append(out,
+			Target{Name: sc + ": DEL, later of answer and links gone, p50: Tether through CNI ÷ CNI reference", Ratio: attach.Ratio(x.Complete.P50, y.Complete.P50)},
+			Target{Name: sc + ": DEL answer p50: Tether through CNI ÷ CNI reference", Ratio: attach.Ratio(x.Remove.P50, y.Remove.P50)},
+			Target{Name: sc + ": DEL links gone p50: Tether through CNI ÷ CNI reference", Ratio: attach.Ratio(x.LinksGone.P50, y.LinksGone.P50)})
+	}
+	return out
+}
+
+// pluginStart times n VERSION execs of the tether plugin and of bridge,
+// alternating, through libcni.
+func pluginStart(t *testing.T, n int) map[string]attach.Stats {
+	t.Helper()
+	dirs := map[string]string{"tether": TetherBinDir(t, testutil.Binary(t)), "bridge": BinDir()}
+	took := map[string][]time.Duration{}
+	for range n {
+		for _, p := range []string{"tether", "bridge"} {
+			d, err := VersionExec(dirs[p], p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			took[p] = append(took[p], d)
+		}
+	}
+	return map[string]attach.Stats{"tether": attach.Summarize(took["tether"]), "bridge": attach.Summarize(took["bridge"])}
+}
+
+// treeState is the commit HEAD names and the Go files the working tree
+// changes (git status), both "" / nil when git cannot tell.
+func treeState() (string, []string) {
+	head, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "", nil
+	}
+	st, _ := exec.Command("git", "status", "--porcelain", "--", "*.go").Output()
+	var dirty []string
+	for _, l := range strings.Split(strings.TrimSpace(string(st)), "\n") {
+		if l != "" {
+			dirty = append(dirty, strings.TrimSpace(l))
+		}
+	}
+	return strings.TrimSpace(string(head)), dirty
 }
 
 // Labels of the systems in the tables.
@@ -151,6 +224,10 @@ var labels = map[string]string{
 	"parallel/tether":    "Tether",
 	"parallel/cni":       "CNI bridge + host-local",
 	"parallel/floor":     "raw netlink floor",
+
+	"attach/tether-cni":      "Tether through CNI (libcni → `tether` plugin → daemon)",
+	"attach-port/tether-cni": "Tether through CNI, `portMappings` 20000+i:80",
+	"parallel/tether-cni":    "Tether through CNI",
 }
 
 func writeReport(w io.Writer, rep *Report, byKey map[string][]attach.Run) {
@@ -160,25 +237,34 @@ func writeReport(w io.Writer, rep *Report, byKey map[string][]attach.Run) {
 		rep.LoadBefore, rep.LoadAfter, rep.Plugins)
 
 	fmt.Fprintf(w, "\n### 1. attach, %d in a row (all rounds pooled; total: sum of %d, median round)\n\n", rep.N, rep.N)
-	latencyTable(w, p, []string{"attach/tether", "attach/cni", "attach/floor"})
+	latencyTable(w, p, []string{"attach/tether", "attach/cni", "attach/floor", "attach/tether-cni"})
 	ratioLines(w, p, "attach/tether", []string{"attach/cni", "attach/floor"})
+	ratioLines(w, p, "attach/tether-cni", []string{"attach/cni", "attach/tether"})
 
 	fmt.Fprintf(w, "\n### 2. attach with one published port, %d in a row\n\n", rep.N)
-	latencyTable(w, p, []string{"attach-port/tether", "attach-port/cni"})
+	latencyTable(w, p, []string{"attach-port/tether", "attach-port/cni", "attach-port/tether-cni"})
 	ratioLines(w, p, "attach-port/tether", []string{"attach-port/cni", "attach/tether"})
+	ratioLines(w, p, "attach-port/tether-cni", []string{"attach-port/cni", "attach-port/tether", "attach/tether-cni"})
 
 	fmt.Fprintf(w, "\n### 3. remove (detach + delete), %d in a row\n\n", rep.N)
 	fmt.Fprintln(w, "API answer; links gone (the host-side veth's RTM_DELLINK, from the removal's start); both: the later of the two per")
 	fmt.Fprintln(w, "sandbox. CNI and the floor delete the veth before they answer, Tether's namespace teardown after: the ratios")
 	fmt.Fprintln(w, "compare \"both\" (like with like); the answer ratio compares different work.")
 	fmt.Fprintln(w)
-	removeTable(w, p, []string{"attach/tether", "attach/cni", "attach/floor", "attach-port/tether", "attach-port/cni", "parallel/tether", "parallel/cni", "parallel/floor"})
+	removeTable(w, p, []string{"attach/tether", "attach/cni", "attach/floor", "attach/tether-cni",
+		"attach-port/tether", "attach-port/cni", "attach-port/tether-cni",
+		"parallel/tether", "parallel/cni", "parallel/floor", "parallel/tether-cni"})
 	removeRatios(w, p, "attach/tether", []string{"attach/cni", "attach/floor"})
 	removeRatios(w, p, "attach-port/tether", []string{"attach-port/cni"})
 	removeRatios(w, p, "parallel/tether", []string{"parallel/cni", "parallel/floor"})
+	removeRatios(w, p, "attach/tether-cni", []string{"attach/cni", "attach/tether"})
+	removeRatios(w, p, "attach-port/tether-cni", []string{"attach-port/cni"})
+	removeRatios(w, p, "parallel/tether-cni", []string{"parallel/cni"})
 
 	fmt.Fprintf(w, "\n### 5. parallel: %d clients at once, %d attaches (wall: first start to last end, median round)\n\n", rep.Clients, rep.N)
 	parallelTable(w, p, rep.N, "parallel/tether", []string{"parallel/cni", "parallel/floor"})
+	fmt.Fprintln(w)
+	parallelTable(w, p, rep.N, "parallel/tether-cni", []string{"parallel/cni", "parallel/tether"})
 
 	fmt.Fprintf(w, "\n### per round: Tether ÷ reference, attach p50\n\n")
 	fmt.Fprintln(w, "| round | ÷ CNI | ÷ floor | port: ÷ CNI+portmap | parallel: ÷ CNI | parallel: ÷ floor | parallel wall ÷ CNI |")
@@ -194,12 +280,33 @@ func writeReport(w io.Writer, rep *Report, byKey map[string][]attach.Run) {
 			attach.Ratio(g("parallel/tether").WallMS, g("parallel/cni").WallMS))
 	}
 
+	fmt.Fprintf(w, "\n### per round: Tether through CNI ÷ CNI reference, p50\n\n")
+	fmt.Fprintln(w, "| round | ADD | ADD with a port | ADD, 8 clients | DEL (later of answer and links gone) | with a port | 8 clients |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+	for i := range rep.Reps {
+		g := func(sc string) (attach.Run, attach.Run) { return byKey[sc+"/tether-cni"][i], byKey[sc+"/cni"][i] }
+		a, b := g("attach")
+		pa, pb := g("attach-port")
+		qa, qb := g("parallel")
+		fmt.Fprintf(w, "| %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |\n", i+1,
+			attach.Ratio(a.Attach.P50, b.Attach.P50), attach.Ratio(pa.Attach.P50, pb.Attach.P50), attach.Ratio(qa.Attach.P50, qb.Attach.P50),
+			attach.Ratio(a.Complete.P50, b.Complete.P50), attach.Ratio(pa.Complete.P50, pb.Complete.P50), attach.Ratio(qa.Complete.P50, qb.Complete.P50))
+	}
+
 	fmt.Fprintf(w, "\n### where CNI's time goes (p50 / mean per sandbox, all rounds)\n\n")
 	for _, k := range []string{"attach/cni", "attach-port/cni", "parallel/cni"} {
 		attach.WriteSteps(w, labels[k]+", "+k, p[k].Steps, StepOrder)
 		fmt.Fprintln(w)
 	}
+	for _, k := range []string{"attach/tether-cni", "attach-port/tether-cni", "parallel/tether-cni"} {
+		attach.WriteSteps(w, labels[k]+", "+k, p[k].Steps, TetherStepOrder)
+		fmt.Fprintln(w)
+	}
 	attach.WriteSteps(w, "floor step, attach/floor", p["attach/floor"].Steps, attach.FloorSteps)
+	if ps := rep.PluginStart; ps != nil {
+		fmt.Fprintf(w, "\nplugin start (VERSION through libcni, no daemon, %d each): tether p50 %.2f ms (p90 %.2f), bridge p50 %.2f ms (p90 %.2f)\n",
+			ps["tether"].N, ps["tether"].P50, ps["tether"].P90, ps["bridge"].P50, ps["bridge"].P90)
+	}
 
 	fmt.Fprintf(w, "\n### targets\n\n")
 	for _, t := range rep.Targets {
@@ -208,6 +315,9 @@ func writeReport(w io.Writer, rep *Report, byKey map[string][]attach.Run) {
 			verdict = fmt.Sprintf("MISSED by %.0f%%", (t.Ratio/t.Limit-1)*100)
 		}
 		fmt.Fprintf(w, "- %s = %.3f (target ≤ %g): %s\n", t.Name, t.Ratio, t.Limit, verdict)
+	}
+	for _, t := range rep.DelRatios {
+		fmt.Fprintf(w, "- %s = %.3f (no target)\n", t.Name, t.Ratio)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,32 @@ func Start(tb testing.TB, publish bool) (*Net, string) {
 func RunCNI(tb testing.TB, o attach.Options) attach.Run {
 	tb.Helper()
 	n, ns := Start(tb, o.Publish)
+	steps := StepOrder
+	if !o.Publish {
+		steps = slices.DeleteFunc(slices.Clone(StepOrder), func(s string) bool { return s == StepPortmap || s == StepDelPort })
+	}
+	return runRow(tb, o, libcniRow{system: "cni", n: n, ns: ns, steps: steps,
+		verify: func(tb testing.TB, sbs []*Sandbox) { verifyRow(tb, n, ns, o, sbs) },
+		clean:  func(tb testing.TB, sbs []*Sandbox) { verifyClean(tb, n, ns, sbs) }})
+}
+
+// libcniRow is one system driven through libcni: its network, the host
+// namespace its plugins run in, and the smoke test's checks.
+type libcniRow struct {
+	system string // the run's System; "-port" is appended under o.Publish
+	n      *Net
+	ns     string                       // the host namespace's name
+	steps  []string                     // the steps recorded (StepOrder, TetherStepOrder)
+	verify func(testing.TB, []*Sandbox) // after the attaches, under o.Verify
+	clean  func(testing.TB, []*Sandbox) // after the removals, under o.Verify
+}
+
+// runRow attaches o.N sandboxes through s.n (from o.Clients goroutines),
+// then removes them in the same order, timing each call and, from the link
+// events of s.ns, the time until each sandbox's host-side links are gone.
+func runRow(tb testing.TB, o attach.Options, s libcniRow) attach.Run {
+	tb.Helper()
+	n, ns := s.n, s.ns
 	sbs := make([]*Sandbox, o.N)
 	removed, closed := make([]bool, o.N), false
 	tb.Cleanup(func() { // after a failure: undo what is left
@@ -69,8 +96,8 @@ func RunCNI(tb testing.TB, o attach.Options) attach.Run {
 		}
 	})
 	steps := map[string][]time.Duration{}
-	for _, s := range StepOrder {
-		steps[s] = make([]time.Duration, o.N)
+	for _, name := range s.steps {
+		steps[name] = make([]time.Duration, o.N)
 	}
 	record := func(i int, st map[string]time.Duration) {
 		for k, d := range st {
@@ -91,13 +118,13 @@ func RunCNI(tb testing.TB, o attach.Options) attach.Run {
 		tb.Fatal(err)
 	}
 	if o.Verify {
-		verifyRow(tb, n, ns, o, sbs)
+		s.verify(tb, sbs)
 	}
 	w := attach.WatchLinksT(tb, "/run/netns/"+ns)
 	links := make([][]int, o.N)
 	for i, sb := range sbs {
 		if len(sb.HostIfs) == 0 {
-			tb.Fatalf("cni sandbox %s: no host-side interface in the result", sb.ID)
+			tb.Fatalf("%s sandbox %s: no host-side interface in the result", s.system, sb.ID)
 		}
 		for _, name := range sb.HostIfs {
 			idx, err := w.Index(name)
@@ -119,23 +146,19 @@ func RunCNI(tb testing.TB, o attach.Options) attach.Run {
 		tb.Fatal(err)
 	}
 	if o.Verify {
-		verifyClean(tb, n, ns, sbs)
+		s.clean(tb, sbs)
 	}
 	closed = true
 	if err := n.Close(); err != nil {
 		tb.Error(err)
 	}
-	name := "cni"
+	name := s.system
 	if o.Publish {
-		name = "cni-port"
+		name += "-port"
 	}
 	r := attach.NewRun(name, attachT, removeT, wall)
 	r.Publish, r.Clients, r.RemoveWallMS = o.Publish, o.Clients, float64(rwall.Microseconds())/1000
 	r.SetLinksGone(gone, gwall)
-	if !o.Publish {
-		delete(steps, StepPortmap)
-		delete(steps, StepDelPort)
-	}
 	r.SetSteps(steps)
 	return r
 }
