@@ -350,8 +350,8 @@ func checkResultShape(t *testing.T, v string, raw []byte, ifname, sandbox string
 	ctr := -1
 	for i, itf := range r.Interfaces {
 		switch {
-		case itf.Sandbox == "":
-			a.Host = itf.Name
+		case itf.Sandbox == "" && a.Host == "":
+			a.Host = itf.Name // the first: later plugins may add theirs (bandwidth's ifb)
 		case itf.Name == ifname && itf.Sandbox == sandbox:
 			ctr, a.MAC = i, itf.Mac
 		}
