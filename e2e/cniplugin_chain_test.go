@@ -118,6 +118,9 @@ func TestCNIChain(t *testing.T) {
 			if !strings.EqualFold(a.MAC, mac) {
 				t.Errorf("tuning: the chain's result says mac %s, want %s", a.MAC, mac)
 			}
+			for _, at := range cniAttachments(t, d) {
+				t.Logf("the daemon's record of %s: mac %s (tuning set %s)", at.ContainerID, at.MAC, mac)
+			}
 		}, nil)
 	})
 
