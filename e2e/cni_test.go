@@ -665,3 +665,82 @@ func (k *cniKit) versionRound(t *testing.T, outNS string, i int, v string) {
 		t.Errorf("after DEL of both containers, attachments %v", ids)
 	}
 }
+
+// TestCNICapabilitiesAndInterfaces: one container with two attachments
+// (eth0 and eth1 on two Tether networks), the first with the ips, mac and
+// aliases capabilities (aliases as a list), the second with aliases in
+// Podman's {"<network configuration>": [...]} form. Each network's
+// sandboxes resolve the container by its K8S_POD_NAME and its aliases
+// there; the namespace keeps one default route; removing one attachment
+// leaves the other working.
+func TestCNICapabilitiesAndInterfaces(t *testing.T) {
+	refs := requireCNIRefs(t)
+	hostNS, d := host(t)
+	d.MustTether("network", "create", "--subnet", "10.135.0.0/24", "capa")
+	d.MustTether("network", "create", "--subnet", "10.136.0.0/24", "capb")
+	runDetached(t, d, "wa", "--network", "capa", "--", "sleep", "3600")
+	runDetached(t, d, "wb", "--network", "capb", "--", "sleep", "3600")
+	k := newCNIKit(t, d, hostNS, refs)
+	listA := k.conflist(t, "capa-conf", "1.1.0", k.tether("capa"))
+	listB := k.conflist(t, "capb-conf", "1.1.0", k.tether("capb"))
+	ns := ctrNS(t, "tth-cx")
+	l := k.libcni("caps")
+	const mac = "02:00:5e:00:53:50"
+	args := [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAME", "pod-x"}}
+	rtA := &libcni.RuntimeConf{ContainerID: "ctr-x", NetNS: "/run/netns/" + ns, IfName: "eth0", Args: args,
+		CapabilityArgs: map[string]any{"ips": []string{"10.135.0.50/24"}, "mac": mac, "aliases": []string{"svc-x"}}}
+	rtB := &libcni.RuntimeConf{ContainerID: "ctr-x", NetNS: "/run/netns/" + ns, IfName: "eth1", Args: args,
+		CapabilityArgs: map[string]any{"aliases": map[string][]string{"capb-conf": {"svc-x-b"}, "other": {"not-this"}}}}
+
+	if _, err := l.add(listA, rtA); err != nil {
+		t.Fatalf("ADD eth0: %v\n%s\ndaemon log:\n%s", err, l.exec.stderr.String(), tailLines(d.Log(), 30))
+	}
+	a := checkResultShape(t, "1.1.0", l.exec.last("tether", "ADD"), "eth0", rtA.NetNS)
+	if a.Addr.String() != "10.135.0.50/24" || !strings.EqualFold(a.MAC, mac) {
+		t.Errorf("eth0: %s %s, want 10.135.0.50/24 %s (ips and mac capabilities)", a.Addr, a.MAC, mac)
+	}
+	expectKernel(t, ns, "eth0", a)
+	if _, err := l.add(listB, rtB); err != nil {
+		t.Fatalf("ADD eth1 (second attachment of the container): %v\n%s\ndaemon log:\n%s", err, l.exec.stderr.String(), tailLines(d.Log(), 30))
+	}
+	rawB := l.exec.last("tether", "ADD")
+	t.Logf("eth1 result: %s", rawB)
+	b := checkResultShape(t, "1.1.0", rawB, "eth1", rtB.NetNS)
+	if !netip.MustParsePrefix("10.136.0.0/24").Contains(b.Addr.Addr()) {
+		t.Errorf("eth1 address %s outside capb", b.Addr)
+	}
+	if routes := testutil.Must(t, "ip", "-n", ns, "route", "show", "default"); strings.Count(routes, "default") != 1 {
+		t.Errorf("default routes in %s: %q, want one", ns, routes)
+	} else {
+		t.Logf("default route with both attachments: %s", strings.TrimSpace(routes))
+	}
+
+	for _, c := range []struct{ from, name, want string }{
+		{"wa", "pod-x", "10.135.0.50"}, {"wa", "svc-x", "10.135.0.50"},
+		{"wb", "pod-x", b.Addr.Addr().String()}, {"wb", "svc-x-b", b.Addr.Addr().String()},
+	} {
+		resolves(t, d, c.from, c.name, c.want)
+	}
+	if out, err := d.Tether("exec", "wb", "--", "getent", "hosts", "not-this"); err == nil {
+		t.Errorf("wb resolves not-this (another network configuration's alias): %s", out)
+	}
+	if err := l.check(listA, rtA); err != nil {
+		t.Errorf("CHECK eth0: %v", err)
+	}
+	if err := l.del(listA, rtA); err != nil {
+		t.Errorf("DEL eth0: %v", err)
+	}
+	if err := l.check(listB, rtB); err != nil {
+		t.Errorf("CHECK eth1 after DEL of eth0: %v", err)
+	}
+	if !ping(d, "wb", b.Addr.Addr().String()) {
+		t.Errorf("wb cannot reach eth1 (%s) after DEL of eth0", b.Addr.Addr())
+	}
+	t.Logf("default route after DEL of eth0: %q", strings.TrimSpace(testutil.Must(t, "ip", "-n", ns, "route", "show", "default")))
+	if err := l.del(listB, rtB); err != nil {
+		t.Errorf("DEL eth1: %v", err)
+	}
+	if ids := attachedIDs(t, d); len(ids) != 0 {
+		t.Errorf("attachments after DEL of both: %v", ids)
+	}
+}
