@@ -26,6 +26,9 @@ import (
 const (
 	LabelCNIContainer = "tether.cni.container"
 	LabelCNIIfName    = "tether.cni.ifname"
+	// LabelCNIRoute: "true" on the attachment that carries the namespace's
+	// default route (the container's first on a network with a way out).
+	LabelCNIRoute = "tether.cni.defaultroute"
 )
 
 // containerIDRE: what CNI allows in a container ID (spec: alphanumerics,
@@ -72,13 +75,25 @@ func (s *Server) cniAdd(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, fmt.Errorf("container %s already has an attachment on interface %s", b.ContainerID, b.IfName))
 		return
 	}
+	// One default route per namespace: the container's first attachment on
+	// a network with a way out carries it, later ones do not replace it.
+	routed := false
+	for _, sb := range s.eng.Sandboxes() {
+		if sb.Labels[LabelCNIContainer] == b.ContainerID && s.cniView(sb).DefaultRoute {
+			routed = true
+		}
+	}
 	aliases := slices.Clone(b.Aliases)
 	if b.Name != "" && !slices.Contains(aliases, b.Name) {
 		aliases = append([]string{b.Name}, aliases...)
 	}
 	spec := engine.SandboxSpec{NetNSPath: b.NetNS, ServeDNS: true,
-		Labels:   map[string]string{LabelCNIContainer: b.ContainerID, LabelCNIIfName: b.IfName},
-		Networks: []engine.AttachSpec{{Network: b.Network, IP: b.IP, MAC: b.MAC, Aliases: aliases, Ports: ports, IfName: b.IfName}}}
+		Labels: map[string]string{LabelCNIContainer: b.ContainerID, LabelCNIIfName: b.IfName},
+		Networks: []engine.AttachSpec{{Network: b.Network, IP: b.IP, MAC: b.MAC, Aliases: aliases, Ports: ports, IfName: b.IfName,
+			PortsUnheld: !b.HoldPorts, NoDefaultRoute: routed}}}
+	if !routed {
+		spec.Labels[LabelCNIRoute] = "true" // if the network gives one (cniView checks)
+	}
 	sb, err := s.cniCreate(r.Context(), spec, b)
 	if err != nil {
 		s.fail(w, err)
@@ -170,7 +185,7 @@ func (s *Server) cniView(sb *engine.Sandbox) types.CNIAttachment {
 			if gw := n.SandboxGateway; gw.IsValid() {
 				a.Gateway = gw.String()
 			}
-			a.DefaultRoute = n.Scope != engine.ScopeGlobal
+			a.DefaultRoute = n.Scope != engine.ScopeGlobal && sb.Labels[LabelCNIRoute] == "true"
 		}
 		if n.Scope == engine.ScopeGlobal {
 			a.Gateway = ""

@@ -15,7 +15,7 @@ import (
 
 func cniSandbox(id, cid, ifname string) *engine.Sandbox {
 	return &engine.Sandbox{ID: id, Name: "cni-" + cid, Adopted: true, NetNS: "/run/netns/x",
-		Labels: map[string]string{LabelCNIContainer: cid, LabelCNIIfName: ifname},
+		Labels: map[string]string{LabelCNIContainer: cid, LabelCNIIfName: ifname, LabelCNIRoute: "true"},
 		Endpoints: []*engine.Endpoint{{ID: "ep" + id, NetworkID: netID, IfName: ifname, HostIfName: "vth0001",
 			Address: netip.MustParsePrefix("10.9.0.5/24"), Gateway: netip.MustParseAddr("10.9.0.1"), MAC: "02:42:0a:09:00:05"}}}
 }
@@ -66,7 +66,8 @@ func TestCNIAdd(t *testing.T) {
 	a := s.Networks[0]
 	if s.NetNSPath != "/var/run/netns/c1" || !s.ServeDNS || s.Name != "web" || s.Labels[LabelCNIContainer] != "c1" || s.Labels[LabelCNIIfName] != "net1" ||
 		a.Network != "n" || a.IfName != "net1" || a.IP != "10.9.0.5" || a.MAC != "02:00:00:00:00:05" ||
-		!slices.Equal(a.Aliases, []string{"web", "www"}) || len(a.Ports) != 1 || a.Ports[0].Proto != "tcp" || a.Ports[0].HostPort != 8080 {
+		!slices.Equal(a.Aliases, []string{"web", "www"}) || len(a.Ports) != 1 || a.Ports[0].Proto != "tcp" || a.Ports[0].HostPort != 8080 ||
+		!a.PortsUnheld {
 		t.Errorf("sandbox spec %+v", s)
 	}
 	var got types.CNIAttachment
@@ -111,5 +112,20 @@ func TestCNIDelGCStatus(t *testing.T) {
 	_ = json.Unmarshal(w.Body.Bytes(), &st)
 	if w.Code != http.StatusOK || !st.Degraded || !strings.Contains(st.Reason, "etcd at") {
 		t.Errorf("STATUS with the store down: %d %+v", w.Code, st)
+	}
+}
+
+// A container's second attachment does not take the namespace's default
+// route from its first.
+func TestCNISecondAttachmentNoRoute(t *testing.T) {
+	first := cniSandbox(sbID, "c1", "eth0")
+	f := &fakeBackend{sandboxes: []*engine.Sandbox{first}, sandbox: cniSandbox("x", "c1", "eth1"),
+		network: &engine.NetworkView{Network: engine.Network{ID: netID, Name: "n", MTU: 1500}}}
+	body := `{"ContainerID": "c1", "IfName": "eth1", "NetNS": "/var/run/netns/c1", "Network": "n2"}`
+	if w := (call{"POST", "/tether/v1/cni/attachments", body, nil}).serve(t, f); w.Code != http.StatusCreated {
+		t.Fatalf("%d %s", w.Code, w.Body.String())
+	}
+	if !f.sbSpec.Networks[0].NoDefaultRoute || f.sbSpec.Labels[LabelCNIRoute] != "" {
+		t.Errorf("second attachment spec %+v: want no default route", f.sbSpec)
 	}
 }

@@ -33,6 +33,11 @@ type netConf struct {
 	Network string `json:"network"`
 	// Socket is the daemon's socket: unix:///PATH or /PATH.
 	Socket string `json:"socket"`
+	// HoldPorts: the daemon holds the host ports of portMappings (binds
+	// them, and serves loopback through its proxy), as for `tether run -p`.
+	// Off by default: runtimes such as Podman bind published ports
+	// themselves, as they do with the reference portmap plugin.
+	HoldPorts bool `json:"holdPorts,omitempty"`
 	// IPAM naming a plugin is refused: Tether allocates on its network.
 	IPAM          json.RawMessage `json:"ipam"`
 	RuntimeConfig runtimeConfig   `json:"runtimeConfig"`
@@ -152,7 +157,7 @@ func socketPath(s string) (string, error) {
 // attachRequest is the daemon's ADD request for args and conf.
 func attachRequest(args *skel.CmdArgs, conf *netConf) (apitypes.CNIAttachRequest, *cnitypes.Error) {
 	req := apitypes.CNIAttachRequest{ContainerID: args.ContainerID, IfName: args.IfName,
-		NetNS: args.Netns, Network: conf.Network}
+		NetNS: args.Netns, Network: conf.Network, HoldPorts: conf.HoldPorts}
 	var e *cnitypes.Error
 	if req.Name, e = podName(args.Args); e != nil {
 		return req, e

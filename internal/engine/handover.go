@@ -135,7 +135,7 @@ func (e *Engine) PublishPorts(ctx context.Context, netRef, sbRef string, ports [
 	}
 	x := *ep
 	x.Ports = nil
-	if err := e.publish(ctx, sb, &x, specs); err != nil {
+	if err := e.publish(ctx, sb, &x, specs, true); err != nil {
 		return err
 	}
 	e.mu.Lock()

@@ -18,6 +18,9 @@ type PortBinding struct {
 	HostIP        netip.Addr `json:"hostIp"`
 	HostPort      uint16     `json:"hostPort"`
 	ContainerPort uint16     `json:"containerPort"`
+	// Unheld: the daemon does not bind the host port (its runtime does;
+	// AttachSpec.PortsUnheld): only the kernel path is Tether's.
+	Unheld bool `json:"unheld,omitempty"`
 }
 
 // Publishing a port takes three things, undone in reverse on failure:
@@ -64,7 +67,7 @@ func (e *Engine) portSpecs(ns *netState, in []portmap.Spec) ([]portmap.Spec, err
 // publish holds the host ports, installs the kernel path and starts the
 // proxies, and records the bindings in ep.Ports. Called with sb.op held,
 // after the endpoint's address is known.
-func (e *Engine) publish(ctx context.Context, sb *sbState, ep *Endpoint, specs []portmap.Spec) (err error) {
+func (e *Engine) publish(ctx context.Context, sb *sbState, ep *Endpoint, specs []portmap.Spec, hold bool) (err error) {
 	if len(specs) == 0 {
 		return nil
 	}
@@ -81,6 +84,13 @@ func (e *Engine) publish(ctx context.Context, sb *sbState, ep *Endpoint, specs [
 		}
 	}()
 	for _, s := range specs {
+		if !hold {
+			if s.HostPort == 0 {
+				return invalidf("invalid port %s: a port the runtime holds needs a host port", portmap.String(s))
+			}
+			ep.Ports = append(ep.Ports, PortBinding{Proto: s.Proto, HostIP: s.HostIP, HostPort: s.HostPort, ContainerPort: s.ContainerPort, Unheld: true})
+			continue
+		}
 		h, err := portmap.Hold(s.Proto, s.HostIP, s.HostPort)
 		if err != nil {
 			return conflictf("publish %s: %v", portmap.String(s), err)
@@ -200,6 +210,9 @@ func (e *Engine) rehold() {
 	for _, ep := range eps {
 		var held []*portmap.Held
 		for _, p := range ep.Ports {
+			if p.Unheld {
+				continue
+			}
 			h, err := portmap.Hold(p.Proto, p.HostIP, p.HostPort)
 			if err != nil {
 				e.log.Error("hold published port again", "port", strconv.Itoa(int(p.HostPort))+"/"+p.Proto, "err", err)

@@ -31,6 +31,15 @@ type AttachSpec struct {
 	// IfName names the interface in the sandbox (CNI_IFNAME); empty = the
 	// next free eth<N>.
 	IfName string
+	// PortsUnheld publishes Ports in the kernel only: the daemon does not
+	// bind the host ports (their owner is the runtime, e.g. Podman, which
+	// binds them itself) and no proxy serves loopback. Each needs a host
+	// port.
+	PortsUnheld bool
+	// NoDefaultRoute: the interface never carries the namespace's default
+	// route (another attachment in the same namespace has it: CNI's second
+	// network of a container).
+	NoDefaultRoute bool
 }
 
 // SandboxSpec asks for a sandbox: a new one, or one adopted from another
@@ -434,7 +443,7 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if err := e.fault("attach.after-join"); err != nil {
 		return err
 	}
-	if err := e.publish(ctx, sb, at.ep, ports); err != nil {
+	if err := e.publish(ctx, sb, at.ep, ports, !a.PortsUnheld); err != nil {
 		return err
 	}
 	if err := e.fault("attach.after-publish"); err != nil {
@@ -548,7 +557,7 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 		ep.MAC = macFor(p.Addr())
 	}
 	ns.pending++
-	defaultRoute := caps.DefaultRoute && !ns.rec.Internal && !e.hasDefaultRouteLocked(sb.rec)
+	defaultRoute := caps.DefaultRoute && !ns.rec.Internal && !a.NoDefaultRoute && !e.hasDefaultRouteLocked(sb.rec)
 	e.mu.Unlock()
 	at.ep = ep
 	if at.global {

@@ -4,9 +4,13 @@ package engine
 // netns path or a PID).
 
 import (
+	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"testing"
+
+	"github.com/tether-net/tether/internal/portmap"
 )
 
 // Adoption by path: the namespace is the runtime's, never deleted; a path
@@ -91,4 +95,38 @@ func TestAdoptForCNI(t *testing.T) {
 	r.network("cnet2", "bridge", "198.19.21.0/24")
 	err = r.e.Connect(r.ctx, "cnet2", "pod", AttachSpec{IfName: "net1"})
 	wantKind(t, err, KindConflict, "a second interface of the same name")
+}
+
+// Ports a runtime holds itself (Podman binds published ports): the kernel
+// path only; the daemon leaves the host port free, also after a restart.
+func TestPortsUnheld(t *testing.T) {
+	r := newRig(t)
+	r.network("pnet", "bridge", "198.19.22.0/24")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	spec := portmap.Spec{Proto: "tcp", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: port, ContainerPort: 80}
+	_, err = r.e.CreateSandbox(r.ctx, SandboxSpec{Name: "p", NetNSPath: r.adoptable(),
+		Networks: []AttachSpec{{Network: "pnet", Ports: []portmap.Spec{spec}, PortsUnheld: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.fw.portList()) != 1 {
+		t.Fatalf("firewall ports %v, want the one", r.fw.portList())
+	}
+	for range 2 {
+		l, err := net.Listen("tcp", netip.AddrPortFrom(spec.HostIP, port).String())
+		if err != nil {
+			t.Fatalf("the runtime cannot bind its port: %v", err)
+		}
+		l.Close()
+		r.restart()
+	}
+	spec.HostPort = 0
+	_, err = r.e.CreateSandbox(r.ctx, SandboxSpec{Name: "q", NetNSPath: r.adoptable(),
+		Networks: []AttachSpec{{Network: "pnet", Ports: []portmap.Spec{spec}, PortsUnheld: true}}})
+	wantKind(t, err, KindInvalid, "an ephemeral port nobody holds")
 }

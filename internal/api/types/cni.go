@@ -33,6 +33,10 @@ type CNIAttachRequest struct {
 	MAC     string    `json:"MAC,omitempty"` // capability mac
 	Aliases []string  `json:"Aliases,omitempty"`
 	Ports   []CNIPort `json:"Ports,omitempty"` // capability portMappings
+	// HoldPorts: the daemon binds the host ports (and proxies loopback),
+	// as for `tether run -p`; false leaves them to the runtime (Podman
+	// binds them itself) and publishes only the kernel path.
+	HoldPorts bool `json:"HoldPorts,omitempty"`
 }
 
 // CNIPort is one portMappings entry.
