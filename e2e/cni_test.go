@@ -312,8 +312,10 @@ type cniAttach struct {
 // the container interface ifname with its sandbox path and MAC; a host
 // interface; one IPv4 address whose "interface" indexes the container
 // interface, with "version": "4" before 1.0.0 and without it from 1.0.0;
-// a default route; 127.0.0.11 as nameserver.
-func checkResultShape(t *testing.T, v string, raw []byte, ifname, sandbox string) cniAttach {
+// a default route (route true: the attachment carries the namespace's;
+// false: none, as a container's second attachment); 127.0.0.11 as
+// nameserver.
+func checkResultShape(t *testing.T, v string, raw []byte, ifname, sandbox string, route bool) cniAttach {
 	t.Helper()
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &top); err != nil {
@@ -396,13 +398,14 @@ func checkResultShape(t *testing.T, v string, raw []byte, ifname, sandbox string
 			t.Errorf("%s result: ips[0] has key %q: %s", v, key, raw)
 		}
 	}
-	if !slices.ContainsFunc(r.Routes, func(rt struct {
+	hasRoute := slices.ContainsFunc(r.Routes, func(rt struct {
 		Dst string `json:"dst"`
 		GW  string `json:"gw"`
 	}) bool {
 		return rt.Dst == "0.0.0.0/0" && (rt.GW == "" || rt.GW == gw)
-	}) {
-		t.Errorf("%s result: no default route via %s: %s", v, gw, raw)
+	})
+	if hasRoute != route {
+		t.Errorf("%s result: default route via %s: %v, want %v: %s", v, gw, hasRoute, route, raw)
 	}
 	if !slices.Contains(r.DNS.Nameservers, "127.0.0.11") {
 		t.Errorf("%s result: dns.nameservers %v lacks 127.0.0.11", v, r.DNS.Nameservers)
@@ -570,7 +573,7 @@ func (k *cniKit) versionRound(t *testing.T, outNS string, i int, v string) {
 	caps := map[string]any{"portMappings": []map[string]any{{"hostPort": port, "containerPort": 80, "protocol": "tcp"}}}
 	argsA := "IgnoreUnknown=1;K8S_POD_NAME=" + podA
 	stdout := k.mustCnitool(t, "add", name, "/run/netns/"+a, argsA, caps)
-	resA := checkResultShape(t, v, []byte(stdout), "eth0", "/run/netns/"+a)
+	resA := checkResultShape(t, v, []byte(stdout), "eth0", "/run/netns/"+a, true)
 
 	l := k.libcni(tag)
 	rtB := &libcni.RuntimeConf{ContainerID: "ctr-b-" + tag, NetNS: "/run/netns/" + b, IfName: "eth0",
@@ -580,7 +583,7 @@ func (k *cniKit) versionRound(t *testing.T, outNS string, i int, v string) {
 	}
 	rawB := l.exec.last("tether", "ADD")
 	t.Logf("ADD result (%s, as the plugin printed it): %s", v, rawB)
-	resB := checkResultShape(t, v, rawB, "eth0", "/run/netns/"+b)
+	resB := checkResultShape(t, v, rawB, "eth0", "/run/netns/"+b, true)
 	expectKernel(t, a, "eth0", resA)
 	expectKernel(t, b, "eth0", resB)
 
@@ -695,7 +698,7 @@ func TestCNICapabilitiesAndInterfaces(t *testing.T) {
 	if _, err := l.add(listA, rtA); err != nil {
 		t.Fatalf("ADD eth0: %v\n%s\ndaemon log:\n%s", err, l.exec.stderr.String(), tailLines(d.Log(), 30))
 	}
-	a := checkResultShape(t, "1.1.0", l.exec.last("tether", "ADD"), "eth0", rtA.NetNS)
+	a := checkResultShape(t, "1.1.0", l.exec.last("tether", "ADD"), "eth0", rtA.NetNS, true)
 	if a.Addr.String() != "10.135.0.50/24" || !strings.EqualFold(a.MAC, mac) {
 		t.Errorf("eth0: %s %s, want 10.135.0.50/24 %s (ips and mac capabilities)", a.Addr, a.MAC, mac)
 	}
@@ -705,14 +708,13 @@ func TestCNICapabilitiesAndInterfaces(t *testing.T) {
 	}
 	rawB := l.exec.last("tether", "ADD")
 	t.Logf("eth1 result: %s", rawB)
-	b := checkResultShape(t, "1.1.0", rawB, "eth1", rtB.NetNS)
+	b := checkResultShape(t, "1.1.0", rawB, "eth1", rtB.NetNS, false)
 	if !netip.MustParsePrefix("10.136.0.0/24").Contains(b.Addr.Addr()) {
 		t.Errorf("eth1 address %s outside capb", b.Addr)
 	}
-	if routes := testutil.Must(t, "ip", "-n", ns, "route", "show", "default"); strings.Count(routes, "default") != 1 {
-		t.Errorf("default routes in %s: %q, want one", ns, routes)
-	} else {
-		t.Logf("default route with both attachments: %s", strings.TrimSpace(routes))
+	// the first attachment keeps the namespace's one default route
+	if routes := testutil.Must(t, "ip", "-n", ns, "route", "show", "default"); strings.Count(routes, "default") != 1 || !strings.Contains(routes, "dev eth0") {
+		t.Errorf("default routes in %s: %q, want one, through eth0 (the first attachment)", ns, routes)
 	}
 
 	for _, c := range []struct{ from, name, want string }{

@@ -157,14 +157,14 @@ func (k *cniKit) chainRound(t *testing.T, list *libcni.NetworkConfigList,
 	if err != nil {
 		t.Fatalf("ADD through %s: %v\nplugins' stderr: %s\ndaemon log:\n%s", list.Name, err, l.exec.stderr.String(), tailLines(k.d.Log(), 30))
 	}
-	tetherOut := checkResultShape(t, chainVersion, l.exec.last("tether", "ADD"), "eth0", rt.NetNS)
+	tetherOut := checkResultShape(t, chainVersion, l.exec.last("tether", "ADD"), "eth0", rt.NetNS, true)
 	final, err := res.GetAsVersion(chainVersion)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, _ := json.Marshal(final)
 	t.Logf("%s: the chain's result: %s", list.Name, b)
-	a := checkResultShape(t, chainVersion, b, "eth0", rt.NetNS)
+	a := checkResultShape(t, chainVersion, b, "eth0", rt.NetNS, true)
 	if a.Addr != tetherOut.Addr || a.GW != tetherOut.GW || a.Host != tetherOut.Host {
 		t.Errorf("the chain's result %+v lost Tether's %+v", a, tetherOut)
 	}

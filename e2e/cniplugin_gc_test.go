@@ -55,7 +55,7 @@ func TestCNIGCAfterReboot(t *testing.T) {
 		if _, err := l.add(list, rt); err != nil {
 			t.Fatalf("ADD %s: %v\n%s\ndaemon log:\n%s", rt.ContainerID, err, l.exec.stderr.String(), tailLines(d.Log(), 30))
 		}
-		a := checkResultShape(t, "1.1.0", l.exec.last("tether", "ADD"), "eth0", rt.NetNS)
+		a := checkResultShape(t, "1.1.0", l.exec.last("tether", "ADD"), "eth0", rt.NetNS, true)
 		return rt, a.Addr.Addr()
 	}
 	var rts []*libcni.RuntimeConf
