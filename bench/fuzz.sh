@@ -26,6 +26,7 @@ targets=(
 	"./internal/api FuzzFilters"
 	"./internal/api FuzzEventQuery"
 	"./internal/dockerplugin FuzzPluginCall"
+	"./internal/cniplugin FuzzConfig"
 	"./internal/engine FuzzNetworkSpec"
 	"./internal/engine FuzzPorts"
 	"./internal/portmap/portspec FuzzParse"
