@@ -220,27 +220,30 @@ func cniKey(w http.ResponseWriter, r *http.Request) (string, string, bool) {
 	return cid, ifname, true
 }
 
-func (s *Server) cniGet(w http.ResponseWriter, r *http.Request) {
+// cniFound is the sandbox of the path's attachment; a bad key is 400 and
+// no attachment 404 (answered here).
+func (s *Server) cniFound(w http.ResponseWriter, r *http.Request) (*engine.Sandbox, bool) {
 	cid, ifname, ok := cniKey(w, r)
 	if !ok {
-		return
+		return nil, false
 	}
 	sb := s.cniFind(cid, ifname)
 	if sb == nil {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no attachment of container %s on interface %s", cid, ifname))
-		return
+		return nil, false
 	}
-	writeJSON(w, http.StatusOK, s.cniView(sb))
+	return sb, true
+}
+
+func (s *Server) cniGet(w http.ResponseWriter, r *http.Request) {
+	if sb, ok := s.cniFound(w, r); ok {
+		writeJSON(w, http.StatusOK, s.cniView(sb))
+	}
 }
 
 func (s *Server) cniCheck(w http.ResponseWriter, r *http.Request) {
-	cid, ifname, ok := cniKey(w, r)
+	sb, ok := s.cniFound(w, r)
 	if !ok {
-		return
-	}
-	sb := s.cniFind(cid, ifname)
-	if sb == nil {
-		writeError(w, http.StatusNotFound, fmt.Errorf("no attachment of container %s on interface %s", cid, ifname))
 		return
 	}
 	if err := s.eng.CheckSandbox(r.Context(), sb.ID); err != nil {
