@@ -65,12 +65,12 @@ func Installed(dir string) (missing []string, stamp string) {
 
 // Config describes one network.
 type Config struct {
-	HostNS  string       // path of the host namespace file (e.g. /run/netns/NAME)
-	BinDir  string       // plugin binaries
-	Dir     string       // a fresh directory for state: namespace files, IPAM data, cache
-	Name    string       // network name (host-local keys its data by it)
-	Bridge  string       // bridge name, ≤ 15 bytes
-	Subnet  netip.Prefix // the bridge's subnet; the gateway is its first address
+	HostNS string       // path of the host namespace file (e.g. /run/netns/NAME)
+	BinDir string       // plugin binaries
+	Dir    string       // a fresh directory for state: namespace files, IPAM data, cache
+	Name   string       // network name (host-local keys its data by it)
+	Bridge string       // bridge name, ≤ 15 bytes
+	Subnet netip.Prefix // the bridge's subnet; the gateway is its first address
 	// Publish: every ADD passes one port mapping (runtimeConfig
 	// portMappings), and ConfList adds portmap (nftables backend).
 	Publish bool

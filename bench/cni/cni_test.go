@@ -155,8 +155,10 @@ const clients = 8
 // gateway), published ports reached from an outside namespace through
 // Tether's publish and through portmap's DNAT, and after removal no link,
 // namespace file, rule, IPAM lease, cache entry or plugin process left;
-// the default namespace gets no CNI table or bridge. With TETHER_E2E=1 the
-// plugins must be installed (bench/refs/cni.sh).
+// the default namespace gets no CNI table or bridge. The tether-cni rows
+// (the tether plugin through libcni) also check that the daemon lists
+// exactly the attachments the results describe, and none after DEL. With
+// TETHER_E2E=1 the plugins must be installed (bench/refs/cni.sh).
 func TestCNISmoke(t *testing.T) {
 	testutil.RequireRoot(t)
 	Require(t)

@@ -16,5 +16,10 @@
 // is never touched. host-local's data directory and libcni's cache live in
 // the test's temporary directory.
 //
+// The tether-cni rows (tether.go) make the same libcni calls with a
+// conflist whose one plugin is `tether` (issue 16): the binary the harness
+// builds, linked as `tether` in a temporary CNI bin dir, a thin client of a
+// daemon running in the row's host namespace.
+//
 // Entry point: `sudo bench/run.sh cni` (see bench/README.md).
 package cni

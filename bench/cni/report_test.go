@@ -32,7 +32,8 @@ type Report struct {
 	// Pooled: "scenario/system" → all rounds' samples pooled (wall: median round).
 	Pooled  map[string]attach.Run `json:"pooled"`
 	Targets []Target              `json:"targets"`
-	// Tether: the commit the tether binary was built from and the changes
+	// Tether: the commit HEAD named when the run started (the tether
+	// binary is built from the working tree right after) and the changes
 	// to Go files the working tree had then (the build includes them).
 	Tether    string   `json:"tether_commit,omitempty"`
 	TreeDirty []string `json:"tree_changes,omitempty"`
@@ -101,6 +102,7 @@ func TestCNIReport(t *testing.T) {
 	rep := Report{Scenario: "cni", Date: time.Now().UTC(), Machine: attach.Machine(), LoadBefore: testutil.LoadAvg(),
 		N: n, Reps: reps, Clients: clients, Plugins: stamp, ExecRoot: os.Getenv("BENCH_EXEC_ROOT"),
 		Pooled: map[string]attach.Run{}}
+	rep.Tether, rep.TreeDirty = treeState()
 	byKey := map[string][]attach.Run{}
 	for round := range reps {
 		for _, sc := range reportScenarios {
@@ -131,7 +133,6 @@ func TestCNIReport(t *testing.T) {
 	rep.LoadAfter = testutil.LoadAvg()
 	rep.Targets = targets(rep.Pooled)
 	rep.DelRatios = delRatios(rep.Pooled)
-	rep.Tether, rep.TreeDirty = treeState()
 
 	var out bytes.Buffer
 	writeReport(&out, &rep, byKey)
