@@ -8,6 +8,8 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -116,7 +118,15 @@ func (s *Server) cniCreate(ctx context.Context, spec engine.SandboxSpec, b types
 		}
 	}
 	spec.Name = fallback
-	return s.eng.CreateSandbox(ctx, spec)
+	sb, err := s.eng.CreateSandbox(ctx, spec)
+	if engine.KindOf(err) == engine.KindConflict && strings.Contains(err.Error(), "sandbox name") {
+		// two container IDs sharing their first 12 characters: a name
+		// from the whole key
+		sum := sha256.Sum256([]byte(b.ContainerID + "/" + b.IfName))
+		spec.Name = "cni-" + hex.EncodeToString(sum[:10])
+		sb, err = s.eng.CreateSandbox(ctx, spec)
+	}
+	return sb, err
 }
 
 func shortCID(id string) string {

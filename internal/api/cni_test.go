@@ -129,3 +129,21 @@ func TestCNISecondAttachmentNoRoute(t *testing.T) {
 		t.Errorf("second attachment spec %+v: want no default route", f.sbSpec)
 	}
 }
+
+// Container IDs sharing their first 12 characters get distinct names.
+func TestCNINameClash(t *testing.T) {
+	f := &fakeBackend{network: &engine.NetworkView{Network: engine.Network{ID: netID, Name: "n"}}}
+	f.createSandbox = func(spec engine.SandboxSpec) (*engine.Sandbox, error) {
+		if spec.Name == "cni-tbench-338f0-eth0" {
+			return nil, &engine.Error{Kind: engine.KindConflict, Err: errors.New(`sandbox name "cni-tbench-338f0-eth0" is already in use`)}
+		}
+		return cniSandbox(sbID, "tbench-338f07a3-1", "eth0"), nil
+	}
+	body := `{"ContainerID": "tbench-338f07a3-1", "IfName": "eth0", "NetNS": "/var/run/netns/c1", "Network": "n"}`
+	if w := (call{"POST", "/tether/v1/cni/attachments", body, nil}).serve(t, f); w.Code != http.StatusCreated {
+		t.Fatalf("%d %s", w.Code, w.Body.String())
+	}
+	if !strings.HasPrefix(f.sbSpec.Name, "cni-") || f.sbSpec.Name == "cni-tbench-338f0-eth0" || len(f.sbSpec.Name) != 24 {
+		t.Errorf("name after the clash: %q", f.sbSpec.Name)
+	}
+}

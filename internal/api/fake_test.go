@@ -34,8 +34,10 @@ type fakeBackend struct {
 	cfg       *config.Config
 	warnings  []string
 	exec      func(x engine.ExecSpec) (*engine.Running, error) // nil: a detached process with PID 4242
-	past      []engine.Event                                   // kept events SubscribeEvents returns (those since the asked time)
-	live      chan engine.Event                                // nil: no live events, the stream ends after the past ones
+	// createSandbox, when set, answers CreateSandbox (after the spec is recorded)
+	createSandbox func(spec engine.SandboxSpec) (*engine.Sandbox, error)
+	past          []engine.Event    // kept events SubscribeEvents returns (those since the asked time)
+	live          chan engine.Event // nil: no live events, the stream ends after the past ones
 
 	// What the handlers passed.
 	netSpec            engine.NetworkSpec
@@ -155,6 +157,9 @@ func (f *fakeBackend) NetworkName(id string) string {
 func (f *fakeBackend) CreateSandbox(_ context.Context, spec engine.SandboxSpec) (*engine.Sandbox, error) {
 	defer f.enter("CreateSandbox")()
 	f.sbSpec = spec
+	if f.createSandbox != nil {
+		return f.createSandbox(spec)
+	}
 	if f.err != nil {
 		return nil, f.err
 	}
