@@ -37,6 +37,9 @@ const (
 // underscore, dot, hyphen; not empty).
 var containerIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]*$`)
 
+// dnsLabel is what the engine takes as a name on a network.
+var dnsLabel = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$`)
+
 func (s *Server) cniRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST /tether/v1/cni/attachments", s.cniAdd)
 	m.HandleFunc("GET /tether/v1/cni/attachments", s.cniList)
@@ -86,7 +89,9 @@ func (s *Server) cniAdd(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	aliases := slices.Clone(b.Aliases)
-	if b.Name != "" && !slices.Contains(aliases, b.Name) {
+	if dnsLabel.MatchString(b.Name) && !slices.Contains(aliases, b.Name) {
+		// a pod name with dots (a DNS subdomain) is not a name on the
+		// network; the attachment still works
 		aliases = append([]string{b.Name}, aliases...)
 	}
 	spec := engine.SandboxSpec{NetNSPath: b.NetNS, ServeDNS: true,
@@ -105,26 +110,25 @@ func (s *Server) cniAdd(w http.ResponseWriter, r *http.Request) {
 }
 
 // cniCreate names the sandbox after the container when it can (b.Name, a
-// DNS label not taken), else cni-<container ID 12>-<ifname>.
+// DNS label not taken), else cni-<container ID 12>-<ifname>, else (that is
+// taken too, or no DNS label: container IDs and interface names allow '.'
+// and '_') cni-<20 hex of a hash of the whole key>.
 func (s *Server) cniCreate(ctx context.Context, spec engine.SandboxSpec, b types.CNIAttachRequest) (*engine.Sandbox, error) {
-	fallback := "cni-" + shortCID(b.ContainerID) + "-" + strings.NewReplacer(".", "-", "_", "-").Replace(b.IfName)
+	clean := strings.NewReplacer(".", "-", "_", "-")
+	sum := sha256.Sum256([]byte(b.ContainerID + "/" + b.IfName))
+	names := []string{"cni-" + clean.Replace(shortCID(b.ContainerID)) + "-" + clean.Replace(b.IfName), "cni-" + hex.EncodeToString(sum[:10])}
 	if b.Name != "" {
-		spec.Name = b.Name
-		sb, err := s.eng.CreateSandbox(ctx, spec)
-		nameTaken := engine.KindOf(err) == engine.KindConflict && strings.Contains(err.Error(), "sandbox name")
-		nameBad := engine.KindOf(err) == engine.KindInvalid && strings.Contains(err.Error(), "sandbox name")
-		if !nameTaken && !nameBad {
+		names = append([]string{b.Name}, names...)
+	}
+	var sb *engine.Sandbox
+	var err error
+	for _, name := range names {
+		spec.Name = name
+		sb, err = s.eng.CreateSandbox(ctx, spec)
+		kind := engine.KindOf(err)
+		if (kind != engine.KindConflict && kind != engine.KindInvalid) || !strings.Contains(err.Error(), "sandbox name") {
 			return sb, err
 		}
-	}
-	spec.Name = fallback
-	sb, err := s.eng.CreateSandbox(ctx, spec)
-	if engine.KindOf(err) == engine.KindConflict && strings.Contains(err.Error(), "sandbox name") {
-		// two container IDs sharing their first 12 characters: a name
-		// from the whole key
-		sum := sha256.Sum256([]byte(b.ContainerID + "/" + b.IfName))
-		spec.Name = "cni-" + hex.EncodeToString(sum[:10])
-		sb, err = s.eng.CreateSandbox(ctx, spec)
 	}
 	return sb, err
 }

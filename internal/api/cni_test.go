@@ -147,3 +147,24 @@ func TestCNINameClash(t *testing.T) {
 		t.Errorf("name after the clash: %q", f.sbSpec.Name)
 	}
 }
+
+// Names that are no DNS label (a pod name with dots, a container ID with
+// '.') do not fail the ADD.
+func TestCNINamesNotLabels(t *testing.T) {
+	f := &fakeBackend{network: &engine.NetworkView{Network: engine.Network{ID: netID, Name: "n"}}}
+	var tried []string
+	f.createSandbox = func(spec engine.SandboxSpec) (*engine.Sandbox, error) {
+		tried = append(tried, spec.Name)
+		if strings.Contains(spec.Name, ".") {
+			return nil, &engine.Error{Kind: engine.KindInvalid, Err: errors.New(`invalid sandbox name "` + spec.Name + `": must be a DNS label`)}
+		}
+		return cniSandbox(sbID, "a.b", "eth0"), nil
+	}
+	body := `{"ContainerID": "a.b", "IfName": "eth0", "NetNS": "/var/run/netns/c1", "Network": "n", "Name": "web.default"}`
+	if w := (call{"POST", "/tether/v1/cni/attachments", body, nil}).serve(t, f); w.Code != http.StatusCreated {
+		t.Fatalf("%d %s (tried %v)", w.Code, w.Body.String(), tried)
+	}
+	if f.sbSpec.Name != "cni-a-b-eth0" || slices.Contains(f.sbSpec.Networks[0].Aliases, "web.default") {
+		t.Errorf("name %q aliases %v (tried %v)", f.sbSpec.Name, f.sbSpec.Networks[0].Aliases, tried)
+	}
+}
