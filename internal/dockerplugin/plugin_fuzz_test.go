@@ -3,8 +3,8 @@ package dockerplugin
 import (
 	"encoding/json"
 	"maps"
-	"slices"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 )
