@@ -22,8 +22,15 @@ type Network struct {
 	ID         string
 	Name       string
 	BridgeName string       // Linux bridge name (bridge driver)
-	Subnet     netip.Prefix // IPv4 subnet
+	Subnet     netip.Prefix // IPv4 subnet; zero on an IPv6-only network (Docker 28's --ipv4=false)
 	Gateway    netip.Addr   // address of the bridge, default route of sandboxes
+	// Subnet6 is the IPv6 subnet of a dual-stack or IPv6-only network; zero
+	// on an IPv4-only network, whose links all keep IPv6 off (IPv6Off).
+	// Gateway6 is the bridge's IPv6 address and the sandboxes' IPv6
+	// default route. On such a network IPv6 is on on the bridge and the
+	// host ends, with accept_ra=0 and no SLAAC: addresses are static.
+	Subnet6  netip.Prefix
+	Gateway6 netip.Addr
 	MTU        int
 	ICC        bool // false: sandboxes on this network cannot reach each other (bridge port isolation)
 	Internal   bool // no default route out of the network
@@ -43,10 +50,16 @@ type Endpoint struct {
 	ID           string
 	IfName       string // interface name inside the sandbox (eth0, eth1, ...)
 	HostIfName   string // host-side interface name (bridge driver), chosen by the driver when empty
-	Address      netip.Prefix
+	Address      netip.Prefix // IPv4; zero on an IPv6-only network
 	Gateway      netip.Addr
+	// Address6 is the endpoint's IPv6 address (zero: none, IPv6 stays off
+	// on the sandbox end). The driver turns IPv6 on on the sandbox end
+	// (disable_ipv6=0, accept_ra=0, so no SLAAC) and adds it with DAD off
+	// (IFA_F_NODAD): static and usable at once.
+	Address6     netip.Prefix
+	Gateway6     netip.Addr
 	MAC          net.HardwareAddr
-	DefaultRoute bool // install the sandbox's default route through Gateway
+	DefaultRoute bool // install the sandbox's default routes through Gateway (and Gateway6 when set)
 	// DisableIPv6 asks the driver to turn IPv6 off on the sandbox end itself;
 	// false when the sandbox namespace already defaults to IPv6 off.
 	DisableIPv6 bool
@@ -208,16 +221,23 @@ type Sweeper interface {
 // Peer is an endpoint on another host of a global network: its address
 // and MAC, and the underlay address of its host (VXLAN tunnel endpoint).
 type Peer struct {
-	IP   netip.Addr
+	IP   netip.Addr // IPv4; invalid for an endpoint of an IPv6-only network
+	IP6  netip.Addr // IPv6 of a dual-stack or IPv6-only network's endpoint; invalid otherwise
 	MAC  net.HardwareAddr
 	VTEP netip.Addr
 }
 
-func (p Peer) String() string { return p.IP.String() + "/" + p.MAC.String() + "@" + p.VTEP.String() }
+func (p Peer) String() string {
+	s := p.IP.String()
+	if p.IP6.IsValid() {
+		s += "," + p.IP6.String()
+	}
+	return s + "/" + p.MAC.String() + "@" + p.VTEP.String()
+}
 
 // Equal compares every field.
 func (p Peer) Equal(q Peer) bool {
-	return p.IP == q.IP && p.VTEP == q.VTEP && string(p.MAC) == string(q.MAC)
+	return p.IP == q.IP && p.IP6 == q.IP6 && p.VTEP == q.VTEP && string(p.MAC) == string(q.MAC)
 }
 
 // PeerProgrammer is implemented by drivers of global networks: the engine
@@ -255,8 +275,15 @@ func IsID(s string) bool {
 
 // MACFromIP derives a locally administered unicast MAC from an IPv4 address,
 // the way Docker does (02:42:a.b.c.d), so an address keeps its MAC across
-// reconnects and neighbours' ARP caches stay valid.
+// reconnects and neighbours' ARP caches stay valid. An IPv6 address (an
+// IPv6-only network's endpoint) gives its last four bytes.
 func MACFromIP(a netip.Addr) net.HardwareAddr {
-	b := a.As4()
+	var b [4]byte
+	if a.Is4() || a.Is4In6() {
+		b = a.Unmap().As4()
+	} else {
+		s := a.As16()
+		copy(b[:], s[12:])
+	}
 	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
 }
