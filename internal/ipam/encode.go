@@ -1,15 +1,24 @@
 package ipam
 
-// Binary form of a Subnet, version 1, all integers uvarint unless sized:
+// Binary form of a Subnet. Version 1 holds IPv4 subnets, version 2 IPv6
+// ones; all integers uvarint unless sized, A is the address length (4 in
+// version 1, 16 in version 2):
 //
-//	"TIPM" 0x01
-//	subnet: 4-byte address, 1-byte length
-//	ip-range: 1-byte length (0 = whole subnet), then 4-byte address if set
-//	gateway: 4 bytes
-//	aux: count, then per name (sorted): length, name, 4-byte address
+//	"TIPM" 0x01 or 0x02
+//	subnet: A-byte address, 1-byte length
+//	ip-range: 1-byte length (0 = whole subnet), then A-byte address if set
+//	gateway: A bytes
+//	aux: count, then per name (sorted): length, name, A-byte address
+//	version 2 only: window: 16-byte first address, number of addresses
 //	cursor
 //	bitmap: count of runs, then per run: zero words skipped, word count,
 //	        words (8 bytes little-endian each)
+//	version 2 only: extra: count, then 16-byte addresses, ascending
+//
+// The bitmap covers the whole subnet in version 1 and the allocation window
+// in version 2 (see subnetState); the window is derived from the
+// configuration and recorded so a record is refused, not misread, if that
+// rule ever changes. Extra lists the taken addresses outside the window.
 //
 // Runs of empty words cost two bytes, so a fresh /8 is a few bytes, and a
 // full /16 is 8 KiB.
@@ -23,14 +32,22 @@ import (
 	"slices"
 )
 
-var encMagic = []byte("TIPM\x01")
+var (
+	encMagic  = []byte("TIPM\x01")
+	encMagic6 = []byte("TIPM\x02")
+)
 
-// MarshalBinary encodes the configuration, the bitmap and the next-fit cursor.
+// MarshalBinary encodes the configuration, the bitmap and the next-fit
+// cursor (version 1 for IPv4, 2 for IPv6: see the format above).
 func (s *Subnet) MarshalBinary() ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := &s.st
-	b := slices.Clone(encMagic)
+	magic := encMagic
+	if st.bitLen == 128 {
+		magic = encMagic6
+	}
+	b := slices.Clone(magic)
 	b = appendPrefix(b, st.cfg.Subnet)
 	if st.cfg.IPRange.IsValid() {
 		b = appendPrefix(b, st.cfg.IPRange)
@@ -44,8 +61,19 @@ func (s *Subnet) MarshalBinary() ([]byte, error) {
 		b = append(b, name...)
 		b = append(b, st.cfg.Aux[name].AsSlice()...)
 	}
+	if st.bitLen == 128 {
+		b = append(b, st.addr(0).AsSlice()...)
+		b = binary.AppendUvarint(b, uint64(st.size))
+	}
 	b = binary.AppendUvarint(b, uint64(st.cursor))
-	return appendRuns(b, st.used), nil
+	b = appendRuns(b, st.used)
+	if st.bitLen == 128 {
+		b = binary.AppendUvarint(b, uint64(len(st.extra)))
+		for _, a := range st.extra {
+			b = append(b, a.AsSlice()...)
+		}
+	}
+	return b, nil
 }
 
 func appendPrefix(b []byte, p netip.Prefix) []byte {
@@ -97,8 +125,13 @@ func (s *Subnet) UnmarshalBinary(data []byte) error {
 }
 
 func decode(data []byte) (subnetState, error) {
-	d := decoder{b: data}
-	if string(d.bytes(len(encMagic))) != string(encMagic) {
+	d := decoder{b: data, alen: 4}
+	magic := string(d.bytes(len(encMagic)))
+	switch magic {
+	case string(encMagic):
+	case string(encMagic6):
+		d.alen = 16
+	default:
 		return subnetState{}, fmt.Errorf("%w: unknown format or version", errCorrupt)
 	}
 	var c SubnetConfig
@@ -116,6 +149,11 @@ func decode(data []byte) (subnetState, error) {
 			c.Aux[name] = d.addr()
 		}
 	}
+	var winBase netip.Addr
+	var winSize uint64
+	if d.alen == 16 {
+		winBase, winSize = d.addr(), d.uvarint()
+	}
 	cursor := d.uvarint()
 	if d.err != nil {
 		return subnetState{}, d.err
@@ -124,8 +162,22 @@ func decode(data []byte) (subnetState, error) {
 	if err != nil {
 		return subnetState{}, err
 	}
+	if st.bitLen != d.alen*8 {
+		return subnetState{}, fmt.Errorf("%w: subnet %s in a version %d record", errCorrupt, c.Subnet, magic[4])
+	}
+	if d.alen == 16 && (winBase != st.addr(0) || winSize != uint64(st.size)) {
+		return subnetState{}, fmt.Errorf("%w: window %s+%d does not match subnet %s", errCorrupt, winBase, winSize, c.Subnet)
+	}
 	if err := d.runs(st.used, st.size); err != nil {
 		return subnetState{}, err
+	}
+	if d.alen == 16 {
+		if err := d.extra(&st); err != nil {
+			return subnetState{}, err
+		}
+	}
+	if len(d.b) != 0 {
+		return subnetState{}, fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(d.b))
 	}
 	if cursor >= uint64(st.lo) && cursor < uint64(st.hi) {
 		st.cursor = uint32(cursor)
@@ -134,9 +186,31 @@ func decode(data []byte) (subnetState, error) {
 	return st, nil
 }
 
+// extra reads the taken addresses outside the window: ascending, each a
+// host address of the subnet that is neither fixed nor in the window.
+func (d *decoder) extra(st *subnetState) error {
+	n := d.count()
+	for range n {
+		a := d.addr()
+		if d.err != nil {
+			return d.err
+		}
+		_, inWindow := st.off(a)
+		switch {
+		case checkHost("ip", a.String(), a, st.cfg.Subnet) != nil || inWindow || st.isFixed(a):
+			return fmt.Errorf("%w: extra address %s is not a host address outside the window", errCorrupt, a)
+		case len(st.extra) > 0 && st.extra[len(st.extra)-1].Compare(a) >= 0:
+			return fmt.Errorf("%w: extra addresses out of order", errCorrupt)
+		}
+		st.extra = append(st.extra, a)
+	}
+	return d.err
+}
+
 type decoder struct {
-	b   []byte
-	err error
+	b    []byte
+	alen int // address length: 4 or 16
+	err  error
 }
 
 func (d *decoder) ok() bool { return d.err == nil && len(d.b) > 0 }
@@ -178,11 +252,12 @@ func (d *decoder) count() int {
 }
 
 func (d *decoder) addr() netip.Addr {
-	b := d.bytes(4)
+	b := d.bytes(d.alen)
 	if b == nil {
 		return netip.Addr{}
 	}
-	return netip.AddrFrom4([4]byte(b))
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 func (d *decoder) prefix() netip.Prefix {
@@ -195,7 +270,7 @@ func (d *decoder) prefix() netip.Prefix {
 }
 
 // runs ORs the encoded words into bm, which already holds the fixed bits of
-// a subnet of size addresses.
+// a window of size addresses.
 func (d *decoder) runs(bm bitmap, size uint32) error {
 	n := d.count()
 	pos := uint64(0)
@@ -219,9 +294,6 @@ func (d *decoder) runs(bm bitmap, size uint32) error {
 	}
 	if d.err != nil {
 		return d.err
-	}
-	if len(d.b) != 0 {
-		return fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(d.b))
 	}
 	if size%64 != 0 && bm[len(bm)-1]>>(size%64) != 0 {
 		return fmt.Errorf("%w: bits set past the end of the subnet", errCorrupt)

@@ -40,9 +40,10 @@ type BlockedPool struct {
 
 // NoFreePoolError is returned by ChooseSubnet when every candidate of every
 // pool overlaps a blocker. SuggestBIP and SuggestPool are free on this host
-// when valid (zero when no free private space was found); they are examples
-// for the error text, never used automatically.
+// when valid (zero when no free private space was found, and always for
+// IPv6); they are examples for the error text, never used automatically.
 type NoFreePoolError struct {
+	IPv6        bool // the pools were IPv6 ones
 	Pools       []BlockedPool
 	SuggestBIP  netip.Prefix // host address with prefix length, e.g. 10.200.0.1/24
 	SuggestPool PoolSpec
@@ -56,15 +57,23 @@ const maxBlockersShown = 5
 func (e *NoFreePoolError) Error() string {
 	var b strings.Builder
 	b.WriteString("no free address pool: every candidate subnet overlaps a route, an address or a network\n")
+	family := "4"
+	if e.IPv6 {
+		family = "6"
+	}
 	if len(e.Pools) == 0 {
-		b.WriteString("  no IPv4 pool is configured\n")
+		b.WriteString("  no IPv" + family + " pool is configured\n")
 	}
 	for _, g := range groupPools(e.Pools) {
 		writeGroup(&b, g)
 	}
-	e.writeFix(&b)
-	b.WriteString(`a subnet is taken when it overlaps a route in any routing table ("ip -4 route show table all"), ` +
-		`an address on any interface ("ip -4 addr") or an existing network`)
+	if e.IPv6 {
+		e.writeFix6(&b)
+	} else {
+		e.writeFix(&b)
+	}
+	fmt.Fprintf(&b, `a subnet is taken when it overlaps a route in any routing table ("ip -%s route show table all"), `+
+		`an address on any interface ("ip -%s addr") or an existing network`, family, family)
 	return b.String()
 }
 
@@ -125,4 +134,12 @@ func (e *NoFreePoolError) writeFix(b *strings.Builder) {
 		b.WriteString("    (no free private range was found on this host to suggest; pick one your network does not use)\n")
 	}
 	b.WriteString("  - or give the network an explicit --subnet\n")
+}
+
+func (e *NoFreePoolError) writeFix6(b *strings.Builder) {
+	b.WriteString("to fix it, do one of:\n")
+	b.WriteString("  - for the default bridge, set \"fixed-cidr-v6\" (daemon.json or --fixed-cidr-v6) to a free IPv6 /64, e.g. \"fixed-cidr-v6\": \"fd00:1:2::/64\"\n")
+	b.WriteString("  - add an IPv6 entry to \"default-address-pools\" in daemon.json with a base that is free, e.g. " +
+		"{\"base\": \"fd00:1:2::/48\", \"size\": 64}\n")
+	b.WriteString("  - or give the network an explicit IPv6 --subnet\n")
 }

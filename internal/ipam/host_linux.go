@@ -1,12 +1,13 @@
 package ipam
 
-// Reading what occupies IPv4 space on the host: three netlink dumps (links
-// for names, IPv4 addresses, IPv4 routes of every table) turned into
-// Blockers. Every table matters, not only main: policy routing (VPN clients,
+// Reading what occupies address space on the host: netlink dumps (links
+// for names; IPv4 and IPv6 addresses; IPv4 and IPv6 routes of every table)
+// turned into Blockers. Every table matters, not only main: policy routing (VPN clients,
 // Tailscale's table 52, cloud agents) puts real networks in other tables,
 // and a bridge subnet that shadows them breaks the host's connectivity.
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -23,14 +24,17 @@ const dumpTries = nlutil.DumpTries
 
 func dump[T any](what string, f func() ([]T, error)) ([]T, error) { return nlutil.Dump(what, f) }
 
-// HostBlockers returns what occupies IPv4 space in h's namespace: every
-// interface address as its prefix (`ip -4 addr`) and the routes of all
-// routing tables (`ip -4 route show table all`). h nil means the calling
-// thread's namespace (normally the host's).
+// HostBlockers returns what occupies IPv4 and IPv6 space in h's namespace:
+// every interface address as its prefix (`ip addr`) and the routes of all
+// routing tables (`ip -4 route show table all`, `ip -6 route show table
+// all`). h nil means the calling thread's namespace (normally the host's).
+// A kernel without IPv6 gives IPv4 blockers only.
 //
 // Left out: default routes and anything shorter than /8 (a VPN's 0/1 +
-// 128/1 pair is a default route in disguise), loopback 127/8, link-local
-// 169.254/16, 0/8, multicast 224/4 and reserved 240/4; broadcast, multicast
+// 128/1 pair is a default route in disguise; likewise ::/1 + 8000::/1),
+// IPv4 loopback 127/8, link-local 169.254/16, 0/8, multicast 224/4 and
+// reserved 240/4; IPv6 ::/128, loopback ::1/128, IPv4-mapped ::ffff:0:0/96,
+// link-local fe80::/10 and multicast ff00::/8; broadcast, multicast, anycast
 // and throw routes (they claim no space); and routes the kernel derives from
 // an address (protocol kernel: connected subnets, table local's host and
 // broadcast entries) when the address itself is reported, so each thing is
@@ -43,17 +47,25 @@ func HostBlockers(h *netlink.Handle) ([]Blocker, error) {
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := dump("list IPv4 addresses", func() ([]netlink.Addr, error) {
-		return h.AddrList(nil, netlink.FAMILY_V4)
-	})
-	if err != nil {
-		return nil, err
-	}
-	routes, err := dump("list IPv4 routes", func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-	})
-	if err != nil {
-		return nil, err
+	var addrs []netlink.Addr
+	var routes []netlink.Route
+	for _, f := range []struct {
+		family int
+		name   string
+	}{{netlink.FAMILY_V4, "IPv4"}, {netlink.FAMILY_V6, "IPv6"}} {
+		as, err := dump("list "+f.name+" addresses", func() ([]netlink.Addr, error) {
+			return h.AddrList(nil, f.family)
+		})
+		if err != nil && !noFamily(f.family, err) {
+			return nil, err
+		}
+		rs, err := dump("list "+f.name+" routes", func() ([]netlink.Route, error) {
+			return h.RouteListFiltered(f.family, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+		})
+		if err != nil && !noFamily(f.family, err) {
+			return nil, err
+		}
+		addrs, routes = append(addrs, as...), append(routes, rs...)
 	}
 	names := make(map[int]string, len(links))
 	for _, l := range links {
@@ -62,8 +74,14 @@ func HostBlockers(h *netlink.Handle) ([]Blocker, error) {
 	return hostBlockers(names, addrs, routes), nil
 }
 
-// hostBlockers converts dumped addresses and routes: addresses first, then
-// routes in dump order.
+// noFamily reports whether err says the kernel has no IPv6 (booted with
+// ipv6.disable=1): then there is no IPv6 space to avoid.
+func noFamily(family int, err error) bool {
+	return family == netlink.FAMILY_V6 && errors.Is(err, unix.EAFNOSUPPORT)
+}
+
+// hostBlockers converts dumped addresses and routes (both families):
+// addresses first, then routes in dump order.
 func hostBlockers(names map[int]string, addrs []netlink.Addr, routes []netlink.Route) []Blocker {
 	var out []Blocker
 	for _, a := range addrs {
@@ -102,9 +120,15 @@ var ignoredRanges = []netip.Prefix{
 	netip.MustParsePrefix("169.254.0.0/16"),
 	netip.MustParsePrefix("224.0.0.0/4"),
 	netip.MustParsePrefix("240.0.0.0/4"),
+	netip.MustParsePrefix("::/128"),
+	netip.MustParsePrefix("::1/128"),
+	netip.MustParsePrefix("::ffff:0:0/96"),
+	netip.MustParsePrefix("fe80::/10"),
+	netip.MustParsePrefix("ff00::/8"),
 }
 
-// minBlockerBits: shorter prefixes are default routes in effect.
+// minBlockerBits: shorter prefixes are default routes in effect (both
+// families: 0.0.0.0/0, ::/0 and their halves).
 const minBlockerBits = 8
 
 func ignorable(p netip.Prefix) bool {
@@ -194,21 +218,25 @@ func linkName(names map[int]string, index int) string {
 	return fmt.Sprintf("if%d", index)
 }
 
-// ipNetPrefix converts an IPv4 net.IPNet; nil, IPv6 and non-CIDR masks fail.
+// ipNetPrefix converts a net.IPNet of either family; nil and non-CIDR
+// masks fail. An IPv4 address given in 16 bytes with a 128-bit mask (as
+// some netlink attributes carry it) is IPv4.
 func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
 	if n == nil {
 		return netip.Prefix{}, false
 	}
-	ip4 := n.IP.To4()
-	if ip4 == nil {
-		return netip.Prefix{}, false
-	}
 	ones, bits := n.Mask.Size()
-	if bits != 32 && !(bits == 128 && ones >= 96) {
+	if ip4 := n.IP.To4(); ip4 != nil {
+		if bits != 32 && !(bits == 128 && ones >= 96) {
+			return netip.Prefix{}, false
+		}
+		if bits == 128 {
+			ones -= 96
+		}
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte(ip4)), ones), true
+	}
+	if len(n.IP) != net.IPv6len || bits != 128 {
 		return netip.Prefix{}, false
 	}
-	if bits == 128 {
-		ones -= 96
-	}
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte(ip4)), ones), true
+	return netip.PrefixFrom(netip.AddrFrom16([16]byte(n.IP)), ones), true
 }

@@ -19,7 +19,11 @@ func ipnet(s string) *net.IPNet {
 	if err != nil {
 		panic(err)
 	}
-	n.IP = ip.To4()
+	if ip4 := ip.To4(); ip4 != nil {
+		n.IP = ip4
+	} else {
+		n.IP = ip
+	}
 	return n
 }
 
@@ -30,6 +34,11 @@ func TestHostBlockersConversion(t *testing.T) {
 		{LinkIndex: 2, IPNet: ipnet("10.0.0.5/24")},
 		{LinkIndex: 2, IPNet: ipnet("169.254.3.4/16")},
 		{LinkIndex: 3, IPNet: ipnet("10.9.0.1/32"), Peer: ipnet("10.9.0.2/32")},
+		{LinkIndex: 1, IPNet: ipnet("::1/128")},
+		{LinkIndex: 2, IPNet: ipnet("fe80::a00:27ff:fe4e:66a1/64")},
+		{LinkIndex: 2, IPNet: ipnet("fd12:3456:789a:1::5/64")},
+		{LinkIndex: 2, IPNet: ipnet("2001:db8:1:2::77/128")},
+		{LinkIndex: 3, IPNet: ipnet("fd7a:115c:a1e0::1/128")},
 	}
 	routes := []netlink.Route{
 		{Dst: ipnet("0.0.0.0/0"), Gw: net.ParseIP("10.0.0.1"), LinkIndex: 2, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNICAST},
@@ -47,6 +56,22 @@ func TestHostBlockersConversion(t *testing.T) {
 			{Gw: net.ParseIP("10.0.0.2"), LinkIndex: 2}, {Gw: net.ParseIP("10.0.0.3"), LinkIndex: 9}}},
 		// connected route of an address on a link without the address: kept
 		{Dst: ipnet("10.70.0.0/24"), LinkIndex: 2, Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_KERNEL, Type: unix.RTN_UNICAST},
+		// IPv6
+		{Dst: nil, Gw: net.ParseIP("fe80::1"), LinkIndex: 2, Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_RA, Type: unix.RTN_UNICAST}, // default: Dst nil
+		{Dst: ipnet("::/0"), Gw: net.ParseIP("fe80::1"), LinkIndex: 2, Table: 100, Type: unix.RTN_UNICAST},
+		{Dst: ipnet("::/1"), LinkIndex: 3, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNICAST},
+		{Dst: ipnet("2000::/3"), LinkIndex: 3, // all global unicast: a default route in effect
+			Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNICAST},
+		{Dst: ipnet("fe80::/64"), LinkIndex: 2, Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_KERNEL, Type: unix.RTN_UNICAST},
+		{Dst: ipnet("ff00::/8"), LinkIndex: 2, Table: unix.RT_TABLE_LOCAL, Type: unix.RTN_MULTICAST},
+		{Dst: ipnet("ff02::/16"), LinkIndex: 2, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNICAST},
+		{Dst: ipnet("::1/128"), LinkIndex: 1, Table: unix.RT_TABLE_LOCAL, Protocol: unix.RTPROT_KERNEL, Type: unix.RTN_LOCAL},
+		{Dst: ipnet("fd12:3456:789a:1::/64"), LinkIndex: 2, Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_KERNEL, Type: unix.RTN_UNICAST},
+		{Dst: ipnet("fd12:3456:789a:1::5/128"), LinkIndex: 2, Table: unix.RT_TABLE_LOCAL, Protocol: unix.RTPROT_KERNEL, Type: unix.RTN_LOCAL},
+		{Dst: ipnet("fd12:3456:789a:1::/128"), LinkIndex: 2, Table: unix.RT_TABLE_LOCAL, Protocol: unix.RTPROT_KERNEL, Type: unix.RTN_ANYCAST},
+		{Dst: ipnet("fd7a:115c:a1e0::/48"), LinkIndex: 3, Table: 52, Type: unix.RTN_UNICAST},
+		{Dst: ipnet("fd00:80::/48"), Table: 101, Type: unix.RTN_BLACKHOLE},
+		{Dst: ipnet("2001:db8:5::/48"), Gw: net.ParseIP("fe80::2"), LinkIndex: 2, Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_RA, Type: unix.RTN_UNICAST},
 	}
 	var got []string
 	for _, b := range hostBlockers(names, addrs, routes) {
@@ -62,6 +87,14 @@ func TestHostBlockersConversion(t *testing.T) {
 		"10.90.0.0/16 = route 10.90.0.0/16 via 10.0.0.2 dev eth0, via 10.0.0.3 dev if9 (table main)",
 		"10.70.0.0/24 = route 10.70.0.0/24 dev eth0 (table main)",
 	}
+	want = slices.Insert(want, 3,
+		"fd12:3456:789a:1::/64 = address fd12:3456:789a:1::5/64 on eth0",
+		"2001:db8:1:2::77/128 = address 2001:db8:1:2::77/128 on eth0",
+		"fd7a:115c:a1e0::1/128 = address fd7a:115c:a1e0::1/128 on wg0")
+	want = append(want,
+		"fd7a:115c:a1e0::/48 = route fd7a:115c:a1e0::/48 dev wg0 (table 52)",
+		"fd00:80::/48 = route fd00:80::/48 type blackhole (table 101)",
+		"2001:db8:5::/48 = route 2001:db8:5::/48 via fe80::2 dev eth0 (table main)")
 	if !slices.Equal(got, want) {
 		t.Errorf("hostBlockers:\n got %q\nwant %q", got, want)
 	}
@@ -148,6 +181,7 @@ func TestHostBlockersNamespace(t *testing.T) {
 	must(t, h.LinkSetUp(br))
 	must(t, h.AddrAdd(br, &netlink.Addr{IPNet: ipnet("10.55.0.1/24")}))
 	must(t, h.AddrAdd(br, &netlink.Addr{IPNet: ipnet("172.17.9.1/24")}))
+	must(t, h.AddrAdd(br, &netlink.Addr{IPNet: ipnet("fd00:55::1/64"), Flags: unix.IFA_F_NODAD}))
 	idx := br.Attrs().Index
 	gw := net.ParseIP("10.55.0.254")
 	for _, r := range []netlink.Route{
@@ -155,6 +189,8 @@ func TestHostBlockersNamespace(t *testing.T) {
 		{Dst: ipnet("10.60.0.0/16"), Gw: gw, LinkIndex: idx},
 		{Dst: ipnet("10.70.0.0/16"), LinkIndex: idx, Table: 100},
 		{Dst: ipnet("10.80.0.0/16"), Table: 101, Type: unix.RTN_BLACKHOLE},
+		{Dst: ipnet("fd00:55:0:1::/64"), LinkIndex: idx, Table: 100},
+		{Dst: ipnet("fd00:55:0:2::/64"), Table: 101, Type: unix.RTN_BLACKHOLE},
 	} {
 		must(t, h.RouteAdd(&r))
 	}
@@ -173,6 +209,9 @@ func TestHostBlockersNamespace(t *testing.T) {
 		"10.60.0.0/16 = route 10.60.0.0/16 via 10.55.0.254 dev tbr0 (table main)",
 		"10.70.0.0/16 = route 10.70.0.0/16 dev tbr0 (table 100)",
 		"10.80.0.0/16 = route 10.80.0.0/16 type blackhole (table 101)",
+		"fd00:55::/64 = address fd00:55::1/64 on tbr0",
+		"fd00:55:0:1::/64 = route fd00:55:0:1::/64 dev tbr0 (table 100)",
+		"fd00:55:0:2::/64 = route fd00:55:0:2::/64 type blackhole dev lo (table 101)", // as ip -6 route shows it
 	}
 	slices.Sort(got)
 	slices.Sort(want)
@@ -187,6 +226,10 @@ func TestHostBlockersNamespace(t *testing.T) {
 	sub, err = ChooseSubnet([]PoolSpec{{pfx("10.55.0.0/16"), 24}}, bs)
 	if err != nil || sub.String() != "10.55.1.0/24" {
 		t.Errorf("ChooseSubnet(10.55/16 by 24) = %v, %v; want 10.55.1.0/24", sub, err)
+	}
+	sub, err = ChooseSubnet([]PoolSpec{{pfx("fd00:55::/48"), 64}}, bs)
+	if err != nil || sub.String() != "fd00:55:0:3::/64" {
+		t.Errorf("ChooseSubnet(fd00:55::/48 by 64) = %v, %v; want fd00:55:0:3::/64", sub, err)
 	}
 	_, err = ChooseSubnet([]PoolSpec{{pfx("10.70.0.0/16"), 24}, {pfx("10.80.0.0/16"), 24}}, bs)
 	if err == nil || !contains(err.Error(), "route 10.70.0.0/16 dev tbr0 (table 100)", "route 10.80.0.0/16 type blackhole (table 101)") {

@@ -9,7 +9,8 @@ import (
 // (which may lie outside the ip-range, as Docker allows), else the sticky
 // one when it is a free host address of the subnet, else the next free
 // address of the ip-range (next-fit). Errors: *FieldError (field "ip") for
-// a static address outside the subnet or its network or broadcast address;
+// a static address outside the subnet or its network (IPv6: subnet-router
+// anycast) or IPv4 broadcast address;
 // ErrAddrInUse for a static address that is taken, the gateway or an aux
 // address; ErrNoAddress when the ip-range is full.
 func (s *Subnet) Assign(r Request) (netip.Addr, error) {
@@ -33,8 +34,7 @@ func (t *subnetTaker) check(a netip.Addr) error {
 }
 
 func (t *subnetTaker) isFree(a netip.Addr) bool {
-	st := (*subnetState)(t)
-	return !st.used.get(st.off(a))
+	return !(*subnetState)(t).isUsed(a)
 }
 
 func (t *subnetTaker) take(a netip.Addr) error   { return (*subnetState)(t).take(a) }

@@ -1,5 +1,5 @@
-// Package ipam chooses IPv4 subnets for new networks and hands out addresses
-// inside them.
+// Package ipam chooses IPv4 and IPv6 subnets for new networks and hands out
+// addresses inside them.
 //
 // Subnet choice is route aware: a candidate subnet is free only when it
 // overlaps no route in any routing table, no interface address and no
@@ -13,6 +13,7 @@ package ipam
 
 import (
 	"cmp"
+	"crypto/sha256"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -35,22 +36,30 @@ func (p PoolSpec) String() string { return fmt.Sprintf("%s size %d", p.Base, p.S
 const maxV4Size = 30
 
 // Validate checks that Base is a canonical prefix and Size is at least as long
-// as Base and leaves room for a gateway and a sandbox (at most /30 for IPv4).
+// as Base and leaves room for a gateway and a sandbox (at most /30 for IPv4);
+// an IPv6 Size must also be a subnet length NewSubnet takes (/48 to /124).
 func (p PoolSpec) Validate() error {
 	if !p.Base.IsValid() {
 		return &FieldError{Field: "default-address-pools", Value: p.String(), Reason: "base is not a CIDR prefix"}
+	}
+	if p.Base.Addr().Is4In6() {
+		return &FieldError{Field: "default-address-pools", Value: p.String(), Reason: "base is an IPv4-mapped IPv6 prefix; give it as IPv4"}
 	}
 	if p.Base != p.Base.Masked() {
 		return &FieldError{Field: "default-address-pools", Value: p.String(),
 			Reason: fmt.Sprintf("base has host bits set (did you mean %s?)", p.Base.Masked())}
 	}
-	limit := 126
 	if p.Base.Addr().Is4() {
-		limit = maxV4Size
+		if p.Size < p.Base.Bits() || p.Size > maxV4Size {
+			return &FieldError{Field: "default-address-pools", Value: p.String(),
+				Reason: fmt.Sprintf("size must be between %d (the base's length) and %d", p.Base.Bits(), maxV4Size)}
+		}
+		return nil
 	}
-	if p.Size < p.Base.Bits() || p.Size > limit {
+	if p.Size < p.Base.Bits() || p.Size < minSubnetBits6 || p.Size > maxSubnetBits6 {
 		return &FieldError{Field: "default-address-pools", Value: p.String(),
-			Reason: fmt.Sprintf("size must be between %d (the base's length) and %d", p.Base.Bits(), limit)}
+			Reason: fmt.Sprintf("size must be between %d and %d and at least the base's length %d",
+				minSubnetBits6, maxSubnetBits6, p.Base.Bits())}
 	}
 	return nil
 }
@@ -82,7 +91,41 @@ func DefaultPools() []PoolSpec {
 	return append(DockerPools(), FallbackPool)
 }
 
-// Blocker is something occupying IPv4 address space: a route, an interface
+// ULAPool returns the IPv6 pool of this host: the unique local /48
+// fdXX:XXXX:XXXX::/48 (RFC 4193) carved into /64s, where the 40-bit global
+// ID XX:XXXX:XXXX is the first 5 bytes of SHA-256(seed). RFC 4193 section
+// 3.2.2 derives the global ID from a hash of the time and an EUI-64; a hash
+// of a stable host identity instead keeps the same /48 across restarts
+// while still making two hosts' /48s differ (with the RFC's odds). seed
+// should be that identity (e.g. the machine ID).
+func ULAPool(seed []byte) PoolSpec {
+	sum := sha256.Sum256(seed)
+	var b [16]byte
+	b[0] = 0xfd
+	copy(b[1:6], sum[:5])
+	return PoolSpec{Base: netip.PrefixFrom(netip.AddrFrom16(b), 48), Size: 64}
+}
+
+// DefaultPools6 returns the IPv6 pools used when default-address-pools has
+// no IPv6 entry: ULAPool(seed).
+func DefaultPools6(seed []byte) []PoolSpec {
+	return []PoolSpec{ULAPool(seed)}
+}
+
+// PoolsOf returns the pools of one family, in order: the IPv6 ones when v6,
+// else the IPv4 ones. default-address-pools may mix families; ChooseSubnet
+// wants one.
+func PoolsOf(pools []PoolSpec, v6 bool) []PoolSpec {
+	var out []PoolSpec
+	for _, p := range pools {
+		if p.Base.IsValid() && p.Base.Addr().Is6() == v6 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Blocker is something occupying IPv4 or IPv6 address space: a route, an interface
 // address or an existing network. Source says what it is, for humans, e.g.
 // `route 172.16.0.0/12 via 10.0.0.1 dev eth0 (table main)`,
 // `address 192.168.1.5/24 on wlan0` or `network "app"`.
@@ -106,36 +149,51 @@ func Overlaps(a, b netip.Prefix) bool {
 }
 
 // ChooseSubnet returns the first /Size subnet, in pool order and address
-// order within a pool, that overlaps no blocker. IPv6 pools are skipped (this
-// chooses IPv4 subnets). An invalid pool is a *FieldError; when every
-// candidate is blocked the error is a *NoFreePoolError naming the blockers.
+// order within a pool, that overlaps no blocker. It chooses an IPv4 subnet
+// when any pool is IPv4 (IPv6 pools are then skipped, as before IPv6
+// support) and an IPv6 subnet when every pool is IPv6: pass pools of one
+// family (see PoolsOf), and a subnet of the other family never comes back.
+// Blockers of the other family are ignored. An invalid pool is a
+// *FieldError; when every candidate is blocked the error is a
+// *NoFreePoolError naming the blockers.
 func ChooseSubnet(pools []PoolSpec, blockers []Blocker) (netip.Prefix, error) {
-	bs := broadestFirst(blockers)
-	nf := &NoFreePoolError{}
+	v6 := len(pools) > 0 && !slices.ContainsFunc(pools, func(p PoolSpec) bool { return p.Base.Addr().Is4() })
+	bs := broadestFirst(blockers, v6)
+	nf := &NoFreePoolError{IPv6: v6}
 	for _, p := range pools {
 		if err := p.Validate(); err != nil {
 			return netip.Prefix{}, err
 		}
-		if !p.Base.Addr().Is4() {
+		if p.Base.Addr().Is6() != v6 {
 			continue
 		}
 		free, causes := firstFree(p, bs)
 		if free.IsValid() {
 			return free, nil
 		}
-		nf.Pools = append(nf.Pools, BlockedPool{Pool: p, Candidates: 1 << (p.Size - p.Base.Bits()), Blockers: causes})
+		nf.Pools = append(nf.Pools, BlockedPool{Pool: p, Candidates: candidateCount(p), Blockers: causes})
 	}
-	nf.SuggestBIP, nf.SuggestPool = suggest(bs)
+	if !v6 {
+		nf.SuggestBIP, nf.SuggestPool = suggest(bs)
+	}
 	return netip.Prefix{}, nf
 }
 
-// broadestFirst returns the valid IPv4 blockers, masked, shortest prefix
-// first (stable), so that the blocker named for a candidate is the one that
-// explains the most: one /12 route rather than 256 /24 addresses.
-func broadestFirst(blockers []Blocker) []Blocker {
+// candidateCount counts p's subnets, saturating at the largest int.
+func candidateCount(p PoolSpec) int {
+	if n := p.Size - p.Base.Bits(); n < 62 {
+		return 1 << n
+	}
+	return int(^uint(0) >> 1)
+}
+
+// broadestFirst returns the valid blockers of one family, masked, shortest
+// prefix first (stable), so that the blocker named for a candidate is the
+// one that explains the most: one /12 route rather than 256 /24 addresses.
+func broadestFirst(blockers []Blocker, v6 bool) []Blocker {
 	bs := make([]Blocker, 0, len(blockers))
 	for _, b := range blockers {
-		if b.Prefix.IsValid() && b.Prefix.Addr().Is4() {
+		if b.Prefix.IsValid() && b.Prefix.Addr().Is6() == v6 && !b.Prefix.Addr().Is4In6() {
 			bs = append(bs, Blocker{Prefix: b.Prefix.Masked(), Source: b.Source})
 		}
 	}
@@ -147,13 +205,14 @@ func broadestFirst(blockers []Blocker) []Blocker {
 // the distinct blockers (in the order met) that took every candidate. A
 // blocker longer than a candidate rules out all candidates it spans at once,
 // so the walk costs at most one step per blocker plus one per candidate.
+// Addresses are numbers (u128) so the same walk serves both families.
 func firstFree(p PoolSpec, bs []Blocker) (netip.Prefix, []Blocker) {
 	var causes []Blocker
-	step := uint64(1) << (32 - p.Size)
-	start := uint64(v4u32(p.Base.Addr()))
-	end := start + uint64(1)<<(32-p.Base.Bits())
-	for c := start; c < end; {
-		cand := netip.PrefixFrom(u32v4(uint32(c)), p.Size)
+	width := p.Base.Addr().BitLen()
+	step := pow2(width - p.Size)
+	last := addrU128(netaddr.Last(p.Base))
+	for c := addrU128(p.Base.Addr()); c.cmp(last) <= 0; {
+		cand := netip.PrefixFrom(c.addr(width), p.Size)
 		i := slices.IndexFunc(bs, func(b Blocker) bool { return b.Prefix.Overlaps(cand) })
 		if i < 0 {
 			return cand, nil
@@ -162,9 +221,15 @@ func firstFree(p PoolSpec, bs []Blocker) (netip.Prefix, []Blocker) {
 		if !slices.Contains(causes, b) {
 			causes = append(causes, b)
 		}
-		next := c + step
-		if bEnd := uint64(v4u32(b.Prefix.Addr())) + uint64(1)<<(32-b.Prefix.Bits()); bEnd > next {
-			next = (bEnd + step - 1) / step * step
+		// continue with the candidate after the one holding b's last address
+		// (b may end before or after the current candidate)
+		from := c
+		if bLast := addrU128(netaddr.Last(b.Prefix)); bLast.cmp(c) > 0 {
+			from = addrU128(netip.PrefixFrom(bLast.addr(width), p.Size).Masked().Addr())
+		}
+		next, overflow := from.add(step)
+		if overflow {
+			break
 		}
 		c = next
 	}

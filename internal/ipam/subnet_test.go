@@ -41,7 +41,20 @@ func TestNewSubnetValidation(t *testing.T) {
 		{"non-canonical subnet", SubnetConfig{Subnet: pfx("10.1.2.3/24")},
 			"subnet", `invalid subnet "10.1.2.3/24": host bits set (did you mean 10.1.2.0/24?)`},
 		{"missing subnet", SubnetConfig{}, "subnet", `invalid subnet "invalid Prefix": not a CIDR prefix`},
-		{"ipv6 subnet", SubnetConfig{Subnet: pfx("fd00::/64")}, "subnet", `invalid subnet "fd00::/64": only IPv4 is supported`},
+		{"ipv6 /47", SubnetConfig{Subnet: pfx("fd00::/47")}, "subnet", `invalid subnet "fd00::/47": prefix length must be between /48 and /124`},
+		{"ipv6 /125", SubnetConfig{Subnet: pfx("fd00::/125")}, "subnet", "prefix length must be between /48 and /124"},
+		{"ipv6 non-canonical", SubnetConfig{Subnet: pfx("fd00::1/64")}, "subnet", "host bits set (did you mean fd00::/64?)"},
+		{"ipv4-mapped", SubnetConfig{Subnet: pfx("::ffff:10.0.0.0/120")}, "subnet", "an IPv4-mapped IPv6 prefix"},
+		{"ipv6 ip-range outside", SubnetConfig{Subnet: pfx("fd00:1::/64"), IPRange: pfx("fd00:2::/80")},
+			"ip-range", `invalid ip-range "fd00:2::/80": outside subnet fd00:1::/64`},
+		{"ipv4 ip-range in ipv6 subnet", SubnetConfig{Subnet: pfx("fd00:1::/64"), IPRange: pfx("10.0.0.0/24")},
+			"ip-range", "outside subnet fd00:1::/64"},
+		{"ipv6 gateway anycast", SubnetConfig{Subnet: pfx("fd00:1::/64"), Gateway: ip("fd00:1::")},
+			"gateway", `invalid gateway "fd00:1::": is the subnet-router anycast address of subnet fd00:1::/64`},
+		{"ipv4 gateway in ipv6 subnet", SubnetConfig{Subnet: pfx("fd00:1::/64"), Gateway: ip("10.0.0.1")},
+			"gateway", "outside subnet fd00:1::/64"},
+		{"ipv6 aux outside", SubnetConfig{Subnet: pfx("fd00:1::/64"), Aux: aux("r", "fd00:2::1")},
+			"aux-address", `invalid aux-address "r=fd00:2::1": outside subnet fd00:1::/64`},
 		{"/31", SubnetConfig{Subnet: pfx("10.0.0.0/31")}, "subnet", "prefix length must be between /8 and /30"},
 		{"/32", SubnetConfig{Subnet: pfx("10.0.0.1/32")}, "subnet", "prefix length must be between /8 and /30"},
 		{"/7 non-canonical", SubnetConfig{Subnet: pfx("11.0.0.0/7")}, "subnet", "host bits set (did you mean 10.0.0.0/7?)"},
@@ -347,9 +360,14 @@ func FuzzUnmarshalBinary(f *testing.F) {
 	for _, c := range []SubnetConfig{
 		{Subnet: pfx("10.0.0.0/30")},
 		{Subnet: pfx("172.18.0.0/16"), IPRange: pfx("172.18.4.0/22"), Aux: map[string]netip.Addr{"a": ip("172.18.4.1")}},
+		{Subnet: pfx("fd00:1::/124")},
+		{Subnet: pfx("fd00:1::/64"), IPRange: pfx("fd00:1::100/120"), Aux: map[string]netip.Addr{"a": ip("fd00:1::9:1")}},
 	} {
 		s, _ := NewSubnet(c)
 		s.Allocate(netip.Addr{})
+		if c.Subnet.Addr().Is6() {
+			s.Allocate(ip("fd00:1::5:0:1")) // an extra address in the /64
+		}
 		data, _ := s.MarshalBinary()
 		f.Add(data)
 	}
@@ -365,6 +383,9 @@ func FuzzUnmarshalBinary(f *testing.F) {
 		var r Subnet
 		if err := r.UnmarshalBinary(again); err != nil || r.Free() != s.Free() {
 			t.Fatalf("re-decode: %v, free %d vs %d", err, r.Free(), s.Free())
+		}
+		if third, _ := r.MarshalBinary(); !bytes.Equal(third, again) {
+			t.Fatalf("re-encoding is not stable")
 		}
 	})
 }
