@@ -4,11 +4,13 @@
 // tth-<id12> for others) holding the gateway address; per endpoint one veth
 // pair created from inside the sandbox's namespace with its peer placed
 // directly in the host namespace (one netlink request instead of create+move),
-// the host end enslaved to the bridge. IPv6 is turned off on the bridge and on
-// both veth ends: on IPv4-only bridges its link-local and multicast chatter is
-// flooded to every port and makes each attach slower than the one before, and
-// a host-side link that takes router advertisements lets a sandbox give the
-// host routes and addresses (IPv6Off).
+// the host end enslaved to the bridge. On an IPv4-only network IPv6 is turned
+// off on the bridge and on both veth ends: on IPv4-only bridges its link-local
+// and multicast chatter is flooded to every port and makes each attach slower
+// than the one before, and a host-side link that takes router advertisements
+// lets a sandbox give the host routes and addresses (IPv6Off). A dual-stack or
+// IPv6-only network turns IPv6 on on the bridge and the sandbox ends only,
+// with static addresses (ipv6.go); the host ends keep it off either way.
 // Ownership is marked by name prefix and by the link alias "tether:<id>", so
 // restore and garbage collection can tell Tether's links from anyone else's.
 package bridge
@@ -20,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 
@@ -43,16 +46,22 @@ const (
 // to (the daemon's "host" namespace).
 type Driver struct {
 	h    *netlink.Handle
+	ns   string           // path of h's namespace (sysctls, host ends of new veths); "": the current one
 	gone nlutil.GoneWatch // detached host ends, until their namespace's teardown deletes them
 }
 
 // New returns a bridge driver issuing netlink requests through h (nil: the
 // current namespace).
-func New(h *netlink.Handle) *Driver {
+func New(h *netlink.Handle) *Driver { return NewAt(h, "") }
+
+// NewAt returns a bridge driver working in the namespace persisted at
+// nsPath, h being a handle bound to it ("" and nil: the current namespace).
+// Tests use it to run the driver in a namespace they created.
+func NewAt(h *netlink.Handle, nsPath string) *Driver {
 	if h == nil {
 		h = &netlink.Handle{}
 	}
-	return &Driver{h: h}
+	return &Driver{h: h, ns: nsPath}
 }
 
 func (d *Driver) Type() string { return "bridge" }
@@ -66,8 +75,10 @@ func (d *Driver) Capabilities() driver.Capabilities {
 
 // CreateNetwork makes the bridge, gives it the gateway address (none when
 // n.Gateway is not set) and brings it up. Equivalent to `ip link add NAME type bridge; ip addr add GW/LEN dev NAME;
-// ip link set NAME up`. For an External bridge it only checks that the bridge
-// exists and is up.
+// ip link set NAME up`. With n.Subnet6 and n.Gateway6 it also turns IPv6 on
+// on the bridge and adds fe80::1/64 and GW6/LEN6 (bridgeIPv6); otherwise
+// IPv6 stays off (IPv6Off). For an External bridge it only checks that the
+// bridge exists and is up: its addresses and sysctls are the owner's.
 func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) error {
 	if n.External {
 		l, err := d.h.LinkByName(n.BridgeName)
@@ -83,10 +94,12 @@ func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) error {
 	if err != nil {
 		return err
 	}
-	if err := IPv6Off(d.h, "", br); err != nil {
+	if err := d.bridgeIPv6(br, n); err != nil {
 		return fmt.Errorf("bridge %q: %w", n.BridgeName, err)
 	}
-	if n.Gateway.IsValid() { // none: the host is not on the network (gateway mode isolated)
+	// No gateway: the host is not on the network (gateway mode isolated), or
+	// the network is IPv6-only (no Subnet).
+	if n.Gateway.Is4() && n.Subnet.IsValid() {
 		addr := &netlink.Addr{IPNet: &net.IPNet{IP: n.Gateway.AsSlice(), Mask: net.CIDRMask(n.Subnet.Bits(), 32)}}
 		if err := d.h.AddrReplace(br, addr); err != nil {
 			return fmt.Errorf("address %s on bridge %q: %w", addr.IPNet, n.BridgeName, err)
@@ -155,6 +168,9 @@ func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
 //	(in sandbox) ip addr add ADDR dev IFNAME; ip link set IFNAME up; ip link set lo up
 //	             ip route add default via GW   (when ep.DefaultRoute)
 //
+// With ep.Address6 the sandbox end also gets IPv6 on, a link-local address
+// and ADDR6 (sandboxIPv6), and the IPv6 default route via GW6. An endpoint
+// without ep.Address (IPv6-only network) gets no IPv4 address or route.
 // On failure everything done so far is undone.
 func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) (err error) {
 	br, err := d.h.LinkByName(n.BridgeName)
@@ -189,6 +205,11 @@ func (d *Driver) createVeth(sb *nsHandle, n *driver.Network, ep *driver.Endpoint
 	if mtu == 0 {
 		mtu = 1500
 	}
+	host, err := d.hostNS()
+	if err != nil {
+		return nil, err
+	}
+	defer host.close()
 	for try := 0; ; try++ {
 		if ep.HostIfName == "" || try > 0 {
 			ep.HostIfName = HostIfPrefix + randomHex(4)
@@ -197,7 +218,7 @@ func (d *Driver) createVeth(sb *nsHandle, n *driver.Network, ep *driver.Endpoint
 			LinkAttrs:     netlink.LinkAttrs{Name: ep.IfName, MTU: mtu, HardwareAddr: ep.MAC},
 			PeerName:      ep.HostIfName,
 			PeerMTU:       uint32(mtu),
-			PeerNamespace: netlink.NsFd(int(selfNS)),
+			PeerNamespace: netlink.NsFd(int(host.fd)),
 		}
 		err := sb.h.LinkAdd(veth)
 		if err == nil {
@@ -219,8 +240,13 @@ func (d *Driver) createVeth(sb *nsHandle, n *driver.Network, ep *driver.Endpoint
 	return peer, nil
 }
 
+// wireHostEnd enslaves the host end to the bridge and brings it up. IPv6
+// stays off on it on every network, dual-stack too: a bridge port needs no
+// address (bridging is layer 2, the port's IPv6 setting does not touch the
+// frames it forwards), and with IPv6 off it sends no MLD or router
+// solicitations and can take no router advertisement.
 func (d *Driver) wireHostEnd(peer, br netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
-	if err := IPv6Off(d.h, "", peer); err != nil {
+	if err := IPv6Off(d.h, d.ns, peer); err != nil {
 		return err
 	}
 	if err := d.h.LinkSetAlias(peer, AliasPrefix+ep.ID); err != nil {
@@ -251,12 +277,18 @@ func configureSandboxEnd(sb *nsHandle, n *driver.Network, ep *driver.Endpoint) e
 	if err != nil {
 		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
 	}
-	if ep.DisableIPv6 {
+	if ep.Address6.IsValid() {
+		if err := sandboxIPv6(sb, link, ep); err != nil {
+			return err
+		}
+	} else if ep.DisableIPv6 {
 		_ = sb.sysctl("net/ipv6/conf/"+ep.IfName+"/disable_ipv6", "1")
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ep.Address.Addr().AsSlice(), Mask: net.CIDRMask(ep.Address.Bits(), 32)}}
-	if err := sb.h.AddrAdd(link, addr); err != nil {
-		return fmt.Errorf("address %s on %q: %w", ep.Address, ep.IfName, err)
+	if ep.Address.IsValid() {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ep.Address.Addr().AsSlice(), Mask: net.CIDRMask(ep.Address.Bits(), 32)}}
+		if err := sb.h.AddrAdd(link, addr); err != nil {
+			return fmt.Errorf("address %s on %q: %w", ep.Address, ep.IfName, err)
+		}
 	}
 	if err := sb.h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring up %q: %w", ep.IfName, err)
@@ -266,10 +298,30 @@ func configureSandboxEnd(sb *nsHandle, n *driver.Network, ep *driver.Endpoint) e
 			return fmt.Errorf("bring up lo: %w", err)
 		}
 	}
-	if ep.DefaultRoute && ep.Gateway.IsValid() && !n.Internal {
-		r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: ep.Gateway.AsSlice()}
+	if ep.DefaultRoute {
+		return defaultRoutes(sb, link, n, ep)
+	}
+	return nil
+}
+
+// defaultRoutes sets the sandbox's default routes through the endpoint:
+// `ip route replace default via GW dev IFNAME` for IPv4 (with ep.Address
+// and ep.Gateway) and `ip -6 route replace default via GW6 dev IFNAME` (with
+// ep.Address6 and ep.Gateway6). An internal network gives none.
+func defaultRoutes(sb *nsHandle, link netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
+	if n.Internal {
+		return nil
+	}
+	for _, gw := range []struct {
+		on bool
+		gw netip.Addr
+	}{{ep.Address.IsValid() && ep.Gateway.Is4(), ep.Gateway}, {ep.Address6.IsValid() && ep.Gateway6.Is6(), ep.Gateway6}} {
+		if !gw.on {
+			continue
+		}
+		r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw.gw.AsSlice()}
 		if err := sb.h.RouteReplace(r); err != nil {
-			return fmt.Errorf("default route via %s: %w", ep.Gateway, err)
+			return fmt.Errorf("default route via %s: %w", gw.gw, err)
 		}
 	}
 	return nil
@@ -336,6 +388,33 @@ func mustSelfNS() netns.NsHandle {
 		panic(fmt.Sprintf("open own network namespace: %v", err))
 	}
 	return ns
+}
+
+// nsFD is a descriptor of the driver's namespace, for placing a new veth's
+// peer there.
+type nsFD struct {
+	fd    netns.NsHandle
+	owned bool
+}
+
+func (f nsFD) close() {
+	if f.owned {
+		_ = f.fd.Close()
+	}
+}
+
+// hostNS returns the driver's namespace: the process's own, or the one at
+// d.ns, opened for the call (holding it open would keep a deleted
+// namespace alive).
+func (d *Driver) hostNS() (nsFD, error) {
+	if d.ns == "" {
+		return nsFD{fd: selfNS}, nil
+	}
+	fd, err := tns.Open(d.ns)
+	if err != nil {
+		return nsFD{}, err
+	}
+	return nsFD{fd: fd, owned: true}, nil
 }
 
 // IPv6Off keeps IPv6 off a host-side link of an IPv4-only network (a

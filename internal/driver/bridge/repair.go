@@ -21,10 +21,11 @@ var (
 	_ driver.Router     = (*Driver)(nil)
 )
 
-// SetDefaultRoute gives the sandbox its default route through the
-// endpoint: `ip route replace default via GW dev IFNAME` inside it.
+// SetDefaultRoute gives the sandbox its default routes through the
+// endpoint: `ip route replace default via GW dev IFNAME` and, with an IPv6
+// address, `ip -6 route replace default via GW6 dev IFNAME` inside it.
 func (d *Driver) SetDefaultRoute(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) error {
-	if !ep.Gateway.IsValid() || n.Internal {
+	if n.Internal || (!ep.Gateway.IsValid() && !ep.Gateway6.IsValid()) {
 		return nil
 	}
 	sb, err := openNS(nsPath)
@@ -36,10 +37,7 @@ func (d *Driver) SetDefaultRoute(ctx context.Context, n *driver.Network, ep *dri
 	if err != nil {
 		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
 	}
-	if err := sb.h.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: ep.Gateway.AsSlice()}); err != nil {
-		return fmt.Errorf("default route via %s: %w", ep.Gateway, err)
-	}
-	return nil
+	return defaultRoutes(sb, link, n, ep)
 }
 
 // LinkExists reports whether a host link of that name exists.
@@ -79,12 +77,19 @@ func (d *Driver) LinkAddress(name string) (netip.Prefix, netip.Addr, error) {
 // so a restart does not interrupt traffic. Anything else (a host link gone,
 // a bridge re-created without its ports, a pair half torn down) is deleted
 // and the endpoint joined again.
+//
+// An endpoint with an IPv6 address is intact only with that address and,
+// when it carries the default route, the IPv6 default route via Gateway6
+// (this opens the sandbox's namespace). A pair that is intact but lost
+// them gets them back in place (repairIPv6), without a rebuild: the least
+// disruptive fix, IPv4 traffic goes on and the host end keeps its name.
+// Both count as repaired.
 func (d *Driver) Repair(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string, inside map[string]driver.SandboxLink) (bool, error) {
 	if inside != nil {
-		// The sandbox's links were listed by the caller: an intact endpoint
-		// is checked without opening its namespace.
+		// The sandbox's links were listed by the caller: an intact IPv4
+		// endpoint is checked without opening its namespace.
 		if in, ok := inside[ep.IfName]; ok && d.intact(n, ep, &in) {
-			return false, nil
+			return d.repairIPv6(n, ep, nsPath, nil)
 		}
 	}
 	sb, err := openNS(nsPath)
@@ -102,7 +107,7 @@ func (d *Driver) Repair(ctx context.Context, n *driver.Network, ep *driver.Endpo
 		in = &driver.SandboxLink{Name: l.Attrs().Name, Index: l.Attrs().Index, PeerIndex: l.Attrs().ParentIndex, Veth: veth}
 	}
 	if inside == nil && d.intact(n, ep, in) {
-		return false, nil
+		return d.repairIPv6(n, ep, nsPath, sb)
 	}
 	if l != nil {
 		_ = sb.h.LinkDel(l) // half of a broken pair; the host end is checked below
