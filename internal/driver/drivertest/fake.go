@@ -351,7 +351,17 @@ func (f *Fake) Networks() []string {
 	return slices.Sorted(maps.Keys(f.networks))
 }
 
-// Endpoints returns the endpoints the fake holds, by ID.
+// Network returns the record CreateNetwork was last given for the network
+// id (every field, IPv6 ones included), and whether the fake holds it.
+func (f *Fake) Network(id string) (driver.Network, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, ok := f.networks[id]
+	return n, ok
+}
+
+// Endpoints returns the endpoints the fake holds, by ID, each as Join (or
+// Repair) was last given it: every field, Address6 and Gateway6 included.
 func (f *Fake) Endpoints() map[string]Joined {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -118,3 +118,56 @@ func TestFakePeers(t *testing.T) {
 		t.Fatalf("peers %v, want [%v]", got, q)
 	}
 }
+
+// The fake records what the engine hands a driver, IPv6 fields included,
+// so engine tests can check them: per family, set or zero.
+func TestFakeRecordsIPv6(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name              string
+		subnet, subnet6   string
+		address, address6 string
+	}{
+		{"IPv4 only", "10.1.0.0/24", "", "10.1.0.2/24", ""},
+		{"dual stack", "10.1.0.0/24", "fd00:1::/64", "10.1.0.2/24", "fd00:1::2/64"},
+		{"IPv6 only", "", "fd00:1::/64", "", "fd00:1::2/64"},
+	}
+	prefix := func(s string) netip.Prefix {
+		if s == "" {
+			return netip.Prefix{}
+		}
+		return netip.MustParsePrefix(s)
+	}
+	gw := func(p netip.Prefix) netip.Addr {
+		if !p.IsValid() {
+			return netip.Addr{}
+		}
+		return p.Addr().Next()
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := Bridge("bridge")
+			n := &driver.Network{ID: "n1", BridgeName: "br1", Subnet: prefix(c.subnet), Subnet6: prefix(c.subnet6)}
+			n.Gateway, n.Gateway6 = gw(n.Subnet), gw(n.Subnet6)
+			ep := &driver.Endpoint{ID: "e1", IfName: "eth0", Address: prefix(c.address), Gateway: n.Gateway,
+				Address6: prefix(c.address6), Gateway6: n.Gateway6, DefaultRoute: true}
+			if err := f.CreateNetwork(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Join(ctx, n, ep, "/ns/a"); err != nil {
+				t.Fatal(err)
+			}
+			got, ok := f.Network("n1")
+			if !ok || got.Subnet != n.Subnet || got.Gateway != n.Gateway || got.Subnet6 != n.Subnet6 || got.Gateway6 != n.Gateway6 {
+				t.Errorf("network %+v (%v), want %+v", got, ok, *n)
+			}
+			j := f.Endpoints()["e1"].Endpoint
+			if j.Address != ep.Address || j.Gateway != ep.Gateway || j.Address6 != ep.Address6 || j.Gateway6 != ep.Gateway6 {
+				t.Errorf("endpoint %+v, want %+v", j, *ep)
+			}
+			if _, ok := f.Network("n2"); ok {
+				t.Error("Network of an unknown ID found")
+			}
+		})
+	}
+}
