@@ -43,6 +43,9 @@ func TestHostUpstreams(t *testing.T) {
 		{"plain", "# comment\nsearch x\nnameserver 192.0.2.1\nnameserver 127.0.0.1\nnameserver ::1\nnameserver 192.0.2.2\nnameserver bogus\nnameserver 192.0.2.3\nnameserver 192.0.2.4\n",
 			[]string{"192.0.2.1:53", "192.0.2.2:53", "192.0.2.3:53"}},
 		{"stub", "nameserver 127.0.0.53\noptions edns0 trust-ad\n", []string{"192.0.2.53:53", "[2001:db8::53]:53"}},
+		// IPv6 nameservers are kept (Docker drops them only on a host without IPv6)
+		{"ipv6", "nameserver 2001:db8::53\nnameserver ::1\nnameserver fe80::1%eth0\nnameserver 192.0.2.1\n",
+			[]string{"[2001:db8::53]:53", "[fe80::1%eth0]:53", "192.0.2.1:53"}},
 		{"loopback only", "nameserver 127.0.0.1\n", nil},
 		{"empty", "", nil},
 	} {

@@ -268,12 +268,15 @@ func (r *Resolver) local(c *client, req *mdns.Msg, q mdns.Question) *mdns.Msg {
 	if !known {
 		return nil
 	}
-	resp := reply(req) // AAAA, MX, TXT, ... of a local name: empty NOERROR
-	if q.Qtype == mdns.TypeA {
-		for _, a := range addrs {
-			if a.Is4() {
-				resp.Answer = append(resp.Answer, &mdns.A{Hdr: r.hdr(q, mdns.TypeA), A: a.AsSlice()})
-			}
+	// MX, TXT, ... of a local name, and A (AAAA) of a name with no IPv4
+	// (IPv6) address: empty NOERROR (NODATA), never forwarded.
+	resp := reply(req)
+	for _, a := range addrs {
+		switch {
+		case q.Qtype == mdns.TypeA && a.Is4():
+			resp.Answer = append(resp.Answer, &mdns.A{Hdr: r.hdr(q, mdns.TypeA), A: a.AsSlice()})
+		case q.Qtype == mdns.TypeAAAA && a.Is6() && !a.Is4In6():
+			resp.Answer = append(resp.Answer, &mdns.AAAA{Hdr: r.hdr(q, mdns.TypeAAAA), AAAA: a.AsSlice()})
 		}
 	}
 	return resp
@@ -381,9 +384,15 @@ func isTCP(w mdns.ResponseWriter) bool {
 	return ok
 }
 
-// parseReverse turns "4.3.2.1.in-addr.arpa." into 1.2.3.4.
+// parseReverse turns "4.3.2.1.in-addr.arpa." into 1.2.3.4 and an
+// ip6.arpa name of 32 nibbles ("1.0.0.0...8.b.d.0.1.0.0.2.ip6.arpa.") into
+// its IPv6 address. Anything else, including a shorter ip6.arpa name (a
+// zone, not an address), is not an address.
 func parseReverse(name string) (netip.Addr, bool) {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if rest, ok := strings.CutSuffix(name, ".ip6.arpa"); ok {
+		return parseReverse6(rest)
+	}
 	rest, ok := strings.CutSuffix(name, ".in-addr.arpa")
 	if !ok {
 		return netip.Addr{}, false
@@ -401,6 +410,28 @@ func parseReverse(name string) (netip.Addr, bool) {
 		b[3-i] = byte(n)
 	}
 	return netip.AddrFrom4(b), true
+}
+
+// parseReverse6 reads the 32 nibble labels before ".ip6.arpa", least
+// significant first.
+func parseReverse6(rest string) (netip.Addr, bool) {
+	labels := strings.Split(rest, ".")
+	if len(labels) != 32 {
+		return netip.Addr{}, false
+	}
+	var b [16]byte
+	for i, l := range labels {
+		if len(l) != 1 {
+			return netip.Addr{}, false
+		}
+		n, err := strconv.ParseUint(l, 16, 8)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		pos := 31 - i // nibble index, most significant first
+		b[pos/2] |= byte(n) << (4 * (1 - pos%2))
+	}
+	return netip.AddrFrom16(b), true
 }
 
 // sourceAddr is the address a query came from (IPv4-mapped unmapped).

@@ -118,11 +118,31 @@ func fuzzAnswer(n int) []byte {
 	return b
 }
 
+// fuzzAnswer6 builds an upstream answer with n AAAA records (the seeds).
+func fuzzAnswer6(n int) []byte {
+	m := new(mdns.Msg).SetQuestion("example.com.", mdns.TypeAAAA)
+	m.Response = true
+	for i := range n {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)})
+		m.Answer = append(m.Answer, &mdns.AAAA{Hdr: mdns.RR_Header{Name: "example.com.", Rrtype: mdns.TypeAAAA, Class: mdns.ClassINET, Ttl: 1},
+			AAAA: a.AsSlice()})
+	}
+	b, _ := m.Pack()
+	return b
+}
+
 func addQuerySeeds(f *testing.F, add func(q []byte)) {
 	for _, q := range [][]byte{
 		fuzzQuery("db", mdns.TypeA, 0), fuzzQuery("db.net-a", mdns.TypeAAAA, 0), fuzzQuery("svc", mdns.TypeA, 4096),
 		fuzzQuery("3.0.18.172.in-addr.arpa", mdns.TypePTR, 0), fuzzQuery("1.2.3.4.5.in-addr.arpa", mdns.TypePTR, 0),
 		fuzzQuery("example.com", mdns.TypeA, 0), fuzzQuery("example.com", mdns.TypeTXT, 1232), fuzzQuery(".", mdns.TypeANY, 0),
+		// IPv6: AAAA of dual-stack, IPv4-only, IPv6-only and outside names, A of an IPv6-only name,
+		// ip6.arpa PTR of a local and an outside address, and malformed ip6.arpa names
+		fuzzQuery("dual", mdns.TypeAAAA, 0), fuzzQuery("db", mdns.TypeAAAA, 0), fuzzQuery("pair", mdns.TypeAAAA, 1232),
+		fuzzQuery("six", mdns.TypeA, 0), fuzzQuery("example.com", mdns.TypeAAAA, 0),
+		fuzzQuery("3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.0.0.0.0.0.d.f.ip6.arpa", mdns.TypePTR, 0),
+		fuzzQuery("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", mdns.TypePTR, 0),
+		fuzzQuery("d.0.0.0.0.0.d.f.ip6.arpa", mdns.TypePTR, 0), fuzzQuery("zz.0.ip6.arpa", mdns.TypePTR, 0),
 		{0x01}, []byte("not a dns packet at all, longer than a header"),
 		{0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 'w', 'w'},
 		{0x12, 0x34, 0x81, 0x80, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00},
@@ -141,6 +161,8 @@ func FuzzResolverMessage(f *testing.F) {
 		f.Add(q, false, fuzzAnswer(1))
 		f.Add(q, true, fuzzAnswer(200))
 	})
+	f.Add(fuzzQuery("example.com", mdns.TypeAAAA, 0), false, fuzzAnswer6(1))
+	f.Add(fuzzQuery("example.com", mdns.TypeAAAA, 0), false, fuzzAnswer6(100))
 	f.Add(fuzzQuery("example.com", mdns.TypeA, 0), false, []byte{})
 	f.Add(fuzzQuery("example.com", mdns.TypeA, 0), false, []byte{0, 0, 0x81, 0x82})
 	f.Fuzz(func(t *testing.T, query []byte, tcp bool, answer []byte) {
@@ -150,7 +172,7 @@ func FuzzResolverMessage(f *testing.F) {
 		if req.Unpack(query) != nil {
 			return // the server drops what it cannot decode
 		}
-		r := NewResolver(testTable(), Config{Upstreams: []netip.AddrPort{netip.MustParseAddrPort(up)}, Timeout: 200 * time.Millisecond})
+		r := NewResolver(dualTable(), Config{Upstreams: []netip.AddrPort{netip.MustParseAddrPort(up)}, Timeout: 200 * time.Millisecond})
 		w := &capture{tcp: tcp}
 		r.serve(newClient(idWeb, forwardAll), w, req)
 		if len(w.msgs) > 1 {
@@ -195,7 +217,7 @@ func FuzzResolverWire(f *testing.F) {
 	)
 	f.Fuzz(func(t *testing.T, dgram, stream []byte) {
 		once.Do(func() {
-			r := NewResolver(testTable(), Config{TCPReadTimeout: 200 * time.Millisecond})
+			r := NewResolver(dualTable(), Config{TCPReadTimeout: 200 * time.Millisecond})
 			c := newClient(idWeb, forwardAll)
 			pc, ln := listenPair(t)
 			for _, s := range []*mdns.Server{

@@ -18,7 +18,13 @@ var forwardAll = Policy{Forward: true}
 // test process and returns the two addresses (the same port).
 func startServer(t testing.TB, h mdns.Handler) (udp, tcp string) {
 	t.Helper()
-	pc, ln := listenPair(t)
+	return startServerOn(t, "127.0.0.1", h)
+}
+
+// startServerOn is startServer on host (an IPv4 or IPv6 loopback address).
+func startServerOn(t testing.TB, host string, h mdns.Handler) (udp, tcp string) {
+	t.Helper()
+	pc, ln := listenPairOn(t, host)
 	for _, s := range []*mdns.Server{
 		{PacketConn: pc, Handler: h, UDPSize: udpBufSize},
 		{Listener: ln, Handler: h},
@@ -35,36 +41,56 @@ func startServer(t testing.TB, h mdns.Handler) (udp, tcp string) {
 // 127.0.0.1 (as an upstream server has them).
 func listenPair(t testing.TB) (net.PacketConn, net.Listener) {
 	t.Helper()
+	return listenPairOn(t, "127.0.0.1")
+}
+
+// listenPairOn is listenPair on host.
+func listenPairOn(t testing.TB, host string) (net.PacketConn, net.Listener) {
+	t.Helper()
 	for range 20 {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		pc, err := net.ListenPacket("udp4", ln.Addr().String())
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
 		if err == nil {
 			return pc, ln
 		}
 		ln.Close()
 	}
-	t.Fatal("no free UDP+TCP port pair on 127.0.0.1")
+	t.Fatalf("no free UDP+TCP port pair on %s", host)
 	return nil, nil
 }
 
-// fakeUpstream answers every A query with 203.0.113.7 (TTL 42) and names
-// 'nx.example.' with NXDOMAIN; it counts queries on got.
+// Answers of fakeUpstream.
+var (
+	upstreamA    = net.IPv4(203, 0, 113, 7)
+	upstreamAAAA = net.ParseIP("2001:db8::7")
+)
+
+// fakeUpstream answers every A query with 203.0.113.7 and every AAAA query
+// with 2001:db8::7 (TTL 42), other types with an empty NOERROR, and names
+// 'nx.example.' with NXDOMAIN; it sends each query's name on got.
 func fakeUpstream(t testing.TB, got chan<- string) netip.AddrPort {
-	udp, _ := startServer(t, mdns.HandlerFunc(func(w mdns.ResponseWriter, req *mdns.Msg) {
+	return fakeUpstreamOn(t, "127.0.0.1", got)
+}
+
+// fakeUpstreamOn is fakeUpstream listening on host.
+func fakeUpstreamOn(t testing.TB, host string, got chan<- string) netip.AddrPort {
+	udp, _ := startServerOn(t, host, mdns.HandlerFunc(func(w mdns.ResponseWriter, req *mdns.Msg) {
 		if got != nil {
 			got <- req.Question[0].Name
 		}
 		resp := new(mdns.Msg).SetReply(req)
 		q := req.Question[0]
+		hdr := mdns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: mdns.ClassINET, Ttl: 42}
 		switch {
 		case q.Name == "nx.example.":
 			resp.Rcode = mdns.RcodeNameError
 		case q.Qtype == mdns.TypeA:
-			resp.Answer = []mdns.RR{&mdns.A{Hdr: mdns.RR_Header{Name: q.Name, Rrtype: mdns.TypeA, Class: mdns.ClassINET, Ttl: 42},
-				A: net.IPv4(203, 0, 113, 7)}}
+			resp.Answer = []mdns.RR{&mdns.A{Hdr: hdr, A: upstreamA}}
+		case q.Qtype == mdns.TypeAAAA:
+			resp.Answer = []mdns.RR{&mdns.AAAA{Hdr: hdr, AAAA: upstreamAAAA}}
 		}
 		_ = w.WriteMsg(resp)
 	}))

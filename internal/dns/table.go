@@ -19,8 +19,16 @@ type Entry struct {
 	NetworkID   string
 	NetworkName string
 	Aliases     []string   // network-scoped aliases
-	Addr        netip.Addr // IPv4
+	Addr        netip.Addr // IPv4; zero on an IPv6-only network
+	Addr6       netip.Addr // IPv6; zero when the network has no IPv6
 }
+
+// holder is what one sandbox's entry gives a name on one network: its
+// addresses of both families (either may be zero).
+type holder struct{ v4, v6 netip.Addr }
+
+// holderOf is e's addresses.
+func holderOf(e Entry) holder { return holder{v4: e.Addr, v6: e.Addr6} }
 
 // shortIDLen is the length of a short sandbox ID (Docker's 12 hex digits).
 const shortIDLen = 12
@@ -36,8 +44,8 @@ type Table struct {
 
 // networkNames are the names of one network.
 type networkNames struct {
-	names map[string]map[string]netip.Addr // lower-case key -> sandbox ID -> address
-	ptr   map[netip.Addr]ptrRecord
+	names map[string]map[string]holder // lower-case key -> sandbox ID -> addresses
+	ptr   map[netip.Addr]ptrRecord     // IPv4 and IPv6 addresses
 }
 
 type ptrRecord struct {
@@ -104,23 +112,28 @@ func keys(e Entry) []string {
 func (t *Table) addLocked(sandboxID string, e Entry) {
 	n := t.nets[e.NetworkID]
 	if n == nil {
-		n = &networkNames{names: map[string]map[string]netip.Addr{}, ptr: map[netip.Addr]ptrRecord{}}
+		n = &networkNames{names: map[string]map[string]holder{}, ptr: map[netip.Addr]ptrRecord{}}
 		t.nets[e.NetworkID] = n
 	}
 	for _, k := range keys(e) {
 		m := n.names[k]
 		if m == nil {
-			m = map[string]netip.Addr{}
+			m = map[string]holder{}
 			n.names[k] = m
 		}
-		m[sandboxID] = e.Addr
+		m[sandboxID] = holderOf(e)
 	}
-	if e.Addr.IsValid() && e.Name != "" {
-		name := normalize(e.Name)
-		if e.NetworkName != "" {
-			name += "." + strings.ToLower(e.NetworkName)
+	if e.Name == "" {
+		return
+	}
+	name := normalize(e.Name)
+	if e.NetworkName != "" {
+		name += "." + strings.ToLower(e.NetworkName)
+	}
+	for _, a := range []netip.Addr{e.Addr, e.Addr6} {
+		if a.IsValid() {
+			n.ptr[a] = ptrRecord{sandboxID: sandboxID, name: name}
 		}
-		n.ptr[e.Addr] = ptrRecord{sandboxID: sandboxID, name: name}
 	}
 }
 
@@ -136,8 +149,10 @@ func (t *Table) removeLocked(sandboxID string) {
 				delete(n.names, k)
 			}
 		}
-		if p, ok := n.ptr[e.Addr]; ok && p.sandboxID == sandboxID {
-			delete(n.ptr, e.Addr)
+		for _, a := range []netip.Addr{e.Addr, e.Addr6} {
+			if p, ok := n.ptr[a]; ok && a.IsValid() && p.sandboxID == sandboxID {
+				delete(n.ptr, a)
+			}
 		}
 		if len(n.names) == 0 && len(n.ptr) == 0 {
 			delete(t.nets, e.NetworkID)
@@ -146,12 +161,14 @@ func (t *Table) removeLocked(sandboxID string) {
 	delete(t.sandboxes, sandboxID)
 }
 
-// Lookup answers A for name as seen from sandbox src: src sees only names on
-// networks it is attached to. Names: "name", "name.network", alias,
+// Lookup answers A and AAAA for name as seen from sandbox src: src sees only
+// names on networks it is attached to. Names: "name", "name.network", alias,
 // "alias.network", short ID (first 12 hex digits of the sandbox ID);
-// case-insensitive, trailing dot optional. Several sandboxes sharing a name
-// give all their addresses, in random order. known is false when nothing
-// matches.
+// case-insensitive, trailing dot optional. The addresses of both families
+// are returned (the caller keeps the family it was asked for: Is4 for A,
+// Is6 for AAAA); several sandboxes sharing a name give all their addresses,
+// in random order. known is false when nothing matches; a known name may
+// have no address of the family asked for (NODATA, not NXDOMAIN).
 func (t *Table) Lookup(src, name string) (addrs []netip.Addr, known bool) {
 	k := normalize(name)
 	t.mu.RLock()
@@ -165,18 +182,15 @@ func (t *Table) Lookup(src, name string) (addrs []netip.Addr, known bool) {
 			continue
 		}
 		known = true
-		for _, a := range m {
-			if a.IsValid() && !contains(addrs, a) {
-				addrs = append(addrs, a)
-			}
-		}
+		addrs = appendAddrs(addrs, m)
 	}
 	t.mu.RUnlock()
 	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
 	return addrs, known
 }
 
-// Reverse answers PTR: "name.network" of addr, if src shares that network.
+// Reverse answers PTR: "name.network" of addr (IPv4 or IPv6), if src
+// shares that network.
 func (t *Table) Reverse(src string, addr netip.Addr) (string, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()

@@ -13,7 +13,8 @@ import (
 	"strings"
 )
 
-// LookupHost answers A for name with no asking sandbox. "name.network" and
+// LookupHost answers A and AAAA for name with no asking sandbox (addresses
+// of both families, as Lookup). "name.network" and
 // "alias.network" always answer (every holder on that network). A bare name
 // or alias answers only when exactly one network has it (all holders there);
 // on two networks or more it is ambiguous and not known, so the caller
@@ -23,7 +24,7 @@ import (
 // order.
 func (t *Table) LookupHost(name string) (addrs []netip.Addr, known bool) {
 	k := normalize(name)
-	var bare []map[string]netip.Addr // holders of k, per network where k is bare
+	var bare []map[string]holder // holders of k, per network where k is bare
 	t.mu.RLock()
 	for id, n := range t.nets {
 		holders, ok := n.names[k]
@@ -46,7 +47,7 @@ func (t *Table) LookupHost(name string) (addrs []netip.Addr, known bool) {
 	return addrs, known
 }
 
-// ReverseHost answers PTR for addr from any network: its "name.network".
+// ReverseHost answers PTR for addr (IPv4 or IPv6) from any network: its "name.network".
 // When addr is on several networks (overlapping subnets), the
 // alphabetically first name answers, the same one every time.
 func (t *Table) ReverseHost(addr netip.Addr) (string, bool) {
@@ -63,7 +64,7 @@ func (t *Table) ReverseHost(addr netip.Addr) (string, bool) {
 
 // netNameLocked is the lower-case name of network netID, read from one of
 // its holders' entries.
-func (t *Table) netNameLocked(netID string, holders map[string]netip.Addr) string {
+func (t *Table) netNameLocked(netID string, holders map[string]holder) string {
 	for sid := range holders {
 		for _, e := range t.sandboxes[sid] {
 			if e.NetworkID == netID {
@@ -92,11 +93,14 @@ func isShortID(k string) bool {
 	return true
 }
 
-// appendAddrs adds the valid addresses of holders not yet in addrs.
-func appendAddrs(addrs []netip.Addr, holders map[string]netip.Addr) []netip.Addr {
-	for _, a := range holders {
-		if a.IsValid() && !contains(addrs, a) {
-			addrs = append(addrs, a)
+// appendAddrs adds the valid addresses, of both families, of holders not
+// yet in addrs.
+func appendAddrs(addrs []netip.Addr, holders map[string]holder) []netip.Addr {
+	for _, h := range holders {
+		for _, a := range []netip.Addr{h.v4, h.v6} {
+			if a.IsValid() && !contains(addrs, a) {
+				addrs = append(addrs, a)
+			}
 		}
 	}
 	return addrs

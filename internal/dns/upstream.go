@@ -22,9 +22,10 @@ import (
 
 // ServeUpstream answers DNS on UDP and TCP at addr, a loopback address of
 // the daemon's current network namespace (no namespace is entered):
-// Tether's names host-wide (A for IPv4 addresses, an empty NOERROR for
-// other types of a known name, PTR), and every other name forwarded to the
-// configured upstreams. Port 0 picks a free port, the same for UDP and TCP.
+// Tether's names host-wide (A for IPv4 addresses, AAAA for IPv6 ones, an
+// empty NOERROR for other types of a known name and for a family it has no
+// address of, PTR in in-addr.arpa and ip6.arpa), and every other name
+// forwarded to the configured upstreams (IPv4 or IPv6 ones). Port 0 picks a free port, the same for UDP and TCP.
 // Closing the returned Closer stops both sockets; Resolver.Close does not.
 //
 // The answers cross network boundaries and the forwarding is open to any
@@ -55,7 +56,8 @@ func (l *listener) Close() error {
 	return nil
 }
 
-// lookup is the A lookup of client c: host-wide, or scoped to its sandbox.
+// lookup is the A and AAAA lookup of client c: host-wide, or scoped to its
+// sandbox.
 func (r *Resolver) lookup(c *client, name string) ([]netip.Addr, bool) {
 	if c.host {
 		return r.table.LookupHost(name)
