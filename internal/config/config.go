@@ -29,8 +29,15 @@ type Config struct {
 	IPTables            bool          // "iptables": default true.
 	UserlandProxy       bool          // "userland-proxy": default true.
 	AllowDirectRouting  bool          // "allow-direct-routing": published ports' sandbox addresses open to direct routing from outside; default false.
-	DefaultAddressPools []AddressPool // "default-address-pools"; empty = Docker's defaults (see ipam.DefaultPools).
+	DefaultAddressPools []AddressPool // "default-address-pools" (IPv4 and IPv6 bases); no IPv4 entry = Docker's defaults (see ipam.DefaultPools), no IPv6 entry = a ULA /48 (ipam.DefaultPools6).
 	DefaultGateway      netip.Addr    // "default-gateway": gateway for sandboxes on the default network.
+
+	// IPv6 on the default network (docs/config.md).
+	IPv6             bool         // "ipv6": the default network "bridge" is dual-stack; default false.
+	FixedCIDRv6      netip.Prefix // "fixed-cidr-v6": the default network's IPv6 subnet (canonical); zero = chosen (a ULA /64).
+	BIP6             netip.Prefix // "bip6": the default bridge's IPv6 address with its prefix length, e.g. fd00:1::1/64; zero = none.
+	DefaultGatewayV6 netip.Addr   // "default-gateway-v6": IPv6 gateway for sandboxes on the default network.
+	IP6Tables        bool         // "ip6tables": IPv6 rules in the firewall; default true, false when iptables is false and ip6tables not given.
 
 	// Coexistence with other firewalls (docs/firewall.md).
 	ForwardAcceptOtherTables bool // "forward-accept-other-tables": insert accept rules for Tether's bridges into other nftables tables' forward chains that drop them; default false.

@@ -62,6 +62,15 @@ func TestFlagAliases(t *testing.T) {
 			}},
 		{[]string{"--default-address-pool", "base=10.10.0.0/16,size=24", "--default-address-pool", "size=20,base=10.20.0.0/16"},
 			func(c *Config) bool { return len(c.DefaultAddressPools) == 2 && c.DefaultAddressPools[1].Size == 20 }},
+		{[]string{"--ipv6", "--fixed-cidr-v6", "fd00:1::/64", "--bip6", "fd00:1::1/64", "--default-gateway-v6", "fd00:1::1"},
+			func(c *Config) bool {
+				return c.IPv6 && c.FixedCIDRv6.String() == "fd00:1::/64" && c.BIP6.String() == "fd00:1::1/64" &&
+					c.DefaultGatewayV6.String() == "fd00:1::1" && c.IP6Tables
+			}},
+		{[]string{"--ip6tables=false"}, func(c *Config) bool { return c.IPTables && !c.IP6Tables }},
+		{[]string{"--iptables=false"}, func(c *Config) bool { return !c.IPTables && !c.IP6Tables }},
+		{[]string{"--default-address-pool", "base=fd00:2::/48,size=64"},
+			func(c *Config) bool { return c.DefaultAddressPools[0].Base.String() == "fd00:2::/48" && c.DefaultAddressPools[0].Size == 64 }},
 	}
 	for _, tt := range tests {
 		c, err := parse(t, missing, tt.args...).Load()
@@ -75,7 +84,7 @@ func TestFlagAliases(t *testing.T) {
 }
 
 func TestFlagSyntaxRefusedAtParse(t *testing.T) {
-	for _, args := range [][]string{{"--mtu", "x"}, {"--icc=maybe"}, {"--tls=maybe"}, {"--tlsverify=2"}, {"--cluster-store-opt", "novalue"}, {"--default-address-pool", "10.0.0.0/8"}} {
+	for _, args := range [][]string{{"--mtu", "x"}, {"--icc=maybe"}, {"--tls=maybe"}, {"--tlsverify=2"}, {"--cluster-store-opt", "novalue"}, {"--default-address-pool", "10.0.0.0/8"}, {"--ipv6=maybe"}, {"--ip6tables=2"}} {
 		fs := pflag.NewFlagSet("tether", pflag.ContinueOnError)
 		fs.SetOutput(new(nopWriter))
 		RegisterFlags(fs)

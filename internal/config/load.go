@@ -167,6 +167,7 @@ func build(given map[string]any) (*Config, error) {
 		}
 	}
 	normalize(c)
+	errs = append(errs, ip6tablesGiven(c, given)...)
 	errs = append(errs, validate(c)...)
 	errs = append(errs, checkGaps(given))
 	if err := errors.Join(errs...); err != nil {
@@ -177,6 +178,20 @@ func build(given map[string]any) (*Config, error) {
 	}
 	c.Warnings = tlsWarnings(c)
 	return c, nil
+}
+
+// ip6tablesGiven settles ip6tables, which defaults to true: with iptables
+// false it is false unless given, and given true it is an error (dockerd's
+// words). validate then holds ip6tables to iptables either way.
+func ip6tablesGiven(c *Config, given map[string]any) []error {
+	if c.IPTables {
+		return nil
+	}
+	if v, ok := given["ip6tables"].(bool); ok && v {
+		return []error{fmt.Errorf("ip6tables: ip6tables cannot be enabled when iptables is disabled")}
+	}
+	c.IP6Tables = false
+	return nil
 }
 
 // normalize puts equivalent spellings into one form.

@@ -32,7 +32,7 @@ func wantErr(t *testing.T, err error, parts ...string) {
 func TestDefaults(t *testing.T) {
 	want := &Config{
 		MTU: 1500, IP: netip.MustParseAddr("0.0.0.0"),
-		ICC: true, IPForward: true, IPMasq: true, IPTables: true, UserlandProxy: true,
+		ICC: true, IPForward: true, IPMasq: true, IPTables: true, IP6Tables: true, UserlandProxy: true,
 		Hosts:    []string{"unix:///run/tether.sock"},
 		DataRoot: "/var/lib/tether", ExecRoot: "/run/tether", Pidfile: "/run/tether.pid",
 		DockerPluginSocket: "/run/docker/plugins/tether.sock", DockerHost: "unix:///var/run/docker.sock", DockerPluginDNS: "169.254.77.77",
@@ -251,7 +251,10 @@ func TestValidation(t *testing.T) {
 		{"pool base missing", `{"default-address-pools": [{"size": 24}]}`, `default-address-pools: base "" is not a CIDR`},
 		{"pool size below base", `{"default-address-pools": [{"base": "10.0.0.0/16", "size": 8}]}`, "default-address-pools: base 10.0.0.0/16: size 8 is out of range 16..32"},
 		{"pool size above 32", `{"default-address-pools": [{"base": "10.0.0.0/16", "size": 33}]}`, "size 33 is out of range"},
-		{"pool IPv6", `{"default-address-pools": [{"base": "fd00::/8", "size": 64}]}`, "default-address-pools: base fd00::/8 is not an IPv4 CIDR"},
+		{"pool IPv6 size below 48", `{"default-address-pools": [{"base": "fd00::/8", "size": 40}]}`, "default-address-pools: base fd00::/8: size 40 is out of range 48..124"},
+		{"pool IPv6 size below base", `{"default-address-pools": [{"base": "fd00:1:2::/56", "size": 52}]}`, "default-address-pools: base fd00:1:2::/56: size 52 is out of range 56..124"},
+		{"pool IPv6 size above 124", `{"default-address-pools": [{"base": "fd00::/48", "size": 125}]}`, "size 125 is out of range 48..124"},
+		{"pool IPv4-mapped", `{"default-address-pools": [{"base": "::ffff:10.0.0.0/104", "size": 120}]}`, "default-address-pools: base ::ffff:10.0.0.0/104 is not an IPv4 or IPv6 CIDR"},
 		{"log-level", `{"log-level": "trace"}`, `log-level: "trace" is not one of debug, info, warn, error, fatal`},
 		{"label", `{"labels": ["a=b", "nolabel"]}`, `labels: "nolabel" is not key=value`},
 		{"label empty key", `{"labels": ["=b"]}`, `labels: "=b" is not key=value`},
@@ -279,9 +282,6 @@ func TestNotSupported(t *testing.T) {
 	}{
 		{`{"cluster-store": "consul://10.0.0.1:8500"}`, nil, "cluster-store"},
 		{"", FlagValues{"live-restore": {"false"}}, "live-restore"},
-		{`{"ipv6": true}`, nil, "ipv6"},
-		{`{"fixed-cidr-v6": "fd00::/64"}`, nil, "fixed-cidr-v6"},
-		{`{"ip6tables": true}`, nil, "ip6tables"},
 		{`{"default-network-opts": {"bridge": {"a": "b"}}}`, nil, "default-network-opts"},
 	}
 	for _, tt := range tests {

@@ -64,6 +64,16 @@ var options = []option{
 		set: setPools},
 	{key: "default-gateway", flag: "default-gateway", kind: kindString, usage: "Default gateway IPv4 address for the default bridge network",
 		set: setAddr(func(c *Config) *netip.Addr { return &c.DefaultGateway })},
+	{key: "ipv6", flag: "ipv6", kind: kindBool, usage: `Enable IPv6 on the default "bridge" network (dual-stack)`,
+		set: setBool(func(c *Config) *bool { return &c.IPv6 })},
+	{key: "fixed-cidr-v6", flag: "fixed-cidr-v6", kind: kindString, usage: "IPv6 subnet of the default network, e.g. fd00:1::/64 (default: a unique local /64)",
+		set: setPrefix(func(c *Config) *netip.Prefix { return &c.FixedCIDRv6 })},
+	{key: "bip6", flag: "bip6", kind: kindString, usage: "IPv6 address and prefix of the default bridge, e.g. fd00:1::1/64",
+		set: setPrefix(func(c *Config) *netip.Prefix { return &c.BIP6 })},
+	{key: "default-gateway-v6", flag: "default-gateway-v6", kind: kindString, usage: "Default gateway IPv6 address for the default bridge network",
+		set: setAddr(func(c *Config) *netip.Addr { return &c.DefaultGatewayV6 })},
+	{key: "ip6tables", flag: "ip6tables", kind: kindBool, def: "true", usage: "Enable addition of IPv6 firewall rules (off when --iptables=false)",
+		set: setBool(func(c *Config) *bool { return &c.IP6Tables })},
 	{key: "dns", flag: "dns", kind: kindList, comma: true, usage: "DNS server to use",
 		set: setAddrs(func(c *Config) *[]netip.Addr { return &c.DNS })},
 	{key: "dns-search", flag: "dns-search", kind: kindList, usage: "DNS search domains to use",
@@ -174,6 +184,19 @@ func setAddr(field func(*Config) *netip.Addr) func(*Config, any) error {
 		a, err := parseAddr(v.(string))
 		*field(c) = a
 		return err
+	}
+}
+
+// setPrefix parses a CIDR as given (host bits kept; the checks decide
+// whether they are allowed).
+func setPrefix(field func(*Config) *netip.Prefix) func(*Config, any) error {
+	return func(c *Config, v any) error {
+		p, err := netip.ParsePrefix(v.(string))
+		if err != nil {
+			return fmt.Errorf("%q is not an IPv6 CIDR", v)
+		}
+		*field(c) = p
+		return nil
 	}
 }
 

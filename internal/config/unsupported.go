@@ -21,7 +21,6 @@ const (
 	whyCluster  = "multi-host networking comes later"
 	whyFirewall = "Tether's nftables rules are IPv4 only and never set a forward policy"
 	whyPorts    = "published ports come later"
-	whyIPv6     = "IPv6 comes later"
 )
 
 // gaps lists every refused value. Rows for keys without a Tether option are
@@ -31,11 +30,6 @@ var gaps = []gap{
 	{"cluster-store", isConsul, "no Consul server can be installed here to test against; use etcd:// or zk://"},
 	{"live-restore", isFalse, "Tether always keeps sandboxes across restarts"},
 
-	{"ipv6", notZero, whyIPv6},
-	{"bip6", notZero, whyIPv6},
-	{"fixed-cidr-v6", notZero, whyIPv6},
-	{"default-gateway-v6", notZero, whyIPv6},
-	{"ip6tables", notZero, whyFirewall},
 	{"ip-forward-no-drop", notZero, whyFirewall},
 	{"userland-proxy-path", notZero, whyPorts},
 	{"default-network-opts", notZero, "network driver options come later"},

@@ -23,6 +23,10 @@ var checks = []struct {
 	{"mtu", func(c *Config) error { return checkMTU(c.MTU) }},
 	{"default-gateway", func(c *Config) error { return checkIPv4(c.DefaultGateway) }},
 	{"default-address-pools", func(c *Config) error { return checkPools(c.DefaultAddressPools) }},
+	{"fixed-cidr-v6", checkFixedCIDRv6},
+	{"bip6", checkBIP6},
+	{"default-gateway-v6", checkGatewayV6},
+	{"ip6tables", checkIP6Tables},
 	{"dns-search", func(c *Config) error { return eachWord(c.DNSSearch) }},
 	{"dns-opts", func(c *Config) error { return eachWord(c.DNSOpts) }},
 	{"hosts", checkHosts},
@@ -133,15 +137,123 @@ func checkIPv4(a netip.Addr) error {
 	return nil
 }
 
-// checkPools wants IPv4 bases and sizes from the base's length to 32.
+// checkPools wants IPv4 bases with sizes from the base's length to 32, and
+// IPv6 bases with sizes from the base's length (at least 48) to 124.
 func checkPools(pools []AddressPool) error {
 	for _, p := range pools {
-		if !p.Base.Addr().Is4() {
-			return fmt.Errorf("base %s is not an IPv4 CIDR", p.Base)
+		switch a := p.Base.Addr(); {
+		case a.Is4():
+			if p.Size < p.Base.Bits() || p.Size > 32 {
+				return fmt.Errorf("base %s: size %d is out of range %d..32", p.Base, p.Size, p.Base.Bits())
+			}
+		case a.Is6() && !a.Is4In6():
+			if low := max(p.Base.Bits(), minBits6); p.Size < low || p.Size > maxBits6 {
+				return fmt.Errorf("base %s: size %d is out of range %d..%d", p.Base, p.Size, low, maxBits6)
+			}
+		default:
+			return fmt.Errorf("base %s is not an IPv4 or IPv6 CIDR", p.Base)
 		}
-		if p.Size < p.Base.Bits() || p.Size > 32 {
-			return fmt.Errorf("base %s: size %d is out of range %d..32", p.Base, p.Size, p.Base.Bits())
-		}
+	}
+	return nil
+}
+
+// IPv6 subnets of the default network: /48 to /124, as for any network.
+const minBits6, maxBits6 = 48, 124
+
+// checkPrefix6 wants an IPv6 prefix (not IPv4-mapped) of length /48../124.
+func checkPrefix6(p netip.Prefix) error {
+	if !p.Addr().Is6() || p.Addr().Is4In6() {
+		return fmt.Errorf("%q is not an IPv6 CIDR", p)
+	}
+	if p.Bits() < minBits6 || p.Bits() > maxBits6 {
+		return fmt.Errorf("%s: the prefix length must be between /%d and /%d", p, minBits6, maxBits6)
+	}
+	return nil
+}
+
+// needsIPv6 refuses an IPv6 setting of the default network without ipv6.
+func needsIPv6(c *Config) error {
+	if !c.IPv6 {
+		return fmt.Errorf(`needs "ipv6": true (--ipv6)`)
+	}
+	return nil
+}
+
+// checkFixedCIDRv6 wants a canonical IPv6 prefix inside bip6's subnet (when
+// bip6 is given) on a dual-stack default network.
+func checkFixedCIDRv6(c *Config) error {
+	p := c.FixedCIDRv6
+	if !p.IsValid() {
+		return nil
+	}
+	if err := checkPrefix6(p); err != nil {
+		return err
+	}
+	if p != p.Masked() {
+		return fmt.Errorf("%s has host bits set (did you mean %s?)", p, p.Masked())
+	}
+	if err := needsIPv6(c); err != nil {
+		return err
+	}
+	if c.Bridge == "none" {
+		return fmt.Errorf("needs the default network, but bridge is %q", c.Bridge)
+	}
+	if c.BIP6.IsValid() && !within(p, c.BIP6) {
+		return fmt.Errorf("%s is not inside bip6's subnet %s", p, c.BIP6.Masked())
+	}
+	return nil
+}
+
+// checkBIP6 wants an IPv6 host address with its prefix, not the subnet's
+// first address (its subnet-router anycast address), on a dual-stack
+// default network Tether creates (not with bridge, as bip).
+func checkBIP6(c *Config) error {
+	p := c.BIP6
+	if !p.IsValid() {
+		return nil
+	}
+	if err := checkPrefix6(p); err != nil {
+		return err
+	}
+	if p.Addr() == p.Masked().Addr() {
+		return fmt.Errorf("%s is the subnet-router anycast address; give the bridge's own address, e.g. %s/%d",
+			p, p.Addr().Next(), p.Bits())
+	}
+	if err := needsIPv6(c); err != nil {
+		return err
+	}
+	if c.Bridge != "" {
+		return fmt.Errorf("you specified -b & --bip6, mutually exclusive options; please specify only one")
+	}
+	return nil
+}
+
+// checkGatewayV6 wants an IPv6 address inside bip6's subnet, else inside
+// fixed-cidr-v6, when either is given.
+func checkGatewayV6(c *Config) error {
+	a := c.DefaultGatewayV6
+	if !a.IsValid() {
+		return nil
+	}
+	if !a.Is6() || a.Is4In6() {
+		return fmt.Errorf("%s is not an IPv6 address", a)
+	}
+	if err := needsIPv6(c); err != nil {
+		return err
+	}
+	switch {
+	case c.BIP6.IsValid() && !c.BIP6.Masked().Contains(a):
+		return fmt.Errorf("%s is not inside bip6's subnet %s", a, c.BIP6.Masked())
+	case !c.BIP6.IsValid() && c.FixedCIDRv6.IsValid() && !c.FixedCIDRv6.Masked().Contains(a):
+		return fmt.Errorf("%s is not inside fixed-cidr-v6 %s", a, c.FixedCIDRv6.Masked())
+	}
+	return nil
+}
+
+// checkIP6Tables: IPv6 rules need the firewall (see ip6tablesGiven).
+func checkIP6Tables(c *Config) error {
+	if c.IP6Tables && !c.IPTables {
+		return fmt.Errorf("ip6tables cannot be enabled when iptables is disabled")
 	}
 	return nil
 }
