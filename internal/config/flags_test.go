@@ -70,7 +70,9 @@ func TestFlagAliases(t *testing.T) {
 		{[]string{"--ip6tables=false"}, func(c *Config) bool { return c.IPTables && !c.IP6Tables }},
 		{[]string{"--iptables=false"}, func(c *Config) bool { return !c.IPTables && !c.IP6Tables }},
 		{[]string{"--default-address-pool", "base=fd00:2::/48,size=64"},
-			func(c *Config) bool { return c.DefaultAddressPools[0].Base.String() == "fd00:2::/48" && c.DefaultAddressPools[0].Size == 64 }},
+			func(c *Config) bool {
+				return c.DefaultAddressPools[0].Base.String() == "fd00:2::/48" && c.DefaultAddressPools[0].Size == 64
+			}},
 	}
 	for _, tt := range tests {
 		c, err := parse(t, missing, tt.args...).Load()

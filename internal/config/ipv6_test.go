@@ -41,9 +41,13 @@ func TestIPv6Keys(t *testing.T) {
 				return reflect.DeepEqual(c.DefaultAddressPools, []AddressPool{{pfx("10.10.0.0/16"), 24}, {pfx("fd12:3456:789a::/48"), 64}})
 			}},
 		{"IPv6 pool from flag", "", FlagValues{"default-address-pool": {"base=fd00:aa::/32,size=124"}},
-			func(c *Config) bool { return reflect.DeepEqual(c.DefaultAddressPools, []AddressPool{{pfx("fd00:aa::/32"), 124}}) }},
+			func(c *Config) bool {
+				return reflect.DeepEqual(c.DefaultAddressPools, []AddressPool{{pfx("fd00:aa::/32"), 124}})
+			}},
 		{"empty values keep defaults", `{"ipv6": false, "fixed-cidr-v6": "", "bip6": "", "default-gateway-v6": ""}`, nil,
-			func(c *Config) bool { return !c.IPv6 && !c.FixedCIDRv6.IsValid() && !c.BIP6.IsValid() && !c.DefaultGatewayV6.IsValid() }},
+			func(c *Config) bool {
+				return !c.IPv6 && !c.FixedCIDRv6.IsValid() && !c.BIP6.IsValid() && !c.DefaultGatewayV6.IsValid()
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
