@@ -9,8 +9,10 @@ package firewall
 // (firewalld's `filter_FORWARD`): Tether's sandboxes silently lose the
 // outside and their published ports.
 //
-// The check finds such chains (families ip and inet, hook forward, type
-// filter, any table but ip tether) at start and after every nftables
+// The check finds such chains (families ip and inet, and ip6 with
+// Options.IPv6, where ip6tables-nft's FORWARD with policy DROP blocks
+// Tether's IPv6 traffic the same way; hook forward, type filter, any table
+// but Tether's own) at start and after every nftables
 // transaction (monitor.go), and logs once per change which chain blocks
 // which bridges and how to fix it. With the daemon option
 // forward-accept-other-tables it also inserts, at the head of each such
@@ -76,6 +78,8 @@ func familyName(f nftables.TableFamily) string {
 		return "ip"
 	case nftables.TableFamilyINet:
 		return "inet"
+	case nftables.TableFamilyIPv6:
+		return "ip6"
 	}
 	return fmt.Sprintf("family-%d", f)
 }
@@ -84,6 +88,7 @@ func familyName(f nftables.TableFamily) string {
 type coexist struct {
 	log    *slog.Logger
 	accept bool
+	ipv6   bool // check family ip6 too (Options.IPv6)
 	last   string
 }
 
@@ -93,7 +98,7 @@ func newCoexist(log *slog.Logger, accept bool) *coexist { return &coexist{log: l
 // with nets (when accept is on; else it removes them), and logs what
 // changed since the last check.
 func (co *coexist) check(c ruleConn, nets []Network) {
-	bs, others, err := findChains(c)
+	bs, others, err := findChains(c, co.ipv6)
 	if err != nil {
 		co.log.Warn("check other nftables tables for forward chains that drop Tether's traffic", "err", err)
 		return
@@ -122,7 +127,7 @@ func (co *coexist) removeAll(c ruleConn) {
 	if !co.accept {
 		return
 	}
-	bs, others, err := findChains(c)
+	bs, others, err := findChains(c, co.ipv6)
 	if err != nil {
 		co.log.Warn("remove Tether's rules from other tables", "err", err)
 		return
@@ -193,10 +198,14 @@ func openBridges(nets []Network) []string {
 }
 
 // findChains lists the forward filter chains of other tables in families
-// ip and inet: the blocking ones, and the others that still hold rules of
-// ours.
-func findChains(c ruleConn) (block, stale []blocker, err error) {
-	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyINet} {
+// ip and inet (and ip6 with ipv6): the blocking ones, and the others that
+// still hold rules of ours.
+func findChains(c ruleConn, ipv6 bool) (block, stale []blocker, err error) {
+	fams := []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyINet}
+	if ipv6 {
+		fams = append(fams, nftables.TableFamilyIPv6)
+	}
+	for _, fam := range fams {
 		chs, err := c.ListChainsOfTableFamily(fam)
 		if err != nil {
 			return nil, nil, fmt.Errorf("list chains of family %s: %w", familyName(fam), err)
@@ -224,7 +233,8 @@ func findChains(c ruleConn) (block, stale []blocker, err error) {
 // forwardFilter: a base chain of type filter on the forward hook, in any
 // table but Tether's.
 func forwardFilter(ch *nftables.Chain) bool {
-	if ch.Table == nil || (ch.Table.Name == TableName && ch.Table.Family == nftables.TableFamilyIPv4) {
+	if ch.Table == nil || (ch.Table.Name == TableName &&
+		(ch.Table.Family == nftables.TableFamilyIPv4 || ch.Table.Family == nftables.TableFamilyIPv6)) {
 		return false
 	}
 	return ch.Hooknum != nil && *ch.Hooknum == *nftables.ChainHookForward && ch.Type == nftables.ChainTypeFilter

@@ -311,9 +311,15 @@ func (c *fakeConn) SetDeleteElements(set *nftables.Set, vals []nftables.SetEleme
 }
 
 // dump describes every table the fake holds, for before/after comparisons.
-func (c *fakeConn) dump() string {
+func (c *fakeConn) dump() string { return c.dumpFamily(0) }
+
+// dumpFamily is dump of the tables of one family (0: all).
+func (c *fakeConn) dumpFamily(fam nftables.TableFamily) string {
 	var b strings.Builder
 	for _, t := range c.tables {
+		if fam != 0 && t.t.Family != fam {
+			continue
+		}
 		fmt.Fprintf(&b, "table %d %s\n", t.t.Family, t.t.Name)
 		for _, s := range t.sets {
 			keys := make([]string, 0, len(s.els))
@@ -326,7 +332,7 @@ func (c *fakeConn) dump() string {
 		for _, ch := range t.chains {
 			fmt.Fprintf(&b, "  chain %s:", ch.Name)
 			for _, r := range t.rules[ch.Name] {
-				fmt.Fprintf(&b, " %d", r.Handle)
+				fmt.Fprintf(&b, " %d(%s)", r.Handle, commentOf(r))
 			}
 			b.WriteString("\n")
 		}
@@ -334,17 +340,20 @@ func (c *fakeConn) dump() string {
 	return b.String()
 }
 
-// ours reads Tether's table back as entries.
-func (c *fakeConn) ours() entries {
+// ours reads Tether's table ip tether back as entries.
+func (c *fakeConn) ours() entries { return c.oursIn(fam4) }
+
+// oursIn reads family fm's table back as entries keyed by fm.key(set).
+func (c *fakeConn) oursIn(fm *family) entries {
 	e := entries{}
-	ft := c.table(nftables.TableFamilyIPv4, TableName)
+	ft := c.table(fm.nf, TableName)
 	if ft == nil {
 		return e
 	}
 	for _, s := range ft.sets {
 		els, _ := c.GetSetElements(&nftables.Set{Table: &ft.t, Name: s.s.Name})
 		for id, v := range parseElements(s.s.Name, els) {
-			e.put(s.s.Name, id, v...)
+			e.put(fm.key(s.s.Name), id, v...)
 		}
 	}
 	return e

@@ -5,6 +5,8 @@
 //
 // Backends: NFT (nftables through google/nftables, the default) and Noop
 // (daemon option iptables=false: Tether installs no rules and removes none).
+// NFT keeps IPv6 rules too (table ip6 tether) with Options.IPv6, the
+// daemon's ip6tables.
 // The ruleset itself is in ruleset.go and docs/firewall.md.
 package firewall
 
@@ -18,9 +20,15 @@ type Network struct {
 	ID     string
 	Bridge string       // Linux bridge name
 	Subnet netip.Prefix // IPv4 subnet; zero: nothing to masquerade
-	// Masquerade: traffic from Subnet leaving through any interface but a
-	// Tether bridge gets the outgoing interface's address. The caller folds
-	// in the daemon's ip-masq; an Internal network is never masqueraded.
+	// Subnet6 is the IPv6 subnet; zero: the network has no IPv6 (its
+	// bridge has IPv6 off), and gets only its bridge's isolation entries in
+	// table ip6 tether. Only used with Options.IPv6. An IPv6-only network
+	// has Subnet zero and Subnet6 set.
+	Subnet6 netip.Prefix
+	// Masquerade: traffic from Subnet (and Subnet6: NAT66) leaving through
+	// any interface but a Tether bridge gets the outgoing interface's
+	// address. The caller folds in the daemon's ip-masq; an Internal
+	// network is never masqueraded.
 	Masquerade bool
 	// Internal: nothing is routed into or out of the network.
 	Internal bool

@@ -85,7 +85,7 @@ func wantRaw(set string, nets ...Network) []string {
 				out = append(out, pad(n.Bridge))
 			}
 		case SetMasq:
-			if n.Masquerade && !n.Internal {
+			if n.Masquerade && !n.Internal && n.Subnet.IsValid() && n.Mode != ModeRouted {
 				a := n.Subnet.Addr().As4()
 				out = append(out, hex.EncodeToString(a[:]))
 				last := netip.PrefixFrom(n.Subnet.Addr(), n.Subnet.Bits())

@@ -12,8 +12,8 @@ package firewall
 // Every transaction ends with a NEWGEN message naming the thread that
 // committed it. Transactions committed by a thread of this process are
 // Tether's own (Sync, Add, the coexistence rules) and never trigger a
-// repair. Any other transaction that touches table ip tether, deletes a
-// table, or changes set elements (the kernel does not name the table of an
+// repair. Any other transaction that touches table ip tether (or ip6
+// tether, with Options.IPv6), deletes a table, or changes set elements (the kernel does not name the table of an
 // element in its notification) marks the table dirty. After a short quiet
 // period (debounce: a reload is often several transactions in a row) the
 // table is read and, when it differs from what the backend remembers,
@@ -76,24 +76,27 @@ type dirt struct {
 func (d *dirt) add(o dirt) { d.table, d.others = d.table || o.table, d.others || o.others }
 
 // classify says what one committed transaction may have changed. own: the
-// transaction was committed by this process.
-func classify(g *nftables.MonitorEvents, own bool) dirt {
+// transaction was committed by this process; ipv6: table ip6 tether is
+// ours too (Options.IPv6).
+func classify(g *nftables.MonitorEvents, own, ipv6 bool) dirt {
 	if own {
 		return dirt{others: true} // a network or port changed: the coexistence rules follow
 	}
 	d := dirt{others: true}
 	for _, ev := range g.Changes {
-		if touchesTable(ev) {
+		if touchesTable(ev, ipv6) {
 			d.table = true
 		}
 	}
 	return d
 }
 
-// touchesTable reports whether an event may concern table ip tether.
-func touchesTable(ev *nftables.MonitorEvent) bool {
+// touchesTable reports whether an event may concern table ip tether (or,
+// with ipv6, ip6 tether).
+func touchesTable(ev *nftables.MonitorEvent, ipv6 bool) bool {
 	ours := func(t *nftables.Table) bool {
-		return t == nil || t.Family == nftables.TableFamilyIPv4 && (t.Name == TableName || t.Name == VXLANTable)
+		return t == nil || t.Family == nftables.TableFamilyIPv4 && (t.Name == TableName || t.Name == VXLANTable) ||
+			ipv6 && t.Family == nftables.TableFamilyIPv6 && t.Name == TableName
 	}
 	switch d := ev.Data.(type) {
 	case *nftables.Table:
@@ -126,29 +129,34 @@ func ownThread(tid uint32) bool {
 	return err == nil
 }
 
-// Repair reads table ip tether and, when it is missing or differs from the
-// networks and ports f remembers (sets, chains, rules or elements), rebuilds
+// Repair reads table ip tether (and ip6 tether with Options.IPv6) and,
+// when one is missing or differs from the networks and ports f remembers (sets, chains, rules or elements), rebuilds
 // it in one batch (see syncLocked). It reports whether it wrote anything.
 // Only meaningful after the first Sync.
 func (f *NFT) Repair() (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	st, err := f.read()
-	if err != nil {
-		return false, fmt.Errorf("read table ip %s: %w", TableName, err)
+	have, ok := entries{}, true
+	for _, fm := range f.families() {
+		st, err := f.read(fm)
+		if err != nil {
+			return false, fmt.Errorf("read table %s %s: %w", fm.name, TableName, err)
+		}
+		ok = ok && st.exists && st.layout == ""
+		have.merge(st.have)
 	}
-	if st.exists && st.layout == "" && sameIDs(st.have, f.wantLocked()) {
+	if ok && sameIDs(have, f.wantLocked(), f.families()) {
 		return false, nil
 	}
 	if err := f.syncLocked(); err != nil {
-		return true, fmt.Errorf("restore table ip %s: %w", TableName, err)
+		return true, fmt.Errorf("restore %s: %w", f.tableNames(), err)
 	}
 	return true, nil
 }
 
-// wantLocked is every element the table should hold.
+// wantLocked is every element the tables should hold.
 func (f *NFT) wantLocked() entries {
-	want := entriesOf(f.networks()...)
+	want := f.entriesOf(f.networks()...)
 	for set, ids := range portEntries(f.portList()...) {
 		want[set] = ids
 	}
@@ -156,15 +164,18 @@ func (f *NFT) wantLocked() entries {
 }
 
 // sameIDs reports whether two element listings name the same entries in
-// every set of the table.
-func sameIDs(a, b entries) bool {
-	for _, s := range sets(table()) {
-		if len(a[s.Name]) != len(b[s.Name]) {
-			return false
-		}
-		for id := range a[s.Name] {
-			if _, ok := b[s.Name][id]; !ok {
+// every set of the families' tables.
+func sameIDs(a, b entries, fams []*family) bool {
+	for _, fm := range fams {
+		for _, s := range sets(fm.table()) {
+			k := fm.key(s.Name)
+			if len(a[k]) != len(b[k]) {
 				return false
+			}
+			for id := range a[k] {
+				if _, ok := b[k][id]; !ok {
+					return false
+				}
 			}
 		}
 	}
@@ -211,6 +222,7 @@ func (f *NFT) Watch(ctx context.Context, o WatchOptions) (wait func(), err error
 		o.Log = slog.Default()
 	}
 	w := &watcher{f: f, o: o, co: newCoexist(o.Log, o.AcceptOtherTables)}
+	w.co.ipv6 = f.opts.IPv6
 	ch, closeMon, err := w.open()
 	if err != nil {
 		return nil, err
@@ -277,7 +289,7 @@ func (w *watcher) run(ctx context.Context, ch chan *nftables.MonitorEvents, clos
 			if first.IsZero() {
 				first = time.Now()
 			}
-			pending.add(classify(g, isOwn(g)))
+			pending.add(classify(g, isOwn(g), w.f.opts.IPv6))
 			timer.Reset(min(quietPeriod, max(0, maxWait-time.Since(first))))
 		case <-timer.C:
 			w.act(pending, first)
@@ -322,7 +334,7 @@ func (w *watcher) act(d dirt, first time.Time) {
 		case err != nil:
 			w.o.Log.Error("firewall table changed by another program; restoring it failed", "err", err)
 		case changed:
-			w.o.Log.Warn("firewall table ip "+TableName+" was changed or removed by another program (nft flush ruleset, a firewall reload); restored it",
+			w.o.Log.Warn("firewall table "+w.f.tableNames()+" was changed or removed by another program (nft flush ruleset, a firewall reload); restored it",
 				"took", took.Round(time.Microsecond))
 			if w.o.Restored != nil {
 				w.o.Restored(took)

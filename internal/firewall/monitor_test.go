@@ -24,20 +24,25 @@ func TestClassify(t *testing.T) {
 		name string
 		g    *nftables.MonitorEvents
 		own  bool
+		ipv6 bool // Options.IPv6: table ip6 tether is ours
 		want dirt
 	}{
-		{"own change of our table", gen(ev(nftables.MonitorEventTypeDelTable, ours)), true, dirt{others: true}},
-		{"flush ruleset", gen(ev(nftables.MonitorEventTypeDelTable, other), ev(nftables.MonitorEventTypeDelTable, ours)), false, dirt{table: true, others: true}},
-		{"rule deleted from our chain", gen(ev(nftables.MonitorEventTypeDelRule, &nftables.Rule{Table: ours})), false, dirt{table: true, others: true}},
-		{"chain of another table", gen(ev(nftables.MonitorEventTypeNewChain, &nftables.Chain{Table: other})), false, dirt{others: true}},
-		{"table of our name in another family", gen(ev(nftables.MonitorEventTypeNewTable, same6)), false, dirt{others: true}},
-		{"set elements (table unknown)", gen(ev(nftables.MonitorEventTypeDelSetElem, []nftables.SetElement{})), false, dirt{table: true, others: true}},
-		{"set of our table", gen(ev(nftables.MonitorEventTypeDelSet, &nftables.Set{Table: ours})), false, dirt{table: true, others: true}},
-		{"set of another table", gen(ev(nftables.MonitorEventTypeNewSet, &nftables.Set{Table: other})), false, dirt{others: true}},
+		{"own change of our table", gen(ev(nftables.MonitorEventTypeDelTable, ours)), true, false, dirt{others: true}},
+		{"flush ruleset", gen(ev(nftables.MonitorEventTypeDelTable, other), ev(nftables.MonitorEventTypeDelTable, ours)), false, false, dirt{table: true, others: true}},
+		{"rule deleted from our chain", gen(ev(nftables.MonitorEventTypeDelRule, &nftables.Rule{Table: ours})), false, false, dirt{table: true, others: true}},
+		{"chain of another table", gen(ev(nftables.MonitorEventTypeNewChain, &nftables.Chain{Table: other})), false, false, dirt{others: true}},
+		{"table of our name in another family", gen(ev(nftables.MonitorEventTypeNewTable, same6)), false, false, dirt{others: true}},
+		{"set elements (table unknown)", gen(ev(nftables.MonitorEventTypeDelSetElem, []nftables.SetElement{})), false, false, dirt{table: true, others: true}},
+		{"set of our table", gen(ev(nftables.MonitorEventTypeDelSet, &nftables.Set{Table: ours})), false, false, dirt{table: true, others: true}},
+		{"set of another table", gen(ev(nftables.MonitorEventTypeNewSet, &nftables.Set{Table: other})), false, false, dirt{others: true}},
+		{"ip6 tether deleted, IPv6 on", gen(ev(nftables.MonitorEventTypeDelTable, same6)), false, true, dirt{table: true, others: true}},
+		{"rule of ip6 tether deleted, IPv6 on", gen(ev(nftables.MonitorEventTypeDelRule, &nftables.Rule{Table: same6})), false, true, dirt{table: true, others: true}},
+		{"own change of ip6 tether", gen(ev(nftables.MonitorEventTypeDelTable, same6)), true, true, dirt{others: true}},
+		{"inet tether is not ours, IPv6 on", gen(ev(nftables.MonitorEventTypeDelTable, &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet})), false, true, dirt{others: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := classify(tc.g, tc.own); got != tc.want {
+			if got := classify(tc.g, tc.own, tc.ipv6); got != tc.want {
 				t.Errorf("classify = %+v, want %+v", got, tc.want)
 			}
 		})

@@ -1,7 +1,7 @@
 package firewall
 
-// NFT keeps Tether's table "ip tether" (see ruleset.go) in the namespace of
-// its netlink socket. Every change is one nftables batch, which the kernel
+// NFT keeps Tether's table "ip tether" (see ruleset.go), and with
+// Options.IPv6 also "ip6 tether", in the namespace of its netlink socket. Every change is one nftables batch, which the kernel
 // applies atomically: a packet sees the rules before or after it, never
 // half of it.
 //
@@ -11,7 +11,12 @@ package firewall
 // added, stale ones deleted), so a restart installs nothing twice and opens
 // no window without rules. Present but different (an older Tether, hand
 // edits): it is deleted and recreated in the same single batch, which the
-// kernel also applies atomically. No other table is ever read or written.
+// kernel also applies atomically. No other table is ever read or written;
+// without Options.IPv6 that includes ip6 tether (one an earlier run left
+// stays as it is: `nft delete table ip6 tether` removes it). With it, both
+// tables are read first and written in that one batch, and so is every
+// later change (a dual-stack network's elements, a mix of IPv4 and IPv6
+// ports).
 //
 // After Sync, Add and Remove change elements only. NFT remembers the
 // networks it was given; when a batch fails (someone deleted the table, an
@@ -33,6 +38,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/google/nftables"
@@ -93,6 +99,11 @@ type Options struct {
 	// NetNS is the path of a persisted network namespace to work in (tests);
 	// "" is the current one. It holds the table and the sysctls written.
 	NetNS string
+	// IPv6 (the daemon's ip6tables): keep table ip6 tether too, with the
+	// networks' IPv6 subnets (Network.Subnet6) and the published ports
+	// whose sandbox address is IPv6. False: no ip6 table is created, read
+	// or deleted, and an IPv6 port mapping is ErrInvalidPort.
+	IPv6 bool
 }
 
 // NewNFT opens a lasting nftables netlink socket in the current network
@@ -200,7 +211,7 @@ func (f *NFT) Sync(ctx context.Context, nets []Network, ports []PortMapping) err
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ps, err := normalPorts(ports)
+	ps, err := normalPorts(ports, f.opts.IPv6)
 	if err != nil {
 		return err
 	}
@@ -212,7 +223,7 @@ func (f *NFT) Sync(ctx context.Context, nets []Network, ports []PortMapping) err
 	f.nets, f.refs, f.ports = map[string]Network{}, map[string]int{}, ps
 	for _, n := range nets {
 		f.nets[n.ID] = n
-		f.count(entriesOf(n), +1)
+		f.count(f.entriesOf(n), +1)
 	}
 	f.countPorts(f.portList(), +1)
 	return f.syncLocked()
@@ -225,7 +236,7 @@ func (f *NFT) AddPorts(ctx context.Context, ps []PortMapping) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	next, err := normalPorts(ps)
+	next, err := normalPorts(ps, f.opts.IPv6)
 	if err != nil || len(next) == 0 {
 		return err
 	}
@@ -248,7 +259,7 @@ func (f *NFT) RemovePorts(ctx context.Context, ps []PortMapping) error {
 	defer f.mu.Unlock()
 	gone := map[string]PortMapping{}
 	for _, p := range ps {
-		n, err := p.normal()
+		n, err := p.normal(f.opts.IPv6)
 		if err != nil {
 			continue // never published
 		}
@@ -335,12 +346,12 @@ func (f *NFT) Add(ctx context.Context, n Network) error {
 	old, had := f.nets[n.ID]
 	var before entries
 	if had {
-		before = entriesOf(old)
+		before = f.entriesOf(old)
 	}
 	if err := f.routeLocalnet(n); err != nil {
 		return err
 	}
-	if err := f.change(n.ID, &n, before, entriesOf(n)); err != nil {
+	if err := f.change(n.ID, &n, before, f.entriesOf(n)); err != nil {
 		return fmt.Errorf("add firewall entries of bridge %q: %w", n.Bridge, err)
 	}
 	return nil
@@ -356,7 +367,7 @@ func (f *NFT) Remove(ctx context.Context, n Network) error {
 	if old, had := f.nets[n.ID]; had {
 		n = old
 	}
-	if err := f.change(n.ID, nil, entriesOf(n), nil); err != nil {
+	if err := f.change(n.ID, nil, f.entriesOf(n), nil); err != nil {
 		return fmt.Errorf("remove firewall entries of bridge %q: %w", n.Bridge, err)
 	}
 	return nil
@@ -410,21 +421,41 @@ func (f *NFT) commit(before, after entries, undo func()) error {
 }
 
 func (f *NFT) queueChange(before, after entries) error {
-	for _, s := range sets(table()) {
-		var del, add []nftables.SetElement
-		for id, els := range before[s.Name] {
-			if f.refs[s.Name+" "+id] == 0 {
-				del = append(del, els...)
+	for _, fm := range f.families() {
+		for _, s := range sets(fm.table()) {
+			k := fm.key(s.Name)
+			var del, add []nftables.SetElement
+			for id, els := range before[k] {
+				if f.refs[k+" "+id] == 0 {
+					del = append(del, els...)
+				}
 			}
-		}
-		for _, els := range after[s.Name] {
-			add = append(add, els...) // adding what exists is no error, and repairs a lost element
-		}
-		if err := f.queueElements(s, del, add); err != nil {
-			return err
+			for _, els := range after[k] {
+				add = append(add, els...) // adding what exists is no error, and repairs a lost element
+			}
+			if err := f.queueElements(s, del, add); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// families are the tables f keeps: ip, and ip6 with Options.IPv6.
+func (f *NFT) families() []*family {
+	if f.opts.IPv6 {
+		return []*family{fam4, fam6}
+	}
+	return []*family{fam4}
+}
+
+// entriesOf returns the entries of nets in every table f keeps.
+func (f *NFT) entriesOf(nets ...Network) entries {
+	e := entriesOf(nets...)
+	if f.opts.IPv6 {
+		e.merge(familyEntries(fam6, nets...))
+	}
+	return e
 }
 
 // count adds d to the owner count of every entry in e.
@@ -461,50 +492,65 @@ func (f *NFT) queueElements(s *nftables.Set, del, add []nftables.SetElement) err
 	return nil
 }
 
-// syncLocked makes the table match f.nets (see the file comment).
+// syncLocked makes the tables match f.nets and f.ports (see the file
+// comment), all of them in one batch.
 func (f *NFT) syncLocked() error {
-	want := entriesOf(f.networks()...)
-	for set, ids := range portEntries(f.portList()...) {
-		want[set] = ids
-	}
-	st, err := f.read()
-	if err != nil {
-		return fmt.Errorf("read table ip %s: %w", TableName, err)
-	}
-	switch {
-	case !st.exists:
-		err = f.create(want)
-	case st.layout != "":
-		f.c.DelTable(table())
-		err = f.create(want)
-	default:
-		n, qerr := f.reconcile(st.have, want)
-		if qerr != nil || n == 0 {
-			return qerr
+	want := f.wantLocked()
+	changes := 0
+	for _, fm := range f.families() {
+		st, err := f.read(fm)
+		if err != nil {
+			return fmt.Errorf("read table %s %s: %w", fm.name, TableName, err)
+		}
+		switch {
+		case !st.exists:
+			err = f.create(fm, want)
+			changes++
+		case st.layout != "":
+			f.c.DelTable(fm.table())
+			err = f.create(fm, want)
+			changes++
+		default:
+			var n int
+			n, err = f.reconcile(fm, st.have, want)
+			changes += n
+		}
+		if err != nil {
+			return err
 		}
 	}
-	if err != nil {
-		return err
+	if changes == 0 {
+		return nil
 	}
 	if err := f.c.Flush(); err != nil {
-		return fmt.Errorf("write table ip %s: %w", TableName, err)
+		return fmt.Errorf("write table %s: %w", f.tableNames(), err)
 	}
 	return nil
 }
 
-// reconcile queues the element changes from have to want and returns how
-// many elements change.
-func (f *NFT) reconcile(have, want entries) (int, error) {
+// tableNames names f's tables for messages: "ip tether", "ip tether and ip6 tether".
+func (f *NFT) tableNames() string {
+	var out []string
+	for _, fm := range f.families() {
+		out = append(out, fm.name+" "+TableName)
+	}
+	return strings.Join(out, " and ")
+}
+
+// reconcile queues the element changes of family fm's table from have to
+// want and returns how many elements change.
+func (f *NFT) reconcile(fm *family, have, want entries) (int, error) {
 	n := 0
-	for _, s := range sets(table()) {
+	for _, s := range sets(fm.table()) {
+		k := fm.key(s.Name)
 		var del, add []nftables.SetElement
-		for id, els := range have[s.Name] {
-			if _, ok := want[s.Name][id]; !ok {
+		for id, els := range have[k] {
+			if _, ok := want[k][id]; !ok {
 				del = append(del, els...)
 			}
 		}
-		for id, els := range want[s.Name] {
-			if _, ok := have[s.Name][id]; !ok {
+		for id, els := range want[k] {
+			if _, ok := have[k][id]; !ok {
 				add = append(add, els...)
 			}
 		}
@@ -516,13 +562,15 @@ func (f *NFT) reconcile(have, want entries) (int, error) {
 	return n, nil
 }
 
-// create queues the whole table: sets with their elements, chains, rules.
-func (f *NFT) create(want entries) error {
-	t := f.c.AddTable(table())
+// create queues family fm's whole table: sets with their elements, chains,
+// rules.
+func (f *NFT) create(fm *family, want entries) error {
+	t := f.c.AddTable(fm.table())
 	for _, s := range sets(t) {
+		k := fm.key(s.Name)
 		var els []nftables.SetElement
-		for _, id := range want.ids(s.Name) {
-			els = append(els, want[s.Name][id]...)
+		for _, id := range want.ids(k) {
+			els = append(els, want[k][id]...)
 		}
 		if err := f.c.AddSet(s, els); err != nil {
 			return fmt.Errorf("add set %q: %w", s.Name, err)
@@ -532,7 +580,7 @@ func (f *NFT) create(want entries) error {
 	for _, c := range chains(t) {
 		cs[c.Name] = f.c.AddChain(c)
 	}
-	for _, r := range rulesFor(f.opts) {
+	for _, r := range rulesOf(fm, f.opts) {
 		f.c.AddRule(&nftables.Rule{Table: t, Chain: cs[r.chain], Exprs: r.exprs, UserData: comment(r.comment)})
 	}
 	return nil
@@ -545,8 +593,9 @@ type state struct {
 	have   entries
 }
 
-func (f *NFT) read() (*state, error) {
-	tables, err := f.c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+// read reads family fm's table; the elements are keyed by fm.key(set).
+func (f *NFT) read(fm *family) (*state, error) {
+	tables, err := f.c.ListTablesOfFamily(fm.nf)
 	if err != nil {
 		return nil, err
 	}
@@ -554,7 +603,7 @@ func (f *NFT) read() (*state, error) {
 		return &state{}, nil
 	}
 	st := &state{exists: true, have: entries{}}
-	t := table()
+	t := fm.table()
 	if st.layout, err = f.checkSets(t, st.have); err != nil || st.layout != "" {
 		return st, err
 	}
@@ -564,6 +613,7 @@ func (f *NFT) read() (*state, error) {
 
 // checkSets compares the table's sets with ours and reads their elements.
 func (f *NFT) checkSets(t *nftables.Table, have entries) (string, error) {
+	fm := familyOf(t)
 	got, err := f.c.GetSets(t)
 	if err != nil {
 		return "", fmt.Errorf("list sets: %w", err)
@@ -586,14 +636,14 @@ func (f *NFT) checkSets(t *nftables.Table, have entries) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("list elements of set %q: %w", g.Name, err)
 		}
-		have[g.Name] = parseElements(g.Name, els)
+		have[fm.key(g.Name)] = parseElements(g.Name, els)
 	}
 	return "", nil
 }
 
 // checkChains compares the table's chains and rules with ours.
 func (f *NFT) checkChains(t *nftables.Table) (string, error) {
-	all, err := f.c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	all, err := f.c.ListChainsOfTableFamily(t.Family)
 	if err != nil {
 		return "", fmt.Errorf("list chains: %w", err)
 	}
@@ -619,7 +669,7 @@ func (f *NFT) checkChains(t *nftables.Table) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("list rules of chain %q: %w", w.Name, err)
 		}
-		if why := rulesDiff(w.Name, rs, f.opts); why != "" {
+		if why := rulesDiff(familyOf(t), w.Name, rs, f.opts); why != "" {
 			return why, nil
 		}
 	}
@@ -636,9 +686,9 @@ func chainDiff(g, w *nftables.Chain) string {
 
 // rulesDiff compares a chain's rules with ours: same order, same comments,
 // same expressions.
-func rulesDiff(chain string, got []*nftables.Rule, o Options) string {
+func rulesDiff(fm *family, chain string, got []*nftables.Rule, o Options) string {
 	var want []ruleSpec
-	for _, r := range rulesFor(o) {
+	for _, r := range rulesOf(fm, o) {
 		if r.chain == chain {
 			want = append(want, r)
 		}

@@ -32,7 +32,7 @@ func TestPortElements(t *testing.T) {
 		{pOne, MapPorts, "c6336401" + "06000000" + "1f910000", "0a010002" + "00500000", "198.51.100.1 . tcp . 8081 : 10.1.0.2 . 80"},
 		{pUDP, MapPortsAny, "11000000" + "14e90000", "0a010003" + "00350000", "udp . 5353 : 10.1.0.3 . 53"},
 	} {
-		p, err := tt.p.normal()
+		p, err := tt.p.normal(false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +77,7 @@ func wantPorts(t *testing.T, c *fakeConn, ps ...PortMapping) {
 	t.Helper()
 	var norm []PortMapping
 	for _, p := range ps {
-		n, _ := p.normal()
+		n, _ := p.normal(true)
 		norm = append(norm, n)
 	}
 	want := portEntries(norm...)

@@ -127,7 +127,7 @@ func TestLoopbackDropAlways(t *testing.T) {
 				raw = append(raw, r.comment)
 			}
 		}
-		if len(raw) != 1 || raw[0] != loopbackRule().comment {
+		if len(raw) != 1 || raw[0] != loopbackRule(fam4).comment {
 			t.Errorf("options %+v: raw_prerouting rules %q, want the loopback drop only", o, raw)
 		}
 	}

@@ -71,11 +71,44 @@ package firewall
 // host; without the drop, prerouting DNAT would send it to a port
 // published on 127.0.0.1, and route_localnet=1 on a bridge would deliver it
 // to host services bound to loopback.
+//
+// IPv6 (Options.IPv6, the daemon's ip6tables): a second table, `ip6
+// tether`, with the same sets, chains and rules in IPv6 terms (ipv6_addr
+// keys, `ip6 saddr`/`ip6 daddr`, `dnat ip6 to`, ICMPv6 for routed
+// networks) and two differences:
+//
+//	raw_prerouting: iifname != "lo" ip6 daddr ::1 drop
+//	output: always after `ip6 daddr != ::1` (no LoopbackDNAT for IPv6: the
+//	        kernel never routes ::1 off lo; the userland proxy serves [::1])
+//	postrouting: no loopback masquerade
+//	chain input { type filter hook input priority filter; policy accept;
+//		iifname @bridges icmpv6 type nd-router-advert drop }
+//
+// The last one: sandboxes and bridges run with accept_ra=0, so a router
+// advertisement from a sandbox changes nothing on the host today; the drop
+// keeps it so if a bridge's accept_ra is ever turned on by hand or by a
+// distribution default (a sandbox must never configure the host).
+//
+// Why two tables and not one `inet tether`: an inet table would hold both
+// families' rules with the same sets, but `ip tether` must stay byte for
+// byte as it is (live hosts' tables must not be rebuilt on upgrade, and
+// ip6tables=false must leave IPv6 alone), and every rule that names an
+// address (masq, published, ports, the loopback drop) would still need an
+// IPv4 and an IPv6 variant with sets of each address type. Two tables of
+// one layout, built by the same functions with a family parameter, keep
+// the code one copy and the ip table unchanged. Both are written in one
+// netlink batch, so they change together atomically.
+//
+// A network without an IPv6 subnet (Subnet6 zero) has IPv6 turned off on
+// its bridge, so no IPv6 can flow through it. In the ip6 table it still
+// gets its bridge in bridges, same_bridge (and internal): should IPv6 ever
+// come up on that bridge, the forward chain keeps it closed to other
+// networks and to direct routing. It gets nothing that opens anything
+// (masq, unprotected, routed, trusted).
 
 import (
 	"bytes"
 	"cmp"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -86,9 +119,12 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"github.com/tether-net/tether/internal/netaddr"
 )
 
-// TableName is the name of Tether's nftables table (family ip).
+// TableName is the name of Tether's nftables tables (family ip, and ip6
+// with Options.IPv6).
 const TableName = "tether"
 
 // Set and chain names.
@@ -108,27 +144,96 @@ const (
 	ChainPostroute  = "postrouting"
 	ChainPrerouting = "prerouting"
 	ChainOutput     = "output"
+	ChainInput      = "input" // ip6 table only: router advertisements from bridges
 )
 
 const ifNameLen = 16 // IFNAMSIZ: an ifname set key is the name, NUL-padded
 
 var ifPair = nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIFName)
 
-func table() *nftables.Table {
-	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
+// family is one of Tether's two tables, ip tether and ip6 tether: what
+// differs between their sets and rules.
+type family struct {
+	nf     nftables.TableFamily
+	name   string // as nft names the family: "ip", "ip6"
+	prefix string // of this table's set names in entries: "" for ip, "ip6 " for ip6
+	addr   nftables.SetDatatype
+	alen   uint32 // address length in bytes
+	saddr  uint32 // offset of the source address in the network header
+	daddr  uint32 // offset of the destination address
+	nat    uint32 // NFPROTO_IPV4 or NFPROTO_IPV6
+	icmp   byte   // IPPROTO_ICMP or IPPROTO_ICMPV6
+	// ports map key and value types, set published's key type
+	portsKey, portsVal nftables.SetDatatype
 }
 
-// sets returns the set definitions (fresh structs: AddSet writes IDs). The
-// host byte order of the ifname sets only tells `nft list` how to print
-// their elements (as strings).
+var (
+	fam4 = &family{nf: nftables.TableFamilyIPv4, name: "ip", addr: nftables.TypeIPAddr, alen: 4, saddr: 12, daddr: 16,
+		nat: unix.NFPROTO_IPV4, icmp: unix.IPPROTO_ICMP, portsKey: portsKey, portsVal: portsVal}
+	fam6 = &family{nf: nftables.TableFamilyIPv6, name: "ip6", prefix: "ip6 ", addr: nftables.TypeIP6Addr, alen: 16, saddr: 8, daddr: 24,
+		nat: unix.NFPROTO_IPV6, icmp: unix.IPPROTO_ICMPV6, portsKey: portsKey6, portsVal: portsVal6}
+)
+
+// familyOf is the family of table t (fam4 unless t is an ip6 table).
+func familyOf(t *nftables.Table) *family {
+	if t.Family == nftables.TableFamilyIPv6 {
+		return fam6
+	}
+	return fam4
+}
+
+// addrFamily is the table an address belongs in.
+func addrFamily(a netip.Addr) *family {
+	if a.Is6() && !a.Is4In6() {
+		return fam6
+	}
+	return fam4
+}
+
+func (fm *family) table() *nftables.Table { return &nftables.Table{Name: TableName, Family: fm.nf} }
+
+// key is the entries key of set name in this family's table.
+func (fm *family) key(set string) string { return fm.prefix + set }
+
+// loopback is the family's loopback destination as a rule matches it:
+// 127.0.0.0/8 (the first byte of the address) or ::1 (the whole address).
+func (fm *family) loopback() (*expr.Payload, []byte) {
+	if fm == fam6 {
+		return &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: fm.daddr, Len: 16},
+			netip.IPv6Loopback().AsSlice()
+	}
+	return firstByte(16), []byte{127}
+}
+
+// subnet is n's subnet in this family (zero if it has none).
+func (fm *family) subnet(n Network) netip.Prefix {
+	if fm == fam6 {
+		if n.Subnet6.IsValid() && n.Subnet6.Addr().Is6() && !n.Subnet6.Addr().Is4In6() {
+			return n.Subnet6.Masked()
+		}
+		return netip.Prefix{}
+	}
+	if n.Subnet.IsValid() && n.Subnet.Addr().Is4() {
+		return n.Subnet.Masked()
+	}
+	return netip.Prefix{}
+}
+
+func table() *nftables.Table { return fam4.table() }
+
+// sets returns the set definitions of table t (fresh structs: AddSet writes
+// IDs). The host byte order of the ifname sets only tells `nft list` how
+// to print their elements (as strings).
 func sets(t *nftables.Table) []*nftables.Set {
+	fm := familyOf(t)
+	portsKey, portsVal := fm.portsKey, fm.portsVal
 	return []*nftables.Set{
 		{Table: t, Name: SetBridges, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian,
 			Comment: "bridges of all Tether networks"},
 		{Table: t, Name: SetSameBridge, KeyType: ifPair, Comment: "bridge . bridge: traffic that stays on its bridge"},
 		{Table: t, Name: SetInternal, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian,
 			Comment: "bridges of internal networks"},
-		{Table: t, Name: SetMasq, KeyType: nftables.TypeIPAddr, Interval: true, Comment: "subnets masqueraded on the way out"},
+		{Table: t, Name: SetMasq, KeyType: fm.addr, Interval: true, Comment: "subnets masqueraded on the way out"},
 		{Table: t, Name: MapPorts, KeyType: portsKey, IsMap: true, DataType: portsVal,
 			Comment: "published ports on one host address"},
 		{Table: t, Name: MapPortsAny, KeyType: portsAnyKey, IsMap: true, DataType: portsVal,
@@ -146,7 +251,7 @@ func sets(t *nftables.Table) []*nftables.Set {
 
 func chains(t *nftables.Table) []*nftables.Chain {
 	accept := nftables.ChainPolicyAccept
-	return []*nftables.Chain{
+	cs := []*nftables.Chain{
 		{Name: ChainRaw, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPrerouting,
 			Priority: nftables.ChainPriorityRaw, Policy: &accept},
 		{Name: ChainForward, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward,
@@ -158,6 +263,11 @@ func chains(t *nftables.Table) []*nftables.Chain {
 		{Name: ChainOutput, Table: t, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookOutput,
 			Priority: nftables.ChainPriorityNATDest, Policy: &accept},
 	}
+	if familyOf(t) == fam6 {
+		cs = append(cs, &nftables.Chain{Name: ChainInput, Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	}
+	return cs
 }
 
 // ruleSpec is one static rule; its comment names it in `nft list` output and
@@ -172,36 +282,58 @@ type ruleSpec struct {
 // the other options off.
 func rules(loopback bool) []ruleSpec { return rulesFor(Options{LoopbackDNAT: loopback}) }
 
-// rulesFor returns the static rules for options o.
-func rulesFor(o Options) []ruleSpec {
-	rs := []ruleSpec{loopbackRule()}
-	rs = append(rs, forwardRules(o.AllowDirectRouting)...)
-	rs = append(rs, postroutingRules(o.LoopbackDNAT)...)
+// rulesFor returns the static rules of table ip tether for options o.
+func rulesFor(o Options) []ruleSpec { return rulesOf(fam4, o) }
+
+// rulesOf returns the static rules of family fm's table for options o.
+func rulesOf(fm *family, o Options) []ruleSpec {
+	loopbackDNAT := o.LoopbackDNAT && fm == fam4
+	rs := []ruleSpec{loopbackRule(fm)}
+	rs = append(rs, forwardRules(fm, o.AllowDirectRouting)...)
+	rs = append(rs, postroutingRules(fm, loopbackDNAT)...)
 	for _, ch := range []string{ChainPrerouting, ChainOutput} {
 		var skip []expr.Any
-		if ch == ChainOutput && !o.LoopbackDNAT {
-			skip = []expr.Any{firstByte(16), &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{127}}}
+		if ch == ChainOutput && !loopbackDNAT {
+			load, lo := fm.loopback()
+			skip = []expr.Any{load, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: lo}}
 		}
 		rs = append(rs,
-			ruleSpec{ch, "tether: published ports on one host address", cat(skip, dnatMap(MapPorts))},
-			ruleSpec{ch, "tether: published ports on every host address", cat(skip, dnatMap(MapPortsAny))})
+			ruleSpec{ch, "tether: published ports on one host address", cat(skip, dnatMap(fm, MapPorts))},
+			ruleSpec{ch, "tether: published ports on every host address", cat(skip, dnatMap(fm, MapPortsAny))})
+	}
+	if fm == fam6 {
+		rs = append(rs, routerAdvertRule())
 	}
 	return rs
 }
 
-// loopbackRule is `iifname != "lo" ip daddr 127.0.0.0/8 drop` in
-// raw_prerouting, before conntrack and DNAT.
-func loopbackRule() ruleSpec {
+// loopbackRule is `iifname != "lo" ip daddr 127.0.0.0/8 drop` (ip6:
+// `ip6 daddr ::1`) in raw_prerouting, before conntrack and DNAT.
+func loopbackRule(fm *family) ruleSpec {
+	load, lo := fm.loopback()
 	return ruleSpec{ChainRaw, "tether: loopback addresses are reachable from lo only", []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname("lo")},
-		firstByte(16), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
+		load, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: lo},
+		&expr.Verdict{Kind: expr.VerdictDrop}}}
+}
+
+// routerAdvertRule is `iifname @bridges icmpv6 type nd-router-advert drop`
+// in the ip6 table's input chain: a sandbox never configures the host.
+func routerAdvertRule() ruleSpec {
+	return ruleSpec{ChainInput, "tether: no router advertisements from sandboxes", []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Lookup{SourceRegister: 1, SetName: SetBridges},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{134 /* ND_ROUTER_ADVERT */}},
 		&expr.Verdict{Kind: expr.VerdictDrop}}}
 }
 
 // forwardRules are the forward chain's rules; allowDirect is
 // Options.AllowDirectRouting.
-func forwardRules(allowDirect bool) []ruleSpec {
+func forwardRules(fm *family, allowDirect bool) []ruleSpec {
 	iif := &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}
 	oif := &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}
 	in := func(set string) *expr.Lookup { return &expr.Lookup{SourceRegister: 1, SetName: set} }
@@ -216,20 +348,20 @@ func forwardRules(allowDirect bool) []ruleSpec {
 		{ChainForward, "tether: nothing enters an internal network", []expr.Any{oif, in(SetInternal), drop}},
 		{ChainForward, "tether: published ports are reachable from other networks", cat(ctDNAT(), accept)},
 		{ChainForward, "tether: published ports of routed networks are open to direct routing",
-			cat(oif, in(SetRouted), publishedDest(), accept)},
+			cat(oif, in(SetRouted), publishedDest(fm), accept)},
 		{ChainForward, "tether: no traffic between networks", []expr.Any{iif, in(SetBridges), oif, in(SetBridges), drop}},
 		{ChainForward, "tether: replies to what sandboxes started", cat(oif, in(SetBridges),
 			ctBits(expr.CtKeySTATE, 0x02|0x04 /* established, related */), accept)},
 		{ChainForward, "tether: nat-unprotected networks are open to direct routing", []expr.Any{oif, in(SetUnprotected), accept}},
 		{ChainForward, "tether: ICMP into routed networks", []expr.Any{oif, in(SetRouted),
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMP}}, accept}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fm.icmp}}, accept}},
 		{ChainForward, "tether: published ports are open to direct routing from trusted interfaces",
-			cat(pair(SetTrusted), publishedDest(), accept)},
+			cat(pair(SetTrusted), publishedDest(fm), accept)},
 	}
 	if allowDirect {
 		rs = append(rs, ruleSpec{ChainForward, "tether: published ports are open to direct routing (allow-direct-routing)",
-			cat(oif, in(SetBridges), publishedDest(), accept)})
+			cat(oif, in(SetBridges), publishedDest(fm), accept)})
 	}
 	return append(rs, ruleSpec{ChainForward, "tether: nothing else enters a network from outside (direct routing)",
 		[]expr.Any{oif, in(SetBridges), drop}})
@@ -237,10 +369,10 @@ func forwardRules(allowDirect bool) []ruleSpec {
 
 // postroutingRules are the postrouting chain's rules; loopback is
 // Options.LoopbackDNAT.
-func postroutingRules(loopback bool) []ruleSpec {
+func postroutingRules(fm *family, loopback bool) []ruleSpec {
 	oif := &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}
 	in := func(set string) *expr.Lookup { return &expr.Lookup{SourceRegister: 1, SetName: set} }
-	saddr := &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}
+	saddr := &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: fm.saddr, Len: fm.alen}
 	rs := []ruleSpec{
 		{ChainPostroute, "tether: outbound NAT", []expr.Any{saddr, in(SetMasq),
 			oif, &expr.Lookup{SourceRegister: 1, SetName: SetBridges, Invert: true}, &expr.Masq{}}},
@@ -256,13 +388,25 @@ func postroutingRules(loopback bool) []ruleSpec {
 
 // publishedDest is `ip daddr . meta l4proto . th dport @published`: the
 // packet goes to the sandbox end of a published port.
-func publishedDest() []expr.Any {
+func publishedDest(fm *family) []expr.Any {
 	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 9},
-		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Payload{DestRegister: reg(0), Base: expr.PayloadBaseNetworkHeader, Offset: fm.daddr, Len: fm.alen},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg(fm.alen / 4)},
+		&expr.Payload{DestRegister: reg(fm.alen/4 + 1), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Lookup{SourceRegister: 1, SetName: SetPublished},
 	}
+}
+
+// reg names the register of the field at 32-bit word w of a concatenation
+// that starts in NFT_REG_1, as the kernel reports it back: a field on a
+// 16-byte boundary by its 128-bit register (1, 2, ...), any other by its
+// 32-bit one (NFT_REG32_00 is 8). ipv4: address 1, protocol 9, port 10;
+// ipv6: address 1, protocol 2, port 13.
+func reg(w uint32) uint32 {
+	if w%4 == 0 {
+		return 1 + w/4
+	}
+	return 8 + w
 }
 
 // cat joins expressions and expression lists into one rule body.
@@ -300,33 +444,28 @@ func firstByte(offset uint32) *expr.Payload {
 	return &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 1}
 }
 
-// dnatMap is `fib daddr type local dnat ip to KEY map @m`, KEY being
-// `ip daddr . meta l4proto . th dport` for ports and `meta l4proto . th
-// dport` for ports_any. A miss ends the rule without a verdict.
-func dnatMap(m string) []expr.Any {
+// dnatMap is `fib daddr type local dnat ip to KEY map @m` (ip6: `dnat ip6
+// to`), KEY being `ip daddr . meta l4proto . th dport` for ports and `meta
+// l4proto . th dport` for ports_any. A miss ends the rule without a
+// verdict. The value (address . port) lands in NFT_REG_1 on: the address
+// first, the port in the word after it.
+func dnatMap(fm *family, m string) []expr.Any {
 	out := []expr.Any{
 		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 	}
-	reg := uint32(1) // NFT_REG_1, i.e. the 32-bit registers 8, 9, 10, ...
-	next := func() uint32 {
-		r := reg
-		if reg == 1 {
-			reg = 9
-		} else {
-			reg++
-		}
-		return r
-	}
+	w := uint32(0) // 32-bit word of the key being loaded
 	if m == MapPorts {
-		out = append(out, &expr.Payload{DestRegister: next(), Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4})
+		out = append(out, &expr.Payload{DestRegister: reg(0), Base: expr.PayloadBaseNetworkHeader, Offset: fm.daddr, Len: fm.alen})
+		w = fm.alen / 4
 	}
+	port := reg(fm.alen / 4)
 	out = append(out,
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: next()},
-		&expr.Payload{DestRegister: next(), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg(w)},
+		&expr.Payload{DestRegister: reg(w + 1), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: m},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4,
-			RegAddrMin: 1, RegAddrMax: 1, RegProtoMin: 9, RegProtoMax: 9, Specified: true})
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: fm.nat,
+			RegAddrMin: 1, RegAddrMax: 1, RegProtoMin: port, RegProtoMax: port, Specified: true})
 	return out
 }
 
@@ -354,31 +493,51 @@ func (e entries) ids(set string) []string {
 	return out
 }
 
-// entriesOf returns the set entries of the given networks.
-func entriesOf(nets ...Network) entries {
+// entriesOf returns the entries of table ip tether for the given networks.
+func entriesOf(nets ...Network) entries { return familyEntries(fam4, nets...) }
+
+// familyEntries returns the entries of family fm's table for the given
+// networks, keyed by fm.key(set). In the ip6 table a network without an
+// IPv6 subnet only gets its bridge in the sets that close it (see the file
+// comment).
+func familyEntries(fm *family, nets ...Network) entries {
 	e := entries{}
 	for _, n := range nets {
 		if n.Bridge == "" {
 			continue
 		}
-		e.put(SetBridges, n.Bridge, nftables.SetElement{Key: ifname(n.Bridge)})
-		e.put(SetSameBridge, n.Bridge+" . "+n.Bridge, nftables.SetElement{Key: append(ifname(n.Bridge), ifname(n.Bridge)...)})
+		br := nftables.SetElement{Key: ifname(n.Bridge)}
+		e.put(fm.key(SetBridges), n.Bridge, br)
+		e.put(fm.key(SetSameBridge), n.Bridge+" . "+n.Bridge, nftables.SetElement{Key: append(ifname(n.Bridge), ifname(n.Bridge)...)})
 		if n.Internal {
-			e.put(SetInternal, n.Bridge, nftables.SetElement{Key: ifname(n.Bridge)})
+			e.put(fm.key(SetInternal), n.Bridge, br)
 			continue
 		}
-		if n.Masquerade && n.Mode != ModeRouted && n.Subnet.IsValid() && n.Subnet.Addr().Is4() {
-			p := n.Subnet.Masked()
-			e.put(SetMasq, p.String(), prefixElements(p)...)
+		sub := fm.subnet(n)
+		if fm == fam6 && !sub.IsValid() {
+			continue
+		}
+		if n.Masquerade && n.Mode != ModeRouted && sub.IsValid() {
+			e.put(fm.key(SetMasq), sub.String(), prefixElements(sub)...)
 		}
 		switch n.Mode {
 		case ModeNATUnprotected:
-			e.put(SetUnprotected, n.Bridge, nftables.SetElement{Key: ifname(n.Bridge)})
+			e.put(fm.key(SetUnprotected), n.Bridge, br)
 		case ModeRouted:
-			e.put(SetRouted, n.Bridge, nftables.SetElement{Key: ifname(n.Bridge)})
+			e.put(fm.key(SetRouted), n.Bridge, br)
 		}
 		for _, i := range n.Trusted {
-			e.put(SetTrusted, i+" . "+n.Bridge, nftables.SetElement{Key: append(ifname(i), ifname(n.Bridge)...)})
+			e.put(fm.key(SetTrusted), i+" . "+n.Bridge, nftables.SetElement{Key: append(ifname(i), ifname(n.Bridge)...)})
+		}
+	}
+	return e
+}
+
+// merge adds o's entries to e.
+func (e entries) merge(o entries) entries {
+	for set, ids := range o {
+		for id, els := range ids {
+			e.put(set, id, els...)
 		}
 	}
 	return e
@@ -399,13 +558,12 @@ func ifnameString(b []byte) string {
 
 // prefixElements encodes a subnet as an interval: its first address, and
 // the first address after it flagged as interval end (none when the subnet
-// reaches 255.255.255.255).
+// reaches the top of the address space, 255.255.255.255 or ffff:...:ffff).
 func prefixElements(p netip.Prefix) []nftables.SetElement {
-	start := p.Addr().As4()
-	els := []nftables.SetElement{{Key: start[:]}}
-	size := uint64(1) << (32 - p.Bits())
-	if end := uint64(binary.BigEndian.Uint32(start[:])) + size; end <= 0xffffffff {
-		els = append(els, nftables.SetElement{Key: binary.BigEndian.AppendUint32(nil, uint32(end)), IntervalEnd: true})
+	p = p.Masked()
+	els := []nftables.SetElement{{Key: p.Addr().AsSlice()}}
+	if end := netaddr.Last(p).Next(); end.IsValid() {
+		els = append(els, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
 	}
 	return els
 }
@@ -444,38 +602,40 @@ func parseElements(set string, els []nftables.SetElement) map[string][]nftables.
 	return out
 }
 
-// interval is one range of an interval set: [start, end), end 0 meaning
-// "to the top of the address space".
+// interval is one range of an interval set: [start, end), end invalid
+// meaning "to the top of the address space".
 type interval struct {
-	start, end uint64
+	start, end netip.Addr
 	elements   []nftables.SetElement
 }
 
 // id names the range as a prefix when it is one, else as "a-b".
 func (r interval) id() string {
-	size := r.end - r.start
-	if r.end == 0 {
-		size = 1<<32 - r.start
+	last := netaddr.Last(netip.PrefixFrom(r.start, 0))
+	if r.end.IsValid() {
+		last = r.end.Prev()
 	}
-	if size&(size-1) == 0 && r.start%size == 0 {
-		bits := 32
-		for s := size; s > 1; s >>= 1 {
-			bits--
+	for bits := 0; bits <= r.start.BitLen(); bits++ {
+		if p := netip.PrefixFrom(r.start, bits); p.Masked().Addr() == r.start && netaddr.Last(p) == last {
+			return p.String()
 		}
-		return netip.PrefixFrom(addr4(r.start), bits).String()
 	}
-	return fmt.Sprintf("%s-%s", addr4(r.start), addr4(r.end))
-}
-
-func addr4(v uint64) netip.Addr {
-	return netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, uint32(v))))
+	end := r.end
+	if !end.IsValid() {
+		end = netip.IPv4Unspecified()
+		if r.start.Is6() {
+			end = netip.IPv6Unspecified()
+		}
+	}
+	return fmt.Sprintf("%s-%s", r.start, end)
 }
 
 // intervals pairs the start and end elements the kernel returns (in no
 // promised order). Sorted by key with ends before starts at equal keys,
 // a start is followed by its end; a start followed by another start (or by
 // nothing) runs to the top of the address space. An end with no start
-// before it (the 0.0.0.0 end the nft tool adds) is no range.
+// before it (the 0.0.0.0 end the nft tool adds) is no range. Keys are
+// IPv4 or IPv6 addresses.
 func intervals(els []nftables.SetElement) []interval {
 	els = slices.Clone(els)
 	slices.SortFunc(els, func(a, b nftables.SetElement) int {
@@ -486,13 +646,14 @@ func intervals(els []nftables.SetElement) []interval {
 	})
 	var out []interval
 	for i := 0; i < len(els); i++ {
-		if els[i].IntervalEnd || len(els[i].Key) != 4 {
+		start, ok := netip.AddrFromSlice(els[i].Key)
+		if els[i].IntervalEnd || !ok {
 			continue
 		}
-		r := interval{start: uint64(binary.BigEndian.Uint32(els[i].Key)), elements: []nftables.SetElement{els[i]}}
+		r := interval{start: start, elements: []nftables.SetElement{els[i]}}
 		if i+1 < len(els) && els[i+1].IntervalEnd {
 			i++
-			r.end = uint64(binary.BigEndian.Uint32(els[i].Key))
+			r.end, _ = netip.AddrFromSlice(els[i].Key)
 			r.elements = append(r.elements, els[i])
 		}
 		out = append(out, r)
@@ -507,12 +668,17 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// String prints entries for messages: "bridges=[a b] masq=[10.1.0.0/24]".
+// String prints entries for messages: "bridges=[a b] masq=[10.1.0.0/24]",
+// then the ip6 table's sets that hold anything: "ip6 masq=[fd00::/64]".
 func (e entries) String() string {
 	var parts []string
-	for _, s := range []string{SetBridges, SetSameBridge, SetInternal, SetMasq, MapPorts, MapPortsAny,
-		SetUnprotected, SetRouted, SetTrusted, SetPublished} {
-		parts = append(parts, fmt.Sprintf("%s=[%s]", s, strings.Join(e.ids(s), " ")))
+	for _, fm := range []*family{fam4, fam6} {
+		for _, s := range []string{SetBridges, SetSameBridge, SetInternal, SetMasq, MapPorts, MapPortsAny,
+			SetUnprotected, SetRouted, SetTrusted, SetPublished} {
+			if k := fm.key(s); fm == fam4 || len(e[k]) > 0 {
+				parts = append(parts, fmt.Sprintf("%s=[%s]", k, strings.Join(e.ids(k), " ")))
+			}
+		}
 	}
 	return strings.Join(parts, " ")
 }
