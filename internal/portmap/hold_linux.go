@@ -71,12 +71,16 @@ type Held struct {
 }
 
 // Hold binds proto ("tcp" or "udp") on hostIP:hostPort in the calling
-// thread's network namespace; an invalid hostIP means 0.0.0.0. TCP listens
-// with SO_REUSEADDR (Go's default, so TIME_WAIT does not block a restart);
-// UDP binds without it. HostPort 0 picks a free port from EphemeralRange,
-// trying random ports a bounded number of times. A taken port gives an
-// error wrapping ErrPortInUse that names the port and, when /proc shows it,
-// the holding process.
+// thread's network namespace; an invalid hostIP means 0.0.0.0, an
+// IPv4-mapped one its IPv4 address. An IPv6 hostIP (:: included) is bound
+// on an AF_INET6 socket with IPV6_V6ONLY=1, as dockerd binds it: 0.0.0.0:P
+// and [::]:P are two holds that do not block each other, and a [::] hold
+// takes no IPv4 traffic. TCP listens with SO_REUSEADDR (Go's default, so
+// TIME_WAIT does not block a restart); UDP binds without it. HostPort 0
+// picks a free port from EphemeralRange (the kernel's one range serves
+// both families), trying random ports a bounded number of times. A taken
+// port gives an error wrapping ErrPortInUse that names the port and, when
+// /proc shows it, the holding process. A zoned address is refused.
 func Hold(proto string, hostIP netip.Addr, hostPort uint16) (*Held, error) {
 	if proto != "tcp" && proto != "udp" {
 		return nil, fmt.Errorf("hold port: unknown protocol %q", proto)
@@ -84,8 +88,9 @@ func Hold(proto string, hostIP netip.Addr, hostPort uint16) (*Held, error) {
 	if !hostIP.IsValid() {
 		hostIP = netip.IPv4Unspecified()
 	}
-	if !hostIP.Is4() {
-		return nil, fmt.Errorf("hold port %d/%s on %s: IPv6 not supported yet", hostPort, proto, hostIP)
+	hostIP = hostIP.Unmap()
+	if hostIP.Zone() != "" {
+		return nil, fmt.Errorf("hold port %d/%s on %s: an IPv6 zone is not supported", hostPort, proto, hostIP)
 	}
 	if hostPort != 0 {
 		return holdExact(proto, hostIP, hostPort, true)
@@ -111,15 +116,23 @@ func holdEphemeral(proto string, ip netip.Addr) (*Held, error) {
 func holdExact(proto string, ip netip.Addr, port uint16, whoHolds bool) (*Held, error) {
 	ap := netip.AddrPortFrom(ip, port)
 	h := &Held{Proto: proto, Addr: ap, stop: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	network, lc := proto+"4", &net.ListenConfig{}
+	if ip.Is6() {
+		network, lc.Control = proto+"6", v6only
+	}
 	var err error
 	if proto == "tcp" {
 		var l net.Listener
-		l, err = (&net.ListenConfig{}).Listen(context.Background(), "tcp4", ap.String())
+		l, err = lc.Listen(context.Background(), network, ap.String())
 		if err == nil {
 			h.ln = l.(*net.TCPListener)
 		}
 	} else {
-		h.pc, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap))
+		var pc net.PacketConn
+		pc, err = lc.ListenPacket(context.Background(), network, ap.String())
+		if err == nil {
+			h.pc = pc.(*net.UDPConn)
+		}
 	}
 	if err != nil {
 		return nil, holdError(proto, ap, err, whoHolds)
@@ -129,6 +142,22 @@ func holdExact(proto string, ip netip.Addr, port uint16, whoHolds bool) (*Held, 
 		return nil, fmt.Errorf("hold port %d/%s on %s: %w", port, proto, ip, err)
 	}
 	return h, nil
+}
+
+// v6only sets IPV6_V6ONLY=1 before bind. Go already asks for it on a
+// "tcp6"/"udp6" socket; setting it here keeps the guarantee explicit
+// rather than tied to that default.
+func v6only(network, address string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IPV6, syscall.IPV6_V6ONLY, 1)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("set IPV6_V6ONLY on %s: %w", address, serr)
+	}
+	return nil
 }
 
 // holdError names the port, and for EADDRINUSE the holder when found.

@@ -7,7 +7,10 @@ package portmap
 // daemon holds ports in its own namespace, where this costs nothing: the
 // dialer below only exists when the holding thread's namespace differs
 // from the process's, and then runs dials on one thread that stays in that
-// namespace (internal/netns.Do). Dials there are serialised.
+// namespace (internal/netns.Do). Dials there are serialised. Nothing here
+// depends on the address family: the network is "tcp" or "udp" and the
+// backend's address ("10.0.0.2:80", "[fd00::2]:80") picks AF_INET or
+// AF_INET6.
 
 import (
 	"fmt"

@@ -35,8 +35,8 @@ func findOwner(proto string, ap netip.AddrPort) (owner, bool) {
 }
 
 // findInode scans the v4 and v6 tables for a socket on ap's port whose
-// address overlaps ap's (equal, or either side unspecified); for TCP a
-// listener wins over other states.
+// address can conflict with ap's (see overlaps); for TCP a listener wins
+// over other states.
 func findInode(proto string, ap netip.AddrPort) (string, bool) {
 	best, bestListen := "", false
 	for _, table := range []string{proto, proto + "6"} {
@@ -53,9 +53,17 @@ func findInode(proto string, ap netip.AddrPort) (string, bool) {
 	return best, best != ""
 }
 
-func overlaps(a, b netip.Addr) bool {
-	a, b = a.Unmap(), b.Unmap()
-	return a == b || a.IsUnspecified() || b.IsUnspecified()
+// overlaps reports whether a socket bound to sock can be what refused a
+// bind to want: the same family (an IPv4-mapped entry counts as IPv4) and
+// equal addresses or either one unspecified. Across families only a
+// [::] socket can hold an IPv4 port (a dual-stack one: /proc does not show
+// IPV6_V6ONLY); our IPv6 holds are V6ONLY, so no IPv4 socket blocks them.
+func overlaps(sock, want netip.Addr) bool {
+	sock, want = sock.Unmap(), want.Unmap()
+	if sock.Is4() != want.Is4() {
+		return want.Is4() && sock == netip.IPv6Unspecified()
+	}
+	return sock == want || sock.IsUnspecified() || want.IsUnspecified()
 }
 
 type sockEntry struct {

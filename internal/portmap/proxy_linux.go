@@ -6,7 +6,11 @@ package portmap
 // *net.TCPConn ReadFrom, which splices on Linux, and a half-close is passed
 // on with CloseWrite); UDP keeps one flow per client address, a connected
 // socket to the backend whose replies go back from the held socket, so the
-// client sees them come from the address it sent to.
+// client sees them come from the address it sent to. The two sides are of
+// any family: a held [::1] or [::] port may relay to an IPv4 backend (an
+// IPv6 publish of an IPv4-only endpoint is served by the proxy alone) and a
+// held IPv4 port to an IPv6 backend; the backend is dialed as "tcp"/"udp"
+// and its address picks the family.
 
 import (
 	"errors"
@@ -27,12 +31,15 @@ const (
 
 var errProxyRunning = errors.New("proxy already running")
 
-// Proxy starts the userland proxy on the held socket, relaying to backend.
-// It returns at once; the proxy runs until Close. One proxy per Held.
+// Proxy starts the userland proxy on the held socket, relaying to backend
+// (IPv4 or IPv6, whatever the held address's family; an IPv4-mapped
+// backend is dialed as IPv4). It returns at once; the proxy runs until
+// Close. One proxy per Held.
 func (h *Held) Proxy(backend netip.AddrPort) error {
 	if !backend.IsValid() {
 		return fmt.Errorf("proxy %s/%s: invalid backend %s", h.Addr, h.Proto, backend)
 	}
+	backend = netip.AddrPortFrom(backend.Addr().Unmap(), backend.Port())
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {

@@ -32,8 +32,11 @@ type Spec struct {
 // The protocol defaults to tcp. "IP::80" and a bare "80" leave the host port
 // ephemeral (0). Host and container ranges must have the same length; a
 // container range alone gives one ephemeral host port per container port.
-// Only IPv4 host addresses are supported. Errors wrap ErrInvalid and name
-// the offending part and the whole value.
+// An IPv6 host address is written in brackets, as Docker documents it
+// ("[::1]:8080:80", "[::]::80/udp"); an unbracketed one ("::1:8080:80",
+// ambiguous with the ports) is refused. An IPv4-mapped address is read as
+// its IPv4 address; a zone ("fe80::1%eth0") is refused. Errors wrap
+// ErrInvalid and name the offending part and the whole value.
 func Parse(s string) ([]Spec, error) {
 	where := strconv.Quote(s)
 	rest, proto, err := splitProto(where, s)
@@ -59,11 +62,13 @@ func Parse(s string) ([]Spec, error) {
 // FromBinding reads one binding of a Docker PortBindings entry: port is the
 // entry's key, "containerPort[-end][/tcp|/udp]" ("80/tcp", "80",
 // "8000-8001/udp"), hostIP and hostPort the binding's HostIp and HostPort
-// ("" = the daemon's default address, an ephemeral port). hostPort may be a
-// range as long as the container range. Through the same helpers it gives
-// what Parse gives for the -p value "hostIP:hostPort:port" (the empty parts
-// left out: "hostIP::port", "hostPort:port", "port"); errors wrap ErrInvalid
-// and name the key and the binding.
+// ("" = the daemon's default address, an ephemeral port). hostIP is a bare
+// address, IPv4 or IPv6 ("::", "2001:db8::1": no brackets, as in Docker's
+// HostIp). hostPort may be a range as long as the container range. Through
+// the same helpers it gives what Parse gives for the -p value
+// "hostIP:hostPort:port" (the empty parts left out: "hostIP::port",
+// "hostPort:port", "port"; an IPv6 hostIP bracketed); errors wrap
+// ErrInvalid and name the key and the binding.
 func FromBinding(port, hostIP, hostPort string) ([]Spec, error) {
 	where := fmt.Sprintf("%q (HostIp %q, HostPort %q)", port, hostIP, hostPort)
 	ctr, proto, err := splitProto(where, port)
@@ -125,16 +130,18 @@ func splitProto(where, s string) (rest, proto string, err error) {
 	return "", "", invalid("unknown protocol %q in %s (want tcp or udp)", proto, where)
 }
 
-// splitParts splits [ip:][hostPort:]containerPort. ip is nil when absent.
+// splitParts splits [ip:][hostPort:]containerPort, ip possibly in
+// brackets ("[::1]:8080:80"). ip is nil when absent.
 func splitParts(where, rest string) (ip *string, host, ctr string, err error) {
-	parts := strings.Split(rest, ":")
-	if strings.HasPrefix(rest, "[") && len(parts) < 3 {
-		return nil, "", "", invalid("bracketed host IP without host and container ports in %s", where)
+	if strings.HasPrefix(rest, "[") {
+		return splitBracketed(where, rest)
 	}
-	if len(parts) > 3 || strings.HasPrefix(rest, "[") {
-		ip := strings.Trim(strings.Join(parts[:len(parts)-2], ":"), "[]")
+	parts := strings.Split(rest, ":")
+	if len(parts) > 3 {
+		ip := strings.Join(parts[:len(parts)-2], ":")
 		if a, err := netip.ParseAddr(ip); err == nil && a.Is6() {
-			return nil, "", "", invalid("IPv6 host address %q in %s: not supported yet", ip, where)
+			return nil, "", "", invalid("IPv6 host address %q in %s must be in brackets: \"[%s]:%s:%s\"",
+				ip, where, ip, parts[len(parts)-2], parts[len(parts)-1])
 		}
 		return nil, "", "", invalid("too many parts in %s", where)
 	}
@@ -150,16 +157,39 @@ func splitParts(where, rest string) (ip *string, host, ctr string, err error) {
 	return &parts[0], parts[1], parts[2], nil
 }
 
-// parseHostIP parses a non-empty host address; only IPv4 is supported.
+// splitBracketed splits "[ip]:hostPort:containerPort" (hostPort may be
+// empty: ephemeral). The ports are required: "[::1]:80" is refused.
+func splitBracketed(where, rest string) (ip *string, host, ctr string, err error) {
+	end := strings.IndexByte(rest, ']')
+	if end < 0 {
+		return nil, "", "", invalid("missing ']' after bracketed host IP in %s", where)
+	}
+	addr, after := rest[1:end], rest[end+1:]
+	ports, ok := strings.CutPrefix(after, ":")
+	host, ctr, ok2 := strings.Cut(ports, ":")
+	switch {
+	case !ok && after != "":
+		return nil, "", "", invalid("unexpected %q after bracketed host IP in %s", after, where)
+	case !ok || !ok2:
+		return nil, "", "", invalid("bracketed host IP without host and container ports in %s", where)
+	case strings.Contains(ctr, ":"):
+		return nil, "", "", invalid("too many parts in %s", where)
+	}
+	return &addr, host, ctr, nil
+}
+
+// parseHostIP parses a non-empty host address, IPv4 or IPv6 (no brackets
+// here); an IPv4-mapped IPv6 address gives its IPv4 address, a zone is
+// refused (a published port binds no link-scoped address).
 func parseHostIP(where, p string) (netip.Addr, error) {
 	ip, err := netip.ParseAddr(p)
 	if err != nil {
 		return netip.Addr{}, invalid("invalid host IP %q in %s", p, where)
 	}
-	if !ip.Is4() {
-		return netip.Addr{}, invalid("IPv6 host address %q in %s: not supported yet", p, where)
+	if ip.Zone() != "" {
+		return netip.Addr{}, invalid("host IP %q in %s: an IPv6 zone is not allowed", p, where)
 	}
-	return ip, nil
+	return ip.Unmap(), nil
 }
 
 // parseRange parses "N" or "N-M" (N <= M), every port in 1-65535.
@@ -190,7 +220,8 @@ func parsePort(p string) (uint16, error) {
 
 // String formats s as "hostIP:hostPort:containerPort/proto", leaving out
 // the host IP when it is the default and the host port when it is
-// ephemeral, so that Parse(String(s)) gives s back.
+// ephemeral, so that Parse(String(s)) gives s back. An IPv6 host address is
+// bracketed as Docker prints it: "[::1]:8080:80/tcp", "[::]::80/udp".
 func String(s Spec) string {
 	ctr := strconv.Itoa(int(s.ContainerPort)) + "/" + s.Proto
 	host := ""
@@ -198,8 +229,10 @@ func String(s Spec) string {
 		host = strconv.Itoa(int(s.HostPort))
 	}
 	switch {
-	case s.HostIP.IsValid():
+	case s.HostIP.Is4():
 		return s.HostIP.String() + ":" + host + ":" + ctr
+	case s.HostIP.IsValid():
+		return "[" + s.HostIP.String() + "]:" + host + ":" + ctr
 	case host != "":
 		return host + ":" + ctr
 	}
@@ -221,16 +254,19 @@ func Binding(s Spec) (port, hostIP, hostPort string) {
 }
 
 // Validate checks a Spec built by any front (Parse, FromBinding, a CNI
-// runtime's portMappings): a protocol of tcp or udp, a container port, and a
-// host address that is IPv4 when given. Errors wrap ErrInvalid.
+// runtime's portMappings): a protocol of tcp or udp, a container port, and,
+// when given, a host address without an IPv6 zone. IPv4 and IPv6 host
+// addresses are both valid; an IPv4-mapped IPv6 address is valid and means
+// its IPv4 address (Parse and FromBinding unmap it, Hold binds it as IPv4;
+// a caller comparing families should Unmap first). Errors wrap ErrInvalid.
 func (s Spec) Validate() error {
 	switch {
 	case s.Proto != "tcp" && s.Proto != "udp":
 		return invalid("protocol %q: want tcp or udp", s.Proto)
 	case s.ContainerPort == 0:
 		return invalid("container port 0")
-	case s.HostIP.IsValid() && !s.HostIP.Is4():
-		return invalid("IPv6 host address %s: not supported yet", s.HostIP)
+	case s.HostIP.Zone() != "":
+		return invalid("host address %s: an IPv6 zone is not allowed", s.HostIP)
 	}
 	return nil
 }

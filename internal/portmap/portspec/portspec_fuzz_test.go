@@ -9,9 +9,10 @@ import (
 
 // FuzzParse feeds arbitrary -p values (the CLI's run, sandbox create and
 // network connect -p) to Parse. Whatever the input: no panic; an error wraps
-// ErrInvalid and quotes the whole value; a success gives at most 65535 specs, every port in 1-65535, tcp or udp, an IPv4 host address
-// or none, consecutive ports for a range, and String of each spec parses
-// back to exactly that spec.
+// ErrInvalid and quotes the whole value; a success gives at most 65535
+// specs, every port in 1-65535, tcp or udp, a host address that is IPv4,
+// IPv6 (neither IPv4-mapped nor zoned) or none, consecutive ports for a
+// range, and String of each spec parses back to exactly that spec.
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		"80", "80/udp", "80/TCP", "8080:80", "127.0.0.1:8080:80/udp", "0.0.0.0:8080:80", "127.0.0.1::80",
@@ -19,6 +20,8 @@ func FuzzParse(f *testing.F) {
 		"", ":", "::", ":::", "/", "80/", "80/sctp", "0", "65536", "-1", "80-", "-80", "82-80", "1:2:3:4",
 		"[::1]:80:80", "::1:80:80", "localhost:80:80", "1.2.3.4:", "1.2.3.4::", "+80", "0x50", "080", " 80",
 		"8000-8001:80", "80:8000-8001", "1.2.3.4:80-90:80-90/udp",
+		"[::]:8080:80", "[2001:db8::1]:80:80/udp", "[::1]::80", "[::1]:8000-8001:80-81/udp", "[::ffff:1.2.3.4]:1:1",
+		"[fe80::1%eth0]:1:1", "[]:1:1", "[::1:1:1", "[::1]1:1", "[[::1]]:1:1", "[1.2.3.4]:1:1", ":::80:80",
 	} {
 		f.Add(s)
 	}
@@ -42,8 +45,10 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("Parse(%q)[%d]: container port 0", s, i)
 			case sp.Proto != "tcp" && sp.Proto != "udp":
 				t.Fatalf("Parse(%q)[%d]: protocol %q", s, i, sp.Proto)
-			case sp.HostIP.IsValid() && !sp.HostIP.Is4():
-				t.Fatalf("Parse(%q)[%d]: host address %v is not IPv4", s, i, sp.HostIP)
+			case sp.HostIP.Is4In6() || sp.HostIP.Zone() != "":
+				t.Fatalf("Parse(%q)[%d]: host address %v is IPv4-mapped or zoned", s, i, sp.HostIP)
+			case sp.Validate() != nil:
+				t.Fatalf("Parse(%q)[%d]: %+v: %v", s, i, sp, sp.Validate())
 			case i > 0 && sp.ContainerPort != specs[i-1].ContainerPort+1:
 				t.Fatalf("Parse(%q): container ports not consecutive at %d", s, i)
 			case i > 0 && sp.HostPort != 0 && sp.HostPort != specs[i-1].HostPort+1:
@@ -77,15 +82,16 @@ func TestParseBracketWithoutPorts(t *testing.T) {
 // ErrInvalid and comes with no specs; a success gives specs that pass
 // Validate and that Binding formats back into entries FromBinding reads as
 // the same spec. Where the parts hold no ':' of their own (nor a '/' or
-// '[' outside the key), the entry means the -p value "hostIP:hostPort:port"
-// and FromBinding must agree with Parse on it: both refuse, or both give the
+// '[' outside the key; a hostIP with ':' is bracketed, as an IPv6 address
+// is in -p), the entry means the -p value "hostIP:hostPort:port" and
+// FromBinding must agree with Parse on it: both refuse, or both give the
 // same specs (one grammar).
 func FuzzFromBinding(f *testing.F) {
 	for _, s := range [][3]string{
 		{"80/tcp", "", ""}, {"80", "", "8080"}, {"8000-8001/udp", "", "9000-9001"}, {"80/tcp", "127.0.0.1", ""},
 		{"80/tcp", "0.0.0.0", "8080"}, {"80/tcp", "::", "8080"}, {"80/tcp", "", "8080-8081"}, {"80-81", "", "8080"},
 		{"", "", ""}, {"80/", "", ""}, {"80/sctp", "", ""}, {"0", "", ""}, {"80", "", "0"}, {"80", "", "65536"},
-		{"8080:80", "", ""}, {"80", "[::1]", "1"}, {"80", "localhost", "1"}, {"1-65535", "", ""}, {"80", "", "-1"},
+		{"8080:80", "", ""}, {"80", "[::1]", "1"}, {"80/udp", "2001:db8::1", "1"}, {"80", "::ffff:1.2.3.4", ""}, {"80", "fe80::1%lo", "1"}, {"80", "localhost", "1"}, {"1-65535", "", ""}, {"80", "", "-1"},
 	} {
 		f.Add(s[0], s[1], s[2])
 	}
@@ -105,11 +111,13 @@ func FuzzFromBinding(f *testing.F) {
 				t.Fatalf("FromBinding(Binding(%+v)) = %+v, %v", sp, back, err)
 			}
 		}
-		if strings.Contains(port, ":") || strings.ContainsAny(hostIP, ":/[") || strings.ContainsAny(hostPort, ":/") {
+		if strings.Contains(port, ":") || strings.ContainsAny(hostIP, "/[]") || strings.ContainsAny(hostPort, ":/") {
 			return
 		}
 		p := port
 		switch {
+		case strings.Contains(hostIP, ":"):
+			p = "[" + hostIP + "]:" + hostPort + ":" + port
 		case hostIP != "":
 			p = hostIP + ":" + hostPort + ":" + port
 		case hostPort != "":

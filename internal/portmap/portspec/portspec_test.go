@@ -11,6 +11,7 @@ import (
 func TestParse(t *testing.T) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	any4 := netip.MustParseAddr("0.0.0.0")
+	lo6, any6, doc6 := netip.IPv6Loopback(), netip.IPv6Unspecified(), netip.MustParseAddr("2001:db8::1")
 	none := netip.Addr{}
 	tests := []struct {
 		in   string
@@ -28,6 +29,15 @@ func TestParse(t *testing.T) {
 		{"127.0.0.1::80-81/udp", []Spec{{lo, 0, 80, "udp"}, {lo, 0, 81, "udp"}}},
 		{"80-81", []Spec{{none, 0, 80, "tcp"}, {none, 0, 81, "tcp"}}},
 		{"9000-9000:90", []Spec{{none, 9000, 90, "tcp"}}},
+		{"[::1]:8080:80", []Spec{{lo6, 8080, 80, "tcp"}}},
+		{"[2001:db8::1]:80:80/udp", []Spec{{doc6, 80, 80, "udp"}}},
+		{"[::]:8080:80", []Spec{{any6, 8080, 80, "tcp"}}},
+		{"[::]::80/udp", []Spec{{any6, 0, 80, "udp"}}},
+		{"[::1]:8000-8001:80-81/udp", []Spec{{lo6, 8000, 80, "udp"}, {lo6, 8001, 81, "udp"}}},
+		{"[::1]::80-81", []Spec{{lo6, 0, 80, "tcp"}, {lo6, 0, 81, "tcp"}}},
+		{"[2001:DB8:0:0::1]:80:80", []Spec{{doc6, 80, 80, "tcp"}}},
+		{"[::ffff:127.0.0.1]:8080:80", []Spec{{lo, 8080, 80, "tcp"}}}, // IPv4-mapped: its IPv4 address
+		{"[127.0.0.1]:8080:80", []Spec{{lo, 8080, 80, "tcp"}}},        // Docker strips brackets from any address
 	}
 	for _, tt := range tests {
 		got, err := Parse(tt.in)
@@ -60,9 +70,22 @@ func TestParseErrors(t *testing.T) {
 		{"8080:", `empty container port`},
 		{":80", `empty host port`},
 		{":8080:80", `empty host IP`},
-		{"[::1]:8080:80", `IPv6`},
-		{"::1:8080:80", `IPv6`},
-		{"::ffff:1.2.3.4:8080:80", `IPv6`},
+		{"::1:8080:80", `IPv6 host address "::1" in "::1:8080:80" must be in brackets: "[::1]:8080:80"`},
+		{":::8080:80", `IPv6 host address "::" in ":::8080:80" must be in brackets`},
+		{"2001:db8::1::80/udp", `IPv6 host address "2001:db8::1" in "2001:db8::1::80/udp" must be in brackets: "[2001:db8::1]::80"`},
+		{"::ffff:1.2.3.4:8080:80", `must be in brackets`},
+		{"[::1]:80", `bracketed host IP without host and container ports`},
+		{"[::1]8080:80", `unexpected "8080:80" after bracketed host IP in "[::1]8080:80"`},
+		{"[::1:8080:80", `missing ']'`},
+		{"[]:8080:80", `empty host IP`},
+		{"[::1]:8080:80:90", `too many parts`},
+		{"[::1]:70000:80", `invalid host port "70000"`},
+		{"[::1]:8080:0", `invalid container port "0"`},
+		{"[::1]:8000-8001:80", `differ in length`},
+		{"[::g]:8080:80", `invalid host IP "::g"`},
+		{"[[::1]]:8080:80", `unexpected "]:8080:80" after bracketed host IP`},
+		{"[fe80::1%eth0]:8080:80", `host IP "fe80::1%eth0" in "[fe80::1%eth0]:8080:80": an IPv6 zone is not allowed`},
+		{"[::1]:8080:80/sctp", `unknown protocol "sctp"`},
 		{"1.2.3.4:8080:80:90", `too many parts`},
 		{"-1:80", `invalid host port`},
 		{"+80", `invalid container port`},
@@ -80,7 +103,8 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestStringRoundTrip(t *testing.T) {
-	for _, in := range []string{"80/tcp", "8080:80/tcp", "127.0.0.1:8080:80/udp", "127.0.0.1::80/tcp", "0.0.0.0:1:65535/udp"} {
+	for _, in := range []string{"80/tcp", "8080:80/tcp", "127.0.0.1:8080:80/udp", "127.0.0.1::80/tcp", "0.0.0.0:1:65535/udp",
+		"[::1]:8080:80/tcp", "[::]::80/udp", "[2001:db8::1]:80:80/udp"} {
 		specs, err := Parse(in)
 		if err != nil || len(specs) != 1 {
 			t.Fatalf("Parse(%q) = %v, %v", in, specs, err)
@@ -94,6 +118,7 @@ func TestStringRoundTrip(t *testing.T) {
 func TestFromBinding(t *testing.T) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	any4 := netip.MustParseAddr("0.0.0.0")
+	doc6 := netip.MustParseAddr("2001:db8::1")
 	none := netip.Addr{}
 	tests := []struct {
 		port, hostIP, hostPort string
@@ -111,6 +136,10 @@ func TestFromBinding(t *testing.T) {
 		{"80-82", "127.0.0.1", "8080-8082", []Spec{{lo, 8080, 80, "tcp"}, {lo, 8081, 81, "tcp"}, {lo, 8082, 82, "tcp"}}},
 		{"65535/tcp", "", "65535", []Spec{{none, 65535, 65535, "tcp"}}},
 		{"90", "", "9000-9000", []Spec{{none, 9000, 90, "tcp"}}},
+		{"80/tcp", "::", "8080", []Spec{{netip.IPv6Unspecified(), 8080, 80, "tcp"}}},
+		{"80/udp", "::1", "", []Spec{{netip.IPv6Loopback(), 0, 80, "udp"}}},
+		{"80-81", "2001:db8::1", "8080-8081", []Spec{{doc6, 8080, 80, "tcp"}, {doc6, 8081, 81, "tcp"}}},
+		{"80/tcp", "::ffff:127.0.0.1", "8080", []Spec{{lo, 8080, 80, "tcp"}}},
 	}
 	for _, tt := range tests {
 		got, err := FromBinding(tt.port, tt.hostIP, tt.hostPort)
@@ -146,9 +175,9 @@ func TestFromBindingErrors(t *testing.T) {
 		{"80-81/tcp", "", "8080", `differ in length`},
 		{"80/tcp", "localhost", "8080", `invalid host IP "localhost" in "80/tcp" (HostIp "localhost"`},
 		{"80/tcp", "1.2.3", "8080", `invalid host IP "1.2.3"`},
-		{"80/tcp", "::", "8080", `IPv6 host address "::"`},
-		{"80/tcp", "::ffff:1.2.3.4", "8080", `IPv6 host address`},
 		{"80/tcp", "[::1]", "8080", `invalid host IP "[::1]"`},
+		{"80/tcp", "fe80::1%eth0", "8080", `host IP "fe80::1%eth0" in "80/tcp" (HostIp "fe80::1%eth0", HostPort "8080"): an IPv6 zone is not allowed`},
+		{"80/tcp", "::1", "8080-8081", `differ in length`},
 	}
 	for _, tt := range tests {
 		got, err := FromBinding(tt.port, tt.hostIP, tt.hostPort)
@@ -166,7 +195,8 @@ func TestFromBindingErrors(t *testing.T) {
 // Binding gives the PortBindings entry that FromBinding reads back into the
 // same Spec, for every form Parse produces.
 func TestBindingRoundTrip(t *testing.T) {
-	for _, in := range []string{"80", "8080:80/udp", "127.0.0.1:8080:80", "127.0.0.1::80/udp", "0.0.0.0:1:65535"} {
+	for _, in := range []string{"80", "8080:80/udp", "127.0.0.1:8080:80", "127.0.0.1::80/udp", "0.0.0.0:1:65535",
+		"[::1]:8080:80", "[::]::80/udp"} {
 		specs, err := Parse(in)
 		if err != nil || len(specs) != 1 {
 			t.Fatalf("Parse(%q) = %v, %v", in, specs, err)
@@ -189,7 +219,10 @@ func TestValidate(t *testing.T) {
 		{Spec{ContainerPort: 80, Proto: "sctp"}, `protocol "sctp"`},
 		{Spec{ContainerPort: 80}, `protocol ""`},
 		{Spec{Proto: "tcp"}, "container port 0"},
-		{Spec{HostIP: netip.MustParseAddr("::1"), ContainerPort: 80, Proto: "tcp"}, "IPv6"},
+		{Spec{HostIP: netip.MustParseAddr("::1"), ContainerPort: 80, Proto: "tcp"}, ""},
+		{Spec{HostIP: netip.IPv6Unspecified(), HostPort: 8080, ContainerPort: 80, Proto: "udp"}, ""},
+		{Spec{HostIP: netip.MustParseAddr("::ffff:10.0.0.1"), ContainerPort: 80, Proto: "tcp"}, ""},
+		{Spec{HostIP: netip.MustParseAddr("fe80::1%eth0"), ContainerPort: 80, Proto: "tcp"}, "IPv6 zone"},
 	}
 	for _, tt := range tests {
 		err := tt.s.Validate()
@@ -202,5 +235,17 @@ func TestValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.msg) || !errors.Is(err, ErrInvalid) {
 			t.Errorf("Validate(%+v) = %v, want an error containing %q wrapping ErrInvalid", tt.s, err, tt.msg)
 		}
+	}
+}
+
+// Binding gives the raw address Docker's HostIp holds, never brackets.
+func TestBindingIPv6(t *testing.T) {
+	specs, err := Parse("[2001:db8::1]:8080:80/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, ip, hp := Binding(specs[0])
+	if port != "80/udp" || ip != "2001:db8::1" || hp != "8080" {
+		t.Errorf("Binding = %q, %q, %q; want \"80/udp\", \"2001:db8::1\", \"8080\"", port, ip, hp)
 	}
 }
