@@ -184,7 +184,6 @@ func TestCreateNetworkBodyErrors(t *testing.T) {
 		{"config only", createNetworkBody{Name: "n", ConfigOnly: true}, "ConfigOnly"},
 		{"config from", createNetworkBody{Name: "n", ConfigFrom: &struct{ Network string }{"other"}}, "ConfigFrom"},
 		{"swarm scope", createNetworkBody{Name: "n", Scope: "swarm"}, "Scope"},
-		{"no IPv4", createNetworkBody{Name: "n", EnableIPv4: boolp(false)}, "EnableIPv4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -236,7 +235,7 @@ func TestCreateNetworkBodySpec(t *testing.T) {
 		body: `{"Name":"plain","Driver":"bridge","Scope":"local","EnableIPv4":true,"EnableIPv6":false,
 			"IPAM":{"Driver":"default","Options":{},"Config":[]},"Options":{},"Labels":{}}`,
 		want: engine.NetworkSpec{Name: "plain", Driver: "bridge", Scope: "local", IPAMDriver: "default", IPAMOptions: map[string]string{},
-			Options: map[string]string{}, Labels: map[string]string{}},
+			Options: map[string]string{}, Labels: map[string]string{}, EnableIPv4: boolp(true)},
 	}, {
 		name: "minimal",
 		body: `{"Name":"m"}`,

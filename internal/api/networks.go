@@ -72,12 +72,10 @@ func (b *createNetworkBody) spec() (engine.NetworkSpec, error) {
 		return engine.NetworkSpec{}, errors.New("invalid ConfigOnly/ConfigFrom: config-only networks are not supported yet")
 	case b.Scope != "" && b.Scope != "local" && b.Scope != "global":
 		return engine.NetworkSpec{}, fmt.Errorf("invalid Scope %q: local, or global (with a driver of global networks)", b.Scope)
-	case b.EnableIPv4 != nil && !*b.EnableIPv4:
-		return engine.NetworkSpec{}, errors.New("invalid EnableIPv4: IPv6-only networks are not supported yet")
 	}
 	spec := engine.NetworkSpec{
 		Name: b.Name, Driver: b.Driver, Scope: b.Scope, Internal: b.Internal, Attachable: b.Attachable,
-		EnableIPv6: b.EnableIPv6 != nil && *b.EnableIPv6, Options: b.Options, Labels: b.Labels,
+		EnableIPv6: b.EnableIPv6 != nil && *b.EnableIPv6, EnableIPv4: b.EnableIPv4, Options: b.Options, Labels: b.Labels,
 	}
 	if b.IPAM != nil {
 		spec.IPAMDriver, spec.IPAMOptions = b.IPAM.Driver, b.IPAM.Options
@@ -123,7 +121,7 @@ func globalView(v *engine.NetworkView) globalInspect {
 	for _, ep := range v.Endpoints {
 		mac, _ := net.ParseMAC(ep.MAC)
 		out.Containers[ep.SandboxID] = endpointWithHost{EndpointResource: network.EndpointResource{Name: ep.SandboxName,
-			EndpointID: ep.ID, MacAddress: network.HardwareAddr(mac), IPv4Address: ep.Address}, Host: self}
+			EndpointID: ep.ID, MacAddress: network.HardwareAddr(mac), IPv4Address: ep.Address, IPv6Address: ep.Address6}, Host: self}
 	}
 	for _, ep := range v.Remote {
 		host := fmt.Sprintf("%s (%s)", ep.NodeName, ep.VTEP)
@@ -133,7 +131,7 @@ func globalView(v *engine.NetworkView) globalInspect {
 			peers[ep.Node] = network.PeerInfo{Name: ep.NodeName, IP: ep.VTEP}
 		}
 		out.Containers[ep.SandboxID] = endpointWithHost{EndpointResource: network.EndpointResource{Name: ep.SandboxName,
-			EndpointID: ep.ID, MacAddress: network.HardwareAddr(ep.HardwareAddr()), IPv4Address: ep.Address}, Host: host}
+			EndpointID: ep.ID, MacAddress: network.HardwareAddr(ep.HardwareAddr()), IPv4Address: ep.Address, IPv6Address: ep.Address6}, Host: host}
 	}
 	for _, p := range peers {
 		out.Peers = append(out.Peers, p)
@@ -243,11 +241,11 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if c := ec.IPAMConfig; c != nil {
-			if c.IPv6Address != "" || len(c.LinkLocalIPs) > 0 {
-				writeError(w, http.StatusBadRequest, errors.New("invalid EndpointConfig.IPAMConfig: IPv6 and link-local addresses are not supported yet"))
+			if len(c.LinkLocalIPs) > 0 {
+				writeError(w, http.StatusBadRequest, errors.New("invalid EndpointConfig.IPAMConfig.LinkLocalIPs: link-local addresses are not supported yet"))
 				return
 			}
-			a.IP = c.IPv4Address
+			a.IP, a.IP6 = c.IPv4Address, c.IPv6Address
 		}
 	}
 	if err := s.eng.Connect(r.Context(), r.PathValue("id"), b.Container, a); err != nil {
@@ -279,7 +277,7 @@ func inspectView(v *engine.NetworkView, withContainers bool) network.Inspect {
 	out := network.Inspect{
 		Network: network.Network{
 			Name: v.Name, ID: v.ID, Created: v.Created, Scope: scopeOf(v), Driver: v.Driver,
-			EnableIPv4: v.IPv4, Internal: v.Internal, Attachable: v.Attachable,
+			EnableIPv4: v.IPv4, EnableIPv6: v.IPv6, Internal: v.Internal, Attachable: v.Attachable,
 			IPAM:    network.IPAM{Driver: v.IPAMDriver, Options: v.IPAMOpts, Config: []network.IPAMConfig{}},
 			Options: nonNil(v.Options), Labels: nonNil(v.Labels),
 		},
@@ -292,6 +290,13 @@ func inspectView(v *engine.NetworkView, withContainers bool) network.Inspect {
 		}
 		out.IPAM.Config = append(out.IPAM.Config, c)
 	}
+	if v.Subnet6.IsValid() {
+		c := network.IPAMConfig{Subnet: v.Subnet6, IPRange: v.IPRange6, Gateway: v.Gateway6}
+		if len(v.Aux6) > 0 {
+			c.AuxAddress = v.Aux6
+		}
+		out.IPAM.Config = append(out.IPAM.Config, c)
+	}
 	if !withContainers {
 		return out
 	}
@@ -299,6 +304,7 @@ func inspectView(v *engine.NetworkView, withContainers bool) network.Inspect {
 		mac, _ := net.ParseMAC(ep.MAC)
 		out.Containers[ep.SandboxID] = network.EndpointResource{
 			Name: ep.SandboxName, EndpointID: ep.ID, MacAddress: network.HardwareAddr(mac), IPv4Address: ep.Address,
+			IPv6Address: ep.Address6,
 		}
 	}
 	return out

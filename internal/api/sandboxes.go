@@ -29,7 +29,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, err)
 			return
 		}
-		spec.Networks = append(spec.Networks, engine.AttachSpec{Network: a.Network, IP: a.IP, Aliases: a.Aliases, Ports: ports})
+		spec.Networks = append(spec.Networks, engine.AttachSpec{Network: a.Network, IP: a.IP, IP6: a.IP6, Aliases: a.Aliases, Ports: ports})
 	}
 	ports, err := portSpecs("PortBindings", b.PortBindings)
 	if err != nil {
@@ -86,7 +86,8 @@ func (s *Server) sandboxView(sb *engine.Sandbox) Sandbox {
 		}
 		v.Networks[name] = &SandboxEndpoint{
 			NetworkID: ep.NetworkID, EndpointID: ep.ID, IfName: ep.IfName, HostIfName: ep.HostIfName,
-			IPAddress: ep.Address.Addr(), IPPrefixLen: ep.Address.Bits(), Gateway: ep.Gateway,
+			IPAddress: ep.Address.Addr(), IPPrefixLen: max(ep.Address.Bits(), 0), Gateway: ep.Gateway,
+			GlobalIPv6Address: ep.Address6.Addr(), GlobalIPv6PrefixLen: max(ep.Address6.Bits(), 0), IPv6Gateway: ep.Gateway6,
 			MacAddress: ep.MAC, Aliases: aliases,
 		}
 		v.NetworkOrder = append(v.NetworkOrder, name)

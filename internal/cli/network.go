@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -24,6 +25,7 @@ func netCreateCmd(g *globals) *cobra.Command {
 		subnets, ranges, gateways, aux []string
 		opts, labels, ipamOpts         []string
 		internal, attachable, ipv6     bool
+		ipv4                           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "create [OPTIONS] NETWORK",
@@ -33,6 +35,9 @@ func netCreateCmd(g *globals) *cobra.Command {
 			req := map[string]any{"Name": args[0], "Driver": driver, "Internal": internal, "Attachable": attachable}
 			if ipv6 {
 				req["EnableIPv6"] = true
+			}
+			if cmd.Flags().Changed("ipv4") {
+				req["EnableIPv4"] = ipv4
 			}
 			o, err := keyValues("--opt", opts)
 			if err != nil {
@@ -77,6 +82,7 @@ func netCreateCmd(g *globals) *cobra.Command {
 	f.BoolVar(&internal, "internal", false, "restrict external access to the network")
 	f.BoolVar(&attachable, "attachable", false, "enable manual attachment")
 	f.BoolVar(&ipv6, "ipv6", false, "enable IPv6")
+	f.BoolVar(&ipv4, "ipv4", true, "enable IPv4 (--ipv4=false with --ipv6: an IPv6-only network)")
 	return cmd
 }
 
@@ -89,27 +95,79 @@ func ipamConfigs(subnets, ranges, gateways, aux []string) ([]map[string]any, err
 		}
 		return []map[string]any{}, nil
 	}
-	if len(subnets) > 1 {
-		return nil, fmt.Errorf("only one --subnet is supported yet")
+	if len(subnets) > 2 {
+		return nil, fmt.Errorf("at most two --subnet (one IPv4, one IPv6) are supported yet")
 	}
-	if len(ranges) > 1 || len(gateways) > 1 {
-		return nil, fmt.Errorf("at most one --ip-range and one --gateway per subnet")
+	auxes, err := keyValues("--aux-address", aux)
+	if err != nil {
+		return nil, err
 	}
-	c := map[string]any{"Subnet": subnets[0]}
-	if len(ranges) == 1 {
-		c["IPRange"] = ranges[0]
-	}
-	if len(gateways) == 1 {
-		c["Gateway"] = gateways[0]
-	}
-	if len(aux) > 0 {
-		m, err := keyValues("--aux-address", aux)
+	var out []map[string]any
+	used := map[string]bool{}
+	for _, s := range subnets {
+		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return nil, err
+			// the daemon names the field; with one subnet nothing needs pairing
+			if len(subnets) == 1 {
+				p = netip.Prefix{}
+			} else {
+				return nil, fmt.Errorf("invalid --subnet %q: not a CIDR", s)
+			}
 		}
-		c["AuxiliaryAddresses"] = m
+		c := map[string]any{"Subnet": s}
+		in := func(v string, addr bool) bool {
+			if len(subnets) == 1 {
+				return true
+			}
+			if addr {
+				a, err := netip.ParseAddr(v)
+				return err == nil && p.Contains(a)
+			}
+			r, err := netip.ParsePrefix(v)
+			return err == nil && p.Contains(r.Addr())
+		}
+		for _, x := range []struct {
+			flag, key string
+			vals      []string
+			addr      bool
+		}{{"--ip-range", "IPRange", ranges, false}, {"--gateway", "Gateway", gateways, true}} {
+			for _, v := range x.vals {
+				if !in(v, x.addr) {
+					continue
+				}
+				if _, dup := c[x.key]; dup {
+					return nil, fmt.Errorf("at most one %s per subnet", x.flag)
+				}
+				c[x.key], used[x.flag+v] = v, true
+			}
+		}
+		m := map[string]string{}
+		for k, v := range auxes {
+			if in(v, true) {
+				m[k], used["--aux-address"+k] = v, true
+			}
+		}
+		if len(m) > 0 {
+			c["AuxiliaryAddresses"] = m
+		}
+		out = append(out, c)
 	}
-	return []map[string]any{c}, nil
+	for _, x := range []struct {
+		flag string
+		vals []string
+	}{{"--ip-range", ranges}, {"--gateway", gateways}} {
+		for _, v := range x.vals {
+			if !used[x.flag+v] {
+				return nil, fmt.Errorf("invalid %s %q: in no --subnet", x.flag, v)
+			}
+		}
+	}
+	for k, v := range auxes {
+		if !used["--aux-address"+k] {
+			return nil, fmt.Errorf("invalid --aux-address %s=%s: in no --subnet", k, v)
+		}
+	}
+	return out, nil
 }
 
 func keyValues(flag string, kvs []string) (map[string]string, error) {
@@ -251,14 +309,14 @@ func netPruneCmd(g *globals) *cobra.Command {
 }
 
 func netConnectCmd(g *globals) *cobra.Command {
-	var ip string
+	var ip, ip6 string
 	var aliases, publish []string
 	cmd := &cobra.Command{
 		Use:   "connect [OPTIONS] NETWORK SANDBOX",
 		Short: "Connect a sandbox to a network",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			body, err := connectRequest(args[1], ip, aliases, publish)
+			body, err := connectRequest(args[1], ip, ip6, aliases, publish)
 			if err != nil {
 				return err
 			}
@@ -270,6 +328,7 @@ func netConnectCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&ip, "ip", "", "IPv4 address")
+	cmd.Flags().StringVar(&ip6, "ip6", "", "IPv6 address")
 	cmd.Flags().StringArrayVar(&aliases, "alias", nil, "network-scoped alias for the sandbox")
 	cmd.Flags().StringArrayVarP(&publish, "publish", "p", nil, "publish a port on this network (docker run -p syntax)")
 	return cmd
@@ -277,10 +336,17 @@ func netConnectCmd(g *globals) *cobra.Command {
 
 // connectRequest is the body of POST /networks/{id}/connect: Docker's
 // ConnectRequest plus PortBindings (a Tether extension) for -p.
-func connectRequest(sandbox, ip string, aliases, publish []string) (map[string]any, error) {
+func connectRequest(sandbox, ip, ip6 string, aliases, publish []string) (map[string]any, error) {
 	ec := map[string]any{"Aliases": aliases}
-	if ip != "" {
-		ec["IPAMConfig"] = map[string]any{"IPv4Address": ip}
+	if ip != "" || ip6 != "" {
+		c := map[string]any{}
+		if ip != "" {
+			c["IPv4Address"] = ip
+		}
+		if ip6 != "" {
+			c["IPv6Address"] = ip6
+		}
+		ec["IPAMConfig"] = c
 	}
 	body := map[string]any{"Container": sandbox, "EndpointConfig": ec}
 	pm, err := types.ParsePublish(publish)

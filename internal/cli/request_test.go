@@ -47,7 +47,7 @@ func TestAttachRequestErrors(t *testing.T) {
 		a    attachFlags
 		want string
 	}{
-		{attachFlags{ip: "10.0.0.5"}, "--ip and --network-alias need a --network"},
+		{attachFlags{ip: "10.0.0.5"}, "--ip, --ip6 and --network-alias need a --network"},
 		{attachFlags{aliases: []string{"a"}}, "need a --network"},
 		{attachFlags{publish: []string{"99999:80"}}, `invalid --publish: invalid port specification: invalid host port "99999" in "99999:80"`},
 		{attachFlags{networks: []string{"n"}, publish: []string{"80", "80/sctp"}}, `invalid --publish: invalid port specification: unknown protocol "sctp"`},
@@ -74,7 +74,7 @@ func TestConnectRequest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			body, err := connectRequest("sb", tt.ip, tt.aliases, tt.publish)
+			body, err := connectRequest("sb", tt.ip, "", tt.aliases, tt.publish)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -84,7 +84,7 @@ func TestConnectRequest(t *testing.T) {
 			}
 		})
 	}
-	if _, err := connectRequest("sb", "", nil, []string{"1.2.3:80:80"}); err == nil || !strings.Contains(err.Error(), `invalid --publish: invalid port specification: invalid host IP "1.2.3"`) {
+	if _, err := connectRequest("sb", "", "", nil, []string{"1.2.3:80:80"}); err == nil || !strings.Contains(err.Error(), `invalid --publish: invalid port specification: invalid host IP "1.2.3"`) {
 		t.Errorf("bad -p: %v", err)
 	}
 }

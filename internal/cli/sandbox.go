@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -14,7 +15,7 @@ import (
 
 // attachFlags are the network flags of run and sandbox create.
 type attachFlags struct {
-	name, hostname, ip         string
+	name, hostname, ip, ip6    string
 	networks, aliases, publish []string
 }
 
@@ -24,6 +25,7 @@ func (a *attachFlags) register(cmd *cobra.Command) {
 	f.StringVar(&a.hostname, "hostname", "", "hostname inside the sandbox (default: the short ID)")
 	f.StringArrayVar(&a.networks, "network", nil, "connect to a network, repeatable: eth0, eth1, ... in order (default: bridge)")
 	f.StringVar(&a.ip, "ip", "", "IPv4 address on the first network")
+	f.StringVar(&a.ip6, "ip6", "", "IPv6 address on the first network")
 	f.StringArrayVar(&a.aliases, "network-alias", nil, "network-scoped alias on the first network")
 	f.StringArrayVar(&a.aliases, "alias", nil, "same as --network-alias")
 	f.StringArrayVarP(&a.publish, "publish", "p", nil, "publish a port on the first network: [hostIP:][hostPort[-end]:]port[-end][/tcp|/udp]")
@@ -34,12 +36,12 @@ func (a *attachFlags) request() (types.SandboxCreateRequest, error) {
 	for i, n := range a.networks {
 		at := types.NetworkAttach{Network: n}
 		if i == 0 {
-			at.IP, at.Aliases = a.ip, a.aliases
+			at.IP, at.IP6, at.Aliases = a.ip, a.ip6, a.aliases
 		}
 		req.Networks = append(req.Networks, at)
 	}
-	if len(a.networks) == 0 && (a.ip != "" || len(a.aliases) > 0) {
-		return req, fmt.Errorf("--ip and --network-alias need a --network")
+	if len(a.networks) == 0 && (a.ip != "" || a.ip6 != "" || len(a.aliases) > 0) {
+		return req, fmt.Errorf("--ip, --ip6 and --network-alias need a --network")
 	}
 	// Published on the first network; with no --network the daemon picks
 	// its default network.
@@ -191,8 +193,14 @@ func sbLsCmd(g *globals) *cobra.Command {
 				var nets []string
 				for _, n := range s.NetworkOrder {
 					ep := s.Networks[n]
-					if ep.IPAddress.IsValid() {
-						nets = append(nets, fmt.Sprintf("%s=%s", n, ep.IPAddress))
+					var addrs []string
+					for _, a := range []netip.Addr{ep.IPAddress, ep.GlobalIPv6Address} {
+						if a.IsValid() {
+							addrs = append(addrs, a.String())
+						}
+					}
+					if len(addrs) > 0 {
+						nets = append(nets, n+"="+strings.Join(addrs, ","))
 					} else {
 						nets = append(nets, n)
 					}

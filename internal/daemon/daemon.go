@@ -68,7 +68,7 @@ func Run(cfg *config.Config) error {
 		return err
 	}
 	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: log, Firewall: fw, Cluster: cl, NodeFilter: nodeFilter,
-		Drivers: drivers(), DefaultDriver: defaultDriver})
+		Drivers: drivers(), DefaultDriver: defaultDriver, IPv6Forwarding: ipv6Forwarding(cfg, log)})
 	if err != nil {
 		return err
 	}
@@ -113,6 +113,35 @@ func setupForwarding(cfg *config.Config, log *slog.Logger) error {
 	return nil
 }
 
+// ipv6Forwarding is what the engine calls before its first network with
+// IPv6: with ip-forward, IPv6 forwarding on (all and default), as Docker
+// does; a host that takes router advertisements on an interface with
+// accept_ra=1 stops taking them once it forwards, which is said. Without
+// ip-forward, a warning when forwarding is off.
+func ipv6Forwarding(cfg *config.Config, log *slog.Logger) func() error {
+	const all = "/proc/sys/net/ipv6/conf/all/forwarding"
+	return func() error {
+		b, err := os.ReadFile(all)
+		if err != nil {
+			return fmt.Errorf("IPv6 forwarding: the kernel has no IPv6 (%w)", err)
+		}
+		if strings.TrimSpace(string(b)) == "1" {
+			return nil
+		}
+		if !cfg.IPForward {
+			log.Warn("ip-forward is false and IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0): IPv6 sandboxes reach only their networks and the host")
+			return nil
+		}
+		for _, k := range []string{"default", "all"} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/forwarding", []byte("1"), 0o644); err != nil {
+				return fmt.Errorf("enable IPv6 forwarding (ip-forward): %w", err)
+			}
+		}
+		log.Warn("turned IPv6 forwarding on for a network with IPv6 (ip-forward): interfaces with accept_ra=1 no longer take router advertisements; set accept_ra=2 on an uplink that needs them")
+		return nil
+	}
+}
+
 // newFirewall returns the nftables firewall, or none for iptables=false.
 func newFirewall(cfg *config.Config, log *slog.Logger) (firewall.Firewall, error) {
 	if !cfg.IPTables {
@@ -121,7 +150,7 @@ func newFirewall(cfg *config.Config, log *slog.Logger) (firewall.Firewall, error
 	}
 	// Without the userland proxy the kernel serves loopback connections to
 	// published ports too (route_localnet and a scoped masquerade).
-	fw, err := firewall.NewNFTWith(firewall.Options{LoopbackDNAT: !cfg.UserlandProxy, AllowDirectRouting: cfg.AllowDirectRouting})
+	fw, err := firewall.NewNFTWith(firewall.Options{LoopbackDNAT: !cfg.UserlandProxy, AllowDirectRouting: cfg.AllowDirectRouting, IPv6: cfg.IP6Tables})
 	if err != nil {
 		return nil, fmt.Errorf("firewall: %w (iptables=false runs without firewall rules)", err)
 	}

@@ -27,11 +27,11 @@ func (e *Engine) dnsEntriesLocked(rec *Sandbox) []dns.Entry {
 	var out []dns.Entry
 	for _, ep := range rec.Endpoints {
 		ns := e.networks[ep.NetworkID]
-		if ns == nil || !e.caps(ns.rec).DNS || ns.rec.Default || !ep.Address.IsValid() {
+		if ns == nil || !e.caps(ns.rec).DNS || ns.rec.Default || (!ep.Address.IsValid() && !ep.Address6.IsValid()) {
 			continue
 		}
 		out = append(out, dns.Entry{SandboxID: rec.ID, Name: rec.Name, NetworkID: ns.rec.ID,
-			NetworkName: ns.rec.Name, Aliases: ep.Aliases, Addr: ep.Address.Addr()})
+			NetworkName: ns.rec.Name, Aliases: ep.Aliases, Addr: ep.Address.Addr(), Addr6: ep.Address6.Addr()})
 	}
 	return out
 }

@@ -19,6 +19,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -71,6 +72,10 @@ type Options struct {
 	// DefaultDriver is the driver of networks created without one, of the
 	// default network and of the gateway network of global ones ("bridge").
 	DefaultDriver string
+	// IPv6Forwarding, when set, is called before the first network with
+	// IPv6 is built (created or restored): the daemon turns IPv6
+	// forwarding on (ip-forward). nil does nothing (unit tests).
+	IPv6Forwarding func() error
 }
 
 // Engine is the controller. Create it with New, then call Start.
@@ -79,6 +84,9 @@ type Engine struct {
 	st           store.Store
 	log          *slog.Logger
 	hostBlockers func() ([]ipam.Blocker, error)
+	ipv6Forward  func() error
+	ipv6Fwd      sync.Once
+	ipv6FwdErr   error
 	nsDir        string // private mount holding namespace files
 	sbDir        string // per-sandbox files (hosts, resolv.conf, hostname)
 
@@ -111,7 +119,10 @@ type Engine struct {
 
 type netState struct {
 	rec    *Network
-	subnet *ipam.Subnet // nil for drivers without addresses
+	subnet *ipam.Subnet // nil for drivers without addresses and IPv6-only networks
+	// subnet6 allocates the IPv6 addresses of a dual-stack or IPv6-only
+	// local network; nil otherwise.
+	subnet6 *ipam.Subnet
 	rev    int64        // store revision of the IPAM record
 	// pending counts endpoints being attached right now, so a delete racing
 	// an attach sees the network as busy.
@@ -150,6 +161,7 @@ func New(o Options) (*Engine, error) {
 		st:           o.Store,
 		log:          log,
 		hostBlockers: hostBlockers,
+		ipv6Forward:  o.IPv6Forwarding,
 		fw:           fw,
 		nsDir:        filepath.Join(o.Config.ExecRoot, "ns"),
 		sbDir:        filepath.Join(o.Config.ExecRoot, "sandboxes"),
@@ -262,6 +274,25 @@ func (e *Engine) Close() {
 	e.resolver.Close()
 }
 
+// ensureIPv6Forwarding turns IPv6 forwarding on once, before the first
+// network with IPv6 is built (Options.IPv6Forwarding).
+func (e *Engine) ensureIPv6Forwarding(n *Network) error {
+	if !n.Subnet6.IsValid() || e.ipv6Forward == nil {
+		return nil
+	}
+	e.ipv6Fwd.Do(func() { e.ipv6FwdErr = e.ipv6Forward() })
+	return e.ipv6FwdErr
+}
+
+// ulaSeed is the stable host identity the ULA /48 of IPv6 networks is
+// derived from (ipam.ULAPool): the machine ID and the data root, so two
+// daemons on one machine (two data roots) choose different /48s and a
+// restart chooses the same one.
+func (e *Engine) ulaSeed() []byte {
+	id, _ := os.ReadFile("/etc/machine-id")
+	return append(append(bytes.TrimSpace(id), 0), e.cfg.DataRoot...)
+}
+
 // upstreams are the servers the embedded resolver forwards to: "dns" from
 // the configuration, else the host's (at most 3).
 func upstreams(c *config.Config) []netip.AddrPort {
@@ -299,7 +330,7 @@ func (e *Engine) syncFirewall(ctx context.Context) error {
 // trusted interfaces come from the network's options (networks.go).
 func (e *Engine) fwNetwork(n *Network) firewall.Network {
 	mode := gatewayMode(n)
-	return firewall.Network{ID: n.ID, Bridge: n.BridgeName, Subnet: n.Subnet, Internal: n.Internal,
+	return firewall.Network{ID: n.ID, Bridge: n.BridgeName, Subnet: n.Subnet, Subnet6: n.Subnet6, Internal: n.Internal,
 		Mode: mode, Trusted: trustedInterfaces(n),
 		Masquerade: n.Masquerade && e.cfg.IPMasq && !n.Internal && mode != firewall.ModeRouted}
 }

@@ -41,6 +41,9 @@ func hostsFile(sb *Sandbox) []byte {
 		if ep.Address.IsValid() {
 			addrs = append(addrs, ep.Address.Addr())
 		}
+		if ep.Address6.IsValid() {
+			addrs = append(addrs, ep.Address6.Addr())
+		}
 	}
 	return sandbox.Hosts(sb.Hostname, sb.Name, addrs)
 }

@@ -121,35 +121,44 @@ func (e *Engine) gcSandboxDirs() {
 // records own, and deletes bitmaps and sticky addresses of networks that no
 // longer exist, all in one transaction.
 func (e *Engine) gcStore(ctx context.Context) error {
-	owned := map[string][]netip.Addr{}
+	owned, owned6 := map[string][]netip.Addr{}, map[string][]netip.Addr{}
 	for _, sb := range e.sandboxes {
 		for _, ep := range sb.rec.Endpoints {
 			if ep.Address.IsValid() {
 				owned[ep.NetworkID] = append(owned[ep.NetworkID], ep.Address.Addr())
 			}
+			if ep.Address6.IsValid() {
+				owned6[ep.NetworkID] = append(owned6[ep.NetworkID], ep.Address6.Addr())
+			}
 		}
 	}
 	var ops []store.Op
 	for _, ns := range e.networks {
-		if ns.subnet == nil {
-			continue
+		for _, x := range []struct {
+			sub   *ipam.Subnet
+			owned []netip.Addr
+			key   string
+		}{{ns.subnet, owned[ns.rec.ID], keyIPAM}, {ns.subnet6, owned6[ns.rec.ID], keyIPAM6}} {
+			if x.sub == nil {
+				continue
+			}
+			fix := reconcileSubnet(x.sub, x.owned)
+			for _, a := range fix.dup {
+				e.log.Error("address held by more than one endpoint", "network", ns.rec.Name, "address", a)
+			}
+			if len(fix.reserved)+len(fix.freed) == 0 {
+				continue
+			}
+			e.log.Info("garbage collection: address bitmap fixed from the endpoint records", "network", ns.rec.Name,
+				"freed", fix.freed, "reserved", fix.reserved)
+			b, err := x.sub.MarshalBinary()
+			if err != nil {
+				return err
+			}
+			ops = append(ops, store.Put(x.key+ns.rec.ID, b))
 		}
-		fix := reconcileSubnet(ns.subnet, owned[ns.rec.ID])
-		for _, a := range fix.dup {
-			e.log.Error("address held by more than one endpoint", "network", ns.rec.Name, "address", a)
-		}
-		if len(fix.reserved)+len(fix.freed) == 0 {
-			continue
-		}
-		e.log.Info("garbage collection: address bitmap fixed from the endpoint records", "network", ns.rec.Name,
-			"freed", fix.freed, "reserved", fix.reserved)
-		b, err := ns.subnet.MarshalBinary()
-		if err != nil {
-			return err
-		}
-		ops = append(ops, store.Put(keyIPAM+ns.rec.ID, b))
 	}
-	for _, prefix := range []string{keyIPAM, keySticky} {
+	for _, prefix := range []string{keyIPAM, keySticky, keyIPAM6, keySticky6} {
 		kvs, err := e.st.List(ctx, prefix)
 		if err != nil {
 			return fmt.Errorf("store: %w", err)
@@ -197,6 +206,17 @@ func reconcileSubnet(sub *ipam.Subnet, owned []netip.Addr) subnetFix {
 	wholeRange := !cfg.IPRange.IsValid() || cfg.IPRange == cfg.Subnet
 	if wholeRange && sub.Free() == want.Free() {
 		return fix // sub holds all of want and as many: the same set
+	}
+	if cfg.Subnet.Addr().Is6() {
+		// Too many addresses to scan: free what sub holds and want does
+		// not among its allocation window and its addresses outside it.
+		for _, a := range sub.Taken() {
+			if !want.InUse(a) {
+				sub.Release(a)
+				fix.freed = append(fix.freed, a)
+			}
+		}
+		return fix
 	}
 	for a := cfg.Subnet.Masked().Addr(); cfg.Subnet.Contains(a); a = a.Next() {
 		if sub.InUse(a) && !want.InUse(a) {

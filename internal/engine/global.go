@@ -259,7 +259,8 @@ func storeErr(err error) error {
 
 // createGlobalNetwork records an overlay network in the cluster store and
 // installs it here.
-func (e *Engine) createGlobalNetwork(ctx context.Context, n *Network, sub *ipam.Subnet) (*Network, error) {
+func (e *Engine) createGlobalNetwork(ctx context.Context, n *Network, subs subnets) (*Network, error) {
+	sub := subs.v4
 	g := e.global
 	if g == nil {
 		return nil, invalidf("invalid driver %q: global networks need a cluster store (daemon options cluster-store and cluster-advertise)", n.Driver)

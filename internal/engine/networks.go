@@ -28,6 +28,9 @@ const (
 	OptDefaultBridge = "com.docker.network.bridge.default_bridge"
 	OptGatewayMode   = "com.docker.network.bridge.gateway_mode_ipv4"
 	OptTrusted       = "com.docker.network.bridge.trusted_host_interfaces"
+	OptGatewayMode6  = "com.docker.network.bridge.gateway_mode_ipv6"
+	OptEnableIPv4    = "com.docker.network.enable_ipv4"
+	OptEnableIPv6    = "com.docker.network.enable_ipv6"
 )
 
 // SubnetSpec is one IPAM config entry as the user wrote it; the engine parses
@@ -47,6 +50,9 @@ type NetworkSpec struct {
 	Internal    bool
 	Attachable  bool
 	EnableIPv6  bool
+	// EnableIPv4 false makes an IPv6-only network (Docker 28's --ipv4=false,
+	// which needs EnableIPv6); nil is true.
+	EnableIPv4  *bool
 	IPAMDriver  string
 	IPAMOptions map[string]string
 	Subnets     []SubnetSpec
@@ -57,37 +63,64 @@ type NetworkSpec struct {
 // CreateNetwork validates spec, picks a subnet when none is given, builds the
 // kernel objects and records the network. Nothing is left behind on failure.
 func (e *Engine) CreateNetwork(ctx context.Context, spec NetworkSpec) (*Network, error) {
-	n, sub, err := e.buildNetwork(spec)
+	n, subs, err := e.buildNetwork(spec)
 	if err != nil {
 		return nil, err
 	}
 	if e.isGlobal(n) {
-		return e.createGlobalNetwork(ctx, n, sub)
+		return e.createGlobalNetwork(ctx, n, subs)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if err := e.checkNewNetwork(n, sub != nil); err != nil {
+	if err := e.checkNewNetwork(n, subs); err != nil {
 		return nil, err
 	}
-	if sub == nil && e.caps(n).Addresses {
-		if sub, err = e.chooseSubnet(n); err != nil {
-			return nil, err
-		}
-		n.Subnet, n.Gateway = sub.Config().Subnet, sub.Gateway()
+	if err := e.chooseMissing(n, &subs); err != nil {
+		return nil, err
 	}
-	if err := e.installNetwork(ctx, n, sub); err != nil {
+	if err := e.installNetwork(ctx, n, subs); err != nil {
 		return nil, err
 	}
 	e.events.publish(Event{Type: "network", Action: "create", ID: n.ID, Attrs: map[string]string{"name": n.Name, "type": n.Driver}})
 	return n, nil
 }
 
+// subnets are a network's allocators: IPv4 (nil on an IPv6-only network
+// and for drivers without addresses) and IPv6 (nil on an IPv4-only one).
+type subnets struct{ v4, v6 *ipam.Subnet }
+
+// chooseMissing picks the subnets the user did not give: IPv4 from the
+// default address pools, IPv6 a ULA /64 (see chooseSubnet6). Called with
+// e.mu held.
+func (e *Engine) chooseMissing(n *Network, subs *subnets) error {
+	if !e.caps(n).Addresses {
+		return nil
+	}
+	var err error
+	if subs.v4 == nil && !n.NoIPv4 {
+		if subs.v4, err = e.chooseSubnet(n); err != nil {
+			return err
+		}
+		n.Subnet, n.Gateway = subs.v4.Config().Subnet, subs.v4.Gateway()
+	}
+	if subs.v6 == nil && n.IPv6 {
+		if subs.v6, err = e.chooseSubnet6(n); err != nil {
+			return err
+		}
+		n.Subnet6, n.Gateway6 = subs.v6.Config().Subnet, subs.v6.Gateway()
+	}
+	return nil
+}
+
 // installNetwork builds the network's kernel objects and commits its records.
 // Called with e.mu held.
-func (e *Engine) installNetwork(ctx context.Context, n *Network, sub *ipam.Subnet) error {
+func (e *Engine) installNetwork(ctx context.Context, n *Network, subs subnets) error {
 	d, err := e.driverOf(n)
 	if err != nil {
 		return err
+	}
+	if err := e.ensureIPv6Forwarding(n); err != nil {
+		return fmt.Errorf("create network %q: %w", n.Name, err)
 	}
 	if err := d.CreateNetwork(ctx, driverNetwork(n)); err != nil {
 		return fmt.Errorf("create network %q: %w", n.Name, err)
@@ -102,27 +135,42 @@ func (e *Engine) installNetwork(ctx context.Context, n *Network, sub *ipam.Subne
 		return err
 	}
 	ops := []store.Op{e.putJSON(keyNetworks+n.ID, n)}
-	if sub != nil {
-		b, err := sub.MarshalBinary()
+	for _, x := range []struct {
+		key string
+		sub *ipam.Subnet
+	}{{keyIPAM, subs.v4}, {keyIPAM6, subs.v6}} {
+		if x.sub == nil {
+			continue
+		}
+		b, err := x.sub.MarshalBinary()
 		if err != nil {
 			return err
 		}
-		ops = append(ops, store.Put(keyIPAM+n.ID, b))
+		ops = append(ops, store.Put(x.key+n.ID, b))
 	}
 	if err := e.commit(ctx, ops...); err != nil {
 		_ = e.fwRemove(ctx, n)
 		_ = d.DeleteNetwork(ctx, driverNetwork(n))
 		return fmt.Errorf("record network %q: %w", n.Name, err)
 	}
-	e.networks[n.ID] = &netState{rec: n, subnet: sub}
+	e.networks[n.ID] = &netState{rec: n, subnet: subs.v4, subnet6: subs.v6}
 	return e.fault("network.create.after-commit")
 }
 
-// buildNetwork turns a spec into a record and (when a subnet was given) its
-// allocator. Pure validation: no locks, no kernel.
-func (e *Engine) buildNetwork(spec NetworkSpec) (*Network, *ipam.Subnet, error) {
+// buildNetwork turns a spec into a record and (when subnets were given)
+// their allocators. Pure validation: no locks, no kernel.
+func (e *Engine) buildNetwork(spec NetworkSpec) (*Network, subnets, error) {
+	n, subs, err := e.buildNetworkErr(spec)
+	if err != nil {
+		return nil, subnets{}, err
+	}
+	return n, subs, nil
+}
+
+func (e *Engine) buildNetworkErr(spec NetworkSpec) (*Network, subnets, error) {
+	var none subnets
 	if err := validName("network name", spec.Name); err != nil {
-		return nil, nil, err
+		return nil, none, err
 	}
 	drv := spec.Driver
 	if drv == "" {
@@ -131,22 +179,26 @@ func (e *Engine) buildNetwork(spec NetworkSpec) (*Network, *ipam.Subnet, error) 
 	d := e.drivers[drv]
 	if d == nil {
 		if e.global == nil && e.knownGlobal(drv) {
-			return nil, nil, invalidf("invalid driver %q: %s networks need a cluster store (daemon options cluster-store and cluster-advertise)", drv, drv)
+			return nil, none, invalidf("invalid driver %q: %s networks need a cluster store (daemon options cluster-store and cluster-advertise)", drv, drv)
 		}
-		return nil, nil, invalidf("invalid driver %q: known drivers are %s", drv, strings.Join(e.driverNames(), ", "))
+		return nil, none, invalidf("invalid driver %q: known drivers are %s", drv, strings.Join(e.driverNames(), ", "))
 	}
 	caps := d.Capabilities()
 	if spec.Scope != "" && spec.Scope != string(caps.Scope) {
-		return nil, nil, invalidf("invalid Scope %q: driver %q makes %s networks", spec.Scope, drv, caps.Scope)
+		return nil, none, invalidf("invalid Scope %q: driver %q makes %s networks", spec.Scope, drv, caps.Scope)
 	}
 	if caps.Predefined != "" {
-		return nil, nil, forbiddenf("invalid driver %q: only one instance of the %q network is allowed", drv, caps.Predefined)
+		return nil, none, forbiddenf("invalid driver %q: only one instance of the %q network is allowed", drv, caps.Predefined)
 	}
-	if spec.EnableIPv6 {
-		return nil, nil, invalidf("invalid EnableIPv6: IPv6 networks are not supported yet")
+	ipv4, ipv6, err := ipFamilies(spec)
+	if err != nil {
+		return nil, none, err
+	}
+	if ipv6 && !caps.Addresses {
+		return nil, none, invalidf("invalid EnableIPv6: driver %q gives its endpoints no addresses", drv)
 	}
 	if spec.IPAMDriver != "" && spec.IPAMDriver != "default" {
-		return nil, nil, invalidf("invalid IPAM driver %q: only \"default\" is supported", spec.IPAMDriver)
+		return nil, none, invalidf("invalid IPAM driver %q: only \"default\" is supported", spec.IPAMDriver)
 	}
 	n := &Network{
 		ID: newID(), Name: spec.Name, Driver: drv, Created: time.Now().UTC(),
@@ -154,6 +206,7 @@ func (e *Engine) buildNetwork(spec NetworkSpec) (*Network, *ipam.Subnet, error) 
 		IPAMDriver: "default", IPAMOpts: spec.IPAMOptions,
 		Options: maps.Clone(spec.Options), Labels: maps.Clone(spec.Labels),
 		ICC: true, Masquerade: true, MTU: 1500, // daemon "mtu" is the default network's only, as in Docker
+		IPv6: ipv6, NoIPv4: !ipv4,
 	}
 	if n.Options == nil {
 		n.Options = map[string]string{}
@@ -161,24 +214,86 @@ func (e *Engine) buildNetwork(spec NetworkSpec) (*Network, *ipam.Subnet, error) 
 	if caps.Scope == driver.ScopeGlobal {
 		n.Scope = ScopeGlobal
 	} else if err := e.applyBridgeOptions(n); err != nil {
-		return nil, nil, err
+		return nil, none, err
 	}
-	if len(spec.Subnets) > 1 {
-		return nil, nil, invalidf("invalid IPAM config: more than one subnet is not supported yet")
+	if n.NoIPv4 && caps.Scope == driver.ScopeGlobal {
+		return nil, none, invalidf("invalid EnableIPv4: %s networks need IPv4 (IPv6-only overlays are not supported yet)", drv)
 	}
-	if len(spec.Subnets) == 0 {
-		return n, nil, nil
+	if err := checkGatewayMode6(n); err != nil {
+		return nil, none, err
 	}
-	sub, err := parseSubnet(spec.Subnets[0])
-	if err != nil {
-		return nil, nil, err
+	var subs subnets
+	for _, ss := range spec.Subnets {
+		sub, err := parseSubnet(ss)
+		if err != nil {
+			return nil, none, err
+		}
+		if sub == nil { // an empty IPAM config entry ({}): the subnet is chosen, as with none
+			continue
+		}
+		c := sub.Config()
+		switch {
+		case c.Subnet.Addr().Is4() && !ipv4:
+			return nil, none, invalidf("invalid subnet %s: the network is IPv6-only (EnableIPv4 false)", c.Subnet)
+		case c.Subnet.Addr().Is6() && !ipv6:
+			return nil, none, invalidf("invalid subnet %s: an IPv6 subnet needs EnableIPv6 (--ipv6)", c.Subnet)
+		case c.Subnet.Addr().Is4() && subs.v4 != nil, c.Subnet.Addr().Is6() && subs.v6 != nil:
+			return nil, none, invalidf("invalid IPAM config: more than one subnet per address family is not supported yet")
+		case c.Subnet.Addr().Is4():
+			subs.v4 = sub
+			n.Subnet, n.IPRange, n.Gateway, n.Aux = c.Subnet, c.IPRange, c.Gateway, c.Aux
+		default:
+			subs.v6 = sub
+			n.Subnet6, n.IPRange6, n.Gateway6, n.Aux6 = c.Subnet, c.IPRange, c.Gateway, c.Aux
+		}
 	}
-	if sub == nil { // an empty IPAM config entry ({}): the subnet is chosen, as with none
-		return n, nil, nil
+	return n, subs, nil
+}
+
+// ipFamilies reads which address families a network has: EnableIPv4 (nil:
+// true) and EnableIPv6, or their option forms com.docker.network.enable_ipv4
+// and enable_ipv6, which must not contradict the fields.
+func ipFamilies(spec NetworkSpec) (ipv4, ipv6 bool, err error) {
+	ipv4, ipv6 = spec.EnableIPv4 == nil || *spec.EnableIPv4, spec.EnableIPv6
+	for _, o := range []struct {
+		key, field string
+		dst        *bool
+		given      bool
+	}{{OptEnableIPv4, "EnableIPv4", &ipv4, spec.EnableIPv4 != nil}, {OptEnableIPv6, "EnableIPv6", &ipv6, spec.EnableIPv6}} {
+		v, ok := spec.Options[o.key]
+		if !ok {
+			continue
+		}
+		b, perr := strconv.ParseBool(v)
+		if perr != nil {
+			return false, false, invalidf("invalid option %s=%q: not a boolean", o.key, v)
+		}
+		if o.given && b != *o.dst {
+			return false, false, invalidf("invalid option %s=%q: contradicts %s", o.key, v, o.field)
+		}
+		*o.dst = b
 	}
-	c := sub.Config()
-	n.Subnet, n.IPRange, n.Gateway, n.Aux = c.Subnet, c.IPRange, c.Gateway, c.Aux
-	return n, sub, nil
+	if !ipv4 && !ipv6 {
+		return false, false, invalidf("invalid EnableIPv4: an IPv6-only network needs EnableIPv6 (--ipv6)")
+	}
+	return ipv4, ipv6, nil
+}
+
+// checkGatewayMode6 accepts gateway_mode_ipv6 when it is the network's
+// IPv4 gateway mode: the firewall applies one gateway mode to both
+// families of a network (docs/ipv6.md).
+func checkGatewayMode6(n *Network) error {
+	v, ok := n.Options[OptGatewayMode6]
+	if !ok {
+		return nil
+	}
+	if !n.IPv6 {
+		return invalidf("invalid option %s=%q: the network has no IPv6 (--ipv6)", OptGatewayMode6, v)
+	}
+	if firewall.GatewayMode(v) != gatewayMode(n) {
+		return invalidf("invalid option %s=%q: must equal the IPv4 gateway mode %q (one gateway mode per network)", OptGatewayMode6, v, gatewayMode(n))
+	}
+	return nil
 }
 
 func parseSubnet(s SubnetSpec) (*ipam.Subnet, error) {
@@ -190,8 +305,8 @@ func parseSubnet(s SubnetSpec) (*ipam.Subnet, error) {
 		}
 		return nil, nil
 	}
-	if c.Subnet, err = netip.ParsePrefix(s.Subnet); err != nil || !c.Subnet.Addr().Is4() {
-		return nil, invalidf("invalid subnet %q: not an IPv4 CIDR", s.Subnet)
+	if c.Subnet, err = netip.ParsePrefix(s.Subnet); err != nil {
+		return nil, invalidf("invalid subnet %q: not a CIDR", s.Subnet)
 	}
 	if s.IPRange != "" {
 		if c.IPRange, err = netip.ParsePrefix(s.IPRange); err != nil {
@@ -224,10 +339,7 @@ func parseSubnet(s SubnetSpec) (*ipam.Subnet, error) {
 // yet; refusing them beats silently ignoring them.
 var unsupportedOptions = []string{
 	"com.docker.network.bridge.inhibit_ipv4",
-	"com.docker.network.bridge.gateway_mode_ipv6",
 	"com.docker.network.container_iface_prefix",
-	"com.docker.network.enable_ipv4",
-	"com.docker.network.enable_ipv6",
 }
 
 func (e *Engine) applyBridgeOptions(n *Network) error {
@@ -319,7 +431,8 @@ func trustedInterfaces(n *Network) []string {
 
 // checkNewNetwork refuses duplicates: name, bridge name, overlapping subnet.
 // Called with e.mu held.
-func (e *Engine) checkNewNetwork(n *Network, explicitSubnet bool) error {
+func (e *Engine) checkNewNetwork(n *Network, subs subnets) error {
+	explicitSubnet := subs.v4 != nil || subs.v6 != nil
 	if e.findByName(n.Name) != nil {
 		return conflictf("network with name %s already exists", n.Name)
 	}
@@ -328,8 +441,11 @@ func (e *Engine) checkNewNetwork(n *Network, explicitSubnet bool) error {
 		if o.BridgeName != "" && o.BridgeName == n.BridgeName {
 			return conflictf("invalid option %s=%q: bridge already used by network %q", OptBridgeName, n.BridgeName, o.Name)
 		}
-		if explicitSubnet && o.Subnet.IsValid() && ipam.Overlaps(o.Subnet, n.Subnet) {
+		if subs.v4 != nil && o.Subnet.IsValid() && ipam.Overlaps(o.Subnet, n.Subnet) {
 			return forbiddenf("invalid subnet %s: overlaps subnet %s of network %q", n.Subnet, o.Subnet, o.Name)
+		}
+		if subs.v6 != nil && o.Subnet6.IsValid() && ipam.Overlaps(o.Subnet6, n.Subnet6) {
+			return forbiddenf("invalid subnet %s: overlaps subnet %s of network %q", n.Subnet6, o.Subnet6, o.Name)
 		}
 	}
 	if explicitSubnet || n.External {
@@ -355,13 +471,17 @@ func (e *Engine) chooseSubnet(n *Network) (*ipam.Subnet, error) {
 	return ipam.NewSubnet(ipam.SubnetConfig{Subnet: p})
 }
 
+// pools are the IPv4 default address pools: the daemon's
+// default-address-pools entries with IPv4 bases, else Docker's.
 func (e *Engine) pools() []ipam.PoolSpec {
-	if len(e.cfg.DefaultAddressPools) == 0 {
-		return ipam.DefaultPools()
-	}
 	var ps []ipam.PoolSpec
 	for _, p := range e.cfg.DefaultAddressPools {
-		ps = append(ps, ipam.PoolSpec{Base: p.Base, Size: p.Size})
+		if p.Base.Addr().Is4() {
+			ps = append(ps, ipam.PoolSpec{Base: p.Base, Size: p.Size})
+		}
+	}
+	if len(ps) == 0 {
+		return ipam.DefaultPools()
 	}
 	return ps
 }
@@ -374,11 +494,44 @@ func (e *Engine) blockers() ([]ipam.Blocker, error) {
 		return nil, fmt.Errorf("read host routes and addresses: %w", err)
 	}
 	for _, ns := range e.networks {
-		if ns.rec.Subnet.IsValid() {
-			bs = append(bs, ipam.Blocker{Prefix: ns.rec.Subnet, Source: fmt.Sprintf("network %q", ns.rec.Name)})
+		for _, p := range []netip.Prefix{ns.rec.Subnet, ns.rec.Subnet6} {
+			if p.IsValid() {
+				bs = append(bs, ipam.Blocker{Prefix: p, Source: fmt.Sprintf("network %q", ns.rec.Name)})
+			}
 		}
 	}
 	return bs, nil
+}
+
+// chooseSubnet6 picks a network's IPv6 subnet when none was given: the
+// first /64 of the IPv6 default address pools (the daemon's
+// default-address-pools entries with IPv6 bases, else the host's ULA /48,
+// ipam.ULAPool) that overlaps no host route or address and no other
+// network. Called with e.mu held.
+func (e *Engine) chooseSubnet6(n *Network) (*ipam.Subnet, error) {
+	blockers, err := e.blockers()
+	if err != nil {
+		return nil, err
+	}
+	p, err := ipam.ChooseSubnet(e.pools6(), blockers)
+	if err != nil {
+		return nil, forbiddenf("choose an IPv6 subnet for network %q: %w", n.Name, err)
+	}
+	return ipam.NewSubnet(ipam.SubnetConfig{Subnet: p})
+}
+
+// pools6 are the IPv6 default address pools.
+func (e *Engine) pools6() []ipam.PoolSpec {
+	var ps []ipam.PoolSpec
+	for _, p := range e.cfg.DefaultAddressPools {
+		if p.Base.Addr().Is6() {
+			ps = append(ps, ipam.PoolSpec{Base: p.Base, Size: p.Size})
+		}
+	}
+	if len(ps) == 0 {
+		ps = ipam.DefaultPools6(e.ulaSeed())
+	}
+	return ps
 }
 
 // RemoveNetwork deletes a network without endpoints.
@@ -428,8 +581,12 @@ func (e *Engine) removeNetworkLocked(ctx context.Context, ns *netState) error {
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	ops := []store.Op{store.Delete(keyNetworks + n.ID), store.Delete(keyIPAM + n.ID)}
-	for _, kv := range sticky {
+	sticky6, err := e.st.List(ctx, keySticky6+n.ID+"/")
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	ops := []store.Op{store.Delete(keyNetworks + n.ID), store.Delete(keyIPAM + n.ID), store.Delete(keyIPAM6 + n.ID)}
+	for _, kv := range append(sticky, sticky6...) {
 		ops = append(ops, store.Delete(kv.Key))
 	}
 	if err := e.commit(ctx, ops...); err != nil {
@@ -501,7 +658,7 @@ func (e *Engine) Networks() []*NetworkView {
 }
 
 func (e *Engine) viewLocked(ns *netState) *NetworkView {
-	v := &NetworkView{Network: *ns.rec, IPv4: e.caps(ns.rec).Addresses}
+	v := &NetworkView{Network: *ns.rec, IPv4: e.caps(ns.rec).Addresses && !ns.rec.NoIPv4}
 	if e.isGlobal(ns.rec) && e.global != nil {
 		v.Remote = e.remoteEndpoints(ns.rec.ID)
 		v.Node = e.global.cl.Self()
@@ -542,12 +699,12 @@ func (e *Engine) PruneNetworks(ctx context.Context, keep func(*Network) bool) ([
 }
 
 func driverNetwork(n *Network) *driver.Network {
-	gw := n.Gateway
+	gw, gw6 := n.Gateway, n.Gateway6
 	if gatewayMode(n) == firewall.ModeIsolated {
-		gw = netip.Addr{} // as Docker: no address on the bridge, the host is not on the network
+		gw, gw6 = netip.Addr{}, netip.Addr{} // as Docker: no address on the bridge, the host is not on the network
 	}
 	return &driver.Network{
-		ID: n.ID, Name: n.Name, BridgeName: n.BridgeName, Subnet: n.Subnet, Gateway: gw,
+		ID: n.ID, Name: n.Name, BridgeName: n.BridgeName, Subnet: n.Subnet, Gateway: gw, Subnet6: n.Subnet6, Gateway6: gw6,
 		MTU: n.MTU, ICC: n.ICC, Internal: n.Internal, External: n.External, VNI: n.VNI, VTEP: n.VTEP,
 	}
 }

@@ -56,12 +56,37 @@ func (e *Engine) portSpecs(ns *netState, in []portmap.Spec) ([]portmap.Spec, err
 		if err := s.Validate(); err != nil {
 			return nil, invalidf("invalid port %s: %v", portmap.String(s), err)
 		}
-		if !s.HostIP.IsValid() {
-			s.HostIP = def
+		if s.HostIP.IsValid() {
+			specs = append(specs, s)
+			continue
 		}
+		// No host address: the default one; on a network with IPv6 and
+		// the default 0.0.0.0, every address of both families, as
+		// Docker publishes 0.0.0.0 and [::] (an IPv6-only network: [::]).
+		if ns.rec.IPv6 && def == netip.IPv4Unspecified() {
+			if !ns.rec.NoIPv4 {
+				v4 := s
+				v4.HostIP = def
+				specs = append(specs, v4)
+			}
+			s.HostIP = netip.IPv6Unspecified()
+			specs = append(specs, s)
+			continue
+		}
+		s.HostIP = def
 		specs = append(specs, s)
 	}
 	return specs, nil
+}
+
+// backend is the sandbox address a published port goes to: the endpoint's
+// address of the host address's family, else its other one (served by the
+// userland proxy alone: the kernel does not translate between families).
+func backend(ep *Endpoint, p PortBinding) netip.Addr {
+	if p.HostIP.Is6() && ep.Address6.IsValid() || !ep.Address.IsValid() {
+		return ep.Address6.Addr()
+	}
+	return ep.Address.Addr()
 }
 
 // publish holds the host ports, installs the kernel path and starts the
@@ -83,7 +108,12 @@ func (e *Engine) publish(ctx context.Context, sb *sbState, ep *Endpoint, specs [
 			ep.Ports = nil
 		}
 	}()
+	twin := map[string]uint16{} // proto/container port -> the ephemeral host port its 0.0.0.0 twin got
 	for _, s := range specs {
+		key := s.Proto + "/" + strconv.Itoa(int(s.ContainerPort))
+		if s.HostPort == 0 && s.HostIP == netip.IPv6Unspecified() && twin[key] != 0 {
+			s.HostPort = twin[key] // [::] and 0.0.0.0 publish one port, as Docker does
+		}
 		if !hold {
 			if s.HostPort == 0 {
 				return invalidf("invalid port %s: a port the runtime holds needs a host port", portmap.String(s))
@@ -96,6 +126,9 @@ func (e *Engine) publish(ctx context.Context, sb *sbState, ep *Endpoint, specs [
 			return conflictf("publish %s: %v", portmap.String(s), err)
 		}
 		held = append(held, h)
+		if s.HostPort == 0 && s.HostIP == netip.IPv4Unspecified() {
+			twin[key] = h.Addr.Port()
+		}
 		ep.Ports = append(ep.Ports, PortBinding{Proto: s.Proto, HostIP: s.HostIP, HostPort: h.Addr.Port(), ContainerPort: s.ContainerPort})
 	}
 	if err := e.fw.AddPorts(ctx, e.mappings(ep)); err != nil {
@@ -116,7 +149,7 @@ func (e *Engine) startProxies(ep *Endpoint, held []*portmap.Held) error {
 		return nil
 	}
 	for i, h := range held {
-		backend := netip.AddrPortFrom(ep.Address.Addr(), ep.Ports[i].ContainerPort)
+		backend := netip.AddrPortFrom(backend(ep, ep.Ports[i]), ep.Ports[i].ContainerPort)
 		if err := h.Proxy(backend); err != nil {
 			return fmt.Errorf("userland proxy %s -> %s: %w", h.Addr, backend, err)
 		}
@@ -137,7 +170,7 @@ func (e *Engine) checkPortsFree(self *sbState, specs []portmap.Spec) error {
 		for _, other := range e.sandboxes {
 			for _, oep := range other.rec.Endpoints {
 				for _, p := range oep.Ports {
-					if p.Proto == s.Proto && p.HostPort == s.HostPort &&
+					if p.Proto == s.Proto && p.HostPort == s.HostPort && p.HostIP.Is4() == s.HostIP.Is4() &&
 						(p.HostIP == s.HostIP || p.HostIP.IsUnspecified() || s.HostIP.IsUnspecified()) {
 						return conflictf("port %d/%s on %s is already published by sandbox %q (%s:%d)",
 							s.HostPort, s.Proto, s.HostIP, other.rec.Name, p.HostIP, p.HostPort)
@@ -171,12 +204,18 @@ func (e *Engine) unpublish(ctx context.Context, ep *Endpoint) error {
 	return errors.Join(errs...)
 }
 
-// mappings is the firewall's view of an endpoint's ports.
+// mappings is the firewall's view of an endpoint's ports: the kernel path
+// of each binding whose host address and sandbox address are of one family
+// (IPv6 ones only with ip6tables); the rest the userland proxy serves.
 func (e *Engine) mappings(ep *Endpoint) []firewall.PortMapping {
 	out := make([]firewall.PortMapping, 0, len(ep.Ports))
 	for _, p := range ep.Ports {
+		b := backend(ep, p)
+		if b.Is4() != p.HostIP.Unmap().Is4() || (b.Is6() && !e.cfg.IP6Tables) {
+			continue
+		}
 		out = append(out, firewall.PortMapping{Proto: p.Proto, HostIP: p.HostIP, HostPort: p.HostPort,
-			SandboxIP: ep.Address.Addr(), SandboxPort: p.ContainerPort})
+			SandboxIP: b, SandboxPort: p.ContainerPort})
 	}
 	return out
 }
@@ -219,7 +258,7 @@ func (e *Engine) rehold() {
 				continue
 			}
 			if e.cfg.UserlandProxy {
-				if err := h.Proxy(netip.AddrPortFrom(ep.Address.Addr(), p.ContainerPort)); err != nil {
+				if err := h.Proxy(netip.AddrPortFrom(backend(ep, p), p.ContainerPort)); err != nil {
 					e.log.Error("restart userland proxy", "port", h.Addr.String(), "err", err)
 				}
 			}

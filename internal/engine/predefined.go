@@ -32,7 +32,7 @@ func (e *Engine) ensurePredefined(ctx context.Context) error {
 		}
 		n := &Network{ID: newID(), Name: name, Driver: drv, Created: time.Now().UTC(), Predefined: true,
 			IPAMDriver: "default", Options: map[string]string{}, Labels: map[string]string{}}
-		if err := e.installNetwork(ctx, n, nil); err != nil {
+		if err := e.installNetwork(ctx, n, subnets{}); err != nil {
 			return err
 		}
 	}
@@ -87,7 +87,14 @@ func (e *Engine) ensureDefaultLocked(ctx context.Context) error {
 		// The user's bridge address is the gateway; nothing else on it is ours.
 		want.Gateway = sub.Gateway()
 	}
-	return e.installNetwork(ctx, want, sub)
+	subs := subnets{v4: sub}
+	if want.Subnet6.IsValid() {
+		if subs.v6, err = ipam.NewSubnet(ipam.SubnetConfig{Subnet: want.Subnet6, IPRange: want.IPRange6, Gateway: want.Gateway6}); err != nil {
+			return fmt.Errorf("default network (ipv6, fixed-cidr-v6, bip6): %w", err)
+		}
+		want.Gateway6 = subs.v6.Gateway()
+	}
+	return e.installNetwork(ctx, want, subs)
 }
 
 func (e *Engine) replaceDefault(ctx context.Context, cur *netState, why string) error {
@@ -113,6 +120,7 @@ func (e *Engine) desiredDefault(cur *netState) (*Network, error) {
 		IPAMDriver: "default", Predefined: true, Default: true,
 		BridgeName: DefaultBridge, MTU: c.MTU, ICC: c.ICC, Masquerade: c.IPMasq,
 		SandboxGateway: c.DefaultGateway, Labels: map[string]string{},
+		IPv6: c.IPv6, SandboxGateway6: c.DefaultGatewayV6,
 	}
 	if cur != nil {
 		n.ID, n.Created = cur.rec.ID, cur.rec.Created
@@ -140,6 +148,9 @@ func (e *Engine) desiredDefault(cur *netState) (*Network, error) {
 			return nil, fmt.Errorf("fixed-cidr %q: %w", c.FixedCIDR, err)
 		}
 	}
+	if err := e.desiredDefault6(n, cur); err != nil {
+		return nil, err
+	}
 	n.Options = map[string]string{
 		OptDefaultBridge: "true",
 		OptICC:           strconv.FormatBool(c.ICC),
@@ -149,6 +160,34 @@ func (e *Engine) desiredDefault(cur *netState) (*Network, error) {
 		OptMTU:           strconv.Itoa(c.MTU),
 	}
 	return n, nil
+}
+
+// desiredDefault6 fills in the default network's IPv6 side (daemon option
+// ipv6): bip6 is the bridge's address and prefix, fixed-cidr-v6 the
+// subnet (or, with bip6, the range sandboxes get addresses from); with
+// neither, the current network's subnet is kept, else a ULA /64 chosen.
+func (e *Engine) desiredDefault6(n *Network, cur *netState) error {
+	c := e.cfg
+	if !c.IPv6 {
+		return nil
+	}
+	switch {
+	case c.BIP6.IsValid():
+		n.Subnet6, n.Gateway6 = c.BIP6.Masked(), c.BIP6.Addr()
+		n.IPRange6 = c.FixedCIDRv6
+	case c.FixedCIDRv6.IsValid():
+		n.Subnet6 = c.FixedCIDRv6
+		n.Gateway6 = c.FixedCIDRv6.Addr().Next()
+	case cur != nil && cur.rec.Subnet6.IsValid():
+		n.Subnet6, n.Gateway6 = cur.rec.Subnet6, cur.rec.Gateway6
+	default:
+		sub, err := e.chooseSubnet6(n)
+		if err != nil {
+			return fmt.Errorf("default network: %w", err)
+		}
+		n.Subnet6, n.Gateway6 = sub.Config().Subnet, sub.Gateway()
+	}
+	return nil
 }
 
 func hostBinding(a netip.Addr) string {
@@ -167,7 +206,9 @@ func sameDefault(a, b *Network) bool {
 	delete(bo, OptMasquerade)
 	return a.BridgeName == b.BridgeName && a.External == b.External && a.Subnet == b.Subnet &&
 		a.Gateway == b.Gateway && a.IPRange == b.IPRange && a.MTU == b.MTU && a.ICC == b.ICC &&
-		a.SandboxGateway == b.SandboxGateway && maps.Equal(ao, bo)
+		a.SandboxGateway == b.SandboxGateway && maps.Equal(ao, bo) &&
+		a.IPv6 == b.IPv6 && a.Subnet6 == b.Subnet6 && a.Gateway6 == b.Gateway6 && a.IPRange6 == b.IPRange6 &&
+		a.SandboxGateway6 == b.SandboxGateway6
 }
 
 // updateMasquerade records a changed ip-masq on the default network without

@@ -31,7 +31,8 @@ const quarantineGrace = 2 * time.Second
 // held is one address waiting for its veth to go.
 type held struct {
 	netID    string // the address's network
-	addr     netip.Addr
+	addr     netip.Addr // IPv4, or IPv6 on an IPv6-only network: the key
+	addr6    netip.Addr // IPv6 of a dual-stack endpoint, freed with addr
 	drv      driver.Driver
 	net      *driver.Network
 	ep       *driver.Endpoint
@@ -63,10 +64,17 @@ func (e *Engine) detachEndpoint(ctx context.Context, x sbEndpoint) (*held, error
 	}
 	dn, dep := driverNetwork(x.ns.rec), driverEndpoint(x.ep)
 	linkGone, err := d.Detach(ctx, dn, dep)
-	if err != nil || linkGone == nil || x.ns.subnet == nil || e.isGlobal(x.ns.rec) || !x.ep.Address.IsValid() {
+	if err != nil || linkGone == nil || (x.ns.subnet == nil && x.ns.subnet6 == nil) || e.isGlobal(x.ns.rec) ||
+		(!x.ep.Address.IsValid() && !x.ep.Address6.IsValid()) {
 		return nil, err
 	}
-	return &held{netID: x.ns.rec.ID, addr: x.ep.Address.Addr(), drv: drv, net: dn, ep: dep, linkGone: linkGone, gone: make(chan struct{})}, nil
+	h := &held{netID: x.ns.rec.ID, addr: x.ep.Address.Addr(), drv: drv, net: dn, ep: dep, linkGone: linkGone, gone: make(chan struct{})}
+	if x.ep.Address.IsValid() {
+		h.addr6 = x.ep.Address6.Addr()
+	} else {
+		h.addr = x.ep.Address6.Addr()
+	}
+	return h, nil
 }
 
 // hold starts waiting for the links of hs to go. Their addresses must still
@@ -120,8 +128,15 @@ func (e *Engine) release(h *held) {
 	delete(q.byAddr, h.key())
 	q.mu.Unlock()
 	e.mu.Lock()
-	if ns := e.networks[h.netID]; ns != nil && ns.subnet != nil {
-		ops, err := e.releaseLocked(ns, &Endpoint{Address: netip.PrefixFrom(h.addr, 32)})
+	if ns := e.networks[h.netID]; ns != nil {
+		ep := &Endpoint{Address: netip.PrefixFrom(h.addr, h.addr.BitLen())}
+		if h.addr.Is6() {
+			ep.Address, ep.Address6 = netip.Prefix{}, ep.Address
+		}
+		if h.addr6.IsValid() {
+			ep.Address6 = netip.PrefixFrom(h.addr6, 128)
+		}
+		ops, err := e.releaseLocked(ns, ep)
 		if err == nil {
 			err = e.commit(context.Background(), ops...)
 		}

@@ -14,6 +14,10 @@ const (
 	keyIPAM      = "tether/v1/local/ipam/"
 	keySandboxes = "tether/v1/local/sandboxes/"
 	keySticky    = "tether/v1/local/sticky/"
+	// IPv6: a network's second allocator and sandboxes' sticky IPv6
+	// addresses, beside the IPv4 ones (records from before IPv6 have none).
+	keyIPAM6   = "tether/v1/local/ipam6/"
+	keySticky6 = "tether/v1/local/sticky6/"
 )
 
 // Network is the record of one network.
@@ -30,8 +34,17 @@ type Network struct {
 	IPRange    netip.Prefix          `json:"ipRange,omitzero"`
 	Gateway    netip.Addr            `json:"gateway,omitzero"`
 	Aux        map[string]netip.Addr `json:"aux,omitempty"`
-	Options    map[string]string     `json:"options,omitempty"`
-	Labels     map[string]string     `json:"labels,omitempty"`
+	// IPv6 (Docker's EnableIPv6 and its second IPAM config entry). NoIPv4
+	// marks an IPv6-only network (Docker 28's EnableIPv4=false): Subnet is
+	// zero. Subnet6 is zero on an IPv4-only network.
+	IPv6     bool                  `json:"ipv6,omitempty"`
+	NoIPv4   bool                  `json:"noIPv4,omitempty"`
+	Subnet6  netip.Prefix          `json:"subnet6,omitzero"`
+	IPRange6 netip.Prefix          `json:"ipRange6,omitzero"`
+	Gateway6 netip.Addr            `json:"gateway6,omitzero"`
+	Aux6     map[string]netip.Addr `json:"aux6,omitempty"`
+	Options  map[string]string     `json:"options,omitempty"`
+	Labels   map[string]string     `json:"labels,omitempty"`
 
 	// Derived from options at creation, kept for the driver.
 	BridgeName string `json:"bridgeName,omitempty"`
@@ -44,6 +57,8 @@ type Network struct {
 	// SandboxGateway overrides the sandboxes' default route (daemon option
 	// default-gateway); zero means Gateway.
 	SandboxGateway netip.Addr `json:"sandboxGateway,omitzero"`
+	// SandboxGateway6 is default-gateway-v6's IPv6 default route.
+	SandboxGateway6 netip.Addr `json:"sandboxGateway6,omitzero"`
 
 	// Global (overlay) networks: Scope "global", their VXLAN ID, and this
 	// host's VTEP (its advertise address) when the record was installed.
@@ -60,8 +75,11 @@ type Endpoint struct {
 	HostIfName string        `json:"hostIfName,omitempty"`
 	Address    netip.Prefix  `json:"address,omitzero"`
 	Gateway    netip.Addr    `json:"gateway,omitzero"`
+	Address6   netip.Prefix  `json:"address6,omitzero"`
+	Gateway6   netip.Addr    `json:"gateway6,omitzero"`
 	MAC        string        `json:"mac,omitempty"`
 	StaticIP   bool          `json:"staticIp,omitempty"`
+	StaticIP6  bool          `json:"staticIp6,omitempty"`
 	Aliases    []string      `json:"aliases,omitempty"`
 	Ports      []PortBinding `json:"ports,omitempty"`
 	Created    time.Time     `json:"created"`

@@ -50,6 +50,12 @@ func (e *Engine) restoreNetworks(ctx context.Context) error {
 				return fmt.Errorf("address record of network %q: %w", n.Name, err)
 			}
 		}
+		if ikv, err := e.st.Get(ctx, keyIPAM6+n.ID); err == nil {
+			ns.subnet6 = &ipam.Subnet{}
+			if err := ns.subnet6.UnmarshalBinary(ikv.Value); err != nil {
+				return fmt.Errorf("IPv6 address record of network %q: %w", n.Name, err)
+			}
+		}
 		e.networks[n.ID] = ns
 		if n.Default && !e.defaultUnchanged(ns) {
 			continue // ensureDefaultLocked rebuilds it or refuses to start
@@ -58,6 +64,9 @@ func (e *Engine) restoreNetworks(ctx context.Context) error {
 		if d == nil {
 			e.log.Error("restore network: its driver is not available (a global network without cluster-store?); leaving its kernel objects alone", "network", n.Name, "driver", n.Driver)
 			continue
+		}
+		if err := e.ensureIPv6Forwarding(n); err != nil {
+			e.log.Error("restore network", "network", n.Name, "err", err)
 		}
 		if err := d.CreateNetwork(ctx, driverNetwork(n)); err != nil {
 			e.log.Error("restore network", "network", n.Name, "err", err)

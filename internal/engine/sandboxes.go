@@ -25,6 +25,7 @@ import (
 type AttachSpec struct {
 	Network string         // name or ID
 	IP      string         // static IPv4 address; empty = allocate (sticky first)
+	IP6     string         // static IPv6 address (--ip6); empty = allocate (sticky first) on an IPv6 network
 	Aliases []string       // network-scoped names
 	Ports   []portmap.Spec // published ports (parsed once, by the front: -p or PortBindings)
 	MAC     string         // the interface's MAC; empty = derived from the address (02:42:a.b.c.d)
@@ -413,6 +414,9 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if err != nil {
 		return err
 	}
+	if err := checkStatic(ns, static); err != nil {
+		return err
+	}
 	pj, _ := drv.(driver.PairJoiner)
 	if sb.rec.Handover && (pj == nil || caps.Namespace != driver.NamespaceOwn) {
 		return forbiddenf("network %q cannot be handed over to another runtime: its driver %q makes no veth pairs", ns.rec.Name, ns.rec.Driver)
@@ -470,28 +474,54 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	return nil
 }
 
+// statics are an attach's static addresses (--ip, --ip6); zero: allocate.
+type statics struct{ v4, v6 netip.Addr }
+
 // checkAttachSpec checks what an attach asks for on its own: aliases and
-// the static address.
-func checkAttachSpec(a AttachSpec) (netip.Addr, error) {
+// the static addresses.
+func checkAttachSpec(a AttachSpec) (statics, error) {
+	var st statics
 	for _, al := range a.Aliases {
 		if err := validName("alias", al); err != nil {
-			return netip.Addr{}, err
+			return st, err
 		}
 	}
 	if _, err := parseMAC(a.MAC); err != nil {
-		return netip.Addr{}, err
+		return st, err
 	}
 	if a.IfName != "" && !ifNameRE.MatchString(a.IfName) {
-		return netip.Addr{}, invalidf("invalid interface name %q: 1-15 letters, digits, '_', '.' or '-'", a.IfName)
+		return st, invalidf("invalid interface name %q: 1-15 letters, digits, '_', '.' or '-'", a.IfName)
 	}
-	if a.IP == "" {
-		return netip.Addr{}, nil
+	if a.IP != "" {
+		v, err := netip.ParseAddr(a.IP)
+		if err != nil || !v.Is4() {
+			return st, invalidf("invalid ip %q: not an IPv4 address", a.IP)
+		}
+		st.v4 = v
 	}
-	static, err := netip.ParseAddr(a.IP)
-	if err != nil || !static.Is4() {
-		return netip.Addr{}, invalidf("invalid ip %q: not an IPv4 address", a.IP)
+	if a.IP6 != "" {
+		v, err := netip.ParseAddr(a.IP6)
+		if err != nil || !v.Is6() || v.Is4In6() || v.Zone() != "" {
+			return st, invalidf("invalid ip6 %q: not an IPv6 address", a.IP6)
+		}
+		st.v6 = v
 	}
-	return static, nil
+	return st, nil
+}
+
+// checkStatic refuses a static address of a family the network does not
+// have. Overlay networks derive an endpoint's IPv6 address from its
+// IPv4 one (docs/ipv6.md), so --ip6 is refused there.
+func checkStatic(ns *netState, st statics) error {
+	switch {
+	case st.v4.IsValid() && ns.rec.NoIPv4:
+		return invalidf("invalid ip %s: network %q is IPv6-only", st.v4, ns.rec.Name)
+	case st.v6.IsValid() && !ns.rec.IPv6:
+		return invalidf("invalid ip6 %s: network %q has no IPv6 (create it with --ipv6)", st.v6, ns.rec.Name)
+	case st.v6.IsValid() && ns.rec.Scope == ScopeGlobal:
+		return invalidf("invalid ip6 %s: on %s networks an endpoint's IPv6 address follows its IPv4 address", st.v6, ns.rec.Driver)
+	}
+	return nil
 }
 
 // attachment is an attach in progress: what reserve took and what the
@@ -509,19 +539,27 @@ type attachment struct {
 
 // reserve checks the attach against the sandbox's other endpoints and
 // takes an interface name and an address.
-func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv driver.Driver, a AttachSpec, static netip.Addr) (*attachment, error) {
+func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv driver.Driver, a AttachSpec, st statics) (*attachment, error) {
 	caps := drv.Capabilities()
 	at := &attachment{drv: drv, global: caps.Scope == driver.ScopeGlobal}
-	var sticky netip.Addr
+	static := st.v4
+	var sticky, sticky6 netip.Addr
 	if !at.global {
-		sticky = e.stickyAddr(ctx, ns.rec.ID, sb.rec.Name)
-		e.awaitRelease(ctx, ns.rec.ID, static)
-		if !static.IsValid() {
-			e.awaitRelease(ctx, ns.rec.ID, sticky)
+		sticky = e.stickyAddr(ctx, keySticky, ns.rec.ID, sb.rec.Name)
+		if ns.subnet6 != nil {
+			sticky6 = e.stickyAddr(ctx, keySticky6, ns.rec.ID, sb.rec.Name)
+		}
+		key, keySticky := static, sticky
+		if ns.rec.NoIPv4 {
+			key, keySticky = st.v6, sticky6
+		}
+		e.awaitRelease(ctx, ns.rec.ID, key)
+		if !key.IsValid() {
+			e.awaitRelease(ctx, ns.rec.ID, keySticky)
 		}
 	}
 	e.mu.Lock()
-	if err := e.checkAttach(sb, ns, caps, static); err != nil {
+	if err := e.checkAttach(sb, ns, caps, st); err != nil {
 		e.mu.Unlock()
 		return nil, err
 	}
@@ -529,7 +567,8 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 		e.mu.Unlock()
 		return nil, conflictf("sandbox %q already has an interface named %q", sb.rec.Name, a.IfName)
 	}
-	ep := &Endpoint{ID: newID(), NetworkID: ns.rec.ID, Aliases: a.Aliases, Created: time.Now().UTC(), StaticIP: static.IsValid()}
+	ep := &Endpoint{ID: newID(), NetworkID: ns.rec.ID, Aliases: a.Aliases, Created: time.Now().UTC(),
+		StaticIP: static.IsValid(), StaticIP6: st.v6.IsValid()}
 	switch {
 	case sb.rec.Handover:
 		ep.IfName = handoverIfName(ep.ID)
@@ -556,6 +595,21 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 		ep.Gateway = ns.rec.Gateway
 		ep.MAC = macFor(p.Addr())
 	}
+	if ns.subnet6 != nil {
+		p, err := ipam.SubnetAllocator{Subnet: ns.subnet6}.Reserve(ctx, ipam.Request{Static: st.v6, Sticky: sticky6})
+		if err != nil {
+			if ns.subnet != nil && ep.Address.IsValid() {
+				ns.subnet.Release(ep.Address.Addr())
+			}
+			e.mu.Unlock()
+			return nil, addrErr6(ns, st.v6, err)
+		}
+		ep.Address6 = p
+		ep.Gateway6 = ns.rec.Gateway6
+		if ep.MAC == "" {
+			ep.MAC = macFor(p.Addr())
+		}
+	}
 	ns.pending++
 	defaultRoute := caps.DefaultRoute && !ns.rec.Internal && !a.NoDefaultRoute && !e.hasDefaultRouteLocked(sb.rec)
 	e.mu.Unlock()
@@ -580,9 +634,12 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 // IPv6 off on the interface itself.
 func (e *Engine) joinEndpoint(sb *sbState, ns *netState, ep *Endpoint) *driver.Endpoint {
 	dep := driverEndpoint(ep)
-	dep.DisableIPv6 = sb.rec.Adopted
+	dep.DisableIPv6 = sb.rec.Adopted && !ep.Address6.IsValid()
 	if ns.rec.SandboxGateway.IsValid() {
 		dep.Gateway = ns.rec.SandboxGateway
+	}
+	if ns.rec.SandboxGateway6.IsValid() && ep.Address6.IsValid() {
+		dep.Gateway6 = ns.rec.SandboxGateway6
 	}
 	return dep
 }
@@ -606,13 +663,16 @@ func (e *Engine) unreserve(ctx context.Context, sb *sbState, ns *netState, at *a
 	if ns.subnet != nil && at.ep.Address.IsValid() {
 		ns.subnet.Release(at.ep.Address.Addr())
 	}
+	if ns.subnet6 != nil && at.ep.Address6.IsValid() {
+		ns.subnet6.Release(at.ep.Address6.Addr())
+	}
 	e.mu.Unlock()
 }
 
 // checkAttach: a sandbox joins a network once; a network whose driver
 // shares the host's namespace or gives none is a sandbox's only one.
 // Called with e.mu held.
-func (e *Engine) checkAttach(sb *sbState, ns *netState, caps driver.Capabilities, static netip.Addr) error {
+func (e *Engine) checkAttach(sb *sbState, ns *netState, caps driver.Capabilities, st statics) error {
 	r := sb.rec
 	if r.endpointOn(ns.rec.ID) != nil {
 		return conflictf("sandbox %q is already connected to network %q", r.Name, ns.rec.Name)
@@ -632,8 +692,8 @@ func (e *Engine) checkAttach(sb *sbState, ns *netState, caps driver.Capabilities
 	if caps.Namespace == driver.NamespaceHost && !r.HostNet {
 		return forbiddenf("sandbox %q has its own network namespace and cannot join the host network", r.Name)
 	}
-	if static.IsValid() && !caps.Addresses {
-		return invalidf("invalid ip %s: network %q has no addresses", static, ns.rec.Name)
+	if st.v4.IsValid() && !caps.Addresses {
+		return invalidf("invalid ip %s: network %q has no addresses", st.v4, ns.rec.Name)
 	}
 	return nil
 }
@@ -653,8 +713,24 @@ func addrErr(ns *netState, static netip.Addr, err error) error {
 	return err
 }
 
-func (e *Engine) stickyAddr(ctx context.Context, netID, name string) netip.Addr {
-	kv, err := e.st.Get(ctx, keySticky+netID+"/"+name)
+// addrErr6 is addrErr for the IPv6 allocator (the field is ip6).
+func addrErr6(ns *netState, static netip.Addr, err error) error {
+	var fe *ipam.FieldError
+	switch {
+	case errors.Is(err, ipam.ErrAddrInUse):
+		return conflictf("address %s is already in use on network %q", static, ns.rec.Name)
+	case errors.As(err, &fe):
+		return invalidf("network %q: invalid ip6: %v", ns.rec.Name, err)
+	case errors.Is(err, ipam.ErrNoAddress):
+		return forbiddenf("network %q has no free IPv6 address left in %s", ns.rec.Name, ns.rec.Subnet6)
+	}
+	return err
+}
+
+// stickyAddr reads the address a sandbox name last had on a network
+// (prefix keySticky or keySticky6).
+func (e *Engine) stickyAddr(ctx context.Context, prefix, netID, name string) netip.Addr {
+	kv, err := e.st.Get(ctx, prefix+netID+"/"+name)
 	if err != nil {
 		return netip.Addr{}
 	}
@@ -681,13 +757,21 @@ func (e *Engine) commitEndpoint(ctx context.Context, sb *sbState, ns *netState, 
 	defer e.mu.Unlock()
 	sb.rec.Endpoints = append(sb.rec.Endpoints, ep)
 	ops := []store.Op{e.putJSON(keySandboxes+sb.rec.ID, sb.rec)}
-	if ns.subnet != nil {
+	if ns.subnet != nil && ep.Address.IsValid() {
 		b, err := ns.subnet.MarshalBinary()
 		if err != nil {
 			return err
 		}
 		ops = append(ops, store.Put(keyIPAM+ns.rec.ID, b),
 			store.Put(keySticky+ns.rec.ID+"/"+sb.rec.Name, []byte(ep.Address.Addr().String())))
+	}
+	if ns.subnet6 != nil && ep.Address6.IsValid() {
+		b, err := ns.subnet6.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		ops = append(ops, store.Put(keyIPAM6+ns.rec.ID, b),
+			store.Put(keySticky6+ns.rec.ID+"/"+sb.rec.Name, []byte(ep.Address6.Addr().String())))
 	}
 	if err := e.commit(ctx, ops...); err != nil {
 		sb.rec.Endpoints = sb.rec.Endpoints[:len(sb.rec.Endpoints)-1]
@@ -774,15 +858,23 @@ func (e *Engine) detach(ctx context.Context, sb *sbState, ns *netState, ep *Endp
 // releaseLocked frees an endpoint's address and returns the store write of
 // the network's bitmap. Called with e.mu held.
 func (e *Engine) releaseLocked(ns *netState, ep *Endpoint) ([]store.Op, error) {
-	if ns.subnet == nil || !ep.Address.IsValid() {
-		return nil, nil
+	var ops []store.Op
+	for _, x := range []struct {
+		sub  *ipam.Subnet
+		addr netip.Prefix
+		key  string
+	}{{ns.subnet, ep.Address, keyIPAM}, {ns.subnet6, ep.Address6, keyIPAM6}} {
+		if x.sub == nil || !x.addr.IsValid() {
+			continue
+		}
+		x.sub.Release(x.addr.Addr())
+		b, err := x.sub.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, store.Put(x.key+ns.rec.ID, b))
 	}
-	ns.subnet.Release(ep.Address.Addr())
-	b, err := ns.subnet.MarshalBinary()
-	if err != nil {
-		return nil, err
-	}
-	return []store.Op{store.Put(keyIPAM+ns.rec.ID, b)}, nil
+	return ops, nil
 }
 
 func (e *Engine) publishDisconnect(sb *sbState, ns *netState) {
@@ -1006,7 +1098,7 @@ func joinInts(xs []int) string {
 func driverEndpoint(ep *Endpoint) *driver.Endpoint {
 	mac, _ := net.ParseMAC(ep.MAC)
 	return &driver.Endpoint{ID: ep.ID, IfName: ep.IfName, HostIfName: ep.HostIfName,
-		Address: ep.Address, Gateway: ep.Gateway, MAC: mac}
+		Address: ep.Address, Gateway: ep.Gateway, Address6: ep.Address6, Gateway6: ep.Gateway6, MAC: mac}
 }
 
 func driverMAC(a netip.Addr) string { return driver.MACFromIP(a).String() }

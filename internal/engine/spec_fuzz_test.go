@@ -113,7 +113,7 @@ func FuzzPorts(f *testing.F) {
 func TestBuildNetworkEmptyIPAMConfig(t *testing.T) {
 	e := bareEngine(&config.Config{})
 	n, sub, err := e.buildNetwork(NetworkSpec{Name: "n", Subnets: []SubnetSpec{{}}})
-	if err != nil || sub != nil || n.Subnet.IsValid() {
+	if err != nil || sub.v4 != nil || sub.v6 != nil || n.Subnet.IsValid() {
 		t.Fatalf("buildNetwork with an empty IPAM config = %+v, %v, %v; want a network whose subnet is chosen later", n, sub, err)
 	}
 }

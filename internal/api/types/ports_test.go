@@ -55,7 +55,7 @@ func TestPortMapToSpecsErrors(t *testing.T) {
 		{PortMap{"80/tcp": {{HostPort: "99999"}}}, `invalid host port "99999" in "80/tcp"`},
 		{PortMap{"80/sctp": nil}, `unknown protocol "sctp"`},
 		{PortMap{"": {{}}}, `empty container port`},
-		{PortMap{"80/tcp": {{HostIP: "::1", HostPort: "1"}}}, `IPv6`},
+		{PortMap{"80/tcp": {{HostIP: "fe80::1%eth0", HostPort: "1"}}}, `fe80::1%eth0`},
 		{PortMap{"80/tcp": {{HostPort: "1"}, {HostIP: "nope"}}}, `invalid host IP "nope"`},
 		{PortMap{"80/tcp": {{HostPort: "1"}}, "x/tcp": {{}}}, `invalid container port "x"`},
 	}
@@ -79,6 +79,7 @@ func TestParsePublish(t *testing.T) {
 		{[]string{"127.0.0.1::80"}, PortMap{"80/tcp": {{HostIP: "127.0.0.1"}}}},
 		{[]string{"8000-8001:80-81"}, PortMap{"80/tcp": {{HostPort: "8000"}}, "81/tcp": {{HostPort: "8001"}}}},
 		{[]string{"8080:80", "9090:80", "53/udp"}, PortMap{"80/tcp": {{HostPort: "8080"}, {HostPort: "9090"}}, "53/udp": {{}}}},
+		{[]string{"[::1]:8080:80", "[2001:db8::1]::53/udp"}, PortMap{"80/tcp": {{HostIP: "::1", HostPort: "8080"}}, "53/udp": {{HostIP: "2001:db8::1"}}}},
 	}
 	for _, tt := range tests {
 		got, err := ParsePublish(tt.in)
@@ -90,7 +91,7 @@ func TestParsePublish(t *testing.T) {
 			t.Errorf("ParsePublish(%q) = %v, want %v", tt.in, got, tt.want)
 		}
 	}
-	for _, bad := range [][]string{{"99999:80"}, {"80", "80/sctp"}, {""}, {"[::1]:80:80"}} {
+	for _, bad := range [][]string{{"99999:80"}, {"80", "80/sctp"}, {""}, {"::1:80:80"}} {
 		if got, err := ParsePublish(bad); err == nil || got != nil || !errors.Is(err, portspec.ErrInvalid) {
 			t.Errorf("ParsePublish(%q) = %v, %v; want an ErrInvalid error", bad, got, err)
 		}

@@ -28,6 +28,7 @@ type SandboxCreateRequest struct {
 type NetworkAttach struct {
 	Network string   `json:"Network"`
 	IP      string   `json:"IPv4Address,omitempty"`
+	IP6     string   `json:"IPv6Address,omitempty"` // static IPv6 address (--ip6) on a network with IPv6
 	Aliases []string `json:"Aliases,omitempty"`
 	// PortBindings publishes ports on this network, in Docker's shape.
 	PortBindings PortMap `json:"PortBindings,omitempty"`
@@ -48,8 +49,12 @@ type SandboxEndpoint struct {
 	IPAddress   netip.Addr `json:"IPAddress,omitzero"`
 	IPPrefixLen int        `json:"IPPrefixLen"`
 	Gateway     netip.Addr `json:"Gateway,omitzero"`
-	MacAddress  string     `json:"MacAddress,omitempty"`
-	Aliases     []string   `json:"Aliases"`
+	// IPv6, with Docker's container-inspect names.
+	GlobalIPv6Address   netip.Addr `json:"GlobalIPv6Address,omitzero"`
+	GlobalIPv6PrefixLen int        `json:"GlobalIPv6PrefixLen"`
+	IPv6Gateway         netip.Addr `json:"IPv6Gateway,omitzero"`
+	MacAddress          string     `json:"MacAddress,omitempty"`
+	Aliases             []string   `json:"Aliases"`
 }
 
 // SandboxProcess is a process Tether started in a sandbox.
