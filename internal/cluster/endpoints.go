@@ -33,8 +33,12 @@ type EndpointRecord struct {
 	SandboxName string       `json:"sandboxName"`
 	Aliases     []string     `json:"aliases,omitempty"`
 	Address     netip.Prefix `json:"address"`
-	MAC         string       `json:"mac"`
-	Created     time.Time    `json:"created"`
+	// Address6 is the endpoint's IPv6 address on a dual-stack network: the
+	// network's Subnet6 at Address's offset (NetworkRecord.Address6), set
+	// by the cluster when it publishes the record; zero otherwise.
+	Address6 netip.Prefix `json:"address6,omitzero"`
+	MAC      string       `json:"mac"`
+	Created  time.Time    `json:"created"`
 }
 
 // HardwareAddr parses MAC.
@@ -102,6 +106,7 @@ func (c *Cluster) AddressAllocator(r AddressRequest) *ipam.StoreAllocator {
 		a.Ops = func(addr netip.Addr) []store.Op {
 			ep := *r.Publish
 			ep.Address, ep.MAC = netip.PrefixFrom(addr, n.Subnet.Bits()), r.MACFor(addr)
+			ep.Address6, _ = n.Address6(addr) // addr is in n.Subnet, Subnet6 was checked at creation
 			ep.Node, ep.NodeName, ep.VTEP = c.self.ID, c.self.Name, c.self.Addr
 			b, _ := json.Marshal(ep)
 			return []store.Op{store.Put(endpointKey(n.ID, ep.ID), b),
@@ -145,7 +150,7 @@ func (c *Cluster) ReleaseAddress(ctx context.Context, netID string, a netip.Addr
 
 // PutEndpoint publishes an endpoint whose address this node claimed. It
 // fails if the network is being removed or the claim is not this
-// endpoint's.
+// endpoint's. Its Address6 is set from the network (derived from Address).
 func (c *Cluster) PutEndpoint(ctx context.Context, ep EndpointRecord) error {
 	n, rev, err := c.getNetwork(ctx, ep.NetworkID)
 	if err != nil {
@@ -159,6 +164,9 @@ func (c *Cluster) PutEndpoint(ctx context.Context, ep EndpointRecord) error {
 	var cl Claim
 	if json.Unmarshal(kv.Value, &cl) != nil || cl.Node != c.self.ID || cl.Endpoint != ep.ID {
 		return fmt.Errorf("address %s on network %q is claimed by another endpoint: %w", ep.Address.Addr(), n.Name, ErrAddrInUse)
+	}
+	if ep.Address6, err = n.Address6(ep.Address.Addr()); err != nil {
+		return fmt.Errorf("publish endpoint of %q on network %q: %w", ep.SandboxName, n.Name, err)
 	}
 	ep.Node, ep.NodeName, ep.VTEP = c.self.ID, c.self.Name, c.self.Addr
 	b, _ := json.Marshal(ep)

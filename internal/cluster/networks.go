@@ -33,12 +33,17 @@ var (
 
 // NetworkRecord is a global network as every node sees it.
 type NetworkRecord struct {
-	ID         string            `json:"id"`
-	Name       string            `json:"name"`
-	Driver     string            `json:"driver"`
-	VNI        int               `json:"vni"`
-	Subnet     netip.Prefix      `json:"subnet"`
-	Gateway    netip.Addr        `json:"gateway"`
+	ID      string       `json:"id"`
+	Name    string       `json:"name"`
+	Driver  string       `json:"driver"`
+	VNI     int          `json:"vni"`
+	Subnet  netip.Prefix `json:"subnet"`
+	Gateway netip.Addr   `json:"gateway"`
+	// Subnet6 and Gateway6 are a dual-stack network's IPv6 side (zero on
+	// an IPv4-only network, and in records written before IPv6). An
+	// endpoint's IPv6 address is derived from its IPv4 one (Address6).
+	Subnet6    netip.Prefix      `json:"subnet6,omitzero"`
+	Gateway6   netip.Addr        `json:"gateway6,omitzero"`
 	Created    time.Time         `json:"created"`
 	Internal   bool              `json:"internal,omitempty"`
 	Attachable bool              `json:"attachable,omitempty"`
@@ -73,13 +78,16 @@ func (c *Cluster) Networks(ctx context.Context) ([]NetworkRecord, error) {
 // SubnetChooser picks a free subnet given the global networks' subnets.
 type SubnetChooser func(taken []netip.Prefix) (netip.Prefix, error)
 
-// CreateNetwork records n cluster-wide. Its name, VNI and subnet are claimed
-// in the same transaction as the record, so two nodes creating networks at
-// once never share any of them. A zero n.Subnet is chosen by choose; a zero
-// n.VNI is the lowest free one; a zero gateway is the subnet's first host.
-// The gateway address is claimed (reserved) as Docker's overlay does.
+// CreateNetwork records n cluster-wide. Its name, VNI and subnets are
+// claimed in the same transaction as the record, so two nodes creating
+// networks at once never share any of them. A zero n.Subnet is chosen by
+// choose; a zero n.VNI is the lowest free one; a zero gateway is the
+// subnet's first host. The gateway address is claimed (reserved) as
+// Docker's overlay does. n.Subnet6, when set, is never chosen here (the
+// caller picks it); a zero n.Gateway6 is the IPv6 address at the gateway's
+// offset (see ipv6.go), which its IPv4 claim reserves with it.
 func (c *Cluster) CreateNetwork(ctx context.Context, n NetworkRecord, choose SubnetChooser) (NetworkRecord, error) {
-	wantVNI, wantSubnet, wantGateway := n.VNI, n.Subnet, n.Gateway
+	wantVNI, wantSubnet, wantGateway, wantGateway6 := n.VNI, n.Subnet, n.Gateway, n.Gateway6
 	for range 20 {
 		nets, err := c.Networks(ctx)
 		if err != nil {
@@ -104,6 +112,9 @@ func (c *Cluster) CreateNetwork(ctx context.Context, n NetworkRecord, choose Sub
 			if o.Subnet.Overlaps(n.Subnet) {
 				return n, fmt.Errorf("subnet %s overlaps network %q (%s): %w", n.Subnet, o.Name, o.Subnet, ErrSubnetInUse)
 			}
+			if o.Subnet6.Overlaps(n.Subnet6) {
+				return n, fmt.Errorf("subnet6 %s overlaps network %q (%s): %w", n.Subnet6, o.Name, o.Subnet6, ErrSubnetInUse)
+			}
 		}
 		n.VNI = wantVNI
 		if n.VNI == 0 {
@@ -122,15 +133,26 @@ func (c *Cluster) CreateNetwork(ctx context.Context, n NetworkRecord, choose Sub
 		if !n.Subnet.Contains(n.Gateway) {
 			return n, fmt.Errorf("gateway %s outside subnet %s: %w", n.Gateway, n.Subnet, ErrOutOfSubnet)
 		}
+		n.Gateway6 = wantGateway6
+		if n.Subnet6.IsValid() && !n.Gateway6.IsValid() {
+			n.Gateway6, _ = Derive6(n.Subnet, n.Subnet6, n.Gateway) // checked just below
+		}
+		if err := checkSubnet6(n); err != nil {
+			return n, fmt.Errorf("network %q: %w", n.Name, err)
+		}
 		n.CreatedBy = c.self.ID
 		b, _ := json.Marshal(n)
 		gw, _ := json.Marshal(Claim{Node: c.self.ID, Gateway: true})
 		vniKey := keyVNIs + strconv.Itoa(n.VNI)
-		_, err = c.st.Txn(ctx,
-			[]store.Cmp{store.Absent(keyNetNames + n.Name), store.Absent(vniKey), store.Absent(subnetKey(n.Subnet.Masked()))},
-			[]store.Op{store.Put(keyNetworks+n.ID, b), store.Put(keyNetNames+n.Name, []byte(n.ID)),
-				store.Put(vniKey, []byte(n.ID)), store.Put(subnetKey(n.Subnet.Masked()), []byte(n.ID)),
-				store.Put(addrKey(n.ID, n.Gateway), gw)})
+		cmps := []store.Cmp{store.Absent(keyNetNames + n.Name), store.Absent(vniKey), store.Absent(subnetKey(n.Subnet.Masked()))}
+		ops := []store.Op{store.Put(keyNetworks+n.ID, b), store.Put(keyNetNames+n.Name, []byte(n.ID)),
+			store.Put(vniKey, []byte(n.ID)), store.Put(subnetKey(n.Subnet.Masked()), []byte(n.ID)),
+			store.Put(addrKey(n.ID, n.Gateway), gw)}
+		if n.Subnet6.IsValid() {
+			cmps = append(cmps, store.Absent(subnetKey(n.Subnet6)))
+			ops = append(ops, store.Put(subnetKey(n.Subnet6), []byte(n.ID)))
+		}
+		_, err = c.st.Txn(ctx, cmps, ops)
 		if err == nil {
 			return n, nil
 		}
@@ -200,6 +222,9 @@ func (c *Cluster) RemoveNetwork(ctx context.Context, id string) error {
 	}
 	ops := []store.Op{store.Delete(keyNetworks + id), store.Delete(keyNetNames + n.Name),
 		store.Delete(keyVNIs + strconv.Itoa(n.VNI)), store.Delete(subnetKey(n.Subnet.Masked()))}
+	if n.Subnet6.IsValid() {
+		ops = append(ops, store.Delete(subnetKey(n.Subnet6.Masked())))
+	}
 	for _, pfx := range []string{keyAddrs + id + "/", keySticky + id + "/"} {
 		kvs, err := c.st.List(ctx, pfx)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/netip"
 	"strings"
@@ -79,7 +80,46 @@ func wantNetwork(n NetworkRecord) error {
 	case !n.Gateway.Is4() || !s.Contains(n.Gateway) || n.Gateway == s.Addr() || n.Gateway == last(s):
 		return fmt.Errorf("gateway %v not a host address of %v", n.Gateway, s)
 	}
+	return wantNetwork6(n)
+}
+
+// wantNetwork6: no IPv6 side, or an IPv6 /48../124 subnet with host bits
+// clear and room for every IPv4 offset, and a gateway in it that no
+// endpoint's derived address can be (the IPv4 gateway's offset or one
+// past the IPv4 subnet's size).
+func wantNetwork6(n NetworkRecord) error {
+	s6, g := n.Subnet6, n.Gateway6
+	if !s6.IsValid() {
+		if g.IsValid() {
+			return fmt.Errorf("gateway6 %v without subnet6", g)
+		}
+		return nil
+	}
+	switch {
+	case !s6.Addr().Is6() || s6.Addr().Is4In6() || s6.Addr().Zone() != "" || s6 != s6.Masked() || s6.Bits() < 48 || s6.Bits() > 124:
+		return fmt.Errorf("subnet6 %v not an IPv6 network /48../124", s6)
+	case 128-s6.Bits() < 32-n.Subnet.Bits():
+		return fmt.Errorf("subnet6 %v smaller than %v", s6, n.Subnet)
+	case !g.Is6() || g.Is4In6() || g.Zone() != "" || !s6.Contains(g) || g == s6.Addr():
+		return fmt.Errorf("gateway6 %v not a host address of %v", g, s6)
+	}
+	off := new(big.Int).Sub(bigOf(g), bigOf(s6.Addr()))
+	size := big.NewInt(1 << (32 - n.Subnet.Bits()))
+	if off.Cmp(size) < 0 && g != derive6(n.Subnet, s6, n.Gateway) {
+		return fmt.Errorf("gateway6 %v at offset %v, an IPv4 address's", g, off)
+	}
 	return nil
+}
+
+func bigOf(a netip.Addr) *big.Int { b := a.As16(); return new(big.Int).SetBytes(b[:]) }
+
+// derive6 adds a's offset in s to s6's first address, with big integers.
+func derive6(s, s6 netip.Prefix, a netip.Addr) netip.Addr {
+	b4, a4 := s.Addr().As4(), a.As4()
+	off := new(big.Int).Sub(new(big.Int).SetBytes(a4[:]), new(big.Int).SetBytes(b4[:]))
+	var out [16]byte
+	new(big.Int).Add(bigOf(s6.Addr()), off).FillBytes(out[:])
+	return netip.AddrFrom16(out)
 }
 
 // wantPeer is what AddPeer needs, plus what only the cluster knows: the
@@ -103,6 +143,8 @@ func wantPeer(n NetworkRecord, ep EndpointRecord, nodes map[string]netip.Addr) e
 		return fmt.Errorf("VTEP %v not a remote unicast IPv4 address", ep.VTEP)
 	case nodes[ep.Node] != ep.VTEP:
 		return fmt.Errorf("VTEP %v is not node %q's address %v", ep.VTEP, ep.Node, nodes[ep.Node])
+	case ep.Address6.IsValid() && (!n.Subnet6.IsValid() || ep.Address6 != netip.PrefixFrom(derive6(n.Subnet, n.Subnet6, a), n.Subnet6.Bits())):
+		return fmt.Errorf("address6 %v is not %v's in %v", ep.Address6, a, n.Subnet6)
 	}
 	return nil
 }
@@ -146,6 +188,9 @@ const (
 	goodNode = `{"id":"other","name":"host-b","addr":"198.18.0.2","port":2376,"startedAt":"2026-01-01T00:00:00Z"}`
 	goodNet  = `{"id":"net","name":"ov","driver":"overlay","vni":4096,"subnet":"10.99.0.0/24","gateway":"10.99.0.1","created":"2026-01-01T00:00:00Z","createdBy":"other"}`
 	goodEp   = `{"id":"ep","networkId":"net","node":"other","nodeName":"host-b","vtep":"198.18.0.2","sandboxId":"s1","sandboxName":"web","address":"10.99.0.2/24","mac":"02:42:0a:63:00:02","created":"2026-01-01T00:00:00Z"}`
+	// dual stack
+	goodNet6 = `{"id":"net","name":"ov","driver":"overlay","vni":4096,"subnet":"10.99.0.0/24","gateway":"10.99.0.1","subnet6":"fd00:99::/64","gateway6":"fd00:99::1","created":"2026-01-01T00:00:00Z","createdBy":"other"}`
+	goodEp6  = `{"id":"ep","networkId":"net","node":"other","nodeName":"host-b","vtep":"198.18.0.2","sandboxId":"s1","sandboxName":"web","address":"10.99.0.2/24","address6":"fd00:99::2/64","mac":"02:42:0a:63:00:02","created":"2026-01-01T00:00:00Z"}`
 )
 
 // FuzzWatcherRecordBytes: arbitrary bytes as the values of a node, a
@@ -157,6 +202,11 @@ func FuzzWatcherRecordBytes(f *testing.F) {
 	f.Add([]byte(goodNode), []byte(`{"id":"net","vni":-1,"subnet":"0.0.0.0/0"}`), []byte(goodEp))
 	f.Add([]byte(goodNode), []byte(goodNet), []byte(`{"id":"ep","networkId":"net","node":"other","vtep":"127.0.0.1","address":"8.8.8.8/32","mac":"ff:ff:ff:ff:ff:ff"}`))
 	f.Add([]byte(goodNode), []byte(goodNet[:40]), []byte(goodEp[:40]))
+	f.Add([]byte(goodNode), []byte(goodNet6), []byte(goodEp6))
+	f.Add([]byte(goodNode), []byte(goodNet), []byte(goodEp6))
+	f.Add([]byte(goodNode), []byte(goodNet6), []byte(strings.Replace(goodEp6, "fd00:99::2/64", "fd00:99::1/64", 1)))
+	f.Add([]byte(goodNode), []byte(strings.Replace(goodNet6, "fd00:99::/64", "::/0", 1)), []byte(goodEp6))
+	f.Add([]byte(goodNode), []byte(strings.Replace(goodNet6, "fd00:99::/64", "fd00:99::/125", 1)), []byte(goodEp6))
 	f.Fuzz(func(t *testing.T, nodeVal, netVal, epVal []byte) {
 		feedRecords(t, nodeVal, netVal, epVal)
 	})
@@ -188,6 +238,30 @@ func FuzzWatcherRecordFields(f *testing.F) {
 		nw := fmt.Sprintf(`{"id":"net","name":"ov","vni":%d,"subnet":%s,"gateway":%s}`, vni, q(subnet), q(gateway))
 		ep := fmt.Sprintf(`{"id":"ep","networkId":"net","node":"other","vtep":%s,"sandboxName":"web","address":%s,"mac":%s}`, q(vtep), q(addr), q(mac))
 		feedRecords(t, []byte(node), []byte(nw), []byte(ep))
+	})
+}
+
+// FuzzWatcherRecordFields6: a dual-stack network and endpoint with fuzzed
+// IPv6 fields (and IPv4 ones, as the derivation depends on both).
+func FuzzWatcherRecordFields6(f *testing.F) {
+	f.Add("10.99.0.0/24", "10.99.0.1", "fd00:99::/64", "fd00:99::1", "10.99.0.2/24", "fd00:99::2/64")
+	f.Add("10.99.0.0/24", "10.99.0.1", "fd00:99::/64", "fd00:99::1", "10.99.0.2/24", "")
+	f.Add("10.99.0.0/24", "10.99.0.1", "", "", "10.99.0.2/24", "fd00:99::2/64")
+	f.Add("10.99.0.0/24", "10.99.0.1", "fd00:99::/64", "fd00:99::1", "10.99.0.2/24", "fd00:99::1/64")
+	f.Add("10.99.0.0/24", "10.99.0.1", "fd00:99::/64", "fd00:99::1", "10.99.0.2/24", "fd00:99::2/128")
+	f.Add("10.99.0.0/24", "10.99.0.1", "fd00:99::/64", "fd00:99::2", "10.99.0.2/24", "fd00:99::2/64")
+	f.Add("10.99.0.0/24", "10.99.0.1", "fd00:99::/64", "fd00:99::1:0", "10.99.0.2/24", "fd00:99::2/64")
+	f.Add("10.0.0.0/8", "10.0.0.1", "fd00:99::/104", "fd00:99::1", "10.1.2.3/8", "fd00:99::1:203/104")
+	f.Add("10.0.0.0/8", "10.0.0.1", "fd00:99::/105", "fd00:99::1", "10.1.2.3/8", "fd00:99::1:203/105")
+	f.Add("10.99.0.0/24", "10.99.0.1", "fd00:99::1/64", "fd00:99::1", "10.99.0.2/24", "fd00:99::2/64")
+	f.Add("10.99.0.0/24", "10.99.0.1", "::ffff:10.99.0.0/120", "::ffff:10.99.0.1", "10.99.0.2/24", "::ffff:10.99.0.2/120")
+	f.Add("10.99.0.0/24", "10.99.0.1", "fe80::/64", "fe80::1%eth0", "10.99.0.2/24", "fe80::2/64")
+	f.Add("10.99.0.0/24", "10.99.0.1", "::/0", "::1", "10.99.0.2/24", "::2/0")
+	f.Fuzz(func(t *testing.T, subnet, gateway, subnet6, gateway6, addr, addr6 string) {
+		q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+		nw := fmt.Sprintf(`{"id":"net","name":"ov","vni":4096,"subnet":%s,"gateway":%s,"subnet6":%s,"gateway6":%s}`, q(subnet), q(gateway), q(subnet6), q(gateway6))
+		ep := fmt.Sprintf(`{"id":"ep","networkId":"net","node":"other","vtep":"198.18.0.2","sandboxName":"web","address":%s,"address6":%s,"mac":"02:42:0a:63:00:02"}`, q(addr), q(addr6))
+		feedRecords(t, []byte(goodNode), []byte(nw), []byte(ep))
 	})
 }
 
@@ -241,5 +315,34 @@ func TestWatcherRejectsRecordUnderAnotherKey(t *testing.T) {
 	}
 	if got := feedRecords(t, []byte(goodNode), []byte(goodNet), []byte(goodEp)); got != 1 {
 		t.Errorf("the well-formed records gave %d peers, want 1", got)
+	}
+}
+
+// Dual-stack records: the well-formed pair gives a peer; an IPv6 address
+// that is not the derived one, or on a network without subnet6, and a
+// network whose IPv6 side is malformed, give none.
+func TestWatcherDualStackRecords(t *testing.T) {
+	tests := []struct {
+		name     string
+		nw, ep   string
+		wantPeer bool
+	}{
+		{"good", goodNet6, goodEp6, true},
+		{"IPv4-only endpoint on a dual-stack network", goodNet6, goodEp, true},
+		{"address6 on an IPv4-only network", goodNet, goodEp6, false},
+		{"address6 not the derived one", goodNet6, strings.Replace(goodEp6, "fd00:99::2/64", "fd00:99::3/64", 1), false},
+		{"address6 the gateway's", goodNet6, strings.Replace(goodEp6, "fd00:99::2/64", "fd00:99::1/64", 1), false},
+		{"address6 with another prefix length", goodNet6, strings.Replace(goodEp6, "fd00:99::2/64", "fd00:99::2/128", 1), false},
+		{"subnet6 too small", strings.Replace(goodNet6, "fd00:99::/64", "fd00:99::/125", 1), goodEp, false},
+		{"subnet6 not canonical", strings.Replace(goodNet6, "fd00:99::/64", "fd00:99::1/64", 1), goodEp, false},
+		{"gateway6 outside", strings.Replace(goodNet6, `"gateway6":"fd00:99::1"`, `"gateway6":"fd00:98::1"`, 1), goodEp, false},
+		{"gateway6 an endpoint's", strings.Replace(goodNet6, `"gateway6":"fd00:99::1"`, `"gateway6":"fd00:99::2"`, 1), goodEp, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := feedRecords(t, []byte(goodNode), []byte(tt.nw), []byte(tt.ep)); (got == 1) != tt.wantPeer {
+				t.Errorf("peers given to the listener = %d, want the peer: %v", got, tt.wantPeer)
+			}
+		})
 	}
 }

@@ -26,8 +26,9 @@ const (
 
 // checkNetworkRecord refuses a network record the kernel must not get: no
 // ID, a VNI outside 1..MaxVNI, a subnet that is not an IPv4 network of /8
-// to /30 with its host bits clear, or a gateway that is not a host address
-// of the subnet.
+// to /30 with its host bits clear, a gateway that is not a host address
+// of the subnet, or an IPv6 side that CreateNetwork would refuse
+// (checkSubnet6).
 func checkNetworkRecord(n NetworkRecord) error {
 	s := n.Subnet
 	switch {
@@ -40,7 +41,7 @@ func checkNetworkRecord(n NetworkRecord) error {
 	case !hostOf(s, n.Gateway):
 		return fmt.Errorf("gateway %v is not a host address of %v", n.Gateway, s)
 	}
-	return nil
+	return checkSubnet6(n)
 }
 
 // checkEndpointRecord refuses a remote endpoint the kernel must not get on
@@ -49,8 +50,9 @@ func checkNetworkRecord(n NetworkRecord) error {
 // non-zero Ethernet address; its VTEP a unicast IPv4 address equal to the
 // address its node advertises (nodeAddr, invalid when the node's record is
 // unreadable), so a record cannot send a peer's frames to a host of its
-// choosing. (A VTEP equal to this node's own is refused by the overlay
-// driver.)
+// choosing. Its Address6, when set, must be the one derived from its
+// address on a dual-stack network, so it is as unique as the IPv4 claim.
+// (A VTEP equal to this node's own is refused by the overlay driver.)
 func checkEndpointRecord(n NetworkRecord, ep EndpointRecord, nodeAddr netip.Addr) error {
 	a, v := ep.Address.Addr(), ep.VTEP
 	mac, macErr := net.ParseMAC(ep.MAC)
@@ -65,6 +67,10 @@ func checkEndpointRecord(n NetworkRecord, ep EndpointRecord, nodeAddr netip.Addr
 		return fmt.Errorf("VTEP %v is not a unicast IPv4 address", v)
 	case v != nodeAddr:
 		return fmt.Errorf("VTEP %v is not the address %v node %q advertises", v, nodeAddr, ep.Node)
+	case ep.Address6.IsValid():
+		if want, err := n.Address6(a); err != nil || ep.Address6 != want {
+			return fmt.Errorf("IPv6 address %v is not %v, the one derived from %v in subnet6 %v", ep.Address6, want, a, n.Subnet6)
+		}
 	}
 	return nil
 }

@@ -23,7 +23,9 @@ type Listener interface {
 	// NetworkRemoved is called when a global network is gone.
 	NetworkRemoved(n NetworkRecord)
 	// PeerAdded is called for an endpoint on another live node (new, or
-	// changed: same ID, new address/MAC/VTEP/names).
+	// changed: same ID, new address/IPv6 address/MAC/VTEP/names). Its
+	// Address6 is valid only on a dual-stack network, and then is the
+	// network's Subnet6 at Address's offset (checked).
 	PeerAdded(ep EndpointRecord)
 	// PeerRemoved is called when such an endpoint is withdrawn or its node's
 	// lease expired.
@@ -342,12 +344,13 @@ func (w *Watcher) apply() {
 }
 
 func samePeer(a, b EndpointRecord) bool {
-	return a.Address == b.Address && a.MAC == b.MAC && a.VTEP == b.VTEP && a.SandboxName == b.SandboxName &&
+	return a.Address == b.Address && a.Address6 == b.Address6 && a.MAC == b.MAC && a.VTEP == b.VTEP && a.SandboxName == b.SandboxName &&
 		slices.Equal(a.Aliases, b.Aliases) && a.NetworkID == b.NetworkID
 }
 
 func sameNetwork(a, b NetworkRecord) bool {
-	return a.Name == b.Name && a.VNI == b.VNI && a.Subnet == b.Subnet && a.Gateway == b.Gateway && a.Internal == b.Internal
+	return a.Name == b.Name && a.VNI == b.VNI && a.Subnet == b.Subnet && a.Gateway == b.Gateway &&
+		a.Subnet6 == b.Subnet6 && a.Gateway6 == b.Gateway6 && a.Internal == b.Internal
 }
 
 // Endpoints returns every endpoint of a network known to the watcher (all

@@ -30,6 +30,7 @@ import (
 //	ip link add vtoXXXX mtu M type veth peer name IFNAME mtu M address MAC netns SANDBOX
 //	ip link set vtoXXXX alias tether:EP addrgenmode none master tov-VNI up
 //	(in sandbox) ip addr add ADDR dev IFNAME; ip link set IFNAME up; ip link set lo up
+//	(dual stack, in sandbox) sysctl accept_ra=0 disable_ipv6=0 on IFNAME; ip addr add ADDR6 dev IFNAME nodad
 //
 // M is the bridge's MTU (underlay-50, see CreateNetwork). No route is added:
 // an overlay sandbox's default route is on another network's interface, and
@@ -40,6 +41,9 @@ import (
 // failure a veth this call created is deleted.
 func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) (err error) {
 	if err := checkNetwork(n); err != nil {
+		return err
+	}
+	if err := checkEndpoint6(n, ep); err != nil {
 		return err
 	}
 	br, err := d.ownLink(n, BridgeName(n.VNI), "bridge")
@@ -67,7 +71,7 @@ func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoin
 			}
 		}()
 	}
-	if err := d.wireHostEnd(host, br, ep, mtu); err != nil {
+	if err := d.wireHostEnd(n, host, br, ep, mtu); err != nil {
 		return err
 	}
 	return configureSandboxEnd(sb, nsPath, ep, mtu, created)
@@ -176,12 +180,13 @@ func (d *Driver) findHostEnd(ep *driver.Endpoint) (netlink.Link, error) {
 	return nil, nil
 }
 
-// wireHostEnd turns IPv6 off on the host end (bridge.IPv6Off, every time:
-// it repairs a link an older version left with IPv6 on), marks it, puts it
-// on the bridge and brings it up, changing only what is not so already.
-func (d *Driver) wireHostEnd(l, br netlink.Link, ep *driver.Endpoint, mtu int) error {
+// wireHostEnd sets IPv6 on the host end as n wants it (hostIPv6: off, or
+// on without an address; every time: it repairs a link an older version
+// left otherwise), marks it, puts it on the bridge and brings it up,
+// changing only what is not so already.
+func (d *Driver) wireHostEnd(n *driver.Network, l, br netlink.Link, ep *driver.Endpoint, mtu int) error {
 	a := l.Attrs()
-	if err := bridge.IPv6Off(d.h, d.ns, l); err != nil { // before it is ever up
+	if err := d.hostIPv6(n, l); err != nil { // before it is ever up
 		return err
 	}
 	if a.Alias != driver.LinkMarker(ep.ID) {
@@ -212,7 +217,7 @@ func configureSandboxEnd(sb *netlink.Handle, nsPath string, ep *driver.Endpoint,
 	if len(ep.MAC) == 0 {
 		ep.MAC = link.Attrs().HardwareAddr
 	}
-	if created && ep.DisableIPv6 {
+	if created && ep.DisableIPv6 && !ep.Address6.IsValid() {
 		_ = tns.Do(nsPath, func() error {
 			return os.WriteFile("/proc/sys/net/ipv6/conf/"+ep.IfName+"/disable_ipv6", []byte("1"), 0o644)
 		})
@@ -226,6 +231,11 @@ func configureSandboxEnd(sb *netlink.Handle, nsPath string, ep *driver.Endpoint,
 		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ep.Address.Addr().AsSlice(), Mask: net.CIDRMask(ep.Address.Bits(), ep.Address.Addr().BitLen())}}
 		if err := sb.AddrReplace(link, addr); err != nil {
 			return fmt.Errorf("address %s on %q: %w", ep.Address, ep.IfName, err)
+		}
+	}
+	if ep.Address6.IsValid() {
+		if err := sandboxIPv6(sb, nsPath, link, ep); err != nil {
+			return err
 		}
 	}
 	if link.Attrs().Flags&net.FlagUp == 0 {
@@ -321,7 +331,7 @@ func (d *Driver) JoinPair(ctx context.Context, n *driver.Network, ep *driver.End
 			_ = d.h.LinkDel(host)
 		}
 	}()
-	return d.wireHostEnd(host, br, ep, mtu)
+	return d.wireHostEnd(n, host, br, ep, mtu)
 }
 
 // PairAlive reports whether the endpoint's host end exists and is marked

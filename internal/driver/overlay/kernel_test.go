@@ -624,3 +624,130 @@ func TestCreateNetworkRollsBack(t *testing.T) {
 		t.Errorf("foreign device gone:\n%s", out)
 	}
 }
+
+// TestDualStack: a dual-stack network on two hosts (and a second sandbox
+// on the first): IPv6 pings between sandboxes across hosts through VXLAN,
+// with the neighbour solicitations answered by the VXLAN device's proxy
+// from the IPv6 neighbour entries AddPeer programs (there is no other way
+// over: no FDB entry takes multicast), and on one host over the bridge;
+// the full-size IPv6 packet passes; IPv6 is on without addresses on the
+// host-side links; Peers reads IP6 back; removing a peer removes its IPv6
+// entry and a Join repairs a lost IPv6 address.
+func TestDualStack(t *testing.T) {
+	_, h1, h2 := setup(t, 1500)
+	id := ot.NewID()
+	n1, n2 := h1.DualStackNetwork(id, 900, "10.86.0.0/24", "fd00:86::/64"), h2.DualStackNetwork(id, 900, "10.86.0.0/24", "fd00:86::/64")
+	h1.CreateNetwork(t, n1)
+	h2.CreateNetwork(t, n2)
+	a, b := h1.Join6(t, n1, "10.86.0.2/24", "fd00:86::2/64"), h2.Join6(t, n2, "10.86.0.3/24", "fd00:86::3/64")
+	c := h1.Join6(t, n1, "10.86.0.4/24", "fd00:86::4/64")
+	ot.Mesh(t, a, b, c)
+	ot.MustPing(t, a.NS, b.Addr6())
+	ot.MustPing(t, b.NS, a.Addr6())
+	ot.MustPing(t, b.NS, c.Addr6())
+	ot.MustPing(t, a.NS, c.Addr6()) // same host: over the bridge
+	ot.MustPing(t, a.NS, b.Addr())
+	// 1450 - 40 (IPv6) - 8 (ICMPv6) fits, one byte more does not
+	ot.MustPing(t, a.NS, b.Addr6(), "-M", "do", "-s", "1402")
+	ot.MustNotPing(t, a.NS, b.Addr6(), "-M", "do", "-s", "1403")
+
+	vx := linkByName(t, h1.H, overlay.VxlanName(900))
+	br := linkByName(t, h1.H, overlay.BridgeName(900))
+	t.Run("IPv6 on without addresses on host-side links", func(t *testing.T) {
+		for _, l := range []string{vx.Attrs().Name, br.Attrs().Name, a.EP.HostIfName} {
+			for key, want := range map[string]string{"disable_ipv6": "0", "accept_ra": "0"} {
+				out, err := testutil.InNS(h1.NS, "cat", "/proc/sys/net/ipv6/conf/"+l+"/"+key)
+				if err != nil || strings.TrimSpace(out) != want {
+					t.Errorf("%s %s = %q (%v), want %s", l, key, strings.TrimSpace(out), err, want)
+				}
+			}
+			addrs, err := h1.H.AddrList(linkByName(t, h1.H, l), netlink.FAMILY_ALL)
+			if err != nil || len(addrs) != 0 {
+				t.Errorf("addresses on %s: %v %v", l, addrs, err)
+			}
+		}
+	})
+	t.Run("sandbox end", func(t *testing.T) {
+		for key, want := range map[string]string{"disable_ipv6": "0", "accept_ra": "0"} {
+			out, err := testutil.InNS(a.NS, "cat", "/proc/sys/net/ipv6/conf/eth0/"+key)
+			if err != nil || strings.TrimSpace(out) != want {
+				t.Errorf("eth0 %s = %q (%v), want %s", key, strings.TrimSpace(out), err, want)
+			}
+		}
+		out := testutil.Must(t, "ip", "-n", a.NS, "-6", "addr", "show", "dev", "eth0", "scope", "global")
+		if !strings.Contains(out, "inet6 fd00:86::2/64") || !strings.Contains(out, "nodad") {
+			t.Errorf("eth0's global IPv6 addresses:\n%s\nwant fd00:86::2/64 nodad", out)
+		}
+		if out := testutil.Must(t, "ip", "-n", a.NS, "-6", "route", "show", "default"); strings.TrimSpace(out) != "" {
+			t.Errorf("IPv6 default route in the sandbox: %s", out)
+		}
+		// b's address was resolved to b's MAC, by the VXLAN device's proxy
+		out = testutil.Must(t, "ip", "-n", a.NS, "-6", "neigh", "show", b.Addr6())
+		if !strings.Contains(out, "lladdr "+b.EP.MAC.String()) {
+			t.Errorf("neighbour %s in %s: %q, want lladdr %s", b.Addr6(), a.NS, out, b.EP.MAC)
+		}
+	})
+	t.Run("IPv6 neighbour entry and Peers", func(t *testing.T) {
+		out := testutil.Must(t, "ip", "-n", h1.NS, "-6", "neigh", "show", "dev", vx.Attrs().Name)
+		if want := fmt.Sprintf("%s lladdr %s PERMANENT", b.Addr6(), b.EP.MAC); !strings.Contains(out, want) {
+			t.Errorf("ip -6 neigh show dev %s:\n%s\nwant %q", vx.Attrs().Name, out, want)
+		}
+		peers, err := h1.Driver.Peers(ctx, a.Net)
+		if err != nil || len(peers) != 1 || !peers[0].Equal(b.Peer()) || !peers[0].IP6.IsValid() {
+			t.Errorf("Peers = %v, %v; want [%v]", peers, err, b.Peer())
+		}
+	})
+	t.Run("remove and re-add", func(t *testing.T) {
+		if err := h1.Driver.RemovePeer(ctx, a.Net, b.Peer()); err != nil {
+			t.Fatal(err)
+		}
+		if out := testutil.Must(t, "ip", "-n", h1.NS, "-6", "neigh", "show", "dev", vx.Attrs().Name, "nud", "permanent"); strings.TrimSpace(out) != "" {
+			t.Errorf("IPv6 neighbour entries left after RemovePeer:\n%s", out)
+		}
+		if peers, err := h1.Driver.Peers(ctx, a.Net); err != nil || len(peers) != 0 {
+			t.Errorf("Peers after RemovePeer = %v, %v", peers, err)
+		}
+		ot.MustNotPing(t, a.NS, b.Addr6())
+		// a partial peer: the IPv6 entry alone (as a crash could leave it)
+		if err := h1.Driver.AddPeer(ctx, a.Net, overlay.Peer{IP6: b.EP.Address6.Addr(), MAC: b.EP.MAC, VTEP: h2.VTEP}); err != nil {
+			t.Fatal(err)
+		}
+		if err := h1.H.NeighDel(&netlink.Neigh{LinkIndex: vx.Attrs().Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+			HardwareAddr: b.EP.MAC, IP: h2.VTEP.AsSlice()}); err != nil {
+			t.Fatal(err)
+		}
+		want := overlay.Peer{IP6: b.EP.Address6.Addr(), MAC: b.EP.MAC}
+		if peers, err := h1.Driver.Peers(ctx, a.Net); err != nil || len(peers) != 1 || !peers[0].Equal(want) {
+			t.Errorf("Peers with the IPv6 entry alone = %v, %v; want [%v]", peers, err, want)
+		}
+		if err := h1.Driver.AddPeer(ctx, a.Net, b.Peer()); err != nil {
+			t.Fatal(err)
+		}
+		ot.MustPing(t, a.NS, b.Addr6())
+		ot.MustPing(t, a.NS, b.Addr())
+	})
+	t.Run("Join repairs a lost IPv6 address", func(t *testing.T) {
+		testutil.Must(t, "ip", "-n", a.NS, "-6", "addr", "flush", "dev", "eth0", "scope", "global")
+		ot.MustNotPing(t, a.NS, b.Addr6())
+		if err := h1.Driver.Join(ctx, a.Net, a.EP, a.Path); err != nil {
+			t.Fatal(err)
+		}
+		ot.MustPing(t, a.NS, b.Addr6())
+	})
+	t.Run("refused", func(t *testing.T) {
+		v4 := h1.Network(ot.NewID(), 901, "10.87.0.0/24")
+		h1.CreateNetwork(t, v4)
+		ep := &driver.Endpoint{ID: ot.NewID(), IfName: "eth1", Address: netip.MustParsePrefix("10.87.0.2/24"), Address6: netip.MustParsePrefix("fd00:87::2/64")}
+		if err := h1.Driver.Join(ctx, v4, ep, a.Path); !errors.Is(err, overlay.ErrInvalid) {
+			t.Errorf("Join with an IPv6 address to an IPv4-only network = %v, want invalid", err)
+		}
+		if err := h1.Driver.AddPeer(ctx, v4, b.Peer()); !errors.Is(err, overlay.ErrInvalid) {
+			t.Errorf("AddPeer with IP6 on an IPv4-only network = %v, want invalid", err)
+		}
+		small := h1.DualStackNetwork(ot.NewID(), 902, "10.88.0.0/24", "fd00:88::/64")
+		small.MTU = 1200
+		if err := h1.Driver.CreateNetwork(ctx, small); !errors.Is(err, overlay.ErrInvalid) {
+			t.Errorf("CreateNetwork of a dual-stack network with MTU 1200 = %v, want invalid", err)
+		}
+	})
+}

@@ -17,10 +17,12 @@
 // "tether:overlay:<network id>", host-side veths "tether:<endpoint id>" (the
 // bridge driver's marker, so the engine's endpoint bookkeeping is the same).
 // Link names come from the VNI, so they are the same after a restart and
-// unique per host. IPv6 is off on every host-side link (bridge.IPv6Off:
-// addrgenmode none, accept_ra=0, disable_ipv6=1): no link-local chatter
-// flooded over the bridge, and no router advertisement from a sandbox
-// reaches the host's IPv6 stack.
+// unique per host. On an IPv4-only network IPv6 is off on every host-side
+// link (bridge.IPv6Off: addrgenmode none, accept_ra=0, disable_ipv6=1): no
+// link-local chatter flooded over the bridge, and no router advertisement
+// from a sandbox reaches the host's IPv6 stack. On a dual-stack network
+// (Subnet6) IPv6 is on on them, still without addresses or
+// autoconfiguration, and peers get IPv6 neighbour entries too (ipv6.go).
 package overlay
 
 import (
@@ -129,7 +131,7 @@ func checkNetwork(n *driver.Network) error {
 	if !n.VTEP.Is4() {
 		return fmt.Errorf("overlay network %q: VTEP %v is not an IPv4 address: %w", n.Name, n.VTEP, ErrInvalid)
 	}
-	return nil
+	return checkNetwork6(n)
 }
 
 // OverlayMTU is the MTU of the network's sandboxes and links given the
@@ -149,6 +151,9 @@ func OverlayMTU(n *driver.Network, underlayMTU int) int {
 //	ip link add tov-VNI mtu M type bridge; ip link set tov-VNI alias A addrgenmode none up
 //	ip link add tvx-VNI mtu M type vxlan id VNI dstport 4789 local VTEP dev UNDERLAY nolearning proxy
 //	ip link set tvx-VNI alias A addrgenmode none master tov-VNI up
+//
+// with IPv6 off on both (on, without addresses, on a dual-stack network;
+// its MTU must then be at least IPv6's 1280).
 //
 // Existing links are kept (same index, no traffic lost) when they are right;
 // a VXLAN device with another VNI, port, source, underlay device or flags is
@@ -170,6 +175,9 @@ func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) (err erro
 	mtu := OverlayMTU(n, umtu)
 	if mtu < 68 {
 		return fmt.Errorf("overlay network %q: MTU %d (underlay %d - %d) is below IPv4's 68: %w", n.Name, mtu, umtu, Overhead, ErrInvalid)
+	}
+	if dualStack(n) && mtu < MinIPv6MTU {
+		return fmt.Errorf("overlay network %q: MTU %d (underlay %d - %d) is below IPv6's %d: %w", n.Name, mtu, umtu, Overhead, MinIPv6MTU, ErrInvalid)
 	}
 	br, brNew, err := d.ensureBridge(n, mtu)
 	if err != nil {
@@ -199,7 +207,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) (err erro
 		}
 	}
 	for _, l := range []netlink.Link{br, vx} {
-		if err := bridge.IPv6Off(d.h, d.ns, l); err != nil { // before it is ever up
+		if err := d.hostIPv6(n, l); err != nil { // before it is ever up
 			return fmt.Errorf("overlay network %q: %w", n.Name, err)
 		}
 		if err := d.setUp(l); err != nil {

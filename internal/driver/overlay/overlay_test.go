@@ -69,6 +69,8 @@ func TestOverlayMTU(t *testing.T) {
 }
 
 var (
+	sub6  = netip.MustParsePrefix("fd00:1::/64")
+	ip63  = netip.MustParseAddr("fd00:1::3")
 	vtep  = netip.MustParseAddr("198.18.0.10")
 	other = netip.MustParseAddr("198.18.0.11")
 	ip3   = netip.MustParseAddr("10.0.0.3")
@@ -87,6 +89,11 @@ func TestCheckNetwork(t *testing.T) {
 		{"VNI too large", driver.Network{VNI: MaxVNI + 1, VTEP: vtep}, false},
 		{"no VTEP", driver.Network{VNI: 1}, false},
 		{"IPv6 VTEP", driver.Network{VNI: 1, VTEP: netip.MustParseAddr("2001:db8::1")}, false},
+		{"dual stack", driver.Network{VNI: 1, VTEP: vtep, Subnet6: sub6, Gateway6: netip.MustParseAddr("fd00:1::1")}, true},
+		{"dual stack without gateway6", driver.Network{VNI: 1, VTEP: vtep, Subnet6: sub6}, true},
+		{"subnet6 IPv4", driver.Network{VNI: 1, VTEP: vtep, Subnet6: netip.MustParsePrefix("10.1.0.0/16")}, false},
+		{"subnet6 IPv4-mapped", driver.Network{VNI: 1, VTEP: vtep, Subnet6: netip.MustParsePrefix("::ffff:10.1.0.0/112")}, false},
+		{"gateway6 outside", driver.Network{VNI: 1, VTEP: vtep, Subnet6: sub6, Gateway6: netip.MustParseAddr("fd00:2::1")}, false},
 	} {
 		err := checkNetwork(&c.n)
 		if (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
@@ -109,8 +116,30 @@ func TestCheckPeer(t *testing.T) {
 		{"zero MAC", Peer{IP: ip3, MAC: make(net.HardwareAddr, 6), VTEP: other}, false},
 		{"no VTEP", Peer{IP: ip3, MAC: mac3, VTEP: netip.Addr{}}, false},
 		{"own VTEP", Peer{IP: ip3, MAC: mac3, VTEP: vtep}, false},
+		{"IPv6 on an IPv4-only network", Peer{IP: ip3, IP6: ip63, MAC: mac3, VTEP: other}, false},
 	} {
 		err := checkPeer(n, c.p)
+		if (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
+			t.Errorf("%s: checkPeer = %v", c.name, err)
+		}
+	}
+	n6 := &driver.Network{VNI: 1, VTEP: vtep, Subnet6: sub6}
+	for _, c := range []struct {
+		name string
+		p    Peer
+		ok   bool
+	}{
+		{"dual stack", Peer{IP: ip3, IP6: ip63, MAC: mac3, VTEP: other}, true},
+		{"IPv4 only on a dual-stack network", Peer{IP: ip3, MAC: mac3, VTEP: other}, true},
+		{"IPv6 only", Peer{IP6: ip63, MAC: mac3, VTEP: other}, true},
+		{"no address", Peer{MAC: mac3, VTEP: other}, false},
+		{"IP6 outside subnet6", Peer{IP: ip3, IP6: netip.MustParseAddr("fd00:2::3"), MAC: mac3, VTEP: other}, false},
+		{"IP6 IPv4-mapped", Peer{IP: ip3, IP6: netip.MustParseAddr("::ffff:10.0.0.3"), MAC: mac3, VTEP: other}, false},
+		{"IP6 IPv4", Peer{IP: ip3, IP6: ip3, MAC: mac3, VTEP: other}, false},
+		{"IP IPv6", Peer{IP: ip63, IP6: ip63, MAC: mac3, VTEP: other}, false},
+		{"IP6 with a zone", Peer{IP: ip3, IP6: ip63.WithZone("eth0"), MAC: mac3, VTEP: other}, false},
+	} {
+		err := checkPeer(n6, c.p)
 		if (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
 			t.Errorf("%s: checkPeer = %v", c.name, err)
 		}
@@ -118,7 +147,7 @@ func TestCheckPeer(t *testing.T) {
 }
 
 func TestMergePeers(t *testing.T) {
-	ip2 := netip.MustParseAddr("10.0.0.2")
+	ip2, ip62 := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("fd00:1::2")
 	mac2 := driver.MACFromIP(ip2)
 	fdb := func(mac net.HardwareAddr, v netip.Addr) netlink.Neigh {
 		return netlink.Neigh{Family: unix.AF_BRIDGE, HardwareAddr: mac, IP: v.AsSlice()}
@@ -139,6 +168,13 @@ func TestMergePeers(t *testing.T) {
 		{"neighbour only", nil, []netlink.Neigh{neigh(ip3, mac3)}, []Peer{{IP: ip3, MAC: mac3}}},
 		{"IPv4 in 16 bytes", []netlink.Neigh{{HardwareAddr: mac3, IP: net.ParseIP("198.18.0.11")}},
 			[]netlink.Neigh{{HardwareAddr: mac3, IP: net.ParseIP("10.0.0.3")}}, []Peer{{IP: ip3, MAC: mac3, VTEP: other}}},
+		{"dual stack merged on the MAC", []netlink.Neigh{fdb(mac3, other), fdb(mac2, other)},
+			[]netlink.Neigh{neigh(ip63, mac3), neigh(ip3, mac3), neigh(ip2, mac2), neigh(ip62, mac2)},
+			[]Peer{{IP: ip2, IP6: ip62, MAC: mac2, VTEP: other}, {IP: ip3, IP6: ip63, MAC: mac3, VTEP: other}}},
+		{"IPv6 neighbour only", nil, []netlink.Neigh{neigh(ip63, mac3)}, []Peer{{IP6: ip63, MAC: mac3}}},
+		{"IPv6 neighbour and fdb, no IPv4", []netlink.Neigh{fdb(mac3, other)}, []netlink.Neigh{neigh(ip63, mac3)}, []Peer{{IP6: ip63, MAC: mac3, VTEP: other}}},
+		{"dual stack at two VTEPs", []netlink.Neigh{fdb(mac3, other), fdb(mac3, vtep)}, []netlink.Neigh{neigh(ip3, mac3), neigh(ip63, mac3)},
+			[]Peer{{IP: ip3, IP6: ip63, MAC: mac3, VTEP: vtep}, {IP: ip3, IP6: ip63, MAC: mac3, VTEP: other}}},
 	} {
 		if got := mergePeers(c.fdb, c.neigh); !slices.EqualFunc(got, c.want, Peer.Equal) {
 			t.Errorf("%s: mergePeers = %v, want %v", c.name, got, c.want)

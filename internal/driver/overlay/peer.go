@@ -10,6 +10,11 @@ package overlay
 // gets ARP answered while its frames have nowhere to go. Both writes are
 // replaces: a peer that moved to another host (same IP and MAC, new VTEP)
 // is one AddPeer, and re-adding what is there changes nothing.
+//
+// A peer of a dual-stack network also has an IPv6 address (Peer.IP6): a
+// second neighbour entry, `ip -6 neigh replace IP6 lladdr MAC dev tvx-VNI
+// nud permanent`, from which the device's proxy answers neighbour
+// solicitations as it answers ARP (IPv6 is on on the device, ipv6.go).
 
 import (
 	"bytes"
@@ -33,8 +38,12 @@ type Peer = driver.Peer
 
 func checkPeer(n *driver.Network, p Peer) error {
 	switch {
-	case !p.IP.Is4():
+	case p.IP.IsValid() && !p.IP.Is4(), !p.IP.IsValid() && !p.IP6.IsValid():
 		return fmt.Errorf("peer %v: IP is not an IPv4 address: %w", p, ErrInvalid)
+	case p.IP6.IsValid() && (!isIPv6(p.IP6) || p.IP6.Zone() != ""):
+		return fmt.Errorf("peer %v: IP6 is not an IPv6 address: %w", p, ErrInvalid)
+	case p.IP6.IsValid() && !n.Subnet6.Contains(p.IP6):
+		return fmt.Errorf("peer %v: IP6 outside the network's IPv6 subnet %v: %w", p, n.Subnet6, ErrInvalid)
 	case len(p.MAC) != 6 || p.MAC[0]&1 != 0 || bytes.Equal(p.MAC, make([]byte, 6)):
 		return fmt.Errorf("peer %v: MAC is not a unicast Ethernet address: %w", p, ErrInvalid)
 	case !p.VTEP.Is4():
@@ -64,9 +73,14 @@ func fdbEntry(vx netlink.Link, mac net.HardwareAddr, vtep netip.Addr) *netlink.N
 	}
 }
 
+// neighEntry is IP's neighbour entry, IPv4 or IPv6 by IP's family.
 func neighEntry(vx netlink.Link, ip netip.Addr, mac net.HardwareAddr) *netlink.Neigh {
+	family := unix.AF_INET
+	if isIPv6(ip) {
+		family = unix.AF_INET6
+	}
 	return &netlink.Neigh{
-		LinkIndex: vx.Attrs().Index, Family: unix.AF_INET,
+		LinkIndex: vx.Attrs().Index, Family: family,
 		State: netlink.NUD_PERMANENT, HardwareAddr: mac, IP: ip.AsSlice(),
 	}
 }
@@ -84,19 +98,24 @@ func (d *Driver) AddPeer(ctx context.Context, n *driver.Network, p Peer) error {
 	if err := d.h.NeighSet(fdbEntry(vx, p.MAC, p.VTEP)); err != nil {
 		return fmt.Errorf("peer %v on %q: fdb entry: %w", p, vx.Attrs().Name, err)
 	}
-	if err := d.h.NeighSet(neighEntry(vx, p.IP, p.MAC)); err != nil {
-		return fmt.Errorf("peer %v on %q: neighbour entry: %w", p, vx.Attrs().Name, err)
+	for _, ip := range []netip.Addr{p.IP, p.IP6} {
+		if !ip.IsValid() {
+			continue
+		}
+		if err := d.h.NeighSet(neighEntry(vx, ip, p.MAC)); err != nil {
+			return fmt.Errorf("peer %v on %q: neighbour entry of %v: %w", p, vx.Attrs().Name, ip, err)
+		}
 	}
 	return nil
 }
 
-// RemovePeer removes a remote endpoint's entries, the neighbour entry
+// RemovePeer removes a remote endpoint's entries, the neighbour entries
 // first. Idempotent: what is gone is success. It removes only what is p's:
-// the FDB entry only with p's VTEP, and the neighbour entry only when it
-// maps p.IP to p.MAC and p.MAC is not at another VTEP (so removing the old
-// location of a peer that moved keeps the new one working). Partial peers,
-// as Peers reports them, are accepted: an invalid VTEP skips the FDB entry,
-// an invalid IP the neighbour entry. It reads the device's entries back
+// the FDB entry only with p's VTEP, and a neighbour entry only when it
+// maps p.IP (p.IP6) to p.MAC and p.MAC is not at another VTEP (so removing
+// the old location of a peer that moved keeps the new one working).
+// Partial peers, as Peers reports them, are accepted: an invalid VTEP skips
+// the FDB entry, an invalid IP or IP6 its neighbour entry. It reads the device's entries back
 // once (a dump): use RemovePeers for many.
 func (d *Driver) RemovePeer(ctx context.Context, n *driver.Network, p Peer) error {
 	return d.RemovePeers(ctx, n, []Peer{p})
@@ -135,11 +154,14 @@ func (d *Driver) RemovePeers(ctx context.Context, n *driver.Network, ps []Peer) 
 	for _, p := range ps {
 		mac := string(p.MAC)
 		moved := slices.ContainsFunc(vteps[mac], func(v netip.Addr) bool { return v != p.VTEP })
-		if p.IP.IsValid() && !moved && macOf[p.IP] == mac {
-			if err := d.h.NeighDel(neighEntry(vx, p.IP, p.MAC)); err != nil && !errors.Is(err, unix.ENOENT) {
-				errs = append(errs, fmt.Errorf("peer %v on %q: delete neighbour entry: %w", p, vx.Attrs().Name, err))
+		for _, ip := range []netip.Addr{p.IP, p.IP6} {
+			if !ip.IsValid() || moved || macOf[ip] != mac {
+				continue
+			}
+			if err := d.h.NeighDel(neighEntry(vx, ip, p.MAC)); err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("peer %v on %q: delete neighbour entry of %v: %w", p, vx.Attrs().Name, ip, err))
 			} else {
-				delete(macOf, p.IP)
+				delete(macOf, ip)
 			}
 		}
 		// The kernel deletes only the remote with this VTEP, and answers 0
@@ -156,11 +178,13 @@ func (d *Driver) RemovePeers(ctx context.Context, n *driver.Network, ps []Peer) 
 }
 
 // Peers reads the network's remote endpoints back from the kernel (`bridge
-// fdb show dev tvx-VNI` and `ip neigh show dev tvx-VNI`), sorted by IP then
-// MAC, for the engine to diff against the store. A peer with both entries
-// is complete; a crash between AddPeer's two writes (or RemovePeer's) leaves
-// a partial one: an FDB entry alone is reported with no IP, a neighbour
-// entry alone with no VTEP. AddPeer completes them, RemovePeer removes them.
+// fdb show dev tvx-VNI` and `ip neigh show dev tvx-VNI`, IPv4 and IPv6),
+// sorted by IP, MAC, VTEP then IP6, for the engine to diff against the
+// store. An IPv6 neighbour entry is merged into the peer with its MAC. A
+// peer with all its entries is complete; a crash between AddPeer's writes
+// (or RemovePeer's) leaves a partial one: an FDB entry alone is reported
+// with no IP, neighbour entries alone with no VTEP, an IPv6 entry without
+// an IPv4 one with no IP. AddPeer completes them, RemovePeer removes them.
 func (d *Driver) Peers(ctx context.Context, n *driver.Network) ([]Peer, error) {
 	vx, err := d.vxlan(n)
 	if err != nil {
@@ -189,22 +213,26 @@ func (d *Driver) entries(vx netlink.Link) (fdb, neigh []netlink.Neigh, err error
 			fdb = append(fdb, e)
 		}
 	}
-	all, err = nlutil.Dump("list neighbours of "+vx.Attrs().Name, func() ([]netlink.Neigh, error) {
-		return d.h.NeighList(idx, unix.AF_INET)
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, e := range all {
-		if e.State&netlink.NUD_PERMANENT != 0 && len(e.HardwareAddr) == 6 {
-			neigh = append(neigh, e)
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		all, err = nlutil.Dump("list neighbours of "+vx.Attrs().Name, func() ([]netlink.Neigh, error) {
+			return d.h.NeighList(idx, family)
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, e := range all {
+			if e.State&netlink.NUD_PERMANENT != 0 && len(e.HardwareAddr) == 6 {
+				neigh = append(neigh, e)
+			}
 		}
 	}
 	return fdb, neigh, nil
 }
 
 // mergePeers joins FDB entries (MAC -> VTEP) and neighbour entries (IP ->
-// MAC) on the MAC.
+// MAC, IPv4 or IPv6) on the MAC: the i-th IPv4 and i-th IPv6 address of a
+// MAC (sorted; one each for a complete peer) make one peer, at each of the
+// MAC's VTEPs (none: no VTEP).
 func mergePeers(fdb, neigh []netlink.Neigh) []Peer {
 	vteps := map[string][]netip.Addr{}
 	for _, e := range fdb {
@@ -212,33 +240,49 @@ func mergePeers(fdb, neigh []netlink.Neigh) []Peer {
 			vteps[string(e.HardwareAddr)] = append(vteps[string(e.HardwareAddr)], v.Unmap())
 		}
 	}
-	var out []Peer
-	used := map[string]bool{}
+	ips4, ips6 := map[string][]netip.Addr{}, map[string][]netip.Addr{}
 	for _, e := range neigh {
 		ip, ok := netip.AddrFromSlice(e.IP)
-		if !ok {
-			continue
+		switch {
+		case !ok:
+		case isIPv6(ip):
+			ips6[string(e.HardwareAddr)] = append(ips6[string(e.HardwareAddr)], ip)
+		default:
+			ips4[string(e.HardwareAddr)] = append(ips4[string(e.HardwareAddr)], ip.Unmap())
 		}
-		mac := slices.Clone(e.HardwareAddr)
-		vs := vteps[string(mac)]
-		if len(vs) == 0 {
-			out = append(out, Peer{IP: ip.Unmap(), MAC: mac})
-		}
-		for _, v := range vs {
-			out = append(out, Peer{IP: ip.Unmap(), MAC: mac, VTEP: v})
-		}
-		used[string(mac)] = true
 	}
-	for _, e := range fdb {
-		if used[string(e.HardwareAddr)] {
-			continue
+	macs := map[string]bool{}
+	for _, m := range []map[string][]netip.Addr{vteps, ips4, ips6} {
+		for mac := range m {
+			macs[mac] = true
 		}
-		if v, ok := netip.AddrFromSlice(e.IP); ok {
-			out = append(out, Peer{MAC: slices.Clone(e.HardwareAddr), VTEP: v.Unmap()})
+	}
+	var out []Peer
+	for mac := range macs {
+		v4, v6 := ips4[mac], ips6[mac]
+		slices.SortFunc(v4, netip.Addr.Compare)
+		slices.SortFunc(v6, netip.Addr.Compare)
+		vs := vteps[mac]
+		if len(vs) == 0 {
+			vs = []netip.Addr{{}}
+		}
+		for i := range max(len(v4), len(v6), 1) {
+			p := Peer{MAC: net.HardwareAddr(mac)}
+			if i < len(v4) {
+				p.IP = v4[i]
+			}
+			if i < len(v6) {
+				p.IP6 = v6[i]
+			}
+			for _, v := range vs {
+				p.VTEP = v
+				p.MAC = slices.Clone(p.MAC)
+				out = append(out, p)
+			}
 		}
 	}
 	slices.SortFunc(out, func(a, b Peer) int {
-		return cmp.Or(a.IP.Compare(b.IP), bytes.Compare(a.MAC, b.MAC), a.VTEP.Compare(b.VTEP))
+		return cmp.Or(a.IP.Compare(b.IP), bytes.Compare(a.MAC, b.MAC), a.VTEP.Compare(b.VTEP), a.IP6.Compare(b.IP6))
 	})
 	return out
 }

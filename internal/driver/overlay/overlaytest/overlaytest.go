@@ -73,6 +73,14 @@ func (h *Host) Network(id string, vni int, subnet string) *driver.Network {
 	}
 }
 
+// DualStackNetwork is Network with the IPv6 subnet subnet6 (its gateway6
+// left zero, as the overlay driver does not use it).
+func (h *Host) DualStackNetwork(id string, vni int, subnet, subnet6 string) *driver.Network {
+	n := h.Network(id, vni, subnet)
+	n.Subnet6 = netip.MustParsePrefix(subnet6)
+	return n
+}
+
 // CreateNetwork creates n on h and fails the test on error.
 func (h *Host) CreateNetwork(tb testing.TB, n *driver.Network) {
 	tb.Helper()
@@ -93,15 +101,31 @@ type Sandbox struct {
 // Addr is the sandbox's overlay address.
 func (s *Sandbox) Addr() string { return s.EP.Address.Addr().String() }
 
+// Addr6 is the sandbox's overlay IPv6 address ("invalid IP" without one).
+func (s *Sandbox) Addr6() string { return s.EP.Address6.Addr().String() }
+
 // Join creates a sandbox namespace and joins it to n on h as eth0 with
 // address addr (a prefix, e.g. "10.77.0.2/24") and the MAC derived from it.
 func (h *Host) Join(tb testing.TB, n *driver.Network, addr string) *Sandbox {
+	tb.Helper()
+	return h.Join6(tb, n, addr, "")
+}
+
+// Join6 is Join with the IPv6 address addr6 too ("" for none), on a
+// dual-stack network.
+func (h *Host) Join6(tb testing.TB, n *driver.Network, addr, addr6 string) *Sandbox {
 	tb.Helper()
 	ns := testutil.NetNS(tb, "tth-sb")
 	p := netip.MustParsePrefix(addr)
 	s := &Sandbox{NS: ns, Path: "/run/netns/" + ns, Host: h, Net: n, EP: &driver.Endpoint{
 		ID: NewID(), IfName: "eth0", Address: p, MAC: driver.MACFromIP(p.Addr()), DisableIPv6: true,
 	}}
+	if addr6 != "" {
+		s.EP.Address6 = netip.MustParsePrefix(addr6)
+		// as the engine's sandboxes: IPv6 off on new interfaces, which the
+		// driver must turn on for the endpoint
+		testutil.Must(tb, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1")
+	}
 	if err := h.Driver.Join(context.Background(), n, s.EP, s.Path); err != nil {
 		tb.Fatalf("join %s to %q on %s: %v", ns, n.Name, h.NS, err)
 	}
@@ -110,7 +134,7 @@ func (h *Host) Join(tb testing.TB, n *driver.Network, addr string) *Sandbox {
 
 // Peer is the sandbox as other hosts program it.
 func (s *Sandbox) Peer() overlay.Peer {
-	return overlay.Peer{IP: s.EP.Address.Addr(), MAC: s.EP.MAC, VTEP: s.Host.VTEP}
+	return overlay.Peer{IP: s.EP.Address.Addr(), IP6: s.EP.Address6.Addr(), MAC: s.EP.MAC, VTEP: s.Host.VTEP}
 }
 
 // Mesh programs every sandbox as a peer on every other host that has a
