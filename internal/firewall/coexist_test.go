@@ -176,3 +176,44 @@ func TestCoexistStale(t *testing.T) {
 		t.Errorf("rules left in a chain that accepts by policy: %q", got)
 	}
 }
+
+// With IPv6 on, the check also covers family ip6 (ip6tables-nft's FORWARD
+// with policy drop) and leaves Tether's own ip6 table alone; with IPv6 off
+// family ip6 is not looked at.
+func TestCoexistIPv6(t *testing.T) {
+	drop := nftables.ChainPolicyDrop
+	for _, ipv6 := range []bool{false, true} {
+		c := ruleFake{newFakeConn()}
+		tb := c.AddTable(&nftables.Table{Name: "filter", Family: nftables.TableFamilyIPv6})
+		c.AddChain(&nftables.Chain{Name: "FORWARD", Table: tb, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &drop})
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		f := newNFT(c.fakeConn)
+		f.opts.IPv6 = true
+		mustSync(t, f, net6A) // Tether's ip6 forward chain must not count as another table's
+		block, _, err := findChains(c, ipv6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, b := range block {
+			names = append(names, b.name())
+		}
+		want := []string{"table ip6 filter chain FORWARD"}
+		if !ipv6 {
+			want = nil
+		}
+		if !slices.Equal(names, want) {
+			t.Errorf("ipv6=%v: blocking chains %q, want %q", ipv6, names, want)
+		}
+		co := newCoexist(slog.New(slog.NewTextHandler(io.Discard, nil)), true)
+		co.ipv6 = ipv6
+		co.check(c, []Network{net6A})
+		ft := c.table(nftables.TableFamilyIPv6, "filter")
+		if n := len(ft.rules["FORWARD"]); (n == 3) != ipv6 {
+			t.Errorf("ipv6=%v: %d accept rules in ip6 filter FORWARD", ipv6, n)
+		}
+	}
+}

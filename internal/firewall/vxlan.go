@@ -25,6 +25,10 @@ package firewall
 // filters by source address only: a host that can forge a member's source
 // address on the underlay still gets through (docs/overlay.md, "What the
 // overlay trusts").
+//
+// IPv4 only: the overlay's VTEP addresses are IPv4, and a VXLAN device
+// with an IPv4 local address opens no IPv6 socket, so there is no IPv6
+// underlay to guard. An IPv6 underlay would need a twin ip6 table here.
 
 import (
 	"context"
