@@ -83,17 +83,17 @@ func TestIPv6DualStackNetwork(t *testing.T) {
 	}
 
 	// Inspect shows IPv6 as Docker does.
-	var nets []struct {
+	var net struct {
 		EnableIPv4, EnableIPv6 bool
 		IPAM                   struct{ Config []struct{ Subnet, Gateway string } }
 		Containers             map[string]struct{ Name, IPv4Address, IPv6Address string }
 	}
-	d.InspectJSON(&nets, "network", "inspect", "ds1")
-	if len(nets) != 1 || !nets[0].EnableIPv4 || !nets[0].EnableIPv6 || len(nets[0].IPAM.Config) != 2 ||
-		nets[0].IPAM.Config[1].Subnet != "fd00:196::/64" || nets[0].IPAM.Config[1].Gateway != "fd00:196::1" {
-		t.Fatalf("network inspect ds1: %+v", nets)
+	d.InspectJSON(&net, "network", "inspect", "ds1")
+	if !net.EnableIPv4 || !net.EnableIPv6 || len(net.IPAM.Config) != 2 ||
+		net.IPAM.Config[1].Subnet != "fd00:196::/64" || net.IPAM.Config[1].Gateway != "fd00:196::1" || len(net.Containers) != 2 {
+		t.Fatalf("network inspect ds1: %+v", net)
 	}
-	for _, c := range nets[0].Containers {
+	for _, c := range net.Containers {
 		if p, err := netip.ParsePrefix(c.IPv6Address); err != nil || !netip.MustParsePrefix("fd00:196::/64").Contains(p.Addr()) || p.Bits() != 64 {
 			t.Errorf("network inspect ds1: %s has IPv6Address %q", c.Name, c.IPv6Address)
 		}
@@ -240,15 +240,15 @@ func TestIPv6PublishedPorts(t *testing.T) {
 func TestIPv6DaemonULAAndIPv6Only(t *testing.T) {
 	hostNS, d := host(t, "--ipv6")
 	// The default network is dual-stack with a ULA /64 from the host's /48.
-	var nets []struct {
+	var net struct {
 		EnableIPv6 bool
 		IPAM       struct{ Config []struct{ Subnet, Gateway string } }
 	}
-	d.InspectJSON(&nets, "network", "inspect", "bridge")
-	if len(nets) != 1 || !nets[0].EnableIPv6 || len(nets[0].IPAM.Config) != 2 {
-		t.Fatalf("default network with ipv6 on: %+v", nets)
+	d.InspectJSON(&net, "network", "inspect", "bridge")
+	if !net.EnableIPv6 || len(net.IPAM.Config) != 2 {
+		t.Fatalf("default network with ipv6 on: %+v", net)
 	}
-	first := netip.MustParsePrefix(nets[0].IPAM.Config[1].Subnet)
+	first := netip.MustParsePrefix(net.IPAM.Config[1].Subnet)
 	if first.Bits() != 64 || first.Addr().As16()[0] != 0xfd {
 		t.Fatalf("default network IPv6 subnet %s: want a ULA /64 (fd00::/8)", first)
 	}
@@ -265,8 +265,8 @@ func TestIPv6DaemonULAAndIPv6Only(t *testing.T) {
 	testutil.Must(t, "ip", "-n", hostNS, "-6", "route", "add", at(1).String(), "dev", "blk0")
 	testutil.Must(t, "ip", "-n", hostNS, "-6", "route", "add", netip.PrefixFrom(at(2).Addr(), 63).String(), "dev", "blk0")
 	d.MustTether("network", "create", "--ipv6", "auto6")
-	d.InspectJSON(&nets, "network", "inspect", "auto6")
-	if got := nets[0].IPAM.Config[1].Subnet; got != at(4).String() {
+	d.InspectJSON(&net, "network", "inspect", "auto6")
+	if got := net.IPAM.Config[len(net.IPAM.Config)-1].Subnet; got != at(4).String() {
 		t.Errorf("auto6 got IPv6 subnet %s; want %s (the first /64 of the /48 no route, address or network covers)", got, at(4))
 	}
 

@@ -28,13 +28,14 @@ type Network struct {
 	// on an IPv4-only network, whose links all keep IPv6 off (IPv6Off).
 	// Gateway6 is the bridge's IPv6 address and the sandboxes' IPv6
 	// default route. On such a network IPv6 is on on the bridge and the
-	// host ends, with accept_ra=0 and no SLAAC: addresses are static.
+	// sandbox ends (host ends, mere bridge ports, keep it off), with
+	// accept_ra=0 and no SLAAC: addresses are static.
 	Subnet6  netip.Prefix
 	Gateway6 netip.Addr
-	MTU        int
-	ICC        bool // false: sandboxes on this network cannot reach each other (bridge port isolation)
-	Internal   bool // no default route out of the network
-	External   bool // the bridge existed before Tether: never delete it or change its addresses
+	MTU      int
+	ICC      bool // false: sandboxes on this network cannot reach each other (bridge port isolation)
+	Internal bool // no default route out of the network
+	External bool // the bridge existed before Tether: never delete it or change its addresses
 
 	// Overlay driver only (zero for every other driver). The overlay driver
 	// derives its link names from VNI and ignores BridgeName; its sandboxes'
@@ -47,11 +48,11 @@ type Network struct {
 
 // Endpoint is one sandbox's attachment to one network.
 type Endpoint struct {
-	ID           string
-	IfName       string // interface name inside the sandbox (eth0, eth1, ...)
-	HostIfName   string // host-side interface name (bridge driver), chosen by the driver when empty
-	Address      netip.Prefix // IPv4; zero on an IPv6-only network
-	Gateway      netip.Addr
+	ID         string
+	IfName     string       // interface name inside the sandbox (eth0, eth1, ...)
+	HostIfName string       // host-side interface name (bridge driver), chosen by the driver when empty
+	Address    netip.Prefix // IPv4; zero on an IPv6-only network
+	Gateway    netip.Addr
 	// Address6 is the endpoint's IPv6 address (zero: none, IPv6 stays off
 	// on the sandbox end). The driver turns IPv6 on on the sandbox end
 	// (disable_ipv6=0, accept_ra=0, so no SLAAC) and adds it with DAD off

@@ -279,6 +279,17 @@ func (e *Engine) createGlobalNetwork(ctx context.Context, n *Network, subs subne
 		}
 		rec.Subnet, rec.Gateway = n.Subnet, n.Gateway
 	}
+	if n.IPv6 {
+		// Endpoints' IPv6 addresses are at their IPv4 addresses' offset
+		// in Subnet6 (cluster.Derive6): one claim per attach.
+		if subs.v6 == nil {
+			return nil, invalidf("invalid IPAM config: a %s network with IPv6 needs its IPv6 subnet given (--subnet, e.g. a ULA /64)", n.Driver)
+		}
+		if len(n.Aux6) > 0 || n.IPRange6.IsValid() {
+			return nil, invalidf("invalid IPAM config: ip-range and aux-address are not supported on overlay networks yet")
+		}
+		rec.Subnet6, rec.Gateway6 = n.Subnet6, n.Gateway6
+	}
 	if v, ok := n.Options[OptVNI]; ok {
 		var vni int
 		if _, err := fmt.Sscan(v, &vni); err != nil || vni < 1 || vni > cluster.MaxVNI {
@@ -320,7 +331,7 @@ func (e *Engine) createGlobalNetwork(ctx context.Context, n *Network, subs subne
 // network already installed with the same datapath parameters is left as
 // it is. Called with e.mu held.
 func (e *Engine) installGlobalLocked(ctx context.Context, rec cluster.NetworkRecord) (*netState, error) {
-	if ns := e.networks[rec.ID]; ns != nil && ns.rec.VNI == rec.VNI && ns.rec.Subnet == rec.Subnet {
+	if ns := e.networks[rec.ID]; ns != nil && ns.rec.VNI == rec.VNI && ns.rec.Subnet == rec.Subnet && ns.rec.Subnet6 == rec.Subnet6 {
 		return ns, nil
 	}
 	if other := e.findByName(rec.Name); other != nil && other.rec.ID != rec.ID {
@@ -335,7 +346,8 @@ func (e *Engine) installGlobalLocked(ctx context.Context, rec cluster.NetworkRec
 	n := &Network{ID: rec.ID, Name: rec.Name, Driver: drv.Type(), Scope: ScopeGlobal, Created: rec.Created,
 		Internal: rec.Internal, Attachable: rec.Attachable, IPAMDriver: "default", IPAMOpts: rec.IPAMOpts,
 		Subnet: rec.Subnet, Gateway: rec.Gateway, Options: rec.Options, Labels: rec.Labels, VNI: rec.VNI,
-		VTEP: e.global.cl.Self().Addr, ICC: true}
+		VTEP: e.global.cl.Self().Addr, ICC: true,
+		IPv6: rec.Subnet6.IsValid(), Subnet6: rec.Subnet6, Gateway6: rec.Gateway6}
 	if n.Options == nil {
 		n.Options = map[string]string{}
 	}
@@ -421,6 +433,13 @@ func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at 
 	}
 	at.claimed = true
 	ep.Address, ep.MAC = p, macFor(p.Addr())
+	if ns.rec.Subnet6.IsValid() {
+		a6, err := cluster.Derive6(ns.rec.Subnet, ns.rec.Subnet6, p.Addr())
+		if err != nil { // the network record was checked at creation
+			return fmt.Errorf("attach sandbox %q to network %q: %w", sb.rec.Name, ns.rec.Name, err)
+		}
+		ep.Address6, ep.Gateway6 = netip.PrefixFrom(a6, ns.rec.Subnet6.Bits()), ns.rec.Gateway6
+	}
 	return nil
 }
 
@@ -448,7 +467,7 @@ func (e *Engine) doneAttaching(at *attachment) {
 
 func (e *Engine) endpointRecord(sb *sbState, ns *netState, ep *Endpoint) cluster.EndpointRecord {
 	return cluster.EndpointRecord{ID: ep.ID, NetworkID: ns.rec.ID, SandboxID: sb.rec.ID, SandboxName: sb.rec.Name,
-		Aliases: ep.Aliases, Address: ep.Address, MAC: ep.MAC, Created: ep.Created}
+		Aliases: ep.Aliases, Address: ep.Address, Address6: ep.Address6, MAC: ep.MAC, Created: ep.Created}
 }
 
 // ensureGatewayBridge gives a sandbox on a network whose driver needs a
@@ -593,7 +612,7 @@ func (l globalListener) PeerAdded(ep cluster.EndpointRecord) {
 		}
 	}
 	e.names.Set("peer:"+ep.ID, []dns.Entry{{SandboxID: ep.SandboxID, Name: ep.SandboxName, NetworkID: ep.NetworkID,
-		NetworkName: dn.Name, Aliases: ep.Aliases, Addr: ep.Address.Addr()}})
+		NetworkName: dn.Name, Aliases: ep.Aliases, Addr: ep.Address.Addr(), Addr6: ep.Address6.Addr()}})
 }
 
 func (l globalListener) PeerRemoved(ep cluster.EndpointRecord) {
@@ -610,7 +629,7 @@ func (l globalListener) PeerRemoved(ep cluster.EndpointRecord) {
 }
 
 func peerOf(ep cluster.EndpointRecord) driver.Peer {
-	return driver.Peer{IP: ep.Address.Addr(), MAC: ep.HardwareAddr(), VTEP: ep.VTEP}
+	return driver.Peer{IP: ep.Address.Addr(), IP6: ep.Address6.Addr(), MAC: ep.HardwareAddr(), VTEP: ep.VTEP}
 }
 
 // peerProgrammer is the network's driver as a peer programmer, nil when it
