@@ -10,12 +10,15 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/nftables"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv6"
 
 	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/testutil"
@@ -119,7 +122,7 @@ func TestKernelIPv6Sync(t *testing.T) {
 		"fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @ports",
 		"fib daddr type local dnat ip6 to meta l4proto . th dport map @ports_any",
 		"ip6 daddr != ::1 fib daddr type local dnat ip6 to meta l4proto . th dport map @ports_any",
-		"iifname @bridges icmpv6 type nd-router-advert drop",
+		"iifname @bridges icmpv6 type nd-router-advert counter packets 0 bytes 0 drop",
 		"elements = { fd00:a::/64 }",
 	} {
 		if !strings.Contains(dump, want) {
@@ -374,4 +377,118 @@ func TestKernelPortsTraffic6(t *testing.T) {
 	wantRefused(t, "outside -> removed port", out, err)
 	out, err = dial6(p.outside, "tcp6", "[2001:db8:100::1]:8081")
 	wantReply(t, "outside -> specific, still published", out, err, "sandbox 2001:db8:100::2")
+}
+
+// A router advertisement from a sandbox configures nothing on the host,
+// even on a bridge that accepts them (accept_ra=2, which a forwarding host
+// needs to honour one): before Sync the host takes the sandbox as its
+// default router (the check can fail), after it the advertisement is
+// counted and dropped by the ip6 table's input chain.
+func TestKernelRouterAdvertDropped(t *testing.T) {
+	p := newPortTopo6(t)
+	if out, err := testutil.InNS(p.hostName, "sysctl", "-qw", "net.ipv6.conf.tth-br.accept_ra=2"); err != nil {
+		t.Fatalf("accept_ra: %v: %s", err, out)
+	}
+	defaultRoute := func() string {
+		out, err := testutil.InNS(p.hostName, "ip", "-6", "route", "show", "default")
+		if err != nil {
+			t.Fatalf("ip route: %v: %s", err, out)
+		}
+		return strings.TrimSpace(out)
+	}
+	// Before Tether's rules: the advertisement installs a default route
+	// (the kernel handles it on receipt; wait for it with a deadline).
+	sendRA(t, p.sandbox)
+	deadline := time.Now().Add(5 * time.Second)
+	for defaultRoute() == "" && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if defaultRoute() == "" {
+		t.Fatal("without the rule the host ignored the advertisement: the check cannot tell")
+	}
+	testutil.Must(t, "ip", "-n", p.hostName, "-6", "route", "flush", "default")
+
+	f, err := NewNFTWith(Options{NetNS: p.host, IPv6: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if err := f.Sync(context.Background(), []Network{p.net}, nil); err != nil {
+		t.Fatal(err)
+	}
+	sendRA(t, p.sandbox)
+	// The counter is written before the drop: once it shows the packet,
+	// the kernel is done with it.
+	counted := func() bool {
+		out, _ := testutil.InNS(p.hostName, "nft", "list", "chain", "ip6", TableName, ChainInput)
+		return strings.Contains(out, "counter packets 1 ")
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for !counted() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !counted() {
+		out, _ := testutil.InNS(p.hostName, "nft", "list", "chain", "ip6", TableName, ChainInput)
+		t.Fatalf("the advertisement was not counted by the input chain:\n%s", out)
+	}
+	if r := defaultRoute(); r != "" {
+		t.Errorf("the host took a default route from a sandbox's advertisement: %s", r)
+	}
+	// The counter does not make the rule look foreign: a restart keeps it.
+	c, err := nftables.New(nftables.WithNetNSFd(nsFd(t, p.host)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := ruleHandlesOf(t, c, fam6)
+	if err := f.Sync(context.Background(), []Network{p.net}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := ruleHandlesOf(t, c, fam6); !slices.Equal(got, h) {
+		t.Errorf("Sync rebuilt the ip6 table after the counter moved: %v, was %v", got, h)
+	}
+}
+
+func nsFd(t *testing.T, path string) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return int(f.Fd())
+}
+
+// sendRA sends, from namespace ns, a router advertisement (router lifetime
+// 1800 s, no options) to ff02::1 on eth0, hop limit 255 as RFC 4861 wants.
+func sendRA(t *testing.T, ns string) {
+	t.Helper()
+	err := netns.Do(ns, func() error {
+		c, err := icmp.ListenPacket("ip6:ipv6-icmp", "::")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		eth0, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		pc := c.IPv6PacketConn()
+		if err := pc.SetMulticastHopLimit(255); err != nil {
+			return err
+		}
+		if err := pc.SetMulticastInterface(eth0); err != nil {
+			return err
+		}
+		m := icmp.Message{Type: ipv6.ICMPTypeRouterAdvertisement, Body: &icmp.RawBody{
+			Data: []byte{64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0}}} // hop limit, flags, lifetime, reachable, retrans
+		b, err := m.Marshal(nil) // the kernel fills in the ICMPv6 checksum
+		if err != nil {
+			return err
+		}
+		_, err = c.WriteTo(b, &net.IPAddr{IP: net.ParseIP("ff02::1"), Zone: "eth0"})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("send router advertisement: %v", err)
+	}
 }

@@ -334,7 +334,11 @@ func (w *watcher) act(d dirt, first time.Time) {
 		case err != nil:
 			w.o.Log.Error("firewall table changed by another program; restoring it failed", "err", err)
 		case changed:
-			w.o.Log.Warn("firewall table "+w.f.tableNames()+" was changed or removed by another program (nft flush ruleset, a firewall reload); restored it",
+			what := "firewall table " + w.f.tableNames() + " was"
+			if w.f.opts.IPv6 {
+				what = "firewall tables " + w.f.tableNames() + " were"
+			}
+			w.o.Log.Warn(what+" changed or removed by another program (nft flush ruleset, a firewall reload); restored it",
 				"took", took.Round(time.Microsecond))
 			if w.o.Restored != nil {
 				w.o.Restored(took)

@@ -82,7 +82,7 @@ package firewall
 //	        kernel never routes ::1 off lo; the userland proxy serves [::1])
 //	postrouting: no loopback masquerade
 //	chain input { type filter hook input priority filter; policy accept;
-//		iifname @bridges icmpv6 type nd-router-advert drop }
+//		iifname @bridges icmpv6 type nd-router-advert counter drop }
 //
 // The last one: sandboxes and bridges run with accept_ra=0, so a router
 // advertisement from a sandbox changes nothing on the host today; the drop
@@ -318,8 +318,9 @@ func loopbackRule(fm *family) ruleSpec {
 		&expr.Verdict{Kind: expr.VerdictDrop}}}
 }
 
-// routerAdvertRule is `iifname @bridges icmpv6 type nd-router-advert drop`
-// in the ip6 table's input chain: a sandbox never configures the host.
+// routerAdvertRule is `iifname @bridges icmpv6 type nd-router-advert
+// counter drop` in the ip6 table's input chain: a sandbox never configures
+// the host. The counter shows in `nft list` what was dropped.
 func routerAdvertRule() ruleSpec {
 	return ruleSpec{ChainInput, "tether: no router advertisements from sandboxes", []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
@@ -328,6 +329,7 @@ func routerAdvertRule() ruleSpec {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{134 /* ND_ROUTER_ADVERT */}},
+		&expr.Counter{},
 		&expr.Verdict{Kind: expr.VerdictDrop}}}
 }
 
