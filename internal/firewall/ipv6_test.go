@@ -345,6 +345,7 @@ func TestPortFamilies(t *testing.T) {
 		{"v6 with ip6tables off", netip.Addr{}, v6, false, ""},
 		{"v6 multicast sandbox", netip.Addr{}, netip.MustParseAddr("ff02::1"), true, ""},
 		{"v6 unspecified sandbox", netip.Addr{}, netip.IPv6Unspecified(), true, ""},
+		{"v6 host with a zone", netip.MustParseAddr("fe80::1%eth0"), v6, true, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := PortMapping{Proto: "tcp", HostIP: tt.host, HostPort: 8080, SandboxIP: tt.sandbox, SandboxPort: 80}

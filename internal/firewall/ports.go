@@ -99,8 +99,8 @@ func (p PortMapping) normal(ipv6 bool) (PortMapping, error) {
 		return p, fmt.Errorf("%w: %s: sandbox address is not a unicast address", ErrInvalidPort, p)
 	case p.SandboxIP.Is6() && !ipv6:
 		return p, fmt.Errorf("%w: %s: IPv6 sandbox address with ip6tables off (no ip6 table)", ErrInvalidPort, p)
-	case p.SandboxIP.Is6() && p.SandboxIP.Zone() != "":
-		return p, fmt.Errorf("%w: %s: sandbox address has a zone", ErrInvalidPort, p)
+	case p.SandboxIP.Zone() != "" || p.HostIP.Zone() != "":
+		return p, fmt.Errorf("%w: %s: an address with a zone (a map element cannot hold the interface)", ErrInvalidPort, p)
 	}
 	return p, nil
 }
