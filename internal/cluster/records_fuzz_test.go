@@ -138,9 +138,12 @@ func wantPeer(n NetworkRecord, ep EndpointRecord, nodes map[string]netip.Addr) e
 		return fmt.Errorf("address %v is the broadcast of %v", a, n.Subnet)
 	case err != nil || len(mac) != 6 || mac[0]&1 != 0 || bytes.Equal(mac, make([]byte, 6)):
 		return fmt.Errorf("MAC %q not a unicast Ethernet address", ep.MAC)
-	case !ep.VTEP.Is4() || ep.VTEP.IsLoopback() || ep.VTEP.IsUnspecified() ||
-		ep.VTEP.IsMulticast() || ep.VTEP == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+	case ep.VTEP.Is4() && (ep.VTEP.IsLoopback() || ep.VTEP.IsUnspecified() ||
+		ep.VTEP.IsMulticast() || ep.VTEP == netip.AddrFrom4([4]byte{255, 255, 255, 255})):
 		return fmt.Errorf("VTEP %v not a remote unicast IPv4 address", ep.VTEP)
+	case !ep.VTEP.Is4() && (!ep.VTEP.Is6() || ep.VTEP.Is4In6() || ep.VTEP.Zone() != "" || ep.VTEP.IsLoopback() ||
+		ep.VTEP.IsUnspecified() || ep.VTEP.IsMulticast() || ep.VTEP.IsLinkLocalUnicast()):
+		return fmt.Errorf("VTEP %v not a global unicast IPv6 address", ep.VTEP)
 	case nodes[ep.Node] != ep.VTEP:
 		return fmt.Errorf("VTEP %v is not node %q's address %v", ep.VTEP, ep.Node, nodes[ep.Node])
 	case ep.Address6.IsValid() && (!n.Subnet6.IsValid() || ep.Address6 != netip.PrefixFrom(derive6(n.Subnet, n.Subnet6, a), n.Subnet6.Bits())):
@@ -228,6 +231,11 @@ func FuzzWatcherRecordFields(f *testing.F) {
 	f.Add(4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "203.0.113.66", "198.18.0.2")
 	f.Add(4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "198.18.0.1", "198.18.0.1")
 	f.Add(4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "::1", "::1")
+	f.Add(4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "fd99::11", "fd99::11")
+	f.Add(4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "fe80::1", "fe80::1")
+	f.Add(4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "fe80::1%eth0", "fe80::1%eth0")
+	f.Add(4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "::ffff:198.18.0.2", "::ffff:198.18.0.2")
+	f.Add(4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "ff02::1", "ff02::1")
 	f.Add(4096, "10.99.0.5/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "198.18.0.2", "198.18.0.2")
 	f.Add(4096, "0.0.0.0/0", "0.0.0.1", "10.99.0.2/0", "02:42:0a:63:00:02", "198.18.0.2", "198.18.0.2")
 	f.Add(4096, "fd00::/64", "fd00::1", "fd00::2/64", "02:42:0a:63:00:02", "198.18.0.2", "198.18.0.2")
@@ -290,6 +298,10 @@ func TestWatcherRejectsHostileRecords(t *testing.T) {
 		{"VTEP not the node's", 4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "203.0.113.66", "198.18.0.2", false},
 		{"VTEP loopback", 4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "127.0.0.1", "127.0.0.1", false},
 		{"VTEP multicast", 4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "239.1.1.1", "239.1.1.1", false},
+		{"IPv6 VTEP (IPv6 underlay)", 4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "fd99::11", "fd99::11", true},
+		{"VTEP IPv6 loopback", 4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "::1", "::1", false},
+		{"VTEP IPv6 link-local", 4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "fe80::1", "fe80::1", false},
+		{"VTEP IPv4-mapped", 4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "::ffff:198.18.0.2", "::ffff:198.18.0.2", false},
 		{"node record unreadable", 4096, "10.99.0.0/24", "10.99.0.1", "10.99.0.2/24", "02:42:0a:63:00:02", "198.18.0.2", "not an address", false},
 	}
 	for _, tt := range tests {

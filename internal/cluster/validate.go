@@ -47,7 +47,8 @@ func checkNetworkRecord(n NetworkRecord) error {
 // checkEndpointRecord refuses a remote endpoint the kernel must not get on
 // network n (already checked): its address must be a host of n's subnet
 // other than the gateway, with n's prefix length; its MAC a unicast,
-// non-zero Ethernet address; its VTEP a unicast IPv4 address equal to the
+// non-zero Ethernet address; its VTEP a unicast IPv4 (or IPv6, an IPv6
+// underlay's) address equal to the
 // address its node advertises (nodeAddr, invalid when the node's record is
 // unreadable), so a record cannot send a peer's frames to a host of its
 // choosing. Its Address6, when set, must be the one derived from its
@@ -63,8 +64,8 @@ func checkEndpointRecord(n NetworkRecord, ep EndpointRecord, nodeAddr netip.Addr
 		return fmt.Errorf("address %v is not a host address of %v (gateway %v)", ep.Address, n.Subnet, n.Gateway)
 	case macErr != nil || len(mac) != 6 || mac[0]&1 != 0 || bytes.Equal(mac, make([]byte, 6)):
 		return fmt.Errorf("MAC %q is not a unicast Ethernet address", ep.MAC)
-	case !v.Is4() || v.IsUnspecified() || v.IsLoopback() || v.IsMulticast() || v == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		return fmt.Errorf("VTEP %v is not a unicast IPv4 address", v)
+	case !unicastVTEP(v):
+		return fmt.Errorf("VTEP %v is not a unicast IPv4 or global IPv6 address", v)
 	case v != nodeAddr:
 		return fmt.Errorf("VTEP %v is not the address %v node %q advertises", v, nodeAddr, ep.Node)
 	case ep.Address6.IsValid():
@@ -79,4 +80,17 @@ func checkEndpointRecord(n NetworkRecord, ep EndpointRecord, nodeAddr netip.Addr
 // addresses.
 func hostOf(s netip.Prefix, a netip.Addr) bool {
 	return a.Is4() && s.Addr().Is4() && s.Contains(a) && a != s.Masked().Addr() && a != netaddr.Last(s)
+}
+
+// unicastVTEP: v can be a VXLAN tunnel endpoint: a unicast IPv4 address, or
+// an IPv6 one that is not link-local (which would need an interface) nor
+// IPv4-mapped.
+func unicastVTEP(v netip.Addr) bool {
+	if v.IsUnspecified() || v.IsLoopback() || v.IsMulticast() || v.Zone() != "" {
+		return false
+	}
+	if v.Is4() {
+		return v != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	}
+	return v.Is6() && !v.Is4In6() && !v.IsLinkLocalUnicast()
 }

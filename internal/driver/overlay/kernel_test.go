@@ -751,3 +751,58 @@ func TestDualStack(t *testing.T) {
 		}
 	})
 }
+
+// TestIPv6Underlay: the hosts' VTEPs are IPv6 addresses of the underlay:
+// the VXLAN device sends over IPv6 (FDB entries with IPv6 destinations),
+// the overlay MTU is underlay-70, and a dual-stack network works over it.
+func TestIPv6Underlay(t *testing.T) {
+	_, h1, h2 := setup(t, 1500)
+	v1, v2 := netip.MustParseAddr("fd99::10"), netip.MustParseAddr("fd99::11")
+	for _, hv := range []struct {
+		h *ot.Host
+		v netip.Addr
+	}{{h1, v1}, {h2, v2}} {
+		testutil.Must(t, "ip", "-n", hv.h.NS, "addr", "add", hv.v.String()+"/64", "dev", "eth0", "nodad")
+	}
+	id := ot.NewID()
+	n1, n2 := h1.DualStackNetwork(id, 950, "10.89.0.0/24", "fd00:89::/64"), h2.DualStackNetwork(id, 950, "10.89.0.0/24", "fd00:89::/64")
+	n1.VTEP, n2.VTEP = v1, v2
+	h1.CreateNetwork(t, n1)
+	h2.CreateNetwork(t, n2)
+	a, b := h1.Join6(t, n1, "10.89.0.2/24", "fd00:89::2/64"), h2.Join6(t, n2, "10.89.0.3/24", "fd00:89::3/64")
+	pa, pb := a.Peer(), b.Peer()
+	pa.VTEP, pb.VTEP = v1, v2
+	if err := h1.Driver.AddPeer(ctx, n1, pb); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Driver.AddPeer(ctx, n2, pa); err != nil {
+		t.Fatal(err)
+	}
+	vx := linkByName(t, h1.H, overlay.VxlanName(950)).(*netlink.Vxlan)
+	if vx.SrcAddr.String() != v1.String() || vx.MTU != 1430 {
+		t.Errorf("VXLAN device: local %v, MTU %d; want %v, 1430", vx.SrcAddr, vx.MTU, v1)
+	}
+	ot.MustPing(t, a.NS, b.Addr())
+	ot.MustPing(t, a.NS, b.Addr6())
+	ot.MustPing(t, b.NS, a.Addr6())
+	// 1430 - 28 fits unfragmented, one byte more does not
+	ot.MustPing(t, a.NS, b.Addr(), "-M", "do", "-s", "1402")
+	ot.MustNotPing(t, a.NS, b.Addr(), "-M", "do", "-s", "1403")
+	if peers, err := h1.Driver.Peers(ctx, n1); err != nil || len(peers) != 1 || !peers[0].Equal(pb) {
+		t.Errorf("Peers = %v, %v; want [%v]", peers, err, pb)
+	}
+	// without the hosts' IPv4 underlay addresses it still works: the
+	// packets go over IPv6
+	for _, h := range []*ot.Host{h1, h2} {
+		testutil.Must(t, "ip", "-n", h.NS, "addr", "del", h.Addr+"/24", "dev", "eth0")
+	}
+	ot.MustPing(t, a.NS, b.Addr())
+	ot.MustPing(t, b.NS, a.Addr6())
+	if err := h1.Driver.RemovePeer(ctx, n1, pb); err != nil {
+		t.Fatal(err)
+	}
+	if peers, err := h1.Driver.Peers(ctx, n1); err != nil || len(peers) != 0 {
+		t.Errorf("Peers after RemovePeer = %v, %v", peers, err)
+	}
+	ot.MustNotPing(t, a.NS, b.Addr6())
+}

@@ -10,6 +10,8 @@
 // Every remote endpoint is one static FDB entry on the VXLAN device (its MAC
 // -> its host's VTEP) and one permanent neighbour entry (its IP -> its MAC),
 // from which the device answers the sandboxes' ARP requests itself (proxy).
+// The underlay may be IPv6 (an IPv6 VTEP, the same family on every host):
+// the device then sends over IPv6, and the MTU is underlay-70.
 // There is no learning and no miss handling: the kernel never asks the
 // daemon anything, so a daemon that is down or restarting drops no traffic.
 //
@@ -58,6 +60,8 @@ const (
 	// Overhead is what VXLAN over IPv4 adds to an inner frame's IP packet:
 	// outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
 	Overhead = 50
+	// Overhead6 is Overhead over an IPv6 underlay (outer IPv6 header 40).
+	Overhead6 = 70
 	// MaxVNI is the largest VNI (24 bits).
 	MaxVNI = 1<<24 - 1
 )
@@ -128,17 +132,18 @@ func checkNetwork(n *driver.Network) error {
 	if n.VNI < 1 || n.VNI > MaxVNI {
 		return fmt.Errorf("overlay network %q: VNI %d not in 1..%d: %w", n.Name, n.VNI, MaxVNI, ErrInvalid)
 	}
-	if !n.VTEP.Is4() {
-		return fmt.Errorf("overlay network %q: VTEP %v is not an IPv4 address: %w", n.Name, n.VTEP, ErrInvalid)
+	if v := n.VTEP; !v.Is4() && (!isIPv6(v) || v.Zone() != "" || v.IsLinkLocalUnicast()) {
+		return fmt.Errorf("overlay network %q: VTEP %v is not an IPv4 or global IPv6 address: %w", n.Name, n.VTEP, ErrInvalid)
 	}
 	return checkNetwork6(n)
 }
 
 // OverlayMTU is the MTU of the network's sandboxes and links given the
-// underlay's: underlayMTU-50 (so an encapsulated full-size frame fits the
-// underlay unfragmented), or the network's own MTU when that is smaller.
+// underlay's: underlayMTU-50 (-70 over an IPv6 underlay: an IPv6 VTEP) so
+// an encapsulated full-size frame fits the underlay unfragmented, or the
+// network's own MTU when that is smaller.
 func OverlayMTU(n *driver.Network, underlayMTU int) int {
-	mtu := underlayMTU - Overhead
+	mtu := underlayMTU - overhead(n)
 	if n.MTU > 0 && n.MTU < mtu {
 		mtu = n.MTU
 	}
@@ -174,10 +179,10 @@ func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) (err erro
 	}
 	mtu := OverlayMTU(n, umtu)
 	if mtu < 68 {
-		return fmt.Errorf("overlay network %q: MTU %d (underlay %d - %d) is below IPv4's 68: %w", n.Name, mtu, umtu, Overhead, ErrInvalid)
+		return fmt.Errorf("overlay network %q: MTU %d (underlay %d - %d) is below IPv4's 68: %w", n.Name, mtu, umtu, overhead(n), ErrInvalid)
 	}
 	if dualStack(n) && mtu < MinIPv6MTU {
-		return fmt.Errorf("overlay network %q: MTU %d (underlay %d - %d) is below IPv6's %d: %w", n.Name, mtu, umtu, Overhead, MinIPv6MTU, ErrInvalid)
+		return fmt.Errorf("overlay network %q: MTU %d (underlay %d - %d) is below IPv6's %d: %w", n.Name, mtu, umtu, overhead(n), MinIPv6MTU, ErrInvalid)
 	}
 	br, brNew, err := d.ensureBridge(n, mtu)
 	if err != nil {
@@ -218,7 +223,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) (err erro
 }
 
 // underlay returns the underlay interface: n.UnderlayIf, or the one that
-// holds n.VTEP.
+// holds n.VTEP (IPv4 or IPv6).
 func (d *Driver) underlay(n *driver.Network) (netlink.Link, error) {
 	if n.UnderlayIf != "" {
 		l, err := d.h.LinkByName(n.UnderlayIf)
@@ -228,7 +233,7 @@ func (d *Driver) underlay(n *driver.Network) (netlink.Link, error) {
 		return l, nil
 	}
 	addrs, err := nlutil.Dump("list addresses", func() ([]netlink.Addr, error) {
-		return d.h.AddrList(nil, netlink.FAMILY_V4)
+		return d.h.AddrList(nil, netlink.FAMILY_ALL)
 	})
 	if err != nil {
 		return nil, err
@@ -305,6 +310,15 @@ func vxlanMatches(have, want *netlink.Vxlan) bool {
 		have.SrcAddr.Equal(want.SrcAddr) && have.VtepDevIndex == want.VtepDevIndex &&
 		have.Learning == want.Learning && have.Proxy == want.Proxy &&
 		!have.L2miss && !have.L3miss && !have.FlowBased && len(have.Group) == 0
+}
+
+// overhead is what VXLAN adds over n's underlay: Overhead, or Overhead6
+// with an IPv6 VTEP.
+func overhead(n *driver.Network) int {
+	if isIPv6(n.VTEP) {
+		return Overhead6
+	}
+	return Overhead
 }
 
 // ownLink finds link name and checks that it is network n's and of type

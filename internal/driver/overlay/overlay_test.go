@@ -62,9 +62,13 @@ func TestOverlayMTU(t *testing.T) {
 		{0, 9000, 8950},
 		{9000, 9000, 8950},
 	} {
-		if got := OverlayMTU(&driver.Network{MTU: c.netMTU}, c.underlay); got != c.want {
+		if got := OverlayMTU(&driver.Network{MTU: c.netMTU, VTEP: vtep}, c.underlay); got != c.want {
 			t.Errorf("OverlayMTU(MTU %d, underlay %d) = %d, want %d", c.netMTU, c.underlay, got, c.want)
 		}
+	}
+	// over an IPv6 underlay the outer header is 20 bytes longer
+	if got := OverlayMTU(&driver.Network{VTEP: netip.MustParseAddr("2001:db8::1")}, 1500); got != 1430 {
+		t.Errorf("OverlayMTU over an IPv6 underlay of 1500 = %d, want 1430", got)
 	}
 }
 
@@ -88,7 +92,9 @@ func TestCheckNetwork(t *testing.T) {
 		{"VNI 0", driver.Network{VNI: 0, VTEP: vtep}, false},
 		{"VNI too large", driver.Network{VNI: MaxVNI + 1, VTEP: vtep}, false},
 		{"no VTEP", driver.Network{VNI: 1}, false},
-		{"IPv6 VTEP", driver.Network{VNI: 1, VTEP: netip.MustParseAddr("2001:db8::1")}, false},
+		{"IPv6 VTEP", driver.Network{VNI: 1, VTEP: netip.MustParseAddr("2001:db8::1")}, true},
+		{"link-local IPv6 VTEP", driver.Network{VNI: 1, VTEP: netip.MustParseAddr("fe80::1")}, false},
+		{"IPv4-mapped VTEP", driver.Network{VNI: 1, VTEP: netip.MustParseAddr("::ffff:198.18.0.10")}, false},
 		{"dual stack", driver.Network{VNI: 1, VTEP: vtep, Subnet6: sub6, Gateway6: netip.MustParseAddr("fd00:1::1")}, true},
 		{"dual stack without gateway6", driver.Network{VNI: 1, VTEP: vtep, Subnet6: sub6}, true},
 		{"subnet6 IPv4", driver.Network{VNI: 1, VTEP: vtep, Subnet6: netip.MustParsePrefix("10.1.0.0/16")}, false},
@@ -117,8 +123,25 @@ func TestCheckPeer(t *testing.T) {
 		{"no VTEP", Peer{IP: ip3, MAC: mac3, VTEP: netip.Addr{}}, false},
 		{"own VTEP", Peer{IP: ip3, MAC: mac3, VTEP: vtep}, false},
 		{"IPv6 on an IPv4-only network", Peer{IP: ip3, IP6: ip63, MAC: mac3, VTEP: other}, false},
+		{"IPv6 VTEP on an IPv4 underlay", Peer{IP: ip3, MAC: mac3, VTEP: netip.MustParseAddr("2001:db8::2")}, false},
 	} {
 		err := checkPeer(n, c.p)
+		if (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
+			t.Errorf("%s: checkPeer = %v", c.name, err)
+		}
+	}
+	v6u := &driver.Network{VNI: 1, VTEP: netip.MustParseAddr("2001:db8::1")}
+	for _, c := range []struct {
+		name string
+		p    Peer
+		ok   bool
+	}{
+		{"IPv6 VTEP", Peer{IP: ip3, MAC: mac3, VTEP: netip.MustParseAddr("2001:db8::2")}, true},
+		{"IPv4 VTEP on an IPv6 underlay", Peer{IP: ip3, MAC: mac3, VTEP: other}, false},
+		{"IPv4-mapped VTEP", Peer{IP: ip3, MAC: mac3, VTEP: netip.MustParseAddr("::ffff:198.18.0.11")}, false},
+		{"own IPv6 VTEP", Peer{IP: ip3, MAC: mac3, VTEP: v6u.VTEP}, false},
+	} {
+		err := checkPeer(v6u, c.p)
 		if (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
 			t.Errorf("%s: checkPeer = %v", c.name, err)
 		}

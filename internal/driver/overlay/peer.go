@@ -46,8 +46,8 @@ func checkPeer(n *driver.Network, p Peer) error {
 		return fmt.Errorf("peer %v: IP6 outside the network's IPv6 subnet %v: %w", p, n.Subnet6, ErrInvalid)
 	case len(p.MAC) != 6 || p.MAC[0]&1 != 0 || bytes.Equal(p.MAC, make([]byte, 6)):
 		return fmt.Errorf("peer %v: MAC is not a unicast Ethernet address: %w", p, ErrInvalid)
-	case !p.VTEP.Is4():
-		return fmt.Errorf("peer %v: VTEP is not an IPv4 address: %w", p, ErrInvalid)
+	case !p.VTEP.IsValid() || p.VTEP.Zone() != "" || p.VTEP.Is4() != n.VTEP.Is4() || p.VTEP.Is4In6():
+		return fmt.Errorf("peer %v: VTEP is not an address of the underlay's family (this host's VTEP %v): %w", p, n.VTEP, ErrInvalid)
 	case p.VTEP == n.VTEP:
 		return fmt.Errorf("peer %v: VTEP is this host's own (local endpoints are on the bridge): %w", p, ErrInvalid)
 	}
