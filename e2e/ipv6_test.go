@@ -7,10 +7,13 @@ package e2e
 // restart under both start modes; and a dual-stack overlay across hosts.
 
 import (
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moby/moby/api/types/network"
 
 	"github.com/tether-net/tether/internal/testutil"
 )
@@ -359,5 +362,67 @@ func TestIPv6Overlay(t *testing.T) {
 	p4, p6 := netip.MustParseAddr(ip(t, d0, "p", "ov6")), netip.MustParseAddr(ip6(t, d0, "p", "ov6"))
 	if p6.As16()[15] != p4.As4()[3] {
 		t.Errorf("p: IPv6 %s does not follow IPv4 %s", p6, p4)
+	}
+}
+
+// The stock docker CLI drives IPv6 as it does against dockerd: create with
+// --ipv6 (and --ipv4=false), inspect in Docker's shape, connect --ip6.
+func TestIPv6DockerCLI(t *testing.T) {
+	_, d := host(t)
+	c := newDockerCLI(t, d)
+	c.must("network", "create", "--ipv6", "--subnet", "10.202.0.0/24", "--subnet", "fd00:202::/64",
+		"--ip-range", "fd00:202::100/120", "--gateway", "fd00:202::fe", "dk6")
+	c.must("network", "create", "--ipv6", "--ipv4=false", "dkonly6")
+	var ns []network.Inspect
+	if err := json.Unmarshal([]byte(c.must("network", "inspect", "dk6", "dkonly6")), &ns); err != nil || len(ns) != 2 {
+		t.Fatalf("inspect: %v", err)
+	}
+	dk, only := ns[0], ns[1]
+	if !dk.EnableIPv4 || !dk.EnableIPv6 || len(dk.IPAM.Config) != 2 || dk.IPAM.Config[1].Subnet.String() != "fd00:202::/64" ||
+		dk.IPAM.Config[1].IPRange.String() != "fd00:202::100/120" || dk.IPAM.Config[1].Gateway.String() != "fd00:202::fe" {
+		t.Errorf("inspect dk6: %+v", dk)
+	}
+	if only.EnableIPv4 || !only.EnableIPv6 || len(only.IPAM.Config) != 1 || !only.IPAM.Config[0].Subnet.Addr().Is6() {
+		t.Errorf("inspect dkonly6: %+v", only)
+	}
+	runDetached(t, d, "s", "--network", "dk6", "--", "sleep", "600")
+	if a := ip6(t, d, "s", "dk6"); !netip.MustParsePrefix("fd00:202::100/120").Contains(netip.MustParseAddr(a)) {
+		t.Errorf("s got %s, outside --ip-range", a)
+	}
+	runDetached(t, d, "s2", "--network", "dkonly6", "--", "sleep", "600")
+	c.must("network", "connect", "--ip6", "fd00:202::7", "dk6", "s2")
+	if a := ip6(t, d, "s2", "dk6"); a != "fd00:202::7" {
+		t.Errorf("docker network connect --ip6 fd00:202::7: s2 got %s", a)
+	}
+	if !ping6(d, "s2", "s") {
+		t.Errorf("s2 cannot reach s by name over IPv6")
+	}
+	if out, err := c.run("network", "connect", "--ip6", "fd00:203::7", "dkonly6", "s"); err == nil || !strings.Contains(out, "ip6") {
+		t.Errorf("connect with an address outside the subnet: %v %s", err, out)
+	}
+}
+
+// ip6tables=false: no IPv6 rules at all (no ip6 tether table), so no NAT66:
+// the outside, with no route back, does not answer; IPv4 still goes out.
+func TestIPv6WithoutIP6Tables(t *testing.T) {
+	hostNS, d := host(t, "--ip6tables=false")
+	outsideDual(t, hostNS)
+	d.MustTether("network", "create", "--ipv6", "--subnet", "10.203.0.0/24", "--subnet", "fd00:203::/64", "noip6t")
+	runDetached(t, d, "a", "--network", "noip6t", "--", "sleep", "600")
+	runDetached(t, d, "b", "--network", "noip6t", "--", "sleep", "600")
+	if out, err := testutil.InNS(hostNS, "nft", "list", "table", "ip6", "tether"); err == nil {
+		t.Errorf("ip6tables=false, yet table ip6 tether exists:\n%s", out)
+	}
+	if _, err := testutil.InNS(hostNS, "nft", "list", "table", "ip", "tether"); err != nil {
+		t.Errorf("table ip tether is missing: %v", err)
+	}
+	if !ping6(d, "a", "b") {
+		t.Errorf("a cannot reach b over IPv6 without ip6tables")
+	}
+	if ping6(d, "a", outside6) {
+		t.Errorf("a reached the outside over IPv6 with ip6tables=false: something masqueraded it")
+	}
+	if !ping(d, "a", testutil.OutsideAddr) {
+		t.Errorf("a cannot reach the outside over IPv4")
 	}
 }
