@@ -41,7 +41,7 @@ type Network struct {
 	// derives its link names from VNI and ignores BridgeName; its sandboxes'
 	// MTU is UnderlayMTU-50, lowered further by a smaller non-zero MTU.
 	VNI         int        // VXLAN network identifier, 1..16777215, the same on every host
-	VTEP        netip.Addr // this host's underlay (advertise) IPv4 address: source of its VXLAN packets
+	VTEP        netip.Addr // this host's underlay (advertise) address, IPv4 or IPv6: source of its VXLAN packets
 	UnderlayIf  string     // underlay interface; "" = the interface holding VTEP
 	UnderlayMTU int        // 0 = the underlay interface's MTU
 }

@@ -249,7 +249,7 @@ func storeErr(err error) error {
 		return kindf(KindConflict, "%w", err)
 	case errors.Is(err, cluster.ErrSubnetInUse), errors.Is(err, cluster.ErrInUse), errors.Is(err, cluster.ErrNoAddress):
 		return kindf(KindForbidden, "%w", err)
-	case errors.Is(err, cluster.ErrOutOfSubnet):
+	case errors.Is(err, cluster.ErrOutOfSubnet), errors.Is(err, cluster.ErrInvalidSubnet):
 		return kindf(KindInvalid, "%w", err)
 	case errors.Is(err, cluster.ErrNotFound):
 		return kindf(KindNotFound, "%w", err)
