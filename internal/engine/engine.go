@@ -123,7 +123,7 @@ type netState struct {
 	// subnet6 allocates the IPv6 addresses of a dual-stack or IPv6-only
 	// local network; nil otherwise.
 	subnet6 *ipam.Subnet
-	rev    int64        // store revision of the IPAM record
+	rev     int64 // store revision of the IPAM record
 	// pending counts endpoints being attached right now, so a delete racing
 	// an attach sees the network as busy.
 	pending int

@@ -44,12 +44,12 @@ type SubnetSpec struct {
 
 // NetworkSpec is a request to create a network.
 type NetworkSpec struct {
-	Name        string
-	Driver      string
-	Scope       string // "" or the scope of the driver's networks: "local", "global"
-	Internal    bool
-	Attachable  bool
-	EnableIPv6  bool
+	Name       string
+	Driver     string
+	Scope      string // "" or the scope of the driver's networks: "local", "global"
+	Internal   bool
+	Attachable bool
+	EnableIPv6 bool
 	// EnableIPv4 false makes an IPv6-only network (Docker 28's --ipv4=false,
 	// which needs EnableIPv6); nil is true.
 	EnableIPv4  *bool

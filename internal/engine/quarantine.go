@@ -30,7 +30,7 @@ const quarantineGrace = 2 * time.Second
 
 // held is one address waiting for its veth to go.
 type held struct {
-	netID    string // the address's network
+	netID    string     // the address's network
 	addr     netip.Addr // IPv4, or IPv6 on an IPv6-only network: the key
 	addr6    netip.Addr // IPv6 of a dual-stack endpoint, freed with addr
 	drv      driver.Driver
