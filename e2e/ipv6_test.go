@@ -88,8 +88,10 @@ func TestIPv6DualStackNetwork(t *testing.T) {
 	// Inspect shows IPv6 as Docker does.
 	var net struct {
 		EnableIPv4, EnableIPv6 bool
-		IPAM                   struct{ Config []struct{ Subnet, Gateway string } }
-		Containers             map[string]struct{ Name, IPv4Address, IPv6Address string }
+		IPAM                   struct {
+			Config []struct{ Subnet, Gateway string }
+		}
+		Containers map[string]struct{ Name, IPv4Address, IPv6Address string }
 	}
 	d.InspectJSON(&net, "network", "inspect", "ds1")
 	if !net.EnableIPv4 || !net.EnableIPv6 || len(net.IPAM.Config) != 2 ||
@@ -245,7 +247,9 @@ func TestIPv6DaemonULAAndIPv6Only(t *testing.T) {
 	// The default network is dual-stack with a ULA /64 from the host's /48.
 	var net struct {
 		EnableIPv6 bool
-		IPAM       struct{ Config []struct{ Subnet, Gateway string } }
+		IPAM       struct {
+			Config []struct{ Subnet, Gateway string }
+		}
 	}
 	d.InspectJSON(&net, "network", "inspect", "bridge")
 	if !net.EnableIPv6 || len(net.IPAM.Config) != 2 {
