@@ -63,11 +63,12 @@ func FuzzLoadBytes(f *testing.F) {
 // FuzzClusterStrings: cluster-store and cluster-advertise values. An
 // accepted store URL has a known scheme and HOST:PORT endpoints; an
 // accepted advertise value has a port in 1-65535 and either a reachable
-// IPv4 address or a name Linux accepts for an interface.
+// IPv4 address, a bracketed global IPv6 address or a name Linux accepts for
+// an interface.
 func FuzzClusterStrings(f *testing.F) {
 	for _, s := range []string{"etcd://127.0.0.1:2379", "etcd://h1:2379,h2/prefix/", "zk://h", "consul://h:8500", "etcd://",
 		"etcd:///p", "etcd://[::1]:2379", "etcd://h:0", "etcd://h:99999", "http://h", "eth0:2376", "10.0.0.1:2376", "127.0.0.1:1",
-		"0.0.0.0:1", "[::1]:1", "eth0:0", "a-very-long-interface-name:1", "eth 0:1", "eth/0:1", ":1", "eth0", "..:1", "[a:b]:1"} {
+		"0.0.0.0:1", "[::1]:1", "[2001:db8::10]:2376", "[fe80::1%eth0]:1", "[::ffff:10.0.0.1]:1", "[10.0.0.1]:1", "[::]:1", "eth0:0", "a-very-long-interface-name:1", "eth 0:1", "eth/0:1", ":1", "eth0", "..:1", "[a:b]:1"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -91,7 +92,8 @@ func FuzzClusterStrings(f *testing.F) {
 			t.Fatalf("ParseAdvertise(%q): port %d", s, a.Port)
 		}
 		if a.Addr.IsValid() {
-			if !a.Addr.Is4() || a.Addr.IsLoopback() || a.Addr.IsUnspecified() || a.Interface != "" {
+			v6 := a.Addr.Is6() && (a.Addr.Is4In6() || a.Addr.Zone() != "" || a.Addr.IsLinkLocalUnicast() || a.Addr.IsMulticast() || !strings.HasPrefix(s, "["))
+			if v6 || a.Addr.IsLoopback() || a.Addr.IsUnspecified() || a.Interface != "" || a.Addr.Is4() && strings.HasPrefix(s, "[") {
 				t.Fatalf("ParseAdvertise(%q) = %+v", s, a)
 			}
 			return

@@ -334,7 +334,9 @@ func TestClusterKeys(t *testing.T) {
 		{`{"cluster-store": "etcd://a", "cluster-advertise": "eth0:2376"}`, ""}, // default port 2379
 		{`{"cluster-store": "etcd://a:2379"}`, "cluster-advertise: required with cluster-store"},
 		{`{"cluster-advertise": "eth0:2376"}`, "cluster-advertise: given without cluster-store"},
-		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "eth0"}`, "cluster-advertise: \"eth0\": want IFACE:PORT or IP:PORT"},
+		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "eth0"}`, "cluster-advertise: \"eth0\": want IFACE:PORT, IP:PORT or [IPv6]:PORT"},
+		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "[2001:db8::10]:2376"}`, ""},
+		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "[fe80::1]:2376"}`, "cluster-advertise: \"[fe80::1]:2376\": the address must be a global IPv6 address"},
 		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "127.0.0.1:2376"}`, "cluster-advertise: \"127.0.0.1:2376\": the address must be"},
 		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "eth0:x"}`, "cluster-advertise: \"eth0:x\": bad port"},
 		{`{"cluster-store": "etcd://a:2379", "cluster-advertise": "eth0:2376", "cluster-store-opts": {"kv.path": "/x"}}`, "cluster-store-opts: unknown option \"kv.path\""},
