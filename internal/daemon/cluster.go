@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/tether-net/tether/internal/cluster"
 	"github.com/tether-net/tether/internal/config"
@@ -123,21 +124,55 @@ func clusterSelf(cfg *config.Config) (cluster.Node, error) {
 	return cluster.Node{ID: id, Name: host, Addr: addr, Port: adv.Port, StartedAt: time.Now().UTC()}, nil
 }
 
+// interfaceAddr is the address cluster-advertise IFACE:PORT stands for:
+// the interface's first IPv4 address (as `ip -4 addr show IFACE` lists
+// them) that is not link-local, else its first usable global IPv6 address
+// (advertiseAddr).
 func interfaceAddr(name string) (netip.Addr, error) {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("interface %s: %w", name, err)
 	}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("addresses of %s: %w", name, err)
 	}
+	if a, ok := advertiseAddr(addrs); ok {
+		return a, nil
+	}
+	return netip.Addr{}, fmt.Errorf("interface %s has no IPv4 address and no global IPv6 address", name)
+}
+
+// unstable are the flags of an IPv6 address that must not become a VTEP:
+// not yet usable (tentative: DAD runs; dadfailed), on its way out
+// (deprecated) or short-lived by design (temporary: a privacy address).
+const unstable = unix.IFA_F_TENTATIVE | unix.IFA_F_DADFAILED | unix.IFA_F_DEPRECATED | unix.IFA_F_TEMPORARY
+
+// advertiseAddr picks the VTEP among an interface's addresses: the first
+// IPv4 one that is not link-local (169.254/16); with none, the first IPv6
+// one of global scope (ULA included) that is stable (no unstable flag).
+// Link-local IPv6 addresses need a zone, which a VTEP cannot carry.
+func advertiseAddr(addrs []netlink.Addr) (netip.Addr, bool) {
+	var v6 netip.Addr
 	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && !ip.IsLinkLocalUnicast() {
-			return ip, nil
+		if a.IPNet == nil {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		if ip = ip.Unmap(); ip.Is4() {
+			if !ip.IsLinkLocalUnicast() {
+				return ip, true
+			}
+			continue
+		}
+		if !v6.IsValid() && ip.IsGlobalUnicast() && a.Flags&unstable == 0 {
+			v6 = ip
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("interface %s has no IPv4 address", name)
+	return v6, v6.IsValid()
 }
 
 // nodeID reads the node's ID, creating it on first start.
