@@ -38,6 +38,9 @@ func openCluster(ctx context.Context, cfg *config.Config, log *slog.Logger) (*cl
 	if err != nil {
 		return nil, nil, err
 	}
+	if self.Addr.Is6() && cfg.IPTables && !cfg.IP6Tables {
+		log.Warn("the underlay is IPv6 and ip6tables is false: VXLAN is accepted from any IPv6 source (no table ip6 tether_vxlan)", "advertise", self.Addr)
+	}
 	// Parse now (a bad URL or option stops the start); connect lazily.
 	if _, err := openClusterStore(ctx, cfg, true); err != nil {
 		return nil, nil, err
@@ -64,14 +67,15 @@ func openCluster(ctx context.Context, cfg *config.Config, log *slog.Logger) (*cl
 }
 
 // openVXLANGuard returns the VXLAN filter of a daemon with a cluster store
-// and iptables=true (table ip tether_vxlan: VXLAN only from live cluster
-// nodes; docs/overlay.md), else nil. Its socket lives as long as the
-// process; the table stays after it.
+// and iptables=true (table ip tether_vxlan, and with ip6tables ip6
+// tether_vxlan: VXLAN only from live cluster nodes; docs/overlay.md), else
+// nil. Its socket lives as long as the process; the tables stay after it.
+// An IPv6 underlay without ip6tables runs unguarded (openCluster warns).
 func openVXLANGuard(cfg *config.Config, cl *cluster.Cluster) (engine.NodeFilter, error) {
 	if cl == nil || !cfg.IPTables {
 		return nil, nil
 	}
-	g, err := firewall.NewVXLANGuard("")
+	g, err := firewall.NewVXLANGuardWith(firewall.VXLANGuardOptions{IPv6: cfg.IP6Tables})
 	if err != nil {
 		return nil, fmt.Errorf("VXLAN filter: %w (iptables=false runs without firewall rules)", err)
 	}
