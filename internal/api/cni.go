@@ -67,6 +67,10 @@ func (s *Server) cniAdd(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New("invalid Network: empty"))
 		return
 	}
+	if err := checkCNIStatics(b.IP, b.IP6); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
 	var ports []portmap.Spec
 	for i, p := range b.Ports {
 		sp, err := cniPort(p)
@@ -96,7 +100,7 @@ func (s *Server) cniAdd(w http.ResponseWriter, r *http.Request) {
 	}
 	spec := engine.SandboxSpec{NetNSPath: b.NetNS, ServeDNS: true,
 		Labels: map[string]string{LabelCNIContainer: b.ContainerID, LabelCNIIfName: b.IfName},
-		Networks: []engine.AttachSpec{{Network: b.Network, IP: b.IP, MAC: b.MAC, Aliases: aliases, Ports: ports, IfName: b.IfName,
+		Networks: []engine.AttachSpec{{Network: b.Network, IP: b.IP, IP6: b.IP6, MAC: b.MAC, Aliases: aliases, Ports: ports, IfName: b.IfName,
 			PortsUnheld: !b.HoldPorts, NoDefaultRoute: routed}}}
 	if !routed {
 		spec.Labels[LabelCNIRoute] = "true" // if the network gives one (cniView checks)
@@ -150,6 +154,22 @@ func checkCNIKey(cid, ifname string) error {
 	return nil
 }
 
+// checkCNIStatics: IP, when given, is an IPv4 address and IP6 an IPv6 one
+// (no zone, not IPv4-mapped); the engine checks they fit the network.
+func checkCNIStatics(ip, ip6 string) error {
+	if ip != "" {
+		if a, err := netip.ParseAddr(ip); err != nil || !a.Is4() {
+			return fmt.Errorf("invalid IP %q: not an IPv4 address (an IPv6 one goes in IP6)", ip)
+		}
+	}
+	if ip6 != "" {
+		if a, err := netip.ParseAddr(ip6); err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" {
+			return fmt.Errorf("invalid IP6 %q: not an IPv6 address", ip6)
+		}
+	}
+	return nil
+}
+
 func cniPort(p types.CNIPort) (portmap.Spec, error) {
 	sp := portmap.Spec{HostPort: p.HostPort, ContainerPort: p.ContainerPort, Proto: strings.ToLower(p.Protocol)}
 	if sp.Proto == "" {
@@ -192,17 +212,19 @@ func (s *Server) cniView(sb *engine.Sandbox) types.CNIAttachment {
 	if ep.Address.IsValid() {
 		a.Address = ep.Address.String()
 	}
+	if ep.Address6.IsValid() {
+		a.Address6 = ep.Address6.String()
+	}
 	if n, err := s.eng.Network(ep.NetworkID); err == nil {
 		a.Network, a.MTU = n.Name, n.MTU
-		if ep.Gateway.IsValid() && !n.Internal {
-			a.Gateway = ep.Gateway.String()
-			if gw := n.SandboxGateway; gw.IsValid() {
-				a.Gateway = gw.String()
+		// an internal network gives no way out, an overlay none through
+		// its gateway (the namespace's route is the runtime's)
+		if !n.Internal && n.Scope != engine.ScopeGlobal {
+			a.Gateway = sandboxGateway(ep.Gateway, n.SandboxGateway)
+			if ep.Address6.IsValid() {
+				a.Gateway6 = sandboxGateway(ep.Gateway6, n.SandboxGateway6)
 			}
-			a.DefaultRoute = n.Scope != engine.ScopeGlobal && sb.Labels[LabelCNIRoute] == "true"
-		}
-		if n.Scope == engine.ScopeGlobal {
-			a.Gateway = ""
+			a.DefaultRoute = (a.Gateway != "" || a.Gateway6 != "") && sb.Labels[LabelCNIRoute] == "true"
 		}
 		if !n.Default {
 			a.DNS = []string{"127.0.0.11"}
@@ -212,6 +234,19 @@ func (s *Server) cniView(sb *engine.Sandbox) types.CNIAttachment {
 		a.Ports = append(a.Ports, types.CNIPort{HostIP: p.HostIP.String(), HostPort: p.HostPort, ContainerPort: p.ContainerPort, Protocol: p.Proto})
 	}
 	return a
+}
+
+// sandboxGateway is the gateway the sandbox routes through: the network's
+// override (default-gateway, default-gateway-v6) when there is one and the
+// endpoint has a gateway of that family; "" when it has none.
+func sandboxGateway(gw, override netip.Addr) string {
+	if !gw.IsValid() {
+		return ""
+	}
+	if override.IsValid() {
+		return override.String()
+	}
+	return gw.String()
 }
 
 func (s *Server) cniList(w http.ResponseWriter, r *http.Request) {

@@ -34,6 +34,11 @@ func TestCNIAddRefused(t *testing.T) {
 		{`{` + ok + `, "Ports": [{"HostPort": 80, "ContainerPort": 0}]}`, "invalid Ports[0]: containerPort 0"},
 		{`{` + ok + `, "Ports": [{"HostIP": "::1", "HostPort": 80, "ContainerPort": 80}]}`, "invalid Ports[0]: hostIP"},
 		{`{` + ok + `, "IfName": 7}`, "field IfName"},
+		{`{` + ok + `, "IP": "fd00::5"}`, `invalid IP \"fd00::5\"`},
+		{`{` + ok + `, "IP": "10.9.0.300"}`, `invalid IP \"10.9.0.300\"`},
+		{`{` + ok + `, "IP6": "10.9.0.5"}`, `invalid IP6 \"10.9.0.5\"`},
+		{`{` + ok + `, "IP6": "::ffff:10.9.0.5"}`, `invalid IP6 \"::ffff:10.9.0.5\"`},
+		{`{` + ok + `, "IP6": "fe80::5%eth0"}`, `invalid IP6 \"fe80::5%eth0\"`},
 	} {
 		f := &fakeBackend{}
 		w := call{"POST", "/tether/v1/cni/attachments", tc.body, nil}.serve(t, f)
@@ -166,5 +171,88 @@ func TestCNINamesNotLabels(t *testing.T) {
 	}
 	if f.sbSpec.Name != "cni-a-b-eth0" || slices.Contains(f.sbSpec.Networks[0].Aliases, "web.default") {
 		t.Errorf("name %q aliases %v (tried %v)", f.sbSpec.Name, f.sbSpec.Networks[0].Aliases, tried)
+	}
+}
+
+// ADD on an IPv6 network: both static addresses reach the engine, each in
+// its field.
+func TestCNIAddStatics6(t *testing.T) {
+	f := &fakeBackend{sandbox: cniSandbox(sbID, "c1", "eth0"),
+		network: &engine.NetworkView{Network: engine.Network{ID: netID, Name: "n", MTU: 1500}}}
+	body := `{"ContainerID": "c1", "IfName": "eth0", "NetNS": "/var/run/netns/c1", "Network": "n", "IP": "10.9.0.5", "IP6": "fd00:9::5"}`
+	if w := (call{"POST", "/tether/v1/cni/attachments", body, nil}).serve(t, f); w.Code != http.StatusCreated {
+		t.Fatalf("%d %s", w.Code, w.Body.String())
+	}
+	if a := f.sbSpec.Networks[0]; a.IP != "10.9.0.5" || a.IP6 != "fd00:9::5" {
+		t.Errorf("attach spec IP %q IP6 %q, want 10.9.0.5 and fd00:9::5", a.IP, a.IP6)
+	}
+}
+
+// The attachment as the daemon reports it, from the endpoint and its
+// network: each family's address, its gateway unless the network is
+// internal or an overlay (a network's default-gateway(-v6) replacing it),
+// and the default route when the attachment carries it and has a gateway.
+func TestCNIViewFamilies(t *testing.T) {
+	v4, gw4 := netip.MustParsePrefix("10.9.0.5/24"), netip.MustParseAddr("10.9.0.1")
+	v6, gw6 := netip.MustParsePrefix("fd00:9::5/64"), netip.MustParseAddr("fd00:9::1")
+	tests := []struct {
+		name       string
+		ep         engine.Endpoint
+		net        engine.Network
+		noRoute    bool // the sandbox has no defaultroute label (a second attachment)
+		want       types.CNIAttachment
+		wantRouted bool
+	}{
+		{name: "ipv4 only", ep: engine.Endpoint{Address: v4, Gateway: gw4},
+			want: types.CNIAttachment{Address: "10.9.0.5/24", Gateway: "10.9.0.1"}, wantRouted: true},
+		{name: "dual stack", ep: engine.Endpoint{Address: v4, Gateway: gw4, Address6: v6, Gateway6: gw6},
+			want:       types.CNIAttachment{Address: "10.9.0.5/24", Gateway: "10.9.0.1", Address6: "fd00:9::5/64", Gateway6: "fd00:9::1"},
+			wantRouted: true},
+		{name: "ipv6 only", ep: engine.Endpoint{Address6: v6, Gateway6: gw6}, net: engine.Network{NoIPv4: true},
+			want: types.CNIAttachment{Address6: "fd00:9::5/64", Gateway6: "fd00:9::1"}, wantRouted: true},
+		{name: "dual stack, internal", ep: engine.Endpoint{Address: v4, Gateway: gw4, Address6: v6, Gateway6: gw6},
+			net:  engine.Network{Internal: true},
+			want: types.CNIAttachment{Address: "10.9.0.5/24", Address6: "fd00:9::5/64"}},
+		{name: "ipv6 only, internal", ep: engine.Endpoint{Address6: v6, Gateway6: gw6}, net: engine.Network{Internal: true, NoIPv4: true},
+			want: types.CNIAttachment{Address6: "fd00:9::5/64"}},
+		{name: "dual stack, overlay", ep: engine.Endpoint{Address: v4, Gateway: gw4, Address6: v6, Gateway6: gw6},
+			net:  engine.Network{Scope: engine.ScopeGlobal},
+			want: types.CNIAttachment{Address: "10.9.0.5/24", Address6: "fd00:9::5/64"}},
+		{name: "dual stack, second attachment", ep: engine.Endpoint{Address: v4, Gateway: gw4, Address6: v6, Gateway6: gw6}, noRoute: true,
+			want: types.CNIAttachment{Address: "10.9.0.5/24", Gateway: "10.9.0.1", Address6: "fd00:9::5/64", Gateway6: "fd00:9::1"}},
+		{name: "sandbox gateways", ep: engine.Endpoint{Address: v4, Gateway: gw4, Address6: v6, Gateway6: gw6},
+			net:        engine.Network{SandboxGateway: netip.MustParseAddr("10.9.0.254"), SandboxGateway6: netip.MustParseAddr("fd00:9::fe")},
+			want:       types.CNIAttachment{Address: "10.9.0.5/24", Gateway: "10.9.0.254", Address6: "fd00:9::5/64", Gateway6: "fd00:9::fe"},
+			wantRouted: true},
+		{name: "ipv4 only, a v6 sandbox gateway ignored", ep: engine.Endpoint{Address: v4, Gateway: gw4},
+			net:  engine.Network{SandboxGateway6: netip.MustParseAddr("fd00:9::fe")},
+			want: types.CNIAttachment{Address: "10.9.0.5/24", Gateway: "10.9.0.1"}, wantRouted: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sb := cniSandbox(sbID, "c1", "eth0")
+			ep := tt.ep
+			ep.ID, ep.NetworkID, ep.IfName = "ep1", netID, "eth0"
+			sb.Endpoints = []*engine.Endpoint{&ep}
+			if tt.noRoute {
+				delete(sb.Labels, LabelCNIRoute)
+			}
+			n := tt.net
+			n.ID, n.Name = netID, "n"
+			f := &fakeBackend{sandboxes: []*engine.Sandbox{sb}, network: &engine.NetworkView{Network: n}}
+			w := call{"GET", "/tether/v1/cni/attachments/c1/eth0", "", nil}.serve(t, f)
+			var got types.CNIAttachment
+			if err := json.Unmarshal(w.Body.Bytes(), &got); w.Code != http.StatusOK || err != nil {
+				t.Fatalf("%d %s: %v", w.Code, w.Body.String(), err)
+			}
+			if got.Address != tt.want.Address || got.Gateway != tt.want.Gateway || got.Address6 != tt.want.Address6 ||
+				got.Gateway6 != tt.want.Gateway6 || got.DefaultRoute != tt.wantRouted {
+				t.Errorf("attachment %+v\nwant addresses %q %q %q %q, default route %v", got,
+					tt.want.Address, tt.want.Gateway, tt.want.Address6, tt.want.Gateway6, tt.wantRouted)
+			}
+			if tt.want.Address6 == "" && strings.Contains(w.Body.String(), "Address6") {
+				t.Errorf("an attachment without IPv6 names Address6: %s", w.Body.String())
+			}
+		})
 	}
 }

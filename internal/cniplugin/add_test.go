@@ -3,6 +3,7 @@ package cniplugin
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"reflect"
 	"strings"
@@ -76,6 +77,131 @@ func withVersion(m map[string]any, yes bool) map[string]any {
 	return m
 }
 
+// Attachments on IPv6 networks, as the daemon answers ADD.
+var (
+	// testAttachmentDual is testAttachment on a dual-stack network.
+	testAttachmentDual = func() apitypes.CNIAttachment {
+		a := testAttachment
+		a.Address6, a.Gateway6 = "fd00:11::5/64", "fd00:11::1"
+		return a
+	}()
+	// testAttachment6 is testAttachment on an IPv6-only network.
+	testAttachment6 = func() apitypes.CNIAttachment {
+		a := testAttachmentDual
+		a.Address, a.Gateway = "", ""
+		return a
+	}()
+)
+
+// TestAddResultIPv6 runs ADD of dual-stack and IPv6-only attachments for
+// every supported version: one IP per family on the container interface
+// with its gateway ("version" "4" or "6" before 1.0.0), a default route
+// per family with a gateway when the attachment carries it.
+func TestAddResultIPv6(t *testing.T) {
+	ip4 := map[string]any{"interface": 1.0, "address": "10.11.0.5/24", "gateway": "10.11.0.1"}
+	ip6 := map[string]any{"interface": 1.0, "address": "fd00:11::5/64", "gateway": "fd00:11::1"}
+	route4 := map[string]any{"dst": "0.0.0.0/0", "gw": "10.11.0.1"}
+	route6 := map[string]any{"dst": "::/0", "gw": "fd00:11::1"}
+	noGW := func(m map[string]any) map[string]any {
+		c := maps.Clone(m)
+		delete(c, "gateway")
+		return c
+	}
+	tests := []struct {
+		name   string
+		a      apitypes.CNIAttachment
+		ips    []map[string]any // without "version"
+		routes []any            // nil: no "routes"
+	}{
+		{name: "dual stack", a: testAttachmentDual, ips: []map[string]any{ip4, ip6}, routes: []any{route4, route6}},
+		{name: "ipv6 only", a: testAttachment6, ips: []map[string]any{ip6}, routes: []any{route6}},
+		{name: "dual stack, second attachment", a: func() apitypes.CNIAttachment {
+			a := testAttachmentDual
+			a.DefaultRoute = false
+			return a
+		}(), ips: []map[string]any{ip4, ip6}},
+		{name: "dual stack, internal", a: func() apitypes.CNIAttachment {
+			a := testAttachmentDual
+			a.Gateway, a.Gateway6, a.DefaultRoute = "", "", false
+			return a
+		}(), ips: []map[string]any{noGW(ip4), noGW(ip6)}},
+		{name: "ipv6 only, no v6 gateway", a: func() apitypes.CNIAttachment {
+			a := testAttachment6
+			a.Gateway6 = ""
+			return a
+		}(), ips: []map[string]any{noGW(ip6)}},
+	}
+	for _, tt := range tests {
+		for _, v := range Versions.SupportedVersions() {
+			t.Run(tt.name+"/"+v, func(t *testing.T) {
+				d := startDaemon(t, map[string]reply{"POST /tether/v1/cni/attachments": {http.StatusCreated, tt.a}})
+				var out bytes.Buffer
+				if err := testPlugin(t, &out).Add(cmdArgs(conf(t, v, d.socket, nil), "")); err != nil {
+					t.Fatalf("Add: %v", err)
+				}
+				if _, err := version.NewResult(v, out.Bytes()); err != nil {
+					t.Errorf("libcni cannot read the %s result: %v\n%s", v, err, out.String())
+				}
+				pre1 := v < "1.0.0"
+				var ips []any
+				for _, ip := range tt.ips {
+					m := maps.Clone(ip)
+					if pre1 {
+						m["version"] = map[bool]string{true: "6", false: "4"}[strings.Contains(m["address"].(string), ":")]
+					}
+					ips = append(ips, m)
+				}
+				want := map[string]any{
+					"cniVersion": v,
+					"interfaces": []any{
+						map[string]any{"name": "vethTth01"},
+						withMTU(map[string]any{"name": "eth0", "mac": "02:42:0a:0b:00:05", "sandbox": "/run/netns/test-ctr1"}, !pre1),
+					},
+					"ips": ips,
+					"dns": map[string]any{"nameservers": []any{"127.0.0.11"}, "search": []any{"example.test"}},
+				}
+				if tt.routes != nil {
+					want["routes"] = tt.routes
+				}
+				if got := decodeJSON(t, out.Bytes()); !reflect.DeepEqual(got, want) {
+					t.Errorf("result\n got %v\nwant %v", got, want)
+				}
+			})
+		}
+	}
+}
+
+// TestAddResultBadFamily: an address or gateway of the wrong family in the
+// daemon's answer is the daemon's error, naming the field.
+func TestAddResultBadFamily(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*apitypes.CNIAttachment)
+		msg  string
+	}{
+		{"v6 in Address", func(a *apitypes.CNIAttachment) { a.Address = "fd00:11::5/64" }, `Address "fd00:11::5/64": not an IPv4`},
+		{"v4 in Address6", func(a *apitypes.CNIAttachment) { a.Address6 = "10.11.0.6/24" }, `Address6 "10.11.0.6/24": not an IPv6`},
+		{"v4 Gateway6", func(a *apitypes.CNIAttachment) { a.Gateway6 = "10.11.0.1" }, `Gateway6 "10.11.0.1": not an IPv6`},
+		{"v6 Gateway", func(a *apitypes.CNIAttachment) { a.Gateway = "fd00:11::1" }, `Gateway "fd00:11::1": not an IPv4`},
+		{"bad Address6", func(a *apitypes.CNIAttachment) { a.Address6 = "fd00:11::5" }, `Address6 "fd00:11::5"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := testAttachmentDual
+			tt.edit(&a)
+			d := startDaemon(t, map[string]reply{"POST /tether/v1/cni/attachments": {http.StatusCreated, a}})
+			var out bytes.Buffer
+			e := cniError(t, testPlugin(t, &out).Add(cmdArgs(conf(t, "1.1.0", d.socket, nil), "")))
+			if e.Code != ErrDaemon || !strings.Contains(e.Msg, tt.msg) {
+				t.Errorf("error %d %q, want %d with %q", e.Code, e.Msg, ErrDaemon, tt.msg)
+			}
+			if out.Len() != 0 {
+				t.Errorf("printed %s", out.String())
+			}
+		})
+	}
+}
+
 // TestAddInternalNetwork: no gateway, no default route, no DNS, no host
 // end named: the result has only what there is.
 func TestAddInternalNetwork(t *testing.T) {
@@ -131,6 +257,20 @@ func TestAddRequest(t *testing.T) {
 		})},
 		{name: "ip without prefix", extra: map[string]any{"runtimeConfig": map[string]any{"ips": []any{"10.11.0.9"}}},
 			want: with(func(r *apitypes.CNIAttachRequest) { r.IP = "10.11.0.9" })},
+		{name: "ipv6", extra: map[string]any{"runtimeConfig": map[string]any{"ips": []any{"fd00:11::9/64"}}},
+			want: with(func(r *apitypes.CNIAttachRequest) { r.IP6 = "fd00:11::9" })},
+		{name: "ipv6 without prefix", extra: map[string]any{"runtimeConfig": map[string]any{"ips": []any{"FD00:11:0::9"}}},
+			want: with(func(r *apitypes.CNIAttachRequest) { r.IP6 = "fd00:11::9" })},
+		{name: "both families", extra: map[string]any{"runtimeConfig": map[string]any{"ips": []any{"fd00:11::9/64", "10.11.0.9/24"}}},
+			want: with(func(r *apitypes.CNIAttachRequest) { r.IP, r.IP6 = "10.11.0.9", "fd00:11::9" })},
+		{name: "ipv4-mapped is ipv4", extra: map[string]any{"runtimeConfig": map[string]any{"ips": []any{"::ffff:10.11.0.9", "fd00:11::9"}}},
+			want: with(func(r *apitypes.CNIAttachRequest) { r.IP, r.IP6 = "10.11.0.9", "fd00:11::9" })},
+		{name: "both families in args.cni", extra: map[string]any{"args": map[string]any{"cni": map[string]any{"ips": []any{"10.11.0.7", "fd00:11::7"}}}},
+			want: with(func(r *apitypes.CNIAttachRequest) { r.IP, r.IP6 = "10.11.0.7", "fd00:11::7" })},
+		{name: "runtimeConfig ipv6 over args.cni", extra: map[string]any{
+			"runtimeConfig": map[string]any{"ips": []any{"fd00:11::8"}},
+			"args":          map[string]any{"cni": map[string]any{"ips": []any{"10.11.0.7"}}}},
+			want: with(func(r *apitypes.CNIAttachRequest) { r.IP6 = "fd00:11::8" })},
 		{name: "podman aliases by network name", extra: map[string]any{"runtimeConfig": map[string]any{
 			"aliases": map[string]any{"tether-front": []any{"web", "ctr1"}, "other": []any{"no"}}}},
 			want: with(func(r *apitypes.CNIAttachRequest) { r.Aliases = []string{"web", "ctr1"} })},
@@ -196,9 +336,16 @@ func TestAddBadConfig(t *testing.T) {
 		{name: "tcp socket", extra: map[string]any{"socket": "tcp://127.0.0.1:2375"}, code: 7, msg: []string{`"socket"`, "tcp://127.0.0.1:2375"}},
 		{name: "relative socket", extra: map[string]any{"socket": "run/tether.sock"}, code: 7, msg: []string{`"socket"`}},
 		{name: "not JSON", extra: map[string]any{"runtimeConfig": "x"}, code: 6, msg: []string{"runtimeConfig"}},
-		{name: "ipv6", extra: rc("ips", []any{"fd00::5/64"}), code: 7, msg: []string{"runtimeConfig.ips", "fd00::5/64", "IPv6"}},
-		{name: "ipv6 after ipv4", extra: rc("ips", []any{"10.11.0.9", "fd00::5"}), code: 7, msg: []string{"fd00::5", "IPv6"}},
-		{name: "two ipv4", extra: rc("ips", []any{"10.11.0.9", "10.11.0.10"}), code: 7, msg: []string{"runtimeConfig.ips", "10.11.0.10"}},
+		{name: "two ipv4", extra: rc("ips", []any{"10.11.0.9", "10.11.0.10"}), code: 7,
+			msg: []string{"runtimeConfig.ips", "10.11.0.9", "10.11.0.10", "one IPv4 address"}},
+		{name: "two ipv6", extra: rc("ips", []any{"fd00:11::9/64", "10.11.0.9", "fd00:11::a"}), code: 7,
+			msg: []string{"runtimeConfig.ips", "fd00:11::9", "fd00:11::a", "one IPv6 address"}},
+		{name: "two ipv4, one mapped", extra: rc("ips", []any{"10.11.0.9", "::ffff:10.11.0.10"}), code: 7,
+			msg: []string{"runtimeConfig.ips", "::ffff:10.11.0.10", "one IPv4 address"}},
+		{name: "two ipv6 in args", extra: map[string]any{"args": map[string]any{"cni": map[string]any{"ips": []any{"fd00::1", "fd00::2"}}}},
+			code: 7, msg: []string{"args.cni.ips", "fd00::2", "one IPv6 address"}},
+		{name: "ipv6 with zone", extra: rc("ips", []any{"fe80::5%eth0"}), code: 7, msg: []string{"runtimeConfig.ips", "fe80::5%eth0", "zone"}},
+		{name: "bad ipv6", extra: rc("ips", []any{"fd00::g/64"}), code: 7, msg: []string{"runtimeConfig.ips", "fd00::g/64"}},
 		{name: "bad ip", extra: rc("ips", []any{"10.11.0.300/24"}), code: 7, msg: []string{"runtimeConfig.ips", "10.11.0.300/24"}},
 		{name: "bad args ip", extra: map[string]any{"args": map[string]any{"cni": map[string]any{"ips": []any{"x"}}}}, code: 7, msg: []string{"args.cni.ips", `"x"`}},
 		{name: "hostPort 0", extra: pm(map[string]any{"hostPort": 0, "containerPort": 80}), code: 7, msg: []string{"portMappings[0]", "hostPort 0"}},
@@ -377,7 +524,13 @@ func TestAddTimeout(t *testing.T) {
 // passes it back in prevResult.
 func addedResult(t *testing.T) map[string]any {
 	t.Helper()
-	r, err := attachmentResult(testAttachment)
+	return addedResultOf(t, testAttachment)
+}
+
+// addedResultOf is the 1.1.0 result of ADD for attachment a.
+func addedResultOf(t *testing.T, a apitypes.CNIAttachment) map[string]any {
+	t.Helper()
+	r, err := attachmentResult(a)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func TestDel(t *testing.T) {
 		{name: "unknown attachment", reply: reply{http.StatusNotFound, map[string]string{"message": "no attachment"}}},
 		{name: "no network in the configuration", reply: reply{http.StatusNoContent, nil}, extra: map[string]any{"network": nil}},
 		{name: "bad runtimeConfig", reply: reply{http.StatusNoContent, nil},
-			extra: map[string]any{"runtimeConfig": map[string]any{"ips": []any{"fd00::1"}}}},
+			extra: map[string]any{"runtimeConfig": map[string]any{"ips": []any{"fd00::1", "fd00::2"}}}},
 		{name: "daemon fails", reply: reply{http.StatusInternalServerError, msg}, code: ErrDaemon},
 		{name: "daemon busy", reply: reply{http.StatusServiceUnavailable, msg}, code: 11},
 	}
@@ -131,6 +131,91 @@ func TestCheck(t *testing.T) {
 			}
 			if e := cniError(t, err); e.Code != tt.code || !strings.Contains(e.Msg, tt.msg) {
 				t.Errorf("error %d %q, want %d with %q", e.Code, e.Msg, tt.code, tt.msg)
+			}
+		})
+	}
+}
+
+// TestCheckIPv6: CHECK of a dual-stack or IPv6-only attachment passes when
+// prevResult gives the interface each of the attachment's addresses (in
+// the result format of any version) and fails naming the one it lacks.
+func TestCheckIPv6(t *testing.T) {
+	// dropIP removes the ips entry with address addr.
+	dropIP := func(m map[string]any, addr string) map[string]any {
+		var keep []any
+		for _, ip := range m["ips"].([]any) {
+			if ip.(map[string]any)["address"] != addr {
+				keep = append(keep, ip)
+			}
+		}
+		m["ips"] = keep
+		return m
+	}
+	setIP := func(m map[string]any, from, to string) map[string]any {
+		for _, ip := range m["ips"].([]any) {
+			if ip.(map[string]any)["address"] == from {
+				ip.(map[string]any)["address"] = to
+			}
+		}
+		return m
+	}
+	asVersion := func(m map[string]any, v string) map[string]any {
+		m["cniVersion"] = v
+		for _, ip := range m["ips"].([]any) {
+			ipm := ip.(map[string]any)
+			ipm["version"] = map[bool]string{true: "6", false: "4"}[strings.Contains(ipm["address"].(string), ":")]
+		}
+		return m
+	}
+	tests := []struct {
+		name string
+		a    apitypes.CNIAttachment
+		ver  string // "" = 1.1.0
+		prev func(m map[string]any) map[string]any
+		msg  string // "" = success
+	}{
+		{name: "dual stack as added", a: testAttachmentDual},
+		{name: "dual stack as added, 0.4.0", a: testAttachmentDual, ver: "0.4.0",
+			prev: func(m map[string]any) map[string]any { return asVersion(m, "0.4.0") }},
+		{name: "ipv6 only as added", a: testAttachment6},
+		{name: "ipv6 only as added, 0.4.0", a: testAttachment6, ver: "0.4.0",
+			prev: func(m map[string]any) map[string]any { return asVersion(m, "0.4.0") }},
+		{name: "dual stack without the v6 address", a: testAttachmentDual,
+			prev: func(m map[string]any) map[string]any { return dropIP(m, "fd00:11::5/64") }, msg: "no address fd00:11::5/64"},
+		{name: "dual stack without the v4 address", a: testAttachmentDual,
+			prev: func(m map[string]any) map[string]any { return dropIP(m, "10.11.0.5/24") }, msg: "no address 10.11.0.5/24"},
+		{name: "dual stack with another v6 address", a: testAttachmentDual,
+			prev: func(m map[string]any) map[string]any { return setIP(m, "fd00:11::5/64", "fd00:11::6/64") }, msg: "no address fd00:11::5/64"},
+		{name: "dual stack with another v6 prefix length", a: testAttachmentDual,
+			prev: func(m map[string]any) map[string]any { return setIP(m, "fd00:11::5/64", "fd00:11::5/80") }, msg: "no address fd00:11::5/64"},
+		{name: "ipv6 only without its address", a: testAttachment6,
+			prev: func(m map[string]any) map[string]any { return dropIP(m, "fd00:11::5/64") }, msg: "no address fd00:11::5/64"},
+		{name: "v4 result of a now dual-stack attachment", a: testAttachmentDual,
+			prev: func(map[string]any) map[string]any { return addedResult(t) }, msg: "no address fd00:11::5/64"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := startDaemon(t, map[string]reply{
+				"POST " + attachPath + "/check": {http.StatusNoContent, nil},
+				"GET " + attachPath:             {http.StatusOK, tt.a},
+			})
+			prev := addedResultOf(t, tt.a)
+			if tt.prev != nil {
+				prev = tt.prev(prev)
+			}
+			if tt.ver == "" {
+				tt.ver = "1.1.0"
+			}
+			var out bytes.Buffer
+			err := testPlugin(t, &out).Check(cmdArgs(conf(t, tt.ver, d.socket, map[string]any{"prevResult": prev}), ""))
+			if tt.msg == "" {
+				if err != nil {
+					t.Fatalf("Check: %v", err)
+				}
+				return
+			}
+			if e := cniError(t, err); e.Code != ErrCheckFailed || !strings.Contains(e.Msg, tt.msg) {
+				t.Errorf("error %d %q, want %d with %q", e.Code, e.Msg, ErrCheckFailed, tt.msg)
 			}
 		})
 	}

@@ -162,7 +162,7 @@ func attachRequest(args *skel.CmdArgs, conf *netConf) (apitypes.CNIAttachRequest
 	if req.Name, e = podName(args.Args); e != nil {
 		return req, e
 	}
-	if req.IP, e = staticIP(conf); e != nil {
+	if req.IP, req.IP6, e = staticIPs(conf); e != nil {
 		return req, e
 	}
 	if req.MAC, e = macAddress(conf.RuntimeConfig.MAC); e != nil {
@@ -185,47 +185,59 @@ func podName(s string) (string, *cnitypes.Error) {
 	return string(a.K8S_POD_NAME), nil
 }
 
-// staticIP is the address requested through the ips capability (or
-// args.cni.ips): one IPv4 address, with or without a prefix length; the
-// daemon gets the bare address, the network's subnet decides the prefix.
-func staticIP(conf *netConf) (string, *cnitypes.Error) {
+// staticIPs are the addresses requested through the ips capability (or
+// args.cni.ips): a list of addresses of either family, each with or
+// without a prefix length, at most one per family (a dual-stack
+// attachment has one of each). The daemon gets the bare addresses, IPv4
+// in IP and IPv6 in IP6; the network's subnets decide the prefixes.
+func staticIPs(conf *netConf) (ip, ip6 string, e *cnitypes.Error) {
 	ips, field := conf.RuntimeConfig.IPs, "runtimeConfig.ips"
 	if len(ips) == 0 {
 		ips, field = conf.Args.CNI.IPs, "args.cni.ips"
 	}
-	var addr netip.Addr
+	var v4, v6 netip.Addr
 	for _, s := range ips {
 		a, err := parseIP(s)
-		switch {
-		case err != nil:
-			return "", errorf(cnitypes.ErrInvalidNetworkConfig, "invalid %s entry %q: %v", field, s, err)
-		case !a.Is4():
-			return "", errorf(cnitypes.ErrInvalidNetworkConfig,
-				"invalid %s entry %q: IPv6 is not supported, Tether networks are IPv4", field, s)
-		case addr.IsValid():
-			return "", errorf(cnitypes.ErrInvalidNetworkConfig,
-				"invalid %s: %q and %q: one IPv4 address per attachment", field, addr, s)
+		if err != nil {
+			return "", "", errorf(cnitypes.ErrInvalidNetworkConfig, "invalid %s entry %q: %v", field, s, err)
 		}
-		addr = a
+		family, have := "IPv4", &v4
+		if a.Is6() {
+			family, have = "IPv6", &v6
+		}
+		if have.IsValid() {
+			return "", "", errorf(cnitypes.ErrInvalidNetworkConfig,
+				"invalid %s: %q and %q: at most one %s address per attachment", field, *have, s, family)
+		}
+		*have = a
 	}
-	if !addr.IsValid() {
-		return "", nil
+	if v4.IsValid() {
+		ip = v4.String()
 	}
-	return addr.String(), nil
+	if v6.IsValid() {
+		ip6 = v6.String()
+	}
+	return ip, ip6, nil
 }
 
-// parseIP reads ADDR or ADDR/PREFIX.
+// parseIP reads ADDR or ADDR/PREFIX of either family; an IPv4-mapped
+// IPv6 address is its IPv4 address. A zone is refused: an address on a
+// network has none.
 func parseIP(s string) (netip.Addr, error) {
+	var a netip.Addr
+	var err error
 	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Addr{}, fmt.Errorf("not an address or ADDRESS/PREFIX")
-		}
-		return p.Addr().Unmap(), nil
+		var p netip.Prefix
+		p, err = netip.ParsePrefix(s)
+		a = p.Addr()
+	} else {
+		a, err = netip.ParseAddr(s)
 	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
+	switch {
+	case err != nil:
 		return netip.Addr{}, fmt.Errorf("not an address or ADDRESS/PREFIX")
+	case a.Zone() != "":
+		return netip.Addr{}, fmt.Errorf("an address with a zone is no address on a network")
 	}
 	return a.Unmap(), nil
 }

@@ -18,6 +18,7 @@ func FuzzConfig(f *testing.F) {
 		{`{"cniVersion":"1.0.0","name":"n","type":"tether","network":"app","socket":"/run/t.sock","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp","hostIP":"127.0.0.1"}],"ips":["10.1.0.5/24"],"mac":"02:00:00:00:00:01","aliases":{"n":["a","b"]}}}`, "IgnoreUnknown=1;K8S_POD_NAME=web"},
 		{`{"cniVersion":"0.3.1","name":"n","type":"tether","network":"app","prevResult":{"cniVersion":"0.3.1","interfaces":[{"name":"eth0"}],"ips":[{"version":"4","address":"10.0.0.2/24","interface":0}]}}`, "K8S_POD_NAME=x"},
 		{`{"cniVersion":"1.1.0","name":"n","type":"tether","network":"app","cni.dev/valid-attachments":[{"containerID":"c","ifname":"eth0"}],"cni.dev/attachments":[{"containerID":"d","ifname":"eth1"}]}`, ""},
+		{`{"cniVersion":"1.1.0","name":"n","type":"tether","network":"app","runtimeConfig":{"ips":["fd00:1::5/64","10.1.0.5"]},"args":{"cni":{"ips":["fe80::1%eth0"]}}}`, ""},
 		{`{"network":""}`, "a=b"},
 		{`{"network":"x","ipam":{"type":"host-local"}}`, ""},
 		{`{"network":"x","runtimeConfig":{"ips":["fd00::1/64"],"portMappings":[{"hostPort":0,"containerPort":70000}]}}`, ""},

@@ -21,8 +21,10 @@ import (
 )
 
 // attachmentResult describes attachment a: the host end of its veth pair
-// (when the daemon names it), the interface in the runtime's namespace, its
-// address, the default route when the attachment carries it, and DNS.
+// (when the daemon names it), the interface in the runtime's namespace, one
+// IPConfig per address family the attachment has (IPv4 first, each with
+// its gateway), the default route of each family with a gateway when the
+// attachment carries the namespace's (0.0.0.0/0, ::/0), and DNS.
 func attachmentResult(a apitypes.CNIAttachment) (*types100.Result, error) {
 	r := &types100.Result{CNIVersion: types100.ImplementedSpecVersion}
 	if a.HostIfName != "" {
@@ -30,25 +32,68 @@ func attachmentResult(a apitypes.CNIAttachment) (*types100.Result, error) {
 	}
 	r.Interfaces = append(r.Interfaces, &types100.Interface{Name: a.IfName, Mac: a.MAC, Mtu: a.MTU, Sandbox: a.NetNS})
 	idx := len(r.Interfaces) - 1
-	if a.Address == "" {
-		return r, nil
-	}
-	addr, err := cnitypes.ParseCIDR(a.Address)
-	if err != nil {
-		return nil, fmt.Errorf("the daemon's Address %q: %w", a.Address, err)
-	}
-	var gw net.IP
-	if a.Gateway != "" {
-		if gw = net.ParseIP(a.Gateway); gw == nil {
-			return nil, fmt.Errorf("the daemon's Gateway %q: not an IP address", a.Gateway)
+	for _, f := range families(a) {
+		ipc, err := f.ipConfig(idx)
+		if err != nil {
+			return nil, err
+		}
+		if ipc == nil {
+			continue
+		}
+		r.IPs = append(r.IPs, ipc)
+		if a.DefaultRoute && ipc.Gateway != nil {
+			r.Routes = append(r.Routes, &cnitypes.Route{Dst: f.defaultDst, GW: ipc.Gateway})
 		}
 	}
-	r.IPs = []*types100.IPConfig{{Interface: types100.Int(idx), Address: *addr, Gateway: gw}}
-	if a.DefaultRoute && gw != nil {
-		r.Routes = []*cnitypes.Route{{Dst: net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, GW: gw}}
+	if len(r.IPs) == 0 {
+		return r, nil
 	}
 	r.DNS = cnitypes.DNS{Nameservers: a.DNS, Search: a.Search}
 	return r, nil
+}
+
+// family is one address family of an attachment as the daemon reports it.
+type family struct {
+	name             string // "IPv4", "IPv6"
+	addrField, gwKey string // the daemon's field names, for messages
+	address, gateway string
+	defaultDst       net.IPNet
+}
+
+// families are a's IPv4 and IPv6 sides, in that order.
+func families(a apitypes.CNIAttachment) []family {
+	return []family{
+		{name: "IPv4", addrField: "Address", gwKey: "Gateway", address: a.Address, gateway: a.Gateway,
+			defaultDst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}},
+		{name: "IPv6", addrField: "Address6", gwKey: "Gateway6", address: a.Address6, gateway: a.Gateway6,
+			defaultDst: net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}},
+	}
+}
+
+// ipConfig is the family's IPConfig on interface idx; nil when the
+// attachment has no address of the family. An address or gateway of the
+// other family is the daemon's error.
+func (f family) ipConfig(idx int) (*types100.IPConfig, error) {
+	if f.address == "" {
+		return nil, nil
+	}
+	p, err := netip.ParsePrefix(f.address)
+	if err != nil {
+		return nil, fmt.Errorf("the daemon's %s %q: %w", f.addrField, f.address, err)
+	}
+	if p.Addr().Is4() != (f.name == "IPv4") {
+		return nil, fmt.Errorf("the daemon's %s %q: not an %s address", f.addrField, f.address, f.name)
+	}
+	ipc := &types100.IPConfig{Interface: types100.Int(idx),
+		Address: net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	if f.gateway != "" {
+		gw, err := netip.ParseAddr(f.gateway)
+		if err != nil || gw.Is4() != (f.name == "IPv4") || gw.Zone() != "" {
+			return nil, fmt.Errorf("the daemon's %s %q: not an %s address", f.gwKey, f.gateway, f.name)
+		}
+		ipc.Gateway = gw.AsSlice()
+	}
+	return ipc, nil
 }
 
 // prevResult is the configuration's prevResult in the current result type,
@@ -114,22 +159,31 @@ func printResult(w io.Writer, r *types100.Result, cniVersion string) *cnitypes.E
 }
 
 // checkPrevResult: prev lists the container interface ifName in netns
-// with the attachment's address.
+// with each of the attachment's addresses (IPv4 and IPv6 alike).
 func checkPrevResult(prev *types100.Result, a apitypes.CNIAttachment, ifName, netns string) error {
-	want, err := netip.ParsePrefix(a.Address)
-	if err != nil {
-		return fmt.Errorf("the daemon's Address %q: %w", a.Address, err)
+	var want []netip.Prefix
+	for _, f := range families(a) {
+		if f.address == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f.address)
+		if err != nil {
+			return fmt.Errorf("the daemon's %s %q: %w", f.addrField, f.address, err)
+		}
+		want = append(want, p)
 	}
 	for i, intf := range prev.Interfaces {
 		if intf.Name != ifName || intf.Sandbox != netns {
 			continue
 		}
-		for _, ip := range prev.IPs {
-			if ip.Interface != nil && *ip.Interface == i && sameAddress(ip.Address, want) {
-				return nil
+		for _, w := range want {
+			if !slices.ContainsFunc(prev.IPs, func(ip *types100.IPConfig) bool {
+				return ip.Interface != nil && *ip.Interface == i && sameAddress(ip.Address, w)
+			}) {
+				return fmt.Errorf("prevResult gives interface %s no address %s, the attachment's", ifName, w)
 			}
 		}
-		return fmt.Errorf("prevResult gives interface %s no address %s, the attachment's", ifName, want)
+		return nil
 	}
 	return fmt.Errorf("prevResult has no interface %s in %s", ifName, netns)
 }

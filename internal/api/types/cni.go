@@ -30,6 +30,7 @@ type CNIAttachRequest struct {
 	// name on the network. "" = none besides Aliases.
 	Name    string    `json:"Name,omitempty"`
 	IP      string    `json:"IP,omitempty"`  // static IPv4 (capability ips), "" = allocate
+	IP6     string    `json:"IP6,omitempty"` // static IPv6 (capability ips), "" = allocate on an IPv6 network
 	MAC     string    `json:"MAC,omitempty"` // capability mac
 	Aliases []string  `json:"Aliases,omitempty"`
 	Ports   []CNIPort `json:"Ports,omitempty"` // capability portMappings
@@ -59,10 +60,14 @@ type CNIAttachment struct {
 	Network     string `json:"Network"`
 	// The interface in the runtime's namespace.
 	MAC     string `json:"MAC"`
-	Address string `json:"Address"`           // CIDR
+	Address string `json:"Address"`           // IPv4 CIDR; "" on an IPv6-only network
 	Gateway string `json:"Gateway,omitempty"` // "" on an internal network
-	// DefaultRoute: this attachment carries the namespace's default route
-	// (via Gateway).
+	// Address6 and Gateway6 are the IPv6 side on a dual-stack or IPv6-only
+	// network ("" on an IPv4-only one; Gateway6 "" on an internal one).
+	Address6 string `json:"Address6,omitempty"` // CIDR
+	Gateway6 string `json:"Gateway6,omitempty"`
+	// DefaultRoute: this attachment carries the namespace's default routes
+	// (0.0.0.0/0 via Gateway, ::/0 via Gateway6, each when there is one).
 	DefaultRoute bool `json:"DefaultRoute"`
 	MTU          int  `json:"MTU"`
 	// The host end of the veth pair.
