@@ -56,8 +56,8 @@ var (
 	floorGW6 = netip.MustParseAddr("fd00:124::1")
 )
 
-// Floor6 step names, in order: bench/attach's four, the IPv6 sysctls
-// folded into the first, and the IPv6 address and route last.
+// StepIPv6 is Floor6's last step, after bench/attach's four (the first of
+// which also writes the namespace's IPv6 defaults here).
 const StepIPv6 = "IPv6 address (nodad), IPv6 default route"
 
 // Floor6Steps lists Floor6's steps in order.
