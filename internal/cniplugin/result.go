@@ -55,7 +55,7 @@ func attachmentResult(a apitypes.CNIAttachment) (*types100.Result, error) {
 // family is one address family of an attachment as the daemon reports it.
 type family struct {
 	name             string // "IPv4", "IPv6"
-	addrField, gwKey string // the daemon's field names, for messages
+	addrField, gwField string // the daemon's field names, for messages
 	address, gateway string
 	defaultDst       net.IPNet
 }
@@ -63,9 +63,9 @@ type family struct {
 // families are a's IPv4 and IPv6 sides, in that order.
 func families(a apitypes.CNIAttachment) []family {
 	return []family{
-		{name: "IPv4", addrField: "Address", gwKey: "Gateway", address: a.Address, gateway: a.Gateway,
+		{name: "IPv4", addrField: "Address", gwField: "Gateway", address: a.Address, gateway: a.Gateway,
 			defaultDst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}},
-		{name: "IPv6", addrField: "Address6", gwKey: "Gateway6", address: a.Address6, gateway: a.Gateway6,
+		{name: "IPv6", addrField: "Address6", gwField: "Gateway6", address: a.Address6, gateway: a.Gateway6,
 			defaultDst: net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}},
 	}
 }
@@ -89,7 +89,7 @@ func (f family) ipConfig(idx int) (*types100.IPConfig, error) {
 	if f.gateway != "" {
 		gw, err := netip.ParseAddr(f.gateway)
 		if err != nil || gw.Is4() != (f.name == "IPv4") || gw.Zone() != "" {
-			return nil, fmt.Errorf("the daemon's %s %q: not an %s address", f.gwKey, f.gateway, f.name)
+			return nil, fmt.Errorf("the daemon's %s %q: not an %s address", f.gwField, f.gateway, f.name)
 		}
 		ipc.Gateway = gw.AsSlice()
 	}
