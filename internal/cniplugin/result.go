@@ -54,10 +54,10 @@ func attachmentResult(a apitypes.CNIAttachment) (*types100.Result, error) {
 
 // family is one address family of an attachment as the daemon reports it.
 type family struct {
-	name             string // "IPv4", "IPv6"
+	name               string // "IPv4", "IPv6"
 	addrField, gwField string // the daemon's field names, for messages
-	address, gateway string
-	defaultDst       net.IPNet
+	address, gateway   string
+	defaultDst         net.IPNet
 }
 
 // families are a's IPv4 and IPv6 sides, in that order.
