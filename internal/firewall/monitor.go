@@ -91,12 +91,12 @@ func classify(g *nftables.MonitorEvents, own, ipv6 bool) dirt {
 	return d
 }
 
-// touchesTable reports whether an event may concern table ip tether (or,
-// with ipv6, ip6 tether).
+// touchesTable reports whether an event may concern table ip tether or ip
+// tether_vxlan (or, with ipv6, their ip6 twins).
 func touchesTable(ev *nftables.MonitorEvent, ipv6 bool) bool {
 	ours := func(t *nftables.Table) bool {
 		return t == nil || t.Family == nftables.TableFamilyIPv4 && (t.Name == TableName || t.Name == VXLANTable) ||
-			ipv6 && t.Family == nftables.TableFamilyIPv6 && t.Name == TableName
+			ipv6 && t.Family == nftables.TableFamilyIPv6 && (t.Name == TableName || t.Name == VXLANTable)
 	}
 	switch d := ev.Data.(type) {
 	case *nftables.Table:

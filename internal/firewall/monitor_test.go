@@ -38,6 +38,8 @@ func TestClassify(t *testing.T) {
 		{"ip6 tether deleted, IPv6 on", gen(ev(nftables.MonitorEventTypeDelTable, same6)), false, true, dirt{table: true, others: true}},
 		{"rule of ip6 tether deleted, IPv6 on", gen(ev(nftables.MonitorEventTypeDelRule, &nftables.Rule{Table: same6})), false, true, dirt{table: true, others: true}},
 		{"own change of ip6 tether", gen(ev(nftables.MonitorEventTypeDelTable, same6)), true, true, dirt{others: true}},
+		{"ip6 tether_vxlan deleted, IPv6 on", gen(ev(nftables.MonitorEventTypeDelTable, &nftables.Table{Name: VXLANTable, Family: nftables.TableFamilyIPv6})), false, true, dirt{table: true, others: true}},
+		{"ip6 tether_vxlan deleted, IPv6 off", gen(ev(nftables.MonitorEventTypeDelTable, &nftables.Table{Name: VXLANTable, Family: nftables.TableFamilyIPv6})), false, false, dirt{others: true}},
 		{"inet tether is not ours, IPv6 on", gen(ev(nftables.MonitorEventTypeDelTable, &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet})), false, true, dirt{others: true}},
 	}
 	for _, tc := range tests {
