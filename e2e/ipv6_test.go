@@ -202,6 +202,9 @@ func TestIPv6PublishedPorts(t *testing.T) {
 	if strings.Join(hosts, " ") != "0.0.0.0:8080 :::8080 ::1:8081" {
 		t.Errorf("published ports of web: %v, want 0.0.0.0:8080 :::8080 ::1:8081", hosts)
 	}
+	if got, want := d.MustTether("port", "web"), "80/tcp -> 0.0.0.0:8080\n80/tcp -> [::1]:8081\n80/tcp -> [::]:8080\n"; got != want {
+		t.Errorf("tether port web:\n%s\nwant\n%s", got, want)
+	}
 	get := func(ns, url string) error {
 		var err error
 		var o string

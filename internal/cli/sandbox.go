@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -266,7 +267,7 @@ func portCmd(g *globals) *cobra.Command {
 			var lines []string
 			for key, bs := range sb.NetworkSettings.Ports {
 				for _, b := range bs {
-					lines = append(lines, fmt.Sprintf("%s -> %s:%s", key, b.HostIP, b.HostPort))
+					lines = append(lines, fmt.Sprintf("%s -> %s", key, net.JoinHostPort(b.HostIP, b.HostPort))) // [::]:8080, as docker port
 				}
 			}
 			slices.Sort(lines)
