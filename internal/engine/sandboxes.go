@@ -421,6 +421,12 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if sb.rec.Handover && (pj == nil || caps.Namespace != driver.NamespaceOwn) {
 		return forbiddenf("network %q cannot be handed over to another runtime: its driver %q makes no veth pairs", ns.rec.Name, ns.rec.Driver)
 	}
+	if sb.rec.Handover && ns.rec.IPv6 {
+		// dockerd configures only the addresses its IPAM driver gave; an
+		// IPv6 address Tether took here would be named in DNS and held by
+		// nobody.
+		return forbiddenf("network %q has IPv6, which Tether does not hand over to another runtime yet (docs/ipv6.md)", ns.rec.Name)
+	}
 	at, err := e.reserve(ctx, sb, ns, drv, a, static)
 	if err != nil {
 		return err

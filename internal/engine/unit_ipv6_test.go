@@ -269,3 +269,16 @@ func TestIPv6BadInputChangesNothing(t *testing.T) {
 		t.Errorf("a refused connect left a sticky IPv6 address: %v", err)
 	}
 }
+
+// A handed-over sandbox (Docker's plugin) is refused on a network with
+// IPv6: dockerd would configure only the IPv4 address.
+func TestIPv6HandoverRefused(t *testing.T) {
+	r := newRig(t)
+	r.network("ds", "bridge", "10.68.0.0/24", dualStack("fd00:68::/64"))
+	r.network("v4", "bridge", "10.69.0.0/24")
+	_, err := r.e.CreateSandbox(r.ctx, SandboxSpec{Name: "h", Handover: true, Networks: []AttachSpec{{Network: "ds"}}})
+	wantKind(t, err, KindForbidden, "handover to a dual-stack network")
+	if _, err := r.e.CreateSandbox(r.ctx, SandboxSpec{Name: "h", Handover: true, Networks: []AttachSpec{{Network: "v4"}}}); err != nil {
+		t.Fatalf("handover to an IPv4-only network: %v", err)
+	}
+}
