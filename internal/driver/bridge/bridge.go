@@ -446,16 +446,19 @@ func IPv6Off(h *netlink.Handle, nsPath string, l netlink.Link) error {
 		}
 		return nil
 	}
-	var err error
-	if nsPath == "" {
-		err = write()
-	} else {
-		err = tns.Do(nsPath, write)
-	}
-	if err != nil {
+	if err := inNamespace(nsPath, write); err != nil {
 		return fmt.Errorf("turn IPv6 off on %q: %w", name, err)
 	}
 	return nil
+}
+
+// inNamespace runs f in the network namespace at nsPath, or in the calling
+// thread's when nsPath is "".
+func inNamespace(nsPath string, f func() error) error {
+	if nsPath == "" {
+		return f()
+	}
+	return tns.Do(nsPath, f)
 }
 
 // ipv6Present reports whether the kernel has IPv6 (asked once: IPv6Off runs

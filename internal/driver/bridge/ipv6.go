@@ -87,13 +87,7 @@ func IPv6On(h *netlink.Handle, nsPath string, l netlink.Link) error {
 		return fmt.Errorf("addrgenmode none on %q: %w", name, err)
 	}
 	write := func() error { return ipv6Sysctls(name, "accept_ra", "0", "accept_dad", "0", "disable_ipv6", "0") }
-	var err error
-	if nsPath == "" {
-		err = write()
-	} else {
-		err = tns.Do(nsPath, write)
-	}
-	if err != nil {
+	if err := inNamespace(nsPath, write); err != nil {
 		return fmt.Errorf("turn IPv6 on on %q: %w", name, err)
 	}
 	return nil
