@@ -81,7 +81,7 @@ func measure(tb testing.TB, o Options) Report {
 // through the userland proxy, nothing left afterwards.
 func TestIPv6Smoke(t *testing.T) {
 	testutil.RequireRoot(t)
-	requireIperf3(t)
+	attach.RequireIperf3(t)
 	rep := measure(t, Options{N: 5, Reps: 2, IperfSecs: 1, IperfReps: 1, Verify: true})
 	t.Log("\n" + tables(rep))
 	a := rep.Attach
@@ -106,7 +106,7 @@ func TestIPv6Report(t *testing.T) {
 		t.Skip("set BENCH_REPORT=1 (sudo bench/run.sh ipv6)")
 	}
 	testutil.RequireRoot(t)
-	requireIperf3(t)
+	attach.RequireIperf3(t)
 	rep := measure(t, Options{N: attach.EnvInt("BENCH_N", 200), Reps: attach.EnvInt("BENCH_REPS", 3),
 		IperfSecs: attach.EnvInt("BENCH_IPERF_SECS", 5), IperfReps: attach.EnvInt("BENCH_IPERF_REPS", 3)})
 	t.Log("\n" + tables(rep))

@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -202,7 +201,7 @@ func iperfOnce(r Iperf, secs int, hostNS string, daemonPID int) (Iperf, string, 
 		"-t", strconv.Itoa(secs), "-J", "--connect-timeout", "2000")
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
-	d0, b0, t0 := procTicks(daemonPID), busyTicks(), time.Now()
+	d0, b0, t0 := attach.ProcTicks(daemonPID), attach.BusyTicks(), time.Now()
 	if err := cmd.Start(); err != nil {
 		return r, "", err
 	}
@@ -215,49 +214,7 @@ func iperfOnce(r Iperf, secs int, hostNS string, daemonPID int) (Iperf, string, 
 	err := cmd.Wait()
 	wg.Wait()
 	el := time.Since(t0).Seconds()
-	r.DaemonCPU = float64(procTicks(daemonPID)-d0) / clockTicks / el
-	r.BusyCPU = float64(busyTicks()-b0) / clockTicks / el
+	r.DaemonCPU = float64(attach.ProcTicks(daemonPID)-d0) / attach.ClockTicks / el
+	r.BusyCPU = float64(attach.BusyTicks()-b0) / attach.ClockTicks / el
 	return r, out.String(), err
-}
-
-// clockTicks is USER_HZ, the unit of /proc's CPU times (100 on Linux).
-const clockTicks = 100
-
-// procTicks is a process's user+system CPU time (/proc/PID/stat), in ticks.
-func procTicks(pid int) int64 {
-	st, err := testutil.ReadProcStat(pid)
-	if err != nil {
-		return 0
-	}
-	return int64(st.CPU * clockTicks / time.Second)
-}
-
-// busyTicks is the machine's non-idle CPU time (/proc/stat, all CPUs).
-func busyTicks() int64 {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	var busy int64
-	for i, v := range strings.Fields(line)[1:] {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		if i != 3 && i != 4 && i < 8 { // not idle, iowait, guest
-			busy += n
-		}
-	}
-	return busy
-}
-
-// requireIperf3 checks that iperf3 is installed; without it the test fails
-// under TETHER_E2E=1 (.ci/run installs it) and skips otherwise.
-func requireIperf3(tb testing.TB) {
-	tb.Helper()
-	if _, err := exec.LookPath("iperf3"); err == nil {
-		return
-	}
-	if testutil.E2E() {
-		tb.Fatal("iperf3 not found (Debian package iperf3)")
-	}
-	tb.Skip("iperf3 not found (Debian package iperf3)")
 }

@@ -416,7 +416,7 @@ func measure(tb testing.TB, o Options) Report {
 // the proxy path went through the daemon's proxy and the kernel path not.
 func TestPortsSmoke(t *testing.T) {
 	testutil.RequireRoot(t)
-	requireIperf3(t)
+	attach.RequireIperf3(t)
 	rep := measure(t, Options{N: 5, Conns: 50, ConnReps: 1, IperfSecs: 1, IperfReps: 1})
 	if len(rep.PublishMS) != 5 || len(rep.PlainMS) != 5 || len(rep.FloorMS) != 5 || len(rep.ConnFirst) != 1 || len(rep.ConnLast) != 1 {
 		t.Errorf("incomplete report: %+v", rep)
@@ -440,7 +440,7 @@ func TestPortsReport(t *testing.T) {
 		t.Skip("set BENCH_REPORT=1 (bench/run.sh ports)")
 	}
 	testutil.RequireRoot(t)
-	requireIperf3(t)
+	attach.RequireIperf3(t)
 	rep := measure(t, Options{N: attach.EnvInt("BENCH_N", 1000), Conns: attach.EnvInt("BENCH_CONNS", 2000),
 		ConnReps: attach.EnvInt("BENCH_CONN_REPS", 10), IperfSecs: attach.EnvInt("BENCH_IPERF_SECS", 5), IperfReps: attach.EnvInt("BENCH_IPERF_REPS", 2)})
 	for _, r := range rep.Iperf {
