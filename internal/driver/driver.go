@@ -40,6 +40,14 @@ type Network struct {
 	// Overlay driver only (zero for every other driver). The overlay driver
 	// derives its link names from VNI and ignores BridgeName; its sandboxes'
 	// MTU is UnderlayMTU-50, lowered further by a smaller non-zero MTU.
+	// Options are the network's driver options as the user gave them (-o),
+	// for drivers that read their own (macvlan: parent, macvlan_mode; ovs:
+	// ovs.bridge, ovs.vlan, ovs.db). Validated by OptionChecker at creation.
+	Options map[string]string
+	// Aux are the IPAM aux addresses of the IPv4 subnet (--aux-address
+	// name=ip): reserved, never handed to endpoints (macvlan's host shim).
+	Aux map[string]netip.Addr
+
 	VNI         int        // VXLAN network identifier, 1..16777215, the same on every host
 	VTEP        netip.Addr // this host's underlay (advertise) address, IPv4 or IPv6: source of its VXLAN packets
 	UnderlayIf  string     // underlay interface; "" = the interface holding VTEP
@@ -181,6 +189,39 @@ type PairJoiner interface {
 	// sandbox end, in a namespace Tether does not see, cannot be checked;
 	// when that namespace is deleted the kernel deletes both ends).
 	PairAlive(ctx context.Context, n *Network, ep *Endpoint) (bool, error)
+}
+
+// OptionChecker is implemented by drivers that read their own options
+// (Network.Options): CheckOptions validates a network before anything is
+// built, and returns an error naming the option (a client error: the
+// engine answers 400). It must not touch the kernel beyond reading (e.g.
+// that a parent interface exists).
+type OptionChecker interface {
+	CheckOptions(n *Network) error
+}
+
+// P2PLink is a point-to-point link between two sandboxes: a veth pair with
+// one end in each namespace, no bridge (Tether's "link" command). Each end
+// has its address as a /32 (IPv4) and a host route to the other end's.
+type P2PLink struct {
+	ID           string
+	NSA, NSB     string       // network namespace paths of the two sandboxes
+	IfA, IfB     string       // interface names in A and in B
+	AddrA, AddrB netip.Prefix // /32 each
+	MTU          int
+}
+
+// Linker builds point-to-point links (the daemon registers one; the
+// engine keeps the records). Every method is idempotent.
+type Linker interface {
+	// CreateLink makes the pair, addresses, routes and brings both ends up;
+	// an intact link is left as it is.
+	CreateLink(ctx context.Context, l *P2PLink) error
+	// DeleteLink removes the pair; a namespace or end that is gone is success.
+	DeleteLink(ctx context.Context, l *P2PLink) error
+	// LinkIntact reports whether both ends exist with their addresses and
+	// routes (restore: an intact link is not rebuilt).
+	LinkIntact(ctx context.Context, l *P2PLink) (bool, error)
 }
 
 // SandboxLink is a link inside a sandbox's namespace.

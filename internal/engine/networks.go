@@ -247,6 +247,11 @@ func (e *Engine) buildNetworkErr(spec NetworkSpec) (*Network, subnets, error) {
 			n.Subnet6, n.IPRange6, n.Gateway6, n.Aux6 = c.Subnet, c.IPRange, c.Gateway, c.Aux
 		}
 	}
+	if oc, ok := d.(driver.OptionChecker); ok {
+		if err := oc.CheckOptions(driverNetwork(n)); err != nil {
+			return nil, none, invalidf("%v", err)
+		}
+	}
 	return n, subs, nil
 }
 
@@ -706,6 +711,7 @@ func driverNetwork(n *Network) *driver.Network {
 	return &driver.Network{
 		ID: n.ID, Name: n.Name, BridgeName: n.BridgeName, Subnet: n.Subnet, Gateway: gw, Subnet6: n.Subnet6, Gateway6: gw6,
 		MTU: n.MTU, ICC: n.ICC, Internal: n.Internal, External: n.External, VNI: n.VNI, VTEP: n.VTEP,
+		Options: n.Options, Aux: n.Aux,
 	}
 }
 
