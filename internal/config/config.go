@@ -67,6 +67,9 @@ type Config struct {
 	DockerHost         string // "docker-host": the local dockerd's API (unix:///path or tcp://host:port).
 	DockerPluginDNS    string // "docker-plugin-dns": IPv4 address (port 53) where Tether answers its names for Docker's resolver; "none" = off.
 
+	// Point-to-point links (docs/links.md).
+	LinkPool netip.Prefix // "link-pool": IPv4 range links take a /31 from; default 10.254.0.0/16.
+
 	// Daemon housekeeping.
 	DataRoot    string   // "data-root": default /var/lib/tether.
 	ExecRoot    string   // "exec-root": default /run/tether.

@@ -69,7 +69,7 @@ func TestIPv6Validation(t *testing.T) {
 		flags FlagValues
 		want  string
 	}{
-		{"fixed-cidr-v6 not CIDR", `{"ipv6": true, "fixed-cidr-v6": "fd00::"}`, nil, `fixed-cidr-v6: "fd00::" is not an IPv6 CIDR`},
+		{"fixed-cidr-v6 not CIDR", `{"ipv6": true, "fixed-cidr-v6": "fd00::"}`, nil, `fixed-cidr-v6: "fd00::" is not a CIDR`},
 		{"fixed-cidr-v6 IPv4", `{"ipv6": true, "fixed-cidr-v6": "10.0.0.0/24"}`, nil, `fixed-cidr-v6: "10.0.0.0/24" is not an IPv6 CIDR`},
 		{"fixed-cidr-v6 IPv4-mapped", `{"ipv6": true, "fixed-cidr-v6": "::ffff:10.0.0.0/120"}`, nil, `fixed-cidr-v6: "::ffff:10.0.0.0/120" is not an IPv6 CIDR`},
 		{"fixed-cidr-v6 host bits", `{"ipv6": true, "fixed-cidr-v6": "fd00:1::1/64"}`, nil, "fixed-cidr-v6: fd00:1::1/64 has host bits set (did you mean fd00:1::/64?)"},
@@ -81,7 +81,7 @@ func TestIPv6Validation(t *testing.T) {
 		{"fixed-cidr-v6 without default network", `{"ipv6": true, "fixed-cidr-v6": "fd00::/64", "bridge": "none"}`, nil, `fixed-cidr-v6: needs the default network, but bridge is "none"`},
 		{"fixed-cidr-v6 outside bip6", `{"ipv6": true, "fixed-cidr-v6": "fd00:2::/64", "bip6": "fd00:1::1/64"}`, nil, "fixed-cidr-v6: fd00:2::/64 is not inside bip6's subnet fd00:1::/64"},
 		{"fixed-cidr-v6 larger than bip6", `{"ipv6": true, "fixed-cidr-v6": "fd00:1::/56", "bip6": "fd00:1::1/64"}`, nil, "fixed-cidr-v6: fd00:1::/56 is not inside bip6's subnet"},
-		{"bip6 not CIDR", `{"ipv6": true, "bip6": "fd00::1"}`, nil, `bip6: "fd00::1" is not an IPv6 CIDR`},
+		{"bip6 not CIDR", `{"ipv6": true, "bip6": "fd00::1"}`, nil, `bip6: "fd00::1" is not a CIDR`},
 		{"bip6 IPv4", `{"ipv6": true, "bip6": "10.1.0.1/24"}`, nil, `bip6: "10.1.0.1/24" is not an IPv6 CIDR`},
 		{"bip6 too long", `{"ipv6": true, "bip6": "fd00::1/127"}`, nil, "bip6: fd00::1/127: the prefix length must be between /48 and /124"},
 		{"bip6 anycast", `{"ipv6": true, "bip6": "fd00:1::/64"}`, nil, "bip6: fd00:1::/64 is the subnet-router anycast address; give the bridge's own address, e.g. fd00:1::1/64"},

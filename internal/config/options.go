@@ -19,6 +19,7 @@ const (
 	DefaultDockerPluginSocket = "/run/docker/plugins/tether.sock"
 	DefaultDockerHost         = "unix:///var/run/docker.sock"
 	DefaultDockerPluginDNS    = "169.254.77.77"
+	DefaultLinkPool           = "10.254.0.0/16"
 )
 
 // option is one Tether setting: its daemon.json key, its dockerd flag, the
@@ -108,6 +109,8 @@ var options = []option{
 		set: setString(func(c *Config) *string { return &c.DockerHost })},
 	{key: "docker-plugin-dns", flag: "docker-plugin-dns", kind: kindString, def: DefaultDockerPluginDNS, usage: `IPv4 address (put on the host's lo) where Tether answers its networks' names for Docker's resolver (dockerd's "dns"); "none" = off`,
 		set: setString(func(c *Config) *string { return &c.DockerPluginDNS })},
+	{key: "link-pool", flag: "link-pool", kind: kindString, def: DefaultLinkPool, usage: "IPv4 range point-to-point links take a /31 from (tether link create), skipping host routes, addresses and networks",
+		set: setPrefix(func(c *Config) *netip.Prefix { return &c.LinkPool })},
 	{key: "data-root", flag: "data-root", kind: kindString, def: DefaultDataRoot, usage: "Root directory of persistent Tether state",
 		set: setString(func(c *Config) *string { return &c.DataRoot })},
 	{key: "exec-root", flag: "exec-root", kind: kindString, def: DefaultExecRoot, usage: "Root directory for execution state files",
@@ -193,7 +196,7 @@ func setPrefix(field func(*Config) *netip.Prefix) func(*Config, any) error {
 	return func(c *Config, v any) error {
 		p, err := netip.ParsePrefix(v.(string))
 		if err != nil {
-			return fmt.Errorf("%q is not an IPv6 CIDR", v)
+			return fmt.Errorf("%q is not a CIDR", v)
 		}
 		*field(c) = p
 		return nil

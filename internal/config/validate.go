@@ -42,6 +42,7 @@ var checks = []struct {
 	{"docker-plugin-socket", checkPluginSocket},
 	{"docker-host", checkDockerHost},
 	{"docker-plugin-dns", checkPluginDNS},
+	{"link-pool", checkLinkPool},
 	{"data-root", func(c *Config) error { return checkAbs(c.DataRoot) }},
 	{"exec-root", func(c *Config) error { return checkAbs(c.ExecRoot) }},
 	{"pidfile", func(c *Config) error { return checkAbs(c.Pidfile) }},
@@ -352,6 +353,20 @@ func checkPluginDNS(c *Config) error {
 	}
 	if a.IsLoopback() {
 		return fmt.Errorf("%q: dockerd dials daemon.json \"dns\" from each container's namespace, where a loopback address is the container's own: use an address the containers route to the host, e.g. %s", c.DockerPluginDNS, DefaultDockerPluginDNS)
+	}
+	return nil
+}
+
+// checkLinkPool: an IPv4 range with room for at least one /31, host bits clear.
+func checkLinkPool(c *Config) error {
+	p := c.LinkPool
+	switch {
+	case !p.Addr().Is4():
+		return fmt.Errorf("%q: want an IPv4 CIDR, e.g. %s", p, DefaultLinkPool)
+	case p != p.Masked():
+		return fmt.Errorf("%q: host bits set (did you mean %s?)", p, p.Masked())
+	case p.Bits() > 31 || p.Bits() < 8:
+		return fmt.Errorf("%q: want a prefix length from /8 to /31 (each link takes a /31)", p)
 	}
 	return nil
 }
