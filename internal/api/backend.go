@@ -31,6 +31,12 @@ type Backend interface {
 	// CheckSandbox compares the kernel with a sandbox's records (CNI CHECK).
 	CheckSandbox(ctx context.Context, ref string) error
 
+	// Point-to-point links
+	CreateLink(ctx context.Context, spec engine.LinkSpec) (*engine.Link, error)
+	Link(ref string) (*engine.Link, error)
+	Links() []*engine.Link
+	RemoveLink(ctx context.Context, ref string) error
+
 	// ClusterHealthy: the cluster store answers (nil without one).
 	ClusterHealthy(ctx context.Context) error
 

@@ -47,12 +47,14 @@ type fakeBackend struct {
 	force              bool
 	execSpec           engine.ExecSpec
 	since              time.Time
+	linkSpec           engine.LinkSpec
+	link               *engine.Link // canned answer of CreateLink and Link
 }
 
 // mutating are the Backend methods that change state: a refused request
 // must call none of them.
 var mutating = []string{"CreateNetwork", "RemoveNetwork", "PruneNetworks", "Connect", "Disconnect",
-	"CreateSandbox", "RemoveSandbox", "Exec"}
+	"CreateSandbox", "RemoveSandbox", "Exec", "CreateLink", "RemoveLink"}
 
 func newFakeServer(f *fakeBackend) *Server { return New(f, slog.New(slog.DiscardHandler)) }
 
@@ -191,6 +193,32 @@ func (f *fakeBackend) RemoveSandbox(_ context.Context, ref string, force bool) e
 
 func (f *fakeBackend) CheckSandbox(_ context.Context, ref string) error {
 	defer f.enter("CheckSandbox")()
+	f.ref = ref
+	return f.err
+}
+
+func (f *fakeBackend) CreateLink(_ context.Context, spec engine.LinkSpec) (*engine.Link, error) {
+	defer f.enter("CreateLink")()
+	f.linkSpec = spec
+	return f.link, f.err
+}
+
+func (f *fakeBackend) Link(ref string) (*engine.Link, error) {
+	defer f.enter("Link")()
+	f.ref = ref
+	return f.link, f.err
+}
+
+func (f *fakeBackend) Links() []*engine.Link {
+	defer f.enter("Links")()
+	if f.link == nil {
+		return nil
+	}
+	return []*engine.Link{f.link}
+}
+
+func (f *fakeBackend) RemoveLink(_ context.Context, ref string) error {
+	defer f.enter("RemoveLink")()
 	f.ref = ref
 	return f.err
 }

@@ -64,6 +64,7 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /tether/v1/sandboxes/{id}", s.removeSandbox)
 	m.HandleFunc("POST /tether/v1/sandboxes/{id}/exec", s.exec)
 	s.cniRoutes(m)
+	s.linkRoutes(m)
 	m.HandleFunc("GET /events", s.events)
 }
 

@@ -16,6 +16,9 @@ type (
 	SandboxNetworkSettings = types.SandboxNetworkSettings
 	ExecRequest            = types.ExecRequest
 	ExecResponse           = types.ExecResponse
+	LinkCreateRequest      = types.LinkCreateRequest
+	Link                   = types.Link
+	LinkEnd                = types.LinkEnd
 )
 
 // StreamProtocol is the Upgrade token of an attached exec.

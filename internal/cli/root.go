@@ -94,7 +94,7 @@ func newRoot(g *globals, version string, extra ...*cobra.Command) *cobra.Command
 		Version:       version,
 	}
 	g.register(root.PersistentFlags())
-	root.AddCommand(networkCmd(g), runCmd(g), execCmd(g), sandboxCmd(g), rmCmd(g), portCmd(g), versionCmd(g, version), systemCmd(g))
+	root.AddCommand(networkCmd(g), runCmd(g), execCmd(g), sandboxCmd(g), linkCmd(g), rmCmd(g), portCmd(g), versionCmd(g, version), systemCmd(g))
 	root.AddCommand(extra...)
 	return root
 }

@@ -33,6 +33,9 @@ func (e *Engine) dnsEntriesLocked(rec *Sandbox) []dns.Entry {
 		out = append(out, dns.Entry{SandboxID: rec.ID, Name: rec.Name, NetworkID: ns.rec.ID,
 			NetworkName: ns.rec.Name, Aliases: ep.Aliases, Addr: ep.Address.Addr(), Addr6: ep.Address6.Addr()})
 	}
+	for _, ln := range e.linkNamesLocked(rec) {
+		out = append(out, dns.Entry{SandboxID: rec.ID, Name: rec.Name, NetworkID: ln.netID, NetworkName: ln.netName, Addr: ln.addr})
+	}
 	return out
 }
 

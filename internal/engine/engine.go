@@ -76,6 +76,9 @@ type Options struct {
 	// IPv6 is built (created or restored): the daemon turns IPv6
 	// forwarding on (ip-forward). nil does nothing (unit tests).
 	IPv6Forwarding func() error
+	// Linker builds point-to-point links between sandboxes (tether link);
+	// nil: links are refused.
+	Linker driver.Linker
 }
 
 // Engine is the controller. Create it with New, then call Start.
@@ -85,6 +88,8 @@ type Engine struct {
 	log          *slog.Logger
 	hostBlockers func() ([]ipam.Blocker, error)
 	ipv6Forward  func() error
+	linker       driver.Linker
+	links        map[string]*Link // point-to-point links by ID (links.go), guarded by mu
 	ipv6Fwd      sync.Once
 	ipv6FwdErr   error
 	nsDir        string // private mount holding namespace files
@@ -162,6 +167,8 @@ func New(o Options) (*Engine, error) {
 		log:          log,
 		hostBlockers: hostBlockers,
 		ipv6Forward:  o.IPv6Forwarding,
+		linker:       o.Linker,
+		links:        map[string]*Link{},
 		fw:           fw,
 		nsDir:        filepath.Join(o.Config.ExecRoot, "ns"),
 		sbDir:        filepath.Join(o.Config.ExecRoot, "sandboxes"),

@@ -505,7 +505,7 @@ func (e *Engine) blockers() ([]ipam.Blocker, error) {
 			}
 		}
 	}
-	return bs, nil
+	return append(bs, e.linkBlockersLocked()...), nil
 }
 
 // chooseSubnet6 picks a network's IPv6 subnet when none was given: the

@@ -27,9 +27,13 @@ func (e *Engine) restore(ctx context.Context) error {
 	if err := e.restoreNetworks(ctx); err != nil {
 		return err
 	}
+	if err := e.restoreLinks(ctx); err != nil {
+		return err
+	}
 	if err := e.restoreSandboxes(ctx); err != nil {
 		return err
 	}
+	e.reconcileLinks(ctx)
 	return e.collectGarbage(ctx)
 }
 
@@ -195,8 +199,10 @@ func (e *Engine) reattach(ctx context.Context, sb *sbState) bool {
 	// links are not swept, and drivers look for themselves).
 	var inside map[string]driver.SandboxLink
 	if !rec.Adopted {
+		links := e.linkIfNamesLocked(rec.ID) // restore runs before the engine serves: no lock needed yet
 		named := func(name string) bool {
-			return slices.ContainsFunc(rec.Endpoints, func(ep *Endpoint) bool { return ep.IfName == name })
+			return slices.ContainsFunc(rec.Endpoints, func(ep *Endpoint) bool { return ep.IfName == name }) ||
+				slices.Contains(links, name)
 		}
 		kept, removed, err := e.nsx.RemoveStrayLinks(rec.NetNS, named)
 		if err != nil {

@@ -916,7 +916,8 @@ func (e *Engine) removeLocked(ctx context.Context, sb *sbState) error {
 	e.mu.Lock()
 	eps := e.endpointsLocked(sb.rec)
 	e.mu.Unlock()
-	errs := e.teardown(ctx, sb, eps)
+	errs := e.dropLinks(ctx, sb) // before the namespace goes: its end is deleted with its peer
+	errs = append(errs, e.teardown(ctx, sb, eps)...)
 	if slices.ContainsFunc(errs, isFault) {
 		return errors.Join(errs...) // stopped at a fault point: the record stays, as after a crash there
 	}
@@ -1031,7 +1032,18 @@ func (e *Engine) forgetLocked(ctx context.Context, sb *sbState, eps []sbEndpoint
 		}
 		ops = append(ops, o...)
 	}
+	// Links dropLinks could not delete (or a reaped sandbox's, whose
+	// namespace took both ends with it) go with the sandbox's records.
+	gone := e.linksOfLocked(sb.rec.ID)
+	for _, l := range gone {
+		ops = append(ops, store.Delete(keyLinks+l.ID))
+	}
 	err := e.commit(ctx, ops...)
+	if err == nil {
+		for _, l := range gone {
+			delete(e.links, l.ID)
+		}
+	}
 	delete(e.sandboxes, sb.rec.ID)
 	sb.gone = true
 	e.hold(hs) // before rm answers: a re-create right after finds its address held, and waits

@@ -59,6 +59,7 @@ type rig struct {
 	// hostRoutes are the host's routes and addresses the engine sees
 	// when it chooses a subnet (none is read from the kernel).
 	hostRoutes []ipam.Blocker
+	linker     driver.Linker // withLinker
 }
 
 type rigOption func(*rig)
@@ -153,7 +154,7 @@ func (r *rig) tryStart() error {
 	routes := slices.Clone(r.hostRoutes)
 	o := Options{Config: r.cfg, Store: r.st, Logger: r.logger(), Firewall: r.fw, Drivers: ds,
 		Namespaces: r.nsx, DefaultDriver: "bridge",
-		HostBlockers: func() ([]ipam.Blocker, error) { return routes, nil }}
+		HostBlockers: func() ([]ipam.Blocker, error) { return routes, nil }, Linker: r.linker}
 	if r.cl != nil {
 		// As the daemon: the node registers, then the engine starts.
 		o.Cluster, o.NodeFilter = r.cl, r.nodes
