@@ -3,6 +3,7 @@ package daemon
 import (
 	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/driver/bridge"
+	"github.com/tether-net/tether/internal/driver/link"
 	"github.com/tether-net/tether/internal/driver/nulldrv"
 	"github.com/tether-net/tether/internal/driver/overlay"
 )
@@ -20,6 +21,9 @@ func drivers() []driver.Driver {
 		overlay.New(nil),
 	}
 }
+
+// linker builds point-to-point links between sandboxes (tether link).
+func linker() driver.Linker { return link.New() }
 
 // defaultDriver is the driver of networks created without -d, of the
 // default network "bridge" and of the gateway network of overlays.
