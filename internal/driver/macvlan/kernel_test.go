@@ -433,3 +433,48 @@ func TestCheckOptionsKernel(t *testing.T) {
 		t.Errorf("parent lan0.20: %v, want %q", err, want)
 	}
 }
+
+// TestRepair: an intact endpoint is left alone; one that lost its
+// address, default route, interface or host route (or whose shim was
+// re-created) is joined again and works.
+func TestRepair(t *testing.T) {
+	l := newLab(t)
+	aux := map[string]netip.Addr{"host_shim": netip.MustParseAddr("10.97.0.254")}
+	n := l.network(t, map[string]string{"tether.host_shim": "true"}, aux, true)
+	a := l.join(t, n, "10.97.0.10/24", "fd97::10/64")
+	shim := macvlan.ShimName(n.ID)
+	cases := []struct {
+		name    string
+		breakIt []string // ip command; the namespace is "sb" or "host"
+		in      string
+	}{
+		{"intact", nil, ""},
+		{"address gone", []string{"addr", "del", "10.97.0.10/24", "dev", "eth0"}, "sb"},
+		{"IPv6 address gone", []string{"-6", "addr", "del", "fd97::10/64", "dev", "eth0"}, "sb"},
+		{"default route gone", []string{"route", "del", "default"}, "sb"},
+		{"interface gone", []string{"link", "del", "eth0"}, "sb"},
+		{"host route gone", []string{"route", "del", "10.97.0.10/32", "dev", shim}, "host"},
+		{"intact again", nil, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.breakIt != nil {
+				ns := map[string]string{"sb": a.ns, "host": l.host}[c.in]
+				testutil.Must(t, "ip", append([]string{"-n", ns}, c.breakIt...)...)
+			}
+			repaired, err := l.d.Repair(ctx, n, a.ep, a.path, nil)
+			if err != nil {
+				t.Fatalf("repair: %v", err)
+			}
+			if repaired != (c.breakIt != nil) {
+				t.Errorf("repaired = %v", repaired)
+			}
+			if again, err := l.d.Repair(ctx, n, a.ep, a.path, nil); err != nil || again {
+				t.Errorf("second repair: %v, %v", again, err)
+			}
+			mustPing(t, a.ns, "10.97.0.1")
+			mustPing(t, a.ns, "fd97::1")
+			mustPing(t, l.host, "10.97.0.10")
+		})
+	}
+}
