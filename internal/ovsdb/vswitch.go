@@ -135,16 +135,29 @@ func (c *Client) BridgeOfPort(ctx context.Context, port UUID) (*Bridge, error) {
 }
 
 func (c *Client) bridgeWhere(ctx context.Context, cond Condition) (*Bridge, error) {
+	bs, err := c.bridges(ctx, cond)
+	if err != nil || len(bs) == 0 {
+		return nil, err
+	}
+	return &bs[0], nil
+}
+
+// FindBridges reads every bridge whose external_ids include all of ids.
+func (c *Client) FindBridges(ctx context.Context, ids Map) ([]Bridge, error) {
+	return c.bridges(ctx, Cond("external_ids", "includes", mapOrEmpty(ids)))
+}
+
+func (c *Client) bridges(ctx context.Context, cond Condition) ([]Bridge, error) {
 	res, err := c.Transact(ctx, DB, Select("Bridge", []string{"_uuid", "name", "datapath_type", "ports", "external_ids"}, cond))
 	if err != nil {
 		return nil, fmt.Errorf("find bridge: %w", err)
 	}
-	if len(res[0].Rows) == 0 {
-		return nil, nil
+	out := make([]Bridge, 0, len(res[0].Rows))
+	for _, r := range res[0].Rows {
+		out = append(out, Bridge{UUID: r.UUID("_uuid"), Name: r.String("name"), DatapathType: r.String("datapath_type"),
+			Ports: r.UUIDs("ports"), ExternalIDs: r.Map("external_ids")})
 	}
-	r := res[0].Rows[0]
-	return &Bridge{UUID: r.UUID("_uuid"), Name: r.String("name"), DatapathType: r.String("datapath_type"),
-		Ports: r.UUIDs("ports"), ExternalIDs: r.Map("external_ids")}, nil
+	return out, nil
 }
 
 // EnsureBridge makes the bridge with its internal port unless a bridge of
