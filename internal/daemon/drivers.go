@@ -4,6 +4,7 @@ import (
 	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/driver/bridge"
 	"github.com/tether-net/tether/internal/driver/link"
+	"github.com/tether-net/tether/internal/driver/macvlan"
 	"github.com/tether-net/tether/internal/driver/nulldrv"
 	"github.com/tether-net/tether/internal/driver/overlay"
 )
@@ -16,6 +17,7 @@ import (
 func drivers() []driver.Driver {
 	return []driver.Driver{
 		bridge.New(nil),
+		macvlan.New(nil),
 		nulldrv.Host(),
 		nulldrv.Null(),
 		overlay.New(nil),

@@ -970,7 +970,10 @@ func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []
 	// Before the namespace goes, each host end is detached (down, off its
 	// bridge) and its address held until the link is gone, so that a stray
 	// process keeping the namespace alive is cut off and no address is ever
-	// live twice (quarantine.go).
+	// live twice (quarantine.go). A driver with no host end to detach
+	// (macvlan: the interface is in the sandbox only) leaves at once, in the
+	// namespace, for the same reason: a stray process must not keep an
+	// address the allocator hands out again.
 	ownsNetNS := !rec.Adopted && !rec.HostNet && !rec.Handover
 	if ownsNetNS {
 		e.resolver.Stop(rec.ID)
@@ -979,7 +982,7 @@ func (e *Engine) teardown(ctx context.Context, sb *sbState, eps []sbEndpoint) []
 		if err := e.unpublish(ctx, x.ep); err != nil {
 			errs = append(errs, err)
 		}
-		if ownsNetNS {
+		if _, detacher := e.drivers[x.ns.rec.Driver].(driver.Detacher); ownsNetNS && detacher {
 			h, err := e.detachEndpoint(ctx, x)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("cut sandbox %q off network %q: %w", rec.Name, x.ns.rec.Name, err))
