@@ -21,7 +21,8 @@ import (
 // network's VLAN and protection. A pair that is intact but whose port row
 // is gone or changed (the database replaced, a `ovs-vsctl del-port`) gets
 // its port back in place: traffic resumes, nothing in the sandbox moves.
-// Anything else is deleted and joined again. An intact endpoint is not
+// Anything else is deleted and joined again, with a new host end name
+// (filled in ep.HostIfName). An intact endpoint is not
 // touched. ovs-vswitchd's own restart needs no repair: it rebuilds the
 // datapath from the database, and the internal ports' tap devices persist
 // with their addresses.
@@ -48,6 +49,9 @@ func (d *Driver) Repair(ctx context.Context, n *driver.Network, ep *driver.Endpo
 	if err := d.Leave(ctx, n, ep, nsPath); err != nil {
 		return false, err
 	}
+	// A new host name: ovs-vswitchd may still hold the old device open
+	// under the old name (a delete and re-add it applies at once).
+	ep.HostIfName = ""
 	if err := d.Join(ctx, n, ep, nsPath); err != nil {
 		return false, err
 	}
