@@ -71,6 +71,9 @@ func (d *Driver) wireHostEnd(ctx context.Context, c *ovsdb.Client, host netlink.
 	if err := bridge.IPv6Off(d.h, d.ns, host); err != nil {
 		return err
 	}
+	if err := d.keepOffStack(host); err != nil {
+		return err
+	}
 	if err := d.h.LinkSetAlias(host, driver.LinkMarker(ep.ID)); err != nil {
 		return fmt.Errorf("mark %q: %w", ep.HostIfName, err)
 	}
@@ -81,6 +84,47 @@ func (d *Driver) wireHostEnd(ctx context.Context, c *ovsdb.Client, host netlink.
 		return fmt.Errorf("OVS bridge %q: %w", o.bridge, err)
 	}
 	return applied(ctx, c)
+}
+
+// keepOffStack keeps the host's IP stack from taking frames that arrive on
+// a host end. Unlike a Linux bridge port, whose frames the bridge takes
+// away from the stack, a port of the userspace datapath is read through a
+// packet socket, and the stack sees every frame as well: with defaults the
+// host end would answer a sandbox's ARP request for the gateway with its
+// own MAC (arp_ignore=0 answers for any local address), and the sandbox's
+// traffic would then enter the host through the host end instead of the
+// gateway interface the firewall matches. Equivalent to
+//
+//	ip link set tvoXXXX arp off
+//	sysctl -w net.ipv4.conf.tvoXXXX.rp_filter=1 net.ipv4.conf.tvoXXXX.arp_ignore=8
+//
+// NOARP: no ARP replies or requests from it. rp_filter=1 (strict): a
+// packet is taken only when the reply would leave through the same link,
+// and nothing routes through a host end, so the stack drops whatever it
+// gets there (a sandbox that learned the MAC, broadcasts).
+func (d *Driver) keepOffStack(l netlink.Link) error {
+	name := l.Attrs().Name
+	if err := d.h.LinkSetARPOff(l); err != nil {
+		return fmt.Errorf("arp off on %q: %w", name, err)
+	}
+	write := func() error {
+		for _, kv := range [][2]string{{"rp_filter", "1"}, {"arp_ignore", "8"}} {
+			if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+name+"/"+kv[0], []byte(kv[1]), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var err error
+	if d.ns == "" {
+		err = write()
+	} else {
+		err = tns.Do(d.ns, write)
+	}
+	if err != nil {
+		return fmt.Errorf("keep %q off the IP stack: %w", name, err)
+	}
+	return nil
 }
 
 func portSpec(n *driver.Network, ep *driver.Endpoint, o options) ovsdb.PortSpec {

@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -399,4 +400,50 @@ func TestSweep(t *testing.T) {
 	if br, _ := c.FindBridge(ctx, n.BridgeName); br != nil {
 		t.Errorf("bridge of a network without a record kept: %+v", br)
 	}
+}
+
+// TestFirewallSeesGateway: the gateway interface (an internal port: a tap
+// device of ovs-vswitchd) is what nftables' iifname and oifname match, as
+// the engine's firewall expects of a network's BridgeName: traffic routed
+// between two OVS networks is counted by iifname A oifname B, and a drop
+// rule on that pair (the engine's "no traffic between networks") stops it.
+func TestFirewallSeesGateway(t *testing.T) {
+	hs := newHost(t)
+	na := hs.network(t, nil, "10.87.1.0/24", "10.87.1.1", "", "")
+	nb := hs.network(t, nil, "10.87.2.0/24", "10.87.2.1", "", "")
+	a := hs.join(t, na, "10.87.1.2/24", "")
+	hs.join(t, nb, "10.87.2.2/24", "")
+	testutil.Must(t, "ip", "netns", "exec", hs.ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	rules := `table inet ttest {
+	chain forward { type filter hook forward priority 0; policy accept;
+		iifname "` + na.BridgeName + `" oifname "` + nb.BridgeName + `" counter; }
+	chain input { type filter hook input priority 0; policy accept;
+		iifname "` + na.BridgeName + `" icmp type echo-request counter;
+		iifname != { "` + na.BridgeName + `", "` + nb.BridgeName + `", "lo" } counter; }
+}`
+	nft := func(args ...string) string {
+		return testutil.Must(t, "ip", append([]string{"netns", "exec", hs.ns, "nft"}, args...)...)
+	}
+	f, err := os.CreateTemp(t.TempDir(), "rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString(rules)
+	f.Close()
+	nft("-f", f.Name())
+	mustPing(t, a.ns, "10.87.1.1")
+	mustPing(t, a.ns, "10.87.2.2")
+	out := nft("list", "table", "inet", "ttest")
+	var counts []string
+	for line := range strings.Lines(out) {
+		if i := strings.Index(line, "counter packets "); i >= 0 {
+			counts = append(counts, strings.Fields(line[i:])[2])
+		}
+	}
+	// forward A->B, input from A, input from anything else (a host end).
+	if len(counts) != 3 || counts[0] == "0" || counts[1] == "0" || counts[2] != "0" {
+		t.Errorf("counters %v, want forward and gateway input counted, nothing from elsewhere:\n%s", counts, out)
+	}
+	nft("add", "rule", "inet", "ttest", "forward", "iifname", na.BridgeName, "oifname", nb.BridgeName, "drop")
+	mustNotPing(t, a.ns, "10.87.2.2", "the drop rule on the gateway interfaces did not apply")
 }
