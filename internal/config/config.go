@@ -67,6 +67,9 @@ type Config struct {
 	DockerHost         string // "docker-host": the local dockerd's API (unix:///path or tcp://host:port).
 	DockerPluginDNS    string // "docker-plugin-dns": IPv4 address (port 53) where Tether answers its names for Docker's resolver; "none" = off.
 
+	// Open vSwitch networks (docs/ovs.md).
+	OVSDB string // "ovs-db": the OVSDB socket of networks without -o ovs.db (unix:PATH); "" = unix:/run/openvswitch/db.sock.
+
 	// Point-to-point links (docs/links.md).
 	LinkPool netip.Prefix // "link-pool": IPv4 range links take a /31 from; default 10.254.0.0/16.
 

@@ -241,6 +241,8 @@ func TestValidation(t *testing.T) {
 		{"docker-host scheme", `{"docker-host": "http://x"}`, `docker-host: "http://x": want unix:///path or tcp://host:port`},
 		{"docker-host tcp port", `{"docker-host": "tcp://x"}`, `docker-host: "tcp://x": `},
 		{"docker-plugin-dns name", `{"docker-plugin-dns": "dns.local"}`, `docker-plugin-dns: "dns.local": want an IPv4 address`},
+		{"ovs-db tcp", `{"ovs-db": "tcp:127.0.0.1:6640"}`, `ovs-db: "tcp:127.0.0.1:6640": want unix:/absolute/path`},
+		{"ovs-db relative", `{"ovs-db": "unix:db.sock"}`, `ovs-db: "unix:db.sock": want unix:/absolute/path`},
 		{"link-pool not CIDR", `{"link-pool": "10.254.0.0"}`, `link-pool: "10.254.0.0" is not a CIDR`},
 		{"link-pool v6", `{"link-pool": "fd00::/64"}`, `link-pool: "fd00::/64": want an IPv4 CIDR`},
 		{"link-pool host bits", `{"link-pool": "10.254.0.1/16"}`, `link-pool: "10.254.0.1/16": host bits set`},

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -43,6 +44,7 @@ var checks = []struct {
 	{"docker-host", checkDockerHost},
 	{"docker-plugin-dns", checkPluginDNS},
 	{"link-pool", checkLinkPool},
+	{"ovs-db", checkOVSDB},
 	{"data-root", func(c *Config) error { return checkAbs(c.DataRoot) }},
 	{"exec-root", func(c *Config) error { return checkAbs(c.ExecRoot) }},
 	{"pidfile", func(c *Config) error { return checkAbs(c.Pidfile) }},
@@ -353,6 +355,19 @@ func checkPluginDNS(c *Config) error {
 	}
 	if a.IsLoopback() {
 		return fmt.Errorf("%q: dockerd dials daemon.json \"dns\" from each container's namespace, where a loopback address is the container's own: use an address the containers route to the host, e.g. %s", c.DockerPluginDNS, DefaultDockerPluginDNS)
+	}
+	return nil
+}
+
+// checkOVSDB: empty, or unix: and an absolute path (the only transport
+// Tether speaks to ovsdb-server).
+func checkOVSDB(c *Config) error {
+	if c.OVSDB == "" {
+		return nil
+	}
+	path, ok := strings.CutPrefix(c.OVSDB, "unix:")
+	if !ok || !filepath.IsAbs(path) {
+		return fmt.Errorf("%q: want unix:/absolute/path (ovsdb-server's socket, e.g. unix:/run/openvswitch/db.sock)", c.OVSDB)
 	}
 	return nil
 }

@@ -68,7 +68,7 @@ func Run(cfg *config.Config) error {
 		return err
 	}
 	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: log, Firewall: fw, Cluster: cl, NodeFilter: nodeFilter,
-		Drivers: drivers(), DefaultDriver: defaultDriver, IPv6Forwarding: ipv6Forwarding(cfg, log), Linker: linker()})
+		Drivers: drivers(cfg), DefaultDriver: defaultDriver, IPv6Forwarding: ipv6Forwarding(cfg, log), Linker: linker()})
 	if err != nil {
 		return err
 	}

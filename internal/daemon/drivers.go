@@ -1,12 +1,14 @@
 package daemon
 
 import (
+	"github.com/tether-net/tether/internal/config"
 	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/driver/bridge"
 	"github.com/tether-net/tether/internal/driver/link"
 	"github.com/tether-net/tether/internal/driver/macvlan"
 	"github.com/tether-net/tether/internal/driver/nulldrv"
 	"github.com/tether-net/tether/internal/driver/overlay"
+	"github.com/tether-net/tether/internal/driver/ovs"
 )
 
 // The driver registry: adding a network driver is a package and a line
@@ -14,13 +16,14 @@ import (
 //
 // Global drivers (overlay) are left out by the engine when the daemon has
 // no cluster store.
-func drivers() []driver.Driver {
+func drivers(cfg *config.Config) []driver.Driver {
 	return []driver.Driver{
 		bridge.New(nil),
 		macvlan.New(nil),
 		nulldrv.Host(),
 		nulldrv.Null(),
 		overlay.New(nil),
+		ovs.New(cfg.OVSDB),
 	}
 }
 

@@ -3,6 +3,7 @@ package daemon
 import (
 	"testing"
 
+	"github.com/tether-net/tether/internal/config"
 	"github.com/tether-net/tether/internal/driver"
 )
 
@@ -13,7 +14,7 @@ import (
 func TestDriverRegistry(t *testing.T) {
 	byType := map[string]driver.Driver{}
 	predefined := map[string]string{}
-	for _, d := range drivers() {
+	for _, d := range drivers(&config.Config{}) {
 		typ := d.Type()
 		if _, dup := byType[typ]; dup {
 			t.Errorf("driver type %q registered twice", typ)
