@@ -3,7 +3,7 @@
 # bench/results/<scenario>-<date>.json (committed: bench/README.md cites only
 # runs whose file is there; add a new one with git add bench/results/<file>).
 #
-#   sudo bench/run.sh [scenario]      scenario: attach (default), lifecycle, ports, scale, dns, dns-abuse, cni, docker, dockerplugin, overlay, ipv6
+#   sudo bench/run.sh [scenario]      scenario: attach (default), lifecycle, ports, scale, dns, dns-abuse, cni, docker, dockerplugin, overlay, ipv6, drivers
 #
 # Environment: BENCH_N (sandboxes in a row, default 200; ports: 1000),
 # BENCH_REPS (rounds, default 3), GO (the go command, default: go on PATH).
@@ -20,10 +20,11 @@ dns-abuse) pkg=./bench/dns test='^TestDNSAbuseReport$' reps=3 ;;
 cni) pkg=./bench/cni test='^TestCNIReport$' refs=bench/refs/cni.sh ;;
 overlay) pkg=./bench/overlay test='^TestOverlayReport$' n=100 ;;
 ipv6) pkg=./bench/ipv6 test='^TestIPv6Report$' ;;
+drivers) pkg=./bench/drivers test='^TestDriversReport$' n=100 ;;
 firewall) pkg=./bench/firewall test='^TestRestoreReport$' n=50 reps=20 ;;
 docker) pkg=./bench/compare test='^TestPublishVsDockerReport$' refs='bench/refs/docker.sh bench/refs/podman.sh' ;;
 dockerplugin) pkg=./bench/dockerplugin test='^TestDockerPluginReport$' refs=bench/refs/docker.sh ;;
-*) echo "unknown scenario $scenario (known: attach, lifecycle, ports, scale, dns, dns-abuse, cni, docker, dockerplugin, overlay, ipv6)" >&2; exit 2 ;;
+*) echo "unknown scenario $scenario (known: attach, lifecycle, ports, scale, dns, dns-abuse, cni, docker, dockerplugin, overlay, ipv6, drivers)" >&2; exit 2 ;;
 esac
 if [ "$(id -u)" != 0 ]; then
 	echo "needs root: the benchmark creates network namespaces" >&2
