@@ -33,6 +33,10 @@ type Report struct {
 	Scenario string         `json:"scenario"`
 	Date     time.Time      `json:"date"`
 	Machine  map[string]any `json:"machine"`
+	// The daemon is built from the working tree: its commit, and the files
+	// of the product (cmd/, internal/) that differed from it.
+	Commit string   `json:"commit"`
+	Dirty  []string `json:"dirty_product_files,omitempty"`
 	// The load average (/proc/loadavg) at the start, after the attach rounds
 	// and at the end.
 	LoadBefore string        `json:"loadavg_before"`
@@ -54,6 +58,7 @@ func measure(tb testing.TB, o Options) Report {
 		tb.Fatalf("N = %d: must be 2..%d", o.N, maxN)
 	}
 	rep := Report{Scenario: "drivers", Date: time.Now().UTC(), Machine: attach.Machine(), LoadBefore: testutil.LoadAvg(), N: o.N, Reps: o.Reps}
+	rep.Commit, rep.Dirty = tree()
 	rg := startRig(tb)
 	rep.Attach = measureAttach(tb, rg, o.N, o.Reps, o.Verify)
 	rep.LoadMid = testutil.LoadAvg()
@@ -122,8 +127,9 @@ var kindLabels = map[string]string{
 func tables(rep Report) string {
 	var b strings.Builder
 	a, tr := rep.Attach, rep.Traffic
-	fmt.Fprintf(&b, "%v CPUs, kernel %v, %v; load %s → %s → %s\n\n", rep.Machine["nproc"], rep.Machine["kernel"], rep.Machine["go"],
-		rep.LoadBefore, rep.LoadMid, rep.LoadAfter)
+	fmt.Fprintf(&b, "%v CPUs, kernel %v, %v; load %s → %s → %s; Tether %s, %d product files changed in the tree %v\n\n",
+		rep.Machine["nproc"], rep.Machine["kernel"], rep.Machine["go"], rep.LoadBefore, rep.LoadMid, rep.LoadAfter,
+		rep.Commit, len(rep.Dirty), rep.Dirty)
 	fmt.Fprintf(&b, "| %d × %d of each, interleaved | p50 | p90 | rounds p50 | ÷ bridge p50 | ÷ bridge p90 | rounds ÷ bridge p50 | remove p50 |\n|---|---:|---:|---|---:|---:|---|---:|\n", rep.Reps, rep.N)
 	for _, k := range kinds {
 		var rs, rr []string
@@ -171,6 +177,26 @@ func tables(rep Report) string {
 		fmt.Fprintf(&b, "\n%s failed: %s\n", p, e)
 	}
 	return b.String()
+}
+
+// tree returns HEAD's short commit and the product files (cmd/, internal/)
+// the working tree changes or adds ("" and nil when git cannot tell).
+func tree() (string, []string) {
+	head, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "", nil
+	}
+	out, err := exec.Command("git", "status", "--porcelain", "--", ":/cmd", ":/internal").Output()
+	if err != nil {
+		return strings.TrimSpace(string(head)), nil
+	}
+	var dirty []string
+	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			dirty = append(dirty, l)
+		}
+	}
+	return strings.TrimSpace(string(head)), dirty
 }
 
 // nsenter runs a command inside the network namespace file path.
