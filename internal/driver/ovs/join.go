@@ -23,14 +23,18 @@ import (
 // the OVS bridge:
 //
 //	(in sandbox) ip link add IFNAME mtu M address MAC type veth peer name tvoXXXX netns HOST
-//	(host)       ip link set tvoXXXX alias tether:EP up   (IPv6 off)
+//	             ethtool -K IFNAME tx off   (userspace datapath only, and:)
+//	(host)       ethtool -K tvoXXXX tx off
+//	             ip link set tvoXXXX alias tether:EP up   (IPv6 off)
 //	             ovs-vsctl add-port BR tvoXXXX tag=VLAN [protected=true] external_ids:tether-owner=EP ...
 //	(in sandbox) ip addr add ADDR dev IFNAME; ip link set IFNAME up; ip link set lo up
 //	             ip route add default via GW   (when ep.DefaultRoute)
 //
 // With ep.Address6 the sandbox end gets IPv6 as on a Linux bridge network.
 // A network with ICC off makes the ports protected (they reach the gateway,
-// not each other). It returns once ovs-vswitchd has attached the port. On
+// not each other). On the userspace datapath transmit checksum offload is
+// off on both ends (see offload.go: TCP fails otherwise). It returns once
+// ovs-vswitchd has attached the port. On
 // failure everything done so far is undone.
 func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) (err error) {
 	o, err := d.options(n)
@@ -58,6 +62,9 @@ func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoin
 			_ = d.h.LinkDel(host)
 		}
 	}()
+	if _, err := d.checksumOffloadOff(ctx, c, o, ep, nsPath); err != nil {
+		return err
+	}
 	if err := d.wireHostEnd(ctx, c, host, n, ep, o); err != nil {
 		return err
 	}

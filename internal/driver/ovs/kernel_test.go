@@ -3,24 +3,32 @@ package ovs_test
 // Kernel tests: a private ovsdb-server and an ovs-vswitchd running in a
 // "host" namespace the test creates (ovstest.Start), the driver bound to
 // that namespace (ovs.NewAt), sandbox namespaces set up as the engine sets
-// them up. Traffic is real (ping from inside the namespaces). As root they
+// them up. Traffic is real (ping from inside the namespaces, TCP from Go
+// sockets opened inside them). As root they
 // run; under TETHER_E2E=1 without root or without openvswitch-switch they
 // fail.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/driver/ovs"
 	tns "github.com/tether-net/tether/internal/netns"
+	"github.com/tether-net/tether/internal/nlutil"
 	"github.com/tether-net/tether/internal/ovsdb"
 	"github.com/tether-net/tether/internal/ovsdb/ovstest"
 	"github.com/tether-net/tether/internal/testutil"
@@ -148,6 +156,91 @@ func mustNotPing(t *testing.T, ns, addr, why string) {
 	}
 }
 
+// tcpExchange opens a TCP connection from the namespace at fromPath to a
+// listener on addr in the namespace at toPath (sockets opened inside the
+// namespaces from Go) and sends 256 KiB each way: many full-sized
+// segments, whose checksums a transmit offload leaves to the device.
+func tcpExchange(fromPath, toPath, addr string) error {
+	var ln net.Listener
+	err := tns.Do(toPath, func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(addr, "0"))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+	up, down := make([]byte, 256<<10), make([]byte, 256<<10)
+	_, _ = rand.Read(up)
+	_, _ = rand.Read(down)
+	served := make(chan error, 1)
+	go func() { served <- serveOnce(ln, up, down) }()
+	var c net.Conn
+	err = tns.Do(fromPath, func() (err error) {
+		c, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+		return err
+	})
+	if err != nil {
+		ln.Close()
+		<-served
+		return fmt.Errorf("connect to %s: %w", ln.Addr(), err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Write(up)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		wrote <- err
+	}()
+	got, err := io.ReadAll(c)
+	if werr := <-wrote; werr != nil {
+		return fmt.Errorf("send to %s: %w", ln.Addr(), werr)
+	}
+	if err != nil {
+		return fmt.Errorf("receive from %s: %w (%d bytes)", ln.Addr(), err, len(got))
+	}
+	if !bytes.Equal(got, down) {
+		return fmt.Errorf("received %d bytes from %s, not what it sent", len(got), ln.Addr())
+	}
+	return <-served
+}
+
+// serveOnce accepts one connection, checks it receives want and sends
+// reply meanwhile.
+func serveOnce(ln net.Listener, want, reply []byte) error {
+	c, err := ln.Accept()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	sent := make(chan error, 1)
+	go func() {
+		_, err := c.Write(reply)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		sent <- err
+	}()
+	got, err := io.ReadAll(c)
+	if err == nil && !bytes.Equal(got, want) {
+		err = fmt.Errorf("listener got %d bytes, not what was sent", len(got))
+	}
+	return errors.Join(err, <-sent)
+}
+
+// mustTCP fails unless a TCP exchange from one namespace to addr in
+// another gets through.
+func mustTCP(t *testing.T, fromPath, toPath, addr string) {
+	t.Helper()
+	if err := tcpExchange(fromPath, toPath, addr); err != nil {
+		t.Errorf("TCP from %s to %s in %s: %v", fromPath, addr, toPath, err)
+	}
+}
+
 func (hs *host) hasAddr(t *testing.T, link, addr string) bool {
 	t.Helper()
 	out, err := testutil.InNS(hs.ns, "ip", "-o", "addr", "show", "dev", link)
@@ -174,6 +267,14 @@ func TestTwoSandboxes(t *testing.T) {
 	mustPing(t, a.ns, "10.81.0.1")
 	mustPing(t, a.ns, "fd81::3")
 	mustPing(t, b.ns, "fd81::1")
+	// TCP, both families, between the sandboxes and with the host through
+	// the gateway (the host dials from the gateway address).
+	mustTCP(t, a.path, b.path, "10.81.0.3")
+	mustTCP(t, b.path, a.path, "fd81::2")
+	mustTCP(t, hs.path, a.path, "10.81.0.2")
+	mustTCP(t, a.path, hs.path, "10.81.0.1")
+	mustTCP(t, hs.path, b.path, "fd81::3")
+	mustTCP(t, b.path, hs.path, "fd81::1")
 	if !hs.hasAddr(t, n.BridgeName, "10.81.0.1/24") || !hs.hasAddr(t, n.BridgeName, "fd81::1/64") {
 		t.Errorf("gateway addresses not on %s", n.BridgeName)
 	}
@@ -347,14 +448,32 @@ func TestRepair(t *testing.T) {
 		t.Errorf("host end rebuilt: %s, was %s", a.ep.HostIfName, host)
 	}
 	mustPing(t, a.ns, "10.84.0.3")
+	mustTCP(t, a.path, b.path, "10.84.0.3")
 
 	testutil.Must(t, "ip", "-n", hs.ns, "link", "del", b.ep.HostIfName)
 	if repaired, err := hs.d.Repair(ctx, n, b.ep, b.path, nil); err != nil || !repaired {
 		t.Fatalf("Repair of a deleted pair: %v %v", repaired, err)
 	}
 	mustPing(t, b.ns, "10.84.0.2")
+	mustTCP(t, b.path, a.path, "10.84.0.2")
 	if repaired, err := hs.d.Repair(ctx, n, b.ep, b.path, nil); err != nil || repaired {
 		t.Errorf("second Repair: %v %v", repaired, err)
+	}
+
+	// A pair with checksum offload on (made before Tether turned it off):
+	// TCP from it fails, Repair turns it off and says so.
+	if err := tns.Do(a.path, func() error { return nlutil.SetTxChecksum(a.ep.IfName, true) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := tcpExchange(a.path, b.path, "10.84.0.3"); err == nil {
+		t.Error("TCP got through with checksum offload on: the test cannot tell the fix")
+	}
+	if repaired, err := hs.d.Repair(ctx, n, a.ep, a.path, nil); err != nil || !repaired {
+		t.Fatalf("Repair of a pair with checksum offload on: %v %v", repaired, err)
+	}
+	mustTCP(t, a.path, b.path, "10.84.0.3")
+	if repaired, err := hs.d.Repair(ctx, n, a.ep, a.path, nil); err != nil || repaired {
+		t.Errorf("Repair after the offload fix: %v %v", repaired, err)
 	}
 }
 
@@ -412,7 +531,7 @@ func TestFirewallSeesGateway(t *testing.T) {
 	na := hs.network(t, nil, "10.87.1.0/24", "10.87.1.1", "", "")
 	nb := hs.network(t, nil, "10.87.2.0/24", "10.87.2.1", "", "")
 	a := hs.join(t, na, "10.87.1.2/24", "")
-	hs.join(t, nb, "10.87.2.2/24", "")
+	b := hs.join(t, nb, "10.87.2.2/24", "")
 	testutil.Must(t, "ip", "netns", "exec", hs.ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
 	rules := `table inet ttest {
 	chain forward { type filter hook forward priority 0; policy accept;
@@ -433,6 +552,7 @@ func TestFirewallSeesGateway(t *testing.T) {
 	nft("-f", f.Name())
 	mustPing(t, a.ns, "10.87.1.1")
 	mustPing(t, a.ns, "10.87.2.2")
+	mustTCP(t, a.path, b.path, "10.87.2.2") // routed through both gateways
 	out := nft("list", "table", "inet", "ttest")
 	var counts []string
 	for line := range strings.Lines(out) {

@@ -22,8 +22,9 @@ import (
 // is gone or changed (the database replaced, a `ovs-vsctl del-port`) gets
 // its port back in place: traffic resumes, nothing in the sandbox moves.
 // Anything else is deleted and joined again, with a new host end name
-// (filled in ep.HostIfName). An intact endpoint is not
-// touched. ovs-vswitchd's own restart needs no repair: it rebuilds the
+// (filled in ep.HostIfName). On the userspace datapath an intact pair
+// with transmit checksum offload on at either end gets it turned off (as
+// Join does) and counts as repaired. An intact endpoint is not touched. ovs-vswitchd's own restart needs no repair: it rebuilds the
 // datapath from the database, and the internal ports' tap devices persist
 // with their addresses.
 func (d *Driver) Repair(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string, inside map[string]driver.SandboxLink) (bool, error) {
@@ -36,7 +37,7 @@ func (d *Driver) Repair(ctx context.Context, n *driver.Network, ep *driver.Endpo
 		return false, err
 	}
 	if d.hostEndIntact(ep, in) {
-		return d.repairPort(ctx, n, ep, o)
+		return d.repairPort(ctx, n, ep, o, nsPath)
 	}
 	if in != nil {
 		if sb, err := tns.NewHandle(nsPath); err == nil {
@@ -84,13 +85,26 @@ func sandboxLink(ep *driver.Endpoint, nsPath string, inside map[string]driver.Sa
 }
 
 // repairPort puts the endpoint's port back on the bridge as Join made it,
-// unless it is there already; it reports whether it changed anything.
-func (d *Driver) repairPort(ctx context.Context, n *driver.Network, ep *driver.Endpoint, o options) (bool, error) {
+// unless it is there already, and turns checksum offload off on the pair
+// where the datapath needs it (a pair made before Tether did, or changed
+// since); it reports whether it changed anything.
+func (d *Driver) repairPort(ctx context.Context, n *driver.Network, ep *driver.Endpoint, o options, nsPath string) (bool, error) {
 	c, err := d.dial(ctx, o)
 	if err != nil {
 		return false, err
 	}
 	defer c.Close()
+	offload, err := d.checksumOffloadOff(ctx, c, o, ep, nsPath)
+	if err != nil {
+		return false, err
+	}
+	port, err := d.ensurePort(ctx, c, n, ep, o)
+	return offload || port, err
+}
+
+// ensurePort adds the endpoint's port to the bridge unless it is there
+// with the right VLAN, protection and owner; it reports whether it did.
+func (d *Driver) ensurePort(ctx context.Context, c *ovsdb.Client, n *driver.Network, ep *driver.Endpoint, o options) (bool, error) {
 	want := portSpec(n, ep, o)
 	p, err := c.FindPort(ctx, ep.HostIfName)
 	if err != nil {
