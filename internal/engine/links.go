@@ -266,25 +266,43 @@ func (e *Engine) linkBlockersLocked() []ipam.Blocker {
 }
 
 // chooseLinkSubnet takes the first /31 of link-pool that overlaps no host
-// route or address, no network and no link. Called with e.mu held.
+// route or address, no network and no link. Links are looked up in a set
+// of their /31s (one probe per candidate, however many links exist); the
+// few other blockers are scanned, a larger one skipped in one step.
+// Called with e.mu held.
 func (e *Engine) chooseLinkSubnet() (netip.Prefix, error) {
 	pool := e.cfg.LinkPool
 	if !pool.IsValid() {
 		pool = netip.MustParsePrefix("10.254.0.0/16")
 	}
-	bs, err := e.blockers() // includes the links
+	bs, err := e.hostBlockers()
 	if err != nil {
-		return netip.Prefix{}, err
+		return netip.Prefix{}, fmt.Errorf("read host routes and addresses: %w", err)
+	}
+	for _, ns := range e.networks {
+		if ns.rec.Subnet.IsValid() {
+			bs = append(bs, ipam.Blocker{Prefix: ns.rec.Subnet, Source: fmt.Sprintf("network %q", ns.rec.Name)})
+		}
+	}
+	taken := make(map[netip.Prefix]bool, 2*len(e.links))
+	for _, l := range e.links {
+		for _, p := range []netip.Prefix{l.AddrA, l.AddrB} {
+			taken[netip.PrefixFrom(p.Addr(), 31).Masked()] = true
+		}
 	}
 	for a := pool.Addr(); pool.Contains(a); {
 		p := netip.PrefixFrom(a, 31)
-		i := slices.IndexFunc(bs, func(b ipam.Blocker) bool { return ipam.Overlaps(b.Prefix, p) })
-		if i < 0 {
-			return p, nil
+		skip := netip.Prefix{}
+		if taken[p] {
+			skip = p
+		} else if i := slices.IndexFunc(bs, func(b ipam.Blocker) bool { return ipam.Overlaps(b.Prefix, p) }); i >= 0 {
+			skip = p
+			if bs[i].Prefix.Bits() < 31 {
+				skip = bs[i].Prefix // past a larger blocker in one step
+			}
 		}
-		skip := p
-		if bs[i].Prefix.Bits() < 31 {
-			skip = bs[i].Prefix // past a larger blocker in one step
+		if !skip.IsValid() {
+			return p, nil
 		}
 		next := lastAddr(skip).Next()
 		if !next.IsValid() || !next.Is4() {
