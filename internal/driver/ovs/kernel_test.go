@@ -241,6 +241,60 @@ func mustTCP(t *testing.T, fromPath, toPath, addr string) {
 	}
 }
 
+// udpExchange sends a datagram from the namespace at fromPath to a socket
+// on addr in the namespace at toPath, which answers it (three tries: a
+// datagram may be lost while neighbours resolve).
+func udpExchange(fromPath, toPath, addr string) error {
+	var srv net.PacketConn
+	err := tns.Do(toPath, func() (err error) {
+		srv, err = net.ListenPacket("udp", net.JoinHostPort(addr, "0"))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer srv.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = srv.WriteTo(buf[:n], from)
+		}
+	}()
+	var c net.Conn
+	if err := tns.Do(fromPath, func() (err error) {
+		c, err = net.Dial("udp", srv.LocalAddr().String())
+		return err
+	}); err != nil {
+		return err
+	}
+	defer c.Close()
+	msg := make([]byte, 1200)
+	_, _ = rand.Read(msg)
+	got := make([]byte, 2048)
+	for range 3 {
+		if _, err = c.Write(msg); err != nil {
+			continue
+		}
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		var n int
+		if n, err = c.Read(got); err == nil && bytes.Equal(got[:n], msg) {
+			return nil
+		}
+	}
+	return fmt.Errorf("UDP to %s: no answer: %v", srv.LocalAddr(), err)
+}
+
+func mustUDP(t *testing.T, fromPath, toPath, addr string) {
+	t.Helper()
+	if err := udpExchange(fromPath, toPath, addr); err != nil {
+		t.Errorf("UDP from %s to %s in %s: %v", fromPath, addr, toPath, err)
+	}
+}
+
 func (hs *host) hasAddr(t *testing.T, link, addr string) bool {
 	t.Helper()
 	out, err := testutil.InNS(hs.ns, "ip", "-o", "addr", "show", "dev", link)
@@ -275,6 +329,9 @@ func TestTwoSandboxes(t *testing.T) {
 	mustTCP(t, a.path, hs.path, "10.81.0.1")
 	mustTCP(t, hs.path, b.path, "fd81::3")
 	mustTCP(t, b.path, hs.path, "fd81::1")
+	mustUDP(t, a.path, b.path, "10.81.0.3")
+	mustUDP(t, a.path, hs.path, "10.81.0.1") // DNS to the gateway is UDP
+	mustUDP(t, b.path, hs.path, "fd81::1")
 	if !hs.hasAddr(t, n.BridgeName, "10.81.0.1/24") || !hs.hasAddr(t, n.BridgeName, "fd81::1/64") {
 		t.Errorf("gateway addresses not on %s", n.BridgeName)
 	}
@@ -468,10 +525,14 @@ func TestRepair(t *testing.T) {
 	if err := tcpExchange(a.path, b.path, "10.84.0.3"); err == nil {
 		t.Error("TCP got through with checksum offload on: the test cannot tell the fix")
 	}
+	if err := udpExchange(a.path, hs.path, "10.84.0.1"); err == nil {
+		t.Error("UDP got through with checksum offload on: the test cannot tell the fix")
+	}
 	if repaired, err := hs.d.Repair(ctx, n, a.ep, a.path, nil); err != nil || !repaired {
 		t.Fatalf("Repair of a pair with checksum offload on: %v %v", repaired, err)
 	}
 	mustTCP(t, a.path, b.path, "10.84.0.3")
+	mustUDP(t, a.path, hs.path, "10.84.0.1")
 	if repaired, err := hs.d.Repair(ctx, n, a.ep, a.path, nil); err != nil || repaired {
 		t.Errorf("Repair after the offload fix: %v %v", repaired, err)
 	}

@@ -250,7 +250,8 @@ func (d *Driver) configureGateway(l netlink.Link, n *driver.Network) error {
 // marked with the network (endpoints left behind, and their veth pairs,
 // and the gateway port), then the bridge when Tether made it, which for a
 // shared bridge is only once no port but its own is left. Equivalent to
-// `ovs-vsctl del-port` for each and `ovs-vsctl del-br BR`. Gone is success.
+// `ovs-vsctl del-port` for each and `ovs-vsctl del-br BR`; it waits for
+// ovs-vswitchd to apply that, as ovs-vsctl does. Gone is success.
 func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
 	o, err := d.options(n)
 	if err != nil {
@@ -275,6 +276,15 @@ func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
 		}
 	}
 	errs = append(errs, d.deleteBridge(ctx, c, n, o))
+	if len(ports) > 0 {
+		// ovs-vswitchd removes the gateway's internal device once it
+		// applies the change: wait, so that the interface is gone when
+		// the call returns. Without ovs-vswitchd the rows are gone and
+		// the device goes when it is back: logged, not an error.
+		if err := applied(ctx, c); err != nil {
+			d.log.Warn("delete network: ovs-vswitchd did not apply the change", "network", n.ID, "err", err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
