@@ -67,6 +67,11 @@ type Config struct {
 	DockerHost         string // "docker-host": the local dockerd's API (unix:///path or tcp://host:port).
 	DockerPluginDNS    string // "docker-plugin-dns": IPv4 address (port 53) where Tether answers its names for Docker's resolver; "none" = off.
 
+	// BridgeDriver is the driver of the default network "bridge": "bridge"
+	// (a Linux bridge, default) or "ovs" (an Open vSwitch bridge, seed 001's
+	// form; docs/ovs.md). "bridge-driver".
+	BridgeDriver string
+
 	// Open vSwitch networks (docs/ovs.md).
 	OVSDB string // "ovs-db": the OVSDB socket of networks without -o ovs.db (unix:PATH); "" = unix:/run/openvswitch/db.sock.
 

@@ -35,7 +35,7 @@ func TestDefaults(t *testing.T) {
 		ICC: true, IPForward: true, IPMasq: true, IPTables: true, IP6Tables: true, UserlandProxy: true,
 		Hosts:    []string{"unix:///run/tether.sock"},
 		DataRoot: "/var/lib/tether", ExecRoot: "/run/tether", Pidfile: "/run/tether.pid",
-		DockerPluginSocket: "/run/docker/plugins/tether.sock", DockerHost: "unix:///var/run/docker.sock", DockerPluginDNS: "169.254.77.77", LinkPool: netip.MustParsePrefix("10.254.0.0/16"),
+		DockerPluginSocket: "/run/docker/plugins/tether.sock", DockerHost: "unix:///var/run/docker.sock", DockerPluginDNS: "169.254.77.77", LinkPool: netip.MustParsePrefix("10.254.0.0/16"), BridgeDriver: "bridge",
 		LogLevel: "info", LiveRestore: true,
 	}
 	for _, file := range []string{"", "{}", "  \n", "\xef\xbb\xbf{}",
@@ -241,6 +241,7 @@ func TestValidation(t *testing.T) {
 		{"docker-host scheme", `{"docker-host": "http://x"}`, `docker-host: "http://x": want unix:///path or tcp://host:port`},
 		{"docker-host tcp port", `{"docker-host": "tcp://x"}`, `docker-host: "tcp://x": `},
 		{"docker-plugin-dns name", `{"docker-plugin-dns": "dns.local"}`, `docker-plugin-dns: "dns.local": want an IPv4 address`},
+		{"bridge-driver", `{"bridge-driver": "macvlan"}`, `bridge-driver: "macvlan": want bridge or ovs`},
 		{"ovs-db tcp", `{"ovs-db": "tcp:127.0.0.1:6640"}`, `ovs-db: "tcp:127.0.0.1:6640": want unix:/absolute/path`},
 		{"ovs-db relative", `{"ovs-db": "unix:db.sock"}`, `ovs-db: "unix:db.sock": want unix:/absolute/path`},
 		{"link-pool not CIDR", `{"link-pool": "10.254.0.0"}`, `link-pool: "10.254.0.0" is not a CIDR`},

@@ -109,6 +109,8 @@ var options = []option{
 		set: setString(func(c *Config) *string { return &c.DockerHost })},
 	{key: "docker-plugin-dns", flag: "docker-plugin-dns", kind: kindString, def: DefaultDockerPluginDNS, usage: `IPv4 address (put on the host's lo) where Tether answers its networks' names for Docker's resolver (dockerd's "dns"); "none" = off`,
 		set: setString(func(c *Config) *string { return &c.DockerPluginDNS })},
+	{key: "bridge-driver", flag: "bridge-driver", kind: kindString, def: "bridge", usage: `Driver of the default network "bridge": bridge (a Linux bridge) or ovs (an Open vSwitch bridge)`,
+		set: setString(func(c *Config) *string { return &c.BridgeDriver })},
 	{key: "ovs-db", flag: "ovs-db", kind: kindString, usage: "OVSDB socket (unix:PATH) of Open vSwitch networks without -o ovs.db (default unix:/run/openvswitch/db.sock)",
 		set: setString(func(c *Config) *string { return &c.OVSDB })},
 	{key: "link-pool", flag: "link-pool", kind: kindString, def: DefaultLinkPool, usage: "IPv4 range point-to-point links take a /31 from (tether link create), skipping host routes, addresses and networks",

@@ -45,6 +45,12 @@ var checks = []struct {
 	{"docker-plugin-dns", checkPluginDNS},
 	{"link-pool", checkLinkPool},
 	{"ovs-db", checkOVSDB},
+	{"bridge-driver", func(c *Config) error {
+		if c.BridgeDriver != "bridge" && c.BridgeDriver != "ovs" {
+			return fmt.Errorf("%q: want bridge or ovs", c.BridgeDriver)
+		}
+		return nil
+	}},
 	{"data-root", func(c *Config) error { return checkAbs(c.DataRoot) }},
 	{"exec-root", func(c *Config) error { return checkAbs(c.ExecRoot) }},
 	{"pidfile", func(c *Config) error { return checkAbs(c.Pidfile) }},

@@ -116,7 +116,7 @@ func (e *Engine) replaceDefault(ctx context.Context, cur *netState, why string) 
 func (e *Engine) desiredDefault(cur *netState) (*Network, error) {
 	c := e.cfg
 	n := &Network{
-		ID: newID(), Name: DefaultNetworkName, Driver: e.defaultDriver, Created: time.Now().UTC(),
+		ID: newID(), Name: DefaultNetworkName, Driver: e.defaultNetworkDriver(), Created: time.Now().UTC(),
 		IPAMDriver: "default", Predefined: true, Default: true,
 		BridgeName: DefaultBridge, MTU: c.MTU, ICC: c.ICC, Masquerade: c.IPMasq,
 		SandboxGateway: c.DefaultGateway, Labels: map[string]string{},
@@ -204,7 +204,7 @@ func sameDefault(a, b *Network) bool {
 	ao, bo := maps.Clone(a.Options), maps.Clone(b.Options)
 	delete(ao, OptMasquerade)
 	delete(bo, OptMasquerade)
-	return a.BridgeName == b.BridgeName && a.External == b.External && a.Subnet == b.Subnet &&
+	return a.Driver == b.Driver && a.BridgeName == b.BridgeName && a.External == b.External && a.Subnet == b.Subnet &&
 		a.Gateway == b.Gateway && a.IPRange == b.IPRange && a.MTU == b.MTU && a.ICC == b.ICC &&
 		a.SandboxGateway == b.SandboxGateway && maps.Equal(ao, bo) &&
 		a.IPv6 == b.IPv6 && a.Subnet6 == b.Subnet6 && a.Gateway6 == b.Gateway6 && a.IPRange6 == b.IPRange6 &&
@@ -228,6 +228,15 @@ func (e *Engine) updateMasquerade(ctx context.Context, cur, want *Network) error
 	}
 	e.log.Info("default network: masquerade changed", "masquerade", cur.Masquerade)
 	return e.fwAdd(ctx, cur)
+}
+
+// defaultNetworkDriver is the default network's driver: bridge-driver
+// (the daemon's default driver when unset).
+func (e *Engine) defaultNetworkDriver() string {
+	if d := e.cfg.BridgeDriver; d != "" {
+		return d
+	}
+	return e.defaultDriver
 }
 
 // linkAddress reads the address of a host link the default driver's
