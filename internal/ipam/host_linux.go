@@ -43,10 +43,6 @@ func HostBlockers(h *netlink.Handle) ([]Blocker, error) {
 	if h == nil {
 		h = &netlink.Handle{} // a socket per request, in the calling thread's namespace
 	}
-	links, err := dump("list links", h.LinkList)
-	if err != nil {
-		return nil, err
-	}
 	var addrs []netlink.Addr
 	var routes []netlink.Route
 	for _, f := range []struct {
@@ -67,11 +63,37 @@ func HostBlockers(h *netlink.Handle) ([]Blocker, error) {
 		}
 		addrs, routes = append(addrs, as...), append(routes, rs...)
 	}
-	names := make(map[int]string, len(links))
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
+	return hostBlockers(linkNames(h, addrs, routes), addrs, routes), nil
+}
+
+// linkNames names the interfaces the addresses and routes refer to, one
+// lookup each: far fewer than the host's interfaces (a dump of every link
+// costs time in proportion to the veths of every sandbox, and subnet
+// choice must not grow with them). An interface gone meanwhile is left
+// out (linkName prints its index).
+func linkNames(h *netlink.Handle, addrs []netlink.Addr, routes []netlink.Route) map[int]string {
+	names := map[int]string{}
+	want := func(i int) {
+		if _, ok := names[i]; ok || i <= 0 {
+			return
+		}
+		names[i] = ""
+		if l, err := h.LinkByIndex(i); err == nil {
+			names[i] = l.Attrs().Name
+		} else {
+			delete(names, i)
+		}
 	}
-	return hostBlockers(names, addrs, routes), nil
+	for _, a := range addrs {
+		want(a.LinkIndex)
+	}
+	for _, r := range routes {
+		want(r.LinkIndex)
+		for _, nh := range r.MultiPath {
+			want(nh.LinkIndex)
+		}
+	}
+	return names
 }
 
 // noFamily reports whether err says the kernel has no IPv6 (booted with
