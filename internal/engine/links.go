@@ -474,6 +474,9 @@ func (e *Engine) dropLinks(ctx context.Context, sb *sbState) []error {
 	e.mu.Unlock()
 	var errs []error
 	for _, x := range ps {
+		if e.linker == nil { // records of a daemon that had links; forgetLocked drops them
+			break
+		}
 		if err := e.linker.DeleteLink(ctx, x.p); err != nil {
 			errs = append(errs, fmt.Errorf("link %q: %w", x.l.Name, err))
 			continue

@@ -555,13 +555,15 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 		if ns.subnet6 != nil {
 			sticky6 = e.stickyAddr(ctx, keySticky6, ns.rec.ID, sb.rec.Name)
 		}
-		key, keySticky := static, sticky
+		// The quarantine holds an address by its IPv4 one (IPv6 on an
+		// IPv6-only network).
+		want, wantSticky := static, sticky
 		if ns.rec.NoIPv4 {
-			key, keySticky = st.v6, sticky6
+			want, wantSticky = st.v6, sticky6
 		}
-		e.awaitRelease(ctx, ns.rec.ID, key)
-		if !key.IsValid() {
-			e.awaitRelease(ctx, ns.rec.ID, keySticky)
+		e.awaitRelease(ctx, ns.rec.ID, want)
+		if !want.IsValid() {
+			e.awaitRelease(ctx, ns.rec.ID, wantSticky)
 		}
 	}
 	e.mu.Lock()
