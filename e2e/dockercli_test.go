@@ -83,7 +83,7 @@ func TestDockerCLIVersionInfo(t *testing.T) {
 	}
 	d.MustTether("sandbox", "create", "--name", "one")
 	out = c.must("info")
-	for _, want := range []string{"Operating System: Tether", "Containers: 1", "Live Restore Enabled: true", "Network: bridge host null"} {
+	for _, want := range []string{"Operating System: Tether", "Containers: 1", "Live Restore Enabled: true", "Network: bridge host macvlan null ovs"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("docker info lacks %q:\n%s", want, out)
 		}

@@ -123,7 +123,7 @@ func TestHandoverReap(t *testing.T) {
 	r.stop()
 	r.drv["bridge"].DropPair(b.Endpoints[0].ID)
 	r.start()
-	if _, err := r.e.Sandbox("b"); err == nil {
+	if _, err := r.e.Sandbox(b.ID); err == nil { // by ID: "b" may prefix another sandbox's ID
 		t.Error("a sandbox whose pair went while the daemon was down survived the restart")
 	}
 	if _, err := r.e.Sandbox("c"); err != nil {
