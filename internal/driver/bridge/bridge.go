@@ -277,38 +277,54 @@ func configureSandboxEnd(sb *nsHandle, n *driver.Network, ep *driver.Endpoint) e
 	if err != nil {
 		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
 	}
+	return ConfigureEnd(sb.h, sb.path, link, n, ep)
+}
+
+// ConfigureEnd configures an endpoint's interface in a sandbox, through h
+// (a handle in the sandbox's namespace at nsPath), for every driver whose
+// sandbox end is an ordinary interface (bridge, macvlan, ovs):
+//
+//	IPv6 on with static addresses (sandboxIPv6), or off when ep.DisableIPv6
+//	ip addr replace ADDR dev IFNAME; ip link set IFNAME up; ip link set lo up
+//	the default routes when ep.DefaultRoute (SetDefaultRoutes)
+//
+// Idempotent: Join and Repair may run it on an end that is partly or
+// wholly configured.
+func ConfigureEnd(h *netlink.Handle, nsPath string, link netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
 	if ep.Address6.IsValid() {
-		if err := sandboxIPv6(sb, link, ep); err != nil {
+		if err := sandboxIPv6(h, nsPath, link, ep); err != nil {
 			return err
 		}
 	} else if ep.DisableIPv6 {
-		_ = sb.sysctl("net/ipv6/conf/"+ep.IfName+"/disable_ipv6", "1")
+		if err := IPv6Off(h, nsPath, link); err != nil {
+			return err
+		}
 	}
 	if ep.Address.IsValid() {
 		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ep.Address.Addr().AsSlice(), Mask: net.CIDRMask(ep.Address.Bits(), 32)}}
-		if err := sb.h.AddrAdd(link, addr); err != nil {
+		if err := h.AddrReplace(link, addr); err != nil {
 			return fmt.Errorf("address %s on %q: %w", ep.Address, ep.IfName, err)
 		}
 	}
-	if err := sb.h.LinkSetUp(link); err != nil {
+	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring up %q: %w", ep.IfName, err)
 	}
-	if lo, err := sb.h.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
-		if err := sb.h.LinkSetUp(lo); err != nil {
+	if lo, err := h.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(lo); err != nil {
 			return fmt.Errorf("bring up lo: %w", err)
 		}
 	}
 	if ep.DefaultRoute {
-		return defaultRoutes(sb, link, n, ep)
+		return SetDefaultRoutes(h, link, n, ep)
 	}
 	return nil
 }
 
-// defaultRoutes sets the sandbox's default routes through the endpoint:
+// SetDefaultRoutes sets the sandbox's default routes through the endpoint:
 // `ip route replace default via GW dev IFNAME` for IPv4 (with ep.Address
 // and ep.Gateway) and `ip -6 route replace default via GW6 dev IFNAME` (with
 // ep.Address6 and ep.Gateway6). An internal network gives none.
-func defaultRoutes(sb *nsHandle, link netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
+func SetDefaultRoutes(h *netlink.Handle, link netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
 	if n.Internal {
 		return nil
 	}
@@ -320,7 +336,7 @@ func defaultRoutes(sb *nsHandle, link netlink.Link, n *driver.Network, ep *drive
 			continue
 		}
 		r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw.gw.AsSlice()}
-		if err := sb.h.RouteReplace(r); err != nil {
+		if err := h.RouteReplace(r); err != nil {
 			return fmt.Errorf("default route via %s: %w", gw.gw, err)
 		}
 	}

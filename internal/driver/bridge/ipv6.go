@@ -32,7 +32,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tether-net/tether/internal/driver"
-	tns "github.com/tether-net/tether/internal/netns"
 )
 
 // BridgeLinkLocal is the bridge's link-local address on an IPv6 network:
@@ -116,18 +115,9 @@ func ipv6Sysctls(name string, kv ...string) error {
 // The sandbox namespace defaults to IPv6 off (default.disable_ipv6=1), so
 // the interface starts with it off. Idempotent: Repair runs it again on an
 // endpoint whose IPv6 was lost.
-func sandboxIPv6(sb *nsHandle, link netlink.Link, ep *driver.Endpoint) error {
-	if !ipv6Present() {
-		return fmt.Errorf("IPv6 on %q: %w", ep.IfName, errNoIPv6)
-	}
-	if err := sb.h.LinkSetIP6AddrGenMode(link, addrGenModeNone); err != nil {
-		return fmt.Errorf("addrgenmode none on %q: %w", ep.IfName, err)
-	}
-	err := tns.Do(sb.path, func() error {
-		return ipv6Sysctls(ep.IfName, "accept_ra", "0", "accept_dad", "0", "disable_ipv6", "0")
-	})
-	if err != nil {
-		return fmt.Errorf("turn IPv6 on on %q: %w", ep.IfName, err)
+func sandboxIPv6(h *netlink.Handle, nsPath string, link netlink.Link, ep *driver.Endpoint) error {
+	if err := IPv6On(h, nsPath, link); err != nil {
+		return err
 	}
 	mac := ep.MAC
 	if len(mac) == 0 {
@@ -138,7 +128,7 @@ func sandboxIPv6(sb *nsHandle, link netlink.Link, ep *driver.Endpoint) error {
 		prefixes = []netip.Prefix{ll, ep.Address6}
 	}
 	for _, p := range prefixes {
-		if err := sb.h.AddrReplace(link, addr6(p)); err != nil {
+		if err := h.AddrReplace(link, addr6(p)); err != nil {
 			return fmt.Errorf("address %s on %q: %w", p, ep.IfName, err)
 		}
 	}
@@ -249,7 +239,7 @@ func (d *Driver) repairIPv6(n *driver.Network, ep *driver.Endpoint, nsPath strin
 	if err != nil || ok {
 		return false, err
 	}
-	if err := sandboxIPv6(sb, link, ep); err != nil {
+	if err := sandboxIPv6(sb.h, sb.path, link, ep); err != nil {
 		return false, err
 	}
 	if wantsRoute6(n, ep) {

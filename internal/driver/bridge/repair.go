@@ -37,7 +37,7 @@ func (d *Driver) SetDefaultRoute(ctx context.Context, n *driver.Network, ep *dri
 	if err != nil {
 		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
 	}
-	return defaultRoutes(sb, link, n, ep)
+	return SetDefaultRoutes(sb.h, link, n, ep)
 }
 
 // LinkExists reports whether a host link of that name exists.

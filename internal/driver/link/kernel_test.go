@@ -142,7 +142,9 @@ func ipOut(t *testing.T, s sb, args ...string) string {
 // ifIndex is the interface's index in s, 0 when it does not exist.
 func ifIndex(t *testing.T, s sb, name string) int {
 	t.Helper()
-	out, err := exec.Command("ip", "-n", s.name, "-o", "link", "show", "dev", name).CombinedOutput()
+	// stdout only: iproute2 may print "Peer netns reference is invalid" on
+	// stderr while it names a veth peer's namespace that is going away.
+	out, err := exec.Command("ip", "-n", s.name, "-o", "link", "show", "dev", name).Output()
 	if err != nil {
 		return 0
 	}

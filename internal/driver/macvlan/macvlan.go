@@ -20,8 +20,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -198,83 +196,13 @@ func linkMTU(parent netlink.Link, n *driver.Network) int {
 }
 
 // configure gives the sandbox end its addresses, brings it and lo up, and
-// sets the default routes when it carries them.
+// sets the default routes when it carries them (bridge.ConfigureEnd). A
+// macvlan end of a network without IPv6 always has IPv6 turned off: it
+// sits on a LAN whose router advertisements must configure nothing.
 func configure(sb *netlink.Handle, nsPath string, link netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
-	if ep.Address6.IsValid() {
-		if err := sandboxIPv6(sb, nsPath, link, ep); err != nil {
-			return err
-		}
-	} else if err := bridge.IPv6Off(sb, nsPath, link); err != nil {
-		return err
-	}
-	if ep.Address.IsValid() {
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ep.Address.Addr().AsSlice(), Mask: net.CIDRMask(ep.Address.Bits(), 32)}}
-		if err := sb.AddrReplace(link, addr); err != nil {
-			return fmt.Errorf("address %s on %q: %w", ep.Address, ep.IfName, err)
-		}
-	}
-	if err := sb.LinkSetUp(link); err != nil {
-		return fmt.Errorf("bring up %q: %w", ep.IfName, err)
-	}
-	if lo, err := sb.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
-		if err := sb.LinkSetUp(lo); err != nil {
-			return fmt.Errorf("bring up lo: %w", err)
-		}
-	}
-	if ep.DefaultRoute {
-		return defaultRoutes(sb, link, n, ep)
-	}
-	return nil
-}
-
-// sandboxIPv6 turns IPv6 on on the sandbox end for static addresses
-// (bridge.IPv6On: accept_ra=0, DAD off, no SLAAC: the LAN's router
-// advertisements are ignored) and adds its EUI-64 link-local address and
-// ep.Address6 with DAD off:
-//
-//	ip addr replace fe80::EUI64(MAC)/64 dev IFNAME nodad; ip addr replace ADDR6 dev IFNAME nodad
-func sandboxIPv6(sb *netlink.Handle, nsPath string, link netlink.Link, ep *driver.Endpoint) error {
-	if err := bridge.IPv6On(sb, nsPath, link); err != nil {
-		return err
-	}
-	mac := ep.MAC
-	if len(mac) == 0 {
-		mac = link.Attrs().HardwareAddr
-	}
-	prefixes := []netip.Prefix{ep.Address6}
-	if ll, ok := bridge.LinkLocal(mac); ok {
-		prefixes = []netip.Prefix{ll, ep.Address6}
-	}
-	for _, p := range prefixes {
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 128)}, Flags: unix.IFA_F_NODAD}
-		if err := sb.AddrReplace(link, a); err != nil {
-			return fmt.Errorf("address %s on %q: %w", p, ep.IfName, err)
-		}
-	}
-	return nil
-}
-
-// defaultRoutes sets the sandbox's default routes through the endpoint:
-// `ip route replace default via GW dev IFNAME` (with ep.Address and
-// ep.Gateway) and `ip -6 route replace default via GW6 dev IFNAME` (with
-// ep.Address6 and ep.Gateway6). An internal network gives none.
-func defaultRoutes(sb *netlink.Handle, link netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
-	if n.Internal {
-		return nil
-	}
-	for _, gw := range []struct {
-		on bool
-		gw netip.Addr
-	}{{ep.Address.IsValid() && ep.Gateway.Is4(), ep.Gateway}, {ep.Address6.IsValid() && ep.Gateway6.Is6(), ep.Gateway6}} {
-		if !gw.on {
-			continue
-		}
-		r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw.gw.AsSlice()}
-		if err := sb.RouteReplace(r); err != nil {
-			return fmt.Errorf("default route via %s: %w", gw.gw, err)
-		}
-	}
-	return nil
+	e := *ep
+	e.DisableIPv6 = true
+	return bridge.ConfigureEnd(sb, nsPath, link, n, &e)
 }
 
 // SetDefaultRoute gives the sandbox its default routes through the
@@ -292,7 +220,7 @@ func (d *Driver) SetDefaultRoute(ctx context.Context, n *driver.Network, ep *dri
 	if err != nil {
 		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
 	}
-	return defaultRoutes(sb, link, n, ep)
+	return bridge.SetDefaultRoutes(sb, link, n, ep)
 }
 
 // Leave deletes the endpoint's macvlan interface inside the sandbox

@@ -209,87 +209,17 @@ func randomHex(n int) string {
 }
 
 // configureSandboxEnd addresses the sandbox end and brings it up, as the
-// bridge driver does: IPv6 on with its link-local and ep.Address6 (DAD
-// off) or off, ep.Address, up, lo up, the default routes.
+// bridge driver does (bridge.ConfigureEnd).
 func configureSandboxEnd(sb *netlink.Handle, nsPath string, n *driver.Network, ep *driver.Endpoint) error {
 	link, err := sb.LinkByName(ep.IfName)
 	if err != nil {
 		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
 	}
-	if ep.Address6.IsValid() {
-		if err := sandboxIPv6(sb, nsPath, link, ep); err != nil {
-			return err
-		}
-	} else if ep.DisableIPv6 {
-		_ = tns.Do(nsPath, func() error {
-			return os.WriteFile("/proc/sys/net/ipv6/conf/"+ep.IfName+"/disable_ipv6", []byte("1"), 0o644)
-		})
-	}
-	if ep.Address.IsValid() {
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: ep.Address.Addr().AsSlice(), Mask: net.CIDRMask(ep.Address.Bits(), 32)}}
-		if err := sb.AddrReplace(link, a); err != nil {
-			return fmt.Errorf("address %s on %q: %w", ep.Address, ep.IfName, err)
-		}
-	}
-	if err := sb.LinkSetUp(link); err != nil {
-		return fmt.Errorf("bring up %q: %w", ep.IfName, err)
-	}
-	if lo, err := sb.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
-		if err := sb.LinkSetUp(lo); err != nil {
-			return fmt.Errorf("bring up lo: %w", err)
-		}
-	}
-	if ep.DefaultRoute {
-		return defaultRoutes(sb, link, n, ep)
-	}
-	return nil
-}
-
-// sandboxIPv6: bridge.IPv6On on the sandbox end, then its EUI-64
-// link-local address and ep.Address6, both with DAD off.
-func sandboxIPv6(sb *netlink.Handle, nsPath string, link netlink.Link, ep *driver.Endpoint) error {
-	if err := bridge.IPv6On(sb, nsPath, link); err != nil {
-		return err
-	}
-	mac := ep.MAC
-	if len(mac) == 0 {
-		mac = link.Attrs().HardwareAddr
-	}
-	prefixes := []netip.Prefix{ep.Address6}
-	if ll, ok := bridge.LinkLocal(mac); ok {
-		prefixes = []netip.Prefix{ll, ep.Address6}
-	}
-	for _, p := range prefixes {
-		if err := sb.AddrReplace(link, addr6(p)); err != nil {
-			return fmt.Errorf("address %s on %q: %w", p, ep.IfName, err)
-		}
-	}
-	return nil
+	return bridge.ConfigureEnd(sb, nsPath, link, n, ep)
 }
 
 func addr6(p netip.Prefix) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 128)}, Flags: unix.IFA_F_NODAD}
-}
-
-// defaultRoutes: `ip route replace default via GW dev IFNAME` and the IPv6
-// one via GW6, for the families the endpoint has; none on an internal
-// network.
-func defaultRoutes(sb *netlink.Handle, link netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
-	if n.Internal {
-		return nil
-	}
-	for _, gw := range []struct {
-		on bool
-		gw netip.Addr
-	}{{ep.Address.IsValid() && ep.Gateway.Is4(), ep.Gateway}, {ep.Address6.IsValid() && ep.Gateway6.Is6(), ep.Gateway6}} {
-		if !gw.on {
-			continue
-		}
-		if err := sb.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw.gw.AsSlice()}); err != nil {
-			return fmt.Errorf("default route via %s: %w", gw.gw, err)
-		}
-	}
-	return nil
 }
 
 // SetDefaultRoute gives the sandbox its default routes through the
@@ -307,7 +237,7 @@ func (d *Driver) SetDefaultRoute(ctx context.Context, n *driver.Network, ep *dri
 	if err != nil {
 		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
 	}
-	return defaultRoutes(sb, link, n, ep)
+	return bridge.SetDefaultRoutes(sb, link, n, ep)
 }
 
 // Leave removes the endpoint's port from the bridge (`ovs-vsctl
