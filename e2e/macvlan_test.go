@@ -30,7 +30,9 @@ func lanSegment(t *testing.T, hostNS, parent, hostAddr, lanAddr string) string {
 }
 
 func TestMacvlanNetwork(t *testing.T) {
-	hostNS, d := host(t)
+	// Started as `ip netns exec` does (a mount namespace per start), and
+	// restarted below: the sandboxes must keep their macvlans.
+	hostNS, d := hostMode(t, testutil.StartIPNetns)
 	lan := lanSegment(t, hostNS, "lan0", "10.97.0.2", "10.97.0.1")
 	lanB := lanSegment(t, hostNS, "lan1", "10.98.0.2", "10.98.0.1")
 	d.MustTether("network", "create", "-d", "macvlan", "-o", "parent=lan0", "--subnet", "10.97.0.0/24",
@@ -73,6 +75,15 @@ func TestMacvlanNetwork(t *testing.T) {
 	}
 	if _, err := testutil.InNS(lanB, "ping", "-c1", "-W2", ip(t, d, "z", "mvnoshim")); err != nil {
 		t.Errorf("the second LAN's host cannot reach z: %v", err)
+	}
+
+	// A daemon restart leaves the macvlans, the shim and its routes alone.
+	restart(t, d)
+	if !ping(d, "x", "y") || !ping(d, "x", "10.97.0.1") {
+		t.Errorf("after a restart x cannot reach y or the LAN host")
+	}
+	if _, err := testutil.InNS(hostNS, "ping", "-c1", "-W2", "10.97.0.130"); err != nil {
+		t.Errorf("after a restart the host cannot reach x through the shim: %v", err)
 	}
 
 	// Bad input, named.

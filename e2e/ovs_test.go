@@ -23,6 +23,7 @@ func TestOVSNetworks(t *testing.T) {
 	db, restartVSwitchd := ovstest.Start(t, ns)
 	out := testutil.Outside(t, ns)
 	d := testutil.NewDaemon(t, ns, "--ovs-db", db, "--bridge-driver", "ovs", "--bip", "10.86.0.1/24")
+	d.Mode = testutil.StartIPNetns // restarted below, each start in a mount namespace of its own
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +93,15 @@ func TestOVSNetworks(t *testing.T) {
 	}
 	if err := curlFrom(out, "http://"+testutil.UplinkAddr+":8080/"); err != nil {
 		t.Errorf("the published port after ovs-vswitchd restarted: %v", err)
+	}
+
+	// A daemon restart leaves the OVS networks and their sandboxes alone.
+	restart(t, d)
+	if !ping(d, "b", "a") || ping(d, "c", a) {
+		t.Errorf("after a daemon restart: b cannot reach a by name, or c (VLAN 20) reaches it")
+	}
+	if err := curlFrom(out, "http://"+testutil.UplinkAddr+":8080/"); err != nil {
+		t.Errorf("the published port after a daemon restart: %v", err)
 	}
 
 	// Bad options are refused naming them; nothing is made.

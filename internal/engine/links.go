@@ -275,14 +275,9 @@ func (e *Engine) chooseLinkSubnet() (netip.Prefix, error) {
 	if !pool.IsValid() {
 		pool = netip.MustParsePrefix("10.254.0.0/16")
 	}
-	bs, err := e.hostBlockers()
+	bs, err := e.hostAndNetworkBlockers(false)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("read host routes and addresses: %w", err)
-	}
-	for _, ns := range e.networks {
-		if ns.rec.Subnet.IsValid() {
-			bs = append(bs, ipam.Blocker{Prefix: ns.rec.Subnet, Source: fmt.Sprintf("network %q", ns.rec.Name)})
-		}
+		return netip.Prefix{}, err
 	}
 	taken := make(map[netip.Prefix]bool, 2*len(e.links))
 	for _, l := range e.links {

@@ -494,18 +494,28 @@ func (e *Engine) pools() []ipam.PoolSpec {
 // blockers lists what occupies address space: host routes and addresses, and
 // the subnets of existing networks. Called with e.mu held.
 func (e *Engine) blockers() ([]ipam.Blocker, error) {
+	bs, err := e.hostAndNetworkBlockers(true)
+	if err != nil {
+		return nil, err
+	}
+	return append(bs, e.linkBlockersLocked()...), nil
+}
+
+// hostAndNetworkBlockers lists host routes and addresses and the networks'
+// subnets (with6: IPv6 ones too). Called with e.mu held.
+func (e *Engine) hostAndNetworkBlockers(with6 bool) ([]ipam.Blocker, error) {
 	bs, err := e.hostBlockers()
 	if err != nil {
 		return nil, fmt.Errorf("read host routes and addresses: %w", err)
 	}
 	for _, ns := range e.networks {
 		for _, p := range []netip.Prefix{ns.rec.Subnet, ns.rec.Subnet6} {
-			if p.IsValid() {
+			if p.IsValid() && (with6 || p.Addr().Is4()) {
 				bs = append(bs, ipam.Blocker{Prefix: p, Source: fmt.Sprintf("network %q", ns.rec.Name)})
 			}
 		}
 	}
-	return append(bs, e.linkBlockersLocked()...), nil
+	return bs, nil
 }
 
 // chooseSubnet6 picks a network's IPv6 subnet when none was given: the

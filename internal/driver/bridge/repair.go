@@ -25,6 +25,14 @@ var (
 // endpoint: `ip route replace default via GW dev IFNAME` and, with an IPv6
 // address, `ip -6 route replace default via GW6 dev IFNAME` inside it.
 func (d *Driver) SetDefaultRoute(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) error {
+	return SetDefaultRouteIn(n, ep, nsPath)
+}
+
+// SetDefaultRouteIn is driver.Router's SetDefaultRoute for every driver
+// whose sandbox end is an ordinary interface (bridge, macvlan, ovs): it
+// finds ep.IfName in the namespace at nsPath and sets its default routes
+// (SetDefaultRoutes).
+func SetDefaultRouteIn(n *driver.Network, ep *driver.Endpoint, nsPath string) error {
 	if n.Internal || (!ep.Gateway.IsValid() && !ep.Gateway6.IsValid()) {
 		return nil
 	}

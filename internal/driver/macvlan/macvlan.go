@@ -208,19 +208,7 @@ func configure(sb *netlink.Handle, nsPath string, link netlink.Link, n *driver.N
 // SetDefaultRoute gives the sandbox its default routes through the
 // endpoint after it joined (driver.Router).
 func (d *Driver) SetDefaultRoute(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) error {
-	if n.Internal || (!ep.Gateway.IsValid() && !ep.Gateway6.IsValid()) {
-		return nil
-	}
-	sb, err := tns.NewHandle(nsPath)
-	if err != nil {
-		return fmt.Errorf("open sandbox namespace: %w", err)
-	}
-	defer sb.Close()
-	link, err := sb.LinkByName(ep.IfName)
-	if err != nil {
-		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
-	}
-	return bridge.SetDefaultRoutes(sb, link, n, ep)
+	return bridge.SetDefaultRouteIn(n, ep, nsPath)
 }
 
 // Leave deletes the endpoint's macvlan interface inside the sandbox
