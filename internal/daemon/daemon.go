@@ -92,7 +92,7 @@ func Run(cfg *config.Config) error {
 		return err
 	}
 	defer stopPlugin()
-	return serve(ctx, cfg.Hosts, lopts, eng, log)
+	return serve(ctx, cfg.Hosts, lopts, eng, cfg.Debug, log)
 }
 
 const ipForwardSysctl = "/proc/sys/net/ipv4/ip_forward"
@@ -200,13 +200,13 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 // serve opens the listeners of hosts and serves the API on them until ctx
 // ends. Unix sockets the daemon created are removed when it stops; sockets
 // systemd passed (fd://) are left to systemd.
-func serve(ctx context.Context, hosts []string, lopts listen.Options, eng *engine.Engine, log *slog.Logger) error {
+func serve(ctx context.Context, hosts []string, lopts listen.Options, eng *engine.Engine, debug bool, log *slog.Logger) error {
 	ls, err := listen.Open(hosts, lopts)
 	if err != nil {
 		return err
 	}
 	defer listen.CloseAll(ls)
-	srv := newHTTPServer(api.New(eng, log), log)
+	srv := newHTTPServer(withDebug(api.New(eng, log), debug), log)
 	errc := make(chan error, len(ls))
 	for _, l := range ls {
 		log.Info("API listening", "host", l.Host, "addr", l.Addr().String(), "security", l.Security)
