@@ -24,15 +24,25 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// Process is a command started in a sandbox.
+// Process is a command started in a sandbox. While it runs it costs no
+// goroutine and no OS thread: the reaper (reaper_linux.go) notices its exit.
 type Process struct {
-	Pid int
-	cmd *exec.Cmd
+	Pid   int
+	proc  *os.Process
+	cmd   *exec.Cmd // kept only when its Wait must also wait for stdio copies
+	pidfd int       // watched by the reaper; -1 once closed
+
+	mu     sync.Mutex
+	done   chan struct{} // closed once the process is reaped
+	code   int
+	err    error
+	onExit func(exitCode int, err error)
 }
 
 // Start starts spec.Args in the sandbox: in spec.NetNS and, when set,
@@ -60,6 +70,7 @@ func Start(spec Spec) (*Process, error) {
 		return nil, fmt.Errorf("start in sandbox: %w", err)
 	}
 	defer statusR.Close()
+	pidfd := -1 // CLONE_PIDFD: the reaper watches it
 	cmd := &exec.Cmd{
 		Path:        selfExe,
 		Args:        append([]string{"tether-exec", spec.Dir}, spec.Args...),
@@ -68,7 +79,7 @@ func Start(spec Spec) (*Process, error) {
 		Stdout:      spec.Stdout,
 		Stderr:      spec.Stderr,
 		ExtraFiles:  []*os.File{statusW}, // fd 3
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true, PidFD: &pidfd},
 	}
 	switch {
 	case spec.MntNS != nil:
@@ -83,10 +94,39 @@ func Start(spec Spec) (*Process, error) {
 	}
 	msg, _ := io.ReadAll(statusR) // EOF at execve or exit
 	if len(msg) > 0 {
+		if pidfd >= 0 {
+			unix.Close(pidfd)
+		}
 		_ = cmd.Wait()
 		return nil, fmt.Errorf("start %q in sandbox: %s", spec.Args[0], strings.TrimSpace(string(msg)))
 	}
-	return &Process{Pid: cmd.Process.Pid, cmd: cmd}, nil
+	return supervise(cmd, pidfd), nil
+}
+
+// supervise hands a started command to the reaper, or, without a pidfd,
+// to a goroutine that waits for it.
+func supervise(cmd *exec.Cmd, pidfd int) *Process {
+	p := &Process{Pid: cmd.Process.Pid, proc: cmd.Process, pidfd: pidfd, done: make(chan struct{})}
+	if copiesStdio(cmd) {
+		p.cmd = cmd
+	}
+	if pidfd < 0 || reap.add(p) != nil {
+		p.closePidfd()
+		go p.finish()
+	}
+	return p
+}
+
+// copiesStdio reports whether exec.Cmd runs goroutines copying the
+// command's stdio (a reader or writer that is not a file), which its Wait
+// waits for. Without them the Cmd is not kept: os.Process waits alone.
+func copiesStdio(cmd *exec.Cmd) bool {
+	for _, s := range []any{cmd.Stdin, cmd.Stdout, cmd.Stderr} {
+		if _, file := s.(*os.File); s != nil && !file {
+			return true
+		}
+	}
+	return false
 }
 
 func checkStart(spec Spec) error {
@@ -129,26 +169,85 @@ func execEnv(spec Spec, newNS []byte) []string {
 
 // Wait waits for the process to exit and returns its exit status, or
 // 128+N when it was killed by signal N. err is set only when waiting (or
-// copying non-file stdio) failed. Call it once.
+// copying non-file stdio) failed. It parks the calling goroutine only (no
+// OS thread), and may be called any number of times.
 func (p *Process) Wait() (exitCode int, err error) {
-	err = p.cmd.Wait()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		err = nil
-	}
-	st := p.cmd.ProcessState
-	if st == nil {
-		return -1, err
-	}
-	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return 128 + int(ws.Signal()), err
-	}
-	return st.ExitCode(), err
+	<-p.done
+	return p.code, p.err
 }
 
-// Signal sends sig to the process.
+// OnExit has fn called once, on a goroutine of its own, with what Wait
+// returns when the process has exited (at once if it has). It replaces any
+// fn set before. Unlike a goroutine blocked in Wait, a process waited for
+// this way costs no goroutine while it runs.
+func (p *Process) OnExit(fn func(exitCode int, err error)) {
+	p.mu.Lock()
+	select {
+	case <-p.done:
+		p.mu.Unlock()
+		go fn(p.code, p.err)
+		return
+	default:
+	}
+	p.onExit = fn
+	p.mu.Unlock()
+}
+
+// Signal sends sig to the process (through Go's pidfd of it, so never to
+// another process that reused its PID).
 func (p *Process) Signal(sig os.Signal) error {
-	return p.cmd.Process.Signal(sig)
+	return p.proc.Signal(sig)
+}
+
+// finish reaps the exited process (or waits for it, without the reaper),
+// records its status, and runs the exit callback.
+func (p *Process) finish() {
+	code, err := p.reap()
+	p.mu.Lock()
+	p.code, p.err = code, err
+	p.cmd = nil
+	fn := p.onExit
+	p.onExit = nil
+	close(p.done)
+	p.mu.Unlock()
+	if fn != nil {
+		fn(code, err)
+	}
+}
+
+func (p *Process) reap() (int, error) {
+	var st *os.ProcessState
+	var err error
+	if p.cmd != nil {
+		err = p.cmd.Wait()
+		st = p.cmd.ProcessState
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = nil
+		}
+	} else {
+		st, err = p.proc.Wait()
+	}
+	return exitCode(st), err
+}
+
+// exitCode is the status a shell reports: the exit status, 128+N after
+// signal N, -1 when there is none.
+func exitCode(st *os.ProcessState) int {
+	if st == nil {
+		return -1
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return st.ExitCode()
+}
+
+func (p *Process) closePidfd() {
+	if p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+		p.pidfd = -1
+	}
 }
 
 // runExecHelper is the helper's side: already inside the namespaces, it
