@@ -3,9 +3,11 @@ package dns
 // Sockets of one sandbox. Each sandbox gets its own UDP and TCP socket on
 // 127.0.0.11:53, created on a thread that has entered the sandbox's network
 // namespace (netns.Do). A socket stays in the namespace it was created in, so
-// once opened it is served by ordinary goroutines on any thread of the
-// daemon: no per-sandbox process, no per-sandbox thread. lo is brought up
-// first because 127.0.0.11 is routed on it only when it is up.
+// once opened it is served by the resolver's event loops (loop_linux.go) on
+// any thread of the daemon: no per-sandbox process, thread or goroutine. lo
+// is brought up first because 127.0.0.11 is routed on it only when it is up.
+// The listener below (two miekg/dns servers) serves ServeUpstream's one
+// address.
 
 import (
 	"errors"
@@ -23,7 +25,7 @@ import (
 // ListenAddr is where every sandbox finds its resolver.
 const ListenAddr = "127.0.0.11:53"
 
-// listener is a sandbox's pair of servers.
+// listener is a pair of library servers (ServeUpstream).
 type listener struct {
 	nsPath   string
 	client   *client
@@ -32,33 +34,27 @@ type listener struct {
 }
 
 // listen opens sandbox c's sockets inside the namespace at nsPath and serves
-// them (serveSockets). On failure nothing is left open.
-func (r *Resolver) listen(nsPath string, c *client) (*listener, error) {
-	var pc net.PacketConn
-	var ln net.Listener
+// them on an event loop. On failure nothing is left open. Called with r.mu
+// held.
+func (r *Resolver) listen(nsPath string, c *client) (*served, error) {
+	var udpFD, tcpFD int
 	err := netns.Do(nsPath, func() error {
 		if err := loUp(); err != nil {
 			return err
 		}
 		var err error
-		if pc, err = net.ListenPacket("udp4", ListenAddr); err != nil {
-			return err
-		}
-		if ln, err = net.Listen("tcp4", ListenAddr); err != nil {
-			pc.Close()
-			return err
-		}
-		return nil
+		udpFD, tcpFD, err = openSockets([4]byte{127, 0, 0, 11}, 53)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dns: listen on %s in %q: %w", ListenAddr, nsPath, err)
 	}
-	l, err := r.serveSockets(pc, ln, c)
+	sv, err := r.serveFDs(c, udpFD, tcpFD)
 	if err != nil {
 		return nil, fmt.Errorf("dns: serve in %q: %w", nsPath, err)
 	}
-	l.nsPath = nsPath
-	return l, nil
+	sv.nsPath = nsPath
+	return sv, nil
 }
 
 // serveSockets serves client c's open UDP and TCP sockets, the TCP one

@@ -105,7 +105,7 @@ func orDefault[T int | time.Duration](v, def T) T {
 
 // Resolver serves every sandbox from one process: per sandbox a UDP and a
 // TCP socket on 127.0.0.11:53 opened inside the sandbox's network namespace
-// and served by goroutines of the daemon. Local names come from the Table,
+// and served by a few event loops shared by all sandboxes. Local names come from the Table,
 // scoped to the asking sandbox; the rest is forwarded to the upstreams from
 // the daemon's namespace, for sandboxes whose Policy allows it.
 type Resolver struct {
@@ -115,8 +115,13 @@ type Resolver struct {
 	inFlight chan struct{} // semaphore of forwarded queries, all sandboxes
 	tcpConns atomic.Int64  // TCP connections held, all sandboxes
 
+	nextKey  atomic.Uint32 // of the loops' sockets
+
 	mu        sync.Mutex
-	sandboxes map[string]*listener
+	sandboxes map[string]*served
+	loops     []*loop // started with the first sandbox
+	nextLoop  int
+	numLoops  int // 0: min(GOMAXPROCS, maxLoops); set by tests
 }
 
 // client is the resolver's state for one sandbox: its policy and what it
@@ -147,7 +152,7 @@ func NewResolver(t *Table, c Config) *Resolver {
 		cfg:       c,
 		log:       c.Logger,
 		inFlight:  make(chan struct{}, c.MaxInFlight),
-		sandboxes: map[string]*listener{},
+		sandboxes: map[string]*served{},
 	}
 }
 
@@ -190,11 +195,14 @@ func (r *Resolver) Stop(sandboxID string) {
 func (r *Resolver) Close() {
 	r.mu.Lock()
 	ls := r.sandboxes
-	r.sandboxes = map[string]*listener{}
+	r.sandboxes = map[string]*served{}
 	r.mu.Unlock()
 	for _, l := range ls {
 		l.close()
 	}
+	r.mu.Lock()
+	r.closeLoopsLocked()
+	r.mu.Unlock()
 }
 
 // limit wraps sandbox c's TCP listener in its connection limits.
@@ -233,19 +241,35 @@ func (r *Resolver) serve(c *client, w mdns.ResponseWriter, req *mdns.Msg) {
 // forwarded if c's policy allows it, SERVFAIL otherwise (what Docker 26+
 // answers on an internal network: nothing is sent anywhere).
 func (r *Resolver) answer(c *client, req *mdns.Msg, tcp bool) *mdns.Msg {
+	resp, fwd := r.decide(c, req)
+	if !fwd {
+		return resp
+	}
+	release, refusal := r.admitForward(c, req)
+	if refusal != nil {
+		return refusal
+	}
+	defer release()
+	return r.exchange(c, req, tcp)
+}
+
+// decide answers req without sending anything (FORMERR, a local answer,
+// SERVFAIL when c may not forward or no upstream is configured), or says
+// that it must be forwarded.
+func (r *Resolver) decide(c *client, req *mdns.Msg) (resp *mdns.Msg, forward bool) {
 	if len(req.Question) != 1 || req.Opcode != mdns.OpcodeQuery {
-		return new(mdns.Msg).SetRcode(req, mdns.RcodeFormatError)
+		return new(mdns.Msg).SetRcode(req, mdns.RcodeFormatError), false
 	}
 	q := req.Question[0]
 	if q.Qclass == mdns.ClassINET {
 		if resp := r.local(c, req, q); resp != nil {
-			return resp
+			return resp, false
 		}
 	}
-	if !c.forward.Load() {
-		return servfail(req)
+	if !c.forward.Load() || len(r.cfg.Upstreams) == 0 {
+		return servfail(req), false
 	}
-	return r.forward(c, req, tcp)
+	return nil, true
 }
 
 // local answers from the table as c sees it, or returns nil when the name
@@ -294,28 +318,31 @@ func reply(req *mdns.Msg) *mdns.Msg {
 	return resp
 }
 
-// forward sends req to the upstreams in order, over the client's protocol,
-// each try bounded by the timeout; the first answer that is not SERVFAIL or
-// REFUSED is returned. SERVFAIL when no upstream is configured or all fail;
-// REFUSED, at once and without sending anything, when the sandbox already
-// has MaxInFlightPerSandbox forwarded queries in flight or all sandboxes
-// together MaxInFlight (as Docker answers at its limit).
-func (r *Resolver) forward(cl *client, req *mdns.Msg, tcp bool) *mdns.Msg {
-	if len(r.cfg.Upstreams) == 0 {
-		return servfail(req)
-	}
+// admitForward takes one of c's forwarding slots and one of all
+// sandboxes'; release gives them back. When c already has
+// MaxInFlightPerSandbox forwarded queries in flight or all sandboxes
+// together MaxInFlight, it returns REFUSED for req instead (as Docker
+// answers at its limit), and nothing may be sent.
+func (r *Resolver) admitForward(cl *client, req *mdns.Msg) (release func(), refusal *mdns.Msg) {
 	if !acquire(&cl.inFlight, r.cfg.MaxInFlightPerSandbox) {
 		r.log.Debug("dns: per-sandbox forward limit reached", "sandbox", cl.id, "limit", r.cfg.MaxInFlightPerSandbox)
-		return refused(req)
+		return nil, refused(req)
 	}
-	defer cl.inFlight.Add(-1)
 	select {
 	case r.inFlight <- struct{}{}:
-		defer func() { <-r.inFlight }()
+		return func() { <-r.inFlight; cl.inFlight.Add(-1) }, nil
 	default:
+		cl.inFlight.Add(-1)
 		r.log.Debug("dns: forward limit reached", "sandbox", cl.id, "limit", r.cfg.MaxInFlight)
-		return refused(req)
+		return nil, refused(req)
 	}
+}
+
+// exchange sends req to the upstreams in order, over the client's
+// protocol, each try bounded by the timeout; the first answer that is not
+// SERVFAIL or REFUSED is returned, else the last such answer, else
+// SERVFAIL. The caller holds a forwarding slot (admitForward).
+func (r *Resolver) exchange(cl *client, req *mdns.Msg, tcp bool) *mdns.Msg {
 	src := cl.id
 	c := &mdns.Client{Net: "udp", Timeout: r.cfg.Timeout, UDPSize: udpBufSize}
 	if tcp {

@@ -217,3 +217,26 @@ func contains(addrs []netip.Addr, a netip.Addr) bool {
 	}
 	return false
 }
+
+// appendLookup is Lookup for the wire path: key is already normalized
+// (lower-case, no final dot) and the addresses, of both families and in
+// table order, are appended to dst. It allocates nothing when dst has
+// room.
+func (t *Table) appendLookup(dst []netip.Addr, src string, key []byte) ([]netip.Addr, bool) {
+	known := false
+	t.mu.RLock()
+	for _, e := range t.sandboxes[src] {
+		n := t.nets[e.NetworkID]
+		if n == nil {
+			continue
+		}
+		m, ok := n.names[string(key)]
+		if !ok {
+			continue
+		}
+		known = true
+		dst = appendAddrs(dst, m)
+	}
+	t.mu.RUnlock()
+	return dst, known
+}
