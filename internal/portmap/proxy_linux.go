@@ -2,9 +2,9 @@ package portmap
 
 // The userland proxy serves a held port from goroutines in the daemon, the
 // way docker-proxy does from a process: TCP accepts on the held listener
-// and relays each connection to the backend (the copy goes through
-// *net.TCPConn ReadFrom, which splices on Linux, and a half-close is passed
-// on with CloseWrite); UDP keeps one flow per client address, a connected
+// and relays each connection to the backend (splice(2) through a pipe per
+// direction, relay_linux.go, and a half-close is passed on with
+// CloseWrite); UDP keeps one flow per client address, a connected
 // socket to the backend whose replies go back from the held socket, so the
 // client sees them come from the address it sent to. The two sides are of
 // any family: a held [::1] or [::] port may relay to an IPv4 backend (an
@@ -51,7 +51,7 @@ func (h *Held) Proxy(backend netip.AddrPort) error {
 	h.proxied = true
 	h.wg.Add(1)
 	if h.Proto == "tcp" {
-		go h.acceptLoop(backend)
+		go h.acceptLoop(relayMode, backend)
 	} else {
 		go h.udpLoop(backend)
 	}
@@ -84,7 +84,7 @@ func (h *Held) untrack(c net.Conn) {
 	c.Close()
 }
 
-func (h *Held) acceptLoop(backend netip.AddrPort) {
+func (h *Held) acceptLoop(mode string, backend netip.AddrPort) {
 	defer h.wg.Done()
 	delay := 5 * time.Millisecond
 	for {
@@ -108,11 +108,11 @@ func (h *Held) acceptLoop(backend netip.AddrPort) {
 			c.Close()
 			return
 		}
-		go h.relayTCP(c, backend)
+		go h.relayTCP(mode, c, backend)
 	}
 }
 
-func (h *Held) relayTCP(client *net.TCPConn, backend netip.AddrPort) {
+func (h *Held) relayTCP(mode string, client *net.TCPConn, backend netip.AddrPort) {
 	defer h.wg.Done()
 	defer h.untrack(client)
 	bc, err := h.dial("tcp", backend)
@@ -131,18 +131,16 @@ func (h *Held) relayTCP(client *net.TCPConn, backend netip.AddrPort) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		pipe(client, server)
+		logRelay(relay(mode, client, server))
 	}()
-	pipe(server, client)
+	logRelay(relay(mode, server, client))
 	wg.Wait()
 }
 
-// pipe copies src to dst until EOF, then half-closes: dst gets a FIN,
-// src is not read any more.
-func pipe(dst, src *net.TCPConn) {
-	_, _ = dst.ReadFrom(src)
-	_ = dst.CloseWrite()
-	_ = src.CloseRead()
+func logRelay(_ int64, err error) {
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		slog.Debug("userland proxy relay", "err", err)
+	}
 }
 
 // udpFlow is one client's conversation: a socket connected to the backend.
