@@ -27,6 +27,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -160,10 +161,15 @@ type Convergence struct {
 }
 
 // converge attaches n sandboxes on host A one by one and times, from each
-// attach's answer, until host B's probe reaches it by address and by name.
-func converge(tb testing.TB, a *client, p *probe, network string, n int) []Convergence {
+// attach's answer, until host B's probe reaches it by address and by name;
+// between two, each
+// function of between runs (the references, interleaved).
+func converge(tb testing.TB, a *client, p *probe, network string, n int, between ...func(i int)) []Convergence {
 	out := make([]Convergence, 0, n)
 	for i := range n {
+		for _, f := range between {
+			f(i)
+		}
 		name := fmt.Sprintf("c%d", i)
 		sb, took := a.create(tb, name, network)
 		addr := sb.Networks[network].IPAddress
@@ -221,6 +227,11 @@ func iperf(tb testing.TB, serverNS, clientNS, addr string, seconds int) float64 
 // Report is the JSON written by TestOverlayReport.
 type Report struct {
 	Date            time.Time    `json:"date"`
+	Commit          string       `json:"commit"`
+	LoadStart       string       `json:"loadavg_start"`
+	LoadEnd         string       `json:"loadavg_end"`
+	NProc           int          `json:"nproc"`
+	Kernel          string       `json:"kernel"`
 	Store           string       `json:"store"`
 	TTLSeconds      float64      `json:"ttl_s"`
 	Attaches        int          `json:"attaches"`
@@ -228,6 +239,14 @@ type Report struct {
 	ConvergeName    attach.Stats `json:"converge_by_name"`
 	AttachOverlay   attach.Stats `json:"attach_overlay"`
 	AttachBridge    attach.Stats `json:"attach_bridge"`
+	// AttachInternal is an attach to an internal overlay network (no
+	// second interface on tether_gwbridge), AttachNone a sandbox with no
+	// network: with the two above they split an overlay attach into the
+	// sandbox, the overlay join and the gateway bridge's join. All four
+	// are interleaved, one of each per round.
+	AttachInternal  attach.Stats `json:"attach_overlay_internal"`
+	AttachNone      attach.Stats `json:"attach_none"`
+	RatioP50        float64      `json:"overlay_over_bridge_p50"`
 	UnderlayGbps    []float64    `json:"underlay_gbps"`
 	OverlayGbps     []float64    `json:"overlay_gbps"`
 	DeadHostDropped float64      `json:"dead_host_dropped_s"`
@@ -241,8 +260,10 @@ func measure(tb testing.TB, n, reps, seconds int) Report {
 	}
 	c := testutil.StartClusterWith(tb, kind, 2, ttl)
 	a, b := newClient(c.D[0]), newClient(c.D[1])
-	rep := Report{Date: time.Now().UTC(), Store: c.StoreURL(), TTLSeconds: ttl.Seconds(), Attaches: n}
+	rep := Report{Date: time.Now().UTC(), Store: c.StoreURL(), TTLSeconds: ttl.Seconds(), Attaches: n,
+		Commit: attachCommit(), LoadStart: attachLoadavg(), NProc: runtime.NumCPU(), Kernel: attachKernel()}
 	c.D[0].MustTether("network", "create", "-d", "overlay", "--subnet", "10.10.0.0/16", "ov")
+	c.D[0].MustTether("network", "create", "-d", "overlay", "--internal", "--subnet", "10.12.0.0/16", "ovi")
 	c.D[0].MustTether("network", "create", "--subnet", "10.11.0.0/16", "br")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -258,18 +279,21 @@ func measure(tb testing.TB, n, reps, seconds int) Report {
 	c.D[1].MustTether("exec", "probe", "--", "true") // its resolver starts with its first process
 	p := newProbe(tb, pb.NetNS)
 
-	conv := converge(tb, a, p, "ov", n)
+	var brAttach, inAttach, noAttach []time.Duration
+	refs := []func(int){
+		func(i int) { _, took := a.create(tb, fmt.Sprintf("b%d", i), "br"); brAttach = append(brAttach, took) },
+		func(i int) { _, took := a.create(tb, fmt.Sprintf("i%d", i), "ovi"); inAttach = append(inAttach, took) },
+		func(i int) { _, took := a.create(tb, fmt.Sprintf("n%d", i), "none"); noAttach = append(noAttach, took) },
+	}
+	conv := converge(tb, a, p, "ov", n, refs...)
 	var byAddr, byName, ovAttach []time.Duration
 	for _, x := range conv {
 		byAddr, byName, ovAttach = append(byAddr, x.ByAddr), append(byName, x.ByName), append(ovAttach, x.Attach)
 	}
-	var brAttach []time.Duration
-	for i := range n {
-		_, took := a.create(tb, fmt.Sprintf("b%d", i), "br")
-		brAttach = append(brAttach, took)
-	}
 	rep.ConvergeAddr, rep.ConvergeName = attach.Summarize(byAddr), attach.Summarize(byName)
 	rep.AttachOverlay, rep.AttachBridge = attach.Summarize(ovAttach), attach.Summarize(brAttach)
+	rep.AttachInternal, rep.AttachNone = attach.Summarize(inAttach), attach.Summarize(noAttach)
+	rep.RatioP50 = rep.AttachOverlay.P50 / rep.AttachBridge.P50
 
 	// throughput: c0 (host A) -> probe (host B) over the overlay; host A ->
 	// host B over the underlay; interleaved
@@ -298,7 +322,23 @@ func measure(tb testing.TB, n, reps, seconds int) Report {
 		time.Sleep(10 * time.Millisecond)
 	}
 	rep.DeadHostDropped = time.Since(killed).Seconds()
+	rep.LoadEnd = attachLoadavg()
 	return rep
+}
+
+func attachLoadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
+}
+
+func attachKernel() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return strings.TrimSpace(string(b))
+}
+
+func attachCommit() string {
+	out, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	return strings.TrimSpace(string(out))
 }
 
 func sandboxNS(tb testing.TB, d *testutil.Daemon, name string) string {
@@ -334,7 +374,8 @@ func TestOverlayReport(t *testing.T) {
 		name string
 		s    attach.Stats
 	}{{"reached by address", rep.ConvergeAddr}, {"reached by name", rep.ConvergeName},
-		{"attach, overlay network", rep.AttachOverlay}, {"attach, bridge network", rep.AttachBridge}} {
+		{"attach, overlay network", rep.AttachOverlay}, {"attach, bridge network", rep.AttachBridge},
+		{"attach, internal overlay network", rep.AttachInternal}, {"sandbox, no network", rep.AttachNone}} {
 		fmt.Fprintf(&b, "| %s | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n", r.name, r.s.P50, r.s.P90, r.s.P99, r.s.Max)
 	}
 	fmt.Fprintf(&b, "\nattach overlay ÷ bridge (p50): **%.2f×**\n", rep.AttachOverlay.P50/rep.AttachBridge.P50)

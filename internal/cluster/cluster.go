@@ -39,6 +39,7 @@ const (
 	keyAddrs        = prefix + "addrs/"     // <network id>/<ip> → Claim
 	keyEndpoints    = prefix + "endpoints/" // <network id>/<endpoint id> → EndpointRecord
 	keySticky       = prefix + "sticky/"    // <network id>/<sandbox name> → ip
+	keyBlocks       = prefix + "blocks/"    // <network id>/<a.b.c.d_len> → Block
 	defaultTTL      = 10 * time.Second
 	retryAfterError = time.Second
 )
@@ -68,8 +69,16 @@ type Cluster struct {
 	ttl  time.Duration
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	lease  store.LeaseID
+	mu    sync.Mutex
+	lease store.LeaseID
+	// nodeRev is the revision of the node key this registration wrote
+	// (block claims compare it: they are made under the live lease);
+	// renewed is when the last successful grant or renewal was sent.
+	nodeRev int64
+	renewed time.Time
+	// alloc is the node's address blocks, made on first use.
+	alloc *Allocator
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -124,18 +133,31 @@ func (c *Cluster) Stop() {
 }
 
 func (c *Cluster) register(ctx context.Context) error {
+	sent := time.Now()
 	lease, err := c.st.Grant(ctx, c.ttl)
 	if err != nil {
 		return fmt.Errorf("cluster store: register node %s: grant lease: %w", c.self.ID, err)
 	}
 	b, _ := json.Marshal(c.self)
-	if _, err := c.st.Put(ctx, keyNodes+c.self.ID, b, lease); err != nil {
+	rev, err := c.st.Put(ctx, keyNodes+c.self.ID, b, lease)
+	if err != nil {
 		return fmt.Errorf("cluster store: register node %s: %w", c.self.ID, err)
 	}
 	c.mu.Lock()
-	c.lease = lease
+	c.lease, c.nodeRev, c.renewed = lease, rev, sent
 	c.mu.Unlock()
 	return nil
+}
+
+// registration is the node key's revision when the node's lease is
+// current: granted or renewed less than 3/4 of the TTL ago (counted from
+// when the request was sent, so the store's own expiry is later). A node
+// hands out addresses from its blocks only then: once its lease may have
+// expired, another node may reclaim its empty blocks.
+func (c *Cluster) registration() (int64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodeRev, c.lease != store.NoLease && time.Since(c.renewed) < c.ttl*3/4
 }
 
 func (c *Cluster) keepAlive(ctx context.Context) {
@@ -156,7 +178,12 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 		rctx, cancel := context.WithTimeout(ctx, period)
 		err := store.ErrLeaseNotFound
 		if lease != store.NoLease {
-			err = c.st.KeepAlive(rctx, lease)
+			sent := time.Now()
+			if err = c.st.KeepAlive(rctx, lease); err == nil {
+				c.mu.Lock()
+				c.renewed = sent
+				c.mu.Unlock()
+			}
 		}
 		if errors.Is(err, store.ErrLeaseNotFound) {
 			err = c.register(rctx)

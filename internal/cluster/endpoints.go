@@ -19,6 +19,9 @@ type Claim struct {
 	Endpoint string `json:"endpoint,omitempty"`
 	Sandbox  string `json:"sandbox,omitempty"`
 	Gateway  bool   `json:"gateway,omitempty"`
+	// Pending: a claim in another node's address block, not yet
+	// confirmed by that node (blocks.go).
+	Pending bool `json:"pending,omitempty"`
 }
 
 // EndpointRecord is one sandbox's attachment to a global network, as other

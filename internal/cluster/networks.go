@@ -220,10 +220,21 @@ func (c *Cluster) RemoveNetwork(ctx context.Context, id string) error {
 		}
 		return fmt.Errorf("network %q has active endpoints (%s): %w", n.Name, strings.Join(names, ", "), ErrInUse)
 	}
+	blocks, err := c.liveBlocks(ctx, id)
+	if err != nil || len(blocks.live) > 0 {
+		unmark()
+		if err != nil {
+			return fmt.Errorf("cluster store: remove network %q: %w", n.Name, err)
+		}
+		return fmt.Errorf("network %q has attaches in progress (address blocks held by %s): %w", n.Name, strings.Join(blocks.live, ", "), ErrInUse)
+	}
 	ops := []store.Op{store.Delete(keyNetworks + id), store.Delete(keyNetNames + n.Name),
 		store.Delete(keyVNIs + strconv.Itoa(n.VNI)), store.Delete(subnetKey(n.Subnet.Masked()))}
 	if n.Subnet6.IsValid() {
 		ops = append(ops, store.Delete(subnetKey(n.Subnet6.Masked())))
+	}
+	for _, k := range blocks.dead {
+		ops = append(ops, store.Delete(k))
 	}
 	for _, pfx := range []string{keyAddrs + id + "/", keySticky + id + "/"} {
 		kvs, err := c.st.List(ctx, pfx)
@@ -240,4 +251,40 @@ func (c *Cluster) RemoveNetwork(ctx context.Context, id string) error {
 		return fmt.Errorf("cluster store: remove network %q: %w", n.Name, err)
 	}
 	return nil
+}
+
+// netBlocksHeld are a network's address blocks: the names of the live
+// nodes holding some, and the keys of those dead nodes hold.
+type netBlocksHeld struct {
+	live []string
+	dead []string
+}
+
+// liveBlocks reads a network's blocks and the live nodes. A live node's
+// block with no endpoint record in it is an attach in progress (blocks are
+// given back with their last endpoint).
+func (c *Cluster) liveBlocks(ctx context.Context, id string) (netBlocksHeld, error) {
+	var out netBlocksHeld
+	kvs, err := c.st.List(ctx, keyBlocks+id+"/")
+	if err != nil || len(kvs) == 0 {
+		return out, err
+	}
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		return out, err
+	}
+	live := map[string]string{}
+	for _, n := range nodes {
+		live[n.ID] = n.Name
+	}
+	for _, kv := range kvs {
+		var b Block
+		_ = json.Unmarshal(kv.Value, &b)
+		if name, ok := live[b.Node]; ok {
+			out.live = append(out.live, name+" ("+b.Prefix.String()+")")
+		} else {
+			out.dead = append(out.dead, kv.Key)
+		}
+	}
+	return out, nil
 }

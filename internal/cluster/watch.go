@@ -128,6 +128,14 @@ func (w *Watcher) resync(ctx context.Context) error {
 			maxRev = max(maxRev, kv.Revision)
 		}
 	}
+	if al := w.c.allocator(); al != nil {
+		// sticky addresses, for attaches (advisory: an error is ignored)
+		if kvs, err := w.c.st.List(ctx, keySticky); err == nil {
+			for _, kv := range kvs {
+				al.observe(store.Event{Type: store.EventPut, KV: kv})
+			}
+		}
+	}
 	w.mu.Lock()
 	w.kvs = fresh
 	w.lastRev = max(w.lastRev, maxRev)
@@ -200,6 +208,9 @@ func (w *Watcher) record(ev store.Event) bool {
 	defer w.mu.Unlock()
 	w.lastRev = max(w.lastRev, ev.KV.Revision)
 	if !relevant(ev.KV.Key) {
+		if al := w.c.allocator(); al != nil {
+			al.observe(ev) // address claims and sticky addresses (blocks.go)
+		}
 		return false
 	}
 	cur, known := w.kvs[ev.KV.Key]

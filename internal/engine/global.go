@@ -95,10 +95,24 @@ func (e *Engine) startGlobal() {
 
 func (e *Engine) stopGlobal() {
 	if g := e.global; g != nil && g.cancel != nil {
+		// publications in flight get a moment to land (a start publishes
+		// again whatever the store lacks)
+		_ = e.FlushGlobal(context.Background())
 		g.cancel()
 		<-g.done
 		g.cl.Stop()
 	}
+}
+
+// FlushGlobal waits (at most 2 s, or until ctx ends) for the endpoint
+// records being published in the background to reach the cluster store.
+func (e *Engine) FlushGlobal(ctx context.Context) error {
+	if e.global == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return e.blocks().Flush(ctx)
 }
 
 // WaitGlobalSynced blocks until the first listing of the cluster store was
@@ -134,6 +148,9 @@ func (e *Engine) reconcileGlobal(ctx context.Context) {
 			if w+r > 0 {
 				e.log.Info("cluster: reconciled this node's records", "withdrawn", w, "released", r)
 			}
+			err = e.reconcileBlocks(ctx)
+		}
+		if err == nil {
 			break
 		}
 		e.log.Warn("cluster: reconcile failed; retrying", "err", err)
@@ -146,7 +163,7 @@ func (e *Engine) reconcileGlobal(ctx context.Context) {
 		g.mu.Unlock()
 		for _, ep := range pending {
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := g.cl.RemoveEndpoint(rctx, ep)
+			err := e.withdrawNow(rctx, ep, false)
 			cancel()
 			if err == nil {
 				g.mu.Lock()
@@ -221,6 +238,77 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// reconcileBlocks, after a start, gives back the address blocks in which
+// this node holds nothing any more and publishes again the endpoints whose
+// records the store lacks (an attach whose publication a crash cut short).
+func (e *Engine) reconcileBlocks(ctx context.Context) error {
+	g := e.global
+	var nets []cluster.NetworkInfo
+	var eps []cluster.EndpointRecord
+	e.mu.Lock()
+	for _, ns := range e.networks {
+		if e.isGlobal(ns.rec) && ns.rec.Subnet.IsValid() {
+			nets = append(nets, cluster.NetworkInfo{ID: ns.rec.ID, Subnet: ns.rec.Subnet, Gateway: ns.rec.Gateway})
+		}
+	}
+	for _, sb := range e.sandboxes {
+		for _, ep := range sb.rec.Endpoints {
+			if ns := e.networks[ep.NetworkID]; ns != nil && e.isGlobal(ns.rec) && ep.Address.IsValid() {
+				eps = append(eps, e.endpointRecord(sb, ns, ep))
+			}
+		}
+	}
+	e.mu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n, err := e.blocks().ReleaseIdle(rctx, nets)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		e.log.Info("cluster: gave back idle address blocks", "blocks", n)
+	}
+	published := map[string]bool{}
+	for _, nw := range nets {
+		got, _ := g.watcher.Endpoints(nw.ID)
+		for _, ep := range got {
+			published[ep.ID] = true
+		}
+	}
+	for _, ep := range eps {
+		if !published[ep.ID] {
+			e.log.Info("cluster: publishing an endpoint the store lacks", "sandbox", ep.SandboxName, "network", ep.NetworkID)
+			e.blocks().Publish(ep)
+		}
+	}
+	return nil
+}
+
+// localGlobalAddrs lists the IPv4 addresses this node's endpoints hold on a
+// global network (the block allocator's memory after a start).
+func (e *Engine) localGlobalAddrs(netID string) []netip.Addr {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []netip.Addr
+	for _, sb := range e.sandboxes {
+		for _, ep := range sb.rec.Endpoints {
+			if ep.NetworkID == netID && ep.Address.IsValid() {
+				out = append(out, ep.Address.Addr())
+			}
+		}
+	}
+	return out
+}
+
+// blocks is this node's address-block allocator (one per cluster handle).
+func (e *Engine) blocks() *cluster.Allocator { return e.global.cl.Allocator(e.localGlobalAddrs) }
+
+// withdrawNow takes an endpoint out of the store through the allocator
+// (its publication stopped first; its block given back when left empty).
+func (e *Engine) withdrawNow(ctx context.Context, ep cluster.EndpointRecord, rollback bool) error {
+	return e.blocks().Withdraw(ctx, ep, rollback)
 }
 
 func (e *Engine) liveGlobalEndpoints() map[string]bool {
@@ -408,11 +496,12 @@ func (e *Engine) removeGlobalNetwork(ctx context.Context, ns *netState) error {
 	return e.uninstallGlobalLocked(ctx, ns)
 }
 
-// claimGlobal takes a global network's address for an attach: one
-// transaction in the cluster store claims the address and publishes the
-// endpoint record (peers may program the endpoint a moment before its veth
-// exists, which costs nothing, and the attach saves a round trip and a
-// disk flush). Until the attach ends the endpoint is marked attaching, so
+// claimGlobal takes a global network's address for an attach from this
+// node's address blocks (cluster.Allocator: no store round trip while a
+// held block has room) and hands the endpoint record to the background
+// publisher: peers may program the endpoint a moment before its veth
+// exists, which costs nothing, and never before its record is in the
+// store. Until the attach ends the endpoint is marked attaching, so
 // Reconcile does not take its record for dead.
 func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at *attachment, static netip.Addr, macFor func(netip.Addr) string) error {
 	g := e.global
@@ -420,10 +509,8 @@ func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at 
 	g.mu.Lock()
 	g.attaching[ep.ID] = true
 	g.mu.Unlock()
-	pub := e.endpointRecord(sb, ns, ep)
-	var alloc ipam.Allocator = g.cl.AddressAllocator(cluster.AddressRequest{NetworkID: ns.rec.ID, EndpointID: ep.ID,
-		SandboxName: sb.rec.Name, Publish: &pub, MACFor: macFor})
-	p, err := alloc.Reserve(ctx, ipam.Request{Static: static})
+	p, err := e.blocks().Take(ctx, cluster.TakeRequest{NetworkID: ns.rec.ID, Subnet: ns.rec.Subnet, Gateway: ns.rec.Gateway,
+		EndpointID: ep.ID, SandboxName: sb.rec.Name, Static: static})
 	if err != nil {
 		e.doneAttaching(at)
 		if k := addrErr(ns, static, err); KindOf(k) != KindInternal {
@@ -440,25 +527,45 @@ func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at 
 		}
 		ep.Address6, ep.Gateway6 = netip.PrefixFrom(a6, ns.rec.Subnet6.Bits()), ns.rec.Gateway6
 	}
+	e.blocks().Publish(e.endpointRecord(sb, ns, ep))
 	return nil
 }
 
-// unclaimGlobal withdraws the endpoint record published with the claim,
-// and with it the address and the sticky key the claim set (a failed
-// attach).
+// unclaimGlobal withdraws the endpoint of a failed attach: its publication,
+// record, address (its block given back when left empty) and the sticky
+// key the publication set.
 func (e *Engine) unclaimGlobal(ctx context.Context, sb *sbState, ns *netState, at *attachment) {
-	if err := e.global.cl.RollbackEndpoint(ctx, e.endpointRecord(sb, ns, at.ep)); err != nil {
+	rec := e.endpointRecord(sb, ns, at.ep)
+	if err := e.withdrawNow(ctx, rec, true); err != nil {
 		e.log.Warn("roll back attach: withdraw the endpoint; will retry", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
 		e.global.mu.Lock()
-		e.global.withdraw[at.ep.ID] = e.endpointRecord(sb, ns, at.ep)
+		e.global.withdraw[at.ep.ID] = rec
 		e.global.mu.Unlock()
 	}
 }
 
-// doneAttaching ends the attaching mark of a global attach.
+// publishWait bounds how long an attach waits, at its end, for its
+// endpoint record to reach the cluster store.
+const publishWait = 5 * time.Second
+
+// doneAttaching ends the attaching mark of a global attach. An attach that
+// stands first waits for its endpoint record, published in the background
+// since the address was taken (so the store's round trips ran alongside
+// the veths and the gateway bridge): once the attach answers, every peer
+// can program the endpoint. A store too slow for publishWait leaves the
+// record to the background (logged); the attach still stands.
 func (e *Engine) doneAttaching(at *attachment) {
 	if !at.global || e.global == nil {
 		return
+	}
+	if ch := e.blocks().Published(at.ep.ID); ch != nil && at.claimed {
+		t := time.NewTimer(publishWait)
+		select {
+		case <-ch:
+		case <-t.C:
+			e.log.Warn("cluster: endpoint record not in the store yet; publishing in the background", "endpoint", at.ep.ID)
+		}
+		t.Stop()
 	}
 	e.global.mu.Lock()
 	delete(e.global.attaching, at.ep.ID)
@@ -535,7 +642,7 @@ func (e *Engine) withdrawGlobal(ctx context.Context, sb *sbState, ns *netState, 
 		return
 	}
 	rec := e.endpointRecord(sb, ns, ep)
-	if err := g.cl.RemoveEndpoint(ctx, rec); err != nil {
+	if err := e.withdrawNow(ctx, rec, false); err != nil {
 		e.log.Warn("cluster: withdraw endpoint failed; will retry", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
 		g.mu.Lock()
 		g.withdraw[rec.ID] = rec
