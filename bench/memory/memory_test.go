@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -28,6 +29,7 @@ func TestMain(m *testing.M) {
 type Per struct {
 	Sandboxes     int     `json:"sandboxes"`
 	RSSKiB        float64 `json:"rss_kib"`
+	RSSNoGCKiB    float64 `json:"rss_before_gc_kib"`
 	RSSAnonKiB    float64 `json:"rss_anon_kib"`
 	RSSFileKiB    float64 `json:"rss_file_kib"`
 	HeapInuseKiB  float64 `json:"heap_inuse_kib"`
@@ -41,7 +43,7 @@ type Per struct {
 func per(idle, s Snapshot) Per {
 	n := float64(s.Sandboxes)
 	d := func(a, b int64) float64 { return float64(b-a) / n }
-	return Per{Sandboxes: s.Sandboxes, RSSKiB: d(idle.RSSKiB, s.RSSKiB), RSSAnonKiB: d(idle.RSSAnonKiB, s.RSSAnonKiB),
+	return Per{Sandboxes: s.Sandboxes, RSSKiB: d(idle.RSSKiB, s.RSSKiB), RSSNoGCKiB: d(idle.RSSBeforeGCKiB, s.RSSBeforeGCKiB), RSSAnonKiB: d(idle.RSSAnonKiB, s.RSSAnonKiB),
 		RSSFileKiB: d(idle.RSSFileKiB, s.RSSFileKiB), HeapInuseKiB: d(idle.HeapInuseKiB, s.HeapInuseKiB),
 		StackInuseKiB: d(idle.StackInuseKiB, s.StackInuseKiB), StoreKiB: d(idle.StoreKiB, s.StoreKiB),
 		Threads: d(int64(idle.Threads), int64(s.Threads)), Goroutines: d(int64(idle.Goroutines), int64(s.Goroutines)),
@@ -51,7 +53,7 @@ func per(idle, s Snapshot) Per {
 // Run is one daemon's measurement: idle, then at each step.
 type Run struct {
 	Round     int        `json:"round"`
-	Binary    string     `json:"binary"` // "tree" (this working tree) or "base" (BENCH_BASE_BIN)
+	Binary    string     `json:"binary"` // "tree" (this working tree), "base" (BENCH_BASE_BIN) or a BENCH_BINS label
 	Kind      string     `json:"kind"`
 	Snapshots []Snapshot `json:"snapshots"` // [0] idle
 	Per       []Per      `json:"per_sandbox"`
@@ -87,6 +89,11 @@ func measure(tb testing.TB, bin, label string, k Kind, n, round int) Run {
 	if run.GoroutineGroups, err = r.goroutineGroups(); err != nil {
 		tb.Fatal(err)
 	}
+	if dir := os.Getenv("BENCH_PROFILE_DIR"); dir != "" {
+		if err := r.saveHeap(filepath.Join(dir, fmt.Sprintf("heap-%s-%s-%d-r%d.pb.gz", label, k.Name, made, round))); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	for i := range made {
 		if err := r.remove(fmt.Sprintf("m%d", i)); err != nil {
 			tb.Fatalf("%s/%s: %v", label, k.Name, err)
@@ -117,6 +124,7 @@ type Report struct {
 	Commit    string    `json:"commit"`
 	Dirty     []string  `json:"dirty,omitempty"` // product files changed in the tree the daemon is built from
 	BaseBin   string    `json:"base_bin,omitempty"`
+	Bins      []string  `json:"bins,omitempty"` // BENCH_BINS: more binaries, label=path
 	Kernel    string    `json:"kernel"`
 	NProc     int       `json:"nproc"`
 	LoadStart string    `json:"load_start"`
@@ -169,6 +177,12 @@ func collect(tb testing.TB, n, reps int, base string) Report {
 	if base != "" {
 		bins = append(bins, [2]string{base, "base"})
 	}
+	for _, lp := range strings.Split(os.Getenv("BENCH_BINS"), ",") {
+		if label, path, ok := strings.Cut(lp, "="); ok {
+			bins = append(bins, [2]string{path, label})
+			rep.Bins = append(rep.Bins, lp)
+		}
+	}
 	type job struct {
 		bin, label string
 		k          Kind
@@ -201,7 +215,11 @@ func summarize(runs []Run) (map[string]Per, map[string]Per) {
 		sum[key] = medianPer(ps)
 	}
 	split := map[string]Per{}
-	for _, b := range []string{"tree", "base"} {
+	labels := map[string]bool{}
+	for _, r := range runs {
+		labels[r.Binary] = true
+	}
+	for b := range labels {
 		run, okR := sum[b+"/run"]
 		def, okD := sum[b+"/run-default"]
 		bare, okB := sum[b+"/bare"]
@@ -226,6 +244,7 @@ func medianPer(ps []Per) Per {
 	}
 	return Per{Sandboxes: ps[0].Sandboxes,
 		RSSKiB:        med(func(p Per) float64 { return p.RSSKiB }),
+		RSSNoGCKiB:    med(func(p Per) float64 { return p.RSSNoGCKiB }),
 		RSSAnonKiB:    med(func(p Per) float64 { return p.RSSAnonKiB }),
 		RSSFileKiB:    med(func(p Per) float64 { return p.RSSFileKiB }),
 		HeapInuseKiB:  med(func(p Per) float64 { return p.HeapInuseKiB }),
@@ -237,7 +256,7 @@ func medianPer(ps []Per) Per {
 }
 
 func sub(a, b Per) Per {
-	return Per{Sandboxes: a.Sandboxes, RSSKiB: a.RSSKiB - b.RSSKiB, RSSAnonKiB: a.RSSAnonKiB - b.RSSAnonKiB,
+	return Per{Sandboxes: a.Sandboxes, RSSKiB: a.RSSKiB - b.RSSKiB, RSSNoGCKiB: a.RSSNoGCKiB - b.RSSNoGCKiB, RSSAnonKiB: a.RSSAnonKiB - b.RSSAnonKiB,
 		RSSFileKiB: a.RSSFileKiB - b.RSSFileKiB, HeapInuseKiB: a.HeapInuseKiB - b.HeapInuseKiB,
 		StackInuseKiB: a.StackInuseKiB - b.StackInuseKiB, StoreKiB: a.StoreKiB - b.StoreKiB,
 		Threads: a.Threads - b.Threads, Goroutines: a.Goroutines - b.Goroutines, FDs: a.FDs - b.FDs}
@@ -245,10 +264,10 @@ func sub(a, b Per) Per {
 
 func table(rep Report) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| %d sandboxes, per sandbox (median of %d) | RSS KiB | anon | file | heap in use | stacks | store | threads | goroutines | fds |\n", rep.N, rep.Reps)
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "| %d sandboxes, per sandbox (median of %d) | RSS KiB | before GC | anon | file | heap in use | stacks | store | threads | goroutines | fds |\n", rep.N, rep.Reps)
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	row := func(name string, p Per) {
-		fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f |\n", name, p.RSSKiB, p.RSSAnonKiB,
+		fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f |\n", name, p.RSSKiB, p.RSSNoGCKiB, p.RSSAnonKiB,
 			p.RSSFileKiB, p.HeapInuseKiB, p.StackInuseKiB, p.StoreKiB, p.Threads, p.Goroutines, p.FDs)
 	}
 	for _, k := range slices.Sorted(maps.Keys(rep.Summary)) {
@@ -279,7 +298,9 @@ func TestMemorySmoke(t *testing.T) {
 
 // TestMemoryReport is the full run (BENCH_REPORT=1, bench/run.sh memory):
 // BENCH_N sandboxes (default 400; measured at 50, 200 and 400) of each kind,
-// BENCH_REPS rounds.
+// BENCH_REPS rounds. BENCH_BASE_BIN=PATH and BENCH_BINS=LABEL=PATH,...
+// add daemons built elsewhere to every round. BENCH_PROFILE_DIR=DIR saves each daemon's heap profile
+// at the last step there (go tool pprof -sample_index=inuse_space).
 func TestMemoryReport(t *testing.T) {
 	if os.Getenv("BENCH_REPORT") != "1" {
 		t.Skip("set BENCH_REPORT=1 (bench/run.sh memory)")

@@ -138,11 +138,13 @@ func (r *rig) remove(name string) error {
 
 // Snapshot is the daemon's memory at one point.
 type Snapshot struct {
-	Sandboxes  int   `json:"sandboxes"`
-	RSSKiB     int64 `json:"rss_kib"`
-	RSSAnonKiB int64 `json:"rss_anon_kib"`
-	RSSFileKiB int64 `json:"rss_file_kib"`
-	Threads    int   `json:"threads"`
+	Sandboxes int   `json:"sandboxes"`
+	RSSKiB    int64 `json:"rss_kib"`
+	// RSSBeforeGCKiB is VmRSS before the forced collections.
+	RSSBeforeGCKiB int64 `json:"rss_before_gc_kib"`
+	RSSAnonKiB     int64 `json:"rss_anon_kib"`
+	RSSFileKiB     int64 `json:"rss_file_kib"`
+	Threads        int   `json:"threads"`
 	// ThreadWait counts the daemon's threads by what they wait in
 	// (/proc/PID/task/*/wchan: do_wait = waitid/wait4 on a child).
 	ThreadWait map[string]int `json:"thread_wait"`
@@ -165,6 +167,11 @@ type Snapshot struct {
 // snapshot forces two collections, waits a second and reads the figures.
 func (r *rig) snapshot(n int) (Snapshot, error) {
 	s := Snapshot{Sandboxes: n}
+	var pre Snapshot
+	if err := readStatus(r.pid, &pre); err != nil {
+		return s, err
+	}
+	s.RSSBeforeGCKiB = pre.RSSKiB
 	for range 2 {
 		if _, err := r.expect(http.StatusOK, http.MethodGet, "/debug/pprof/heap?gc=1", nil); err != nil {
 			return s, fmt.Errorf("force a collection (the daemon runs with -D): %w", err)
@@ -221,6 +228,15 @@ func (r *rig) goroutines() (int, error) {
 		return 0, fmt.Errorf("goroutine profile starts %q", first)
 	}
 	return strconv.Atoi(n)
+}
+
+// saveHeap writes the daemon's heap profile (after a collection) to path.
+func (r *rig) saveHeap(path string) error {
+	out, err := r.expect(http.StatusOK, http.MethodGet, "/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, out, 0o644)
 }
 
 // GoroutineGroups counts goroutines by where they wait: the first frame
