@@ -107,23 +107,37 @@ func TestLimitListener(t *testing.T) {
 	}
 }
 
-// TestTCPConnectionLimitServed: against a real server, a sandbox holding
-// its limit of idle connections gets the next one reset at once, gets a
-// slot back when one closes, and idle connections are closed after the
-// read timeout.
+// TestTCPConnectionLimitServed: against a real server (the event loop, and
+// the library's server with the limit listener that ServeUpstream uses), a
+// sandbox holding its limit of idle connections gets the next one reset at
+// once, gets a slot back when one closes, and idle connections are closed
+// after the read timeout.
 func TestTCPConnectionLimitServed(t *testing.T) {
-	r := NewResolver(testTable(), Config{MaxTCPConnsPerSandbox: 2, TCPReadTimeout: 300 * time.Millisecond})
-	c := newClient(idWeb, forwardAll)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for _, how := range []string{"loop", "library"} {
+		t.Run(how, func(t *testing.T) {
+			r := NewResolver(testTable(), Config{MaxTCPConnsPerSandbox: 2, TCPReadTimeout: 300 * time.Millisecond})
+			c := newClient(idWeb, forwardAll)
+			var addr string
+			if how == "loop" {
+				_, addr = serveLoop(t, r, c)
+			} else {
+				ln, err := net.Listen("tcp4", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				srv := &mdns.Server{Listener: r.limit(ln, c), Handler: r.handler(c), ReadTimeout: r.cfg.TCPReadTimeout}
+				if err := serve(srv); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = srv.Shutdown() })
+				addr = ln.Addr().String()
+			}
+			checkTCPLimit(t, r, c, addr)
+		})
 	}
-	srv := &mdns.Server{Listener: r.limit(ln, c), Handler: r.handler(c), ReadTimeout: r.cfg.TCPReadTimeout}
-	if err := serve(srv); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	addr := ln.Addr().String()
+}
+
+func checkTCPLimit(t *testing.T, r *Resolver, c *client, addr string) {
 	var held []net.Conn
 	for range 2 {
 		cn, err := net.Dial("tcp4", addr)
@@ -184,7 +198,7 @@ func TestForwardPolicy(t *testing.T) {
 	got := make(chan string, 10)
 	r := NewResolver(testTable(), Config{Upstreams: []netip.AddrPort{fakeUpstream(t, got)}})
 	c := newClient(idWeb, Policy{Forward: false})
-	udp, tcp := startServer(t, r.handler(c))
+	udp, tcp := serveLoop(t, r, c)
 	for _, p := range []struct{ net, addr string }{{"udp", udp}, {"tcp", tcp}} {
 		for _, tc := range []struct {
 			name  string
@@ -224,8 +238,8 @@ func TestPerSandboxInFlight(t *testing.T) {
 		_ = w.WriteMsg(resp)
 	}))
 	r := NewResolver(testTable(), Config{Upstreams: []netip.AddrPort{netip.MustParseAddrPort(up)}, MaxInFlightPerSandbox: 2, MaxInFlight: 10})
-	attUDP, _ := startServer(t, r.handler(newClient(idWeb, forwardAll)))
-	vicUDP, _ := startServer(t, r.handler(newClient(idB, forwardAll)))
+	attUDP, _ := serveLoop(t, r, newClient(idWeb, forwardAll))
+	vicUDP, _ := serveLoop(t, r, newClient(idB, forwardAll))
 	done := make(chan struct{}, 2)
 	for range 2 {
 		go func() {

@@ -36,9 +36,9 @@ import (
 )
 
 const (
-	udpBatch    = 64 // datagrams read from one socket before the next ready one
-	acceptBatch = 16 // connections accepted from one listener likewise
-	maxLoops    = 4
+	udpBatch      = 64 // datagrams read from one socket before the next ready one
+	acceptBatch   = 16 // connections accepted from one listener likewise
+	maxLoops      = 4
 	listenBacklog = 4096 // capped by net.core.somaxconn
 )
 

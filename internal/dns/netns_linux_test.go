@@ -192,8 +192,9 @@ func BenchmarkLocalQPS(b *testing.B) {
 }
 
 // BenchmarkMemory1000 starts the resolver in 1000 namespaces, has each
-// sandbox resolve a name once, and reports the growth of the process's RSS
-// and Go heap. Run with -benchtime 1x.
+// sandbox resolve a name once, and reports the growth of the process's RSS,
+// Go heap and stacks, and goroutines per sandbox (beyond the first, which
+// starts the event loop). Run with -benchtime 1x.
 func BenchmarkMemory1000(b *testing.B) {
 	const n = 1000
 	dir := testutil.NSDir(b)
@@ -207,22 +208,28 @@ func BenchmarkMemory1000(b *testing.B) {
 		}
 		tb := testTable()
 		r := NewResolver(tb, Config{})
-		rss0 := rssKB(b)
-		for i, p := range paths {
+		r.numLoops = 1
+		if err := r.Start("first", paths[0], forwardAll); err != nil { // the loop exists before the baseline
+			b.Fatal(err)
+		}
+		m0, g0, rss0 := memNow(b)
+		for i, p := range paths[1:] {
 			id := fmt.Sprintf("%064x", i)
 			tb.Set(id, []Entry{{Name: "s" + strconv.Itoa(i), NetworkID: "na", NetworkName: "net-a", Addr: netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)})}})
 			if err := r.Start(id, p, forwardAll); err != nil {
 				b.Fatal(err)
 			}
 		}
-		for _, p := range paths {
+		for _, p := range paths[1:] {
 			if resp, err := queryIn(p, "udp", "db", mdns.TypeA); err != nil || len(resp.Answer) != 1 {
 				b.Fatalf("query in %s: %v %v", p, err, resp)
 			}
 		}
-		rss1 := rssKB(b)
+		m1, g1, rss1 := memNow(b)
 		b.ReportMetric(float64(rss1-rss0)/1024, "RSS-MB")
-		b.ReportMetric(float64(rss1-rss0)/n, "RSS-KB/sandbox")
+		b.ReportMetric(float64(rss1-rss0)/(n-1), "RSS-KB/sandbox")
+		b.ReportMetric(float64(m1-m0)/(n-1), "heap+stack-B/sandbox")
+		b.ReportMetric(float64(g1-g0)/(n-1), "goroutines/sandbox")
 		r.Close()
 		var errs []error
 		for _, p := range paths {

@@ -115,7 +115,7 @@ type Resolver struct {
 	inFlight chan struct{} // semaphore of forwarded queries, all sandboxes
 	tcpConns atomic.Int64  // TCP connections held, all sandboxes
 
-	nextKey  atomic.Uint32 // of the loops' sockets
+	nextKey atomic.Uint32 // of the loops' sockets
 
 	mu        sync.Mutex
 	sandboxes map[string]*served

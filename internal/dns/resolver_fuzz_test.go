@@ -218,17 +218,10 @@ func FuzzResolverWire(f *testing.F) {
 	f.Fuzz(func(t *testing.T, dgram, stream []byte) {
 		once.Do(func() {
 			r := NewResolver(dualTable(), Config{TCPReadTimeout: 200 * time.Millisecond})
-			c := newClient(idWeb, forwardAll)
-			pc, ln := listenPair(t)
-			for _, s := range []*mdns.Server{
-				{PacketConn: pc, Handler: r.handler(c), UDPSize: udpBufSize},
-				{Listener: r.limit(ln, c), Handler: r.handler(c), ReadTimeout: 200 * time.Millisecond},
-			} {
-				if err := serve(s); err != nil {
-					t.Fatal(err)
-				}
-			}
-			udp, tcp = pc.LocalAddr().String(), ln.Addr().String()
+			// the event loop, as a sandbox's 127.0.0.11 is served; kept for
+			// the whole fuzz process
+			udp, _ = serveLoopFDs(t, r, newClient(idWeb, forwardAll))
+			tcp = udp
 		})
 		uc, err := net.Dial("udp", udp)
 		if err != nil {

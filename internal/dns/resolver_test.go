@@ -9,6 +9,7 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 // forwardAll is the policy of a sandbox with a way out.
@@ -137,10 +138,48 @@ func aRecords(m *mdns.Msg) []string {
 	return out
 }
 
-// resolverFor serves sandbox src of testTable with config c.
+// resolverFor serves sandbox src of testTable with config c on the event
+// loop.
 func resolverFor(t testing.TB, src string, c Config) (udp, tcp string) {
 	r := NewResolver(testTable(), c)
-	return startServer(t, r.handler(newClient(src, forwardAll)))
+	return serveLoop(t, r, newClient(src, forwardAll))
+}
+
+// serveLoop serves client c of r on r's event loop through a UDP and a TCP
+// socket on one free port of 127.0.0.1 in the test's namespace, as Start
+// does with 127.0.0.11:53 inside a sandbox's; the test's end closes them.
+func serveLoop(t testing.TB, r *Resolver, c *client) (udp, tcp string) {
+	t.Helper()
+	addr, stop := serveLoopFDs(t, r, c)
+	t.Cleanup(r.Close)
+	t.Cleanup(stop)
+	return addr, addr
+}
+
+// serveLoopFDs is serveLoop without the cleanup: stop closes the sockets.
+func serveLoopFDs(t testing.TB, r *Resolver, c *client) (addr string, stop func()) {
+	t.Helper()
+	var ufd, tfd int
+	var err error
+	for range 20 { // the UDP port may be taken for TCP: try another
+		if ufd, tfd, err = openSockets([4]byte{127, 0, 0, 1}, 0); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(tfd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	sv, err := r.serveFDs(c, ufd, tfd)
+	r.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port)).String(), sv.close
 }
 
 func TestLocalAnswers(t *testing.T) {
@@ -275,7 +314,7 @@ func TestLargeAnswerTruncatedOverUDP(t *testing.T) {
 		tb.Set(id, []Entry{{Name: fmt.Sprintf("s%d", i), NetworkID: "n", NetworkName: "net", Aliases: []string{"big"},
 			Addr: netip.AddrFrom4([4]byte{10, 1, 0, byte(i + 1)})}})
 	}
-	udp, tcp := startServer(t, NewResolver(tb, Config{}).handler(newClient(fmt.Sprintf("%064x", 1), forwardAll)))
+	udp, tcp := serveLoop(t, NewResolver(tb, Config{}), newClient(fmt.Sprintf("%064x", 1), forwardAll))
 	resp := query(t, "udp", udp, "big", mdns.TypeA)
 	if !resp.Truncated || len(resp.Answer) >= 100 {
 		t.Errorf("UDP: tc=%v with %d answers; want TC and fewer than 100", resp.Truncated, len(resp.Answer))
