@@ -1,9 +1,13 @@
 // Package dns measures the embedded resolver (scenario 6 of the benchmarks
-// issue): queries per second and latency for local names, asked from inside
-// a sandbox at 127.0.0.11, against a baseline measured in the same run: a
-// static zone with the same names served by the same DNS library
-// (miekg/dns) from a bare namespace, with no daemon logic (no scoping per
-// network, no aliases, no forwarding).
+// issue, row 5 of issue 19): queries per second and latency for local
+// names, asked from inside a sandbox at 127.0.0.11, against references
+// measured in the same run: a static zone with the same names served by the
+// same DNS library (miekg/dns) from a bare namespace, with no daemon logic
+// (no scoping per network, no aliases, no forwarding); CoreDNS with its
+// hosts plugin and dnsmasq with a hosts file (peers_test.go); and, when
+// BENCH_TETHER_BEFORE names a tether binary of an older commit, that
+// daemon. Two load generators: our Go client and Debian's dnsperf, both
+// run inside the namespace of the server they load.
 //
 //	sudo bench/run.sh dns     # JSON in bench/results/dns-<date>.json
 package dns
@@ -14,6 +18,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -119,7 +125,7 @@ func drive(tb testing.TB, system, nsPath string, names []string, want []netip.Ad
 // fresh namespace and returns the namespace's path.
 func baseline(tb testing.TB, names []string, addrs []netip.Addr) string {
 	tb.Helper()
-	ns := testutil.NetNS(tb, "tth-dnsbase")
+	ns := testutil.NetNS(tb, "t19e-base")
 	path := "/run/netns/" + ns
 	zone := map[string]net.IP{}
 	for i, n := range names {
@@ -151,97 +157,230 @@ func baseline(tb testing.TB, names []string, addrs []netip.Addr) string {
 	return path
 }
 
-// Report is the JSON written by TestDNSReport.
-type Report struct {
-	Date     time.Time `json:"date"`
-	Names    int       `json:"names"`
-	Clients  int       `json:"clients"`
-	Seconds  float64   `json:"seconds_per_run"`
-	Tether   []Result  `json:"tether"`
-	Baseline []Result  `json:"baseline"`
+// system is one server under load: where its clients run and what it
+// must answer.
+type system struct {
+	name  string
+	ns    string // namespace path the clients run in
+	names []string
+	addrs []netip.Addr
 }
 
-func measure(tb testing.TB, sandboxes, reps int, l Load) Report {
-	t := attach.StartTether(tb)
-	var names []string
-	var addrs []netip.Addr
-	var client string
-	for i := range sandboxes {
-		sb, _, err := t.Create(fmt.Sprintf("s%d", i))
-		if err != nil {
-			tb.Fatal(err)
+// tetherSystem starts a daemon from binary bin ("" = this tree's) with n
+// sandboxes s0..s<n-1> on one network, starts the resolver of s0 (its
+// first process) and returns s0's namespace as the client's.
+func tetherSystem(tb testing.TB, name, bin string, n int) system {
+	tb.Helper()
+	d := testutil.NewDaemon(tb, testutil.NetNS(tb, "t19e-"+name))
+	if bin != "" {
+		d.Bin = bin
+	}
+	if err := d.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	d.MustTether("network", "create", "--subnet", "10.123.0.0/16", "bench")
+	sys := system{name: name}
+	for i := range n {
+		sb := fmt.Sprintf("s%d", i)
+		d.MustTether("sandbox", "create", "--name", sb, "--network", "bench")
+		var s struct {
+			NetNS    string
+			Networks map[string]struct{ IPAddress string }
 		}
+		d.InspectJSON(&s, "sandbox", "inspect", sb)
 		if i == 0 {
-			client = sb.NetNS
-			// the resolver starts with the sandbox's first process
-			if _, _, err := t.Exec(sb.Name, "true"); err != nil {
-				tb.Fatal(err)
-			}
+			d.MustTether("exec", sb, "--", "true") // the resolver starts with the first process
+			sys.ns = s.NetNS
 		}
-		names = append(names, fmt.Sprintf("s%d.", i))
-		addrs = append(addrs, sb.Networks["bench"].IPAddress)
+		sys.names = append(sys.names, sb+".")
+		sys.addrs = append(sys.addrs, netip.MustParseAddr(s.Networks["bench"].IPAddress))
 	}
-	base := baseline(tb, names, addrs)
-	rep := Report{Date: time.Now().UTC(), Names: sandboxes, Clients: l.Clients, Seconds: l.Duration.Seconds()}
+	return sys
+}
+
+// Report is the JSON written by TestDNSReport.
+type Report struct {
+	Date      time.Time         `json:"date"`
+	Commit    string            `json:"commit"`
+	Kernel    string            `json:"kernel"`
+	NProc     int               `json:"nproc"`
+	LoadStart string            `json:"loadavg_start"`
+	LoadEnd   string            `json:"loadavg_end"`
+	Names     int               `json:"names"`
+	Clients   int               `json:"clients"`
+	Seconds   float64           `json:"seconds_per_run"`
+	Perf      string            `json:"dnsperf"` // its version, "" when not installed
+	Systems   []string          `json:"systems"`
+	Missing   map[string]string `json:"missing,omitempty"` // system or client left out, and why
+	Go        []Result          `json:"go_client"`
+	Dnsperf   []Perf            `json:"dnsperf_runs"`
+}
+
+// setup starts every system: Tether (this tree), Tether before
+// (BENCH_TETHER_BEFORE, a tether binary built from an older commit), the
+// static zone on the same library, CoreDNS (hosts) and dnsmasq when
+// installed.
+func setup(tb testing.TB, n int, rep *Report) []system {
+	tb.Helper()
+	tether := tetherSystem(tb, "tether", "", n)
+	systems := []system{tether}
+	if before := os.Getenv("BENCH_TETHER_BEFORE"); before != "" {
+		systems = append(systems, tetherSystem(tb, "tether-before", before, n))
+	} else {
+		rep.Missing["tether-before"] = "BENCH_TETHER_BEFORE not set"
+	}
+	names, addrs := tether.names, tether.addrs
+	systems = append(systems, system{name: "baseline", ns: baseline(tb, names, addrs), names: names, addrs: addrs})
+	if bin := corednsBin(); bin != "" {
+		systems = append(systems, system{name: "coredns", ns: startCoreDNS(tb, bin, names, addrs), names: names, addrs: addrs})
+	} else {
+		rep.Missing["coredns"] = "no coredns binary (bench/dns/refs.sh)"
+	}
+	if bin, err := exec.LookPath("dnsmasq"); err == nil {
+		systems = append(systems, system{name: "dnsmasq", ns: startDnsmasq(tb, bin, names, addrs), names: names, addrs: addrs})
+	} else {
+		rep.Missing["dnsmasq"] = "dnsmasq not installed (bench/dns/refs.sh)"
+	}
+	for _, s := range systems {
+		rep.Systems = append(rep.Systems, s.name)
+	}
+	return systems
+}
+
+// measure loads every system reps times with our client (l) and dnsperf
+// (same clients, perfThreads threads), in an order rotated every round.
+func measure(tb testing.TB, sandboxes, reps int, l Load, perfThreads int) Report {
+	rep := Report{Date: time.Now().UTC(), Commit: gitCommit(), Kernel: readTrim("/proc/sys/kernel/osrelease"), NProc: runtime.NumCPU(),
+		LoadStart: readTrim("/proc/loadavg"), Names: sandboxes, Clients: l.Clients, Seconds: l.Duration.Seconds(), Missing: map[string]string{}}
+	systems := setup(tb, sandboxes, &rep)
+	_, perfErr := exec.LookPath("dnsperf")
+	if perfErr == nil {
+		out, _ := exec.Command("dpkg-query", "-W", "-f", "${Version}", "dnsperf").Output()
+		rep.Perf = "dnsperf " + string(out)
+	} else {
+		rep.Missing["dnsperf"] = "dnsperf not installed (bench/dns/refs.sh)"
+	}
 	for r := range reps {
-		// alternate the order so neither system always runs first
-		if r%2 == 0 {
-			rep.Tether = append(rep.Tether, drive(tb, "tether", client, names, addrs, l))
-			rep.Baseline = append(rep.Baseline, drive(tb, "baseline", base, names, addrs, l))
-		} else {
-			rep.Baseline = append(rep.Baseline, drive(tb, "baseline", base, names, addrs, l))
-			rep.Tether = append(rep.Tether, drive(tb, "tether", client, names, addrs, l))
+		order := slices.Clone(systems)
+		rotate(order, r)
+		for _, s := range order {
+			rep.Go = append(rep.Go, drive(tb, s.name, s.ns, s.names, s.addrs, l))
+		}
+		if perfErr != nil {
+			continue
+		}
+		for _, s := range order {
+			rep.Dnsperf = append(rep.Dnsperf, dnsperf(tb, s.name, s.ns, s.names, l.Duration, l.Clients, perfThreads))
 		}
 	}
+	rep.LoadEnd = readTrim("/proc/loadavg")
 	return rep
 }
 
+func rotate[T any](s []T, k int) {
+	if len(s) > 0 {
+		k %= len(s)
+		slices.Reverse(s[:k])
+		slices.Reverse(s[k:])
+		slices.Reverse(s)
+	}
+}
+
+func readTrim(p string) string {
+	b, _ := os.ReadFile(p)
+	return strings.TrimSpace(string(b))
+}
+
+func gitCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
 // TestDNSSmoke runs the scenario small: every answer must be the right
-// address, from both servers.
+// address, from every system, and every dnsperf answer NOERROR.
 func TestDNSSmoke(t *testing.T) {
 	testutil.RequireRoot(t)
-	rep := measure(t, 5, 1, Load{Clients: 2, Duration: 200 * time.Millisecond})
-	for _, r := range slices.Concat(rep.Tether, rep.Baseline) {
+	rep := measure(t, 5, 1, Load{Clients: 2, Duration: 200 * time.Millisecond}, 1)
+	for _, r := range rep.Go {
 		if r.Queries == 0 || r.Wrong != 0 {
 			t.Errorf("%s: %d queries, %d wrong answers", r.System, r.Queries, r.Wrong)
 		}
 	}
+	for _, p := range rep.Dnsperf {
+		if p.Completed == 0 || p.NoError != p.Completed {
+			t.Errorf("%s under dnsperf: %d completed, %d NOERROR", p.System, p.Completed, p.NoError)
+		}
+	}
+	t.Logf("systems %v, left out %v", rep.Systems, rep.Missing)
 }
 
 // TestDNSReport is the full run (BENCH_REPORT=1): 50 names, 8 clients,
-// 3 s per run, 5 runs per system, interleaved.
+// 3 s per run, 5 rounds; in each round every system under our client, then
+// every system under dnsperf (-c 8 -T BENCH_DNSPERF_THREADS, default 1),
+// in an order rotated every round.
 func TestDNSReport(t *testing.T) {
 	if os.Getenv("BENCH_REPORT") != "1" {
 		t.Skip("set BENCH_REPORT=1 (bench/run.sh dns)")
 	}
 	testutil.RequireRoot(t)
 	rep := measure(t, attach.EnvInt("BENCH_N", 50), attach.EnvInt("BENCH_REPS", 5),
-		Load{Clients: attach.EnvInt("BENCH_CLIENTS", 8), Duration: 3 * time.Second})
-	qps := func(r Result) float64 { return r.QPS }
-	p50 := func(r Result) float64 { return r.Latency.P50 * 1000 }
-	p99 := func(r Result) float64 { return r.Latency.P99 * 1000 }
-	var b strings.Builder
-	fmt.Fprintf(&b, "| %d names, %d clients (median of %d runs of %.0f s) | qps | p50 | p99 | wrong |\n|---|---:|---:|---:|---:|\n",
-		rep.Names, rep.Clients, len(rep.Tether), rep.Seconds)
-	wrong := func(rs []Result) (n int) {
-		for _, r := range rs {
-			n += r.Wrong
-		}
-		return n
-	}
-	for _, s := range []struct {
-		name string
-		rs   []Result
-	}{{"Tether (embedded resolver, in a sandbox)", rep.Tether}, {"baseline (static zone, same library)", rep.Baseline}} {
-		fmt.Fprintf(&b, "| %s | %.0f | %.0f µs | %.0f µs | %d |\n", s.name, stats.MedianOf(s.rs, qps), stats.MedianOf(s.rs, p50), stats.MedianOf(s.rs, p99), wrong(s.rs))
-	}
-	fmt.Fprintf(&b, "| **ratio** | **%.2f×** | %.2f× | %.2f× | |\n", stats.MedianOf(rep.Tether, qps)/stats.MedianOf(rep.Baseline, qps),
-		stats.MedianOf(rep.Tether, p50)/stats.MedianOf(rep.Baseline, p50), stats.MedianOf(rep.Tether, p99)/stats.MedianOf(rep.Baseline, p99))
-	t.Log("\n" + b.String())
+		Load{Clients: attach.EnvInt("BENCH_CLIENTS", 8), Duration: 3 * time.Second}, attach.EnvInt("BENCH_DNSPERF_THREADS", 1))
+	t.Log("\n" + table(rep))
 	if out := os.Getenv("BENCH_OUT"); out != "" {
 		js, _ := json.MarshalIndent(rep, "", "  ")
 		if err := os.WriteFile(out, js, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// table is the report's markdown: per system the medians under each
+// client and their ratios to the static zone and to CoreDNS.
+func table(rep Report) string {
+	goQPS := func(sys string) float64 {
+		return stats.MedianOf(filter(rep.Go, func(r Result) bool { return r.System == sys }), func(r Result) float64 { return r.QPS })
+	}
+	perfQPS := func(sys string) float64 {
+		return stats.MedianOf(filter(rep.Dnsperf, func(p Perf) bool { return p.System == sys }), func(p Perf) float64 { return p.QPS })
+	}
+	ratio := func(a, b float64) string {
+		if a == 0 || b == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f×", a/b)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d names; our client %d UDP sockets, dnsperf -c %d; median of %d runs of %.0f s; load %s → %s\n\n",
+		rep.Names, rep.Clients, rep.Clients, len(rep.Go)/max(1, len(rep.Systems)), rep.Seconds, rep.LoadStart, rep.LoadEnd)
+	b.WriteString("| system | qps (our client) | p50 / p99 | wrong | qps (dnsperf) | avg latency | lost | ÷ static zone (ours / dnsperf) | ÷ CoreDNS (ours / dnsperf) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, sys := range rep.Systems {
+		gs := filter(rep.Go, func(r Result) bool { return r.System == sys })
+		ps := filter(rep.Dnsperf, func(p Perf) bool { return p.System == sys })
+		wrong, lost := 0, 0
+		for _, r := range gs {
+			wrong += r.Wrong
+		}
+		for _, p := range ps {
+			lost += p.Lost
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %.0f / %.0f µs | %d | %.0f | %.3f ms | %d | %s / %s | %s / %s |\n", sys, goQPS(sys),
+			stats.MedianOf(gs, func(r Result) float64 { return r.Latency.P50 * 1000 }), stats.MedianOf(gs, func(r Result) float64 { return r.Latency.P99 * 1000 }),
+			wrong, perfQPS(sys), stats.MedianOf(ps, func(p Perf) float64 { return p.AvgLatMS }), lost,
+			ratio(goQPS(sys), goQPS("baseline")), ratio(perfQPS(sys), perfQPS("baseline")),
+			ratio(goQPS(sys), goQPS("coredns")), ratio(perfQPS(sys), perfQPS("coredns")))
+	}
+	return b.String()
+}
+
+func filter[T any](s []T, keep func(T) bool) []T {
+	var out []T
+	for _, v := range s {
+		if keep(v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }

@@ -105,4 +105,3 @@ func memNow(tb testing.TB) (uint64, int, int) {
 	runtime.ReadMemStats(&ms)
 	return ms.HeapInuse + ms.StackInuse, runtime.NumGoroutine(), rssKB(tb)
 }
-
