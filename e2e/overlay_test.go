@@ -203,8 +203,8 @@ func overlayConcurrentAttaches(t *testing.T, m *multiHost) {
 		for i := range per {
 			wg.Go(func() {
 				name := fmt.Sprintf("s%d-%d", h, i)
-				if _, err := d.Tether("sandbox", "create", "--name", name, "--network", "busy"); err != nil {
-					t.Errorf("create %s: %v", name, err)
+				if out, err := d.Tether("sandbox", "create", "--name", name, "--network", "busy"); err != nil {
+					t.Errorf("create %s: %v %s", name, err, strings.TrimSpace(out))
 					return
 				}
 				a := ip(t, d, name, "busy")

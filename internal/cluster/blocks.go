@@ -96,7 +96,11 @@ type Allocator struct {
 
 // netBlocks is one network's state on this node.
 type netBlocks struct {
-	subnet  netip.Prefix
+	// claiming serialises this node's block claims on the network, so
+	// attaches that find the held blocks full at once claim one block,
+	// not one each.
+	claiming sync.Mutex
+	subnet   netip.Prefix
 	gateway netip.Addr
 	// blocks are the blocks this node holds, with their keys' revisions.
 	blocks map[netip.Prefix]int64
@@ -104,6 +108,9 @@ type netBlocks struct {
 	// node (its ID) or confirmed to another node (foreign).
 	used    map[netip.Addr]string
 	foreign map[netip.Addr]bool
+	// stale: the node registered anew since blocks was read (its old
+	// lease may have expired and its empty blocks been taken over).
+	stale bool
 }
 
 // Allocator returns the node's block allocator; local (may be nil) lists
@@ -148,8 +155,8 @@ func (a *Allocator) Take(ctx context.Context, r TakeRequest) (netip.Prefix, erro
 	if !r.Subnet.Addr().Is4() {
 		return netip.Prefix{}, fmt.Errorf("network %s: subnet %s: only IPv4 is supported", r.NetworkID, r.Subnet)
 	}
-	if _, ok := a.c.registration(); !ok {
-		return netip.Prefix{}, fmt.Errorf("cluster store: this node's registration is not current (is the store reachable?)")
+	if _, err := a.c.current(ctx); err != nil {
+		return netip.Prefix{}, err
 	}
 	if r.Static.IsValid() {
 		if err := checkStatic(r); err != nil {
@@ -192,13 +199,18 @@ func checkStatic(r TakeRequest) error {
 func (a *Allocator) load(ctx context.Context, r TakeRequest) (*netBlocks, error) {
 	a.mu.Lock()
 	nb := a.nets[r.NetworkID]
+	stale := nb != nil && nb.stale
 	a.mu.Unlock()
-	if nb != nil {
+	if nb != nil && !stale {
 		return nb, nil
 	}
 	kvs, err := a.c.st.List(ctx, keyBlocks+r.NetworkID+"/")
 	if err != nil {
 		return nil, fmt.Errorf("cluster store: blocks of network %s: %w", r.NetworkID, err)
+	}
+	if stale {
+		a.setHeld(nb, kvs)
+		return nb, nil
 	}
 	fresh := &netBlocks{subnet: r.Subnet, gateway: r.Gateway, blocks: map[netip.Prefix]int64{},
 		used: map[netip.Addr]string{}, foreign: map[netip.Addr]bool{}}
@@ -222,6 +234,48 @@ func (a *Allocator) load(ctx context.Context, r TakeRequest) (*netBlocks, error)
 	return fresh, nil
 }
 
+// setHeld makes the blocks of kvs (a listing of the network's blocks)
+// that are this node's the held ones.
+func (a *Allocator) setHeld(nb *netBlocks, kvs []store.KV) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	nb.blocks = map[netip.Prefix]int64{}
+	for _, kv := range kvs {
+		var b Block
+		if json.Unmarshal(kv.Value, &b) == nil && b.Node == a.c.self.ID && b.Prefix.IsValid() {
+			nb.blocks[b.Prefix] = kv.Revision
+		}
+	}
+	nb.stale = false
+}
+
+// reloadStale reads the held blocks of a network again when the node
+// registered anew since they were read.
+func (a *Allocator) reloadStale(ctx context.Context, netID string) error {
+	a.mu.Lock()
+	nb := a.nets[netID]
+	stale := nb != nil && nb.stale
+	a.mu.Unlock()
+	if !stale {
+		return nil
+	}
+	kvs, err := a.c.st.List(ctx, keyBlocks+netID+"/")
+	if err != nil {
+		return fmt.Errorf("cluster store: blocks of network %s: %w", netID, err)
+	}
+	a.setHeld(nb, kvs)
+	return nil
+}
+
+// forgetBlocks marks every network's held blocks to be read again.
+func (a *Allocator) forgetBlocks() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, nb := range a.nets {
+		nb.stale, nb.blocks = true, map[netip.Prefix]int64{}
+	}
+}
+
 // takeAny: the sticky address when possible, else next-fit in the held
 // blocks, else a new block, else an address of another node's block.
 func (a *Allocator) takeAny(ctx context.Context, nb *netBlocks, r TakeRequest) (netip.Addr, error) {
@@ -233,6 +287,11 @@ func (a *Allocator) takeAny(ctx context.Context, nb *netBlocks, r TakeRequest) (
 			return x, nil
 		}
 	}
+	if x, ok := a.fromHeld(nb, r.NetworkID, r.EndpointID, netip.Addr{}); ok {
+		return x, nil
+	}
+	nb.claiming.Lock()
+	defer nb.claiming.Unlock()
 	for range 8 {
 		if x, ok := a.fromHeld(nb, r.NetworkID, r.EndpointID, netip.Addr{}); ok {
 			return x, nil
@@ -342,9 +401,9 @@ func sortPrefixes(ps []netip.Prefix) {
 // against the network record and this node's key. ErrNoAddress: nothing
 // left to claim; store.ErrConflict: lost a race, try again.
 func (a *Allocator) claimBlock(ctx context.Context, nb *netBlocks, r TakeRequest, want netip.Prefix) error {
-	nodeRev, ok := a.c.registration()
-	if !ok {
-		return fmt.Errorf("cluster store: this node's registration is not current (is the store reachable?)")
+	nodeRev, err := a.c.current(ctx)
+	if err != nil {
+		return err
 	}
 	n, netRev, err := a.c.getNetwork(ctx, r.NetworkID)
 	if err != nil {

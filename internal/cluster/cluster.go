@@ -144,9 +144,57 @@ func (c *Cluster) register(ctx context.Context) error {
 		return fmt.Errorf("cluster store: register node %s: %w", c.self.ID, err)
 	}
 	c.mu.Lock()
+	renewedLease := c.lease != store.NoLease
 	c.lease, c.nodeRev, c.renewed = lease, rev, sent
+	al := c.alloc
 	c.mu.Unlock()
+	if renewedLease && al != nil {
+		// the old lease may have expired: blocks held under it may have
+		// been taken over meanwhile
+		al.forgetBlocks()
+	}
 	return nil
+}
+
+// renew makes the node's registration current now (an attach found it
+// stale: the store was away, or the keep-alive has not run since it came
+// back): one renewal, or a new registration when the lease expired.
+func (c *Cluster) renew(ctx context.Context) error {
+	c.mu.Lock()
+	lease := c.lease
+	c.mu.Unlock()
+	sent := time.Now()
+	err := store.ErrLeaseNotFound
+	if lease != store.NoLease {
+		err = c.st.KeepAlive(ctx, lease)
+	}
+	switch {
+	case err == nil:
+		c.mu.Lock()
+		if c.lease == lease {
+			c.renewed = sent
+		}
+		c.mu.Unlock()
+		return nil
+	case errors.Is(err, store.ErrLeaseNotFound):
+		return c.register(ctx)
+	}
+	return fmt.Errorf("cluster store: renew node %s: %w", c.self.ID, err)
+}
+
+// current returns the registration's node-key revision, renewing it first
+// when it is stale.
+func (c *Cluster) current(ctx context.Context) (int64, error) {
+	if rev, ok := c.registration(); ok {
+		return rev, nil
+	}
+	if err := c.renew(ctx); err != nil {
+		return 0, fmt.Errorf("%w (this node's registration is not current)", err)
+	}
+	if rev, ok := c.registration(); ok {
+		return rev, nil
+	}
+	return 0, fmt.Errorf("cluster store: this node's registration is not current (is the store reachable?)")
 }
 
 // registration is the node key's revision when the node's lease is

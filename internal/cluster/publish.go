@@ -145,6 +145,9 @@ func (p *publisher) pendingIn(netID string, blk netip.Prefix) bool {
 // node's block also compares the network record, read first.
 func (a *Allocator) publishOnce(ctx context.Context, ep EndpointRecord) error {
 	x := ep.Address.Addr()
+	if err := a.reloadStale(ctx, ep.NetworkID); err != nil {
+		return err
+	}
 	var cmps []store.Cmp
 	if blk, rev, ok := a.blockRev(ep.NetworkID, x); ok {
 		cmps = []store.Cmp{store.AtRevision(blockKey(ep.NetworkID, blk), rev)}
