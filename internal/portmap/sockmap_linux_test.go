@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"os"
 	"runtime"
 	"sync"
 	"testing"
@@ -257,4 +259,75 @@ func sockmapProxy(t testing.TB, rel *sockRelay, ns string, ln *net.TCPListener, 
 			}()
 		}
 	}()
+}
+
+// connectRedirect is the other in-kernel answer measured for issue 19, not
+// a relay at all: a cgroup/connect4 program (BPF_CGROUP_INET4_CONNECT)
+// rewrites a connect() to from:port into a connect() to the backend, so a
+// client in the cgroup talks to the sandbox directly and nothing is
+// proxied. Attached here to a cgroup the test creates, holding only the
+// iperf3 client. A product version would attach to the root cgroup and
+// must check the socket's network namespace (bpf_get_netns_cookie), keep
+// getpeername() showing the published address (cgroup/getpeername4), and
+// handle IPv6 and UDP (connect6, sendmsg4/6).
+type connectRedirect struct {
+	cgroup string
+	progFD int
+}
+
+func newConnectRedirect(t testing.TB, from, to netip.AddrPort) *connectRedirect {
+	t.Helper()
+	cg := "/sys/fs/cgroup/unified/t19a-" + fmt.Sprint(os.Getpid())
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Skipf("cgroup v2 directory: %v", err)
+	}
+	t.Cleanup(func() { os.Remove(cg) })
+	u32 := func(b []byte) int32 { return int32(binary.LittleEndian.Uint32(b)) }
+	port := func(p uint16) int32 { return int32(uint32(p>>8) | uint32(p&0xff)<<8) }
+	fa, ta := from.Addr().As4(), to.Addr().As4()
+	prog := []bpfInsn{
+		ins(0x61, 2, 1, 4, 0),                 // r2 = ctx->user_ip4
+		ins(0x55, 2, 0, 6, u32(fa[:])),        // if r2 != from goto out
+		ins(0x61, 2, 1, 24, 0),                // r2 = ctx->user_port
+		ins(0x55, 2, 0, 4, port(from.Port())), // if r2 != port goto out
+		ins(0xb7, 2, 0, 0, u32(ta[:])),        // r2 = to
+		ins(0x63, 1, 2, 4, 0),                 // ctx->user_ip4 = r2
+		ins(0xb7, 2, 0, 0, port(to.Port())),   // r2 = port
+		ins(0x63, 1, 2, 24, 0),                // ctx->user_port = r2
+		ins(0xb7, 0, 0, 0, 1),                 // out: r0 = 1 (allow)
+		ins(0x95, 0, 0, 0, 0),
+	}
+	lic := []byte("GPL\x00")
+	logBuf := make([]byte, 4096)
+	var pa [128]byte
+	le := binary.LittleEndian
+	le.PutUint32(pa[0:], 18) // BPF_PROG_TYPE_CGROUP_SOCK_ADDR
+	le.PutUint32(pa[4:], uint32(len(prog)))
+	le.PutUint64(pa[8:], uint64(uintptr(unsafe.Pointer(&prog[0]))))
+	le.PutUint64(pa[16:], uint64(uintptr(unsafe.Pointer(&lic[0]))))
+	le.PutUint32(pa[24:], 1)
+	le.PutUint32(pa[28:], uint32(len(logBuf)))
+	le.PutUint64(pa[32:], uint64(uintptr(unsafe.Pointer(&logBuf[0]))))
+	le.PutUint32(pa[68:], 10) // expected_attach_type BPF_CGROUP_INET4_CONNECT
+	pfd, err := bpfCall(bpfProgLoad, unsafe.Pointer(&pa[0]), unsafe.Sizeof(pa))
+	runtime.KeepAlive(prog)
+	runtime.KeepAlive(lic)
+	runtime.KeepAlive(logBuf)
+	if err != nil {
+		t.Fatalf("load connect4 program: %v: %s", err, cstr(logBuf))
+	}
+	t.Cleanup(func() { unix.Close(pfd) })
+	cfd, err := unix.Open(cg, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(cfd)
+	var at [32]byte
+	le.PutUint32(at[0:], uint32(cfd))
+	le.PutUint32(at[4:], uint32(pfd))
+	le.PutUint32(at[8:], 10)
+	if _, err := bpfCall(bpfProgAttach, unsafe.Pointer(&at[0]), unsafe.Sizeof(at)); err != nil {
+		t.Fatalf("attach connect4 program: %v", err)
+	}
+	return &connectRedirect{cgroup: cg, progFD: pfd}
 }
