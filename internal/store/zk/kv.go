@@ -327,12 +327,19 @@ func (s *Store) commit(ctx context.Context, keys []string, decide decideFunc, bl
 			return 0, err
 		}
 		cur := map[string]store.KV{}
+		guessed := false
 		if !blind {
-			if cur, err = s.readKeys(ctx, keys); err != nil {
-				return 0, err
+			if cur, guessed = s.fromKnown(keys); !guessed {
+				if cur, err = s.readKeys(ctx, keys); err != nil {
+					return 0, err
+				}
 			}
 		}
 		ops, extra, err := decide(cur)
+		if err != nil && guessed {
+			s.forgetRev() // decide again on what the server says
+			continue
+		}
 		if err != nil {
 			return 0, errStore{err}
 		}
@@ -349,6 +356,7 @@ func (s *Store) commit(ctx context.Context, keys []string, decide decideFunc, bl
 		if err == nil {
 			st := resp[0].Stat
 			s.setRev(n+1, st.Version)
+			s.remember(keys, cur, ops, extra, st.Mzxid)
 			s.maybeTrim(n + 1)
 			return st.Mzxid, nil
 		}
@@ -478,6 +486,9 @@ func (s *Store) revState(ctx context.Context) (int64, int32, error) {
 		return 0, 0, err
 	}
 	s.setRev(n, st.Version)
+	s.revMu.Lock()
+	s.known = nil // read from the server: others may have written
+	s.revMu.Unlock()
 	return n, st.Version, nil
 }
 
@@ -490,7 +501,66 @@ func (s *Store) setRev(n int64, ver int32) {
 func (s *Store) forgetRev() {
 	s.revMu.Lock()
 	defer s.revMu.Unlock()
-	s.revOK = false
+	s.revOK, s.known = false, nil
+}
+
+// knownKey is a key's state as this Store's last writes left it.
+type knownKey struct {
+	kv     store.KV
+	exists bool
+}
+
+// maxKnown bounds the known keys; past it they are forgotten.
+const maxKnown = 4096
+
+// fromKnown returns the state of keys as this Store's own writes left it,
+// when every key is known and rev was not read from the server since
+// (another Store's write would have moved rev's version: the multi's
+// version check then fails and the write is decided again on reads). It
+// saves a write the round trip that reads its keys.
+func (s *Store) fromKnown(keys []string) (map[string]store.KV, bool) {
+	s.revMu.Lock()
+	defer s.revMu.Unlock()
+	if !s.revOK || s.known == nil {
+		return nil, false
+	}
+	cur := make(map[string]store.KV, len(keys))
+	for _, k := range keys {
+		kk, ok := s.known[k]
+		if !ok {
+			return nil, false
+		}
+		if kk.exists {
+			cur[k] = kk.kv
+		}
+	}
+	return cur, true
+}
+
+// remember records the state of keys after a write of this Store: what
+// was read (cur, absent keys included), then what its ops did at revision
+// rev. A write with extra znode changes (the lease reaper's) forgets
+// everything instead.
+func (s *Store) remember(keys []string, cur map[string]store.KV, ops []store.Op, extra []any, rev int64) {
+	s.revMu.Lock()
+	defer s.revMu.Unlock()
+	if len(extra) > 0 || len(s.known)+len(keys) > maxKnown {
+		s.known = nil
+	}
+	if s.known == nil {
+		s.known = map[string]knownKey{}
+	}
+	for _, k := range keys {
+		kv, ok := cur[k]
+		s.known[k] = knownKey{kv: kv, exists: ok}
+	}
+	for _, o := range ops {
+		if o.Type == store.OpDelete {
+			s.known[o.Key] = knownKey{}
+			continue
+		}
+		s.known[o.Key] = knownKey{kv: store.KV{Key: o.Key, Value: o.Value, Revision: rev, Lease: o.Lease}, exists: true}
+	}
 }
 
 // currentRevision is the revision of the last write: rev's Mzxid.

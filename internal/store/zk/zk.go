@@ -120,6 +120,12 @@ type Store struct {
 	revOK  bool
 	revN   int64
 	revVer int32
+	// known is the state of the keys this Store's own writes read and
+	// wrote since rev was last read from the server (nil: nothing known;
+	// absent keys as KV{}). While revVer is this Store's own last write,
+	// it is the keys' current state; a write decided on it is checked by
+	// the multi's version check on rev like any other (write.go: known).
+	known map[string]knownKey
 
 	leaseMu sync.Mutex
 	leases  map[store.LeaseID]*lease

@@ -253,3 +253,39 @@ func TestKeyEscaping(t *testing.T) {
 		}
 	}
 }
+
+// A Store decides its writes on what its own last writes left (no read
+// round trip) only while no other Store wrote: a compare made stale by
+// another Store's write is decided again on the server's state, both ways.
+func TestWritesOnKnownState(t *testing.T) {
+	z := startServer(t)
+	cfg := config(z, uniquePrefix())
+	a, b := mustOpen(t, cfg), mustOpen(t, cfg)
+	ctx := t.Context()
+	r1, err := a.Put(ctx, "k", []byte("1"), store.NoLease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, known := a.fromKnown([]string{"k"}); !known {
+		t.Fatal("a write left its key unknown")
+	}
+	r2, err := b.Put(ctx, "k", []byte("2"), store.NoLease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a still holds k at r1: a compare at r2 must hold...
+	if _, err := a.Txn(ctx, []store.Cmp{store.AtRevision("k", r2)}, []store.Op{store.Put("k", []byte("3"))}); err != nil {
+		t.Errorf("compare at the current revision %d (a knew %d): %v", r2, r1, err)
+	}
+	// ...and, once b wrote again, one at a's own last revision fail
+	r3, _ := a.fromKnown([]string{"k"})
+	if _, err := b.Put(ctx, "k", []byte("4"), store.NoLease); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CompareAndSwap(ctx, "k", []byte("5"), r3["k"].Revision, store.NoLease); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("compare at a stale revision: %v, want a conflict", err)
+	}
+	if kv, _ := b.Get(ctx, "k"); string(kv.Value) != "4" {
+		t.Errorf("k = %q, want 4", kv.Value)
+	}
+}
