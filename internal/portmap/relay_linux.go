@@ -8,10 +8,13 @@ package portmap
 // with it (Go's own splice path, net.TCPConn.ReadFrom, keeps pipes in a
 // pool that the garbage collector empties: fds outlive the connection).
 // Unlike Go's path, which fills the pipe, then empties it completely
-// before reading again, this loop reads whenever the pipe has room and
-// writes whenever it holds data, so the source's receive queue keeps
-// draining while the destination is slow. The sockets stay in Go's poller
-// (syscall.RawConn): waiting is the netpoller's, not a blocked thread.
+// before reading again, this loop reads again as soon as part of the pipe
+// went out. The sockets stay in Go's poller (syscall.RawConn): waiting is
+// the netpoller's, not a blocked thread. Measured against Go's path
+// (internal/portmap TestRelayIperf, bench/ports TestProxyReport) it costs
+// the same CPU per byte; what it changes is that no fd outlives its
+// connection. Most of the relay's cost is the second TCP connection in the
+// kernel, not the copy: see bench/README.md's proxy section.
 //
 // TETHER_PROXY_RELAY picks the relay for benchmarks: "splice" (this file,
 // the default) or "gosplice" (net.TCPConn.ReadFrom, the relay before
@@ -127,10 +130,13 @@ func (p *relayPipe) fill(rc syscall.RawConn) (eof bool, err error) {
 	var serr error
 	cerr := rc.Read(func(fd uintptr) bool {
 		var n int64
-		n, serr = unix.Splice(int(fd), nil, p.w, nil, p.size-p.filled, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		for {
+			n, serr = unix.Splice(int(fd), nil, p.w, nil, p.size-p.filled, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			if serr != unix.EINTR {
+				break
+			}
+		}
 		switch {
-		case serr == unix.EINTR:
-			return false
 		case serr == unix.EAGAIN:
 			serr = nil
 			return p.filled > 0
