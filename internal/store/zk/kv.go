@@ -328,17 +328,22 @@ func (s *Store) commit(ctx context.Context, keys []string, decide decideFunc, bl
 		}
 		cur := map[string]store.KV{}
 		guessed := false
+		var unknown []string
 		if !blind {
-			if cur, guessed = s.fromKnown(keys); !guessed {
+			if cur, unknown, guessed = s.fromKnown(keys); !guessed {
 				if cur, err = s.readKeys(ctx, keys); err != nil {
 					return 0, err
 				}
 			}
 		}
 		ops, extra, err := decide(cur)
-		if err != nil && guessed {
-			s.forgetRev() // decide again on what the server says
-			continue
+		if guessed && (err != nil || !createsAll(ops, unknown)) {
+			// decide again on what the server says
+			if cur, err = s.readKeys(ctx, keys); err != nil {
+				return 0, err
+			}
+			guessed = false
+			ops, extra, err = decide(cur)
 		}
 		if err != nil {
 			return 0, errStore{err}
@@ -369,8 +374,8 @@ func (s *Store) commit(ctx context.Context, keys []string, decide decideFunc, bl
 			}
 		case checks[failed] != store.NoLease && errors.Is(err, gozk.ErrNoNode):
 			return 0, errStore{store.ErrLeaseNotFound}
-		case blind && errors.Is(err, gozk.ErrNodeExists):
-			blind = false // a key exists: decide on what it is
+		case (blind || guessed) && (errors.Is(err, gozk.ErrNodeExists) || errors.Is(err, gozk.ErrNoNode)):
+			blind = false // a key exists (or is gone): decide on what it is
 		case failed >= 0:
 			return 0, fmt.Errorf("%s: %w (the znodes under %s were changed by something else than this store)", describe(zops[failed]), err, s.root)
 		default:
@@ -514,27 +519,40 @@ type knownKey struct {
 const maxKnown = 4096
 
 // fromKnown returns the state of keys as this Store's own writes left it,
-// when every key is known and rev was not read from the server since
-// (another Store's write would have moved rev's version: the multi's
-// version check then fails and the write is decided again on reads). It
+// when rev was not read from the server since (another Store's write would
+// have moved rev's version: the multi's version check then fails and the
+// write is decided again on reads); keys it does not know are guessed
+// absent and listed in unknown: the write may use the guess only for keys
+// its ops create (createsAll), where the multi's create checks it. It
 // saves a write the round trip that reads its keys.
-func (s *Store) fromKnown(keys []string) (map[string]store.KV, bool) {
+func (s *Store) fromKnown(keys []string) (cur map[string]store.KV, unknown []string, ok bool) {
 	s.revMu.Lock()
 	defer s.revMu.Unlock()
 	if !s.revOK || s.known == nil {
-		return nil, false
+		return nil, nil, false
 	}
-	cur := make(map[string]store.KV, len(keys))
+	cur = make(map[string]store.KV, len(keys))
 	for _, k := range keys {
 		kk, ok := s.known[k]
-		if !ok {
-			return nil, false
-		}
-		if kk.exists {
+		switch {
+		case !ok:
+			unknown = append(unknown, k)
+		case kk.exists:
 			cur[k] = kk.kv
 		}
 	}
-	return cur, true
+	return cur, unknown, true
+}
+
+// createsAll reports whether ops put every key of keys (a put of a key
+// believed absent is a create, which fails on an existing znode).
+func createsAll(ops []store.Op, keys []string) bool {
+	for _, k := range keys {
+		if !slices.ContainsFunc(ops, func(o store.Op) bool { return o.Key == k && o.Type == store.OpPut }) {
+			return false
+		}
+	}
+	return true
 }
 
 // remember records the state of keys after a write of this Store: what

@@ -266,7 +266,7 @@ func TestWritesOnKnownState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, known := a.fromKnown([]string{"k"}); !known {
+	if _, unknown, ok := a.fromKnown([]string{"k"}); !ok || len(unknown) > 0 {
 		t.Fatal("a write left its key unknown")
 	}
 	r2, err := b.Put(ctx, "k", []byte("2"), store.NoLease)
@@ -278,7 +278,7 @@ func TestWritesOnKnownState(t *testing.T) {
 		t.Errorf("compare at the current revision %d (a knew %d): %v", r2, r1, err)
 	}
 	// ...and, once b wrote again, one at a's own last revision fail
-	r3, _ := a.fromKnown([]string{"k"})
+	r3, _, _ := a.fromKnown([]string{"k"})
 	if _, err := b.Put(ctx, "k", []byte("4"), store.NoLease); err != nil {
 		t.Fatal(err)
 	}
@@ -287,5 +287,31 @@ func TestWritesOnKnownState(t *testing.T) {
 	}
 	if kv, _ := b.Get(ctx, "k"); string(kv.Value) != "4" {
 		t.Errorf("k = %q, want 4", kv.Value)
+	}
+	// keys a never saw are guessed absent only where a creates them: a
+	// put over b's key and a compare on it are decided on reads
+	if _, err := b.Put(ctx, "bs", []byte("b"), store.NoLease); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Put(ctx, "mine", []byte("m"), store.NoLease); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Put(ctx, "bs", []byte("a"), store.NoLease); err != nil {
+		t.Errorf("put over a key a never saw: %v", err)
+	}
+	if _, err := b.Put(ctx, "bs2", []byte("b"), store.NoLease); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Put(ctx, "mine", []byte("m2"), store.NoLease); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Txn(ctx, []store.Cmp{store.Absent("bs2")}, []store.Op{store.Put("x", []byte("x"))}); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("compare absent on b's key a never saw: %v, want a conflict", err)
+	}
+	if err := a.Delete(ctx, "bs2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Get(ctx, "bs2"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("delete of a key a never saw: %v", err)
 	}
 }
