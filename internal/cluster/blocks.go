@@ -225,13 +225,34 @@ func (a *Allocator) load(ctx context.Context, r TakeRequest) (*netBlocks, error)
 			fresh.used[x] = "restored"
 		}
 	}
+	// other nodes' confirmed claims in the held blocks (and this node's
+	// claims of endpoints it no longer has, until Reconcile deletes them)
+	claims, err := a.c.st.List(ctx, keyAddrs+r.NetworkID+"/")
+	if err != nil {
+		return nil, fmt.Errorf("cluster store: address claims of network %s: %w", r.NetworkID, err)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if nb := a.nets[r.NetworkID]; nb != nil {
 		return nb, nil
 	}
+	for blk := range fresh.blocks {
+		markClaims(fresh, blk, r.NetworkID, claims)
+	}
 	a.nets[r.NetworkID] = fresh
 	return fresh, nil
+}
+
+// markClaims marks the addresses of blk that have an address key as used
+// by another node (foreign: freed when the key goes). Called with a.mu
+// held.
+func markClaims(nb *netBlocks, blk netip.Prefix, netID string, claims []store.KV) {
+	for _, kv := range claims {
+		x, err := netip.ParseAddr(strings.TrimPrefix(kv.Key, keyAddrs+netID+"/"))
+		if _, used := nb.used[x]; err == nil && blk.Contains(x) && !used && x != nb.gateway {
+			nb.used[x], nb.foreign[x] = "foreign", true
+		}
+	}
 }
 
 // setHeld makes the blocks of kvs (a listing of the network's blocks)
@@ -443,12 +464,7 @@ func (a *Allocator) claimBlock(ctx context.Context, nb *netBlocks, r TakeRequest
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, kv := range claims {
-		x, err := netip.ParseAddr(strings.TrimPrefix(kv.Key, keyAddrs+r.NetworkID+"/"))
-		if _, used := nb.used[x]; err == nil && blk.Contains(x) && !used && x != nb.gateway {
-			nb.used[x], nb.foreign[x] = "foreign", true
-		}
-	}
+	markClaims(nb, blk, r.NetworkID, claims)
 	return nil
 }
 

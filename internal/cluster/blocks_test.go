@@ -345,3 +345,33 @@ func TestBlockStickyAndWithdrawBeforePublish(t *testing.T) {
 		t.Errorf("a withdrawn endpoint's record is in the store: %+v", eps)
 	}
 }
+
+// An owner that restarts remembers the addresses of its blocks it
+// confirmed to other nodes: it reads their claims before handing out.
+func TestRestartKeepsConfirmedClaims(t *testing.T) {
+	st := sharedStore(t)
+	a, b := node(t, st, "a", 5*time.Second), node(t, st, "b", 5*time.Second)
+	watch(t, a)
+	n := blockNet(t, a, "10.6.0.0/24")
+	if _, err := take(a, n, "a1", netip.Addr{}); err != nil { // a holds 10.6.0.0/26, gives .2
+		t.Fatal(err)
+	}
+	x := netip.MustParseAddr("10.6.0.3")
+	p, err := take(b, n, "b1", x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, b, n, "b1", p)
+	a.Stop()
+	a2 := node(t, st, "a", 5*time.Second)
+	a2.Allocator(func(string) []netip.Addr { return []netip.Addr{netip.MustParseAddr("10.6.0.2")} })
+	for i := range 3 {
+		got, err := take(a2, n, fmt.Sprint("a-", i), netip.Addr{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Addr() == x {
+			t.Fatalf("the restarted owner handed out %s, confirmed to b", x)
+		}
+	}
+}
