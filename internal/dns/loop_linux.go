@@ -53,6 +53,7 @@ type loop struct {
 
 	// used only by the loop's goroutine
 	events  [64]unix.EpollEvent
+	n       int // events ready
 	in      [udpBufSize]byte
 	from    unix.RawSockaddrAny
 	scratch wireScratch
@@ -102,26 +103,26 @@ func newLoop(r *Resolver) (*loop, error) {
 
 // run waits for ready sockets and serves them until the loop is closed.
 func (l *loop) run(rc syscall.RawConn) {
+	ready := l.ready // one closure for the loop's life, not one per wait
 	for {
-		n := 0
-		err := rc.Read(func(uintptr) bool {
-			var err error
-			n, err = unix.EpollWait(l.epfd, l.events[:], 0)
-			if n < 0 {
-				n = 0
-			}
-			return n > 0 || (err != nil && err != unix.EINTR)
-		})
-		if err != nil {
+		if err := rc.Read(ready); err != nil {
 			if !errors.Is(err, os.ErrClosed) {
 				l.r.log.Error("dns: event loop stopped", "err", err)
 			}
 			return
 		}
-		for _, ev := range l.events[:n] {
+		for _, ev := range l.events[:l.n] {
 			l.handle(uint32(ev.Fd))
 		}
 	}
+}
+
+// ready collects the ready sockets without waiting; false (nothing ready)
+// parks the loop in the runtime's poller until the epoll set is readable.
+func (l *loop) ready(uintptr) bool {
+	n, err := unix.EpollWait(l.epfd, l.events[:], 0)
+	l.n = max(n, 0)
+	return n > 0 || (err != nil && err != unix.EINTR)
 }
 
 // close stops the loop's goroutine (its sockets are closed by their
