@@ -48,6 +48,9 @@ type Driver struct {
 	h    *netlink.Handle
 	ns   string           // path of h's namespace (sysctls, host ends of new veths); "": the current one
 	gone nlutil.GoneWatch // detached host ends, until their namespace's teardown deletes them
+	// pool: handles of their own for attach and detach (handles.go); nil
+	// when the caller gave a handle bound to a namespace not at ns.
+	pool *handlePool
 }
 
 // New returns a bridge driver issuing netlink requests through h (nil: the
@@ -58,10 +61,14 @@ func New(h *netlink.Handle) *Driver { return NewAt(h, "") }
 // nsPath, h being a handle bound to it ("" and nil: the current namespace).
 // Tests use it to run the driver in a namespace they created.
 func NewAt(h *netlink.Handle, nsPath string) *Driver {
-	if h == nil {
-		h = &netlink.Handle{}
+	d := &Driver{h: h, ns: nsPath}
+	if h == nil || nsPath != "" {
+		d.pool = &handlePool{ns: nsPath}
 	}
-	return &Driver{h: h, ns: nsPath}
+	if h == nil {
+		d.h = &netlink.Handle{}
+	}
+	return d
 }
 
 func (d *Driver) Type() string { return "bridge" }
@@ -173,7 +180,12 @@ func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
 // without ep.Address (IPv6-only network) gets no IPv4 address or route.
 // On failure everything done so far is undone.
 func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) (err error) {
-	br, err := d.h.LinkByName(n.BridgeName)
+	h, err := d.handle()
+	if err != nil {
+		return err
+	}
+	defer d.release(h)
+	br, err := h.LinkByName(n.BridgeName)
 	if err != nil {
 		return fmt.Errorf("find bridge %q: %w", n.BridgeName, err)
 	}
@@ -183,38 +195,41 @@ func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoin
 	}
 	defer sb.close()
 
-	peer, err := d.createVeth(sb, n, ep)
+	end, peer, err := d.createVeth(h, sb, n, ep)
 	if err != nil {
 		return err
 	}
 	defer func() {
 		if err != nil {
-			_ = d.h.LinkDel(peer) // deleting one end deletes the pair
+			_ = h.LinkDel(peer) // deleting one end deletes the pair
 		}
 	}()
-	if err := d.wireHostEnd(peer, br, n, ep); err != nil {
+	if err := d.wireHostEnd(h, peer, br, n, ep); err != nil {
 		return err
 	}
-	return configureSandboxEnd(sb, n, ep)
+	return configureSandboxEnd(sb, end, n, ep)
 }
 
-// createVeth creates the pair from inside the sandbox and returns the host end.
-// Host-side names are random; a collision is retried with another name.
-func (d *Driver) createVeth(sb *nsHandle, n *driver.Network, ep *driver.Endpoint) (netlink.Link, error) {
+// createVeth creates the pair from inside the sandbox and returns both
+// ends: the sandbox end as created (its index filled in by the creation),
+// the host end looked up through h. Host-side names are random; a
+// collision is retried with another name.
+func (d *Driver) createVeth(h *netlink.Handle, sb *nsHandle, n *driver.Network, ep *driver.Endpoint) (end, peer netlink.Link, err error) {
 	mtu := n.MTU
 	if mtu == 0 {
 		mtu = 1500
 	}
 	host, err := d.hostNS()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer host.close()
+	var veth *netlink.Veth
 	for try := 0; ; try++ {
 		if ep.HostIfName == "" || try > 0 {
 			ep.HostIfName = HostIfPrefix + randomHex(4)
 		}
-		veth := &netlink.Veth{
+		veth = &netlink.Veth{
 			LinkAttrs:     netlink.LinkAttrs{Name: ep.IfName, MTU: mtu, HardwareAddr: ep.MAC},
 			PeerName:      ep.HostIfName,
 			PeerMTU:       uint32(mtu),
@@ -226,18 +241,18 @@ func (d *Driver) createVeth(sb *nsHandle, n *driver.Network, ep *driver.Endpoint
 		}
 		if errors.Is(err, unix.EEXIST) && try < 5 {
 			if _, lerr := sb.h.LinkByName(ep.IfName); lerr == nil {
-				return nil, fmt.Errorf("interface %q already exists in the sandbox", ep.IfName)
+				return nil, nil, fmt.Errorf("interface %q already exists in the sandbox", ep.IfName)
 			}
 			continue
 		}
-		return nil, fmt.Errorf("create veth %s/%s: %w", ep.IfName, ep.HostIfName, err)
+		return nil, nil, fmt.Errorf("create veth %s/%s: %w", ep.IfName, ep.HostIfName, err)
 	}
 	// The peer's index changed on the move: look it up again by name.
-	peer, err := d.h.LinkByName(ep.HostIfName)
+	peer, err = h.LinkByName(ep.HostIfName)
 	if err != nil {
-		return nil, fmt.Errorf("find host end %q: %w", ep.HostIfName, err)
+		return nil, nil, fmt.Errorf("find host end %q: %w", ep.HostIfName, err)
 	}
-	return peer, nil
+	return veth, peer, nil
 }
 
 // wireHostEnd enslaves the host end to the bridge and brings it up. IPv6
@@ -245,39 +260,45 @@ func (d *Driver) createVeth(sb *nsHandle, n *driver.Network, ep *driver.Endpoint
 // address (bridging is layer 2, the port's IPv6 setting does not touch the
 // frames it forwards), and with IPv6 off it sends no MLD or router
 // solicitations and can take no router advertisement.
-func (d *Driver) wireHostEnd(peer, br netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
-	if err := IPv6Off(d.h, d.ns, peer); err != nil {
+func (d *Driver) wireHostEnd(h *netlink.Handle, peer, br netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
+	if err := IPv6Off(h, d.ns, peer); err != nil {
 		return err
 	}
-	if err := d.h.LinkSetAlias(peer, AliasPrefix+ep.ID); err != nil {
+	if err := h.LinkSetAlias(peer, AliasPrefix+ep.ID); err != nil {
 		return fmt.Errorf("mark %q: %w", ep.HostIfName, err)
 	}
-	if err := d.h.LinkSetMasterByIndex(peer, br.Attrs().Index); err != nil {
+	if err := h.LinkSetMasterByIndex(peer, br.Attrs().Index); err != nil {
 		return fmt.Errorf("attach %q to bridge %q: %w", ep.HostIfName, n.BridgeName, err)
 	}
 	// Hairpin: a sandbox reaching its own published port through the host
 	// address is DNATed back onto the port it came from; with br_netfilter
 	// loaded that frame is bridged, and must be allowed out the same port.
-	if err := d.h.LinkSetHairpin(peer, true); err != nil {
+	if err := h.LinkSetHairpin(peer, true); err != nil {
 		return fmt.Errorf("hairpin mode on %q: %w", ep.HostIfName, err)
 	}
 	if !n.ICC {
-		if err := d.h.LinkSetIsolated(peer, true); err != nil {
+		if err := h.LinkSetIsolated(peer, true); err != nil {
 			return fmt.Errorf("isolate port %q: %w", ep.HostIfName, err)
 		}
 	}
-	if err := d.h.LinkSetUp(peer); err != nil {
+	if err := h.LinkSetUp(peer); err != nil {
 		return fmt.Errorf("bring up %q: %w", ep.HostIfName, err)
 	}
 	return nil
 }
 
-func configureSandboxEnd(sb *nsHandle, n *driver.Network, ep *driver.Endpoint) error {
-	link, err := sb.h.LinkByName(ep.IfName)
-	if err != nil {
-		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
+// configureSandboxEnd configures the sandbox end just created (end: its
+// index is known). It is looked up again only when its kernel-chosen MAC
+// is needed (an IPv6 link-local address for an endpoint given no MAC).
+func configureSandboxEnd(sb *nsHandle, end netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
+	if len(ep.MAC) == 0 && ep.Address6.IsValid() {
+		l, err := sb.h.LinkByName(ep.IfName)
+		if err != nil {
+			return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
+		}
+		end = l
 	}
-	return ConfigureEnd(sb.h, sb.path, link, n, ep)
+	return ConfigureEnd(sb.h, sb.path, end, n, ep)
 }
 
 // ConfigureEnd configures an endpoint's interface in a sandbox, through h
@@ -309,10 +330,10 @@ func ConfigureEnd(h *netlink.Handle, nsPath string, link netlink.Link, n *driver
 	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring up %q: %w", ep.IfName, err)
 	}
-	if lo, err := h.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
-		if err := h.LinkSetUp(lo); err != nil {
-			return fmt.Errorf("bring up lo: %w", err)
-		}
+	// lo is always index 1 of a network namespace (LOOPBACK_IFINDEX);
+	// bringing up a link that is up changes nothing.
+	if err := h.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo", Index: 1}}); err != nil {
+		return fmt.Errorf("bring up lo: %w", err)
 	}
 	if ep.DefaultRoute {
 		return SetDefaultRoutes(h, link, n, ep)
@@ -365,7 +386,12 @@ func (d *Driver) Leave(ctx context.Context, n *driver.Network, ep *driver.Endpoi
 // Detach cuts the endpoint off its bridge at once (nlutil.DetachLink) and
 // returns a channel closed once its host end is deleted.
 func (d *Driver) Detach(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (<-chan struct{}, error) {
-	idx, err := nlutil.DetachLink(d.h, ep.HostIfName, AliasPrefix+ep.ID)
+	h, err := d.handle()
+	if err != nil {
+		return nil, err
+	}
+	idx, err := nlutil.DetachLink(h, ep.HostIfName, AliasPrefix+ep.ID)
+	d.release(h)
 	if err != nil || idx == 0 {
 		return nil, err
 	}
@@ -455,12 +481,7 @@ func IPv6Off(h *netlink.Handle, nsPath string, l netlink.Link) error {
 		if !ipv6Present() {
 			return nil
 		}
-		for _, kv := range [][2]string{{"accept_ra", "0"}, {"disable_ipv6", "1"}} {
-			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/"+kv[0], []byte(kv[1]), 0o644); err != nil {
-				return err
-			}
-		}
-		return nil
+		return ipv6Sysctls(name, "accept_ra", "0", "disable_ipv6", "1")
 	}
 	if err := inNamespace(nsPath, write); err != nil {
 		return fmt.Errorf("turn IPv6 off on %q: %w", name, err)
@@ -520,7 +541,7 @@ func (d *Driver) JoinPair(ctx context.Context, n *driver.Network, ep *driver.End
 			_ = d.h.LinkDel(peer)
 		}
 	}()
-	return d.wireHostEnd(peer, br, n, ep)
+	return d.wireHostEnd(d.h, peer, br, n, ep)
 }
 
 // PairAlive reports whether the endpoint's host end exists and is marked

@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -88,17 +87,6 @@ func IPv6On(h *netlink.Handle, nsPath string, l netlink.Link) error {
 	write := func() error { return ipv6Sysctls(name, "accept_ra", "0", "accept_dad", "0", "disable_ipv6", "0") }
 	if err := inNamespace(nsPath, write); err != nil {
 		return fmt.Errorf("turn IPv6 on on %q: %w", name, err)
-	}
-	return nil
-}
-
-// ipv6Sysctls writes net.ipv6.conf.NAME.KEY=VALUE for each pair, in order,
-// in the namespace of the calling thread.
-func ipv6Sysctls(name string, kv ...string) error {
-	for i := 0; i+1 < len(kv); i += 2 {
-		if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/"+kv[i], []byte(kv[i+1]), 0o644); err != nil {
-			return err
-		}
 	}
 	return nil
 }
