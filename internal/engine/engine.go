@@ -104,7 +104,11 @@ type Engine struct {
 	mu        sync.Mutex
 	networks  map[string]*netState
 	sandboxes map[string]*sbState
-	events    *Events
+	// byName indexes sandboxes by name (names.go: addSandboxLocked,
+	// dropSandboxLocked), so neither a create's name check nor a lookup by
+	// name walks every sandbox.
+	byName map[string][]*sbState
+	events *Events
 	// fwSynced: Start's firewall Sync ran; from then on every network
 	// change is passed on to the firewall (before it, Sync covers them).
 	fwSynced bool
@@ -175,6 +179,7 @@ func New(o Options) (*Engine, error) {
 		networks:     map[string]*netState{},
 		held:         map[string][]*portmap.Held{},
 		sandboxes:    map[string]*sbState{},
+		byName:       map[string][]*sbState{},
 		events:       newEvents(),
 		quarantine:   newQuarantine(),
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -66,4 +67,23 @@ func resolve[T any](what, ref string, all map[string]T, idOf, nameOf func(T) str
 	}
 	sort.Strings(names)
 	return zero, invalidf("%s ID prefix %q is ambiguous: matches %s", what, ref, strings.Join(names, ", "))
+}
+
+// addSandboxLocked records a sandbox by ID and by name. Called with e.mu
+// held.
+func (e *Engine) addSandboxLocked(sb *sbState) {
+	e.sandboxes[sb.rec.ID] = sb
+	e.byName[sb.rec.Name] = append(e.byName[sb.rec.Name], sb)
+}
+
+// dropSandboxLocked forgets a sandbox by ID and by name. Called with e.mu
+// held.
+func (e *Engine) dropSandboxLocked(sb *sbState) {
+	delete(e.sandboxes, sb.rec.ID)
+	l := slices.DeleteFunc(e.byName[sb.rec.Name], func(x *sbState) bool { return x == sb })
+	if len(l) == 0 {
+		delete(e.byName, sb.rec.Name)
+		return
+	}
+	e.byName[sb.rec.Name] = l
 }

@@ -101,7 +101,7 @@ func (e *Engine) restoreSandboxes(ctx context.Context) error {
 			return fmt.Errorf("sandbox record %s: %w", kv.Key, err)
 		}
 		sb := &sbState{rec: rec, procs: map[int]*proc.Process{}}
-		e.sandboxes[rec.ID] = sb
+		e.addSandboxLocked(sb)
 		dirty := e.dropOrphanEndpoints(rec)
 		dirty = e.dropNamespaceFiles(rec) || dirty
 		dirty = e.recordNetNSID(rec) || dirty

@@ -77,13 +77,13 @@ func (e *Engine) CreateSandbox(ctx context.Context, spec SandboxSpec) (_ *Sandbo
 	sb.op.Lock()
 	defer sb.op.Unlock()
 	e.mu.Lock()
-	for _, other := range e.sandboxes {
-		if other.rec.Name == rec.Name && !e.reapIfDeadLocked(ctx, other) {
+	for _, other := range slices.Clone(e.byName[rec.Name]) { // reaping one drops it from the index
+		if !e.reapIfDeadLocked(ctx, other) {
 			e.mu.Unlock()
 			return nil, conflictf("sandbox name %q is already in use by sandbox %.12s", rec.Name, other.rec.ID)
 		}
 	}
-	e.sandboxes[rec.ID] = sb
+	e.addSandboxLocked(sb)
 	e.mu.Unlock()
 	defer func() {
 		if err != nil {
@@ -378,6 +378,12 @@ func (e *Engine) reapDeadUsersLocked(ctx context.Context, netID string) {
 }
 
 func (e *Engine) lookupSandbox(ref string) (*sbState, error) {
+	if sb, ok := e.sandboxes[ref]; ok { // an ID first, then a name, as resolve orders them
+		return sb, nil
+	}
+	if l := e.byName[ref]; len(l) > 0 {
+		return l[0], nil
+	}
 	return resolve("sandbox", ref, e.sandboxes,
 		func(s *sbState) string { return s.rec.ID }, func(s *sbState) string { return s.rec.Name })
 }
@@ -1049,7 +1055,7 @@ func (e *Engine) forgetLocked(ctx context.Context, sb *sbState, eps []sbEndpoint
 			delete(e.links, l.ID)
 		}
 	}
-	delete(e.sandboxes, sb.rec.ID)
+	e.dropSandboxLocked(sb)
 	sb.gone = true
 	e.hold(hs) // before rm answers: a re-create right after finds its address held, and waits
 	e.forgetNames(sb.rec.ID)
