@@ -251,6 +251,7 @@ func (r *rig) goroutineGroups() (map[string]int, error) {
 
 func groupGoroutines(profile string) map[string]int {
 	groups := map[string]int{}
+	_, profile, _ = strings.Cut(profile, "\n") // "goroutine profile: total N"
 	for _, rec := range strings.Split(profile, "\n\n") {
 		head, body, _ := strings.Cut(rec, "\n")
 		cnt, _, ok := strings.Cut(head, " @ ")
