@@ -154,8 +154,10 @@ func OverlayMTU(n *driver.Network, underlayMTU int) int {
 // repairs existing ones. Equivalent to
 //
 //	ip link add tov-VNI mtu M type bridge; ip link set tov-VNI alias A addrgenmode none up
-//	ip link add tvx-VNI mtu M type vxlan id VNI dstport 4789 local VTEP dev UNDERLAY nolearning proxy
+//	ip link add tvx-VNI mtu M type vxlan id VNI dstport 4789 local VTEP dev UNDERLAY nolearning proxy noudpcsum
 //	ip link set tvx-VNI alias A addrgenmode none master tov-VNI up
+//
+// (noudpcsum over an IPv4 underlay only: offload.go.)
 //
 // with IPv6 off on both (on, without addresses, on a dual-stack network;
 // its MTU must then be at least IPv6's 1280).
@@ -346,7 +348,11 @@ func (d *Driver) ownLink(n *driver.Network, name, typ string) (netlink.Link, err
 // createLink adds l, marks it as n's and returns it as the kernel reports it.
 func (d *Driver) createLink(n *driver.Network, l netlink.Link) (netlink.Link, error) {
 	name := l.Attrs().Name
-	if err := d.h.LinkAdd(l); err != nil {
+	add := d.h.LinkAdd
+	if v, ok := l.(*netlink.Vxlan); ok {
+		add = func(netlink.Link) error { return d.addVxlan(v, zeroUDPCsum(n)) } // offload.go
+	}
+	if err := add(l); err != nil {
 		return nil, fmt.Errorf("create %s %q: %w", l.Type(), name, err)
 	}
 	got, err := d.h.LinkByName(name)
