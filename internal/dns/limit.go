@@ -54,19 +54,28 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			continue
 		}
 		backoff = 0
-		if !acquire(l.sandbox, l.maxSandbox) {
-			l.log.Debug("dns: per-sandbox TCP connection limit reached", "sandbox", l.id, "limit", l.maxSandbox)
-			reset(c)
-			continue
-		}
-		if !acquire(l.all, l.maxAll) {
-			l.sandbox.Add(-1)
-			l.log.Debug("dns: TCP connection limit reached", "sandbox", l.id, "limit", l.maxAll)
+		if !admit(l.sandbox, l.all, l.maxSandbox, l.maxAll, l.log, l.id) {
 			reset(c)
 			continue
 		}
 		return &limitedConn{Conn: c, release: func() { l.sandbox.Add(-1); l.all.Add(-1) }}, nil
 	}
+}
+
+// admit takes a connection slot counted by sandbox (up to maxSandbox) and
+// one counted by all (up to maxAll); false, with nothing taken, when either
+// is full.
+func admit(sandbox, all *atomic.Int64, maxSandbox, maxAll int, log *slog.Logger, id string) bool {
+	if !acquire(sandbox, maxSandbox) {
+		log.Debug("dns: per-sandbox TCP connection limit reached", "sandbox", id, "limit", maxSandbox)
+		return false
+	}
+	if !acquire(all, maxAll) {
+		sandbox.Add(-1)
+		log.Debug("dns: TCP connection limit reached", "sandbox", id, "limit", maxAll)
+		return false
+	}
+	return true
 }
 
 // isShortage reports whether an accept error is a lack of descriptors or

@@ -57,13 +57,7 @@ func (r *Resolver) acceptConns(c *client, backoff *time.Duration, accept func() 
 // admitConn takes a TCP connection slot of c and one of all clients';
 // false (nothing taken) when either limit is reached.
 func (r *Resolver) admitConn(c *client) (release func(), ok bool) {
-	if !acquire(&c.tcpConns, r.cfg.MaxTCPConnsPerSandbox) {
-		r.log.Debug("dns: per-sandbox TCP connection limit reached", "sandbox", c.id, "limit", r.cfg.MaxTCPConnsPerSandbox)
-		return nil, false
-	}
-	if !acquire(&r.tcpConns, r.cfg.MaxTCPConns) {
-		c.tcpConns.Add(-1)
-		r.log.Debug("dns: TCP connection limit reached", "sandbox", c.id, "limit", r.cfg.MaxTCPConns)
+	if !admit(&c.tcpConns, &r.tcpConns, r.cfg.MaxTCPConnsPerSandbox, r.cfg.MaxTCPConns, r.log, c.id) {
 		return nil, false
 	}
 	return func() { c.tcpConns.Add(-1); r.tcpConns.Add(-1) }, true
