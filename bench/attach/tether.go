@@ -37,7 +37,9 @@ type Tether struct {
 // the network. The test's cleanup stops the daemon and deletes the namespace.
 // With BENCH_EXEC_ROOT=DIR the daemon's exec-root (namespace files, sandbox
 // files) is a fresh directory under DIR instead of under the harness's temp
-// directory, e.g. /dev/shm to price a tmpfs /run.
+// directory, e.g. /dev/shm to price a tmpfs /run. With BENCH_DATA_ROOT=DIR
+// its data-root (the store) is a fresh directory under DIR: /dev/shm prices
+// the store's fdatasyncs (tmpfs makes them free).
 func StartTether(tb testing.TB) *Tether {
 	tb.Helper()
 	return StartTetherMode(tb, testutil.StartNsenter)
@@ -56,6 +58,9 @@ func StartTetherMode(tb testing.TB, mode testutil.StartMode) *Tether {
 	if parent := os.Getenv("BENCH_EXEC_ROOT"); parent != "" {
 		exec = execRoot(tb, parent)
 		args = []string{"--exec-root", exec}
+	}
+	if parent := os.Getenv("BENCH_DATA_ROOT"); parent != "" {
+		args = append(args, "--data-root", execRoot(tb, parent))
 	}
 	d := testutil.NewDaemon(tb, ns, args...)
 	d.Mode = mode
