@@ -14,9 +14,10 @@ package proc
 // process exits (Linux 5.3), and adds it to the reaper's epoll set. The
 // epoll fd itself is registered with Go's netpoller, so the reaper's
 // goroutine parks without a thread until some process exits; it then
-// removes and closes those pidfds and hands each Process to a short-lived
-// goroutine that reaps it (the wait returns at once: the process is a
-// zombie), waits for its stdio copies, and runs its exit callback.
+// removes those pidfds from the set and hands each Process to a
+// short-lived goroutine that reaps it (the wait returns at once: the
+// process is a zombie), waits for its stdio copies, closes the pidfd and
+// runs its exit callback.
 //
 // Only the processes Start made are watched: the reaper never calls
 // wait(-1), so the daemon's other children (ip, modprobe, ...) are still
@@ -117,7 +118,8 @@ func (r *reaper) loop(rc syscall.RawConn) {
 	}
 }
 
-// take removes the exited processes' pidfds from the set and closes them.
+// take removes the exited processes' pidfds from the set (finish closes
+// them once the process is reaped).
 func (r *reaper) take(events []unix.EpollEvent) []*Process {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -129,7 +131,6 @@ func (r *reaper) take(events []unix.EpollEvent) []*Process {
 		}
 		delete(r.procs, ev.Fd)
 		_ = unix.EpollCtl(int(r.ep.Fd()), unix.EPOLL_CTL_DEL, p.pidfd, nil)
-		p.closePidfd()
 		exited = append(exited, p)
 	}
 	return exited
@@ -143,7 +144,6 @@ func (r *reaper) fail(err error) {
 	r.err = err
 	for fd, p := range r.procs {
 		delete(r.procs, fd)
-		p.closePidfd()
 		go p.finish()
 	}
 }

@@ -2,6 +2,9 @@ package proc
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"os"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -37,28 +40,67 @@ func TestSuperviseExitStatus(t *testing.T) {
 	}{
 		{name: "exit status", script: "exit 7", want: 7},
 		{name: "killed by a signal: 128+N", script: "kill -9 $$", want: 137},
-		{name: "success", script: "true", want: 0},
-		{name: "stdio copied in full before Wait returns", script: "echo hello; echo world", want: 0, out: "hello\nworld\n"},
+		{name: "success", script: "echo hello; echo world", want: 0, out: "hello\nworld\n"},
 		{name: "no pidfd: a goroutine waits", script: "exit 3", noPidfd: true, want: 3},
-		{name: "no pidfd, stdio copied", script: "echo x; exit 4", noPidfd: true, want: 4, out: "x\n"},
+		{name: "no pidfd, killed", script: "echo x; kill -15 $$", noPidfd: true, want: 143, out: "x\n"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var out bytes.Buffer
-			p := startSupervised(t, tc.script, tc.noPidfd, &out)
-			code, err := p.Wait()
-			if err != nil || code != tc.want {
-				t.Fatalf("Wait = %d, %v; want %d", code, err, tc.want)
-			}
-			if out.String() != tc.out {
-				t.Errorf("stdout %q, want %q", out.String(), tc.out)
-			}
-			if again, _ := p.Wait(); again != code {
-				t.Errorf("second Wait = %d, want %d", again, code)
-			}
-			if p.cmd != nil {
-				t.Error("the exec.Cmd is still held after the exit")
-			}
-		})
+		// copied: stdout is a buffer (exec.Cmd copies it; its Wait is kept);
+		// file: /dev/null (only the pidfd is kept).
+		for _, copied := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/copied=%v", tc.name, copied), func(t *testing.T) {
+				var out *bytes.Buffer
+				if copied {
+					out = &bytes.Buffer{}
+				}
+				p := startSupervised(t, tc.script, tc.noPidfd, out)
+				code, err := p.Wait()
+				if err != nil || code != tc.want {
+					t.Fatalf("Wait = %d, %v; want %d", code, err, tc.want)
+				}
+				if copied && out.String() != tc.out {
+					t.Errorf("stdout %q, want %q", out.String(), tc.out)
+				}
+				if again, _ := p.Wait(); again != code {
+					t.Errorf("second Wait = %d, want %d", again, code)
+				}
+				if p.cmd != nil || p.pidfd != -1 {
+					t.Errorf("after the exit: exec.Cmd held %v, pidfd %d", p.cmd != nil, p.pidfd)
+				}
+				if err := p.Signal(syscall.SIGTERM); !errors.Is(err, os.ErrProcessDone) {
+					t.Errorf("Signal after the exit: %v, want os.ErrProcessDone", err)
+				}
+			})
+		}
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(fds)
+}
+
+// TestRunningProcessHoldsOneFD: without stdio copies a running process
+// costs the daemon one descriptor (its pidfd), none once reaped.
+func TestRunningProcessHoldsOneFD(t *testing.T) {
+	first := startSupervised(t, "exit 0", false, nil) // the reaper's epoll set exists from here on
+	_, _ = first.Wait()
+	before := openFDs(t)
+	p := startSupervised(t, "exec sleep 1000", false, nil)
+	if got := openFDs(t) - before; got != 1 {
+		t.Errorf("a running process holds %d descriptors, want 1", got)
+	}
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := p.Wait(); code != 137 {
+		t.Errorf("Wait = %d, want 137", code)
+	}
+	if got := openFDs(t) - before; got != 0 {
+		t.Errorf("a reaped process holds %d descriptors, want 0", got)
 	}
 }
 

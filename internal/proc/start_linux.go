@@ -34,9 +34,9 @@ import (
 // goroutine and no OS thread: the reaper (reaper_linux.go) notices its exit.
 type Process struct {
 	Pid   int
-	proc  *os.Process
-	cmd   *exec.Cmd // kept only when its Wait must also wait for stdio copies
-	pidfd int       // watched by the reaper; -1 once closed
+	proc  *os.Process // Go's handle; nil when pidfd alone serves (no stdio copies)
+	cmd   *exec.Cmd   // kept only when its Wait must also wait for stdio copies
+	pidfd int         // from clone, watched by the reaper; closed (-1) once reaped
 
 	mu     sync.Mutex
 	done   chan struct{} // closed once the process is reaped
@@ -103,15 +103,22 @@ func Start(spec Spec) (*Process, error) {
 	return supervise(cmd, pidfd), nil
 }
 
-// supervise hands a started command to the reaper, or, without a pidfd,
-// to a goroutine that waits for it.
+// supervise hands a started command to the reaper, or, when that cannot
+// watch it, to a goroutine that waits for it. When no stdio is copied the
+// Cmd is dropped and Go's own handle of the process released: the pidfd
+// from clone signals and watches it, and the reaping is a wait4 on the PID
+// (safe: an unreaped child's PID is never reused), so a running process
+// holds one descriptor, not two.
 func supervise(cmd *exec.Cmd, pidfd int) *Process {
 	p := &Process{Pid: cmd.Process.Pid, proc: cmd.Process, pidfd: pidfd, done: make(chan struct{})}
-	if copiesStdio(cmd) {
+	switch {
+	case copiesStdio(cmd):
 		p.cmd = cmd
+	case pidfd >= 0:
+		_ = cmd.Process.Release()
+		p.proc = nil
 	}
 	if pidfd < 0 || reap.add(p) != nil {
-		p.closePidfd()
 		go p.finish()
 	}
 	return p
@@ -193,10 +200,29 @@ func (p *Process) OnExit(fn func(exitCode int, err error)) {
 	p.mu.Unlock()
 }
 
-// Signal sends sig to the process (through Go's pidfd of it, so never to
-// another process that reused its PID).
+// Signal sends sig to the process (through a pidfd of it where the kernel
+// has them, so never to another process that reused its PID). After the
+// process was reaped it returns os.ErrProcessDone.
 func (p *Process) Signal(sig os.Signal) error {
-	return p.proc.Signal(sig)
+	if p.proc != nil {
+		return p.proc.Signal(sig)
+	}
+	s, ok := sig.(syscall.Signal)
+	if !ok {
+		return fmt.Errorf("signal %v: not a syscall.Signal", sig)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pidfd < 0 {
+		return os.ErrProcessDone
+	}
+	if err := unix.PidfdSendSignal(p.pidfd, s, nil, 0); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return os.ErrProcessDone
+		}
+		return fmt.Errorf("signal %v to pid %d: %w", sig, p.Pid, err)
+	}
+	return nil
 }
 
 // finish reaps the exited process (or waits for it, without the reaper),
@@ -206,6 +232,7 @@ func (p *Process) finish() {
 	p.mu.Lock()
 	p.code, p.err = code, err
 	p.cmd = nil
+	p.closePidfd()
 	fn := p.onExit
 	p.onExit = nil
 	close(p.done)
@@ -218,29 +245,43 @@ func (p *Process) finish() {
 func (p *Process) reap() (int, error) {
 	var st *os.ProcessState
 	var err error
-	if p.cmd != nil {
+	switch {
+	case p.cmd != nil:
 		err = p.cmd.Wait()
 		st = p.cmd.ProcessState
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
 			err = nil
 		}
-	} else {
+	case p.proc != nil:
 		st, err = p.proc.Wait()
+	default:
+		var ws unix.WaitStatus
+		for {
+			_, err = unix.Wait4(p.Pid, &ws, 0, nil)
+			if !errors.Is(err, unix.EINTR) {
+				break
+			}
+		}
+		if err != nil {
+			return -1, fmt.Errorf("wait for pid %d: %w", p.Pid, err)
+		}
+		return exitStatus(syscall.WaitStatus(ws)), nil
 	}
-	return exitCode(st), err
+	if st == nil {
+		return -1, err
+	}
+	ws, _ := st.Sys().(syscall.WaitStatus)
+	return exitStatus(ws), err
 }
 
-// exitCode is the status a shell reports: the exit status, 128+N after
-// signal N, -1 when there is none.
-func exitCode(st *os.ProcessState) int {
-	if st == nil {
-		return -1
-	}
-	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+// exitStatus is the status a shell reports: the exit status, or 128+N
+// after signal N.
+func exitStatus(ws syscall.WaitStatus) int {
+	if ws.Signaled() {
 		return 128 + int(ws.Signal())
 	}
-	return st.ExitCode()
+	return ws.ExitStatus()
 }
 
 func (p *Process) closePidfd() {
