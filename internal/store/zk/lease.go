@@ -169,6 +169,10 @@ func (l *lease) markDead() bool {
 	l.mu.Unlock()
 	l.s.leaseMu.Lock()
 	delete(l.s.leases, l.id)
+	if l.s.ended == nil {
+		l.s.ended = map[store.LeaseID]bool{}
+	}
+	l.s.ended[l.id] = true
 	l.s.leaseMu.Unlock()
 	return true
 }
@@ -188,13 +192,16 @@ func (l *lease) drop() {
 func (s *Store) KeepAlive(ctx context.Context, id store.LeaseID) error {
 	op := fmt.Sprintf("keep lease %d alive", id)
 	s.leaseMu.Lock()
-	l := s.leases[id]
+	l, ended := s.leases[id], s.ended[id]
 	s.leaseMu.Unlock()
 	if l != nil && l.expired() {
 		l.end("its ttl ran out")
-		l = nil
+		l, ended = nil, true
 	}
 	return s.call(ctx, op, func(ctx context.Context) error {
+		if ended { // granted here and over, whatever the server says yet
+			return errStore{store.ErrLeaseNotFound}
+		}
 		var alive bool
 		err := s.run(ctx, func() (err error) {
 			alive, _, err = s.conn.Exists(s.alivePath(id))

@@ -129,6 +129,10 @@ type Store struct {
 
 	leaseMu sync.Mutex
 	leases  map[store.LeaseID]*lease
+	// ended are the leases this Store granted and ended (their ttl ran
+	// out, or they were revoked): KeepAlive reports them not found, even
+	// while the server has not expired their session yet.
+	ended map[store.LeaseID]bool
 
 	reap chan struct{} // wakes the reaper
 

@@ -315,3 +315,20 @@ func TestWritesOnKnownState(t *testing.T) {
 		t.Errorf("delete of a key a never saw: %v", err)
 	}
 }
+
+// A lease whose ttl ran out here is not found by KeepAlive, whether or not
+// the server has expired its session yet (the caller then grants anew).
+func TestKeepAliveAfterLocalExpiry(t *testing.T) {
+	s := open(t, startServer(t))
+	ctx := t.Context()
+	id, err := s.Grant(ctx, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	for range 2 { // the first call ends it, the second finds it ended
+		if err := s.KeepAlive(ctx, id); !errors.Is(err, store.ErrLeaseNotFound) {
+			t.Fatalf("keep-alive of a lease whose ttl ran out: %v, want lease not found", err)
+		}
+	}
+}
