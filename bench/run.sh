@@ -3,7 +3,7 @@
 # bench/results/<scenario>-<date>.json (committed: bench/README.md cites only
 # runs whose file is there; add a new one with git add bench/results/<file>).
 #
-#   sudo bench/run.sh [scenario]      scenario: attach (default), lifecycle, ports, scale, dns, dns-abuse, cni, docker, dockerplugin, overlay, ipv6, drivers
+#   sudo bench/run.sh [scenario]      scenario: attach (default), lifecycle, ports, proxy, scale, dns, dns-abuse, cni, docker, dockerplugin, overlay, overlay-tput, ipv6, drivers, memory
 #
 # Environment: BENCH_N (sandboxes in a row, default 200; ports: 1000),
 # BENCH_REPS (rounds, default 3), GO (the go command, default: go on PATH).
@@ -14,17 +14,20 @@ case $scenario in
 attach) pkg=./bench/attach test='^TestAttachReport$' ;;
 lifecycle) pkg=./bench/lifecycle test='^TestLifecycleReport$' ;;
 ports) pkg=./bench/ports test='^TestPortsReport$' n=1000 ;;
+proxy) pkg=./bench/ports test='^TestProxyReport$' reps=7 ;;
 scale) pkg=./bench/lifecycle test='^TestScaleReport$' n=1000 ;;
 dns) pkg=./bench/dns test='^TestDNSReport$' n=50 reps=5 ;;
 dns-abuse) pkg=./bench/dns test='^TestDNSAbuseReport$' reps=3 ;;
 cni) pkg=./bench/cni test='^TestCNIReport$' refs=bench/refs/cni.sh ;;
 overlay) pkg=./bench/overlay test='^TestOverlayReport$' n=100 ;;
 ipv6) pkg=./bench/ipv6 test='^TestIPv6Report$' ;;
+memory) pkg=./bench/memory test='^TestMemoryReport$' n=400 ;;
+overlay-tput) pkg=./bench/overlay test='^TestOverlayThroughputReport$' ;;
 drivers) pkg=./bench/drivers test='^TestDriversReport$' n=100 ;;
 firewall) pkg=./bench/firewall test='^TestRestoreReport$' n=50 reps=20 ;;
 docker) pkg=./bench/compare test='^TestPublishVsDockerReport$' refs='bench/refs/docker.sh bench/refs/podman.sh' ;;
 dockerplugin) pkg=./bench/dockerplugin test='^TestDockerPluginReport$' refs=bench/refs/docker.sh ;;
-*) echo "unknown scenario $scenario (known: attach, lifecycle, ports, scale, dns, dns-abuse, cni, docker, dockerplugin, overlay, ipv6, drivers)" >&2; exit 2 ;;
+*) echo "unknown scenario $scenario (known: attach, lifecycle, ports, scale, dns, dns-abuse, cni, docker, dockerplugin, overlay, ipv6, drivers, proxy, memory, overlay-tput)" >&2; exit 2 ;;
 esac
 if [ "$(id -u)" != 0 ]; then
 	echo "needs root: the benchmark creates network namespaces" >&2
