@@ -54,9 +54,37 @@ type loop struct {
 	// used only by the loop's goroutine
 	events  [64]unix.EpollEvent
 	n       int // events ready
-	in      [udpBufSize]byte
-	from    unix.RawSockaddrAny
 	scratch wireScratch
+	mmsg    // datagrams in and answers out, mmsgBatch at a time
+}
+
+// mmsgBatch is how many datagrams one recvmmsg reads and one sendmmsg
+// answers.
+const mmsgBatch = 16
+
+// mmsg holds the buffers and headers of recvmmsg and sendmmsg: in[i] is
+// read from from[i], out[k] is an answer sent to its query's source.
+type mmsg struct {
+	in   [mmsgBatch][udpBufSize]byte
+	out  [mmsgBatch][udpBufSize]byte
+	from [mmsgBatch]unix.RawSockaddrAny
+	rhdr [mmsgBatch]unix.Mmsghdr
+	riov [mmsgBatch]unix.Iovec
+	shdr [mmsgBatch]unix.Mmsghdr
+	siov [mmsgBatch]unix.Iovec
+}
+
+// init points the receive headers at their buffers and sources.
+func (m *mmsg) init() {
+	for i := range m.rhdr {
+		m.riov[i].Base = &m.in[i][0]
+		m.riov[i].SetLen(udpBufSize)
+		m.rhdr[i].Hdr.Iov = &m.riov[i]
+		m.rhdr[i].Hdr.SetIovlen(1)
+		m.rhdr[i].Hdr.Name = (*byte)(unsafe.Pointer(&m.from[i]))
+		m.shdr[i].Hdr.Iov = &m.siov[i]
+		m.shdr[i].Hdr.SetIovlen(1)
+	}
 }
 
 // sock is one served descriptor.
@@ -92,6 +120,7 @@ func newLoop(r *Resolver) (*loop, error) {
 		return nil, fmt.Errorf("dns: epoll nonblock: %w", err)
 	}
 	l := &loop{r: r, epfd: fd, file: os.NewFile(uintptr(fd), "dns-epoll"), socks: map[uint32]*sock{}}
+	l.mmsg.init()
 	rc, err := l.file.SyscallConn()
 	if err != nil {
 		l.file.Close()
@@ -163,22 +192,53 @@ func (l *loop) handle(key uint32) {
 	}
 }
 
-// readUDP serves up to udpBatch datagrams of s. Called with s.mu read-held.
+// readUDP serves up to udpBatch datagrams of s, mmsgBatch per recvmmsg;
+// the answers from the wire go out in one sendmmsg per batch. Called with
+// s.mu read-held.
 func (l *loop) readUDP(s *sock) {
-	for range udpBatch {
-		n, fromLen, err := recvfrom(s.fd, l.in[:], &l.from)
+	m := &l.mmsg
+	for read := 0; read < udpBatch; {
+		for i := range m.rhdr {
+			m.rhdr[i].Hdr.Namelen = unix.SizeofSockaddrAny
+		}
+		n, err := mmsgCall(unix.SYS_RECVMMSG, s.fd, m.rhdr[:], unix.MSG_DONTWAIT)
 		if err != nil {
 			if err != unix.EAGAIN && err != unix.EINTR {
 				l.r.log.Debug("dns: read", "sandbox", s.owner.client.id, "err", err)
 			}
 			return
 		}
-		b := l.in[:n]
-		if out, ok := l.r.localWire(s.owner.client, b, &l.scratch); ok {
-			_ = sendto(s.fd, out, &l.from, fromLen)
-			continue
+		k := 0
+		for i := range n {
+			b, fromLen := m.in[i][:m.rhdr[i].Len], m.rhdr[i].Hdr.Namelen
+			out, ok := l.r.localWire(s.owner.client, b, &l.scratch, m.out[k][:0])
+			if !ok {
+				l.r.serveUDPMsg(s, b, m.from[i], fromLen)
+				continue
+			}
+			m.siov[k].Base = &m.out[k][0]
+			m.siov[k].SetLen(len(out))
+			m.shdr[k].Hdr.Name, m.shdr[k].Hdr.Namelen = m.rhdr[i].Hdr.Name, fromLen
+			k++
 		}
-		l.r.serveUDPMsg(s, b, l.from, fromLen)
+		l.sendAll(s, m.shdr[:k])
+		read += n
+		if n < mmsgBatch { // drained; epoll says when more comes
+			return
+		}
+	}
+}
+
+// sendAll sends every answer in hdrs; one that fails is dropped (logged)
+// and the rest still sent.
+func (l *loop) sendAll(s *sock, hdrs []unix.Mmsghdr) {
+	for len(hdrs) > 0 {
+		n, err := mmsgCall(unix.SYS_SENDMMSG, s.fd, hdrs, 0)
+		if err != nil {
+			l.r.log.Debug("dns: write answer", "sandbox", s.owner.client.id, "err", err)
+			n = 1
+		}
+		hdrs = hdrs[n:]
 	}
 }
 
@@ -399,19 +459,16 @@ func openSockets(addr [4]byte, port int) (udpFD, tcpFD int, err error) {
 	return udpFD, tcpFD, nil
 }
 
-// recvfrom reads one datagram and its source into from, allocating
-// nothing (unix.Recvfrom allocates the source address).
-func recvfrom(fd int, p []byte, from *unix.RawSockaddrAny) (int, uint32, error) {
-	fromLen := uint32(unix.SizeofSockaddrAny)
-	n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0,
-		uintptr(unsafe.Pointer(from)), uintptr(unsafe.Pointer(&fromLen)))
+// mmsgCall is recvmmsg or sendmmsg (trap) on hdrs, without a timeout.
+func mmsgCall(trap uintptr, fd int, hdrs []unix.Mmsghdr, flags int) (int, error) {
+	n, _, e := unix.Syscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), uintptr(flags), 0, 0)
 	if e != 0 {
-		return 0, 0, e
+		return 0, e
 	}
-	return int(n), fromLen, nil
+	return int(n), nil
 }
 
-// sendto sends p to the source recvfrom returned.
+// sendto sends p to the source recvmmsg returned.
 func sendto(fd int, p []byte, to *unix.RawSockaddrAny, toLen uint32) error {
 	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0,
 		uintptr(unsafe.Pointer(to)), uintptr(toLen))

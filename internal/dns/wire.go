@@ -117,18 +117,18 @@ func readName(b []byte, off int, key []byte) (int, []byte, bool) {
 	}
 }
 
-// wireScratch is what one event loop answers with: reused for every
-// query it serves.
+// wireScratch is what one event loop looks names up with: reused for
+// every query it serves.
 type wireScratch struct {
 	key   [maxNameWire]byte
 	addrs []netip.Addr
-	out   [udpBufSize]byte
 }
 
-// localWire answers query b of client c from the table into s.out when the
-// name is local to c (A, AAAA or NODATA; not PTR), the answer fits the
-// client's UDP size and c is a sandbox. ok false: the library path answers.
-func (r *Resolver) localWire(c *client, b []byte, s *wireScratch) ([]byte, bool) {
+// localWire appends to out the answer to query b of client c from the
+// table when the name is local to c (A, AAAA or NODATA; not PTR), the
+// answer fits the client's UDP size and c is a sandbox. ok false: the
+// library path answers.
+func (r *Resolver) localWire(c *client, b []byte, s *wireScratch, out []byte) ([]byte, bool) {
 	if c.host || c.allow != nil {
 		return nil, false
 	}
@@ -141,7 +141,7 @@ func (r *Resolver) localWire(c *client, b []byte, s *wireScratch) ([]byte, bool)
 	if !known {
 		return nil, false
 	}
-	return r.packLocal(b, &q, s.addrs, s.out[:0])
+	return r.packLocal(b, &q, s.addrs, out)
 }
 
 const (

@@ -109,7 +109,7 @@ func TestWireMatchesLibrary(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var s wireScratch
-			out, ok := r.localWire(tc.c, tc.b, &s)
+			out, ok := r.localWire(tc.c, tc.b, &s, nil)
 			if ok != tc.wire {
 				t.Fatalf("answered from the wire: %v, want %v", ok, tc.wire)
 			}
@@ -135,10 +135,10 @@ func TestWireTooBigLeftToLibrary(t *testing.T) {
 	}
 	r := NewResolver(tb, Config{})
 	var s wireScratch
-	if _, ok := r.localWire(newClient("aa", forwardAll), packQuery(t, "big.", mdns.TypeA, 0, nil), &s); ok {
+	if _, ok := r.localWire(newClient("aa", forwardAll), packQuery(t, "big.", mdns.TypeA, 0, nil), &s, nil); ok {
 		t.Error("40 A records (over 512 bytes) answered from the wire")
 	}
-	out, ok := r.localWire(newClient("aa", forwardAll), packQuery(t, "big.", mdns.TypeA, 1232, nil), &s)
+	out, ok := r.localWire(newClient("aa", forwardAll), packQuery(t, "big.", mdns.TypeA, 1232, nil), &s, nil)
 	if !ok || len(unpackSorted(t, out).Answer) != 40 {
 		t.Errorf("with EDNS0 1232: wire %v", ok)
 	}
@@ -151,8 +151,9 @@ func TestWireAllocatesNothing(t *testing.T) {
 	b := packQuery(t, "svc.", mdns.TypeA, 0, nil)
 	var s wireScratch
 	s.addrs = make([]netip.Addr, 0, 8)
+	out := make([]byte, 0, udpBufSize)
 	if n := testing.AllocsPerRun(100, func() {
-		if _, ok := r.localWire(c, b, &s); !ok {
+		if _, ok := r.localWire(c, b, &s, out); !ok {
 			t.Fatal("not answered from the wire")
 		}
 	}); n != 0 {
@@ -167,7 +168,7 @@ func FuzzWire(f *testing.F) {
 	c := newClient(idWeb, Policy{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var s wireScratch
-		out, ok := r.localWire(c, b, &s)
+		out, ok := r.localWire(c, b, &s, nil)
 		if !ok {
 			return
 		}
