@@ -234,7 +234,7 @@ func (l *loop) readUDP(s *sock) {
 func (l *loop) sendAll(s *sock, hdrs []unix.Mmsghdr) {
 	for len(hdrs) > 0 {
 		n, err := mmsgCall(unix.SYS_SENDMMSG, s.fd, hdrs, 0)
-		if err != nil {
+		if err != nil || n <= 0 { // the first one failed: drop it
 			l.r.log.Debug("dns: write answer", "sandbox", s.owner.client.id, "err", err)
 			n = 1
 		}
