@@ -68,6 +68,9 @@ type Held struct {
 	stop    chan struct{}
 	conns   map[net.Conn]struct{} // proxy connections, closed by Close
 	wg      sync.WaitGroup
+
+	redirect   []byte      // the connect redirect's map key (redirect_linux.go)
+	redirector *redirector // non-nil while the redirect is in place
 }
 
 // Hold binds proto ("tcp" or "udp") on hostIP:hostPort in the calling
@@ -192,6 +195,7 @@ func (h *Held) Close() error {
 	}
 	h.closed = true
 	close(h.stop)
+	h.stopRedirect() // new connects find the port closed, as before
 	err := h.closeSocket()
 	for c := range h.conns {
 		c.Close()

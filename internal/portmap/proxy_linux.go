@@ -52,6 +52,7 @@ func (h *Held) Proxy(backend netip.AddrPort) error {
 	h.wg.Add(1)
 	if h.Proto == "tcp" {
 		go h.acceptLoop(relayMode, backend)
+		h.startRedirect(backend)
 	} else {
 		go h.udpLoop(backend)
 	}

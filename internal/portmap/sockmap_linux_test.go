@@ -33,13 +33,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// bpf(2) basics (bpfCall, ins, cstr, command numbers) are in bpf_linux.go.
 const (
-	bpfMapCreate     = 0
-	bpfMapUpdateElem = 2
-	bpfMapDeleteElem = 3
-	bpfProgLoad      = 5
-	bpfProgAttach    = 8
-
 	bpfMapTypeSockhash    = 18
 	bpfProgTypeSkSkb      = 14
 	bpfSkSkbStreamVerdict = 5
@@ -47,18 +42,6 @@ const (
 	fnGetSocketCookie = 46
 	fnSkRedirectHash  = 72
 )
-
-// bpfInsn is struct bpf_insn.
-type bpfInsn struct {
-	code byte
-	regs byte // dst | src<<4
-	off  int16
-	imm  int32
-}
-
-func ins(code byte, dst, src byte, off int16, imm int32) bpfInsn {
-	return bpfInsn{code: code, regs: dst | src<<4, off: off, imm: imm}
-}
 
 // verdictProg: key = bpf_get_socket_cookie(skb);
 // return bpf_sk_redirect_hash(skb, &map, &key, 0).
@@ -76,14 +59,6 @@ func verdictProg(mapFD int) []bpfInsn {
 		ins(0x85, 0, 0, 0, fnSkRedirectHash), // call
 		ins(0x95, 0, 0, 0, 0),                // exit
 	}
-}
-
-func bpfCall(cmd int, attr unsafe.Pointer, size uintptr) (int, error) {
-	r, _, errno := unix.Syscall(unix.SYS_BPF, uintptr(cmd), uintptr(attr), size)
-	if errno != 0 {
-		return int(r), errno
-	}
-	return int(r), nil
 }
 
 // sockRelay is the map and its program.
@@ -131,15 +106,6 @@ func newSockRelay(maxEntries int) (*sockRelay, error) {
 		return nil, fmt.Errorf("attach verdict program to sockhash: %w", err)
 	}
 	return &sockRelay{mapFD: mfd, progFD: pfd}, nil
-}
-
-func cstr(b []byte) string {
-	for i, c := range b {
-		if c == 0 {
-			return string(b[:i])
-		}
-	}
-	return string(b)
 }
 
 func (s *sockRelay) close() {
