@@ -16,7 +16,7 @@ lifecycle) pkg=./bench/lifecycle test='^TestLifecycleReport$' ;;
 ports) pkg=./bench/ports test='^TestPortsReport$' n=1000 ;;
 proxy) pkg=./bench/ports test='^TestProxyReport$' reps=7 ;;
 scale) pkg=./bench/lifecycle test='^TestScaleReport$' n=1000 ;;
-dns) pkg=./bench/dns test='^TestDNSReport$' n=50 reps=5 ;;
+dns) pkg=./bench/dns test='^TestDNSReport$' n=50 reps=5 refs=bench/dns/refs.sh ;;
 dns-abuse) pkg=./bench/dns test='^TestDNSAbuseReport$' reps=3 ;;
 cni) pkg=./bench/cni test='^TestCNIReport$' refs=bench/refs/cni.sh ;;
 overlay) pkg=./bench/overlay test='^TestOverlayReport$' n=100 ;;
