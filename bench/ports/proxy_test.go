@@ -1,15 +1,18 @@
 package ports
 
 // The proxy scenario (issue 19): iperf3, one stream, through a port
-// published on 127.0.0.1 (served by the daemon's userland proxy: the kernel
-// path does not take loopback) ÷ iperf3 from the same host namespace
-// straight to the sandbox's address, interleaved round by round. Two
-// daemons run side by side: one with the current relay and one started
-// with TETHER_PROXY_RELAY=gosplice (net.TCPConn.ReadFrom, the relay before
-// issue 19), so before and after come from one run. Besides Gbit/s each
-// run records CPU seconds per Gbit: the daemon's (the relay) and the
-// iperf3 client's + server's + the daemon's (the path's whole cost, softirq
-// included where it ran in those processes' context).
+// published on 127.0.0.1 ÷ iperf3 from the same host namespace straight to
+// the sandbox's address, interleaved round by round. Two daemons run side
+// by side: "redirect" (the default: a connect() to 127.0.0.1:P from the
+// daemon's host namespace is rewritten to the sandbox by the cgroup/connect4
+// program, internal/portmap/redirect_linux.go, so nothing is proxied) and
+// "splice" (started with TETHER_PROXY_REDIRECT=0: the userland proxy's
+// splice relay serves the port, the path before the redirect). BENCH_PROXY_GOSPLICE=1
+// adds a third, "gosplice" (TETHER_PROXY_RELAY=gosplice as well: the relay
+// before issue 19). Besides Gbit/s each run records CPU seconds per Gbit:
+// the daemon's (the relay) and the iperf3 client's + server's + the
+// daemon's (the path's whole cost, softirq included where it ran in those
+// processes' context).
 //
 // sudo bench/run.sh proxy writes bench/results/proxy-<date>.json.
 
@@ -39,7 +42,7 @@ const (
 // ProxyRun is one iperf3 client run.
 type ProxyRun struct {
 	Round  int     `json:"round"`
-	Relay  string  `json:"relay"` // the daemon's TETHER_PROXY_RELAY
+	Relay  string  `json:"relay"` // the daemon: redirect, splice or gosplice
 	Path   string  `json:"path"`  // "direct" or "proxy"
 	Gbps   float64 `json:"gbit_per_s"`
 	Gbit   float64 `json:"gbit"` // received
@@ -94,18 +97,49 @@ type proxyDaemon struct {
 	srvPID  int
 }
 
-// startProxyDaemon starts a daemon with TETHER_PROXY_RELAY=relay ("" for
-// the default) and its iperf3 server.
-func startProxyDaemon(tb testing.TB, relay string) *proxyDaemon {
-	tb.Helper()
-	old, had := os.LookupEnv("TETHER_PROXY_RELAY")
-	os.Setenv("TETHER_PROXY_RELAY", relay) // the daemon inherits the environment at start
-	t := attach.StartTether(tb)
-	if had {
-		os.Setenv("TETHER_PROXY_RELAY", old)
-	} else {
-		os.Unsetenv("TETHER_PROXY_RELAY")
+// proxyKind is a daemon to start: its name and environment.
+type proxyKind struct {
+	name string
+	env  map[string]string
+}
+
+var (
+	kindRedirect = proxyKind{"redirect", map[string]string{"TETHER_PROXY_REDIRECT": "", "TETHER_PROXY_RELAY": ""}}
+	kindSplice   = proxyKind{"splice", map[string]string{"TETHER_PROXY_REDIRECT": "0", "TETHER_PROXY_RELAY": ""}}
+	kindGoSplice = proxyKind{"gosplice", map[string]string{"TETHER_PROXY_REDIRECT": "0", "TETHER_PROXY_RELAY": "gosplice"}}
+)
+
+// proxyKinds is what a run measures.
+func proxyKinds() []proxyKind {
+	ks := []proxyKind{kindRedirect, kindSplice}
+	if os.Getenv("BENCH_PROXY_GOSPLICE") == "1" {
+		ks = append(ks, kindGoSplice)
 	}
+	return ks
+}
+
+// startProxyDaemon starts a daemon with k's environment and its iperf3
+// server.
+func startProxyDaemon(tb testing.TB, k proxyKind) *proxyDaemon {
+	tb.Helper()
+	restore := map[string]*string{}
+	for key, v := range k.env { // the daemon inherits the environment at start
+		if old, had := os.LookupEnv(key); had {
+			restore[key] = &old
+		} else {
+			restore[key] = nil
+		}
+		os.Setenv(key, v)
+	}
+	t := attach.StartTether(tb)
+	for key, old := range restore {
+		if old != nil {
+			os.Setenv(key, *old)
+		} else {
+			os.Unsetenv(key)
+		}
+	}
+	relay := k.name
 	srv, _, err := create(t, "ipf", fmt.Sprintf("127.0.0.1:%d:%d", proxyHostPort, proxySrvPort))
 	if err != nil {
 		tb.Fatal(err)
@@ -113,9 +147,6 @@ func startProxyDaemon(tb testing.TB, relay string) *proxyDaemon {
 	pid, _, err := t.Exec("ipf", "iperf3", "-s", "-p", strconv.Itoa(proxySrvPort))
 	if err != nil {
 		tb.Fatal(err)
-	}
-	if relay == "" {
-		relay = "default"
 	}
 	return &proxyDaemon{relay: relay, t: t, srvAddr: srv.Networks["bench"].IPAddress.String(), srvPID: pid}
 }
@@ -177,18 +208,20 @@ func (d *proxyDaemon) run(path string, secs int) (ProxyRun, error) {
 
 // measureProxy runs rounds × (direct, proxy) on every daemon, the order of
 // daemons and of the two paths rotated by round.
-func measureProxy(tb testing.TB, relays []string, rounds, secs int) ProxyReport {
+func measureProxy(tb testing.TB, kinds []proxyKind, rounds, secs int) ProxyReport {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	rep := ProxyReport{Date: time.Now().UTC(), Commit: gitOut("rev-parse", "HEAD"), Dirty: dirtyProduct(),
 		Kernel: strings.TrimSpace(string(kernel)), NProc: runtime.NumCPU(), Go: runtime.Version(),
 		LoadStart: testutil.LoadAvg(), Secs: secs, Rounds: rounds, Relays: map[string]RelaySummary{},
 		Method: "per round and daemon: iperf3 -c (one stream, client sends) from the daemon's host namespace to " +
-			"the sandbox address (direct) and to 127.0.0.1:41201 published as 127.0.0.1:41201:5201 (proxy); " +
+			"the sandbox address (direct) and to 127.0.0.1:41201 published as 127.0.0.1:41201:5201 (path \"proxy\": " +
+			"the connect redirect on daemon \"redirect\", the userland proxy's splice relay on daemon \"splice\" " +
+			"started with TETHER_PROXY_REDIRECT=0); " +
 			"order of daemons and paths rotated by round; ratio = proxy ÷ direct of the same round and daemon; " +
 			"CPU from /proc/PID/stat of the daemon and the iperf3 server, the client's rusage"}
 	var ds []*proxyDaemon
-	for _, r := range relays {
-		ds = append(ds, startProxyDaemon(tb, r))
+	for _, k := range kinds {
+		ds = append(ds, startProxyDaemon(tb, k))
 	}
 	for round := range rounds {
 		order := slices.Clone(ds)
@@ -260,9 +293,10 @@ func dirtyProduct() []string {
 	return dirty
 }
 
-// checkProxyRuns: every run carried data; the proxy path went through the
-// daemon's proxy (an established socket on the published port in the host
-// namespace) and the direct path did not.
+// checkProxyRuns: every run carried data; the proxy path of a proxying
+// daemon went through its proxy (an established socket on the published
+// port in the host namespace), the redirect daemon's did not (the client
+// was connected to the sandbox), nor did any direct run.
 func checkProxyRuns(tb testing.TB, rep ProxyReport, want int) {
 	tb.Helper()
 	if len(rep.Runs) != want {
@@ -272,23 +306,25 @@ func checkProxyRuns(tb testing.TB, rep ProxyReport, want int) {
 		if r.Gbps <= 0 {
 			tb.Errorf("%s %s round %d: no throughput", r.Relay, r.Path, r.Round)
 		}
-		if want := r.Path == "proxy"; r.ProxySeen != want {
+		if want := r.Path == "proxy" && r.Relay != kindRedirect.name; r.ProxySeen != want {
 			tb.Errorf("%s %s round %d: proxy socket seen = %v, want %v", r.Relay, r.Path, r.Round, r.ProxySeen, want)
 		}
 	}
 }
 
 // TestProxySmoke runs the scenario small (one round, 1-s runs, both
-// relays) so it does not rot; it checks correctness only.
+// daemons) so it does not rot; it checks correctness only.
 func TestProxySmoke(t *testing.T) {
 	testutil.RequireRoot(t)
 	attach.RequireIperf3(t)
-	rep := measureProxy(t, []string{"", "gosplice"}, 1, 1)
-	checkProxyRuns(t, rep, 4)
+	ks := proxyKinds()
+	rep := measureProxy(t, ks, 1, 1)
+	checkProxyRuns(t, rep, 2*len(ks))
 }
 
 // TestProxyReport is the full run (BENCH_REPORT=1): BENCH_REPS (7) rounds
-// of BENCH_IPERF_SECS (4) s runs, the current relay and gosplice.
+// of BENCH_IPERF_SECS (4) s runs, the redirect and the splice relay (and
+// gosplice with BENCH_PROXY_GOSPLICE=1).
 func TestProxyReport(t *testing.T) {
 	if os.Getenv("BENCH_REPORT") != "1" {
 		t.Skip("set BENCH_REPORT=1 (bench/run.sh proxy)")
@@ -296,12 +332,14 @@ func TestProxyReport(t *testing.T) {
 	testutil.RequireRoot(t)
 	attach.RequireIperf3(t)
 	rounds, secs := attach.EnvInt("BENCH_REPS", 7), attach.EnvInt("BENCH_IPERF_SECS", 4)
-	rep := measureProxy(t, []string{"", "gosplice"}, rounds, secs)
-	checkProxyRuns(t, rep, rounds*4)
+	ks := proxyKinds()
+	rep := measureProxy(t, ks, rounds, secs)
+	checkProxyRuns(t, rep, rounds*2*len(ks))
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s, %d CPUs, %s; commit %s; load %s → %s\n\n", rep.Kernel, rep.NProc, rep.Go, rep.Commit, rep.LoadStart, rep.LoadEnd)
-	fmt.Fprintf(&b, "| relay | proxy ÷ direct, median | best | per round | direct Gbit/s | proxy Gbit/s | daemon CPU s/Gbit | path CPU s/Gbit direct / proxy | cost ratio |\n|---|---:|---:|---|---:|---:|---:|---:|---:|\n")
-	for _, name := range []string{"default", "gosplice"} {
+	fmt.Fprintf(&b, "| daemon | loopback ÷ direct, median | best | per round | direct Gbit/s | proxy Gbit/s | daemon CPU s/Gbit | path CPU s/Gbit direct / proxy | cost ratio |\n|---|---:|---:|---|---:|---:|---:|---:|---:|\n")
+	for _, k := range ks {
+		name := k.name
 		s := rep.Relays[name]
 		var rs []string
 		for _, v := range s.Ratios {
