@@ -30,7 +30,9 @@ const (
 	bpfMapTypeHash       = 1
 	bpfMapTypeLRUHash    = 9
 	attachInet4Connect   = 10 // BPF_CGROUP_INET4_CONNECT
+	attachInet6Connect   = 11 // BPF_CGROUP_INET6_CONNECT
 	attachInet4Peername  = 29 // BPF_CGROUP_INET4_GETPEERNAME
+	attachInet6Peername  = 30 // BPF_CGROUP_INET6_GETPEERNAME
 	bpfPseudoMapFD       = 1
 	fnMapLookupElem      = 1
 	fnMapUpdateElem      = 2

@@ -55,48 +55,97 @@ const (
 	redirectEnv        = "TETHER_PROXY_REDIRECT"
 	redirectMaxEntries = 16384
 	redirectMaxSockets = 65536
-	redirectKeySize    = 16 // u64 netns cookie, be32 address, be16 port, 2 zero bytes
-	redirectValueSize  = 8  // be32 address, be16 port, 2 zero bytes
-	progNameConnect4   = "tether_conn4"
-	progNamePeer4      = "tether_peer4"
 )
 
 // Offsets in struct bpf_sock_addr and struct bpf_sock.
 const (
-	ctxUserIP4   = 4
-	ctxUserPort  = 24
-	ctxProtocol  = 36
-	ctxSk        = 64
-	skBoundDev   = 0
-	skSrcIP4     = 24
-	ipprotoTCP   = 6
-	stackKey     = -16 // the 16-byte map key
-	stackCookie  = -24 // the socket cookie (reverse map key)
-	stackOrigDst = -32 // the original address and port (reverse map value)
+	ctxUserIP4  = 4
+	ctxUserIP6  = 8
+	ctxUserPort = 24
+	ctxProtocol = 36
+	ctxSk       = 64
+	skBoundDev  = 0
+	skSrcIP4    = 24
+	skSrcIP6    = 28
+	ipprotoTCP  = 6
 )
 
+// family is what differs between the IPv4 and the IPv6 programs.
+type family struct {
+	words            int // 32-bit words of an address
+	ctxAddr, skSrc   int16
+	connect, peer    uint32 // attach types
+	connName, pName  string
+	svcName, revName string
+}
+
+var (
+	inet4 = family{1, ctxUserIP4, skSrcIP4, attachInet4Connect, attachInet4Peername, "tether_conn4", "tether_peer4", "tether_redir4", "tether_peer4"}
+	inet6 = family{4, ctxUserIP6, skSrcIP6, attachInet6Connect, attachInet6Peername, "tether_conn6", "tether_peer6", "tether_redir6", "tether_peer6"}
+)
+
+// keySize: u64 netns cookie, the address, be16 port in a u32, zero padding
+// to 8 bytes. valueSize: the address, be16 port in a u32.
+func (f family) keySize() int   { return (8 + 4*f.words + 4 + 7) &^ 7 }
+func (f family) valueSize() int { return 4*f.words + 4 }
+
+func familyOf(a netip.Addr) family {
+	if a.Is4() {
+		return inet4
+	}
+	return inet6
+}
+
 // redirectKey is the map key for a connect() to dst from a socket in the
-// namespace with cookie netns; dst is IPv4.
+// namespace with cookie netns.
 func redirectKey(netns uint64, dst netip.AddrPort) []byte {
-	k := make([]byte, redirectKeySize)
+	f := familyOf(dst.Addr())
+	k := make([]byte, f.keySize())
 	ne.PutUint64(k[0:], netns)
-	a := dst.Addr().As4()
-	copy(k[8:12], a[:])
-	k[12], k[13] = byte(dst.Port()>>8), byte(dst.Port())
+	copy(k[8:], dst.Addr().AsSlice())
+	o := 8 + 4*f.words
+	k[o], k[o+1] = byte(dst.Port()>>8), byte(dst.Port())
 	return k
 }
 
 // redirectValue is the map value: the backend's address and port as
-// connect4 writes them to user_ip4/user_port (network byte order).
+// connect writes them to user_ip4/user_ip6 and user_port (network byte
+// order).
 func redirectValue(to netip.AddrPort) []byte {
-	v := make([]byte, redirectValueSize)
-	a := to.Addr().As4()
-	copy(v[0:4], a[:])
-	v[4], v[5] = byte(to.Port()>>8), byte(to.Port())
+	f := familyOf(to.Addr())
+	v := make([]byte, f.valueSize())
+	copy(v, to.Addr().AsSlice())
+	o := 4 * f.words
+	v[o], v[o+1] = byte(to.Port()>>8), byte(to.Port())
 	return v
 }
 
-// connect4Prog is, in C:
+// asm collects instructions; jumps to the final "return 1" are patched
+// by done.
+type asm struct {
+	p     []bpfInsn
+	allow []int
+}
+
+func (a *asm) emit(x ...bpfInsn) { a.p = append(a.p, x...) }
+
+// toAllowUnless jumps to "return 1" when reg code imm holds (code 0x55:
+// !=, 0x15: ==).
+func (a *asm) toAllowIf(code, reg byte, imm int32) {
+	a.allow = append(a.allow, len(a.p))
+	a.emit(ins(code, reg, 0, 0, imm))
+}
+
+func (a *asm) done() []bpfInsn {
+	end := len(a.p)
+	a.emit(ins(0xb7, 0, 0, 0, 1), ins(0x95, 0, 0, 0, 0))
+	for _, i := range a.allow {
+		a.p[i].off = int16(end - i - 1)
+	}
+	return a.p
+}
+
+// connectProg is, in C (IPv4; IPv6 has four address words):
 //
 //	if (ctx->protocol != IPPROTO_TCP || ctx->sk->bound_dev_if || ctx->sk->src_ip4)
 //		return 1;
@@ -107,98 +156,101 @@ func redirectValue(to netip.AddrPort) []byte {
 //	bpf_map_update_elem(&rev, &cookie, &orig, BPF_ANY);
 //	ctx->user_ip4 = to->ip4; ctx->user_port = to->port;
 //	return 1;
-func connect4Prog(svc, rev int) []bpfInsn {
-	var p []bpfInsn
-	var toAllow []int // jumps to patch
-	jmp := func(code byte, reg byte, imm int32) {
-		toAllow = append(toAllow, len(p))
-		p = append(p, ins(code, reg, 0, 0, imm))
-	}
-	p = append(p,
+func connectProg(f family, svc, rev int) []bpfInsn {
+	key := int16(-f.keySize())                // the map key on the stack
+	orig := key - int16((f.valueSize()+7)&^7) // the reverse map's value
+	cookie := orig - 8                        // its key
+	w := int16(f.words)
+	var a asm
+	a.emit(
 		ins(0xbf, 6, 1, 0, 0),           // r6 = ctx
 		ins(0x61, 2, 6, ctxProtocol, 0), // r2 = ctx->protocol
 	)
-	jmp(0x55, 2, ipprotoTCP) // if r2 != TCP goto allow
-	p = append(p,
+	a.toAllowIf(0x55, 2, ipprotoTCP)
+	a.emit(
 		ins(0x79, 7, 6, ctxSk, 0),      // r7 = ctx->sk
 		ins(0x61, 2, 7, skBoundDev, 0), // r2 = sk->bound_dev_if
 	)
-	jmp(0x55, 2, 0)
-	p = append(p, ins(0x61, 2, 7, skSrcIP4, 0)) // r2 = sk->src_ip4
-	jmp(0x55, 2, 0)
-	p = append(p,
+	a.toAllowIf(0x55, 2, 0)
+	for i := range w {
+		a.emit(ins(0x61, 2, 7, f.skSrc+4*i, 0)) // r2 = sk->src_ip[i]
+		a.toAllowIf(0x55, 2, 0)
+	}
+	a.emit(
 		ins(0xbf, 1, 6, 0, 0),
 		ins(0x85, 0, 0, 0, fnGetNetnsCookie),
-		ins(0x7b, 10, 0, stackKey, 0), // key.netns = r0
-		ins(0x61, 2, 6, ctxUserIP4, 0),
-		ins(0x63, 10, 2, stackKey+8, 0), // key.addr
-		ins(0x61, 2, 6, ctxUserPort, 0),
-		ins(0x63, 10, 2, stackKey+12, 0), // key.port (be16 in the low bytes, then zeros)
+		ins(0x7b, 10, 0, key, 0), // key.netns = r0
 	)
-	p = append(p, ldMap(1, svc)...)
-	p = append(p,
+	for i := range w { // key.addr, orig.addr
+		a.emit(
+			ins(0x61, 2, 6, f.ctxAddr+4*i, 0),
+			ins(0x63, 10, 2, key+8+4*i, 0),
+			ins(0x63, 10, 2, orig+4*i, 0),
+		)
+	}
+	a.emit(
+		ins(0x61, 2, 6, ctxUserPort, 0),
+		ins(0x63, 10, 2, key+8+4*w, 0), // key.port (be16 in the low bytes, then zeros)
+		ins(0x63, 10, 2, orig+4*w, 0),
+	)
+	if f.keySize() > 8+4*f.words+4 {
+		a.emit(ins(0x62, 10, 0, key+8+4*w+4, 0)) // key padding = 0
+	}
+	a.emit(ldMap(1, svc)...)
+	a.emit(
 		ins(0xbf, 2, 10, 0, 0),
-		ins(0x07, 2, 0, 0, stackKey),
+		ins(0x07, 2, 0, 0, int32(key)),
 		ins(0x85, 0, 0, 0, fnMapLookupElem),
 	)
-	jmp(0x15, 0, 0) // if r0 == 0 goto allow
-	p = append(p,
+	a.toAllowIf(0x15, 0, 0) // not published: leave it
+	a.emit(
 		ins(0xbf, 8, 0, 0, 0), // r8 = backend
-		ins(0x61, 2, 6, ctxUserIP4, 0),
-		ins(0x63, 10, 2, stackOrigDst, 0),
-		ins(0x61, 2, 6, ctxUserPort, 0),
-		ins(0x63, 10, 2, stackOrigDst+4, 0),
 		ins(0xbf, 1, 6, 0, 0),
 		ins(0x85, 0, 0, 0, fnGetSocketCookieFn),
-		ins(0x7b, 10, 0, stackCookie, 0),
+		ins(0x7b, 10, 0, cookie, 0),
 	)
-	p = append(p, ldMap(1, rev)...)
-	p = append(p,
+	a.emit(ldMap(1, rev)...)
+	a.emit(
 		ins(0xbf, 2, 10, 0, 0),
-		ins(0x07, 2, 0, 0, stackCookie),
+		ins(0x07, 2, 0, 0, int32(cookie)),
 		ins(0xbf, 3, 10, 0, 0),
-		ins(0x07, 3, 0, 0, stackOrigDst),
+		ins(0x07, 3, 0, 0, int32(orig)),
 		ins(0xb7, 4, 0, 0, 0), // BPF_ANY
 		ins(0x85, 0, 0, 0, fnMapUpdateElem),
-		ins(0x61, 2, 8, 0, 0),
-		ins(0x63, 6, 2, ctxUserIP4, 0),
-		ins(0x61, 2, 8, 4, 0),
-		ins(0x63, 6, 2, ctxUserPort, 0),
 	)
-	allow := len(p)
-	p = append(p, ins(0xb7, 0, 0, 0, 1), ins(0x95, 0, 0, 0, 0))
-	for _, i := range toAllow {
-		p[i].off = int16(allow - i - 1)
+	for i := range w {
+		a.emit(ins(0x61, 2, 8, 4*i, 0), ins(0x63, 6, 2, f.ctxAddr+4*i, 0))
 	}
-	return p
+	a.emit(ins(0x61, 2, 8, 4*w, 0), ins(0x63, 6, 2, ctxUserPort, 0))
+	return a.done()
 }
 
-// peer4Prog is, in C:
+// peerProg is, in C (IPv4):
 //
 //	cookie = bpf_get_socket_cookie(ctx);
 //	if ((orig = bpf_map_lookup_elem(&rev, &cookie)))
 //		ctx->user_ip4 = orig->ip4, ctx->user_port = orig->port;
 //	return 1;
-func peer4Prog(rev int) []bpfInsn {
-	p := []bpfInsn{
+func peerProg(f family, rev int) []bpfInsn {
+	var a asm
+	a.emit(
 		ins(0xbf, 6, 1, 0, 0),
 		ins(0x85, 0, 0, 0, fnGetSocketCookieFn),
 		ins(0x7b, 10, 0, -8, 0),
-	}
-	p = append(p, ldMap(1, rev)...)
-	p = append(p,
+	)
+	a.emit(ldMap(1, rev)...)
+	a.emit(
 		ins(0xbf, 2, 10, 0, 0),
 		ins(0x07, 2, 0, 0, -8),
 		ins(0x85, 0, 0, 0, fnMapLookupElem),
-		ins(0x15, 0, 0, 4, 0), // if r0 == 0 goto out
-		ins(0x61, 2, 0, 0, 0),
-		ins(0x63, 6, 2, ctxUserIP4, 0),
-		ins(0x61, 2, 0, 4, 0),
-		ins(0x63, 6, 2, ctxUserPort, 0),
-		ins(0xb7, 0, 0, 0, 1), // out:
-		ins(0x95, 0, 0, 0, 0),
 	)
-	return p
+	a.toAllowIf(0x15, 0, 0)
+	w := int16(f.words)
+	for i := range w {
+		a.emit(ins(0x61, 2, 0, 4*i, 0), ins(0x63, 6, 2, f.ctxAddr+4*i, 0))
+	}
+	a.emit(ins(0x61, 2, 0, 4*w, 0), ins(0x63, 6, 2, ctxUserPort, 0))
+	return a.done()
 }
 
 // cgroup2Root finds the mount point of the cgroup v2 hierarchy's root in
@@ -218,11 +270,9 @@ func cgroup2Root(r io.Reader) string {
 	return ""
 }
 
-// redirector is this process's pair of programs, their maps and links.
+// redirector is this process's programs, their maps and links.
 type redirector struct {
-	mu      sync.Mutex
-	svc     int // (netns, address, port) -> backend
-	rev     int // socket cookie -> original address and port
+	svc     map[int]int // address words -> (netns, address, port) -> backend
 	fds     []int
 	progIDs []uint32
 	cgroup  string
@@ -267,51 +317,53 @@ func newRedirector() (_ *redirector, err error) {
 	if cg == "" {
 		return nil, errors.New("no cgroup v2 hierarchy mounted")
 	}
-	r := &redirector{cgroup: cg}
+	r := &redirector{cgroup: cg, svc: map[int]int{}}
 	defer func() {
 		if err != nil {
 			r.close()
 		}
 	}()
-	if r.svc, err = bpfMapNew(bpfMapTypeHash, redirectKeySize, redirectValueSize, redirectMaxEntries, "tether_redir"); err != nil {
-		return nil, err
-	}
-	r.fds = append(r.fds, r.svc)
-	if r.rev, err = bpfMapNew(bpfMapTypeLRUHash, 8, redirectValueSize, redirectMaxSockets, "tether_peer"); err != nil {
-		return nil, err
-	}
-	r.fds = append(r.fds, r.rev)
 	cfd, err := unix.Open(cg, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open cgroup %s: %w", cg, err)
 	}
 	defer unix.Close(cfd)
-	for _, p := range []struct {
-		name   string
-		attach uint32
-		insns  []bpfInsn
-	}{
-		{progNameConnect4, attachInet4Connect, connect4Prog(r.svc, r.rev)},
-		{progNamePeer4, attachInet4Peername, peer4Prog(r.rev)},
-	} {
-		pfd, err := bpfProgNew(bpfProgTypeSockAddr, p.attach, p.insns, p.name)
+	for _, f := range []family{inet4, inet6} {
+		svc, err := bpfMapNew(bpfMapTypeHash, uint32(f.keySize()), uint32(f.valueSize()), redirectMaxEntries, f.svcName)
 		if err != nil {
 			return nil, err
 		}
-		r.fds = append(r.fds, pfd)
-		id, _, err := bpfProgID(pfd)
+		r.fds = append(r.fds, svc)
+		r.svc[f.words] = svc
+		rev, err := bpfMapNew(bpfMapTypeLRUHash, 8, uint32(f.valueSize()), redirectMaxSockets, f.revName)
 		if err != nil {
 			return nil, err
 		}
-		r.progIDs = append(r.progIDs, id)
-		lfd, err := bpfLinkNew(pfd, cfd, p.attach)
-		if err != nil {
-			return nil, fmt.Errorf("attach %s to cgroup %s: %w", p.name, cg, err)
+		r.fds = append(r.fds, rev)
+		for _, p := range []struct {
+			name   string
+			attach uint32
+			insns  []bpfInsn
+		}{
+			{f.connName, f.connect, connectProg(f, svc, rev)},
+			{f.pName, f.peer, peerProg(f, rev)},
+		} {
+			pfd, err := bpfProgNew(bpfProgTypeSockAddr, p.attach, p.insns, p.name)
+			if err != nil {
+				return nil, err
+			}
+			r.fds = append(r.fds, pfd)
+			id, _, err := bpfProgID(pfd)
+			if err != nil {
+				return nil, err
+			}
+			r.progIDs = append(r.progIDs, id)
+			lfd, err := bpfLinkNew(pfd, cfd, p.attach)
+			if err != nil {
+				return nil, fmt.Errorf("attach %s to cgroup %s: %w", p.name, cg, err)
+			}
+			r.fds = append(r.fds, lfd)
 		}
-		r.fds = append(r.fds, lfd)
-	}
-	for _, fd := range r.fds {
-		unix.CloseOnExec(fd) // the daemon's children must not keep the link alive
 	}
 	return r, nil
 }
@@ -324,12 +376,20 @@ func (r *redirector) close() {
 	r.fds = nil
 }
 
+// mapFor is the map of the family of a key.
+func (r *redirector) mapFor(key []byte) int {
+	if len(key) == inet4.keySize() {
+		return r.svc[inet4.words]
+	}
+	return r.svc[inet6.words]
+}
+
 func (r *redirector) add(key, value []byte) error {
-	return bpfMapUpdate(r.svc, key, value)
+	return bpfMapUpdate(r.mapFor(key), key, value)
 }
 
 func (r *redirector) del(key []byte) error {
-	return bpfMapDelete(r.svc, key)
+	return bpfMapDelete(r.mapFor(key), key)
 }
 
 // netnsCookie is the cookie of the network namespace fd's socket is in.
@@ -342,15 +402,17 @@ func netnsCookie(fd int) (uint64, error) {
 }
 
 // redirectFrom is the loopback address whose connects a TCP hold on addr
-// can redirect: the address itself when it is an IPv4 loopback one,
-// 127.0.0.1 for 0.0.0.0 (the proxy serves 127.0.0.1:P of a wildcard
-// publish: the kernel path skips 127.0.0.0/8), none otherwise.
+// can redirect: the address itself when it is a loopback one (127.0.0.0/8,
+// ::1), 127.0.0.1 for 0.0.0.0 and ::1 for :: (the proxy serves loopback of
+// a wildcard publish: the kernel path skips it), none otherwise.
 func redirectFrom(addr netip.Addr) (netip.Addr, bool) {
 	switch {
-	case addr.Is4() && addr.IsLoopback():
+	case addr.IsLoopback():
 		return addr, true
 	case addr == netip.IPv4Unspecified():
 		return netip.AddrFrom4([4]byte{127, 0, 0, 1}), true
+	case addr == netip.IPv6Unspecified():
+		return netip.IPv6Loopback(), true
 	}
 	return netip.Addr{}, false
 }
@@ -359,11 +421,11 @@ func redirectFrom(addr netip.Addr) (netip.Addr, bool) {
 // (called by Proxy with h.mu held). Nothing happens when the hold does
 // not qualify or the redirect is unavailable: the proxy serves.
 func (h *Held) startRedirect(backend netip.AddrPort) {
-	if h.Proto != "tcp" || !backend.Addr().Is4() {
+	if h.Proto != "tcp" {
 		return
 	}
 	from, ok := redirectFrom(h.Addr.Addr())
-	if !ok {
+	if !ok || from.Is4() != backend.Addr().Is4() { // an IPv6 publish of an IPv4 backend: the proxy
 		return
 	}
 	r := theRedirector()

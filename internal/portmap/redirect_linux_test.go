@@ -50,6 +50,8 @@ func TestRedirectKeyValue(t *testing.T) {
 	}{
 		{1, "127.0.0.1:8080", []byte{1, 0, 0, 0, 0, 0, 0, 0, 127, 0, 0, 1, 0x1f, 0x90, 0, 0}, []byte{127, 0, 0, 1, 0x1f, 0x90, 0, 0}},
 		{0x0102030405060708, "10.1.2.3:1", []byte{8, 7, 6, 5, 4, 3, 2, 1, 10, 1, 2, 3, 0, 1, 0, 0}, []byte{10, 1, 2, 3, 0, 1, 0, 0}},
+		{2, "[::1]:8080", []byte{2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x1f, 0x90, 0, 0, 0, 0, 0, 0},
+			[]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x1f, 0x90, 0, 0}},
 	} {
 		ap := netip.MustParseAddrPort(tt.dst)
 		if k := redirectKey(tt.cookie, ap); !bytes.Equal(k, tt.key) {
@@ -67,8 +69,9 @@ func TestRedirectFrom(t *testing.T) {
 		{"127.1.2.3", "127.1.2.3"},
 		{"0.0.0.0", "127.0.0.1"},
 		{"192.168.1.1", ""},
-		{"::1", ""}, // IPv6: the proxy serves
-		{"::", ""},
+		{"::1", "::1"},
+		{"::", "::1"},
+		{"fd00::1", ""},
 	} {
 		got, ok := redirectFrom(netip.MustParseAddr(tt.addr))
 		if (tt.want == "") == ok || (ok && got.String() != tt.want) {
@@ -93,25 +96,36 @@ func TestCgroup2Root(t *testing.T) {
 	}
 }
 
-// TestConnect4ProgJumps: every conditional jump of connect4 lands on the
+// TestProgJumps: every conditional jump of the programs lands on the
 // final "return 1" (the verifier checks the rest).
-func TestConnect4ProgJumps(t *testing.T) {
-	p := connect4Prog(3, 4)
-	allow := len(p) - 2
-	if p[allow] != ins(0xb7, 0, 0, 0, 1) || p[allow+1] != ins(0x95, 0, 0, 0, 0) {
-		t.Fatalf("program does not end with return 1: %v", p[allow:])
-	}
-	jumps := 0
-	for i, x := range p {
-		if x.code == 0x55 || x.code == 0x15 {
-			jumps++
-			if to := i + 1 + int(x.off); to != allow {
-				t.Errorf("jump at %d goes to %d, want %d", i, to, allow)
+func TestProgJumps(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		p     []bpfInsn
+		jumps int
+	}{
+		{"connect4", connectProg(inet4, 3, 4), 4},
+		{"connect6", connectProg(inet6, 3, 4), 7},
+		{"peer4", peerProg(inet4, 4), 1},
+		{"peer6", peerProg(inet6, 4), 1},
+	} {
+		p := tt.p
+		allow := len(p) - 2
+		if p[allow] != ins(0xb7, 0, 0, 0, 1) || p[allow+1] != ins(0x95, 0, 0, 0, 0) {
+			t.Fatalf("%s does not end with return 1: %v", tt.name, p[allow:])
+		}
+		jumps := 0
+		for i, x := range p {
+			if x.code == 0x55 || x.code == 0x15 {
+				jumps++
+				if to := i + 1 + int(x.off); to != allow {
+					t.Errorf("%s: jump at %d goes to %d, want %d", tt.name, i, to, allow)
+				}
 			}
 		}
-	}
-	if jumps != 4 {
-		t.Errorf("%d jumps, want 4", jumps)
+		if jumps != tt.jumps {
+			t.Errorf("%s: %d jumps, want %d", tt.name, jumps, tt.jumps)
+		}
 	}
 }
 
@@ -119,8 +133,8 @@ func TestConnect4ProgJumps(t *testing.T) {
 // joined by a veth to a "sandbox" namespace whose server at sandboxAddr
 // reports the peer address it sees, echoes until EOF, then says "bye".
 type redirectPair struct {
-	host, sandbox string // /run/netns paths
-	backend       netip.AddrPort
+	host, sandbox     string // /run/netns paths
+	backend, backend6 netip.AddrPort
 }
 
 func newRedirectPair(t *testing.T, port uint16) *redirectPair {
@@ -133,12 +147,16 @@ func newRedirectPair(t *testing.T, port uint16) *redirectPair {
 		{"-n", h, "link", "set", "v0", "up"},
 		{"-n", s, "addr", "add", "10.219.2.2/24", "dev", "eth0"},
 		{"-n", s, "link", "set", "eth0", "up"},
+		{"-n", h, "addr", "add", "fd19:a2::1/64", "dev", "v0", "nodad"},
+		{"-n", s, "addr", "add", "fd19:a2::2/64", "dev", "eth0", "nodad"},
 	} {
 		testutil.Must(t, "ip", c...)
 	}
 	p := &redirectPair{host: "/run/netns/" + h, sandbox: "/run/netns/" + s,
-		backend: netip.AddrPortFrom(netip.MustParseAddr("10.219.2.2"), port)}
+		backend:  netip.AddrPortFrom(netip.MustParseAddr("10.219.2.2"), port),
+		backend6: netip.AddrPortFrom(netip.MustParseAddr("fd19:a2::2"), port)}
 	reportingServer(t, p.sandbox, p.backend.String(), "")
+	reportingServer(t, p.sandbox, p.backend6.String(), "")
 	return p
 }
 
@@ -148,7 +166,7 @@ func newRedirectPair(t *testing.T, port uint16) *redirectPair {
 func reportingServer(t *testing.T, ns, addr, greeting string) {
 	t.Helper()
 	var ln net.Listener
-	in(t, ns, func() (err error) { ln, err = net.Listen("tcp4", addr); return err })
+	in(t, ns, func() (err error) { ln, err = net.Listen("tcp", addr); return err })
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -192,7 +210,7 @@ func talk(t *testing.T, ns, addr, bindIP string) (exchange, error) {
 		var err error
 		in(t, ns, func() error {
 			var nc net.Conn
-			nc, err = d.Dial("tcp4", addr)
+			nc, err = d.Dial("tcp", addr)
 			if err == nil {
 				c = nc.(*net.TCPConn)
 			}
@@ -213,8 +231,11 @@ func talk(t *testing.T, ns, addr, bindIP string) (exchange, error) {
 	if perr != nil {
 		return x, fmt.Errorf("getpeername: %w", perr)
 	}
-	if in4, ok := sa.(*unix.SockaddrInet4); ok {
-		x.peer = netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port))
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		x.peer = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		x.peer = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
 	}
 	data := make([]byte, 256<<10)
 	rand.Read(data)
@@ -263,10 +284,18 @@ func TestRedirectLoopbackPublish(t *testing.T) {
 	if err := wild.Proxy(p.backend); err != nil {
 		t.Fatal(err)
 	}
-	if h.redirector == nil || wild.redirector == nil {
+	h6 := holdIn(t, p.host, "tcp", "::1", 41313)
+	if err := h6.Proxy(p.backend6); err != nil {
+		t.Fatal(err)
+	}
+	wild6 := holdIn(t, p.host, "tcp", "::", 41314)
+	if err := wild6.Proxy(p.backend6); err != nil {
+		t.Fatal(err)
+	}
+	if h.redirector == nil || wild.redirector == nil || h6.redirector == nil || wild6.redirector == nil {
 		t.Fatal("no redirect entry made")
 	}
-	for _, addr := range []string{"127.0.0.1:41311", "127.0.0.1:41312"} {
+	for _, addr := range []string{"127.0.0.1:41311", "127.0.0.1:41312", "[::1]:41313", "[::1]:41314"} {
 		x, err := talk(t, p.host, addr, "")
 		if err != nil {
 			t.Fatalf("%s: %v", addr, err)
@@ -286,6 +315,21 @@ func TestRedirectLoopbackPublish(t *testing.T) {
 	if x.redirected() || !strings.HasPrefix(x.line, "10.219.2.1:") {
 		t.Errorf("bound client: the sandbox saw %s (client %s), want the proxy's connection", x.line, x.local)
 	}
+	x, err = talk(t, p.host, "[::1]:41313", "::1")
+	if err != nil {
+		t.Fatalf("bound client: %v", err)
+	}
+	if x.redirected() || !strings.HasPrefix(x.line, "[fd19:a2::1]:") {
+		t.Errorf("bound IPv6 client: the sandbox saw %s (client %s), want the proxy's connection", x.line, x.local)
+	}
+	// An IPv6 publish of an IPv4 backend is the proxy's.
+	cross := holdIn(t, p.host, "tcp", "::1", 41315)
+	if err := cross.Proxy(p.backend); err != nil {
+		t.Fatal(err)
+	}
+	if cross.redirector != nil {
+		t.Error("[::1] -> IPv4 backend: redirect entry made")
+	}
 	// Another namespace's 127.0.0.1:P is its own.
 	if x, err := talk(t, other, "127.0.0.1:41311", ""); err != nil || x.line != "other" {
 		t.Errorf("other namespace: %+v %v, want its own server", x, err)
@@ -296,8 +340,11 @@ func TestRedirectLoopbackPublish(t *testing.T) {
 	}
 	// After unpublishing, the port is closed again.
 	h.Close()
-	if _, err := talk(t, p.host, "127.0.0.1:41311", ""); !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Errorf("after Close: %v, want connection refused", err)
+	h6.Close()
+	for _, addr := range []string{"127.0.0.1:41311", "[::1]:41313"} {
+		if _, err := talk(t, p.host, addr, ""); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("%s after Close: %v, want connection refused", addr, err)
+		}
 	}
 }
 
@@ -338,7 +385,7 @@ func TestRedirectChildDaemon(t *testing.T) {
 		fmt.Println("unavailable", redirect.err)
 		return
 	}
-	fmt.Println("ids", r.progIDs[0], r.progIDs[1])
+	fmt.Println("ids", r.progIDs[0], r.progIDs[1], r.progIDs[2], r.progIDs[3])
 	time.Sleep(time.Hour)
 }
 
@@ -364,7 +411,7 @@ func TestRedirectDetachOnKill(t *testing.T) {
 		if len(f) > 0 && f[0] == "unavailable" {
 			t.Fatalf("child: %s", sc.Text())
 		}
-		if len(f) == 3 && f[0] == "ids" {
+		if len(f) == 5 && f[0] == "ids" {
 			for _, s := range f[1:] {
 				n, _ := strconv.ParseUint(s, 10, 32)
 				ids = append(ids, uint32(n))
@@ -372,7 +419,7 @@ func TestRedirectDetachOnKill(t *testing.T) {
 			break
 		}
 	}
-	if len(ids) != 2 {
+	if len(ids) != 4 {
 		t.Fatal("child printed no program IDs")
 	}
 	go io.Copy(io.Discard, out)
@@ -383,7 +430,7 @@ func TestRedirectDetachOnKill(t *testing.T) {
 		}
 		defer unix.Close(cfd)
 		var got []uint32
-		for _, at := range []uint32{attachInet4Connect, attachInet4Peername} {
+		for _, at := range []uint32{attachInet4Connect, attachInet4Peername, attachInet6Connect, attachInet6Peername} {
 			all, err := bpfQueryCgroup(cfd, at)
 			if err != nil {
 				t.Fatal(err)
@@ -396,7 +443,7 @@ func TestRedirectDetachOnKill(t *testing.T) {
 		}
 		return got
 	}
-	if got := attached(); len(got) != 2 {
+	if got := attached(); len(got) != 4 {
 		t.Fatalf("child's programs attached: %v, want %v", got, ids)
 	}
 	x, err := talk(t, p.host, "127.0.0.1:41331", "")
