@@ -232,10 +232,9 @@ func sockmapProxy(t testing.TB, rel *sockRelay, ns string, ln *net.TCPListener, 
 // rewrites a connect() to from:port into a connect() to the backend, so a
 // client in the cgroup talks to the sandbox directly and nothing is
 // proxied. Attached here to a cgroup the test creates, holding only the
-// iperf3 client. A product version would attach to the root cgroup and
-// must check the socket's network namespace (bpf_get_netns_cookie), keep
-// getpeername() showing the published address (cgroup/getpeername4), and
-// handle IPv6 and UDP (connect6, sendmsg4/6).
+// iperf3 client. The product version, which does attach to the root
+// cgroup, checks the socket's network namespace and keeps getpeername()
+// showing the published address, is redirect_linux.go.
 type connectRedirect struct {
 	cgroup string
 	progFD int
