@@ -319,6 +319,21 @@ func (r *tputRig) setMTU(mtu int) func() {
 	return func() { set(1500) }
 }
 
+// applyKnobs applies the named knobs and returns the undo of all.
+func (r *tputRig) applyKnobs(names ...string) func() {
+	var undo []func()
+	for _, k := range knobs() {
+		if slices.Contains(names, k.Name) {
+			undo = append(undo, k.apply(r))
+		}
+	}
+	return func() {
+		for _, u := range slices.Backward(undo) {
+			u()
+		}
+	}
+}
+
 // hostSysctl sets a sysctl in both host namespaces and returns the undo.
 func (r *tputRig) hostSysctl(key, val string) func() {
 	r.tb.Helper()
@@ -462,6 +477,22 @@ func knobs() []knob {
 					}
 				}
 			}},
+		{Name: "fw-same-bridge", What: "tov-N . tov-N added to table ip tether's same_bridge set: bridged overlay frames (br_netfilter) leave its forward chain at the first rule",
+			apply: func(r *tputRig) func() {
+				elem := fmt.Sprintf(`{ "%s" . "%s" }`, ovl.BridgeName(tputVNI), ovl.BridgeName(tputVNI))
+				for _, h := range r.h {
+					r.nft(h, "add element ip tether same_bridge "+elem)
+				}
+				return func() {
+					for _, h := range r.h {
+						r.nft(h, "delete element ip tether same_bridge "+elem)
+					}
+				}
+			}},
+		{Name: "fw-same-bridge+notrack", What: "fw-same-bridge and overlay-notrack together",
+			apply: func(r *tputRig) func() { return r.applyKnobs("fw-same-bridge", "overlay-notrack") }},
+		{Name: "combined", What: "vxlan-gro-off, br-nf-off and overlay-notrack together (the rig's best single knobs)",
+			apply: func(r *tputRig) func() { return r.applyKnobs("vxlan-gro-off", "br-nf-off", "overlay-notrack") }},
 		{Name: "pinned", What: "iperf3 -A 0,1: client and server pinned to different cores (both paths)", pin: true,
 			apply: func(*tputRig) func() { return func() {} }},
 		{Name: "veth-gro-threaded", What: "rx-gro on the sandbox veths with threaded NAPI (the receive side may run on the other core)",
@@ -704,7 +735,7 @@ func loadavg() string {
 }
 
 func gitCommit() string {
-	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	out, err := exec.Command("git", "describe", "--always", "--dirty").Output()
 	if err != nil {
 		return "unknown"
 	}
