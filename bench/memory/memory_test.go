@@ -65,7 +65,6 @@ type Run struct {
 // step, removes them (checking their processes are gone) and stops it.
 func measure(tb testing.TB, bin, label string, k Kind, n, round int) Run {
 	r := startRig(tb, bin)
-	defer r.d.Stop()
 	run := Run{Round: round, Binary: label, Kind: k.Name}
 	idle, err := r.snapshot(0)
 	if err != nil {
@@ -102,6 +101,9 @@ func measure(tb testing.TB, bin, label string, k Kind, n, round int) Run {
 	if k.Process {
 		checkNoSleepers(tb, r.pid)
 	}
+	// Stopped here, not deferred: after a failure the harness's cleanup
+	// removes what is left (rm -f needs the daemon running).
+	r.d.Stop()
 	return run
 }
 
