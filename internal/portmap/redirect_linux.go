@@ -4,9 +4,9 @@ package portmap
 // loopback address: instead of accepting a local client's connection and
 // relaying it over a second one (the userland proxy, whose second TCP
 // connection costs as much in the kernel as the first), a program on the
-// cgroup v2 root's connect4 hook (BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
-// BPF_CGROUP_INET4_CONNECT) rewrites the client's connect() to
-// 127.0.0.1:P into a connect() to the sandbox's address and port. The
+// cgroup v2 root's connect hooks (BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+// BPF_CGROUP_INET4_CONNECT and INET6_CONNECT) rewrites the client's
+// connect() to 127.0.0.1:P (or [::1]:P) into a connect() to the sandbox's address and port. The
 // client then talks to the sandbox over one connection and nothing is
 // proxied. Socket-level load balancing in Cilium works the same way.
 //
@@ -15,12 +15,13 @@ package portmap
 // an entry carries the cookie of the namespace the port was held in (the
 // daemon's host namespace), so sockets of every other namespace (sandboxes,
 // other daemons, the machine's own namespace when the daemon runs in
-// another) are never touched. Only TCP sockets, only IPv4, only sockets not
-// bound to an address or a device before connect (a client that bound
-// 127.0.0.1 could not reach the sandbox from that source: the proxy serves
-// it). A companion program on BPF_CGROUP_INET4_GETPEERNAME makes
+// another) are never touched. Only TCP sockets, only within a family (an
+// IPv6 publish of an IPv4 backend is the proxy's), only sockets not bound
+// to an address or a device before connect (a client that bound 127.0.0.1
+// could not reach the sandbox from that source: the proxy serves it). A
+// companion program on BPF_CGROUP_INET4_GETPEERNAME (and INET6) makes
 // getpeername() on a redirected socket show 127.0.0.1:P as the proxy did:
-// connect4 records the original address in an LRU hash keyed by the
+// the connect program records the original address in an LRU hash keyed by the
 // socket's cookie (cookies are never reused within a boot; an entry of a
 // long-closed socket is evicted, never wrongly applied).
 //
@@ -28,11 +29,11 @@ package portmap
 // (BPF_LINK_CREATE) held by this process's fds and never pinned: when the
 // daemon exits or is killed the kernel detaches them and frees the maps, so
 // no redirect outlives its daemon. Links compose: each daemon (tests run
-// several, each in its own namespace) attaches its own pair.
+// several, each in its own namespace) attaches its own four.
 //
 // Fallback. The held socket keeps listening and the proxy keeps serving it
-// in every case: it serves what is not redirected (UDP, IPv6, clients that
-// bound first) and keeps the port reserved. When the kernel refuses
+// in every case: it serves what is not redirected (UDP, clients that bound
+// first, raw sockets) and keeps the port reserved. When the kernel refuses
 // (no cgroup v2, no BPF, EPERM, a verifier refusal) the daemon logs that
 // once at info and everything goes through the proxy, as before.
 // TETHER_PROXY_REDIRECT=0 turns the redirect off (read once at start).
@@ -129,7 +130,7 @@ type asm struct {
 
 func (a *asm) emit(x ...bpfInsn) { a.p = append(a.p, x...) }
 
-// toAllowUnless jumps to "return 1" when reg code imm holds (code 0x55:
+// toAllowIf jumps to "return 1" when reg code imm holds (code 0x55:
 // !=, 0x15: ==).
 func (a *asm) toAllowIf(code, reg byte, imm int32) {
 	a.allow = append(a.allow, len(a.p))
