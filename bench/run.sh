@@ -14,7 +14,7 @@ case $scenario in
 attach) pkg=./bench/attach test='^TestAttachReport$' ;;
 lifecycle) pkg=./bench/lifecycle test='^TestLifecycleReport$' ;;
 ports) pkg=./bench/ports test='^TestPortsReport$' n=1000 ;;
-proxy) pkg=./bench/ports test='^TestProxyReport$' reps=7 ;;
+proxy) pkg=./bench/ports test='^TestProxyReport$' reps=13 ;;
 scale) pkg=./bench/lifecycle test='^TestScaleReport$' n=1000 ;;
 dns) pkg=./bench/dns test='^TestDNSReport$' n=50 reps=5 refs=bench/dns/refs.sh ;;
 dns-abuse) pkg=./bench/dns test='^TestDNSAbuseReport$' reps=3 ;;
