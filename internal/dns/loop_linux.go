@@ -27,6 +27,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -44,9 +45,10 @@ const (
 
 // loop is one epoll set and the goroutine serving it.
 type loop struct {
-	r    *Resolver
-	epfd int
-	file *os.File // epfd, as the runtime poller sees it
+	r      *Resolver
+	epfd   int
+	file   *os.File // epfd, as the runtime poller sees it
+	closed atomic.Bool
 
 	mu    sync.RWMutex
 	socks map[uint32]*sock
@@ -135,7 +137,7 @@ func (l *loop) run(rc syscall.RawConn) {
 	ready := l.ready // one closure for the loop's life, not one per wait
 	for {
 		if err := rc.Read(ready); err != nil {
-			if !errors.Is(err, os.ErrClosed) {
+			if !errors.Is(err, os.ErrClosed) && !l.closed.Load() {
 				l.r.log.Error("dns: event loop stopped", "err", err)
 			}
 			return
@@ -156,7 +158,10 @@ func (l *loop) ready(uintptr) bool {
 
 // close stops the loop's goroutine (its sockets are closed by their
 // owners).
-func (l *loop) close() { l.file.Close() }
+func (l *loop) close() {
+	l.closed.Store(true) // RawConn.Read reports the close as "use of closed file", not os.ErrClosed
+	l.file.Close()
+}
 
 // add registers s, readable events only.
 func (l *loop) add(s *sock) error {

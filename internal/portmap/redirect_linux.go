@@ -271,6 +271,40 @@ func cgroup2Root(r io.Reader) string {
 	return ""
 }
 
+// openCgroup2 opens the cgroup v2 root directory: at the daemon's own mount
+// of the hierarchy when it has one; else (a daemon started with `ip netns
+// exec` gets a fresh sysfs without /sys/fs/cgroup, in a mount namespace of
+// its own) by mounting the hierarchy on a temporary directory, opening its
+// root and detaching the mount again at once: the open descriptor is all the
+// attach needs, and no mount is left behind.
+func openCgroup2() (fd int, where string, err error) {
+	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
+		cg := cgroup2Root(f)
+		f.Close()
+		if cg != "" {
+			fd, err := unix.Open(cg, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return -1, "", fmt.Errorf("open cgroup %s: %w", cg, err)
+			}
+			return fd, cg, nil
+		}
+	}
+	dir, err := os.MkdirTemp("", "tether-cgroup2-")
+	if err != nil {
+		return -1, "", fmt.Errorf("no cgroup v2 hierarchy mounted, and no directory to mount one: %w", err)
+	}
+	defer os.Remove(dir)
+	if err := unix.Mount("cgroup2", dir, "cgroup2", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return -1, "", fmt.Errorf("no cgroup v2 hierarchy mounted, and mounting one failed: %w", err)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, "", fmt.Errorf("open cgroup2 mounted on %s: %w", dir, err)
+	}
+	return fd, "cgroup2 (mounted for the attach, then detached)", nil
+}
+
 // redirector is this process's programs, their maps and links.
 type redirector struct {
 	svc     map[int]int // address words -> (netns, address, port) -> backend
@@ -309,26 +343,17 @@ func theRedirector() *redirector {
 }
 
 func newRedirector() (_ *redirector, err error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	cfd, cg, err := openCgroup2()
 	if err != nil {
-		return nil, fmt.Errorf("read mounts: %w", err)
+		return nil, err
 	}
-	cg := cgroup2Root(f)
-	f.Close()
-	if cg == "" {
-		return nil, errors.New("no cgroup v2 hierarchy mounted")
-	}
+	defer unix.Close(cfd)
 	r := &redirector{cgroup: cg, svc: map[int]int{}}
 	defer func() {
 		if err != nil {
 			r.close()
 		}
 	}()
-	cfd, err := unix.Open(cg, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open cgroup %s: %w", cg, err)
-	}
-	defer unix.Close(cfd)
 	for _, f := range []family{inet4, inet6} {
 		svc, err := bpfMapNew(bpfMapTypeHash, uint32(f.keySize()), uint32(f.valueSize()), redirectMaxEntries, f.svcName)
 		if err != nil {
