@@ -22,7 +22,7 @@ cni) pkg=./bench/cni test='^TestCNIReport$' refs=bench/refs/cni.sh ;;
 overlay) pkg=./bench/overlay test='^TestOverlayReport$' n=100 ;;
 ipv6) pkg=./bench/ipv6 test='^TestIPv6Report$' ;;
 memory) pkg=./bench/memory test='^TestMemoryReport$' n=400 ;;
-overlay-tput) pkg=./bench/overlay test='^TestOverlayThroughputReport$' ;;
+overlay-tput) pkg=./bench/overlay test='^TestOverlayThroughputReport$' reps=3 ;;
 drivers) pkg=./bench/drivers test='^TestDriversReport$' n=100 ;;
 firewall) pkg=./bench/firewall test='^TestRestoreReport$' n=50 reps=20 ;;
 docker) pkg=./bench/compare test='^TestPublishVsDockerReport$' refs='bench/refs/docker.sh bench/refs/podman.sh' ;;
