@@ -33,9 +33,40 @@ type confDir struct {
 	ino uint64
 }
 
-// ownConfDir opens the directory once, from a thread of the process's own
-// namespace (unlocked goroutines never run on a thread in another one).
-var ownConfDir = sync.OnceValues(openConfDir)
+// ownConf caches the directory of the process's own namespace, which lives
+// as long as the process. It is opened by the first caller whose thread is
+// in that namespace (/proc/self/ns/net: the main thread's, which never
+// changes namespace); a caller locked into another namespace gets nil and
+// caches nothing (a namespace that goes away may pass its inode number on
+// to a new one, so no other namespace's directory is ever kept).
+var ownConf struct {
+	mu  sync.Mutex
+	dir *confDir
+}
+
+// ownConfDir returns the process namespace's directory, nil when the
+// calling thread is not in it or the directory cannot be opened.
+func ownConfDir() *confDir {
+	ownConf.mu.Lock()
+	defer ownConf.mu.Unlock()
+	if ownConf.dir != nil {
+		return ownConf.dir
+	}
+	var self unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
+		return nil
+	}
+	c, err := openConfDir()
+	if err != nil {
+		return nil
+	}
+	if c.dev != self.Dev || c.ino != self.Ino {
+		unix.Close(c.fd)
+		return nil
+	}
+	ownConf.dir = c
+	return c
+}
 
 // openConfDir opens /proc/sys/net/ipv6/conf of the calling thread's
 // namespace.
@@ -62,7 +93,7 @@ func (c *confDir) here() bool {
 // in the namespace of the calling thread: relative to the held directory
 // when that is the daemon's own namespace, else by path.
 func ipv6Sysctls(name string, kv ...string) error {
-	if c, err := ownConfDir(); err == nil && c.here() {
+	if c := ownConfDir(); c != nil && c.here() {
 		return ipv6SysctlsAt(c.fd, name, kv...)
 	}
 	for i := 0; i+1 < len(kv); i += 2 {

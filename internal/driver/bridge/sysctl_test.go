@@ -82,3 +82,39 @@ func TestIPv6SysctlsAt(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnConfDirOnlyOwnNamespace: the cached directory is only ever the
+// process's own namespace's, whichever thread asks first. (A test
+// namespace's directory cached by its first caller outlived the namespace,
+// and a new namespace that got its inode number wrote into the dead one.)
+func TestOwnConfDirOnlyOwnNamespace(t *testing.T) {
+	testutil.RequireRoot(t)
+	path := "/run/netns/" + testutil.NetNS(t, "t19d-oc")
+	ownConf.mu.Lock()
+	saved := ownConf.dir
+	ownConf.dir = nil
+	ownConf.mu.Unlock()
+	t.Cleanup(func() {
+		ownConf.mu.Lock()
+		if ownConf.dir != nil && ownConf.dir != saved {
+			unix.Close(ownConf.dir.fd)
+		}
+		ownConf.dir = saved
+		ownConf.mu.Unlock()
+	})
+	var inside *confDir
+	if err := tns.Do(path, func() error { inside = ownConfDir(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if inside != nil {
+		t.Fatalf("from a thread in another namespace: got a directory (ns %d:%d), want none", inside.dev, inside.ino)
+	}
+	var self unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
+		t.Fatal(err)
+	}
+	own := ownConfDir()
+	if own == nil || own.dev != self.Dev || own.ino != self.Ino {
+		t.Fatalf("from the process's namespace: got %+v, want the directory of ns %d:%d", own, self.Dev, self.Ino)
+	}
+}
