@@ -107,7 +107,7 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 	if first {
 		e.refreshNames(sb) // the embedded resolver starts with the first process
 	}
-	go e.reap(sb, p, r, x.Main)
+	p.OnExit(func(code int, err error) { e.reaped(sb, p, r, x.Main, code, err) })
 	return r, nil
 }
 
@@ -145,10 +145,10 @@ func (e *Engine) execNamespaces(sb *sbState) (proc.Spec, *anchor, error) {
 	return spec, nil, nil
 }
 
-// reap waits for a process, forgets it, and removes an auto-remove sandbox
-// when its main process has exited.
-func (e *Engine) reap(sb *sbState, p *proc.Process, r *Running, main bool) {
-	code, err := p.Wait()
+// reaped forgets an exited process (proc's reaper calls it: no goroutine
+// waits while the process runs), and removes an auto-remove sandbox when its
+// main process has exited.
+func (e *Engine) reaped(sb *sbState, p *proc.Process, r *Running, main bool, code int, err error) {
 	if err != nil {
 		e.log.Debug("wait", "pid", p.Pid, "err", err)
 	}
