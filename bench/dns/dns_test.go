@@ -315,6 +315,13 @@ func TestDNSSmoke(t *testing.T) {
 		}
 	}
 	t.Logf("systems %v, left out %v", rep.Systems, rep.Missing)
+	if os.Getenv("TETHER_E2E") == "1" { // the peers are part of the suite (.ci/run installs them)
+		for _, need := range []string{"coredns", "dnsmasq", "dnsperf"} {
+			if why, ok := rep.Missing[need]; ok {
+				t.Errorf("%s missing under TETHER_E2E=1: %s", need, why)
+			}
+		}
+	}
 }
 
 // TestDNSReport is the full run (BENCH_REPORT=1): 50 names, 8 clients,
