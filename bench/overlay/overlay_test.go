@@ -226,19 +226,19 @@ func iperf(tb testing.TB, serverNS, clientNS, addr string, seconds int) float64 
 
 // Report is the JSON written by TestOverlayReport.
 type Report struct {
-	Date            time.Time    `json:"date"`
-	Commit          string       `json:"commit"`
-	LoadStart       string       `json:"loadavg_start"`
-	LoadEnd         string       `json:"loadavg_end"`
-	NProc           int          `json:"nproc"`
-	Kernel          string       `json:"kernel"`
-	Store           string       `json:"store"`
-	TTLSeconds      float64      `json:"ttl_s"`
-	Attaches        int          `json:"attaches"`
-	ConvergeAddr    attach.Stats `json:"converge_by_address"`
-	ConvergeName    attach.Stats `json:"converge_by_name"`
-	AttachOverlay   attach.Stats `json:"attach_overlay"`
-	AttachBridge    attach.Stats `json:"attach_bridge"`
+	Date          time.Time    `json:"date"`
+	Commit        string       `json:"commit"`
+	LoadStart     string       `json:"loadavg_start"`
+	LoadEnd       string       `json:"loadavg_end"`
+	NProc         int          `json:"nproc"`
+	Kernel        string       `json:"kernel"`
+	Store         string       `json:"store"`
+	TTLSeconds    float64      `json:"ttl_s"`
+	Attaches      int          `json:"attaches"`
+	ConvergeAddr  attach.Stats `json:"converge_by_address"`
+	ConvergeName  attach.Stats `json:"converge_by_name"`
+	AttachOverlay attach.Stats `json:"attach_overlay"`
+	AttachBridge  attach.Stats `json:"attach_bridge"`
 	// AttachInternal is an attach to an internal overlay network (no
 	// second interface on tether_gwbridge), AttachNone a sandbox with no
 	// network: with the two above they split an overlay attach into the

@@ -101,7 +101,7 @@ type netBlocks struct {
 	// not one each.
 	claiming sync.Mutex
 	subnet   netip.Prefix
-	gateway netip.Addr
+	gateway  netip.Addr
 	// blocks are the blocks this node holds, with their keys' revisions.
 	blocks map[netip.Prefix]int64
 	// used are the addresses taken in those blocks: by an endpoint of this
