@@ -2,7 +2,6 @@ package nlutil
 
 import (
 	"fmt"
-	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -32,21 +31,9 @@ type ifreqData struct {
 // of the calling thread's network namespace and returns the value the
 // kernel leaves in data (a get's answer).
 func ethtool(name string, cmd, data uint32) (uint32, error) {
-	if len(name) == 0 || len(name) >= unix.IFNAMSIZ {
-		return 0, fmt.Errorf("ethtool on %q: bad interface name", name)
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, fmt.Errorf("ethtool on %q: socket: %w", name, err)
-	}
-	defer unix.Close(fd)
 	v := ethtoolValue{cmd: cmd, data: data}
-	ifr := ifreqData{data: unsafe.Pointer(&v)}
-	copy(ifr.name[:], name)
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
-	runtime.KeepAlive(&v)
-	if errno != 0 {
-		return 0, errno
+	if _, err := ethtoolPtr(name, unsafe.Pointer(&v)); err != nil {
+		return 0, err
 	}
 	return v.data, nil
 }
