@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 )
@@ -23,28 +22,9 @@ func overlayBlocksConcurrent(t *testing.T, m *multiHost) {
 		waitFor(t, "network everywhere", 5*time.Second, func() bool { return netID(d, "blocks") != "" })
 	}
 	const per = 8
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	seen := map[string]string{}
-	for h, d := range m.d {
-		for i := range per {
-			wg.Go(func() {
-				name := fmt.Sprintf("h%d-%d", h, i)
-				if out, err := d.Tether("run", "-d", "--name", name, "--network", "blocks", "--", "sleep", "600"); err != nil {
-					t.Errorf("run %s: %v %s", name, err, out)
-					return
-				}
-				a := ip(t, d, name, "blocks")
-				mu.Lock()
-				defer mu.Unlock()
-				if other, dup := seen[a]; dup {
-					t.Errorf("%s given to %s and %s", a, other, name)
-				}
-				seen[a] = name
-			})
-		}
-	}
-	wg.Wait()
+	seen := attachConcurrently(t, m, "blocks", "h", per, func(name string) []string {
+		return []string{"run", "-d", "--name", name, "--network", "blocks", "--", "sleep", "600"}
+	})
 	if t.Failed() {
 		return
 	}

@@ -196,18 +196,37 @@ func overlayConcurrentAttaches(t *testing.T, m *multiHost) {
 		waitFor(t, "network everywhere", 5*time.Second, func() bool { return netID(d, "busy") != "" })
 	}
 	const per = 15
+	seen := attachConcurrently(t, m, "busy", "s", per, func(name string) []string {
+		return []string{"sandbox", "create", "--name", name, "--network", "busy"}
+	})
+	if len(seen) != 3*per {
+		t.Errorf("%d distinct addresses for %d sandboxes", len(seen), 3*per)
+	}
+	// every host sees every endpoint
+	insp := inspectGlobal(t, m.d[2], "busy")
+	if len(insp.Containers) != 3*per {
+		t.Errorf("inspect lists %d endpoints, want %d", len(insp.Containers), 3*per)
+	}
+}
+
+// attachConcurrently runs cmd(name) for per sandboxes named
+// <prefix><host>-<i> on every host at once and returns the sandboxes'
+// addresses on network (address -> name); an address given twice is an
+// error of the test.
+func attachConcurrently(t *testing.T, m *multiHost, network, prefix string, per int, cmd func(name string) []string) map[string]string {
+	t.Helper()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	seen := map[string]string{}
 	for h, d := range m.d {
 		for i := range per {
 			wg.Go(func() {
-				name := fmt.Sprintf("s%d-%d", h, i)
-				if out, err := d.Tether("sandbox", "create", "--name", name, "--network", "busy"); err != nil {
-					t.Errorf("create %s: %v %s", name, err, strings.TrimSpace(out))
+				name := fmt.Sprintf("%s%d-%d", prefix, h, i)
+				if out, err := d.Tether(cmd(name)...); err != nil {
+					t.Errorf("%s: %v %s", name, err, strings.TrimSpace(out))
 					return
 				}
-				a := ip(t, d, name, "busy")
+				a := ip(t, d, name, network)
 				mu.Lock()
 				defer mu.Unlock()
 				if other, dup := seen[a]; dup {
@@ -218,14 +237,7 @@ func overlayConcurrentAttaches(t *testing.T, m *multiHost) {
 		}
 	}
 	wg.Wait()
-	if len(seen) != 3*per {
-		t.Errorf("%d distinct addresses for %d sandboxes", len(seen), 3*per)
-	}
-	// every host sees every endpoint
-	insp := inspectGlobal(t, m.d[2], "busy")
-	if len(insp.Containers) != 3*per {
-		t.Errorf("inspect lists %d endpoints, want %d", len(insp.Containers), 3*per)
-	}
+	return seen
 }
 
 // Two overlays with different VNIs and overlapping nothing cannot reach
