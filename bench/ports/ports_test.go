@@ -295,8 +295,10 @@ func measure(tb testing.TB, o Options) Report {
 		tb.Fatalf("N = %d: must be 2..%d (a bridge holds at most 1023 ports)", o.N, maxN)
 	}
 	rep := Report{Date: time.Now().UTC(), Machine: machine(), LoadBefore: testutil.LoadAvg(), N: o.N}
-	pub := attach.StartTether(tb)
-	plain := attach.StartTether(tb)
+	// The proxy path here is the userland proxy: the connect redirect that
+	// serves loopback publishes by default has its own scenario (proxy).
+	pub := startTetherEnv(tb, kindSplice.env)
+	plain := startTetherEnv(tb, kindSplice.env)
 	floor := startFloor(tb)
 	out := outside(tb, pub.NS)
 

@@ -118,12 +118,12 @@ func proxyKinds() []proxyKind {
 	return ks
 }
 
-// startProxyDaemon starts a daemon with k's environment and its iperf3
-// server.
-func startProxyDaemon(tb testing.TB, k proxyKind) *proxyDaemon {
+// startTetherEnv starts a daemon with env set in its environment (the
+// daemon inherits the test's at start); the test's own is restored.
+func startTetherEnv(tb testing.TB, env map[string]string) *attach.Tether {
 	tb.Helper()
 	restore := map[string]*string{}
-	for key, v := range k.env { // the daemon inherits the environment at start
+	for key, v := range env {
 		if old, had := os.LookupEnv(key); had {
 			restore[key] = &old
 		} else {
@@ -139,6 +139,14 @@ func startProxyDaemon(tb testing.TB, k proxyKind) *proxyDaemon {
 			os.Unsetenv(key)
 		}
 	}
+	return t
+}
+
+// startProxyDaemon starts a daemon with k's environment and its iperf3
+// server.
+func startProxyDaemon(tb testing.TB, k proxyKind) *proxyDaemon {
+	tb.Helper()
+	t := startTetherEnv(tb, k.env)
 	relay := k.name
 	srv, _, err := create(t, "ipf", fmt.Sprintf("127.0.0.1:%d:%d", proxyHostPort, proxySrvPort))
 	if err != nil {
