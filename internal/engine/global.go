@@ -712,14 +712,17 @@ func (l globalListener) PeerAdded(ep cluster.EndpointRecord) {
 	if dn == nil {
 		return
 	}
+	// The name first: programming the peer announces its address to the
+	// local sandboxes (a gratuitous ARP, docs/overlay.md), and one that was
+	// waiting for it may look the name up next.
+	e.names.Set("peer:"+ep.ID, []dns.Entry{{SandboxID: ep.SandboxID, Name: ep.SandboxName, NetworkID: ep.NetworkID,
+		NetworkName: dn.Name, Aliases: ep.Aliases, Addr: ep.Address.Addr(), Addr6: ep.Address6.Addr()}})
 	if pp != nil {
 		p := peerOf(ep)
 		if err := pp.AddPeer(context.Background(), dn, p); err != nil {
 			e.log.Error("cluster: program peer", "network", dn.Name, "peer", p.String(), "err", err)
 		}
 	}
-	e.names.Set("peer:"+ep.ID, []dns.Entry{{SandboxID: ep.SandboxID, Name: ep.SandboxName, NetworkID: ep.NetworkID,
-		NetworkName: dn.Name, Aliases: ep.Aliases, Addr: ep.Address.Addr(), Addr6: ep.Address6.Addr()}})
 }
 
 func (l globalListener) PeerRemoved(ep cluster.EndpointRecord) {

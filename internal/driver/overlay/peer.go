@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -105,6 +106,11 @@ func (d *Driver) AddPeer(ctx context.Context, n *driver.Network, p Peer) error {
 		if err := d.h.NeighSet(neighEntry(vx, ip, p.MAC)); err != nil {
 			return fmt.Errorf("peer %v on %q: neighbour entry of %v: %w", p, vx.Attrs().Name, ip, err)
 		}
+	}
+	if err := d.announce(n, p); err != nil {
+		// the peer is programmed; only a sandbox that asked early waits
+		// for its kernel's next ARP try
+		slog.Debug("overlay: gratuitous ARP for a new peer", "peer", p.String(), "err", err)
 	}
 	return nil
 }
