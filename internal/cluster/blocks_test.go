@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -373,5 +374,65 @@ func TestRestartKeepsConfirmedClaims(t *testing.T) {
 		if got.Addr() == x {
 			t.Fatalf("the restarted owner handed out %s, confirmed to b", x)
 		}
+	}
+}
+
+// downStore refuses transactions while down is set, as an unreachable
+// store does.
+type downStore struct {
+	store.Store
+	down *atomic.Bool
+}
+
+var errStoreDown = errors.New("store unreachable: test store at 192.0.2.1:2379 is down")
+
+func (s downStore) Txn(ctx context.Context, cmps []store.Cmp, ops []store.Op) (int64, error) {
+	if s.down.Load() {
+		return 0, errStoreDown
+	}
+	return s.Store.Txn(ctx, cmps, ops)
+}
+
+// A publication whose attempt fails says so (PublishFailed, with the
+// attempt's error) while it goes on retrying, and gets the record written
+// once the store is back.
+func TestPublishFailedReportsAndRetries(t *testing.T) {
+	down := &atomic.Bool{}
+	st := downStore{sharedStore(t), down}
+	c := node(t, st, "a", 5*time.Second)
+	watch(t, c)
+	n := blockNet(t, c, "10.4.0.0/24")
+	p, err := take(c, n, "e1", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	down.Store(true)
+	al := c.Allocator(nil)
+	al.Publish(EndpointRecord{ID: "e1", NetworkID: n.ID, SandboxID: "sb-e1", SandboxName: "e1", Address: p, MAC: "02:42:0a:04:00:02"})
+	failed, why := al.PublishFailed("e1")
+	if failed == nil {
+		t.Fatal("no publication in flight")
+	}
+	select {
+	case <-failed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a failed attempt was not reported")
+	}
+	if err := why(); !errors.Is(err, errStoreDown) {
+		t.Errorf("reported error %v, want the store's", err)
+	}
+	select {
+	case <-al.Published("e1"):
+		t.Fatal("published while the store is down")
+	default:
+	}
+	down.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := al.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if kv, err := st.Get(ctx, endpointKey(n.ID, "e1")); err != nil || kv.Value == nil {
+		t.Errorf("record not written after the store came back: %v", err)
 	}
 }

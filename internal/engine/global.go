@@ -548,6 +548,43 @@ func (e *Engine) unclaimGlobal(ctx context.Context, sb *sbState, ns *netState, a
 // endpoint record to reach the cluster store.
 const publishWait = 5 * time.Second
 
+// awaitPublished, before a global attach is recorded, waits until its
+// endpoint record (published in the background since the address was
+// taken, alongside the veth) is in the store, and fails the attach, naming
+// the store, when a publication attempt fails first: an endpoint the other
+// hosts cannot learn of is refused as before address blocks, not answered
+// as attached (the rollback withdraws it). A store that neither answers nor
+// fails within twice publishWait fails the attach too.
+func (e *Engine) awaitPublished(ctx context.Context, sb *sbState, ns *netState, at *attachment) error {
+	if !at.global || !at.claimed || e.global == nil {
+		return nil
+	}
+	done := e.blocks().Published(at.ep.ID)
+	if done == nil {
+		return nil
+	}
+	failed, why := e.blocks().PublishFailed(at.ep.ID)
+	t := time.NewTimer(2 * publishWait)
+	defer t.Stop()
+	var err error
+	select {
+	case <-done:
+		return nil
+	case <-failed:
+		select {
+		case <-done: // it failed once and then got through
+			return nil
+		default:
+		}
+		err = why()
+	case <-t.C:
+		err = fmt.Errorf("no answer within %v", 2*publishWait)
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	return storeErr(fmt.Errorf("attach sandbox %q to network %q: publish the endpoint: %w", sb.rec.Name, ns.rec.Name, err))
+}
+
 // doneAttaching ends the attaching mark of a global attach. An attach that
 // stands first waits for its endpoint record, published in the background
 // since the address was taken (so the store's round trips ran alongside

@@ -465,6 +465,9 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if err := e.fault("attach.after-publish"); err != nil {
 		return err
 	}
+	if err := e.awaitPublished(ctx, sb, ns, at); err != nil {
+		return err
+	}
 	if err := e.commitEndpoint(ctx, sb, ns, at.ep); err != nil {
 		return err
 	}
