@@ -147,7 +147,11 @@ func overlayUserScenario(t *testing.T, m *multiHost) {
 			t.Errorf("%s -> %s: %v", c.from, c.to, err)
 		}
 	}
-	// inspect on host 3 (no endpoint of its own) lists all four with hosts
+	// inspect on host 3 (no endpoint of its own) lists all four with hosts,
+	// once its watch has delivered them
+	waitFor(t, "host 3 lists all four endpoints", 10*time.Second, func() bool {
+		return len(inspectGlobal(t, h3, "my-net").Containers) == 4
+	})
 	insp := inspectGlobal(t, h3, "my-net")
 	if insp.Scope != "global" || insp.Driver != "overlay" || len(insp.Containers) != 4 {
 		t.Fatalf("inspect on host 3: %+v", insp)
@@ -202,11 +206,12 @@ func overlayConcurrentAttaches(t *testing.T, m *multiHost) {
 	if len(seen) != 3*per {
 		t.Errorf("%d distinct addresses for %d sandboxes", len(seen), 3*per)
 	}
-	// every host sees every endpoint
-	insp := inspectGlobal(t, m.d[2], "busy")
-	if len(insp.Containers) != 3*per {
-		t.Errorf("inspect lists %d endpoints, want %d", len(insp.Containers), 3*per)
-	}
+	// every host comes to see every endpoint: an attach answers once its
+	// record is in the store; the other hosts' watches deliver it a moment
+	// later (docs/overlay.md, "When the other hosts know")
+	waitFor(t, "host 3 lists every endpoint", 10*time.Second, func() bool {
+		return len(inspectGlobal(t, m.d[2], "busy").Containers) == 3*per
+	})
 }
 
 // attachConcurrently runs cmd(name) for per sandboxes named
