@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/tether-net/tether/internal/testutil"
 )
 
 // Two hosts attaching at once to one overlay take their addresses from
@@ -48,9 +50,14 @@ func overlayBlocksConcurrent(t *testing.T, m *multiHost) {
 
 // A restarted daemon keeps its address block and its sandboxes'
 // addresses: a sandbox made after the restart gets a new address of the
-// same block, and the other host reaches it.
+// same block, and the other host reaches it; under every start mode.
 func TestOverlayBlocksSurviveRestart(t *testing.T) {
-	m := newMultiHost(t, "etcd", 2)
+	forModes(t, func(t *testing.T, mode testutil.StartMode) {
+		overlayBlocksSurviveRestart(t, newMultiHostIn(t, "etcd", 2, mode))
+	})
+}
+
+func overlayBlocksSurviveRestart(t *testing.T, m *multiHost) {
 	h1, h2 := m.d[0], m.d[1]
 	h1.MustTether("network", "create", "-d", "overlay", "--subnet", "10.10.0.0/24", "keep")
 	waitFor(t, "network on host 2", 5*time.Second, func() bool { return netID(h2, "keep") != "" })
