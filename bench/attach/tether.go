@@ -193,6 +193,12 @@ func (t *Tether) List() ([]api.Sandbox, error) {
 }
 
 func (t *Tether) call(method, path string, body []byte) (int, []byte, error) {
+	return Call(t.c, method, path, body)
+}
+
+// Call sends one JSON request to a daemon's API through c (a client whose
+// transport dials the daemon's socket) and returns the status and body.
+func Call(c *http.Client, method, path string, body []byte) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -202,7 +208,7 @@ func (t *Tether) call(method, path string, body []byte) (int, []byte, error) {
 		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := t.c.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tether-net/tether/bench/attach"
 	"github.com/tether-net/tether/internal/api/types"
 	"github.com/tether-net/tether/internal/testutil"
 )
@@ -73,26 +73,14 @@ func startRig(tb testing.TB, bin string) *rig {
 }
 
 func (r *rig) call(method, path string, body any) (int, []byte, error) {
-	var rd io.Reader
+	var js []byte
 	if body != nil {
-		js, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if js, err = json.Marshal(body); err != nil {
 			return 0, nil, err
 		}
-		rd = bytes.NewReader(js)
 	}
-	req, err := http.NewRequest(method, "http://tether"+path, rd)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := r.c.Do(req)
-	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, out, err
+	return attach.Call(r.c, method, path, js)
 }
 
 func (r *rig) expect(want int, method, path string, body any) ([]byte, error) {
