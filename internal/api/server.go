@@ -66,6 +66,10 @@ func (s *Server) routes() {
 	s.cniRoutes(m)
 	s.linkRoutes(m)
 	m.HandleFunc("GET /events", s.events)
+	// Observability (issue 20): each in its own file.
+	s.metricsRoutes(m)
+	s.doctorRoutes(m)
+	s.uiRoutes(m)
 }
 
 // unrouted answers a request no route matched: 405 with the allowed
