@@ -56,6 +56,11 @@ func Run(cfg *config.Config) error {
 		return err
 	}
 	defer st.Close()
+	rt, err := openRuntimeStore(cfg.ExecRoot, log)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	cl, closeCluster, err := openCluster(ctx, cfg, log)
@@ -67,7 +72,7 @@ func Run(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: log, Firewall: fw, Cluster: cl, NodeFilter: nodeFilter,
+	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Runtime: rt, Logger: log, Firewall: fw, Cluster: cl, NodeFilter: nodeFilter,
 		Drivers: drivers(cfg), DefaultDriver: defaultDriver, IPv6Forwarding: ipv6Forwarding(cfg, log), Linker: linker()})
 	if err != nil {
 		return err

@@ -20,6 +20,7 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -48,7 +49,12 @@ import (
 type Options struct {
 	Config *config.Config
 	Store  store.Store
-	Logger *slog.Logger
+	// Runtime holds the records of what dies with the machine: sandboxes,
+	// their sticky addresses, point-to-point links (isRuntimeKey). The
+	// daemon keeps it under the exec-root without fsync (docs/store.md);
+	// nil keeps them in Store.
+	Runtime store.Store
+	Logger  *slog.Logger
 	// HostBlockers lists what occupies address space on the host (routes,
 	// addresses), for the choice of subnets; nil reads the current
 	// namespace (ipam.HostBlockers).
@@ -85,6 +91,7 @@ type Options struct {
 type Engine struct {
 	cfg          *config.Config
 	st           store.Store
+	rt           store.Store // runtime records (Options.Runtime); st when there is none
 	log          *slog.Logger
 	hostBlockers func() ([]ipam.Blocker, error)
 	ipv6Forward  func() error
@@ -168,6 +175,7 @@ func New(o Options) (*Engine, error) {
 	e := &Engine{
 		cfg:          o.Config,
 		st:           o.Store,
+		rt:           cmp.Or[store.Store](o.Runtime, o.Store),
 		log:          log,
 		hostBlockers: hostBlockers,
 		ipv6Forward:  o.IPv6Forwarding,
@@ -427,9 +435,30 @@ func (e *Engine) putJSON(key string, v any) store.Op {
 	return store.Put(key, b)
 }
 
+// commit writes ops: those on runtime keys to the runtime store, the others
+// to the durable store, each set in one transaction (the durable one first).
 func (e *Engine) commit(ctx context.Context, ops ...store.Op) error {
-	if _, err := e.st.Txn(ctx, nil, ops); err != nil {
-		return fmt.Errorf("store: %w", err)
+	durable, runtime := ops, []store.Op(nil)
+	if e.rt != e.st {
+		durable = nil
+		for _, op := range ops {
+			if isRuntimeKey(op.Key) {
+				runtime = append(runtime, op)
+			} else {
+				durable = append(durable, op)
+			}
+		}
+	}
+	for _, x := range []struct {
+		st  store.Store
+		ops []store.Op
+	}{{e.st, durable}, {e.rt, runtime}} {
+		if len(x.ops) == 0 {
+			continue
+		}
+		if _, err := x.st.Txn(ctx, nil, x.ops); err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
 	}
 	return nil
 }

@@ -159,7 +159,7 @@ func (e *Engine) gcStore(ctx context.Context) error {
 		}
 	}
 	for _, prefix := range []string{keyIPAM, keySticky, keyIPAM6, keySticky6} {
-		kvs, err := e.st.List(ctx, prefix)
+		kvs, err := e.storeOf(prefix).List(ctx, prefix)
 		if err != nil {
 			return fmt.Errorf("store: %w", err)
 		}

@@ -527,7 +527,7 @@ type linkName struct {
 // restoreLinks reads the link records (before the sandboxes are restored:
 // their stray-interface sweep must know the links' interfaces).
 func (e *Engine) restoreLinks(ctx context.Context) error {
-	kvs, err := e.st.List(ctx, keyLinks)
+	kvs, err := e.rt.List(ctx, keyLinks)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}

@@ -592,11 +592,11 @@ func (e *Engine) removeNetworkLocked(ctx context.Context, ns *netState) error {
 	if err := e.fault("network.remove.after-bridge"); err != nil {
 		return err
 	}
-	sticky, err := e.st.List(ctx, keySticky+n.ID+"/")
+	sticky, err := e.rt.List(ctx, keySticky+n.ID+"/")
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	sticky6, err := e.st.List(ctx, keySticky6+n.ID+"/")
+	sticky6, err := e.rt.List(ctx, keySticky6+n.ID+"/")
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}

@@ -136,13 +136,7 @@ func (e *Engine) release(h *held) {
 		if h.addr6.IsValid() {
 			ep.Address6 = netip.PrefixFrom(h.addr6, 128)
 		}
-		ops, err := e.releaseLocked(ns, ep)
-		if err == nil {
-			err = e.commit(context.Background(), ops...)
-		}
-		if err != nil {
-			e.log.Warn("free the address of a removed sandbox", "address", h.addr, "err", err)
-		}
+		e.releaseLocked(ns, ep)
 	}
 	e.mu.Unlock()
 	close(h.gone)

@@ -2,9 +2,11 @@ package engine
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/tether-net/tether/internal/netns"
+	"github.com/tether-net/tether/internal/store"
 )
 
 // Store keys. Everything local lives under one prefix so a future global
@@ -19,6 +21,32 @@ const (
 	keyIPAM6   = "tether/v1/local/ipam6/"
 	keySticky6 = "tether/v1/local/sticky6/"
 )
+
+// runtimeKeys are the records of kernel objects that die with the machine
+// (sandboxes with their endpoints, point-to-point links) and the sticky
+// addresses of sandbox names. They live in the runtime store
+// (Options.Runtime): a restart of the daemon finds them, a reboot does not,
+// and the namespaces they describe are gone by then too. Address bitmaps
+// stay in the durable store as the network made them; the addresses
+// endpoints hold are marked from these records at start (gcStore).
+var runtimeKeys = []string{keySandboxes, keySticky, keySticky6, keyLinks}
+
+func isRuntimeKey(k string) bool {
+	for _, p := range runtimeKeys {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// storeOf is the store that holds keys under prefix.
+func (e *Engine) storeOf(prefix string) store.Store {
+	if isRuntimeKey(prefix) {
+		return e.rt
+	}
+	return e.st
+}
 
 // Network is the record of one network.
 type Network struct {

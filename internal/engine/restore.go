@@ -3,12 +3,14 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/ipam"
 	"github.com/tether-net/tether/internal/proc"
+	"github.com/tether-net/tether/internal/store"
 )
 
 // restore rebuilds the in-memory state from the store and reconciles the
@@ -24,6 +26,9 @@ func (e *Engine) restore(ctx context.Context) error {
 	if err := e.checkFault(); err != nil {
 		return err
 	}
+	if err := e.moveRuntimeRecords(ctx); err != nil {
+		return err
+	}
 	if err := e.restoreNetworks(ctx); err != nil {
 		return err
 	}
@@ -35,6 +40,44 @@ func (e *Engine) restore(ctx context.Context) error {
 	}
 	e.reconcileLinks(ctx)
 	return e.collectGarbage(ctx)
+}
+
+// moveRuntimeRecords moves runtime records a daemon from before the
+// runtime store left in the durable one (isRuntimeKey) into the runtime
+// store, unless the runtime store already has them: first written there,
+// then deleted here, so a crash in between leaves a copy, not a loss.
+func (e *Engine) moveRuntimeRecords(ctx context.Context) error {
+	if e.rt == e.st {
+		return nil
+	}
+	var put, del []store.Op
+	for _, prefix := range runtimeKeys {
+		kvs, err := e.st.List(ctx, prefix)
+		if err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		for _, kv := range kvs {
+			del = append(del, store.Delete(kv.Key))
+			if _, err := e.rt.Get(ctx, kv.Key); errors.Is(err, store.ErrNotFound) {
+				put = append(put, store.Put(kv.Key, kv.Value))
+			} else if err != nil {
+				return fmt.Errorf("runtime store: %w", err)
+			}
+		}
+	}
+	if len(del) == 0 {
+		return nil
+	}
+	if len(put) > 0 {
+		if _, err := e.rt.Txn(ctx, nil, put); err != nil {
+			return fmt.Errorf("runtime store: %w", err)
+		}
+	}
+	if _, err := e.st.Txn(ctx, nil, del); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	e.log.Info("moved sandbox and link records to the runtime store", "records", len(del), "copied", len(put))
+	return nil
 }
 
 func (e *Engine) restoreNetworks(ctx context.Context) error {
@@ -91,7 +134,7 @@ func (e *Engine) defaultUnchanged(ns *netState) bool {
 }
 
 func (e *Engine) restoreSandboxes(ctx context.Context) error {
-	kvs, err := e.st.List(ctx, keySandboxes)
+	kvs, err := e.rt.List(ctx, keySandboxes)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}

@@ -85,6 +85,7 @@ func (e *Engine) CreateSandbox(ctx context.Context, spec SandboxSpec) (_ *Sandbo
 	}
 	e.addSandboxLocked(sb)
 	e.mu.Unlock()
+	e.publishSandboxCreated(sb)
 	defer func() {
 		if err != nil {
 			if rerr := e.removeLocked(context.WithoutCancel(ctx), sb); rerr != nil {
@@ -477,8 +478,7 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	}
 	e.refreshNames(sb)
 	e.refreshFiles(sb)
-	e.events.publish(Event{Type: "network", Action: "connect", ID: ns.rec.ID,
-		Attrs: map[string]string{"name": ns.rec.Name, "type": ns.rec.Driver, "container": sb.rec.ID}})
+	e.publishConnect(sb, ns, at.ep)
 	// An internal network has no way out (Docker: no docker_gwbridge either);
 	// a handed-over sandbox gets its way out from its runtime.
 	if caps.NeedsGateway && !ns.rec.Internal && !sb.rec.Handover {
@@ -747,7 +747,7 @@ func addrErr6(ns *netState, static netip.Addr, err error) error {
 // stickyAddr reads the address a sandbox name last had on a network
 // (prefix keySticky or keySticky6).
 func (e *Engine) stickyAddr(ctx context.Context, prefix, netID, name string) netip.Addr {
-	kv, err := e.st.Get(ctx, prefix+netID+"/"+name)
+	kv, err := e.rt.Get(ctx, prefix+netID+"/"+name)
 	if err != nil {
 		return netip.Addr{}
 	}
@@ -767,28 +767,20 @@ func nextIfName(sb *Sandbox) string {
 	}
 }
 
-// commitEndpoint records the endpoint: sandbox record, the network's
-// allocator and the sticky address in one store transaction.
+// commitEndpoint records the endpoint: the sandbox record and the sticky
+// address in one transaction of the runtime store. The network's bitmap
+// changed in memory only: at start it is marked from the endpoint records
+// (gcStore), so no attach waits for a durable write.
 func (e *Engine) commitEndpoint(ctx context.Context, sb *sbState, ns *netState, ep *Endpoint) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	sb.rec.Endpoints = append(sb.rec.Endpoints, ep)
 	ops := []store.Op{e.putJSON(keySandboxes+sb.rec.ID, sb.rec)}
 	if ns.subnet != nil && ep.Address.IsValid() {
-		b, err := ns.subnet.MarshalBinary()
-		if err != nil {
-			return err
-		}
-		ops = append(ops, store.Put(keyIPAM+ns.rec.ID, b),
-			store.Put(keySticky+ns.rec.ID+"/"+sb.rec.Name, []byte(ep.Address.Addr().String())))
+		ops = append(ops, store.Put(keySticky+ns.rec.ID+"/"+sb.rec.Name, []byte(ep.Address.Addr().String())))
 	}
 	if ns.subnet6 != nil && ep.Address6.IsValid() {
-		b, err := ns.subnet6.MarshalBinary()
-		if err != nil {
-			return err
-		}
-		ops = append(ops, store.Put(keyIPAM6+ns.rec.ID, b),
-			store.Put(keySticky6+ns.rec.ID+"/"+sb.rec.Name, []byte(ep.Address6.Addr().String())))
+		ops = append(ops, store.Put(keySticky6+ns.rec.ID+"/"+sb.rec.Name, []byte(ep.Address6.Addr().String())))
 	}
 	if err := e.commit(ctx, ops...); err != nil {
 		sb.rec.Endpoints = sb.rec.Endpoints[:len(sb.rec.Endpoints)-1]
@@ -858,45 +850,26 @@ func (e *Engine) detach(ctx context.Context, sb *sbState, ns *netState, ep *Endp
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	sb.rec.Endpoints = slices.DeleteFunc(sb.rec.Endpoints, func(x *Endpoint) bool { return x == ep })
-	ops, err := e.releaseLocked(ns, ep)
-	if err != nil {
-		return err
-	}
-	if err := e.commit(ctx, append(ops, e.putJSON(keySandboxes+sb.rec.ID, sb.rec))...); err != nil {
+	e.releaseLocked(ns, ep)
+	if err := e.commit(ctx, e.putJSON(keySandboxes+sb.rec.ID, sb.rec)); err != nil {
 		return err
 	}
 	if err := e.fault("detach.after-commit"); err != nil {
 		return err
 	}
-	e.publishDisconnect(sb, ns)
+	e.publishDisconnect(sb, ns, ep)
 	return nil
 }
 
-// releaseLocked frees an endpoint's address and returns the store write of
-// the network's bitmap. Called with e.mu held.
-func (e *Engine) releaseLocked(ns *netState, ep *Endpoint) ([]store.Op, error) {
-	var ops []store.Op
-	for _, x := range []struct {
-		sub  *ipam.Subnet
-		addr netip.Prefix
-		key  string
-	}{{ns.subnet, ep.Address, keyIPAM}, {ns.subnet6, ep.Address6, keyIPAM6}} {
-		if x.sub == nil || !x.addr.IsValid() {
-			continue
-		}
-		x.sub.Release(x.addr.Addr())
-		b, err := x.sub.MarshalBinary()
-		if err != nil {
-			return nil, err
-		}
-		ops = append(ops, store.Put(x.key+ns.rec.ID, b))
+// releaseLocked frees an endpoint's addresses in the network's allocators
+// (memory only, like the reservation: commitEndpoint). Called with e.mu held.
+func (e *Engine) releaseLocked(ns *netState, ep *Endpoint) {
+	if ns.subnet != nil && ep.Address.IsValid() {
+		ns.subnet.Release(ep.Address.Addr())
 	}
-	return ops, nil
-}
-
-func (e *Engine) publishDisconnect(sb *sbState, ns *netState) {
-	e.events.publish(Event{Type: "network", Action: "disconnect", ID: ns.rec.ID,
-		Attrs: map[string]string{"name": ns.rec.Name, "type": ns.rec.Driver, "container": sb.rec.ID}})
+	if ns.subnet6 != nil && ep.Address6.IsValid() {
+		ns.subnet6.Release(ep.Address6.Addr())
+	}
 }
 
 // RemoveSandbox detaches every endpoint and deletes the sandbox's namespaces
@@ -1040,11 +1013,7 @@ func (e *Engine) forgetLocked(ctx context.Context, sb *sbState, eps []sbEndpoint
 			hs = append(hs, x.held)
 			continue
 		}
-		o, err := e.releaseLocked(x.ns, x.ep)
-		if err != nil {
-			return err
-		}
-		ops = append(ops, o...)
+		e.releaseLocked(x.ns, x.ep)
 	}
 	// Links dropLinks could not delete (or a reaped sandbox's, whose
 	// namespace took both ends with it) go with the sandbox's records.
@@ -1063,8 +1032,9 @@ func (e *Engine) forgetLocked(ctx context.Context, sb *sbState, eps []sbEndpoint
 	e.hold(hs) // before rm answers: a re-create right after finds its address held, and waits
 	e.forgetNames(sb.rec.ID)
 	for _, x := range eps {
-		e.publishDisconnect(sb, x.ns)
+		e.publishDisconnect(sb, x.ns, x.ep)
 	}
+	e.publishSandboxDestroyed(sb)
 	return err
 }
 

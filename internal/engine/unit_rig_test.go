@@ -47,6 +47,8 @@ type rig struct {
 	ctx context.Context
 	cfg *config.Config
 	st  store.Store
+	// rt is the runtime store (withRuntimeStore); nil: the records live in st.
+	rt  store.Store
 	nsx *sandboxtest.Namespaces
 	fw  *memFirewall
 	drv map[string]*drivertest.Fake // by driver name
@@ -77,6 +79,20 @@ func withCluster() rigOption {
 		r.cl, r.nodes = cl, &memNodeFilter{}
 		r.drv["overlay"] = drivertest.Overlay("overlay")
 	}
+}
+
+// withRuntimeStore gives the rig a runtime store, as the daemon's under its
+// exec-root (a bolt file without fsync).
+func withRuntimeStore() rigOption {
+	return func(r *rig) { r.rt = openBolt(r.t, "state.db", bolt.WithNoSync()) }
+}
+
+// runtime is the store that holds the runtime records.
+func (r *rig) runtime() store.Store {
+	if r.rt != nil {
+		return r.rt
+	}
+	return r.st
 }
 
 // withDriver adds a fake driver.
@@ -121,9 +137,9 @@ func newRig(t *testing.T, opts ...rigOption) *rig {
 	return r
 }
 
-func openBolt(t *testing.T, name string) store.Store {
+func openBolt(t *testing.T, name string, opts ...bolt.Option) store.Store {
 	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), name))
+	st, err := bolt.Open(filepath.Join(t.TempDir(), name), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +168,7 @@ func (r *rig) tryStart() error {
 		ds = append(ds, r.drv[name])
 	}
 	routes := slices.Clone(r.hostRoutes)
-	o := Options{Config: r.cfg, Store: r.st, Logger: r.logger(), Firewall: r.fw, Drivers: ds,
+	o := Options{Config: r.cfg, Store: r.st, Runtime: r.rt, Logger: r.logger(), Firewall: r.fw, Drivers: ds,
 		Namespaces: r.nsx, DefaultDriver: "bridge",
 		HostBlockers: func() ([]ipam.Blocker, error) { return routes, nil }, Linker: r.linker}
 	if r.cl != nil {
@@ -269,12 +285,18 @@ func (r *rig) pending(name string) int {
 }
 
 // inUse reports whether addr is taken in network name's bitmap, in memory
-// and in the store; a test fails when the two disagree.
+// and in what a restart would rebuild from the stores: the durable bitmap
+// marked from the sandbox records (gcStore), plus the addresses the
+// quarantine holds; a test fails when the two disagree.
 func (r *rig) inUse(name string, addr string) bool {
 	r.t.Helper()
 	ns := r.ns(name)
 	a := netip.MustParseAddr(addr)
-	kv, err := r.st.Get(r.ctx, keyIPAM+ns.rec.ID)
+	key := keyIPAM
+	if a.Is6() {
+		key = keyIPAM6
+	}
+	kv, err := r.st.Get(r.ctx, key+ns.rec.ID)
 	if err != nil {
 		r.t.Fatalf("bitmap of %q: %v", name, err)
 	}
@@ -282,9 +304,38 @@ func (r *rig) inUse(name string, addr string) bool {
 	if err := stored.UnmarshalBinary(kv.Value); err != nil {
 		r.t.Fatal(err)
 	}
-	mem := ns.subnet.InUse(a)
+	recs, err := r.runtime().List(r.ctx, keySandboxes)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var owned []netip.Addr
+	for _, kv := range recs {
+		var sb Sandbox
+		if err := json.Unmarshal(kv.Value, &sb); err != nil {
+			r.t.Fatal(err)
+		}
+		for _, ep := range sb.Endpoints {
+			if ep.NetworkID == ns.rec.ID {
+				owned = append(owned, ep.Address.Addr(), ep.Address6.Addr())
+			}
+		}
+	}
+	r.e.quarantine.mu.Lock()
+	for _, h := range r.e.quarantine.byAddr {
+		if h.netID == ns.rec.ID {
+			owned = append(owned, h.addr, h.addr6)
+		}
+	}
+	r.e.quarantine.mu.Unlock()
+	owned = slices.DeleteFunc(owned, func(x netip.Addr) bool { return !x.IsValid() || x.Is6() != a.Is6() })
+	reconcileSubnet(&stored, owned)
+	sub := ns.subnet
+	if a.Is6() {
+		sub = ns.subnet6
+	}
+	mem := sub.InUse(a)
 	if mem != stored.InUse(a) {
-		r.t.Errorf("network %q, %s: in use %v in memory, %v in the store", name, a, mem, stored.InUse(a))
+		r.t.Errorf("network %q, %s: in use %v in memory, %v in the stores", name, a, mem, stored.InUse(a))
 	}
 	return mem
 }

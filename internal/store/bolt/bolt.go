@@ -80,6 +80,7 @@ type config struct {
 	watchBuffer    int
 	expiryInterval time.Duration
 	log            *slog.Logger
+	noSync         bool
 }
 
 // Option tunes Open.
@@ -97,6 +98,12 @@ func WithWatchBuffer(n int) Option { return func(c *config) { c.watchBuffer = n 
 
 // WithExpiryInterval sets how often leases are checked for expiry (default 100ms).
 func WithExpiryInterval(d time.Duration) Option { return func(c *config) { c.expiryInterval = d } }
+
+// WithNoSync makes commits skip fsync: a commit is in the page cache when it
+// returns, so it survives the process but not the machine. Only for a store
+// whose records die with the machine anyway (the engine's runtime store
+// under the exec-root: records of namespaces and links, docs/store.md).
+func WithNoSync() Option { return func(c *config) { c.noSync = true } }
 
 // WithLogger sets where background errors (lease expiry) are logged.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }
@@ -118,7 +125,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create directory for store %q: %w", path, err)
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: cfg.lockTimeout})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: cfg.lockTimeout, NoSync: cfg.noSync, NoGrowSync: cfg.noSync})
 	if errors.Is(err, bberrors.ErrTimeout) {
 		return nil, fmt.Errorf("store %q is %w", path, ErrLocked)
 	}
