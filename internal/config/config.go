@@ -78,6 +78,11 @@ type Config struct {
 	// Point-to-point links (docs/links.md).
 	LinkPool netip.Prefix // "link-pool": IPv4 range links take a /31 from; default 10.254.0.0/16.
 
+	// MetricsAddr is "metrics-addr": host:port of a plain-HTTP listener
+	// serving only GET /metrics (Prometheus), as dockerd's; "" = none (the
+	// API's own GET /metrics is always there).
+	MetricsAddr string
+
 	// Daemon housekeeping.
 	DataRoot    string   // "data-root": default /var/lib/tether.
 	ExecRoot    string   // "exec-root": default /run/tether.

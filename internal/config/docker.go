@@ -42,7 +42,6 @@ var dockerOtherKeys = map[string]bool{
 	"max-concurrent-downloads":         true,
 	"max-concurrent-uploads":           true,
 	"max-download-attempts":            true,
-	"metrics-addr":                     true,
 	"no-new-privileges":                true,
 	"no-proxy":                         true,
 	"node-generic-resources":           true,

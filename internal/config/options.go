@@ -115,6 +115,8 @@ var options = []option{
 		set: setString(func(c *Config) *string { return &c.OVSDB })},
 	{key: "link-pool", flag: "link-pool", kind: kindString, def: DefaultLinkPool, usage: "IPv4 range point-to-point links take a /31 from (tether link create), skipping host routes, addresses and networks",
 		set: setPrefix(func(c *Config) *netip.Prefix { return &c.LinkPool })},
+	{key: "metrics-addr", flag: "metrics-addr", kind: kindString, usage: "Set default address and port to serve the metrics api on (plain HTTP, GET /metrics only), e.g. 127.0.0.1:9323",
+		set: setString(func(c *Config) *string { return &c.MetricsAddr })},
 	{key: "data-root", flag: "data-root", kind: kindString, def: DefaultDataRoot, usage: "Root directory of persistent Tether state",
 		set: setString(func(c *Config) *string { return &c.DataRoot })},
 	{key: "exec-root", flag: "exec-root", kind: kindString, def: DefaultExecRoot, usage: "Root directory for execution state files",

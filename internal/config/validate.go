@@ -51,6 +51,7 @@ var checks = []struct {
 		}
 		return nil
 	}},
+	{"metrics-addr", func(c *Config) error { return checkMetricsAddr(c.MetricsAddr) }},
 	{"data-root", func(c *Config) error { return checkAbs(c.DataRoot) }},
 	{"exec-root", func(c *Config) error { return checkAbs(c.ExecRoot) }},
 	{"pidfile", func(c *Config) error { return checkAbs(c.Pidfile) }},

@@ -45,7 +45,7 @@ func openCluster(ctx context.Context, cfg *config.Config, log *slog.Logger) (*cl
 	if _, err := openClusterStore(ctx, cfg, true); err != nil {
 		return nil, nil, err
 	}
-	st := &lazyStore{open: func(ctx context.Context) (store.Store, error) { return openClusterStore(ctx, cfg, false) }}
+	st := instrumentStore(&lazyStore{open: func(ctx context.Context) (store.Store, error) { return openClusterStore(ctx, cfg, false) }})
 	ttl := 10 * time.Second
 	if v, ok := cfg.ClusterStoreOpts["discovery.ttl"]; ok {
 		n, _ := strconv.Atoi(v) // validated by config

@@ -30,6 +30,7 @@ import (
 // Run starts the daemon with cfg and blocks until SIGINT or SIGTERM.
 func Run(cfg *config.Config) error {
 	log := newLogger(cfg)
+	metricsFromEnv(log) // metrics.go
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
@@ -97,6 +98,11 @@ func Run(cfg *config.Config) error {
 		return err
 	}
 	defer stopPlugin()
+	stopMetrics, err := serveMetrics(cfg, eng, log) // metrics.go
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	return serve(ctx, cfg.Hosts, lopts, eng, cfg.Debug, log)
 }
 

@@ -213,6 +213,7 @@ func (l *loop) readUDP(s *sock) {
 			}
 			return
 		}
+		t0 := queryStart()
 		k := 0
 		for i := range n {
 			b, fromLen := m.in[i][:m.rhdr[i].Len], m.rhdr[i].Hdr.Namelen
@@ -227,6 +228,7 @@ func (l *loop) readUDP(s *sock) {
 			k++
 		}
 		l.sendAll(s, m.shdr[:k])
+		observeLocal(t0, k)
 		read += n
 		if n < mmsgBatch { // drained; epoll says when more comes
 			return
@@ -258,6 +260,7 @@ func (r *Resolver) serveUDPMsg(s *sock, b []byte, from unix.RawSockaddrAny, from
 		return
 	}
 	c := s.owner.client
+	t0 := queryStart()
 	resp, fwd := r.decide(c, req)
 	if fwd {
 		var release func()
@@ -265,6 +268,7 @@ func (r *Resolver) serveUDPMsg(s *sock, b []byte, from unix.RawSockaddrAny, from
 			go func() {
 				defer release()
 				resp := r.exchange(c, req, false)
+				observeQuery(t0, resp, true)
 				resp.Id = req.Id
 				truncate(resp, req)
 				s.mu.RLock()
@@ -276,6 +280,7 @@ func (r *Resolver) serveUDPMsg(s *sock, b []byte, from unix.RawSockaddrAny, from
 			return
 		}
 	}
+	observeQuery(t0, resp, false)
 	resp.Id = req.Id
 	truncate(resp, req)
 	s.sendMsgLocked(r, resp, &from, fromLen)

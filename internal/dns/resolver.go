@@ -222,6 +222,7 @@ func (r *Resolver) serve(c *client, w mdns.ResponseWriter, req *mdns.Msg) {
 	if c.allow != nil && !c.allow(sourceAddr(w)) {
 		r.log.Debug("dns: refused a query from a source not allowed", "server", c.id, "source", w.RemoteAddr().String())
 		resp = refused(req)
+		observeQuery(queryStart(), resp, false)
 	} else {
 		resp = r.answer(c, req, tcp)
 	}
@@ -241,16 +242,21 @@ func (r *Resolver) serve(c *client, w mdns.ResponseWriter, req *mdns.Msg) {
 // forwarded if c's policy allows it, SERVFAIL otherwise (what Docker 26+
 // answers on an internal network: nothing is sent anywhere).
 func (r *Resolver) answer(c *client, req *mdns.Msg, tcp bool) *mdns.Msg {
+	t0 := queryStart()
 	resp, fwd := r.decide(c, req)
 	if !fwd {
+		observeQuery(t0, resp, false)
 		return resp
 	}
 	release, refusal := r.admitForward(c, req)
 	if refusal != nil {
+		observeQuery(t0, refusal, false)
 		return refusal
 	}
 	defer release()
-	return r.exchange(c, req, tcp)
+	resp = r.exchange(c, req, tcp)
+	observeQuery(t0, resp, true)
+	return resp
 }
 
 // decide answers req without sending anything (FORMERR, a local answer,

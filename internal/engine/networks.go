@@ -62,7 +62,8 @@ type NetworkSpec struct {
 
 // CreateNetwork validates spec, picks a subnet when none is given, builds the
 // kernel objects and records the network. Nothing is left behind on failure.
-func (e *Engine) CreateNetwork(ctx context.Context, spec NetworkSpec) (*Network, error) {
+func (e *Engine) CreateNetwork(ctx context.Context, spec NetworkSpec) (_ *Network, err error) {
+	defer e.countOp(opNetworkCreate, &err) // metrics.go
 	n, subs, err := e.buildNetwork(spec)
 	if err != nil {
 		return nil, err
@@ -550,7 +551,8 @@ func (e *Engine) pools6() []ipam.PoolSpec {
 }
 
 // RemoveNetwork deletes a network without endpoints.
-func (e *Engine) RemoveNetwork(ctx context.Context, ref string) error {
+func (e *Engine) RemoveNetwork(ctx context.Context, ref string) (err error) {
+	defer e.countOp(opNetworkRemove, &err) // metrics.go
 	e.mu.Lock()
 	ns, err := e.lookupNetwork(ref)
 	if err != nil {

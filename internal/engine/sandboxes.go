@@ -69,6 +69,7 @@ type SandboxSpec struct {
 // CreateSandbox makes (or adopts) a sandbox and attaches its networks. On any
 // failure everything it did is undone.
 func (e *Engine) CreateSandbox(ctx context.Context, spec SandboxSpec) (_ *Sandbox, err error) {
+	defer e.countOp(opSandboxCreate, &err) // metrics.go
 	rec, nets, err := e.planSandbox(spec)
 	if err != nil {
 		return nil, err
@@ -100,7 +101,7 @@ func (e *Engine) CreateSandbox(ctx context.Context, spec SandboxSpec) (_ *Sandbo
 		return nil, err
 	}
 	for _, a := range nets {
-		if err := e.connectLocked(ctx, sb, a.ns, a.spec); err != nil {
+		if err := e.timedConnect(ctx, sb, a.ns, a.spec); err != nil {
 			return nil, err
 		}
 	}
@@ -270,13 +271,14 @@ func (e *Engine) refreshFiles(sb *sbState) {
 }
 
 // Connect attaches a sandbox to a network.
-func (e *Engine) Connect(ctx context.Context, netRef, sbRef string, a AttachSpec) error {
+func (e *Engine) Connect(ctx context.Context, netRef, sbRef string, a AttachSpec) (err error) {
+	defer e.countOp(opConnect, &err) // metrics.go
 	sb, ns, err := e.lockPair(ctx, netRef, sbRef)
 	if err != nil {
 		return err
 	}
 	defer sb.op.Unlock()
-	return e.connectLocked(ctx, sb, ns, a)
+	return e.timedConnect(ctx, sb, ns, a)
 }
 
 // lockPair resolves a network and a sandbox and returns the sandbox with its
@@ -798,7 +800,8 @@ func (e *Engine) saveSandbox(ctx context.Context, sb *sbState) error {
 
 // Disconnect detaches a sandbox from a network. With force, a kernel failure
 // (a namespace that is already gone, say) does not keep the record.
-func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force bool) error {
+func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force bool) (err error) {
+	defer e.countOp(opDisconnect, &err) // metrics.go
 	sb, ns, ep, err := e.lockEndpoint(ctx, netRef, sbRef)
 	if err != nil {
 		return err
@@ -812,7 +815,7 @@ func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force boo
 	carrier := e.firstRouteEndpoint(sb.rec)
 	carried := carrier >= 0 && sb.rec.Endpoints[carrier] == ep
 	e.mu.Unlock()
-	if err := e.detach(ctx, sb, ns, ep, force); err != nil {
+	if err := e.timedDetach(ctx, sb, ns, ep, force); err != nil {
 		return err
 	}
 	if carried && !sb.rec.Handover {
@@ -875,7 +878,8 @@ func (e *Engine) releaseLocked(ns *netState, ep *Endpoint) {
 // RemoveSandbox detaches every endpoint and deletes the sandbox's namespaces
 // (never those of an adopted sandbox). A sandbox with running processes is
 // refused unless force, which kills the processes Tether started in it.
-func (e *Engine) RemoveSandbox(ctx context.Context, ref string, force bool) error {
+func (e *Engine) RemoveSandbox(ctx context.Context, ref string, force bool) (err error) {
+	defer e.countOp(opSandboxRemove, &err) // metrics.go
 	sb, err := e.lockSandbox(ctx, ref)
 	if errors.Is(err, errNamespaceGone) {
 		return nil // lockSandbox removed it

@@ -329,6 +329,7 @@ func (w *watcher) reopen(ctx context.Context, g *nftables.MonitorEvents, closeMo
 func (w *watcher) act(d dirt, first time.Time) {
 	if d.table {
 		changed, err := w.f.Repair()
+		observeRepair(changed, err)
 		took := time.Since(first)
 		switch {
 		case err != nil:

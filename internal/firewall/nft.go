@@ -153,7 +153,7 @@ func openLasting(nsPath string) (*nftables.Conn, error) {
 }
 
 func nftWith(o Options, c *nftables.Conn) *NFT {
-	f := newNFT(c)
+	f := newNFT(countBatches(c))
 	f.opts = o
 	f.close = c.CloseLasting
 	f.localnet = func(br string) error { return setRouteLocalnet(o.NetNS, br) }

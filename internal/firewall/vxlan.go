@@ -103,7 +103,7 @@ func NewVXLANGuardWith(o VXLANGuardOptions) (*VXLANGuard, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &VXLANGuard{c: c, close: c.CloseLasting, ipv6: o.IPv6}, nil
+	return &VXLANGuard{c: countBatches(c), close: c.CloseLasting, ipv6: o.IPv6}, nil
 }
 
 // Close closes the netlink socket; the tables stay (a restarted daemon

@@ -127,6 +127,7 @@ func (h *Held) relayTCP(mode string, client *net.TCPConn, backend netip.AddrPort
 	}
 	defer h.wg.Done()
 	defer h.untrack(bc)
+	defer proxyOpen("tcp")()
 	server := bc.(*net.TCPConn)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -204,6 +205,7 @@ func (h *Held) flowReplies(f *udpFlow, client netip.AddrPort, gone func()) {
 	defer h.wg.Done()
 	defer h.untrack(f.conn)
 	defer gone()
+	defer proxyOpen("udp")()
 	buf := make([]byte, udpBufSize)
 	for {
 		idle := time.Since(time.Unix(0, f.last.Load()))
