@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -12,13 +13,38 @@ import (
 	"github.com/tether-net/tether/internal/engine"
 )
 
-// eventFilterKeys are the filter keys Docker's GET /events accepts. Tether
-// emits network events only, so filters on other kinds simply match nothing.
+// eventFilterKeys are the filter keys Docker's GET /events accepts.
 var eventFilterKeys = []string{"config", "container", "daemon", "event", "image", "label", "network",
 	"node", "plugin", "scope", "secret", "service", "type", "volume"}
 
+// eventTypes are Docker's event types plus Tether's own: "link" (links.go)
+// and "port" (published ports, which Docker has no event for).
 var eventTypes = map[string]bool{"builder": true, "config": true, "container": true, "daemon": true,
-	"image": true, "network": true, "node": true, "plugin": true, "secret": true, "service": true, "volume": true}
+	"image": true, "network": true, "node": true, "plugin": true, "secret": true, "service": true, "volume": true,
+	"link": true, "port": true}
+
+// eventActions are the actions an "event" filter may name: Docker's
+// (moby's events.Action list) and Tether's port actions. Docker accepts
+// any word and matches nothing with a misspelt one; Tether says so.
+var eventActions = map[string]bool{}
+
+func init() {
+	for _, a := range strings.Fields(`create start restart stop checkpoint pause unpause attach detach resize
+		update rename kill die oom destroy remove commit top copy archive-path extract-to-dir export import save
+		load tag untag push pull prune delete enable disable connect disconnect reload mount unmount
+		exec_create exec_start exec_die exec_detach health_status publish unpublish`) {
+		eventActions[a] = true
+	}
+}
+
+// fuzzyActions are the actions Docker writes with a suffix ("exec_start:
+// sh -c ..."): a filter naming one matches the action by prefix.
+var fuzzyActions = []string{"exec_create", "exec_start", "health_status"}
+
+// actorKeys are the filter keys Docker matches against an event's actor,
+// whatever the event's type: the value is a prefix of the actor's ID or of
+// its "name" attribute (moby's daemon/events Filter.fuzzyMatchName).
+var actorKeys = []string{"config", "container", "daemon", "network", "node", "plugin", "secret", "service", "volume"}
 
 // eventQuery is a parsed GET /events request.
 type eventQuery struct {
@@ -54,6 +80,11 @@ func parseEventQuery(r *http.Request, now time.Time) (eventQuery, error) {
 			return eq, fmt.Errorf("invalid filter 'type=%s': unknown event type", t)
 		}
 	}
+	for a := range eq.f["event"] {
+		if !knownAction(a) {
+			return eq, fmt.Errorf("invalid filter 'event=%s': unknown event action", a)
+		}
+	}
 	for s := range eq.f["scope"] {
 		if s != "local" && s != "swarm" {
 			return eq, fmt.Errorf("invalid filter 'scope=%s': must be local or swarm", s)
@@ -62,37 +93,42 @@ func parseEventQuery(r *http.Request, now time.Time) (eventQuery, error) {
 	return eq, nil
 }
 
-// match applies Docker's rules: every given key must match; "network" and
-// "container" match the actor's ID (prefix) or name, and only on events of
-// that type; "event" matches the action; "label" the actor's attributes.
-func (q eventQuery) match(m events.Message) bool {
-	actor := func(kind string) bool {
-		if _, ok := q.f[kind]; !ok {
-			return true
-		}
-		if string(m.Type) != kind {
-			return false
-		}
-		return q.f.any(kind, func(v string) bool {
-			return strings.HasPrefix(m.Actor.ID, v) || v == m.Actor.Attributes["name"]
-		})
+// knownAction: one of eventActions, or one of the suffixed actions with
+// its suffix ("exec_start: sh", "health_status: healthy").
+func knownAction(a string) bool {
+	if eventActions[a] {
+		return true
 	}
-	return q.f.any("type", func(t string) bool { return t == string(m.Type) }) &&
-		q.f.any("event", func(a string) bool { return a == string(m.Action) }) &&
-		q.f.any("scope", func(s string) bool { return s == m.Scope }) &&
-		q.f.labels("label", m.Actor.Attributes) &&
-		actor("network") && actor("container") &&
-		noneOf(q.f, "config", "daemon", "image", "node", "plugin", "secret", "service", "volume")
+	base, _, ok := strings.Cut(a, ":")
+	return ok && slices.Contains(fuzzyActions, base)
 }
 
-// noneOf is false when a filter names a kind Tether has no events of.
-func noneOf(f filters, keys ...string) bool {
-	for _, k := range keys {
-		if len(f[k]) > 0 {
+// match applies Docker's rules (moby's daemon/events Filter.Include):
+// every given key must match; "type" and "scope" exactly; "event" the
+// action exactly, or by prefix when one of the values is exec_create,
+// exec_start or health_status; the actor keys by prefix of the actor's ID
+// or name, on events of any type; "image" the actor's ID or its "image"
+// attribute exactly; "label" the actor's attributes.
+func (q eventQuery) match(m events.Message) bool {
+	if !q.f.any("type", func(t string) bool { return t == string(m.Type) }) ||
+		!q.f.any("scope", func(s string) bool { return s == m.Scope }) ||
+		!q.matchAction(string(m.Action)) ||
+		!q.f.labels("label", m.Actor.Attributes) ||
+		!q.f.any("image", func(v string) bool { return v == m.Actor.ID || v == m.Actor.Attributes["image"] }) {
+		return false
+	}
+	name := m.Actor.Attributes["name"]
+	for _, k := range actorKeys {
+		if !q.f.any(k, func(v string) bool { return strings.HasPrefix(m.Actor.ID, v) || strings.HasPrefix(name, v) }) {
 			return false
 		}
 	}
 	return true
+}
+
+func (q eventQuery) matchAction(action string) bool {
+	fuzzy := slices.ContainsFunc(fuzzyActions, func(a string) bool { return q.f["event"][a] })
+	return q.f.any("event", func(a string) bool { return a == action || fuzzy && strings.HasPrefix(action, a) })
 }
 
 func (q eventQuery) inRange(t time.Time) bool {

@@ -107,6 +107,7 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 	if first {
 		e.refreshNames(sb) // the embedded resolver starts with the first process
 	}
+	e.publishProcStarted(sb, p, rec)
 	p.OnExit(func(code int, err error) { e.reaped(sb, p, r, x.Main, code, err) })
 	return r, nil
 }
@@ -149,6 +150,7 @@ func (e *Engine) execNamespaces(sb *sbState) (proc.Spec, *anchor, error) {
 // waits while the process runs), and removes an auto-remove sandbox when its
 // main process has exited.
 func (e *Engine) reaped(sb *sbState, p *proc.Process, r *Running, main bool, code int, err error) {
+	e.publishProcDied(sb, p, main, code)
 	if err != nil {
 		e.log.Debug("wait", "pid", p.Pid, "err", err)
 	}
@@ -207,6 +209,7 @@ func (e *Engine) killProcs(sb *sbState) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	e.awaitDieEvents(sb, pids, deadline)
 }
 
 func procExists(pid int) bool {

@@ -232,6 +232,9 @@ func TestNetworkEvents(t *testing.T) {
 	}
 	for _, want := range []string{"create", "connect", "disconnect", "destroy"} {
 		ev := <-events
+		for ev.Type == TypeContainer { // the sandbox's own events (TestSandboxEvents)
+			ev = <-events
+		}
 		if ev.Type != "network" || ev.Action != want || ev.ID != n.ID || ev.Attrs["name"] != "n1" || ev.Attrs["type"] != "bridge" {
 			t.Fatalf("event %+v, want %s of n1", ev, want)
 		}

@@ -67,6 +67,9 @@ func TestAttachRecordsEndpoint(t *testing.T) {
 		t.Errorf("host links %v: want the bridge and the endpoint's host end", links)
 	}
 	ev := <-events
+	for ev.Type == TypeContainer { // the sandbox's create comes first (sbevents.go)
+		ev = <-events
+	}
 	if ev.Action != "connect" || ev.ID != n.ID || ev.Attrs["container"] != sb.ID {
 		t.Errorf("event %+v, want connect of %s to %s", ev, sb.ID, n.ID)
 	}
