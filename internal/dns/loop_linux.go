@@ -227,8 +227,8 @@ func (l *loop) readUDP(s *sock) {
 			m.shdr[k].Hdr.Name, m.shdr[k].Hdr.Namelen = m.rhdr[i].Hdr.Name, fromLen
 			k++
 		}
-		l.sendAll(s, m.shdr[:k])
 		observeLocal(t0, k)
+		l.sendAll(s, m.shdr[:k])
 		read += n
 		if n < mmsgBatch { // drained; epoll says when more comes
 			return

@@ -52,7 +52,8 @@ func observeQuery(t0 time.Time, resp *mdns.Msg, forwarded bool) {
 	outcomeOf(resp.Rcode, forwarded).Observe(time.Since(t0).Seconds())
 }
 
-// observeLocal counts n local answers of the wire path, read at t0.
+// observeLocal counts n local answers of the wire path, read at t0 (called
+// before they are sent, as observeQuery is).
 func observeLocal(t0 time.Time, n int) {
 	if t0.IsZero() || n == 0 {
 		return
