@@ -15,7 +15,7 @@ import (
 
 func networkCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "network", Short: "Manage networks"}
-	cmd.AddCommand(netCreateCmd(g), netLsCmd(g), inspectCmd(g, "inspect [OPTIONS] NETWORK [NETWORK...]", "Display detailed information on one or more networks", "/networks/"), netRmCmd(g), netPruneCmd(g), netConnectCmd(g), netDisconnectCmd(g))
+	cmd.AddCommand(netCreateCmd(g), netLsCmd(g), inspectCmd(g, "inspect [OPTIONS] NETWORK [NETWORK...]", "Display detailed information on one or more networks", "/networks/"), netRmCmd(g), netPruneCmd(g), netConnectCmd(g), netDisconnectCmd(g), netGraphCmd(g))
 	return cmd
 }
 
