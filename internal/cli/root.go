@@ -95,6 +95,7 @@ func newRoot(g *globals, version string, extra ...*cobra.Command) *cobra.Command
 	}
 	g.register(root.PersistentFlags())
 	root.AddCommand(networkCmd(g), runCmd(g), execCmd(g), sandboxCmd(g), linkCmd(g), rmCmd(g), portCmd(g), versionCmd(g, version), systemCmd(g))
+	root.AddCommand(doctorCmd(g))
 	root.AddCommand(extra...)
 	return root
 }
