@@ -17,9 +17,12 @@ import (
 	"context"
 	"maps"
 	"net/netip"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tether-net/tether/internal/proc"
@@ -182,20 +185,50 @@ func procDieEvent(rec *Sandbox, pid int, main bool, code int, took time.Duration
 }
 
 // awaitDieEvents waits (until deadline at most) for the die events of the
-// given processes of the sandbox, which killProcs has just killed. Called
-// with sb.op held.
+// given processes of the sandbox, which killProcs has just killed, so they
+// come before the sandbox's disconnect and destroy. A process this daemon
+// did not start (one that ran on across a restart) is not its child: its
+// status goes to its new parent, and nothing would announce its exit. Its
+// die is published here, with the status of the SIGKILL it got (137).
+// Called with sb.op held.
 func (e *Engine) awaitDieEvents(sb *sbState, pids []int, deadline time.Time) {
-	e.mu.Lock()
 	var waits []chan struct{}
+	var orphans []ProcRecord
+	e.mu.Lock()
 	for _, pid := range pids {
 		if p := sb.procs[pid]; p != nil {
 			if v, ok := runningProcs.Load(p); ok {
 				waits = append(waits, v.(*running).died)
 			}
+			continue
+		}
+		if i := slices.IndexFunc(sb.rec.Procs, func(pr ProcRecord) bool { return pr.PID == pid }); i >= 0 {
+			orphans = append(orphans, sb.rec.Procs[i])
 		}
 	}
 	e.mu.Unlock()
+	for _, pr := range orphans {
+		e.events.publish(procDieEvent(sb.rec, pr.PID, pr.Main, 128+int(syscall.SIGKILL), time.Since(procStartedAt(pr.StartTime))))
+	}
 	awaitAll(context.Background(), waits, deadline)
+}
+
+// procStartedAt turns a start time in clock ticks since boot (field 22 of
+// /proc/PID/stat) into wall-clock time: boot time (btime in /proc/stat)
+// plus the ticks at USER_HZ, which is 100 on Linux. Now when unknown.
+func procStartedAt(ticks uint64) time.Time {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Now()
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "btime "); ok {
+			if bt, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				return time.Unix(bt, 0).Add(time.Duration(ticks) * (time.Second / 100))
+			}
+		}
+	}
+	return time.Now()
 }
 
 // awaitAll waits until every channel is closed or the deadline passed.

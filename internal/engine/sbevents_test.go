@@ -3,6 +3,7 @@ package engine
 import (
 	"maps"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -224,4 +225,35 @@ func TestKillWaitsForDieEvents(t *testing.T) {
 	}
 	// nothing to wait for: an unknown PID, or one whose die is out
 	r.e.awaitDieEvents(sb, []int{p.Pid, 99999}, time.Now().Add(time.Minute))
+	if got := drain(c); len(got) != 0 {
+		t.Errorf("events %q, want none", evLines(got))
+	}
+}
+
+// A killed process the daemon did not start (it ran on across a restart)
+// gets its die from the kill: the SIGKILL status, its age from /proc.
+func TestKillOfRestoredProcess(t *testing.T) {
+	r := newRig(t)
+	r.sandbox("web")
+	r.e.mu.Lock()
+	sb := r.e.byName["web"][0]
+	self := ProcRecord{PID: os.Getpid(), StartTime: procStartTime(os.Getpid()), Main: true}
+	sb.rec.Procs = append(sb.rec.Procs, self, ProcRecord{PID: 7, Args: []string{"sh"}})
+	r.e.mu.Unlock()
+	c, cancel := r.e.Events().Subscribe()
+	defer cancel()
+	r.e.awaitDieEvents(sb, []int{self.PID, 7}, time.Now().Add(time.Minute))
+	evs := drain(c)
+	if got, want := evLines(evs), []string{"container die web", "container exec_die web"}; !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+	if evs[0].Attrs["exitCode"] != "137" || evs[1].Attrs["exitCode"] != "137" || evs[1].Attrs["pid"] != "7" {
+		t.Errorf("attributes %v, %v", evs[0].Attrs, evs[1].Attrs)
+	}
+	if d, err := strconv.Atoi(evs[0].Attrs["execDuration"]); err != nil || d < 0 {
+		t.Errorf("execDuration %q", evs[0].Attrs["execDuration"])
+	}
+	if at := procStartedAt(self.StartTime); at.After(time.Now()) || at.Year() < 2000 {
+		t.Errorf("this test started at %v", at)
+	}
 }
