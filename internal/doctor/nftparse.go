@@ -68,6 +68,7 @@ func chainOf(ch *nftables.Chain, rs []*nftables.Rule) Chain {
 type loaded struct {
 	what string // "iif", "oif", "src", "dst", "nfproto", "ct", "other"
 	mask []byte // a bitwise mask applied to it
+	alen int    // "src", "dst": the address length (4 or 16)
 }
 
 // ruleOf reads a rule's matches and verdict.
@@ -80,12 +81,13 @@ func ruleOf(r *nftables.Rule, fam nftables.TableFamily) Rule {
 		case *expr.Meta:
 			regs[e.Register] = &loaded{what: metaWhat(e.Key)}
 		case *expr.Payload:
-			regs[e.DestRegister] = &loaded{what: payloadWhat(e, fam)}
+			what, alen := payloadWhat(e, fam)
+			regs[e.DestRegister] = &loaded{what: what, alen: alen}
 		case *expr.Ct:
 			regs[e.Register] = &loaded{what: "ct"}
 		case *expr.Bitwise:
 			if l := regs[e.SourceRegister]; l != nil {
-				regs[e.DestRegister] = &loaded{what: l.what, mask: e.Mask}
+				regs[e.DestRegister] = &loaded{what: l.what, mask: e.Mask, alen: l.alen}
 			}
 		case *expr.Cmp:
 			out.cmp(regs[e.Register], e)
@@ -113,18 +115,25 @@ func metaWhat(k expr.MetaKey) string {
 	return "other"
 }
 
-// payloadWhat: the source or destination address in the network header.
-func payloadWhat(p *expr.Payload, fam nftables.TableFamily) string {
-	if p.Base != expr.PayloadBaseNetworkHeader {
-		return "other"
+// payloadWhat: the source or destination address in the network header,
+// or its first bytes (nft loads only the bytes a prefix on a byte boundary
+// needs: `ip saddr 10.0.0.0/24` loads 3), and the address length.
+func payloadWhat(p *expr.Payload, fam nftables.TableFamily) (string, int) {
+	if p.Base != expr.PayloadBaseNetworkHeader || p.Len == 0 {
+		return "other", 0
 	}
+	v4, v6 := fam != nftables.TableFamilyIPv6, fam != nftables.TableFamilyIPv4
 	switch {
-	case fam != nftables.TableFamilyIPv6 && p.Len == 4 && p.Offset == 12, fam != nftables.TableFamilyIPv4 && p.Len == 16 && p.Offset == 8:
-		return "src"
-	case fam != nftables.TableFamilyIPv6 && p.Len == 4 && p.Offset == 16, fam != nftables.TableFamilyIPv4 && p.Len == 16 && p.Offset == 24:
-		return "dst"
+	case v4 && p.Offset == 12 && p.Len <= 4:
+		return "src", 4
+	case v4 && p.Offset == 16 && p.Len <= 4:
+		return "dst", 4
+	case v6 && p.Offset == 8 && p.Len <= 16:
+		return "src", 16
+	case v6 && p.Offset == 24 && p.Len <= 16:
+		return "dst", 16
 	}
-	return "other"
+	return "other", 0
 }
 
 func verdictName(k expr.VerdictKind) string {
@@ -166,7 +175,7 @@ func (r *Rule) cmp(l *loaded, c *expr.Cmp) {
 	case "oif":
 		r.OIF = ifnameMatch(c.Data)
 	case "src", "dst":
-		p, ok := prefixOf(c.Data, l.mask)
+		p, ok := prefixOf(c.Data, l.mask, l.alen)
 		if !ok {
 			r.Other = true
 		} else if l.what == "src" {
@@ -195,9 +204,15 @@ func ifMatches(pattern, name string) bool {
 	return pattern == name
 }
 
-// prefixOf is the prefix an address compared under a mask stands for.
-func prefixOf(data, mask []byte) (netip.Prefix, bool) {
-	a, ok := netip.AddrFromSlice(data)
+// prefixOf is the prefix the first bytes of an address of length alen,
+// compared under a mask, stand for.
+func prefixOf(data, mask []byte, alen int) (netip.Prefix, bool) {
+	if len(data) > alen {
+		return netip.Prefix{}, false
+	}
+	full := make([]byte, alen)
+	copy(full, data)
+	a, ok := netip.AddrFromSlice(full)
 	if !ok {
 		return netip.Prefix{}, false
 	}

@@ -42,6 +42,9 @@ func TestRuleOf(t *testing.T) {
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, eq([]byte{2}),
 			saddr, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: []byte{255, 255, 0, 0}, Xor: make([]byte, 4)},
 			eq([]byte{10, 20, 0, 0}), drop}, Rule{Src: netip.MustParsePrefix("10.20.0.0/16"), Verdict: "drop"}},
+		{"ip saddr/24 as nft writes it (3 bytes)", nftables.TableFamilyIPv4, []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 3}, eq([]byte{10, 71, 0}), drop},
+			Rule{Src: netip.MustParsePrefix("10.71.0.0/24"), Verdict: "drop"}},
 		{"ip saddr exact", nftables.TableFamilyIPv4, []expr.Any{saddr, eq([]byte{10, 20, 0, 9}), drop}, Rule{Src: netip.MustParsePrefix("10.20.0.9/32"), Verdict: "drop"}},
 		{"ip6 daddr", nftables.TableFamilyIPv6, []expr.Any{daddr6, eq(netip.MustParseAddr("fd00::1").AsSlice()), drop}, Rule{Dst: netip.MustParsePrefix("fd00::1/128"), Verdict: "drop"}},
 		{"ct state", nftables.TableFamilyIPv4, []expr.Any{&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
