@@ -3,8 +3,9 @@
 # BenchmarkAttachTether (BENCH_N sandboxes, default 200) under `perf record`
 # with a few syscall tracepoints, then cuts each create cycle of the daemon
 # (unshare of the sandbox netns to the next one) into segments: netns,
-# IPv6 default + IPAM + bridge.Join + record, the store's fdatasyncs, and the
-# rest (HTTP, events, client). Needs root and perf.
+# IPv6 default + IPAM + bridge.Join + record, the runtime store's commit
+# (its page writes: no fdatasync since the runtime store), and the rest
+# (HTTP, events, client). Needs root and perf.
 #
 #   sudo bench/attach/trace.sh
 set -euo pipefail
@@ -13,7 +14,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "${GO:-go}" test -c -o "$tmp/attach.test" .
 events=(syscalls:sys_enter_unshare syscalls:sys_exit_mount
-	syscalls:sys_enter_fdatasync syscalls:sys_exit_fdatasync)
+	syscalls:sys_enter_pwrite64 syscalls:sys_exit_pwrite64)
 BENCH_N=${BENCH_N:-200} perf record -q -a "${events[@]/#/-e}" -o "$tmp/perf.data" -- \
 	"$tmp/attach.test" -test.run '^$' -test.bench 'AttachTether$' -test.benchtime 1x | grep -E '^Benchmark|ms/'
 perf script -i "$tmp/perf.data" -F comm,pid,tid,time,event,trace 2>/dev/null >"$tmp/perf.txt"
@@ -38,11 +39,11 @@ for t, c, p, e, r in ev:
     elif cur is None:
         continue
     elif e == 'sys_exit_mount' and 'B' not in cur: cur['B'] = t
-    elif e == 'sys_enter_fdatasync' and 'B' in cur and 'J' not in cur: cur['J'] = t
-    elif e == 'sys_exit_fdatasync' and 'J' in cur: cur['K'] = t
+    elif e == 'sys_enter_pwrite64' and 'B' in cur and 'J' not in cur: cur['J'] = t
+    elif e == 'sys_exit_pwrite64' and 'J' in cur: cur['K'] = t
 segs = [('netns: unshare + bind', 'A', 'B'),
         ('IPv6 default, sticky read, IPAM, bridge.Join, record', 'B', 'J'),
-        ('store commit: fdatasync x2', 'J', 'K'),
+        ('runtime store commit: page writes', 'J', 'K'),
         ('rest: events, HTTP reply, client, next request', 'K', 'L'),
         ('whole cycle', 'A', 'L')]
 cycles = [c for c in cycles if all(k in c for k in 'ABJKL')]
