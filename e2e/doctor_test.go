@@ -140,6 +140,21 @@ func TestDoctorHostChecks(t *testing.T) {
 		nft(t, "delete table ip t20dx")
 		expectHealthy(t, d)
 	})
+	t.Run("bridge family forward policy drop", func(t *testing.T) {
+		d.MustTether("sandbox", "create", "--name", "db", "--network", "app")
+		nft(t, "add table bridge t20db")
+		nft(t, "add chain bridge t20db t20dfw { type filter hook forward priority 0; policy drop; }")
+		expectFinding(t, d, "forward_chains", "table bridge t20db chain t20dfw", "cannot reach each other", "meta ibrname")
+		rep, _ := doctor(t, d, "web", "db")
+		if p := rep.Pair; p == nil || p.BreaksAt != "table bridge t20db chain t20dfw" {
+			t.Errorf("pair web db: %s", dump(p))
+		}
+		if ping(d, "web", "db") {
+			t.Error("web reaches db through a bridge chain that drops: the doctor says it breaks")
+		}
+		nft(t, "delete table bridge t20db")
+		expectHealthy(t, d, "web", "db")
+	})
 	t.Run("ip_forward off", func(t *testing.T) {
 		sysctl(t, "net.ipv4.ip_forward=0")
 		expectFinding(t, d, "ip_forward", "IPv4 forwarding is off", "sysctl -w net.ipv4.ip_forward=1", "app")

@@ -62,6 +62,7 @@ func TestHost(t *testing.T) {
 			k.sysctls["net/bridge/bridge-nf-call-iptables"] = "0"
 			k.sysctls["net/bridge/bridge-nf-call-ip6tables"] = "0"
 		}},
+		{name: "ip_forward unreadable", change: func(_ *State, k *fakeKernel) { delete(k.sysctls, "net/ipv4/ip_forward") }},
 		{name: "inet filter policy drop", change: func(_ *State, k *fakeKernel) {
 			k.chains = append(k.chains, policyDrop("inet", "filter", "forward"))
 		}, check: CheckForward, sev: report.Error,
@@ -98,6 +99,13 @@ func TestHost(t *testing.T) {
 		{name: "the same rule without br_netfilter", change: func(_ *State, k *fakeKernel) {
 			k.chains = append(k.chains, Chain{Family: "ip", Table: "x", Name: "f", Hook: "forward", Type: "filter", Policy: "accept",
 				Rules: []Rule{{Handle: 4, OIF: "tth-app", Verdict: "drop"}}})
+		}},
+		{name: "bridge family forward policy drop", change: func(_ *State, k *fakeKernel) {
+			k.chains = append(k.chains, policyDrop("bridge", "filter", "forward"))
+		}, check: CheckForward, sev: report.Error, want: []string{"table bridge filter chain forward", "cannot reach each other", `nft insert rule bridge filter forward meta ibrname "tth-app" accept`}},
+		{name: "bridge family chain dropping one port", change: func(_ *State, k *fakeKernel) {
+			k.chains = append(k.chains, Chain{Family: "bridge", Table: "filter", Name: "forward", Hook: "forward", Type: "filter", Policy: "accept",
+				Rules: []Rule{{IIF: "veth-web", Verdict: "drop"}}})
 		}},
 		{name: "table missing", change: func(_ *State, k *fakeKernel) { delete(k.tables, "ip tether") },
 			check: CheckTable, sev: report.Error, want: []string{"table ip tether is missing", "restart the daemon"}},
@@ -271,6 +279,14 @@ func TestPair(t *testing.T) {
 			k.sysctls["net/bridge/bridge-nf-call-iptables"] = "1"
 			k.chains = append(k.chains, policyDrop("inet", "filter", "forward"))
 		}, path: report.PathSameBridge, breaksAt: "table inet filter chain forward"},
+		{name: "bridge family chain drops bridged frames", a: "web", b: "db", change: func(_ *State, k *fakeKernel) {
+			k.chains = append(k.chains, policyDrop("bridge", "filter", "forward"))
+		}, path: report.PathSameBridge, breaksAt: "table bridge filter chain forward"},
+		{name: "forwarding unknown", a: "web", b: "api", change: func(st *State, k *fakeKernel) {
+			withOther(st, k)
+			st.Firewall = false
+			delete(k.sysctls, "net/ipv4/ip_forward")
+		}, path: report.PathRouted},
 		{name: "into an internal network", a: "web", b: "cache", path: report.PathRouted,
 			breaksAt: "table ip tether chain forward: \"nothing enters an internal network\""},
 		{name: "out of an internal network", a: "cache", b: "web", path: report.PathRouted,

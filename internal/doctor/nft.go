@@ -100,12 +100,54 @@ func (r *run) checkForward() string {
 		}
 	}
 	for _, c := range r.forward {
-		if c.Family == "bridge" || c.Family == "netdev" || c.Family == "arp" {
-			continue
+		switch c.Family {
+		case "bridge":
+			r.checkBridgeChain(c)
+		case "ip", "ip6", "inet":
+			r.checkChain(c)
 		}
-		r.checkChain(c)
 	}
 	return ""
+}
+
+// bridgedDrop: a forward chain of family bridge sees every frame bridged
+// from one port to another (with or without br_netfilter). Its rules match
+// ports, not bridges: only a policy drop or a rule that drops every frame
+// is judged.
+func bridgedDrop(c Chain) (bool, string) {
+	return verdict(c, packet{})
+}
+
+// checkBridgeChain reports a bridge-family forward chain that drops the
+// frames between sandboxes of one network.
+func (r *run) checkBridgeChain(c Chain) {
+	drop, how := bridgedDrop(c)
+	if !drop {
+		return
+	}
+	var nets []string
+	for _, n := range r.st.Networks {
+		if n.Bridge != "" {
+			nets = append(nets, n.Name)
+		}
+	}
+	if len(nets) == 0 {
+		return
+	}
+	r.add(report.Finding{Check: CheckForward, Severity: report.Error, Subject: chainName(c),
+		What: fmt.Sprintf("%s (family bridge, hook forward) drops the frames bridged between ports: %s", chainName(c), how),
+		Why:  "sandboxes of one network (" + strings.Join(nets, ", ") + ") cannot reach each other; they still reach the gateway and the outside",
+		Fix:  fmt.Sprintf("accept Tether's bridges there: %s; or remove the chain (nft delete chain bridge %s %s)", r.ibrnameFix(c), c.Table, c.Name)})
+}
+
+func (r *run) ibrnameFix(c Chain) string {
+	var out []string
+	for _, n := range r.st.Networks {
+		if n.Bridge != "" {
+			out = append(out, fmt.Sprintf("nft insert rule bridge %s %s meta ibrname %q accept", c.Table, c.Name, n.Bridge))
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 // checkChain reports the networks whose outgoing traffic c drops, and those

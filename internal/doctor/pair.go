@@ -147,7 +147,13 @@ func (r *run) sameNetwork(p *report.Pair, a, b *Sandbox, n *Network) {
 			Detail: "network " + n.Name + " has inter-container communication off: its bridge ports are isolated, sandboxes reach the gateway and the outside but not each other"})
 	}
 	for _, c := range r.forward {
-		if !r.bridgeNF || c.Family == "ip6" || !n.Firewalled {
+		if c.Family == "bridge" && !n.Global {
+			if drop, how := bridgedDrop(c); drop {
+				p.Hops = append(p.Hops, report.Hop{Step: chainName(c), Detail: "this bridge-family chain drops frames between bridge ports: " + how})
+			}
+			continue
+		}
+		if !r.bridgeNF || c.Family == "ip6" || c.Family == "bridge" || !n.Firewalled {
 			continue
 		}
 		if drop, how := verdict(c, packet{iif: n.Bridge, oif: n.Bridge, src: n.Subnet.Addr()}); drop {
