@@ -200,6 +200,7 @@ func (e *Engine) liveProcs(sb *sbState) []int {
 // sandbox and waits (at most 5 s) until they have exited.
 func (e *Engine) killProcs(sb *sbState) {
 	pids := e.liveProcs(sb)
+	e.markKilled(sb, pids)
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}

@@ -15,6 +15,8 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"maps"
 	"net/netip"
 	"os"
@@ -22,8 +24,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tether-net/tether/internal/proc"
 )
@@ -188,9 +193,9 @@ func procDieEvent(rec *Sandbox, pid int, main bool, code int, took time.Duration
 // given processes of the sandbox, which killProcs has just killed, so they
 // come before the sandbox's disconnect and destroy. A process this daemon
 // did not start (one that ran on across a restart) is not its child: its
-// status goes to its new parent, and nothing would announce its exit. Its
-// die is published here, with the status of the SIGKILL it got (137).
-// Called with sb.op held.
+// status goes to its new parent. Its watch (watchRestoredProcs) announces
+// it, with the status of the SIGKILL (markKilled); without a watch, its
+// die is published here. Called with sb.op held.
 func (e *Engine) awaitDieEvents(sb *sbState, pids []int, deadline time.Time) {
 	var waits []chan struct{}
 	var orphans []ProcRecord
@@ -202,15 +207,157 @@ func (e *Engine) awaitDieEvents(sb *sbState, pids []int, deadline time.Time) {
 			}
 			continue
 		}
-		if i := slices.IndexFunc(sb.rec.Procs, func(pr ProcRecord) bool { return pr.PID == pid }); i >= 0 {
-			orphans = append(orphans, sb.rec.Procs[i])
+		pr, ok := recordOf(sb.rec, pid)
+		if !ok {
+			continue
 		}
+		if w, ok := restoredWatches.LoadAndDelete(watchKey{pr.PID, pr.StartTime}); ok {
+			waits = append(waits, w.(*procWatch).died) // closed already if it exited on its own
+			continue
+		}
+		orphans = append(orphans, pr)
 	}
 	e.mu.Unlock()
 	for _, pr := range orphans {
-		e.events.publish(procDieEvent(sb.rec, pr.PID, pr.Main, 128+int(syscall.SIGKILL), time.Since(procStartedAt(pr.StartTime))))
+		e.events.publish(procDieEvent(sb.rec, pr.PID, pr.Main, killedStatus, time.Since(procStartedAt(pr.StartTime))))
 	}
 	awaitAll(context.Background(), waits, deadline)
+}
+
+// killedStatus is the status of a process killed by SIGKILL, as a shell
+// (and Docker) reports it.
+const killedStatus = 128 + int(syscall.SIGKILL)
+
+// recordOf finds the record of a process of the sandbox by PID. Called
+// with e.mu held.
+func recordOf(rec *Sandbox, pid int) (ProcRecord, bool) {
+	i := slices.IndexFunc(rec.Procs, func(pr ProcRecord) bool { return pr.PID == pid })
+	if i < 0 {
+		return ProcRecord{}, false
+	}
+	return rec.Procs[i], true
+}
+
+// A restored sandbox's processes ran on across the restart, or ended while
+// the daemon was down. Neither is the new daemon's child, so neither would
+// have a die event: watchRestoredProcs gives the ended ones theirs at once
+// and watches the running ones through a pidfd (pidfd_open works for any
+// process; it becomes readable when the process exits), parked on the
+// netpoller: no thread, one small goroutine each. Their exit status goes to
+// their new parent, so the die has no exitCode, unless the daemon killed
+// the process itself (markKilled: 137).
+
+// watchKey names a process by PID and start time (a PID alone can be
+// reused).
+type watchKey struct {
+	pid   int
+	start uint64
+}
+
+// procWatch is a watched process of a restored sandbox.
+type procWatch struct {
+	killed atomic.Bool   // the daemon sent it SIGKILL
+	died   chan struct{} // closed once its die event is out
+}
+
+// restoredWatches maps watchKey to *procWatch. The watch publishes the
+// die, once; the entry stays after the exit, so a kill that raced with it
+// (awaitDieEvents, which deletes the entry) finds that the die is out and
+// does not announce another. Entries of processes that exited on their own
+// stay until the daemon exits: at most one per process that ran across the
+// last restart.
+var restoredWatches sync.Map
+
+// watchRestoredProcs publishes the die of each recorded process of a
+// restored sandbox that has ended, and watches those that run. Called at
+// restore, before exited processes are forgotten.
+func (e *Engine) watchRestoredProcs(sb *sbState) {
+	for _, pr := range sb.rec.Procs {
+		if err := e.watchProc(sb, pr); err != nil {
+			if !errors.Is(err, errProcEnded) {
+				e.log.Warn("watch a process of a restored sandbox: its exit will have no event", "sandbox", sb.rec.Name, "pid", pr.PID, "err", err)
+				continue
+			}
+			e.events.publish(restoredDieEvent(sb.rec, pr, false))
+		}
+	}
+}
+
+var errProcEnded = errors.New("the process has ended")
+
+// watchProc opens a pidfd for a recorded process and publishes its die
+// when it exits (errProcEnded: it has ended already).
+func (e *Engine) watchProc(sb *sbState, pr ProcRecord) error {
+	if pr.StartTime == 0 {
+		return errProcEnded
+	}
+	fd, err := unix.PidfdOpen(pr.PID, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return errProcEnded
+	}
+	if err != nil {
+		return fmt.Errorf("pidfd_open %d: %w", pr.PID, err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("pidfd of %d non-blocking: %w", pr.PID, err)
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")      // non-blocking: on the netpoller
+	if procStartTime(pr.PID) != pr.StartTime { // checked with the pidfd held: it names the process or nothing
+		f.Close()
+		return errProcEnded
+	}
+	w := &procWatch{died: make(chan struct{})}
+	restoredWatches.Store(watchKey{pr.PID, pr.StartTime}, w)
+	go func() {
+		defer f.Close()
+		if err := awaitReadable(f); err != nil {
+			e.log.Warn("watch a process of a restored sandbox", "sandbox", sb.rec.Name, "pid", pr.PID, "err", err)
+		}
+		e.events.publish(restoredDieEvent(sb.rec, pr, w.killed.Load()))
+		close(w.died)
+	}()
+	return nil
+}
+
+// awaitReadable parks the goroutine until f (a pidfd) is readable.
+func awaitReadable(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Read(func(fd uintptr) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		return err != nil && !errors.Is(err, unix.EINTR) || n > 0
+	})
+}
+
+// restoredDieEvent is the die of a process the daemon did not start:
+// exitCode only when the daemon killed it.
+func restoredDieEvent(rec *Sandbox, pr ProcRecord, killed bool) Event {
+	took := time.Since(procStartedAt(pr.StartTime))
+	if killed {
+		return procDieEvent(rec, pr.PID, pr.Main, killedStatus, took)
+	}
+	ev := procDieEvent(rec, pr.PID, pr.Main, 0, took)
+	delete(ev.Attrs, "exitCode")
+	return ev
+}
+
+// markKilled notes that killProcs is about to SIGKILL these processes of
+// the sandbox, so the watch of one the daemon did not start reports the
+// kill's status. Called with sb.op held.
+func (e *Engine) markKilled(sb *sbState, pids []int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, pid := range pids {
+		if pr, ok := recordOf(sb.rec, pid); ok {
+			if w, ok := restoredWatches.Load(watchKey{pr.PID, pr.StartTime}); ok {
+				w.(*procWatch).killed.Store(true)
+			}
+		}
+	}
 }
 
 // procStartedAt turns a start time in clock ticks since boot (field 22 of

@@ -4,9 +4,11 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -255,5 +257,79 @@ func TestKillOfRestoredProcess(t *testing.T) {
 	}
 	if at := procStartedAt(self.StartTime); at.After(time.Now()) || at.Year() < 2000 {
 		t.Errorf("this test started at %v", at)
+	}
+}
+
+// startSleeper starts `sleep 1000` as a child of the test (standing for a
+// sandbox's process that ran on across a restart: not the daemon's child)
+// and returns its record; the test reaps it at the end.
+func startSleeper(t *testing.T, main bool) ProcRecord {
+	t.Helper()
+	cmd := exec.Command("sleep", "1000")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return ProcRecord{PID: cmd.Process.Pid, StartTime: procStartTime(cmd.Process.Pid), Args: []string{"sleep", "1000"}, Main: main}
+}
+
+// await returns the next event, failing the test if none comes in a minute
+// (a guard against hanging, not a measure).
+func await(t *testing.T, c <-chan Event) Event {
+	t.Helper()
+	select {
+	case ev := <-c:
+		return ev
+	case <-time.After(time.Minute):
+		t.Fatal("no event")
+		return Event{}
+	}
+}
+
+// The processes of a restored sandbox: one that ended while the daemon was
+// down gets its die at once; one that runs is watched, and its exit is
+// announced without exitCode (its status went to its new parent), or with
+// 137 when the daemon killed it itself, once (not again by the kill).
+func TestRestoredProcessEvents(t *testing.T) {
+	r := newRig(t)
+	r.sandbox("web")
+	r.e.mu.Lock()
+	sb := r.e.byName["web"][0]
+	r.e.mu.Unlock()
+	exits, killed := startSleeper(t, true), startSleeper(t, false)
+	ended := ProcRecord{PID: exits.PID, StartTime: exits.StartTime + 1, Args: []string{"true"}}
+	r.e.mu.Lock()
+	sb.rec.Procs = append(sb.rec.Procs, ended, exits, killed)
+	r.e.mu.Unlock()
+	c, cancel := r.e.Events().Subscribe()
+	defer cancel()
+
+	r.e.watchRestoredProcs(sb)
+	ev := await(t, c)
+	if evLine(ev) != "container exec_die web" || ev.Attrs["pid"] != strconv.Itoa(exits.PID) {
+		t.Fatalf("event %+v, want the exec_die of the process that ended", ev)
+	}
+	if _, ok := ev.Attrs["exitCode"]; ok {
+		t.Errorf("exitCode of a process whose status the daemon never had: %v", ev.Attrs)
+	}
+
+	if err := syscall.Kill(exits.PID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ev = await(t, c)
+	if _, ok := ev.Attrs["exitCode"]; evLine(ev) != "container die web" || ok || ev.Attrs["execDuration"] == "" {
+		t.Fatalf("event %+v, want the die of the main process, without exitCode", ev)
+	}
+
+	r.e.mu.Lock()
+	sb.rec.Procs = []ProcRecord{killed}
+	r.e.mu.Unlock()
+	r.e.killProcs(sb)
+	evs := drain(c)
+	if len(evs) != 1 || evLine(evs[0]) != "container exec_die web" || evs[0].Attrs["exitCode"] != "137" {
+		t.Fatalf("events after the kill %+v, want one exec_die with exitCode 137", evs)
+	}
+	if _, ok := restoredWatches.Load(watchKey{killed.PID, killed.StartTime}); ok {
+		t.Error("the killed process is still watched")
 	}
 }
