@@ -36,7 +36,12 @@ type Store struct {
 	pending  []pendingWrite        // in revision order
 }
 
-type watchOf struct{ prefix string }
+// watchOf is one open watch: its prefix and the highest revision it has
+// delivered (an event may come before the write's answer does).
+type watchOf struct {
+	prefix string
+	seen   int64
+}
 
 type pendingWrite struct {
 	rev  int64
@@ -92,7 +97,12 @@ func (s *Store) wrote(rev int64, err error, keys ...string) {
 	defer s.mu.Unlock()
 	var watched []string
 	for _, k := range keys {
-		if s.watchedLocked(k) {
+		covered, delivered := s.watchedLocked(k, rev)
+		if delivered { // the watch was faster than the answer
+			WatchDelaySeconds.WithLabelValues().Observe(0)
+			return
+		}
+		if covered {
 			watched = append(watched, k)
 		}
 	}
@@ -105,23 +115,29 @@ func (s *Store) wrote(rev int64, err error, keys ...string) {
 	s.pending = append(s.pending, pendingWrite{rev: rev, at: s.now(), keys: watched})
 }
 
-func (s *Store) watchedLocked(key string) bool {
+// watchedLocked reports whether an open watch covers key, and whether one
+// that does has delivered revision rev already.
+func (s *Store) watchedLocked(key string, rev int64) (covered, delivered bool) {
 	for w := range s.prefixes {
 		if strings.HasPrefix(key, w.prefix) {
-			return true
+			covered = true
+			delivered = delivered || w.seen >= rev
 		}
 	}
-	return false
+	return covered, delivered
 }
 
-// delivered settles the pending writes under prefix with a revision up to
-// rev: their delay is observed and they are forgotten.
-func (s *Store) delivered(prefix string, rev int64) {
+// delivered notes that watch w delivered revision rev and settles the
+// pending writes under its prefix with a revision up to rev: their delay is
+// observed and they are forgotten.
+func (s *Store) delivered(w *watchOf, rev int64) {
 	if !On() {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	w.seen = max(w.seen, rev)
+	prefix := w.prefix
 	now := s.now()
 	kept := s.pending[:0]
 	for _, p := range s.pending {
@@ -256,7 +272,7 @@ func (s *Store) Watch(ctx context.Context, prefix string, afterRev int64) (<-cha
 			s.mu.Unlock()
 		}()
 		for ev := range in {
-			s.delivered(prefix, ev.KV.Revision)
+			s.delivered(w, ev.KV.Revision)
 			select {
 			case out <- ev:
 			case <-ctx.Done():

@@ -151,23 +151,34 @@ func TestStorePendingLagGrows(t *testing.T) {
 	now := time.Unix(1000, 0)
 	s := InstrumentStore(openBolt(t))
 	s.now = func() time.Time { return now }
-	s.prefixes[&watchOf{prefix: "a/"}] = struct{}{} // a watch that delivers nothing
+	wa, wb := &watchOf{prefix: "a/"}, &watchOf{prefix: "b/"}
+	s.prefixes[wa], s.prefixes[wb] = struct{}{}, struct{}{} // watches that deliver only what the test says
 	s.wrote(7, nil, "a/x")
 	now = now.Add(5 * time.Second)
 	if got := gauges(t, s)["lag"]; got != 5 {
 		t.Errorf("lag = %v, want 5", got)
 	}
-	s.delivered("a/", 6) // an older revision settles nothing
+	s.delivered(wa, 6) // an older revision settles nothing
 	if got := gauges(t, s)["lag"]; got != 5 {
 		t.Errorf("lag after revision 6 = %v, want 5", got)
 	}
-	s.delivered("b/", 9) // another prefix's watch neither
+	s.delivered(wb, 9) // another prefix's watch neither
 	if got := gauges(t, s)["lag"]; got != 5 {
 		t.Errorf("lag after b/ revision 9 = %v, want 5", got)
 	}
-	s.delivered("a/", 7)
+	s.delivered(wa, 7)
 	if got := gauges(t, s)["lag"]; got != 0 {
 		t.Errorf("lag after revision 7 = %v, want 0", got)
+	}
+	// A write whose event came before its answer is not left pending.
+	d0 := histCount(t, WatchDelaySeconds.WithLabelValues())
+	s.delivered(wa, 9)
+	s.wrote(8, nil, "a/y")
+	if got := gauges(t, s)["lag"]; got != 0 {
+		t.Errorf("lag after a write already delivered = %v, want 0", got)
+	}
+	if got := histCount(t, WatchDelaySeconds.WithLabelValues()) - d0; got != 1 {
+		t.Errorf("delays observed for a write already delivered: %d, want 1", got)
 	}
 }
 
