@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -110,6 +111,7 @@ func TestDockerEventsSandboxLifecycle(t *testing.T) {
 	runDetached(t, d, "sleeper", "--network", "evnet", "--", "sleep", "1000")
 	sleeperID := sandbox(t, d, "sleeper").ID
 	d.MustTether("rm", "-f", "sleeper")
+	d.MustTether("run", "--rm", "--name", "once", "--network", "evnet", "--", "true")
 
 	all := eventLog(t, c, start)
 	checkShape(t, all)
@@ -120,6 +122,15 @@ func TestDockerEventsSandboxLifecycle(t *testing.T) {
 	mustEqual(t, "the life of sleeper", story(all, "sleeper", sleeperID), []string{
 		"container create sleeper", "network connect evnet", "container start sleeper", "container die sleeper",
 		"network disconnect evnet", "container destroy sleeper"})
+	var onceID string
+	for _, m := range all {
+		if m.Type == "container" && m.Action == "create" && m.Actor.Attributes["name"] == "once" {
+			onceID = m.Actor.ID
+		}
+	}
+	mustEqual(t, "the life of once (run --rm)", story(all, "once", onceID), []string{
+		"container create once", "network connect evnet", "container start once", "container die once",
+		"network disconnect evnet", "container destroy once"})
 	for _, m := range all {
 		a := m.Actor.Attributes
 		switch {
@@ -131,7 +142,9 @@ func TestDockerEventsSandboxLifecycle(t *testing.T) {
 			t.Errorf("die of sleeper %+v", m)
 		case m.Action == "exec_die" && a["exitCode"] != "0":
 			t.Errorf("exec_die %+v", m)
-		case m.Type == "container" && m.Actor.ID != id && m.Actor.ID != sleeperID:
+		case m.Action == "die" && a["name"] == "once" && a["exitCode"] != "0":
+			t.Errorf("die of once %+v", m)
+		case m.Type == "container" && m.Actor.ID != id && m.Actor.ID != sleeperID && m.Actor.ID != onceID:
 			t.Errorf("container event of an unknown sandbox %+v", m)
 		}
 	}
@@ -155,6 +168,9 @@ func TestDockerEventsSandboxLifecycle(t *testing.T) {
 	execs := eventLog(t, c, start, "event=exec_start", "event=exec_die")
 	mustEqual(t, "exec events", story(execs, "job", id), []string{"container exec_start: true job", "container exec_die job"})
 	exits := eventLog(t, c, start, "type=container", "label=exitCode=137")
+	if len(exits) != 1 {
+		t.Errorf("exitCode=137: %+v", exits)
+	}
 	mustEqual(t, "exitCode=137", story(exits, "sleeper", sleeperID), []string{"container die sleeper"})
 	ports := eventLog(t, c, start, "type=port")
 	if len(ports) != 2 || ports[0].Action != "publish" || ports[1].Action != "unpublish" {
@@ -229,4 +245,33 @@ func TestDockerEventsAcrossRestart(t *testing.T) {
 		dies := eventLog(t, c, before, "type=container", "event=die", "container=keep")
 		mustEqual(t, "die of keep", story(dies, "keep", keepID), []string{"container die keep"})
 	})
+}
+
+// docker events without --until follows the stream: the die of a command
+// shows while it runs, filtered (--since makes the test independent of when
+// the stream opens: a die before that is replayed from the kept events).
+func TestDockerEventsFollowDie(t *testing.T) {
+	d := eventsHost(t, testutil.StartNsenter)
+	c := newDockerCLI(t, d)
+	cmd := exec.Command(c.bin, "events", "--since", unixNano(time.Now()), "--filter", "type=container", "--filter", "event=die",
+		"--format", "{{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}")
+	cmd.Env = c.env
+	var buf strings.Builder
+	outw := &lockedWriter{w: &buf}
+	cmd.Stdout = outw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	if out, err := d.Tether("run", "--rm", "--name", "live", "--", "sh", "-c", "exit 7"); err == nil {
+		t.Fatalf("run of a command exiting 7 succeeded: %s", out)
+	}
+	want := "die live 7\n"
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && outw.String() != want {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := outw.String(); got != want {
+		t.Errorf("docker events = %q, want %q", got, want)
+	}
 }
