@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tether-net/tether/internal/doctor/report"
@@ -97,8 +98,11 @@ func (UDPProber) Probe(ctx context.Context, server netip.AddrPort) error {
 		n, err := c.Read(buf)
 		if err != nil {
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
 				return errors.New("no answer")
+			case errors.Is(err, syscall.ECONNREFUSED):
+				return errors.New("refused: nothing listens on the port")
 			}
 			return fmt.Errorf("read from %s: %w", server, err)
 		}

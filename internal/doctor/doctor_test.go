@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/netip"
@@ -266,6 +267,7 @@ func TestPair(t *testing.T) {
 		change   func(st *State, k *fakeKernel)
 		path     string
 		breaksAt string // "" the path works
+		fix      string // in the path finding's fix
 	}{
 		{name: "same bridge", a: "web", b: "db", path: report.PathSameBridge},
 		{name: "by ID", a: "s1", b: "s2", path: report.PathSameBridge},
@@ -288,11 +290,11 @@ func TestPair(t *testing.T) {
 			delete(k.sysctls, "net/ipv4/ip_forward")
 		}, path: report.PathRouted},
 		{name: "into an internal network", a: "web", b: "cache", path: report.PathRouted,
-			breaksAt: "table ip tether chain forward: \"nothing enters an internal network\""},
+			breaksAt: "table ip tether chain forward: \"nothing enters an internal network\"", fix: "tether network connect back web"},
 		{name: "out of an internal network", a: "cache", b: "web", path: report.PathRouted,
-			breaksAt: "table ip tether chain forward: \"nothing leaves an internal network\""},
+			breaksAt: "table ip tether chain forward: \"nothing leaves an internal network\"", fix: "tether network connect app cache"},
 		{name: "isolation", a: "web", b: "api", change: withOther, path: report.PathRouted,
-			breaksAt: "table ip tether chain forward: \"no traffic between networks\""},
+			breaksAt: "table ip tether chain forward: \"no traffic between networks\"", fix: "tether network connect other web"},
 		{name: "forwarding off", a: "web", b: "api", change: func(st *State, k *fakeKernel) {
 			withOther(st, k)
 			k.sysctls["net/ipv4/ip_forward"] = "0"
@@ -301,6 +303,11 @@ func TestPair(t *testing.T) {
 			withOther(st, k)
 			st.Firewall = false
 		}, path: report.PathRouted},
+		{name: "no firewall, another table drops", a: "web", b: "api", change: func(st *State, k *fakeKernel) {
+			withOther(st, k)
+			st.Firewall = false
+			k.chains = append(k.chains, policyDrop("ip", "filter", "FORWARD"))
+		}, path: report.PathRouted, breaksAt: "table ip filter chain FORWARD", fix: "forward_chains"},
 		{name: "across hosts", a: "web", b: "far", change: withOverlay, path: report.PathOverlayX},
 		{name: "across hosts, fdb missing", a: "web", b: "far", change: func(st *State, k *fakeKernel) {
 			withOverlay(st, k)
@@ -309,6 +316,7 @@ func TestPair(t *testing.T) {
 		{name: "remote peer on a network a is not on", a: "db", b: "far", change: withOverlay, path: report.PathNone, breaksAt: "networks"},
 		{name: "unknown", a: "web", b: "ghost", path: report.PathNone, breaksAt: "sandbox ghost"},
 	}
+	byID := map[string]string{"s1": "web", "s2": "db"} // the pair is named by the sandboxes' names
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st, k := healthyState(), healthyKernel()
@@ -317,7 +325,7 @@ func TestPair(t *testing.T) {
 			}
 			rep := newTestDoctor(k).Pair(context.Background(), st, tt.a, tt.b)
 			p := rep.Pair
-			if p == nil || p.Path != tt.path || p.BreaksAt != tt.breaksAt {
+			if p == nil || p.Path != tt.path || p.BreaksAt != tt.breaksAt || (p.Path != report.PathNone && (p.A != cmp.Or(byID[tt.a], tt.a) || p.B != cmp.Or(byID[tt.b], tt.b))) {
 				t.Fatalf("pair %+v, want path %q breaking at %q", p, tt.path, tt.breaksAt)
 			}
 			pathFinding := slices.IndexFunc(rep.Findings, func(f report.Finding) bool { return f.Check == CheckPath })
@@ -326,8 +334,8 @@ func TestPair(t *testing.T) {
 			}
 			if pathFinding >= 0 {
 				f := rep.Findings[pathFinding]
-				if !strings.Contains(f.What, tt.breaksAt) || f.Fix == "" {
-					t.Errorf("finding %+v does not name %q or has no fix", f, tt.breaksAt)
+				if !strings.Contains(f.What, tt.breaksAt) || f.Fix == "" || !strings.Contains(f.Fix, tt.fix) {
+					t.Errorf("finding %+v does not name %q or its fix lacks %q", f, tt.breaksAt, tt.fix)
 				}
 			}
 		})

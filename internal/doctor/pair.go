@@ -4,6 +4,7 @@ package doctor
 // breaks it.
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -48,10 +49,10 @@ func (r *run) tracePair(a, b string) *report.Pair {
 		for _, h := range p.Hops {
 			if !h.OK {
 				p.BreaksAt = h.Step
-				r.add(report.Finding{Check: CheckPath, Severity: report.Error, Subject: a + " -> " + b,
-					What: fmt.Sprintf("%s cannot reach %s (%s): %s: %s", a, b, p.Path, h.Step, h.Detail),
+				r.add(report.Finding{Check: CheckPath, Severity: report.Error, Subject: p.A + " -> " + p.B,
+					What: fmt.Sprintf("%s cannot reach %s (%s): %s: %s", p.A, p.B, p.Path, h.Step, h.Detail),
 					Why:  "the first hop on the way that drops the traffic; later hops were not looked at",
-					Fix:  r.pathFix(a, b, h)})
+					Fix:  cmp.Or(h.Fix, r.pathFix(p.A, p.B, h))})
 				break
 			}
 		}
@@ -67,7 +68,9 @@ func (r *run) pathOf(a, b string) *report.Pair {
 		p.Hops = []report.Hop{{Step: "sandbox " + a, Detail: "not a sandbox of this host"}}
 		return p
 	}
+	p.A = sa.Name
 	if sb := r.st.sandbox(b); sb != nil {
+		p.B = sb.Name
 		if n := r.commonNetwork(sa, sb); n != nil {
 			r.sameNetwork(p, sa, sb, n)
 		} else {
@@ -184,21 +187,37 @@ func (r *run) routed(p *report.Pair, a, b *Sandbox) {
 	fw := func(rule, detail string) report.Hop {
 		return report.Hop{Step: "table ip tether chain forward: " + rule, Detail: detail}
 	}
+	connect := fmt.Sprintf("tether network connect %s %s (a sandbox on both networks reaches %s directly)", nb.Name, a.Name, b.Name)
+	var h report.Hop
 	switch {
 	case na.Global || nb.Global:
-		p.Hops = append(p.Hops, report.Hop{Step: "routing", Detail: fmt.Sprintf("%s and %s share no network, and an overlay network (%s) is reachable only from its own members", a.Name, b.Name, globalName(na, nb))})
+		h = report.Hop{Step: "routing", Detail: fmt.Sprintf("%s and %s share no network, and an overlay network (%s) is reachable only from its own members", a.Name, b.Name, globalName(na, nb)),
+			Fix: connect}
 	case !r.ipForward:
-		p.Hops = append(p.Hops, report.Hop{Step: "net.ipv4.ip_forward", Detail: "IPv4 forwarding is off: the host routes nothing between bridges"})
+		h = report.Hop{Step: "net.ipv4.ip_forward", Detail: "IPv4 forwarding is off: the host routes nothing between bridges"}
 	case na.Internal:
-		p.Hops = append(p.Hops, fw("\"nothing leaves an internal network\"", "network "+na.Name+" is internal"))
+		h = fw("\"nothing leaves an internal network\"", "network "+na.Name+" is internal: its sandboxes reach only its members")
+		h.Fix = connect
 	case nb.Internal:
-		p.Hops = append(p.Hops, fw("\"nothing enters an internal network\"", "network "+nb.Name+" is internal"))
+		h = fw("\"nothing enters an internal network\"", "network "+nb.Name+" is internal: only its members reach its sandboxes")
+		h.Fix = connect
 	case r.st.Firewall && na.Firewalled && nb.Firewalled:
-		p.Hops = append(p.Hops, fw("\"no traffic between networks\"", fmt.Sprintf("networks %s and %s are isolated from each other (as Docker's)", na.Name, nb.Name)))
+		h = fw("\"no traffic between networks\"", fmt.Sprintf("networks %s and %s are isolated from each other (as Docker's)", na.Name, nb.Name))
+		h.Fix = connect + ", or publish the port of " + b.Name + " (tether run -p HOSTPORT:PORT ...) and reach it through a host address"
 	default:
-		p.Hops = append(p.Hops, report.Hop{Step: "host routing " + na.Bridge + " -> " + nb.Bridge, OK: true, Detail: "no firewall between them"})
+		h = report.Hop{Step: "host routing " + na.Bridge + " -> " + nb.Bridge, OK: true, Detail: "Tether's table lets it through"}
+		for _, c := range r.forward {
+			if c.Family != "ip" && c.Family != "inet" {
+				continue
+			}
+			if drop, how := verdict(c, packet{iif: na.Bridge, oif: nb.Bridge, src: na.Subnet.Addr()}); drop {
+				h = report.Hop{Step: chainName(c), Detail: "drops traffic routed from " + na.Bridge + " to " + nb.Bridge + ": " + how,
+					Fix: "see forward_chains: accept Tether's bridges in that chain"}
+				break
+			}
+		}
 	}
-	p.Hops = append(p.Hops, r.ifaceHop(b, nb))
+	p.Hops = append(p.Hops, h, r.ifaceHop(b, nb))
 }
 
 func globalName(ns ...*Network) string {
@@ -253,8 +272,8 @@ func (r *run) pathFix(a, b string, h report.Hop) string {
 	switch {
 	case strings.Contains(h.Step, "icc=false"):
 		return "put the two sandboxes on a network with icc on (tether network create NAME; tether network connect NAME " + a + "; tether network connect NAME " + b + "), or recreate the network without com.docker.network.bridge.enable_icc=false"
-	case strings.Contains(h.Step, "internal network"), strings.Contains(h.Step, "no traffic between networks"), h.Step == "routing", h.Step == "networks":
-		return fmt.Sprintf("connect one sandbox to a network of the other (tether network connect NETWORK %s), or publish %s's port and reach it through a host address (not into an internal network)", a, b)
+	case h.Step == "networks":
+		return fmt.Sprintf("connect %s to a network of %s (tether network connect NETWORK %s)", a, b, a)
 	case strings.HasPrefix(h.Step, "net.ipv4.ip_forward"):
 		return "sysctl -w net.ipv4.ip_forward=1, or \"ip-forward\": true in daemon.json"
 	case strings.HasPrefix(h.Step, "VXLAN device"):

@@ -6,6 +6,7 @@ package engine
 import (
 	"context"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tether-net/tether/internal/cluster"
@@ -73,6 +74,8 @@ func (e *Engine) DoctorState(ctx context.Context) *doctor.State {
 		st.Sandboxes = append(st.Sandboxes, doctorSandbox(sb.rec))
 	}
 	e.mu.Unlock()
+	slices.SortFunc(st.Networks, func(a, b doctor.Network) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(st.Sandboxes, func(a, b doctor.Sandbox) int { return strings.Compare(a.Name, b.Name) })
 	st.Cluster = e.doctorCluster(ctx)
 	return st
 }

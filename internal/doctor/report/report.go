@@ -60,6 +60,8 @@ type Hop struct {
 	Step   string `json:"step"`
 	Detail string `json:"detail,omitempty"`
 	OK     bool   `json:"ok"`
+	// Fix, on a hop that is not OK: what makes the path work.
+	Fix string `json:"fix,omitempty"`
 }
 
 // Path kinds.
