@@ -324,4 +324,8 @@ func TestMetricsClusterStoreOutage(t *testing.T) {
 	waitFor(t, "store up again in the metrics", 30*time.Second, func() bool {
 		return scrapeAPI(t, h1).get("tether_cluster_store_up") == 1
 	})
+	h1.MustTether("run", "-d", "--name", "after", "--network", "mover", "--", "sleep", "600")
+	waitFor(t, "the watch caught up with this node's writes (lag 0)", 10*time.Second, func() bool {
+		return scrapeAPI(t, h1).get("tether_cluster_watch_lag_seconds") == 0
+	})
 }
