@@ -2,8 +2,9 @@ package e2e
 
 // Prometheus metrics of the real daemon, scraped with the Prometheus text
 // parser: they change as sandboxes attach and detach, as DNS queries are
-// answered (locally, forwarded, NXDOMAIN), as operations fail, and as the
-// cluster store goes away and comes back; the metrics-addr listener serves
+// answered (locally, forwarded, NXDOMAIN), as operations fail, as another
+// program flushes the firewall, and as the cluster store goes away and
+// comes back; the metrics-addr listener serves
 // them (and nothing else) under every start mode and across a restart; a
 // bad metrics-addr stops the start with an error naming the key.
 
@@ -100,7 +101,7 @@ func metricsHost(t *testing.T, args ...string) (string, *testutil.Daemon) {
 }
 
 func TestMetricsFollowAttachesDNSAndErrors(t *testing.T) {
-	_, d := metricsHost(t)
+	ns, d := metricsHost(t)
 	before := scrapeAPI(t, d)
 	d.MustTether("network", "create", "--subnet", "10.124.0.0/24", "mnet")
 	d.MustTether("sandbox", "create", "--name", "web", "--network", "mnet", "-p", "127.0.0.1:47080:80")
@@ -156,6 +157,12 @@ func TestMetricsFollowAttachesDNSAndErrors(t *testing.T) {
 	if got := delta(mid, "tether_firewall_batches_total"); got < 1 {
 		t.Errorf("firewall batches: %v after a network and a published port, want at least 1", got)
 	}
+	// another program flushes the ruleset: the table is restored, and counted
+	restores0 := after.get("tether_firewall_restores_total")
+	testutil.Must(t, "ip", "netns", "exec", ns, "nft", "flush", "ruleset")
+	waitFor(t, "a firewall restore counted", 10*time.Second, func() bool {
+		return scrapeAPI(t, d).get("tether_firewall_restores_total") >= restores0+1
+	})
 	for name, mf := range after {
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
