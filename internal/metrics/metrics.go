@@ -55,10 +55,10 @@ var (
 // Engine: operations.
 var (
 	AttachSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "attach_duration_seconds",
-		Help: "Time to attach a sandbox to a network (the engine's attach pipeline: reserve, driver join, ports, commit), successful attaches, by network driver.",
+		Help:    "Time to attach a sandbox to a network (the engine's attach pipeline: reserve, driver join, ports, commit), successful attaches, by network driver.",
 		Buckets: opBuckets}, []string{"driver"})
 	DetachSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "detach_duration_seconds",
-		Help: "Time to detach a sandbox from a network (network disconnect), successful detaches, by network driver.",
+		Help:    "Time to detach a sandbox from a network (network disconnect), successful detaches, by network driver.",
 		Buckets: opBuckets}, []string{"driver"})
 	Operations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "operations_total",
 		Help: "Engine operations requested, by operation (network_create, network_remove, sandbox_create, sandbox_remove, connect, disconnect)."},
@@ -71,7 +71,7 @@ var (
 // DNS: the embedded resolver.
 var (
 	DNSSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "dns_query_duration_seconds",
-		Help: "DNS queries answered by the embedded resolver, by outcome (local, forwarded, nxdomain, refused, error), and the time from reading the query to the answer; _count is the number of queries.",
+		Help:    "DNS queries answered by the embedded resolver, by outcome (local, forwarded, nxdomain, refused, error), and the time from reading the query to the answer; _count is the number of queries.",
 		Buckets: dnsBuckets}, []string{"outcome"})
 )
 
@@ -85,7 +85,7 @@ var (
 // Cluster store.
 var (
 	StoreSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "cluster_store_request_duration_seconds",
-		Help: "Round trips to the cluster store, by operation (get, list, put, create, cas, delete, cad, txn, watch, grant, keepalive, revoke); _count is the number of round trips.",
+		Help:    "Round trips to the cluster store, by operation (get, list, put, create, cas, delete, cad, txn, watch, grant, keepalive, revoke); _count is the number of round trips.",
 		Buckets: opBuckets}, []string{"op"})
 	StoreErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "cluster_store_request_errors_total",
 		Help: "Cluster store round trips that failed for want of the store (not a compare that did not hold, a key missing or present), by operation."},
@@ -111,7 +111,7 @@ var (
 // Descriptions of the gauges computed at scrape time: by the engine's
 // Collector, and by Store (the cluster store's reachability and watch lag).
 var (
-	NetworksDesc = prometheus.NewDesc(Namespace+"_networks", "Networks, by driver.", []string{"driver"}, nil)
+	NetworksDesc  = prometheus.NewDesc(Namespace+"_networks", "Networks, by driver.", []string{"driver"}, nil)
 	EndpointsDesc = prometheus.NewDesc(Namespace+"_endpoints",
 		"Endpoints (a sandbox's attachment to a network) on this host, by network driver.", []string{"driver"}, nil)
 	AddressesDesc = prometheus.NewDesc(Namespace+"_network_addresses",
