@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os/exec"
 	"slices"
 	"strings"
@@ -175,6 +176,16 @@ func TestDockerEventsSandboxLifecycle(t *testing.T) {
 	ports := eventLog(t, c, start, "type=port")
 	if len(ports) != 2 || ports[0].Action != "publish" || ports[1].Action != "unpublish" {
 		t.Errorf("type=port: %+v", ports)
+	}
+
+	// the raw stream at API 1.24 (the oldest the CLI negotiates): container
+	// events carry dockerd's legacy fields before API 1.52 (status, id, from)
+	code, body := newAPI(t, d).call("GET", fmt.Sprintf("/v1.24/events?since=%s&until=%s&filters=%s", unixNano(start),
+		unixNano(time.Now()), url.QueryEscape(`{"type":{"container":true},"container":{"job":true},"event":{"die":true}}`)), nil)
+	var legacy map[string]any
+	if err := json.Unmarshal([]byte(strings.TrimSpace(body)), &legacy); code != 200 || err != nil ||
+		legacy["status"] != "die" || legacy["id"] != id || legacy["from"] != "" || legacy["Action"] != "die" {
+		t.Errorf("raw die event of job at API 1.24: %d %v %s", code, err, body)
 	}
 
 	for _, bad := range []struct{ filter, want string }{

@@ -147,6 +147,28 @@ func eventMessage(e engine.Event) events.Message {
 	}
 }
 
+// legacyContainerMessage is a container event as dockerd sends it to API
+// clients before 1.52 (moby's backFillLegacy): the message plus the fields
+// of the old format, "status" (the action), "id" (the actor's ID) and
+// "from" (its image; "" for a sandbox, which has none). Old clients read
+// those rather than Action and Actor.
+type legacyContainerMessage struct {
+	events.Message
+	Status string `json:"status"`
+	ID     string `json:"id"`
+	From   string `json:"from"`
+}
+
+// withLegacyFields adds the legacy fields to container events while
+// Tether's API version is below 1.52 (it is 1.51): every client gets them,
+// as from dockerd at the version it negotiated.
+func withLegacyFields(m events.Message) any {
+	if m.Type != events.ContainerEventType || cmpVersion(APIVersion, "1.52") >= 0 {
+		return m
+	}
+	return legacyContainerMessage{Message: m, Status: string(m.Action), ID: m.Actor.ID, From: m.Actor.Attributes["image"]}
+}
+
 // events streams Docker-format event messages, one JSON object per line:
 // kept events since `since`, then live ones until `until` (or until the
 // client goes away when no until is given).
@@ -168,7 +190,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		if !q.inRange(e.Time) || !q.match(m) {
 			return true
 		}
-		if err := enc.Encode(m); err != nil {
+		if err := enc.Encode(withLegacyFields(m)); err != nil {
 			return false
 		}
 		if flusher != nil {

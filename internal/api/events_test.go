@@ -170,12 +170,27 @@ func TestEventsSandboxLifecycle(t *testing.T) {
 			var got []string
 			dec := json.NewDecoder(w.Body)
 			for dec.More() {
+				var raw json.RawMessage
 				var m events.Message
-				if err := dec.Decode(&m); err != nil {
+				var legacy map[string]any
+				if err := dec.Decode(&raw); err != nil {
+					t.Fatal(err)
+				}
+				if err := json.Unmarshal(raw, &m); err != nil {
+					t.Fatal(err)
+				}
+				if err := json.Unmarshal(raw, &legacy); err != nil {
 					t.Fatal(err)
 				}
 				if m.Scope != "local" || m.Time == 0 || m.TimeNano/1e9 != m.Time || m.Actor.Attributes["name"] == "" {
 					t.Errorf("message %+v", m)
+				}
+				// API < 1.52: dockerd adds status, id and from to container events only
+				if want := m.Type == "container"; want != (legacy["status"] == string(m.Action) && legacy["id"] == m.Actor.ID && legacy["from"] == "") {
+					t.Errorf("%s event: legacy fields in %s", m.Type, raw)
+				}
+				if _, ok := legacy["status"]; ok != (m.Type == "container") {
+					t.Errorf("%s event: status present %v", m.Type, ok)
 				}
 				got = append(got, string(m.Type)+" "+string(m.Action)+" "+m.Actor.ID)
 			}
