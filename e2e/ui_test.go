@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -206,5 +207,81 @@ func TestTopologyPageLive(t *testing.T) {
 	page.eval(`Array.from(document.querySelectorAll('g.sandbox')).map(g => g.dataset.sandbox).sort()`, &names)
 	if want := []string{"after-restart", "both", "late", "web"}; !slices.Equal(names, want) {
 		t.Errorf("sandboxes drawn at the end %v, want %v", names, want)
+	}
+}
+
+// graphJSON is a daemon's topology as JSON (graphOf).
+type graphJSON struct {
+	Hosts []struct {
+		ID, Name   string
+		Self, Live bool
+	}
+	Sandboxes []struct {
+		Name, Host string
+		Remote     bool
+		Endpoints  []struct{ Addresses []string }
+	}
+}
+
+func graphOf(t *testing.T, d *testutil.Daemon) graphJSON {
+	t.Helper()
+	var g graphJSON
+	if err := json.Unmarshal([]byte(d.MustTether("network", "graph", "--format", "json")), &g); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func (g graphJSON) self() string {
+	for _, h := range g.Hosts {
+		if h.Self {
+			return h.ID
+		}
+	}
+	return ""
+}
+
+// peer is "host ID/live" of a remote sandbox's host ("" when not drawn).
+func (g graphJSON) peer(name string) string {
+	for _, s := range g.Sandboxes {
+		if s.Name == name && s.Remote {
+			for _, h := range g.Hosts {
+				if h.ID == s.Host {
+					return h.ID + "/" + strconv.FormatBool(h.Live)
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// TestTopologyOverlayPeers: on two hosts of an etcd cluster, each host's
+// picture has the other host and its sandbox on the overlay as a live peer;
+// when the other host dies, it is drawn down once its lease lapses.
+func TestTopologyOverlayPeers(t *testing.T) {
+	m := newMultiHost(t, "etcd", 2)
+	h1, h2 := m.d[0], m.d[1]
+	h1.MustTether("network", "create", "-d", "overlay", "--subnet", "10.77.0.0/24", "ov")
+	waitFor(t, "ov on host 2", 5*time.Second, func() bool { return netID(h2, "ov") != "" })
+	h1.MustTether("sandbox", "create", "--name", "a", "--network", "ov")
+	h2.MustTether("sandbox", "create", "--name", "b", "--network", "ov")
+	id1, id2 := graphOf(t, h1).self(), graphOf(t, h2).self()
+	if id1 == "" || id2 == "" || id1 == id2 {
+		t.Fatalf("node IDs %q and %q", id1, id2)
+	}
+	waitFor(t, "host 1 draws b as a live peer on host 2", 10*time.Second, func() bool { return graphOf(t, h1).peer("b") == id2+"/true" })
+	waitFor(t, "host 2 draws a as a live peer on host 1", 10*time.Second, func() bool { return graphOf(t, h2).peer("a") == id1+"/true" })
+	svg := h1.MustTether("network", "graph", "--format", "svg")
+	if !regexp.MustCompile(`<g class="sandbox" data-sandbox="b" data-id="[0-9a-f]+" data-host="` + regexp.QuoteMeta(id2) + `" data-remote="true">`).MatchString(svg) {
+		t.Errorf("host 1's SVG does not draw b as host 2's peer:\n%s", svg)
+	}
+	if err := h2.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// its registration lapses with its lease; its endpoint records stay
+	// (a host that comes back keeps them): drawn on a host that is down
+	waitFor(t, "host 1 draws host 2 down, with its peer b", 5*clusterTTL, func() bool { return graphOf(t, h1).peer("b") == id2+"/false" })
+	if svg := h1.MustTether("network", "graph", "--format", "svg"); !strings.Contains(svg, "(down)") {
+		t.Errorf("host 1's SVG does not say host 2 is down:\n%s", svg)
 	}
 }
