@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -36,24 +37,56 @@ func (d *Driver) announce(n *driver.Network, p Peer) error {
 	if err != nil {
 		return fmt.Errorf("announce %v: bridge: %w", p.IP, err)
 	}
-	frame := garp(p.MAC, p.IP)
-	send := func() error {
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0) // protocol 0: sends only
-		if err != nil {
-			return fmt.Errorf("announce %v: packet socket: %w", p.IP, err)
-		}
-		defer unix.Close(fd)
-		to := &unix.SockaddrLinklayer{Ifindex: br.Attrs().Index, Halen: 6, Protocol: htons(unix.ETH_P_ARP)}
-		copy(to.Addr[:], broadcastMAC)
-		if err := unix.Sendto(fd, frame, 0, to); err != nil {
-			return fmt.Errorf("announce %v on %s: %w", p.IP, br.Attrs().Name, err)
-		}
-		return nil
+	fd, err := d.garp.get(d.ns)
+	if err != nil {
+		return fmt.Errorf("announce %v: %w", p.IP, err)
 	}
-	if d.ns == "" {
-		return send()
+	to := &unix.SockaddrLinklayer{Ifindex: br.Attrs().Index, Halen: 6, Protocol: htons(unix.ETH_P_ARP)}
+	copy(to.Addr[:], broadcastMAC)
+	if err := unix.Sendto(fd, garp(p.MAC, p.IP), 0, to); err != nil {
+		return fmt.Errorf("announce %v on %s: %w", p.IP, br.Attrs().Name, err)
 	}
-	return tns.Do(d.ns, send)
+	return nil
+}
+
+// garpSocket is the packet socket announcements go out on: opened by the
+// first one, in the driver's namespace, and kept for the driver's life.
+// One socket per announcement cost ~10 ms each on the watcher's path:
+// closing a packet socket waits for an RCU grace period (synchronize_net in
+// packet_release), and peers were programmed one after another behind it,
+// so a host fell further behind the store with every new remote endpoint
+// (docs/overlay.md, "When the other hosts know"). With protocol 0 the
+// socket is never hooked into receive: it only sends.
+type garpSocket struct {
+	mu   sync.Mutex
+	fd   int
+	open bool
+}
+
+// get returns the socket, opening it in the namespace at nsPath ("" the
+// current one) the first time.
+func (g *garpSocket) get(nsPath string) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.open {
+		return g.fd, nil
+	}
+	var fd int
+	mk := func() (err error) {
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		return err
+	}
+	var err error
+	if nsPath == "" {
+		err = mk()
+	} else {
+		err = tns.Do(nsPath, mk)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("packet socket: %w", err)
+	}
+	g.fd, g.open = fd, true
+	return fd, nil
 }
 
 var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}

@@ -99,6 +99,7 @@ type Driver struct {
 	h    *netlink.Handle
 	ns   string           // path of h's namespace for sysctls; "": the current one
 	gone nlutil.GoneWatch // detached host ends, until their namespace's teardown deletes them
+	garp garpSocket       // where announcements go out (announce.go)
 }
 
 // New returns an overlay driver issuing netlink requests through h (nil:
