@@ -130,6 +130,7 @@ func (e *Engine) PublishPorts(ctx context.Context, netRef, sbRef string, ports [
 	if samePorts(ep.Ports, specs) {
 		return nil
 	}
+	before := slices.Clone(ep.Ports)
 	if err := e.unpublishEndpoint(ctx, sb, ep); err != nil {
 		return err
 	}
@@ -144,18 +145,24 @@ func (e *Engine) PublishPorts(ctx context.Context, netRef, sbRef string, ports [
 	if err := e.commit(ctx, e.putJSON(keySandboxes+sb.rec.ID, sb.rec)); err != nil {
 		return err
 	}
+	e.publishPortsChanged(sb, ns, before, ep.Ports)
 	return nil
 }
 
 // UnpublishPorts removes every port a sandbox's endpoint on a network
 // publishes (Docker's RevokeExternalConnectivity, and its Leave).
 func (e *Engine) UnpublishPorts(ctx context.Context, netRef, sbRef string) error {
-	sb, _, ep, err := e.lockEndpoint(ctx, netRef, sbRef)
+	sb, ns, ep, err := e.lockEndpoint(ctx, netRef, sbRef)
 	if err != nil {
 		return err
 	}
 	defer sb.op.Unlock()
-	return e.unpublishEndpoint(ctx, sb, ep)
+	before := slices.Clone(ep.Ports)
+	if err := e.unpublishEndpoint(ctx, sb, ep); err != nil {
+		return err
+	}
+	e.publishPortsChanged(sb, ns, before, nil)
+	return nil
 }
 
 // unpublishEndpoint removes a recorded endpoint's ports and records that.

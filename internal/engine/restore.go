@@ -145,6 +145,7 @@ func (e *Engine) restoreSandboxes(ctx context.Context) error {
 		}
 		sb := &sbState{rec: rec, procs: map[int]*proc.Process{}}
 		e.addSandboxLocked(sb)
+		e.watchRestoredProcs(sb) // a die event for each recorded process, now or when it ends
 		dirty := e.dropOrphanEndpoints(rec)
 		dirty = e.dropNamespaceFiles(rec) || dirty
 		dirty = e.recordNetNSID(rec) || dirty
