@@ -292,7 +292,12 @@ func TestPair(t *testing.T) {
 		{name: "into an internal network", a: "web", b: "cache", path: report.PathRouted,
 			breaksAt: "table ip tether chain forward: \"nothing enters an internal network\"", fix: "tether network connect back web"},
 		{name: "out of an internal network", a: "cache", b: "web", path: report.PathRouted,
-			breaksAt: "table ip tether chain forward: \"nothing leaves an internal network\"", fix: "tether network connect app cache"},
+			breaksAt: "cache's routes", fix: "tether network connect app cache"},
+		{name: "from a sandbox on an internal and an open network", a: "cache", b: "api", change: func(st *State, k *fakeKernel) {
+			withOther(st, k)
+			st.Sandboxes[2].Endpoints = append(st.Sandboxes[2].Endpoints, Endpoint{NetworkID: "n1", HostIf: "veth-cache2"})
+			k.links = append(k.links, Link{Name: "veth-cache2", Index: 23, Up: true, MasterIndex: 10})
+		}, path: report.PathRouted, breaksAt: "table ip tether chain forward: \"no traffic between networks\"", fix: "tether network connect other cache"},
 		{name: "isolation", a: "web", b: "api", change: withOther, path: report.PathRouted,
 			breaksAt: "table ip tether chain forward: \"no traffic between networks\"", fix: "tether network connect other web"},
 		{name: "forwarding off", a: "web", b: "api", change: func(st *State, k *fakeKernel) {

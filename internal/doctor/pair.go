@@ -166,14 +166,24 @@ func (r *run) sameNetwork(p *report.Pair, a, b *Sandbox, n *Network) {
 	p.Hops = append(p.Hops, r.ifaceHop(b, n))
 }
 
-// firstNet is a sandbox's first network with an address.
+// firstNet is the network a sandbox's traffic to another subnet leaves
+// by: its first non-internal network with a bridge (where its default route
+// is), else its first network with a bridge.
 func (r *run) firstNet(sb *Sandbox) *Network {
+	var first *Network
 	for _, ep := range sb.Endpoints {
-		if n := r.st.network(ep.NetworkID); n != nil && n.Bridge != "" {
+		n := r.st.network(ep.NetworkID)
+		if n == nil || n.Bridge == "" {
+			continue
+		}
+		if !n.Internal {
 			return n
 		}
+		if first == nil {
+			first = n
+		}
 	}
-	return nil
+	return first
 }
 
 func (r *run) routed(p *report.Pair, a, b *Sandbox) {
@@ -196,8 +206,8 @@ func (r *run) routed(p *report.Pair, a, b *Sandbox) {
 	case !r.ipForward:
 		h = report.Hop{Step: "net.ipv4.ip_forward", Detail: "IPv4 forwarding is off: the host routes nothing between bridges"}
 	case na.Internal:
-		h = fw("\"nothing leaves an internal network\"", "network "+na.Name+" is internal: its sandboxes reach only its members")
-		h.Fix = connect
+		h = report.Hop{Step: a.Name + "'s routes", Detail: fmt.Sprintf("no route to %s: %s is only on internal networks (%s), which give their sandboxes no default route; Tether's table would drop it too (\"nothing leaves an internal network\")", nb.Subnet, a.Name, na.Name),
+			Fix: connect}
 	case nb.Internal:
 		h = fw("\"nothing enters an internal network\"", "network "+nb.Name+" is internal: only its members reach its sandboxes")
 		h.Fix = connect
