@@ -54,11 +54,11 @@ type Report struct {
 	CLIList   attach.Stats `json:"cli_sandbox_ls"`
 	CLIRatio  float64      `json:"cli_ratio_p50"`
 	// API: GET /tether/v1/doctor and GET /tether/v1/sandboxes.
-	APIDoctor attach.Stats `json:"api_doctor"`
-	APIList   attach.Stats `json:"api_sandboxes"`
-	APIRatio  float64      `json:"api_ratio_p50"`
+	APIDoctor attach.Stats   `json:"api_doctor"`
+	APIList   attach.Stats   `json:"api_sandboxes"`
+	APIRatio  float64        `json:"api_ratio_p50"`
 	Checks    []report.Check `json:"checks"`
-	Note      string `json:"note"`
+	Note      string         `json:"note"`
 }
 
 // serveDNS answers every query (echoed with the response bit) on

@@ -116,7 +116,7 @@ func (UDPProber) Probe(ctx context.Context, server netip.AddrPort) error {
 func rootQuery(id uint16) []byte {
 	q := make([]byte, 12, 17)
 	binary.BigEndian.PutUint16(q[0:], id)
-	q[2] = 0x01                         // RD
+	q[2] = 0x01                          // RD
 	binary.BigEndian.PutUint16(q[4:], 1) // QDCOUNT
 	return append(q, 0, 0, 2, 0, 1)      // root name, type NS, class IN
 }
