@@ -25,6 +25,7 @@ func withOverlay(st *State, k *fakeKernel) {
 		Link{Name: "tov-4097", Index: 30, MTU: 1450, Up: true, Kind: "bridge"},
 		Link{Name: "tvx-4097", Index: 31, MTU: 1450, Up: true, Kind: "vxlan", MasterIndex: 30, ParentIndex: 2},
 		Link{Name: "vto-web", Index: 32, MTU: 1450, Up: true, Kind: "veth", MasterIndex: 30})
+	k.tables["ip tether_vxlan"] = &Table{Family: "ip", Name: "tether_vxlan", Sets: map[string][]string{"nodes": {"192.0.2.1", "192.0.2.2"}}}
 	k.fdb = map[string][]FDB{"tvx-4097": {{MAC: "02:42:0a:28:00:05", Dst: netip.MustParseAddr("192.0.2.2")}}}
 	k.neigh = map[string][]Neigh{"tvx-4097": {{IP: netip.MustParseAddr("10.40.0.5"), MAC: "02:42:0a:28:00:05"}}}
 }
@@ -175,6 +176,16 @@ func TestHost(t *testing.T) {
 			withOverlay(st, k)
 			k.neigh["tvx-4097"] = nil
 		}, check: CheckPeers, sev: report.Error, want: []string{"ip neigh replace 10.40.0.5 lladdr 02:42:0a:28:00:05 dev tvx-4097 nud permanent"}, reject: []string{"bridge fdb"}},
+		{name: "peer's node missing from the VXLAN guard", change: func(st *State, k *fakeKernel) {
+			withOverlay(st, k)
+			k.tables["ip tether_vxlan"].Sets["nodes"] = []string{"192.0.2.1"}
+		}, check: CheckPeers, sev: report.Error, want: []string{"table ip tether_vxlan set nodes lacks 192.0.2.2, the VTEP of node h2", "nft add element ip tether_vxlan nodes { 192.0.2.2 }"}},
+		{name: "no VXLAN guard (iptables=false)", change: func(st *State, k *fakeKernel) {
+			withOverlay(st, k)
+			st.Firewall = false
+			delete(k.tables, "ip tether")
+			k.tables["ip tether_vxlan"].Sets["nodes"] = nil
+		}},
 		{name: "no upstream answers", change: func(st *State, _ *fakeKernel) {
 			st.Upstreams = []netip.AddrPort{netip.MustParseAddrPort("192.0.2.99:53")}
 		}, check: CheckDNS, sev: report.Error, want: []string{"192.0.2.99:53 (no answer)", "no outside name"}},
@@ -318,6 +329,10 @@ func TestPair(t *testing.T) {
 			withOverlay(st, k)
 			k.fdb["tvx-4097"] = nil
 		}, path: report.PathOverlayX, breaksAt: "VXLAN device tvx-4097: entries for far (10.40.0.5 at 192.0.2.2)"},
+		{name: "across hosts, VXLAN guard drops the peer", a: "web", b: "far", change: func(st *State, k *fakeKernel) {
+			withOverlay(st, k)
+			k.tables["ip tether_vxlan"].Sets["nodes"] = nil
+		}, path: report.PathOverlayX, breaksAt: "table ip tether_vxlan (VXLAN guard)"},
 		{name: "remote peer on a network a is not on", a: "db", b: "far", change: withOverlay, path: report.PathNone, breaksAt: "networks"},
 		{name: "unknown", a: "web", b: "ghost", path: report.PathNone, breaksAt: "sandbox ghost"},
 	}

@@ -295,7 +295,8 @@ func readSets(c *nftables.Conn, t *nftables.Table, out *Table) error {
 		return fmt.Errorf("list sets of table %s: %w", t.Name, err)
 	}
 	for _, s := range sets {
-		if s.KeyType.Name != nftables.TypeIFName.Name {
+		decode := setDecoder(s)
+		if decode == nil {
 			out.Sets[s.Name] = nil
 			continue
 		}
@@ -303,7 +304,19 @@ func readSets(c *nftables.Conn, t *nftables.Table, out *Table) error {
 		if err != nil {
 			return fmt.Errorf("list elements of set %s: %w", s.Name, err)
 		}
-		out.Sets[s.Name] = ifnameElements(els)
+		out.Sets[s.Name] = decode(els)
+	}
+	return nil
+}
+
+// setDecoder reads the elements of interface-name sets and of plain
+// (not interval) address sets; nil for other sets.
+func setDecoder(s *nftables.Set) func([]nftables.SetElement) []string {
+	switch {
+	case s.KeyType.Name == nftables.TypeIFName.Name:
+		return ifnameElements
+	case !s.Interval && !s.IsMap && (s.KeyType.Name == nftables.TypeIPAddr.Name || s.KeyType.Name == nftables.TypeIP6Addr.Name):
+		return addrElements
 	}
 	return nil
 }

@@ -29,7 +29,7 @@ func TestKernelReaders(t *testing.T) {
 	in("iptables", "-P", "FORWARD", "DROP")
 	in("iptables", "-A", "FORWARD", "-i", "br+", "-j", "ACCEPT")
 	in("iptables", "-A", "FORWARD", "-s", "10.9.0.0/16", "-j", "DROP")
-	in("nft", `add table ip tether; add set ip tether bridges { type ifname; elements = { "tth-a", "tth-b" } }; add chain ip tether forward { type filter hook forward priority 0; policy accept; }; add rule ip tether forward iifname "tth-a" drop comment "tether: x"`)
+	in("nft", `add table ip tether; add set ip tether bridges { type ifname; elements = { "tth-a", "tth-b" } }; add chain ip tether forward { type filter hook forward priority 0; policy accept; }; add rule ip tether forward iifname "tth-a" drop comment "tether: x"; add set ip tether nodes { type ipv4_addr; elements = { 192.0.2.7 } }`)
 
 	// every read on the thread netns.Do switched (subtests run on
 	// goroutines of their own: they only look at what was read)
@@ -138,6 +138,9 @@ func TestKernelReaders(t *testing.T) {
 		}
 		if b := tb.Sets["bridges"]; !reflect.DeepEqual(slices.Sorted(slices.Values(b)), []string{"tth-a", "tth-b"}) {
 			t.Errorf("set bridges %q", b)
+		}
+		if n := tb.Sets["nodes"]; !reflect.DeepEqual(n, []string{"192.0.2.7"}) {
+			t.Errorf("set nodes %q", n)
 		}
 		if len(tb.Chains) != 1 || len(tb.Chains[0].Rules) != 1 || tb.Chains[0].Rules[0].Comment != "tether: x" || tb.Chains[0].Rules[0].IIF != "tth-a" {
 			t.Errorf("chains %+v", tb.Chains)

@@ -239,3 +239,14 @@ func ifnameElements(els []nftables.SetElement) []string {
 	}
 	return out
 }
+
+// addrElements reads the keys of an address set as addresses.
+func addrElements(els []nftables.SetElement) []string {
+	var out []string
+	for _, e := range els {
+		if a, ok := netip.AddrFromSlice(e.Key); ok {
+			out = append(out, a.Unmap().String())
+		}
+	}
+	return out
+}

@@ -139,7 +139,48 @@ func (r *run) checkPeers() string {
 			}
 		}
 	}
+	r.checkGuard()
 	return ""
+}
+
+// guardTable is the VXLAN guard (firewall.VXLANTable): VXLAN is accepted
+// only from the underlay addresses in its set nodes.
+const guardTable = "tether_vxlan"
+
+// guardBlocks says whether the VXLAN guard of vtep's family exists and
+// lacks vtep (VXLAN from it is dropped), naming the table.
+func (r *run) guardBlocks(vtep netip.Addr) (string, bool) {
+	if !r.st.Firewall || !vtep.IsValid() {
+		return "", false
+	}
+	fam := "ip"
+	if vtep.Is6() && !vtep.Is4In6() {
+		fam = "ip6"
+	}
+	t, err := r.k.Table(fam, guardTable)
+	if err != nil || t == nil {
+		return "", false
+	}
+	return "table " + fam + " " + guardTable, !slices.Contains(t.Sets["nodes"], vtep.String())
+}
+
+// checkGuard: every peer's VTEP is in the VXLAN guard's set.
+func (r *run) checkGuard() {
+	seen := map[netip.Addr]bool{}
+	for _, p := range r.st.Cluster.Peers {
+		if seen[p.VTEP] {
+			continue
+		}
+		seen[p.VTEP] = true
+		table, blocked := r.guardBlocks(p.VTEP)
+		if !blocked {
+			continue
+		}
+		r.add(report.Finding{Check: CheckPeers, Severity: report.Error, Subject: fmt.Sprintf("%s set nodes", table),
+			What: fmt.Sprintf("%s set nodes lacks %s, the VTEP of node %s: VXLAN from it is dropped (hook input, priority raw)", table, p.VTEP, p.Node),
+			Why:  fmt.Sprintf("sandboxes on node %s cannot reach this host's sandboxes (their frames arrive and are dropped); the guard admits only nodes with a live registration in the cluster store", p.Node),
+			Fix:  fmt.Sprintf("check cluster_store here and on node %s (its lease may have expired); restart this daemon to rebuild the set; by hand: nft add element %s nodes { %s }", p.Node, strings.TrimPrefix(table, "table "), p.VTEP)})
+	}
 }
 
 // missingEntries says which of p's entries the device lacks ("" when none).

@@ -274,6 +274,10 @@ func (r *run) acrossHosts(p *report.Pair, a *Sandbox, peers []Peer) {
 		}
 	}
 	p.Hops = append(p.Hops, h)
+	if table, blocked := r.guardBlocks(peer.VTEP); blocked {
+		p.Hops = append(p.Hops, report.Hop{Step: table + " (VXLAN guard)", Detail: fmt.Sprintf("%s is not in set nodes: the replies of %s are dropped on arrival", peer.VTEP, p.B),
+			Fix: "see overlay_peers: the VXLAN guard lacks the node"})
+	}
 	p.Hops = append(p.Hops, report.Hop{Step: "node " + peer.Node + " (VTEP " + peer.VTEP.String() + ")", OK: true, Detail: "the remote host's side is not visible from here: run tether doctor there too"})
 }
 
