@@ -54,11 +54,15 @@ type Report struct {
 	CLIList   attach.Stats `json:"cli_sandbox_ls"`
 	CLIRatio  float64      `json:"cli_ratio_p50"`
 	// API: GET /tether/v1/doctor and GET /tether/v1/sandboxes.
-	APIDoctor attach.Stats   `json:"api_doctor"`
-	APIList   attach.Stats   `json:"api_sandboxes"`
-	APIRatio  float64        `json:"api_ratio_p50"`
-	Checks    []report.Check `json:"checks"`
-	Note      string         `json:"note"`
+	APIDoctor attach.Stats `json:"api_doctor"`
+	APIList   attach.Stats `json:"api_sandboxes"`
+	APIRatio  float64      `json:"api_ratio_p50"`
+	// APIPair: GET /tether/v1/doctor?a=s0&b=s1 (the host checks and one
+	// same-bridge path), against the same reference.
+	APIPair      attach.Stats   `json:"api_doctor_pair"`
+	APIPairRatio float64        `json:"api_pair_ratio_p50"`
+	Checks       []report.Check `json:"checks"`
+	Note         string         `json:"note"`
 }
 
 // serveDNS answers every query (echoed with the response bit) on
@@ -151,7 +155,7 @@ func measure(tb testing.TB, n, reps int) Report {
 		LoadBefore: testutil.LoadAvg(), Sandboxes: n, Reps: reps,
 		Note: "noisy unless the machine is quiet: compare the ratios of one run, not times across runs"}
 	h := newHost(tb, n)
-	var cd, cl, ad, al []time.Duration
+	var cd, cl, ad, al, ap []time.Duration
 	for r := range reps { // interleaved, the order alternating, so load hits both alike
 		pair := []func(){
 			func() { cd = append(cd, h.cli(tb, "doctor")) },
@@ -169,6 +173,16 @@ func measure(tb testing.TB, n, reps int) Report {
 			},
 			func() { took, _ := h.get(tb, "/tether/v1/sandboxes"); al = append(al, took) },
 		}
+		if n >= 2 {
+			apiPair = append(apiPair, func() {
+				took, body := h.get(tb, "/tether/v1/doctor?a=s0&b=s1")
+				ap = append(ap, took)
+				var rp report.Report
+				if err := json.Unmarshal(body, &rp); err != nil || rp.Pair == nil || rp.Pair.BreaksAt != "" || rp.Pair.Path != report.PathSameBridge {
+					tb.Fatalf("doctor s0 s1 on the bench host: %v %s", err, body)
+				}
+			})
+		}
 		if r%2 == 1 {
 			pair[0], pair[1] = pair[1], pair[0]
 			apiPair[0], apiPair[1] = apiPair[1], apiPair[0]
@@ -181,6 +195,10 @@ func measure(tb testing.TB, n, reps int) Report {
 	rep.APIDoctor, rep.APIList = attach.Summarize(ad), attach.Summarize(al)
 	rep.CLIRatio = rep.CLIDoctor.P50 / rep.CLIList.P50
 	rep.APIRatio = rep.APIDoctor.P50 / rep.APIList.P50
+	if len(ap) > 0 {
+		rep.APIPair = attach.Summarize(ap)
+		rep.APIPairRatio = rep.APIPair.P50 / rep.APIList.P50
+	}
 	rep.LoadAfter = testutil.LoadAvg()
 	return rep
 }
@@ -196,9 +214,11 @@ func gitCommit() string {
 func summary(rep Report) string {
 	return fmt.Sprintf("tether doctor on a host with %d sandboxes, %d rounds\n"+
 		"  CLI: doctor p50 %.2f ms p90 %.2f ms; sandbox ls p50 %.2f ms p90 %.2f ms; ratio p50 %.2f\n"+
-		"  API: doctor p50 %.2f ms p90 %.2f ms; sandboxes p50 %.2f ms p90 %.2f ms; ratio p50 %.2f  (load %s -> %s)",
+		"  API: doctor p50 %.2f ms p90 %.2f ms; sandboxes p50 %.2f ms p90 %.2f ms; ratio p50 %.2f\n"+
+		"  API: doctor s0 s1 p50 %.2f ms p90 %.2f ms; ratio p50 %.2f  (load %s -> %s)",
 		rep.Sandboxes, rep.Reps, rep.CLIDoctor.P50, rep.CLIDoctor.P90, rep.CLIList.P50, rep.CLIList.P90, rep.CLIRatio,
-		rep.APIDoctor.P50, rep.APIDoctor.P90, rep.APIList.P50, rep.APIList.P90, rep.APIRatio, rep.LoadBefore, rep.LoadAfter)
+		rep.APIDoctor.P50, rep.APIDoctor.P90, rep.APIList.P50, rep.APIList.P90, rep.APIRatio,
+		rep.APIPair.P50, rep.APIPair.P90, rep.APIPairRatio, rep.LoadBefore, rep.LoadAfter)
 }
 
 // TestDoctorSmoke is the suite's small run: 10 sandboxes, 3 rounds; the
