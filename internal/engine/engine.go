@@ -150,6 +150,9 @@ type sbState struct {
 	rec   *Sandbox
 	procs map[int]*proc.Process
 	gone  bool // removed while someone waited for op
+	// joining: interface names of attaches reserved and not yet recorded
+	// (an overlay's and its gateway leg's run at once). Under e.mu.
+	joining map[string]bool
 	// warnings: why the sandbox is degraded, by topic.
 	wmu      sync.Mutex
 	warnings map[string]string

@@ -449,6 +449,38 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if err := e.fault("attach.after-reserve"); err != nil {
 		return err
 	}
+	// The way out of a network that needs one (an overlay: Docker's
+	// docker_gwbridge) is an attach to the gateway network of its own. It
+	// runs beside this one's join and its wait for the cluster store (its
+	// interface name is kept apart by sb.joining), and ends before this
+	// one is recorded; an attach that fails takes it back. An internal
+	// network has no way out (Docker: no docker_gwbridge either); a
+	// handed-over sandbox gets its way out from its runtime.
+	var wayOut chan error
+	if caps.NeedsGateway && !ns.rec.Internal && !sb.rec.Handover {
+		wayOut = make(chan error, 1)
+		go func() { wayOut <- e.ensureGatewayBridge(ctx, sb) }()
+	}
+	awaitWayOut := func() {
+		if wayOut == nil {
+			return
+		}
+		if gerr := <-wayOut; gerr != nil {
+			e.log.Warn("sandbox has no way out: attach to the gateway network failed", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", gerr)
+		}
+		wayOut = nil
+	}
+	defer func() {
+		if wayOut == nil {
+			return
+		}
+		awaitWayOut()
+		if err != nil && !at.committed {
+			if lerr := e.leaveGatewayBridge(context.WithoutCancel(ctx), sb); lerr != nil {
+				e.log.Warn("roll back attach: leave the gateway network", "sandbox", sb.rec.Name, "err", lerr)
+			}
+		}
+	}()
 	if sb.rec.Handover {
 		err = pj.JoinPair(ctx, at.dn, at.dep)
 	} else {
@@ -471,6 +503,7 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if err := e.awaitPublished(ctx, sb, ns, at); err != nil {
 		return err
 	}
+	awaitWayOut()
 	if err := e.commitEndpoint(ctx, sb, ns, at.ep); err != nil {
 		return err
 	}
@@ -481,13 +514,6 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	e.refreshNames(sb)
 	e.refreshFiles(sb)
 	e.publishConnect(sb, ns, at.ep)
-	// An internal network has no way out (Docker: no docker_gwbridge either);
-	// a handed-over sandbox gets its way out from its runtime.
-	if caps.NeedsGateway && !ns.rec.Internal && !sb.rec.Handover {
-		if err := e.ensureGatewayBridge(ctx, sb); err != nil {
-			e.log.Warn("sandbox has no way out: attach to the gateway network failed", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
-		}
-	}
 	return nil
 }
 
@@ -582,7 +608,7 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 		e.mu.Unlock()
 		return nil, err
 	}
-	if a.IfName != "" && slices.ContainsFunc(sb.rec.Endpoints, func(x *Endpoint) bool { return x.IfName == a.IfName }) {
+	if a.IfName != "" && (sb.joining[a.IfName] || slices.ContainsFunc(sb.rec.Endpoints, func(x *Endpoint) bool { return x.IfName == a.IfName })) {
 		e.mu.Unlock()
 		return nil, conflictf("sandbox %q already has an interface named %q", sb.rec.Name, a.IfName)
 	}
@@ -594,7 +620,7 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 	case caps.Namespace == driver.NamespaceOwn && a.IfName != "":
 		ep.IfName = a.IfName
 	case caps.Namespace == driver.NamespaceOwn:
-		ep.IfName = nextIfName(sb.rec)
+		ep.IfName = nextIfName(sb)
 	}
 	macFor := func(addr netip.Addr) string {
 		if mac, _ := parseMAC(a.MAC); mac != nil {
@@ -630,6 +656,12 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 		}
 	}
 	ns.pending++
+	if ep.IfName != "" {
+		if sb.joining == nil {
+			sb.joining = map[string]bool{}
+		}
+		sb.joining[ep.IfName] = true
+	}
 	defaultRoute := caps.DefaultRoute && !ns.rec.Internal && !a.NoDefaultRoute && !e.hasDefaultRouteLocked(sb.rec)
 	e.mu.Unlock()
 	at.ep = ep
@@ -637,6 +669,7 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 		if err := e.claimGlobal(ctx, sb, ns, at, static, macFor); err != nil {
 			e.mu.Lock()
 			ns.pending--
+			delete(sb.joining, ep.IfName)
 			e.mu.Unlock()
 			return nil, err
 		}
@@ -679,6 +712,7 @@ func (e *Engine) unreserve(ctx context.Context, sb *sbState, ns *netState, at *a
 	}
 	e.mu.Lock()
 	ns.pending--
+	delete(sb.joining, at.ep.IfName)
 	if ns.subnet != nil && at.ep.Address.IsValid() {
 		ns.subnet.Release(at.ep.Address.Addr())
 	}
@@ -757,9 +791,14 @@ func (e *Engine) stickyAddr(ctx context.Context, prefix, netID, name string) net
 	return a
 }
 
-func nextIfName(sb *Sandbox) string {
-	used := map[string]bool{}
-	for _, ep := range sb.Endpoints {
+// nextIfName is the first ethN neither recorded nor being joined. Called
+// with e.mu held.
+func nextIfName(sb *sbState) string {
+	used := maps.Clone(sb.joining)
+	if used == nil {
+		used = map[string]bool{}
+	}
+	for _, ep := range sb.rec.Endpoints {
 		used[ep.IfName] = true
 	}
 	for i := 0; ; i++ {
@@ -776,7 +815,14 @@ func nextIfName(sb *Sandbox) string {
 func (e *Engine) commitEndpoint(ctx context.Context, sb *sbState, ns *netState, ep *Endpoint) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	sb.rec.Endpoints = append(sb.rec.Endpoints, ep)
+	delete(sb.joining, ep.IfName)
+	// In the order the attaches began: an overlay's gateway leg, which
+	// ran beside it, is recorded first and listed after it.
+	at := len(sb.rec.Endpoints)
+	if i := slices.IndexFunc(sb.rec.Endpoints, func(x *Endpoint) bool { return x.Created.After(ep.Created) }); i >= 0 {
+		at = i
+	}
+	sb.rec.Endpoints = slices.Insert(sb.rec.Endpoints, at, ep)
 	ops := []store.Op{e.putJSON(keySandboxes+sb.rec.ID, sb.rec)}
 	if ns.subnet != nil && ep.Address.IsValid() {
 		ops = append(ops, store.Put(keySticky+ns.rec.ID+"/"+sb.rec.Name, []byte(ep.Address.Addr().String())))
@@ -785,7 +831,7 @@ func (e *Engine) commitEndpoint(ctx context.Context, sb *sbState, ns *netState, 
 		ops = append(ops, store.Put(keySticky6+ns.rec.ID+"/"+sb.rec.Name, []byte(ep.Address6.Addr().String())))
 	}
 	if err := e.commit(ctx, ops...); err != nil {
-		sb.rec.Endpoints = sb.rec.Endpoints[:len(sb.rec.Endpoints)-1]
+		sb.rec.Endpoints = slices.Delete(sb.rec.Endpoints, at, at+1)
 		return err
 	}
 	ns.pending--
