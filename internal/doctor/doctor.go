@@ -211,6 +211,9 @@ type Rule struct {
 	Dst     netip.Prefix
 	// CtState: the rule matches conntrack state or status bits.
 	CtState bool
+	// NFProto: an inet rule limited to one family ("ipv4", "ipv6"; ""
+	// both).
+	NFProto string
 	// Other: the rule matches something else as well, so the doctor cannot
 	// tell which packets it takes.
 	Other bool

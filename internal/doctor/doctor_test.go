@@ -85,6 +85,14 @@ func TestHost(t *testing.T) {
 			k.chains = append(k.chains, Chain{Family: "inet", Table: "fw", Name: "fwd", Hook: "forward", Type: "filter", Policy: "accept",
 				Rules: []Rule{{Handle: 7, Src: netip.MustParsePrefix("10.20.0.0/16"), Verdict: "drop"}}})
 		}, check: CheckForward, sev: report.Error, want: []string{"rule handle 7", "saddr 10.20.0.0/16", "nft delete rule inet fw fwd handle 7"}},
+		{name: "inet rule dropping IPv6 only", change: func(_ *State, k *fakeKernel) {
+			k.chains = append(k.chains, Chain{Family: "inet", Table: "fw", Name: "fwd", Hook: "forward", Type: "filter", Policy: "accept",
+				Rules: []Rule{{Handle: 7, NFProto: "ipv6", Verdict: "drop"}}})
+		}},
+		{name: "inet rule dropping IPv4 only", change: func(_ *State, k *fakeKernel) {
+			k.chains = append(k.chains, Chain{Family: "inet", Table: "fw", Name: "fwd", Hook: "forward", Type: "filter", Policy: "accept",
+				Rules: []Rule{{Handle: 7, NFProto: "ipv4", Verdict: "drop"}}})
+		}, check: CheckForward, sev: report.Error, want: []string{"rule handle 7"}},
 		{name: "drop rule the doctor cannot read", change: func(_ *State, k *fakeKernel) {
 			k.chains = append(k.chains, Chain{Family: "inet", Table: "fw", Name: "fwd", Hook: "forward", Type: "filter", Policy: "accept",
 				Rules: []Rule{{Handle: 7, Other: true, Verdict: "drop"}}})

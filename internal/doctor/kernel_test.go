@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tether-net/tether/internal/netns"
@@ -29,6 +30,7 @@ func TestKernelReaders(t *testing.T) {
 	in("iptables", "-P", "FORWARD", "DROP")
 	in("iptables", "-A", "FORWARD", "-i", "br+", "-j", "ACCEPT")
 	in("iptables", "-A", "FORWARD", "-s", "10.9.0.0/16", "-j", "DROP")
+	in("iptables", "-A", "FORWARD", "-j", "REJECT")
 	in("nft", `add table ip tether; add set ip tether bridges { type ifname; elements = { "tth-a", "tth-b" } }; add chain ip tether forward { type filter hook forward priority 0; policy accept; }; add rule ip tether forward iifname "tth-a" drop comment "tether: x"; add set ip tether nodes { type ipv4_addr; elements = { 192.0.2.7 } }`)
 
 	// every read on the thread netns.Do switched (subtests run on
@@ -117,15 +119,15 @@ func TestKernelReaders(t *testing.T) {
 			t.Fatalf("no FORWARD chain in %+v", cs)
 		}
 		c := cs[i]
-		want := []Rule{{IIF: "br*", Verdict: "accept"}, {Src: netip.MustParsePrefix("10.9.0.0/16"), Verdict: "drop"}}
+		want := []Rule{{IIF: "br*", Verdict: "accept"}, {Src: netip.MustParsePrefix("10.9.0.0/16"), Verdict: "drop"}, {Verdict: "reject"}}
 		for j := range c.Rules {
 			c.Rules[j].Handle = 0
 		}
 		if c.Policy != "drop" || c.Hook != "forward" || c.Type != "filter" || !reflect.DeepEqual(c.Rules, want) {
 			t.Errorf("chain %+v, want policy drop and rules %+v", c, want)
 		}
-		if drop, how := verdict(c, packet{iif: "tth-x", src: netip.MustParseAddr("10.20.0.2")}); !drop || how != "policy drop" {
-			t.Errorf("a sandbox packet: dropped %v by %q, want the policy", drop, how)
+		if drop, how := verdict(c, packet{iif: "tth-x", src: netip.MustParseAddr("10.20.0.2")}); !drop || !strings.HasSuffix(how, "(reject)") {
+			t.Errorf("a sandbox packet: dropped %v by %q, want the final -j REJECT", drop, how)
 		}
 		if drop, _ := verdict(c, packet{iif: "br-1", src: netip.MustParseAddr("10.9.0.2")}); drop {
 			t.Error("a packet from br-1 is accepted by -i br+ first")

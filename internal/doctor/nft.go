@@ -51,6 +51,9 @@ func ruleTakes(r Rule, p packet) bool {
 	if r.Other || r.CtState || r.Dst.IsValid() {
 		return false
 	}
+	if (r.NFProto == "ipv6" && !p.src.Is6()) || (r.NFProto == "ipv4" && p.src.Is6()) {
+		return false
+	}
 	if r.IIF != "" && !ifMatches(r.IIF, p.iif) {
 		return false
 	}

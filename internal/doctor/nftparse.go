@@ -13,6 +13,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
 )
 
 func familyName(f nftables.TableFamily) string {
@@ -96,6 +97,12 @@ func ruleOf(r *nftables.Rule, fam nftables.TableFamily) Rule {
 			out.Verdict = verdictName(e.Kind)
 		case *expr.Reject:
 			out.Verdict = "reject"
+		case *expr.Target: // iptables-nft's -j TARGET through x_tables
+			if e.Name == "REJECT" {
+				out.Verdict = "reject"
+			} else {
+				out.Other = true
+			}
 		default:
 			out.Other = true
 		}
@@ -159,7 +166,8 @@ func (r *Rule) cmp(l *loaded, c *expr.Cmp) {
 		return
 	}
 	if l.what == "nfproto" {
-		return // inet tables: which family; the doctor asks per family anyway
+		r.nfproto(c)
+		return
 	}
 	if l.what == "ct" {
 		r.CtState = true
@@ -249,4 +257,18 @@ func addrElements(els []nftables.SetElement) []string {
 		}
 	}
 	return out
+}
+
+// nfproto records `meta nfproto ipv4|ipv6` (inet tables).
+func (r *Rule) nfproto(c *expr.Cmp) {
+	switch {
+	case c.Op != expr.CmpOpEq || len(c.Data) != 1:
+		r.Other = true
+	case c.Data[0] == unix.NFPROTO_IPV4:
+		r.NFProto = "ipv4"
+	case c.Data[0] == unix.NFPROTO_IPV6:
+		r.NFProto = "ipv6"
+	default:
+		r.Other = true
+	}
 }

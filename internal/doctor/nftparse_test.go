@@ -41,7 +41,11 @@ func TestRuleOf(t *testing.T) {
 		{"inet ip saddr/16", nftables.TableFamilyINet, []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, eq([]byte{2}),
 			saddr, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: []byte{255, 255, 0, 0}, Xor: make([]byte, 4)},
-			eq([]byte{10, 20, 0, 0}), drop}, Rule{Src: netip.MustParsePrefix("10.20.0.0/16"), Verdict: "drop"}},
+			eq([]byte{10, 20, 0, 0}), drop}, Rule{Src: netip.MustParsePrefix("10.20.0.0/16"), Verdict: "drop", NFProto: "ipv4"}},
+		{"inet meta nfproto ipv6 drop", nftables.TableFamilyINet, []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, eq([]byte{10}), drop}, Rule{Verdict: "drop", NFProto: "ipv6"}},
+		{"iptables -j REJECT", nftables.TableFamilyIPv4, []expr.Any{&expr.Target{Name: "REJECT"}}, Rule{Verdict: "reject"}},
+		{"iptables -j LOG", nftables.TableFamilyIPv4, []expr.Any{&expr.Target{Name: "LOG"}}, Rule{Other: true}},
 		{"ip saddr/24 as nft writes it (3 bytes)", nftables.TableFamilyIPv4, []expr.Any{
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 3}, eq([]byte{10, 71, 0}), drop},
 			Rule{Src: netip.MustParsePrefix("10.71.0.0/24"), Verdict: "drop"}},
