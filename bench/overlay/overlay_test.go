@@ -244,8 +244,12 @@ type Report struct {
 	// network: with the two above they split an overlay attach into the
 	// sandbox, the overlay join and the gateway bridge's join. All four
 	// are interleaved, one of each per round.
-	AttachInternal  attach.Stats `json:"attach_overlay_internal"`
-	AttachNone      attach.Stats `json:"attach_none"`
+	AttachInternal attach.Stats `json:"attach_overlay_internal"`
+	AttachNone     attach.Stats `json:"attach_none"`
+	// StoreWrite is one write of an endpoint-sized value to the cluster
+	// store from host A's namespace, interleaved with the attaches: the
+	// floor of an overlay attach, which answers once its record is stored.
+	StoreWrite      attach.Stats `json:"store_write"`
 	RatioP50        float64      `json:"overlay_over_bridge_p50"`
 	UnderlayGbps    []float64    `json:"underlay_gbps"`
 	OverlayGbps     []float64    `json:"overlay_gbps"`
@@ -279,8 +283,12 @@ func measure(tb testing.TB, n, reps, seconds int) Report {
 	c.D[1].MustTether("exec", "probe", "--", "true") // its resolver starts with its first process
 	p := newProbe(tb, pb.NetNS)
 
-	var brAttach, inAttach, noAttach []time.Duration
+	var brAttach, inAttach, noAttach, storeWrite []time.Duration
+	sw := newStoreWriter(tb, c, c.D[0].NS)
+	defer sw.close()
+	sw.write(tb, -1) // the connection is made
 	refs := []func(int){
+		func(i int) { storeWrite = append(storeWrite, sw.write(tb, i)) },
 		func(i int) { _, took := a.create(tb, fmt.Sprintf("b%d", i), "br"); brAttach = append(brAttach, took) },
 		func(i int) { _, took := a.create(tb, fmt.Sprintf("i%d", i), "ovi"); inAttach = append(inAttach, took) },
 		func(i int) { _, took := a.create(tb, fmt.Sprintf("n%d", i), "none"); noAttach = append(noAttach, took) },
@@ -293,6 +301,7 @@ func measure(tb testing.TB, n, reps, seconds int) Report {
 	rep.ConvergeAddr, rep.ConvergeName = attach.Summarize(byAddr), attach.Summarize(byName)
 	rep.AttachOverlay, rep.AttachBridge = attach.Summarize(ovAttach), attach.Summarize(brAttach)
 	rep.AttachInternal, rep.AttachNone = attach.Summarize(inAttach), attach.Summarize(noAttach)
+	rep.StoreWrite = attach.Summarize(storeWrite)
 	rep.RatioP50 = rep.AttachOverlay.P50 / rep.AttachBridge.P50
 
 	// throughput: c0 (host A) -> probe (host B) over the overlay; host A ->
@@ -375,7 +384,8 @@ func TestOverlayReport(t *testing.T) {
 		s    attach.Stats
 	}{{"reached by address", rep.ConvergeAddr}, {"reached by name", rep.ConvergeName},
 		{"attach, overlay network", rep.AttachOverlay}, {"attach, bridge network", rep.AttachBridge},
-		{"attach, internal overlay network", rep.AttachInternal}, {"sandbox, no network", rep.AttachNone}} {
+		{"attach, internal overlay network", rep.AttachInternal}, {"sandbox, no network", rep.AttachNone},
+		{"store write (the floor of an overlay attach)", rep.StoreWrite}} {
 		fmt.Fprintf(&b, "| %s | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n", r.name, r.s.P50, r.s.P90, r.s.P99, r.s.Max)
 	}
 	fmt.Fprintf(&b, "\nattach overlay ÷ bridge (p50): **%.2f×**\n", rep.AttachOverlay.P50/rep.AttachBridge.P50)
