@@ -80,6 +80,30 @@ func (e *Engine) refreshNames(sb *sbState) {
 	}
 }
 
+// serveBeforeFirst starts the embedded resolver of a sandbox whose first
+// process is about to start: its resolv.conf names 127.0.0.11, and the
+// process may ask at once (the resolver started after it lost that race).
+// A start that fails stops it again (refreshNames). Called with sb.op held.
+func (e *Engine) serveBeforeFirst(sb *sbState) {
+	e.mu.Lock()
+	serve := e.usesEmbeddedDNS(sb.rec)
+	policy := dns.Policy{Forward: e.mayForwardLocked(sb.rec)}
+	e.mu.Unlock()
+	if !serve {
+		return
+	}
+	e.names.Set(sb.rec.ID, e.dnsEntries(sb))
+	if err := e.resolver.Start(sb.rec.ID, sb.rec.NetNS, policy); err != nil {
+		e.log.Warn("start the embedded resolver", "sandbox", sb.rec.Name, "err", err)
+	}
+}
+
+func (e *Engine) dnsEntries(sb *sbState) []dns.Entry {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dnsEntriesLocked(sb.rec)
+}
+
 // forgetNames removes a sandbox from name resolution.
 func (e *Engine) forgetNames(id string) {
 	e.names.Remove(id)

@@ -69,6 +69,10 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 		}
 		spec.Stdin, spec.Stdout, spec.Stderr = nil, logf, logf
 	}
+	firstFiles := spec.New != nil && !sb.rec.Files
+	if firstFiles {
+		e.serveBeforeFirst(sb)
+	}
 	p, err := proc.Start(spec)
 	if logf != nil {
 		logf.Close() // the child holds its own copy
@@ -81,6 +85,9 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 		err = fmt.Errorf("its last process exited while the command started: %w", errDegraded)
 	}
 	if err != nil {
+		if firstFiles {
+			e.refreshNames(sb) // no process, no files: the resolver stops again
+		}
 		err = fmt.Errorf("start %q in sandbox %q: %w", x.Args[0], sb.rec.Name, err)
 		if x.Main && sb.rec.AutoRemove {
 			if rerr := e.removeLocked(ctx, sb); rerr != nil {
@@ -105,7 +112,7 @@ func (e *Engine) Exec(ctx context.Context, ref string, x ExecSpec) (*Running, er
 		e.log.Warn("record process", "sandbox", sb.rec.Name, "pid", p.Pid, "err", err)
 	}
 	if first {
-		e.refreshNames(sb) // the embedded resolver starts with the first process
+		e.refreshNames(sb) // the embedded resolver, started before the process, now with the files recorded
 	}
 	e.publishProcStarted(sb, p, rec)
 	p.OnExit(func(code int, err error) { e.reaped(sb, p, r, x.Main, code, err) })
