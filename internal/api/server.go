@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -118,6 +119,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if err := crossSite(r); err != nil {
+		writeError(w, http.StatusForbidden, err)
+		return
+	}
 	if r.Body != nil {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	}
@@ -127,6 +132,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// crossSite refuses a request that changes state and that a web browser
+// sent on another site's behalf: one whose Sec-Fetch-Site says it came from
+// another site, or whose Origin is not the host it was sent to. A browser
+// holding a client certificate for a TLS API (or reaching a local TCP one)
+// would otherwise let any page it shows POST to it: create networks, exec
+// in sandboxes. Docker clients and the CLI send neither header; the
+// topology page (ui.go) only reads.
+func crossSite(r *http.Request) error {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return nil
+	}
+	switch site := r.Header.Get("Sec-Fetch-Site"); site {
+	case "", "same-origin", "none":
+	default:
+		return fmt.Errorf("cross-site request refused (Sec-Fetch-Site: %s): the API takes changes only from its own clients", site)
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
+			return fmt.Errorf("cross-site request refused (Origin %q is not %q): the API takes changes only from its own clients", o, r.Host)
+		}
+	}
+	return nil
 }
 
 func checkVersion(major, minor string) error {
