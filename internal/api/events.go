@@ -221,6 +221,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-stop:
 			return
+		case <-s.closing:
+			return // the daemon stops: the stream ends, as dockerd's does
 		case e, ok := <-live:
 			if !ok || !send(e) {
 				return

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/tether-net/tether/internal/engine"
 )
@@ -36,14 +37,22 @@ type Server struct {
 	eng Backend
 	log *slog.Logger
 	mux *http.ServeMux
+	// closing is closed by CloseStreams: open event streams end.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 // New builds the handler tree over b (the daemon passes its *engine.Engine).
 func New(b Backend, log *slog.Logger) *Server {
-	s := &Server{eng: b, log: log, mux: http.NewServeMux()}
+	s := &Server{eng: b, log: log, mux: http.NewServeMux(), closing: make(chan struct{})}
 	s.routes()
 	return s
 }
+
+// CloseStreams ends the event streams open now and later: the daemon
+// calls it as it stops, or http.Server.Shutdown would wait for every
+// `docker events` client and topology page until its timeout.
+func (s *Server) CloseStreams() { s.closeOnce.Do(func() { close(s.closing) }) }
 
 func (s *Server) routes() {
 	m := s.mux

@@ -217,7 +217,9 @@ func serve(ctx context.Context, hosts []string, lopts listen.Options, eng *engin
 		return err
 	}
 	defer listen.CloseAll(ls)
-	srv := newHTTPServer(withDebug(api.New(eng, log), debug), log)
+	a := api.New(eng, log)
+	srv := newHTTPServer(withDebug(a, debug), log)
+	srv.RegisterOnShutdown(a.CloseStreams)
 	errc := make(chan error, len(ls))
 	for _, l := range ls {
 		log.Info("API listening", "host", l.Host, "addr", l.Addr().String(), "security", l.Security)
