@@ -1,6 +1,6 @@
 package api
 
-// The topology picture (docs/observability-topology.md): the graph in
+// The topology picture (docs/observability.md): the graph in
 // JSON, DOT or SVG, and a page that draws the SVG and redraws it when the
 // events stream says something changed. Both are read-only and served on
 // the API's listeners, so they get the API's authentication (the socket's

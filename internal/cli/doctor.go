@@ -13,7 +13,7 @@ import (
 	"github.com/tether-net/tether/internal/doctor/report"
 )
 
-// Exit statuses of tether doctor (docs/observability-doctor.md).
+// Exit statuses of tether doctor (docs/observability.md).
 const (
 	doctorHealthy = 0 // no error finding (warnings and infos allowed)
 	doctorBroken  = 1 // at least one error finding

@@ -3,7 +3,7 @@
 // the kernel holds (Kernel: sysctls, links, routes, FDB and neighbour
 // entries, nftables chains) and reports each difference that drops or
 // misroutes traffic, with why it matters and the command or configuration
-// that fixes it (docs/observability-doctor.md).
+// that fixes it (docs/observability.md).
 //
 // The checks are pure functions of State and Kernel; the kernel readers
 // live in kernel_linux.go (vishvananda/netlink, google/nftables, /proc/sys:

@@ -1,6 +1,6 @@
 package engine
 
-// Metrics of the engine (docs/observability-metrics.md). Operations are
+// Metrics of the engine (docs/observability.md). Operations are
 // counted where the API enters the engine (countOp, one deferred call per
 // operation); attaches and detaches are timed around the one pipeline
 // (timedConnect, timedDetach). Everything that is a view of state —

@@ -1,7 +1,7 @@
 package engine
 
 // Sandbox and port events, in the terms of Docker's events API
-// (docs/observability-events.md). A sandbox is Docker's container: its
+// (docs/observability.md). A sandbox is Docker's container: its
 // events are of type "container" with the actions Docker uses for the same
 // moments (create, start, die, exec_start, exec_die, destroy), and an actor
 // shaped as dockerd's LogContainerEvent makes it: the sandbox ID, its labels

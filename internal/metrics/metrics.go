@@ -1,5 +1,5 @@
 // Package metrics holds every Prometheus metric the daemon exports
-// (docs/observability-metrics.md lists them) and the registry they are
+// (docs/observability.md lists them) and the registry they are
 // gathered from. It is a leaf: the packages that count (engine, dns,
 // portmap, cluster, firewall) import it and call its vectors from a hook
 // in their own metrics.go; nothing here imports them. Gauges that are a
