@@ -51,6 +51,11 @@ type Driver struct {
 	// pool: handles of their own for attach and detach (handles.go); nil
 	// when the caller gave a handle bound to a namespace not at ns.
 	pool *handlePool
+	// bridges: each network bridge's ifindex as last looked up (name ->
+	// int), so an attach does not dump the bridge again. An index is not
+	// reused until the namespace's counter wraps, so a stale one names no
+	// link: the enslaving fails, and the bridge is looked up afresh.
+	bridges sync.Map
 }
 
 // New returns a bridge driver issuing netlink requests through h (nil: the
@@ -123,6 +128,7 @@ func (d *Driver) ensureBridge(n *driver.Network) (netlink.Link, error) {
 		if l.Attrs().Alias != AliasPrefix+n.ID {
 			return nil, fmt.Errorf("bridge %q exists and is not Tether's network %q (alias %q)", n.BridgeName, n.Name, l.Attrs().Alias)
 		}
+		d.bridges.Store(n.BridgeName, l.Attrs().Index)
 		return l, nil
 	}
 	mtu := n.MTU
@@ -137,6 +143,7 @@ func (d *Driver) ensureBridge(n *driver.Network) (netlink.Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find new bridge %q: %w", n.BridgeName, err)
 	}
+	d.bridges.Store(n.BridgeName, l.Attrs().Index)
 	// LinkAdd does not send IFLA_IFALIAS for bridges on every kernel; make sure.
 	if l.Attrs().Alias != AliasPrefix+n.ID {
 		if err := d.h.LinkSetAlias(l, AliasPrefix+n.ID); err != nil {
@@ -149,6 +156,7 @@ func (d *Driver) ensureBridge(n *driver.Network) (netlink.Link, error) {
 // DeleteNetwork removes the bridge (never an External one). Equivalent to
 // `ip link del NAME`; a bridge that is gone is success.
 func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
+	d.bridges.Delete(n.BridgeName)
 	if n.External {
 		return nil
 	}
@@ -185,9 +193,9 @@ func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoin
 		return err
 	}
 	defer d.release(h)
-	br, err := h.LinkByName(n.BridgeName)
+	br, err := d.bridgeIndex(h, n.BridgeName, false)
 	if err != nil {
-		return fmt.Errorf("find bridge %q: %w", n.BridgeName, err)
+		return err
 	}
 	sb, err := openNS(nsPath)
 	if err != nil {
@@ -208,6 +216,23 @@ func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoin
 		return err
 	}
 	return configureSandboxEnd(sb, end, n, ep)
+}
+
+// bridgeIndex is the ifindex of the bridge named name: as kept, or looked
+// up (always when fresh) and kept.
+func (d *Driver) bridgeIndex(h *netlink.Handle, name string, fresh bool) (int, error) {
+	if !fresh {
+		if idx, ok := d.bridges.Load(name); ok {
+			return idx.(int), nil
+		}
+	}
+	br, err := h.LinkByName(name)
+	if err != nil {
+		d.bridges.Delete(name)
+		return 0, fmt.Errorf("find bridge %q: %w", name, err)
+	}
+	d.bridges.Store(name, br.Attrs().Index)
+	return br.Attrs().Index, nil
 }
 
 // createVeth creates the pair from inside the sandbox and returns both
@@ -260,15 +285,22 @@ func (d *Driver) createVeth(h *netlink.Handle, sb *nsHandle, n *driver.Network, 
 // address (bridging is layer 2, the port's IPv6 setting does not touch the
 // frames it forwards), and with IPv6 off it sends no MLD or router
 // solicitations and can take no router advertisement.
-func (d *Driver) wireHostEnd(h *netlink.Handle, peer, br netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
+func (d *Driver) wireHostEnd(h *netlink.Handle, peer netlink.Link, br int, n *driver.Network, ep *driver.Endpoint) error {
 	if err := IPv6Off(h, d.ns, peer); err != nil {
 		return err
 	}
 	if err := h.LinkSetAlias(peer, AliasPrefix+ep.ID); err != nil {
 		return fmt.Errorf("mark %q: %w", ep.HostIfName, err)
 	}
-	if err := h.LinkSetMasterByIndex(peer, br.Attrs().Index); err != nil {
-		return fmt.Errorf("attach %q to bridge %q: %w", ep.HostIfName, n.BridgeName, err)
+	if err := h.LinkSetMasterByIndex(peer, br); err != nil {
+		// The bridge may have been made again since its index was kept.
+		fresh, ferr := d.bridgeIndex(h, n.BridgeName, true)
+		if ferr != nil || fresh == br {
+			return fmt.Errorf("attach %q to bridge %q: %w", ep.HostIfName, n.BridgeName, err)
+		}
+		if err := h.LinkSetMasterByIndex(peer, fresh); err != nil {
+			return fmt.Errorf("attach %q to bridge %q: %w", ep.HostIfName, n.BridgeName, err)
+		}
 	}
 	// Hairpin: a sandbox reaching its own published port through the host
 	// address is DNATed back onto the port it came from; with br_netfilter
@@ -524,9 +556,9 @@ func randomHex(n int) string {
 // The sandbox end IFNAME stays down in the host namespace. On failure the
 // pair is deleted.
 func (d *Driver) JoinPair(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (err error) {
-	br, err := d.h.LinkByName(n.BridgeName)
+	br, err := d.bridgeIndex(d.h, n.BridgeName, false)
 	if err != nil {
-		return fmt.Errorf("find bridge %q: %w", n.BridgeName, err)
+		return err
 	}
 	mtu := n.MTU
 	if mtu == 0 {
