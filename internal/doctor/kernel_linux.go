@@ -62,7 +62,7 @@ func (k *Host) Routes() ([]Route, error) {
 }
 
 func (k *Host) route(r netlink.Route, names map[int]string) Route {
-	rt := Route{Table: r.Table, Type: routeType(r.Type)}
+	rt := Route{Table: r.Table, Type: nlutil.RouteTypeName(r.Type)}
 	if r.Dst != nil {
 		if a, ok := netip.AddrFromSlice(r.Dst.IP); ok {
 			ones, _ := r.Dst.Mask.Size()
@@ -85,27 +85,6 @@ func (k *Host) route(r netlink.Route, names map[int]string) Route {
 	return rt
 }
 
-func routeType(t int) string {
-	switch t {
-	case unix.RTN_UNICAST:
-		return "unicast"
-	case unix.RTN_LOCAL:
-		return "local"
-	case unix.RTN_BROADCAST:
-		return "broadcast"
-	case unix.RTN_MULTICAST:
-		return "multicast"
-	case unix.RTN_BLACKHOLE:
-		return "blackhole"
-	case unix.RTN_UNREACHABLE:
-		return "unreachable"
-	case unix.RTN_PROHIBIT:
-		return "prohibit"
-	case unix.RTN_THROW:
-		return "throw"
-	}
-	return fmt.Sprintf("type-%d", t)
-}
 
 // Link implements Kernel (`ip link show NAME`).
 func (k *Host) Link(name string) (*Link, error) {

@@ -178,8 +178,8 @@ func routeBlocker(names map[int]string, r netlink.Route) (Blocker, bool) {
 	}
 	p = p.Masked()
 	parts := []string{"route", p.String()}
-	if t := routeType(r.Type); t != "" {
-		parts = append(parts, "type", t)
+	if r.Type != unix.RTN_UNICAST && r.Type != unix.RTN_UNSPEC {
+		parts = append(parts, "type", nlutil.RouteTypeName(r.Type))
 	}
 	if len(r.MultiPath) > 0 {
 		var hops []string
@@ -205,21 +205,6 @@ func nextHop(names map[int]string, gw net.IP, link int) string {
 	return strings.Join(s, " ")
 }
 
-func routeType(t int) string {
-	switch t {
-	case unix.RTN_UNICAST, unix.RTN_UNSPEC:
-		return ""
-	case unix.RTN_LOCAL:
-		return "local"
-	case unix.RTN_BLACKHOLE:
-		return "blackhole"
-	case unix.RTN_UNREACHABLE:
-		return "unreachable"
-	case unix.RTN_PROHIBIT:
-		return "prohibit"
-	}
-	return fmt.Sprintf("%d", t)
-}
 
 func tableName(t int) string {
 	switch t {
