@@ -350,7 +350,8 @@ func sshDialer(s cmdconn.SSH) dialFunc {
 	}
 }
 
-// do sends a request and decodes a JSON answer into out (when not nil).
+// do sends a request and decodes a JSON answer into out (when not nil);
+// an out that is an io.Writer gets the answer's body as it is.
 func (c *Client) do(method, path string, query url.Values, body, out any) error {
 	var rd io.Reader
 	if body != nil {
@@ -384,6 +385,12 @@ func (c *Client) do(method, path string, query url.Values, body, out any) error 
 		return decodeError(resp)
 	}
 	if out == nil {
+		return nil
+	}
+	if w, ok := out.(io.Writer); ok {
+		if _, err := io.Copy(w, resp.Body); err != nil {
+			return fmt.Errorf("read the answer of %s %s: %w", method, path, err)
+		}
 		return nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {

@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -35,34 +33,9 @@ follows changes live: GET /tether/v1/ui on its API.`,
 			if err != nil {
 				return err
 			}
-			return c.copyGet("/tether/v1/graph", url.Values{"format": {format}}, cmd.OutOrStdout())
+			return c.do(http.MethodGet, "/tether/v1/graph", url.Values{"format": {format}}, nil, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "dot", "output format: dot, svg or json")
 	return cmd
-}
-
-// copyGet sends GET path?query and copies the answer's body to w as it is
-// (an error answer is returned as the daemon's error).
-func (c *Client) copyGet(path string, query url.Values, w io.Writer) error {
-	req, err := http.NewRequest(http.MethodGet, "http://tether"+path+"?"+query.Encode(), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return c.connectError(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 400 {
-		return decodeError(resp)
-	}
-	if _, err := io.Copy(w, resp.Body); err != nil {
-		return fmt.Errorf("read the answer of GET %s: %w", path, err)
-	}
-	return nil
 }

@@ -85,7 +85,6 @@ func (k *Host) route(r netlink.Route, names map[int]string) Route {
 	return rt
 }
 
-
 // Link implements Kernel (`ip link show NAME`).
 func (k *Host) Link(name string) (*Link, error) {
 	l, err := k.h.LinkByName(name)

@@ -1,33 +1,13 @@
 package engine
 
 import (
+	"github.com/tether-net/tether/internal/metrics/metricstest"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tether-net/tether/internal/metrics"
 )
-
-// histCount is the number of observations of h (a child of a vector).
-func histCount(t *testing.T, o prometheus.Observer) uint64 {
-	t.Helper()
-	var m dto.Metric
-	if err := o.(prometheus.Metric).Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetHistogram().GetSampleCount()
-}
-
-// counterValue is the value of counter c.
-func counterValue(t *testing.T, c prometheus.Counter) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
-}
 
 // gaugeValues collects c and returns the values of the metrics named
 // name, keyed by their label values joined with "/".
@@ -64,10 +44,10 @@ func TestMetricsCountOperationsAndAttaches(t *testing.T) {
 	r := newRig(t)
 	attaches := metrics.AttachSeconds.WithLabelValues("bridge")
 	detaches := metrics.DetachSeconds.WithLabelValues("bridge")
-	a0, d0 := histCount(t, attaches), histCount(t, detaches)
-	ops := func(op string) float64 { return counterValue(t, metrics.Operations.WithLabelValues(op)) }
+	a0, d0 := metricstest.HistCount(t, attaches), metricstest.HistCount(t, detaches)
+	ops := func(op string) float64 { return metricstest.Counter(t, metrics.Operations.WithLabelValues(op)) }
 	errs := func(op, kind string) float64 {
-		return counterValue(t, metrics.OperationErrors.WithLabelValues(op, kind))
+		return metricstest.Counter(t, metrics.OperationErrors.WithLabelValues(op, kind))
 	}
 	c0, nf0 := ops(opConnect), errs(opConnect, "not_found")
 	dc0, sbc0 := ops(opDisconnect), ops(opSandboxCreate)
@@ -89,8 +69,8 @@ func TestMetricsCountOperationsAndAttaches(t *testing.T) {
 		what      string
 		got, want float64
 	}{
-		{"attaches timed", float64(histCount(t, attaches) - a0), 2},
-		{"detaches timed", float64(histCount(t, detaches) - d0), 1},
+		{"attaches timed", float64(metricstest.HistCount(t, attaches) - a0), 2},
+		{"detaches timed", float64(metricstest.HistCount(t, detaches) - d0), 1},
 		{"connects", ops(opConnect) - c0, 2},
 		{"connects not found", errs(opConnect, "not_found") - nf0, 1},
 		{"disconnects", ops(opDisconnect) - dc0, 1},
@@ -123,14 +103,14 @@ func TestMetricsOffCountsNothing(t *testing.T) {
 	metrics.SetOn(false)
 	t.Cleanup(func() { metrics.SetOn(true) })
 	attaches := metrics.AttachSeconds.WithLabelValues("bridge")
-	a0 := histCount(t, attaches)
-	c0 := counterValue(t, metrics.Operations.WithLabelValues(opSandboxCreate))
+	a0 := metricstest.HistCount(t, attaches)
+	c0 := metricstest.Counter(t, metrics.Operations.WithLabelValues(opSandboxCreate))
 	r.network("m1", "bridge", "10.10.7.0/24")
 	r.sandbox("web", "m1")
-	if got := histCount(t, attaches) - a0; got != 0 {
+	if got := metricstest.HistCount(t, attaches) - a0; got != 0 {
 		t.Errorf("attaches timed with metrics off: %d", got)
 	}
-	if got := counterValue(t, metrics.Operations.WithLabelValues(opSandboxCreate)) - c0; got != 0 {
+	if got := metricstest.Counter(t, metrics.Operations.WithLabelValues(opSandboxCreate)) - c0; got != 0 {
 		t.Errorf("sandbox creates counted with metrics off: %v", got)
 	}
 }

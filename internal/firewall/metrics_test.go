@@ -2,28 +2,18 @@ package firewall
 
 import (
 	"errors"
+	"github.com/tether-net/tether/internal/metrics/metricstest"
 	"testing"
 
 	"github.com/google/nftables"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tether-net/tether/internal/metrics"
 )
 
-func counterValue(t *testing.T, c prometheus.Counter) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
-}
-
 func TestBatchesCounted(t *testing.T) {
 	fc := newFakeConn()
 	c := countBatches(fc)
-	b0, e0 := counterValue(t, metrics.FirewallBatches), counterValue(t, metrics.FirewallBatchErrors)
+	b0, e0 := metricstest.Counter(t, metrics.FirewallBatches), metricstest.Counter(t, metrics.FirewallBatchErrors)
 	c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: "t"})
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
@@ -33,10 +23,10 @@ func TestBatchesCounted(t *testing.T) {
 	if err := c.Flush(); err == nil {
 		t.Fatal("the injected failure did not fail the batch")
 	}
-	if got := counterValue(t, metrics.FirewallBatches) - b0; got != 2 {
+	if got := metricstest.Counter(t, metrics.FirewallBatches) - b0; got != 2 {
 		t.Errorf("batches: %v, want 2", got)
 	}
-	if got := counterValue(t, metrics.FirewallBatchErrors) - e0; got != 1 {
+	if got := metricstest.Counter(t, metrics.FirewallBatchErrors) - e0; got != 1 {
 		t.Errorf("batch errors: %v, want 1", got)
 	}
 	metrics.SetOn(false)
@@ -56,12 +46,12 @@ func TestRepairsCounted(t *testing.T) {
 		{true, nil, 1, 0},
 		{true, errors.New("EPERM"), 0, 1},
 	} {
-		r0, e0 := counterValue(t, metrics.FirewallRestores), counterValue(t, metrics.FirewallRestoreErrors)
+		r0, e0 := metricstest.Counter(t, metrics.FirewallRestores), metricstest.Counter(t, metrics.FirewallRestoreErrors)
 		observeRepair(tc.changed, tc.err)
-		if got := counterValue(t, metrics.FirewallRestores) - r0; got != tc.restores {
+		if got := metricstest.Counter(t, metrics.FirewallRestores) - r0; got != tc.restores {
 			t.Errorf("changed %v err %v: restores %v, want %v", tc.changed, tc.err, got, tc.restores)
 		}
-		if got := counterValue(t, metrics.FirewallRestoreErrors) - e0; got != tc.bad {
+		if got := metricstest.Counter(t, metrics.FirewallRestoreErrors) - e0; got != tc.bad {
 			t.Errorf("changed %v err %v: restore errors %v, want %v", tc.changed, tc.err, got, tc.bad)
 		}
 	}

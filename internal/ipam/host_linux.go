@@ -205,7 +205,6 @@ func nextHop(names map[int]string, gw net.IP, link int) string {
 	return strings.Join(s, " ")
 }
 
-
 func tableName(t int) string {
 	switch t {
 	case unix.RT_TABLE_MAIN:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tether-net/tether/internal/metrics/metricstest"
 	"path/filepath"
 	"testing"
 	"time"
@@ -40,24 +41,6 @@ func gauges(t *testing.T, c prometheus.Collector) map[string]float64 {
 	return map[string]float64{"up": out[StoreUpDesc.String()], "lag": out[WatchLagDesc.String()]}
 }
 
-func histCount(t *testing.T, o prometheus.Observer) uint64 {
-	t.Helper()
-	var m dto.Metric
-	if err := o.(prometheus.Metric).Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetHistogram().GetSampleCount()
-}
-
-func counter(t *testing.T, c prometheus.Counter) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
-}
-
 func openBolt(t *testing.T) store.Store {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "s.db"))
@@ -83,16 +66,16 @@ func TestStoreReachability(t *testing.T) {
 		{errors.New("cluster store not connected: dial tcp: connection refused"), 0, 1},
 	} {
 		s := InstrumentStore(failing{Store: openBolt(t), err: tc.err})
-		e0 := counter(t, StoreErrors.WithLabelValues("get"))
-		n0 := histCount(t, StoreSeconds.WithLabelValues("get"))
+		e0 := metricstest.Counter(t, StoreErrors.WithLabelValues("get"))
+		n0 := metricstest.HistCount(t, StoreSeconds.WithLabelValues("get"))
 		_, _ = s.Get(context.Background(), "k")
 		if got := gauges(t, s)["up"]; got != tc.up {
 			t.Errorf("after %v: up = %v, want %v", tc.err, got, tc.up)
 		}
-		if got := counter(t, StoreErrors.WithLabelValues("get")) - e0; got != tc.errors {
+		if got := metricstest.Counter(t, StoreErrors.WithLabelValues("get")) - e0; got != tc.errors {
 			t.Errorf("after %v: errors counted %v, want %v", tc.err, got, tc.errors)
 		}
-		if got := histCount(t, StoreSeconds.WithLabelValues("get")) - n0; got != 1 {
+		if got := metricstest.HistCount(t, StoreSeconds.WithLabelValues("get")) - n0; got != 1 {
 			t.Errorf("after %v: round trips timed %d, want 1", tc.err, got)
 		}
 	}
@@ -115,7 +98,7 @@ func TestStoreWatchLag(t *testing.T) {
 	if got := gauges(t, s)["lag"]; got != 0 {
 		t.Fatalf("lag before any watched write = %v", got)
 	}
-	d0 := histCount(t, WatchDelaySeconds.WithLabelValues())
+	d0 := metricstest.HistCount(t, WatchDelaySeconds.WithLabelValues())
 	// The watch relays events only as they are read: until then, the
 	// write is pending and its lag grows with the clock.
 	if _, err := s.Put(ctx, "a/x", []byte("1"), store.NoLease); err != nil {
@@ -142,7 +125,7 @@ func TestStoreWatchLag(t *testing.T) {
 	if got := gauges(t, s)["lag"]; got != 0 {
 		t.Errorf("lag after the event = %v, want 0", got)
 	}
-	if got := histCount(t, WatchDelaySeconds.WithLabelValues()) - d0; got != 1 {
+	if got := metricstest.HistCount(t, WatchDelaySeconds.WithLabelValues()) - d0; got != 1 {
 		t.Errorf("watch delays observed: %d, want 1", got)
 	}
 }
@@ -171,13 +154,13 @@ func TestStorePendingLagGrows(t *testing.T) {
 		t.Errorf("lag after revision 7 = %v, want 0", got)
 	}
 	// A write whose event came before its answer is not left pending.
-	d0 := histCount(t, WatchDelaySeconds.WithLabelValues())
+	d0 := metricstest.HistCount(t, WatchDelaySeconds.WithLabelValues())
 	s.delivered(wa, 9)
 	s.wrote(8, nil, "a/y")
 	if got := gauges(t, s)["lag"]; got != 0 {
 		t.Errorf("lag after a write already delivered = %v, want 0", got)
 	}
-	if got := histCount(t, WatchDelaySeconds.WithLabelValues()) - d0; got != 1 {
+	if got := metricstest.HistCount(t, WatchDelaySeconds.WithLabelValues()) - d0; got != 1 {
 		t.Errorf("delays observed for a write already delivered: %d, want 1", got)
 	}
 }
