@@ -1,0 +1,164 @@
+package clustersim
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/tether-net/tether/internal/cluster"
+	"github.com/tether-net/tether/internal/driver"
+	"github.com/tether-net/tether/internal/store/etcd"
+)
+
+// Agent is one simulated host: the real control plane of a daemon with a
+// cluster store (cluster.Cluster, its block allocator and its watcher, as
+// internal/engine/global.go runs them) over its own store client, and a
+// fake datapath.
+type Agent struct {
+	Index int
+	Node  cluster.Node
+	DP    *Datapath
+	cl    *cluster.Cluster
+	st    *countingStore
+	w     *cluster.Watcher
+	stop  context.CancelFunc
+	done  chan struct{}
+}
+
+// AgentConfig is what every agent shares.
+type AgentConfig struct {
+	Etcd    *Etcd
+	Prefix  string // key prefix in etcd
+	TTL     time.Duration
+	Counts  *Counts
+	Tracker *Tracker
+	Logger  *slog.Logger
+	RunID   string // makes node IDs unique per run
+}
+
+// VTEP of agent i: an address of 198.19.0.0/16 (RFC 2544, benchmarking),
+// never configured anywhere: nothing is sent to it.
+func vtep(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)}) }
+
+// StartAgent opens agent i's store client, registers its node (Start) and
+// starts its watcher; it returns once the watcher's first listing was
+// applied.
+func StartAgent(ctx context.Context, i int, cfg AgentConfig) (*Agent, error) {
+	raw, err := etcd.Open(ctx, etcd.Config{Endpoints: []string{cfg.Etcd.Addr}, Prefix: cfg.Prefix, Logger: cfg.Logger,
+		DialContext: cfg.Etcd.Dial})
+	if err != nil {
+		return nil, fmt.Errorf("agent %d: %w", i, err)
+	}
+	st := &countingStore{Store: raw, n: cfg.Counts, written: cfg.Tracker.written}
+	node := cluster.Node{ID: fmt.Sprintf("%s-%04d", cfg.RunID, i), Name: fmt.Sprintf("sim%04d", i), Addr: vtep(i), Port: 2376,
+		StartedAt: time.Now().UTC()}
+	cl, err := cluster.New(cluster.Options{Store: st, Self: node, TTL: cfg.TTL, Logger: cfg.Logger})
+	if err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("agent %d: %w", i, err)
+	}
+	if err := cl.Start(ctx); err != nil {
+		cl.Stop()
+		raw.Close()
+		return nil, fmt.Errorf("agent %d: %w", i, err)
+	}
+	cl.Allocator(nil) // before the watcher: it feeds the allocator (claims, sticky addresses)
+	a := &Agent{Index: i, Node: node, DP: NewDatapath(i, cfg.Tracker), cl: cl, st: st, done: make(chan struct{})}
+	a.w = cluster.NewWatcher(cl, a.DP)
+	wctx, cancel := context.WithCancel(context.Background())
+	a.stop = cancel
+	go func() { defer close(a.done); a.w.Run(wctx) }()
+	select {
+	case <-a.w.Synced():
+		return a, nil
+	case <-ctx.Done():
+		a.Kill()
+		return nil, fmt.Errorf("agent %d: first listing: %w", i, ctx.Err())
+	}
+}
+
+// CreateNetwork records an overlay network cluster-wide, as `network
+// create -d overlay --subnet` does.
+func (a *Agent) CreateNetwork(ctx context.Context, name string, subnet netip.Prefix) (cluster.NetworkRecord, error) {
+	return a.cl.CreateNetwork(ctx, cluster.NetworkRecord{ID: newID(), Name: name, Driver: "overlay", Subnet: subnet,
+		Created: time.Now().UTC()}, nil)
+}
+
+// publishWait is the engine's bound on an attach's wait for its record
+// (internal/engine/global.go: twice publishWait).
+const publishWait = 10 * time.Second
+
+// Attach makes an endpoint of sandbox name on network n the way the
+// engine's claimGlobal and awaitPublished do: an address from the node's
+// blocks (Take), the record published in the background (Publish), and
+// the attach answered once it is in the store (Published), failing when an
+// attempt failed first. It returns the record as peers should program it.
+func (a *Agent) Attach(ctx context.Context, n cluster.NetworkRecord, name string, tr *Tracker) (cluster.EndpointRecord, error) {
+	id := newID()
+	tr.attaching(id, time.Now())
+	al := a.cl.Allocator(nil)
+	p, err := al.Take(ctx, cluster.TakeRequest{NetworkID: n.ID, Subnet: n.Subnet, Gateway: n.Gateway, EndpointID: id, SandboxName: name})
+	if err != nil {
+		return cluster.EndpointRecord{}, fmt.Errorf("agent %d: attach %q: %w", a.Index, name, err)
+	}
+	// internal/engine/global.go endpointRecord: the engine's fields; the
+	// cluster sets Node, NodeName, VTEP (and Address6) when it publishes
+	rec := cluster.EndpointRecord{ID: id, NetworkID: n.ID, SandboxID: newID(), SandboxName: name, Address: p,
+		MAC: driver.MACFromIP(p.Addr()).String(), Created: time.Now().UTC()}
+	al.Publish(rec)
+	if err := a.awaitPublished(ctx, id); err != nil {
+		return rec, fmt.Errorf("agent %d: attach %q: publish the endpoint: %w", a.Index, name, err)
+	}
+	rec.Node, rec.NodeName, rec.VTEP = a.Node.ID, a.Node.Name, a.Node.Addr
+	return rec, nil
+}
+
+func (a *Agent) awaitPublished(ctx context.Context, id string) error {
+	al := a.cl.Allocator(nil)
+	done := al.Published(id)
+	if done == nil {
+		return nil
+	}
+	failed, why := al.PublishFailed(id)
+	t := time.NewTimer(publishWait)
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-failed:
+		select {
+		case <-done:
+			return nil
+		default:
+		}
+		return why()
+	case <-t.C:
+		return fmt.Errorf("no answer within %v", publishWait)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Kill stops the agent as a killed daemon stops: its watcher and its
+// keep-alive end and its store connection closes; nothing is withdrawn and
+// its lease is left to expire. Safe to call twice.
+func (a *Agent) Kill() {
+	if a.stop == nil {
+		return
+	}
+	a.stop()
+	<-a.done
+	a.cl.Stop()
+	_ = a.st.Close()
+	a.stop = nil
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
