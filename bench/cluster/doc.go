@@ -15,5 +15,18 @@
 // etcd runs in a network namespace the harness creates (prefix t21s, client
 // port 51379); every agent's connections are dialled inside it, so nothing
 // touches the default namespace. The scenario and its report are
-// TestClusterSimReport (BENCH_REPORT=1; see report_test.go).
+// TestClusterSimReport, run only with BENCH_REPORT=1 (as root):
+//
+//	sudo BENCH_REPORT=1 BENCH_HOSTS=50 go test ./bench/cluster -run TestClusterSimReport -v -timeout 30m
+//
+// Knobs: BENCH_HOSTS (50), BENCH_ENDPOINTS per host (10), BENCH_TTL of the
+// node leases (3s), BENCH_BUDGET for the attach phase (4m: the agents share
+// this machine's CPUs, and the watchers' cost grows with hosts × records,
+// so big runs attach only part), BENCH_CPUPROFILE=FILE, BENCH_OUT=FILE
+// (default bench/results/cluster-sim-<UTC time>.json).
+//
+// What a simulation cannot say: every agent's watcher runs on the same two
+// cores, so convergence here is bounded by the sum of all hosts' work, not
+// by one host's; the per-host figure is the agents' CPU per endpoint
+// change divided by the hosts.
 package clustersim

@@ -21,7 +21,7 @@ type track struct {
 	attached time.Time // the attach began (Take)
 	written  time.Time // the Txn that put its record returned
 	seen     int
-	last     time.Time // the last agent programmed it
+	last     time.Time // the latest agent programmed it (complete once seen == want)
 }
 
 // NewTracker tracks endpoints that want agents must program.
@@ -61,8 +61,10 @@ func (t *Tracker) seen(id string, at time.Time) {
 	defer t.mu.Unlock()
 	tr := t.get(id)
 	tr.seen++
-	if tr.seen == t.want {
+	if at.After(tr.last) { // calls may be let in out of the order of their times
 		tr.last = at
+	}
+	if tr.seen == t.want {
 		t.left--
 		if t.left == 0 && t.all != nil {
 			close(t.all)
