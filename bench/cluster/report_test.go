@@ -151,6 +151,9 @@ attaching:
 		}
 	}
 	attachWall := time.Since(start)
+	if len(recs) == 0 {
+		t.Fatal("no endpoint attached within the budget")
+	}
 	t.Logf("%d endpoints attached in %v; waiting for convergence", len(recs), attachWall.Round(time.Millisecond))
 	select {
 	case <-tr.AllSeen():
@@ -191,8 +194,14 @@ attaching:
 	report["spurious_removals"] = removals(agents)
 	checkState(t, agents, recs)
 
-	// a killed agent
-	victim := agents[len(agents)-1]
+	// a killed agent: the last that attached (all of them when the attach
+	// budget let every one attach), so it has endpoints to lose
+	var victim *Agent
+	for _, a := range agents {
+		if a.Node.ID == recs[len(recs)-1].Node {
+			victim = a
+		}
+	}
 	var victimEps []string
 	for _, r := range recs {
 		if r.Node == victim.Node.ID {
