@@ -3,7 +3,7 @@
 # bench/results/<scenario>-<date>.json (committed: bench/README.md cites only
 # runs whose file is there; add a new one with git add bench/results/<file>).
 #
-#   sudo bench/run.sh [scenario]      scenario: attach (default), lifecycle, ports, proxy, scale, dns, dns-abuse, cni, docker, dockerplugin, overlay, overlay-tput, ipv6, drivers, memory, metrics, doctor
+#   sudo bench/run.sh [scenario]      scenario: attach (default), lifecycle, ports, proxy, scale, dns, dns-abuse, cni, docker, dockerplugin, overlay, overlay-tput, ipv6, drivers, memory, metrics, doctor, cluster-sim
 #
 # Environment: BENCH_N (sandboxes in a row, default 200; ports: 1000),
 # BENCH_REPS (rounds, default 3), GO (the go command, default: go on PATH).
@@ -29,7 +29,8 @@ docker) pkg=./bench/compare test='^TestPublishVsDockerReport$' refs='bench/refs/
 dockerplugin) pkg=./bench/dockerplugin test='^TestDockerPluginReport$' refs=bench/refs/docker.sh ;;
 metrics) pkg=./bench/metrics test='^TestMetricsReport$' reps=12 ;;
 doctor) pkg=./bench/doctor test='^TestDoctorReport$' n=200 reps=20 ;;
-*) echo "unknown scenario $scenario (known: attach, lifecycle, ports, scale, dns, dns-abuse, cni, docker, dockerplugin, overlay, ipv6, drivers, proxy, memory, overlay-tput, metrics, doctor)" >&2; exit 2 ;;
+cluster-sim) pkg=./bench/cluster test='^TestClusterSimReport$' ;; # BENCH_HOSTS (50), BENCH_ENDPOINTS (10), BENCH_TTL, BENCH_BUDGET
+*) echo "unknown scenario $scenario (known: attach, lifecycle, ports, scale, dns, dns-abuse, cni, docker, dockerplugin, overlay, ipv6, drivers, proxy, memory, overlay-tput, metrics, doctor, cluster-sim)" >&2; exit 2 ;;
 esac
 if [ "$(id -u)" != 0 ]; then
 	echo "needs root: the benchmark creates network namespaces" >&2
