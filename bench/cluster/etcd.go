@@ -35,6 +35,9 @@ type Etcd struct {
 func StartEtcd(tb testing.TB) *Etcd {
 	tb.Helper()
 	if _, err := os.Stat(testutil.EtcdBinary); err != nil {
+		if testutil.E2E() {
+			tb.Fatalf("TETHER_E2E=1 needs %s (Debian etcd-server): %v", testutil.EtcdBinary, err)
+		}
 		tb.Skipf("%s not installed", testutil.EtcdBinary)
 	}
 	e := &Etcd{NS: testutil.NetNS(tb, "t21s-etcd"), Addr: "127.0.0.1:" + etcdClientPort, Dir: tb.TempDir(), log: &testutil.SyncBuffer{}}
