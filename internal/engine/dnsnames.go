@@ -62,12 +62,22 @@ func (e *Engine) mayForwardLocked(rec *Sandbox) bool {
 // refreshNames publishes a sandbox's names after its endpoints changed and
 // starts or stops its resolver, whose forwarding policy follows the
 // sandbox's networks at every call. Called with sb.op held.
-func (e *Engine) refreshNames(sb *sbState) {
+func (e *Engine) refreshNames(sb *sbState) { e.serveNames(sb, false) }
+
+// serveBeforeFirst is refreshNames for a sandbox whose first process is
+// about to start: its resolv.conf names 127.0.0.11 and the process may ask
+// at once (a resolver started after it lost that race). A start that fails
+// stops the resolver again (refreshNames). Called with sb.op held.
+func (e *Engine) serveBeforeFirst(sb *sbState) { e.serveNames(sb, true) }
+
+// serveNames is refreshNames; firstProcess serves as if the sandbox's
+// files existed already.
+func (e *Engine) serveNames(sb *sbState, firstProcess bool) {
 	e.mu.Lock()
 	entries := e.dnsEntriesLocked(sb.rec)
 	// Served from the first process on: before it the sandbox has no files,
 	// so nothing in it can read a resolv.conf naming 127.0.0.11.
-	serve := e.usesEmbeddedDNS(sb.rec) && (sb.rec.Files || sb.rec.ServeDNS)
+	serve := e.usesEmbeddedDNS(sb.rec) && (sb.rec.Files || sb.rec.ServeDNS || firstProcess)
 	policy := dns.Policy{Forward: e.mayForwardLocked(sb.rec)}
 	e.mu.Unlock()
 	e.names.Set(sb.rec.ID, entries)
@@ -78,30 +88,6 @@ func (e *Engine) refreshNames(sb *sbState) {
 	if err := e.resolver.Start(sb.rec.ID, sb.rec.NetNS, policy); err != nil {
 		e.log.Warn("start the embedded resolver", "sandbox", sb.rec.Name, "err", err)
 	}
-}
-
-// serveBeforeFirst starts the embedded resolver of a sandbox whose first
-// process is about to start: its resolv.conf names 127.0.0.11, and the
-// process may ask at once (the resolver started after it lost that race).
-// A start that fails stops it again (refreshNames). Called with sb.op held.
-func (e *Engine) serveBeforeFirst(sb *sbState) {
-	e.mu.Lock()
-	serve := e.usesEmbeddedDNS(sb.rec)
-	policy := dns.Policy{Forward: e.mayForwardLocked(sb.rec)}
-	e.mu.Unlock()
-	if !serve {
-		return
-	}
-	e.names.Set(sb.rec.ID, e.dnsEntries(sb))
-	if err := e.resolver.Start(sb.rec.ID, sb.rec.NetNS, policy); err != nil {
-		e.log.Warn("start the embedded resolver", "sandbox", sb.rec.Name, "err", err)
-	}
-}
-
-func (e *Engine) dnsEntries(sb *sbState) []dns.Entry {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.dnsEntriesLocked(sb.rec)
 }
 
 // forgetNames removes a sandbox from name resolution.
