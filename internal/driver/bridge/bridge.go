@@ -50,7 +50,7 @@ type Driver struct {
 	gone nlutil.GoneWatch // detached host ends, until their namespace's teardown deletes them
 	// pool: handles of their own for attach and detach (handles.go); nil
 	// when the caller gave a handle bound to a namespace not at ns.
-	pool *handlePool
+	pool *nlutil.HandlePool
 	// bridges: each network bridge's ifindex as last looked up (name ->
 	// int), so an attach does not dump the bridge again. An index is not
 	// reused until the namespace's counter wraps, so a stale one names no
@@ -68,7 +68,7 @@ func New(h *netlink.Handle) *Driver { return NewAt(h, "") }
 func NewAt(h *netlink.Handle, nsPath string) *Driver {
 	d := &Driver{h: h, ns: nsPath}
 	if h == nil || nsPath != "" {
-		d.pool = &handlePool{ns: nsPath}
+		d.pool = nlutil.NewHandlePool(nsPath)
 	}
 	if h == nil {
 		d.h = &netlink.Handle{}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/tether-net/tether/internal/driver"
@@ -29,11 +30,11 @@ import (
 //
 // IPv6 peers are not announced (an unsolicited neighbour advertisement
 // would do the same; not done yet).
-func (d *Driver) announce(n *driver.Network, p Peer) error {
+func (d *Driver) announce(h *netlink.Handle, n *driver.Network, p Peer) error {
 	if !p.IP.Is4() || len(p.MAC) != 6 {
 		return nil
 	}
-	br, err := d.h.LinkByName(BridgeName(n.VNI))
+	br, err := h.LinkByName(BridgeName(n.VNI))
 	if err != nil {
 		return fmt.Errorf("announce %v: bridge: %w", p.IP, err)
 	}

@@ -40,38 +40,40 @@ import (
 // name is found again by its alias) it is checked and repaired in place. On
 // failure a veth this call created is deleted.
 func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) (err error) {
+	h, err := d.handle()
+	if err != nil {
+		return err
+	}
+	defer d.release(h)
 	if err := checkNetwork(n); err != nil {
 		return err
 	}
 	if err := checkEndpoint6(n, ep); err != nil {
 		return err
 	}
-	br, err := d.ownLink(n, BridgeName(n.VNI), "bridge")
+	br, err := d.bridgeOf(h, n, false)
 	if err != nil {
 		return err
-	}
-	if br == nil {
-		return fmt.Errorf("overlay network %q: bridge %q does not exist (CreateNetwork first)", n.Name, BridgeName(n.VNI))
 	}
 	sb, err := tns.NewHandle(nsPath)
 	if err != nil {
 		return fmt.Errorf("open sandbox namespace: %w", err)
 	}
 	defer sb.Close()
-	mtu := br.Attrs().MTU
+	mtu := br.mtu
 
-	host, created, err := d.hostEnd(sb, nsPath, ep, mtu)
+	host, created, err := d.hostEnd(h, sb, nsPath, ep, mtu)
 	if err != nil {
 		return err
 	}
 	if created {
 		defer func() {
 			if err != nil {
-				_ = d.h.LinkDel(host) // deleting one end deletes the pair
+				_ = h.LinkDel(host) // deleting one end deletes the pair
 			}
 		}()
 	}
-	if err := d.wireHostEnd(n, host, br, ep, mtu); err != nil {
+	if err := d.wireHostEnd(h, n, host, br, ep, mtu); err != nil {
 		return err
 	}
 	return configureSandboxEnd(sb, nsPath, ep, mtu, created)
@@ -79,9 +81,9 @@ func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoin
 
 // hostEnd returns the endpoint's host-side veth: the existing one when the
 // endpoint is already wired, else a new pair (created true).
-func (d *Driver) hostEnd(sb *netlink.Handle, nsPath string, ep *driver.Endpoint, mtu int) (netlink.Link, bool, error) {
+func (d *Driver) hostEnd(h *netlink.Handle, sb *netlink.Handle, nsPath string, ep *driver.Endpoint, mtu int) (netlink.Link, bool, error) {
 	if ep.HostIfName != "" {
-		l, err := d.h.LinkByName(ep.HostIfName)
+		l, err := h.LinkByName(ep.HostIfName)
 		switch {
 		case err == nil:
 			if l.Attrs().Alias != driver.LinkMarker(ep.ID) {
@@ -91,17 +93,17 @@ func (d *Driver) hostEnd(sb *netlink.Handle, nsPath string, ep *driver.Endpoint,
 				return l, false, nil
 			}
 			// A leftover whose peer is elsewhere: replace it.
-			if err := d.del(l); err != nil {
+			if err := d.del(h, l); err != nil {
 				return nil, false, err
 			}
 		case !nlutil.IsLinkGone(err):
 			return nil, false, fmt.Errorf("find %q: %w", ep.HostIfName, err)
 		}
 	}
-	l, err := d.createVeth(sb, nsPath, ep, mtu)
+	l, err := d.createVeth(h, sb, nsPath, ep, mtu)
 	if errors.Is(err, errSandboxIfExists) {
 		// The endpoint may be wired under a host name the caller lost.
-		if l, ferr := d.findHostEnd(ep); ferr == nil && l != nil && pairedWith(sb, ep.IfName, l) {
+		if l, ferr := d.findHostEnd(h, ep); ferr == nil && l != nil && pairedWith(sb, ep.IfName, l) {
 			ep.HostIfName = l.Attrs().Name
 			return l, false, nil
 		}
@@ -114,18 +116,19 @@ var errSandboxIfExists = errors.New("sandbox interface exists")
 
 // createVeth creates the pair from the host namespace with its peer placed
 // in the sandbox. Host-side names are random; a collision is retried.
-func (d *Driver) createVeth(sb *netlink.Handle, nsPath string, ep *driver.Endpoint, mtu int) (netlink.Link, error) {
+func (d *Driver) createVeth(h *netlink.Handle, sb *netlink.Handle, nsPath string, ep *driver.Endpoint, mtu int) (netlink.Link, error) {
 	fd, err := tns.Open(nsPath)
 	if err != nil {
 		return nil, err
 	}
 	defer fd.Close()
+	var veth *netlink.Veth
 	for try := 0; ; try++ {
 		name := ep.HostIfName // a recorded name is kept when it is free
 		if name == "" || try > 0 {
 			name = HostIfPrefix + randomHex(4)
 		}
-		veth := &netlink.Veth{
+		veth = &netlink.Veth{
 			LinkAttrs:        linkAttrs(name, mtu),
 			PeerName:         ep.IfName,
 			PeerMTU:          uint32(mtu),
@@ -133,7 +136,7 @@ func (d *Driver) createVeth(sb *netlink.Handle, nsPath string, ep *driver.Endpoi
 			PeerNamespace:    netlink.NsFd(int(fd)),
 			PeerTxQLen:       -1,
 		}
-		err := d.h.LinkAdd(veth)
+		err := h.LinkAdd(veth)
 		if err == nil {
 			ep.HostIfName = name
 			break
@@ -148,11 +151,14 @@ func (d *Driver) createVeth(sb *netlink.Handle, nsPath string, ep *driver.Endpoi
 			return nil, fmt.Errorf("create veth %s/%s: %w", name, ep.IfName, err)
 		}
 	}
-	l, err := d.h.LinkByName(ep.HostIfName)
-	if err != nil {
-		return nil, fmt.Errorf("find new host end %q: %w", ep.HostIfName, err)
+	if veth.Index == 0 { // LinkAdd looks the new link up; that lookup failed
+		l, err := h.LinkByName(ep.HostIfName)
+		if err != nil {
+			return nil, fmt.Errorf("find new host end %q: %w", ep.HostIfName, err)
+		}
+		return l, nil
 	}
-	return l, nil
+	return veth, nil
 }
 
 // pairedWith reports whether the sandbox's interface ifName is the veth
@@ -167,8 +173,8 @@ func pairedWith(sb *netlink.Handle, ifName string, l netlink.Link) bool {
 
 // findHostEnd looks for the host-side veth marked as ep's (a link dump);
 // nil when there is none.
-func (d *Driver) findHostEnd(ep *driver.Endpoint) (netlink.Link, error) {
-	links, err := nlutil.Dump("list links", d.h.LinkList)
+func (d *Driver) findHostEnd(h *netlink.Handle, ep *driver.Endpoint) (netlink.Link, error) {
+	links, err := nlutil.Dump("list links", h.LinkList)
 	if err != nil {
 		return nil, err
 	}
@@ -183,28 +189,35 @@ func (d *Driver) findHostEnd(ep *driver.Endpoint) (netlink.Link, error) {
 // wireHostEnd sets IPv6 on the host end as n wants it (hostIPv6: off, or
 // on without an address; every time: it repairs a link an older version
 // left otherwise), marks it, puts it on the bridge and brings it up,
-// changing only what is not so already.
-func (d *Driver) wireHostEnd(n *driver.Network, l, br netlink.Link, ep *driver.Endpoint, mtu int) error {
+// changing only what is not so already. A bridge made again since its
+// index was kept is looked up afresh.
+func (d *Driver) wireHostEnd(h *netlink.Handle, n *driver.Network, l netlink.Link, br bridgeRef, ep *driver.Endpoint, mtu int) error {
 	a := l.Attrs()
-	if err := d.hostIPv6(n, l); err != nil { // before it is ever up
+	if err := d.hostIPv6(h, n, l); err != nil { // before it is ever up
 		return err
 	}
 	if a.Alias != driver.LinkMarker(ep.ID) {
-		if err := d.h.LinkSetAlias(l, driver.LinkMarker(ep.ID)); err != nil {
+		if err := h.LinkSetAlias(l, driver.LinkMarker(ep.ID)); err != nil {
 			return fmt.Errorf("mark %q: %w", a.Name, err)
 		}
 	}
 	if a.MTU != mtu {
-		if err := d.h.LinkSetMTU(l, mtu); err != nil {
+		if err := h.LinkSetMTU(l, mtu); err != nil {
 			return fmt.Errorf("MTU %d on %q: %w", mtu, a.Name, err)
 		}
 	}
-	if a.MasterIndex != br.Attrs().Index {
-		if err := d.h.LinkSetMasterByIndex(l, br.Attrs().Index); err != nil {
-			return fmt.Errorf("attach %q to bridge %q: %w", a.Name, br.Attrs().Name, err)
+	if a.MasterIndex != br.index {
+		err := h.LinkSetMasterByIndex(l, br.index)
+		if err != nil {
+			if fresh, ferr := d.bridgeOf(h, n, true); ferr == nil && fresh.index != br.index {
+				err = h.LinkSetMasterByIndex(l, fresh.index)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("attach %q to bridge %q: %w", a.Name, BridgeName(n.VNI), err)
 		}
 	}
-	return d.setUp(l)
+	return d.setUp(h, l)
 }
 
 // configureSandboxEnd gives the sandbox end its address and brings it and
@@ -243,10 +256,10 @@ func configureSandboxEnd(sb *netlink.Handle, nsPath string, ep *driver.Endpoint,
 			return fmt.Errorf("bring up %q: %w", ep.IfName, err)
 		}
 	}
-	if lo, err := sb.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
-		if err := sb.LinkSetUp(lo); err != nil {
-			return fmt.Errorf("bring up lo: %w", err)
-		}
+	// lo is always index 1 of a network namespace (LOOPBACK_IFINDEX);
+	// bringing up a link that is up changes nothing.
+	if err := sb.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo", Index: 1}}); err != nil {
+		return fmt.Errorf("bring up lo: %w", err)
 	}
 	return nil
 }
@@ -256,13 +269,17 @@ func configureSandboxEnd(sb *netlink.Handle, nsPath string, ep *driver.Endpoint,
 // a link of that name that is not the endpoint's is left alone. With
 // ep.HostIfName empty the host end is looked for by its alias.
 func (d *Driver) Leave(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) error {
+	h, err := d.handle()
+	if err != nil {
+		return err
+	}
+	defer d.release(h)
 	var l netlink.Link
-	var err error
 	if ep.HostIfName == "" {
-		if l, err = d.findHostEnd(ep); err != nil || l == nil {
+		if l, err = d.findHostEnd(h, ep); err != nil || l == nil {
 			return err
 		}
-	} else if l, err = d.h.LinkByName(ep.HostIfName); err != nil {
+	} else if l, err = h.LinkByName(ep.HostIfName); err != nil {
 		if nlutil.IsLinkGone(err) {
 			return nil
 		}
@@ -271,25 +288,30 @@ func (d *Driver) Leave(ctx context.Context, n *driver.Network, ep *driver.Endpoi
 	if l.Attrs().Alias != driver.LinkMarker(ep.ID) {
 		return fmt.Errorf("link %q is not endpoint %.12s's; left alone: %w", l.Attrs().Name, ep.ID, ErrConflict)
 	}
-	return d.del(l)
+	return d.del(h, l)
 }
 
 // Detach cuts the endpoint off the overlay bridge at once (down, no
 // master; nlutil.DetachLink) and returns a channel closed once its host end
 // is deleted.
 func (d *Driver) Detach(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (<-chan struct{}, error) {
+	h, err := d.handle()
+	if err != nil {
+		return nil, err
+	}
+	defer d.release(h)
 	if ep.HostIfName == "" {
-		l, err := d.findHostEnd(ep)
+		l, err := d.findHostEnd(h, ep)
 		if err != nil || l == nil {
 			return nil, err
 		}
 		ep.HostIfName = l.Attrs().Name
 	}
-	idx, err := nlutil.DetachLink(d.h, ep.HostIfName, driver.LinkMarker(ep.ID))
+	idx, err := nlutil.DetachLink(h, ep.HostIfName, driver.LinkMarker(ep.ID))
 	if err != nil || idx == 0 {
 		return nil, err
 	}
-	return d.gone.Wait(d.h, idx, driver.LinkMarker(ep.ID)), nil
+	return d.gone.Wait(h, idx, driver.LinkMarker(ep.ID)), nil
 }
 
 func randomHex(n int) string {
@@ -308,36 +330,43 @@ func randomHex(n int) string {
 // sandbox end stays down in the host namespace; on failure the pair is
 // deleted. ep.MAC must be set: it is what the other hosts are told.
 func (d *Driver) JoinPair(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (err error) {
+	h, err := d.handle()
+	if err != nil {
+		return err
+	}
+	defer d.release(h)
 	if err := checkNetwork(n); err != nil {
 		return err
 	}
 	if len(ep.MAC) == 0 {
 		return fmt.Errorf("overlay network %q: endpoint %.12s has no MAC", n.Name, ep.ID)
 	}
-	br, err := d.ownLink(n, BridgeName(n.VNI), "bridge")
+	br, err := d.bridgeOf(h, n, false)
 	if err != nil {
 		return err
 	}
-	if br == nil {
-		return fmt.Errorf("overlay network %q: bridge %q does not exist (CreateNetwork first)", n.Name, BridgeName(n.VNI))
-	}
-	mtu := br.Attrs().MTU
-	host, err := bridge.CreateHostPair(d.h, ep, mtu, HostIfPrefix)
+	mtu := br.mtu
+	host, err := bridge.CreateHostPair(h, ep, mtu, HostIfPrefix)
 	if err != nil {
 		return err
 	}
 	defer func() {
 		if err != nil {
-			_ = d.h.LinkDel(host)
+			_ = h.LinkDel(host)
 		}
 	}()
-	return d.wireHostEnd(n, host, br, ep, mtu)
+	return d.wireHostEnd(h, n, host, br, ep, mtu)
 }
 
 // PairAlive reports whether the endpoint's host end exists and is marked
 // as the endpoint's.
 func (d *Driver) PairAlive(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (bool, error) {
-	return bridge.HostEndAlive(d.h, ep)
+	h, err := d.handle()
+	if err != nil {
+		return false, err
+	}
+	defer d.release(h)
+	return bridge.HostEndAlive(h, ep)
 }
 
 var _ driver.PairJoiner = (*Driver)(nil)

@@ -40,11 +40,11 @@ func dualStack(n *driver.Network) bool { return n.Subnet6.IsValid() }
 // hostIPv6 sets IPv6 on a host-side link of n (bridge, VXLAN device, host
 // end of a veth): on without an address for a dual-stack network (ipv6On),
 // off otherwise (bridge.IPv6Off). Called before the link is first up.
-func (d *Driver) hostIPv6(n *driver.Network, l netlink.Link) error {
+func (d *Driver) hostIPv6(h *netlink.Handle, n *driver.Network, l netlink.Link) error {
 	if !dualStack(n) {
-		return bridge.IPv6Off(d.h, d.ns, l)
+		return bridge.IPv6Off(h, d.ns, l)
 	}
-	return ipv6On(d.h, d.ns, l)
+	return ipv6On(h, d.ns, l)
 }
 
 // ipv6On turns IPv6 on on a host-side link, with no address and no

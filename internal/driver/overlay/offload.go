@@ -40,9 +40,9 @@ func zeroUDPCsum(n *driver.Network) bool { return !isIPv6(n.VTEP) }
 
 // addVxlan creates the VXLAN device v: with a zero outer UDP checksum when
 // zeroCsum (IPv4 VTEPs only), else through the netlink library.
-func (d *Driver) addVxlan(v *netlink.Vxlan, zeroCsum bool) error {
+func (d *Driver) addVxlan(h *netlink.Handle, v *netlink.Vxlan, zeroCsum bool) error {
 	if !zeroCsum {
-		return d.h.LinkAdd(v)
+		return h.LinkAdd(v)
 	}
 	req, err := vxlanRequest(v)
 	if err != nil {

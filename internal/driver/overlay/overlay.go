@@ -35,6 +35,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 
@@ -97,9 +98,14 @@ func NetworkOf(alias string) (id string, ok bool) {
 // bound to (the daemon's "host" namespace), which need not be the process's.
 type Driver struct {
 	h    *netlink.Handle
-	ns   string           // path of h's namespace for sysctls; "": the current one
-	gone nlutil.GoneWatch // detached host ends, until their namespace's teardown deletes them
-	garp garpSocket       // where announcements go out (announce.go)
+	ns   string             // path of h's namespace for sysctls; "": the current one
+	pool *nlutil.HandlePool // handles for every call; nil: h, as given, is used
+	// bridges: each network's bridge as last looked up (VNI -> bridgeRef),
+	// so an attach does not look it up again. CreateNetwork refreshes it
+	// (a repair may change the MTU), DeleteNetwork forgets it.
+	bridges sync.Map
+	gone    nlutil.GoneWatch // detached host ends, until their namespace's teardown deletes them
+	garp    garpSocket       // where announcements go out (announce.go)
 }
 
 // New returns an overlay driver issuing netlink requests through h (nil:
@@ -109,10 +115,14 @@ func New(h *netlink.Handle) *Driver { return NewAt(h, "") }
 // NewAt is New for a handle bound to the namespace at nsPath (where the
 // driver also writes the sysctls of its links); "" is the current one.
 func NewAt(h *netlink.Handle, nsPath string) *Driver {
-	if h == nil {
-		h = &netlink.Handle{}
+	d := &Driver{h: h, ns: nsPath}
+	if h == nil || nsPath != "" {
+		d.pool = nlutil.NewHandlePool(nsPath)
 	}
-	return &Driver{h: h, ns: nsPath}
+	if h == nil {
+		d.h = &netlink.Handle{}
+	}
+	return d
 }
 
 func (d *Driver) Type() string { return "overlay" }
@@ -169,10 +179,15 @@ func OverlayMTU(n *driver.Network, underlayMTU int) int {
 // re-add every peer after CreateNetwork (AddPeer is idempotent). A link of
 // that name that is not this network's is a conflict, left alone.
 func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) (err error) {
+	h, err := d.handle()
+	if err != nil {
+		return err
+	}
+	defer d.release(h)
 	if err := checkNetwork(n); err != nil {
 		return err
 	}
-	under, err := d.underlay(n)
+	under, err := d.underlay(h, n)
 	if err != nil {
 		return err
 	}
@@ -187,63 +202,64 @@ func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) (err erro
 	if dualStack(n) && mtu < MinIPv6MTU {
 		return fmt.Errorf("overlay network %q: MTU %d (underlay %d - %d) is below IPv6's %d: %w", n.Name, mtu, umtu, overhead(n), MinIPv6MTU, ErrInvalid)
 	}
-	br, brNew, err := d.ensureBridge(n, mtu)
+	br, brNew, err := d.ensureBridge(h, n, mtu)
 	if err != nil {
 		return err
 	}
 	if brNew {
 		defer func() {
 			if err != nil {
-				_ = d.h.LinkDel(br) // undo a bridge made by this call
+				_ = h.LinkDel(br) // undo a bridge made by this call
 			}
 		}()
 	}
-	vx, vxNew, err := d.ensureVxlan(n, mtu, under)
+	vx, vxNew, err := d.ensureVxlan(h, n, mtu, under)
 	if err != nil {
 		return err
 	}
 	if vxNew {
 		defer func() {
 			if err != nil {
-				_ = d.h.LinkDel(vx)
+				_ = h.LinkDel(vx)
 			}
 		}()
 	}
 	if vx.Attrs().MasterIndex != br.Attrs().Index {
-		if err := d.h.LinkSetMasterByIndex(vx, br.Attrs().Index); err != nil {
+		if err := h.LinkSetMasterByIndex(vx, br.Attrs().Index); err != nil {
 			return fmt.Errorf("attach %q to bridge %q: %w", vx.Attrs().Name, br.Attrs().Name, err)
 		}
 	}
 	for _, l := range []netlink.Link{br, vx} {
-		if err := d.hostIPv6(n, l); err != nil { // before it is ever up
+		if err := d.hostIPv6(h, n, l); err != nil { // before it is ever up
 			return fmt.Errorf("overlay network %q: %w", n.Name, err)
 		}
-		if err := d.setUp(l); err != nil {
+		if err := d.setUp(h, l); err != nil {
 			return err
 		}
 	}
+	d.bridges.Store(n.VNI, bridgeRef{index: br.Attrs().Index, mtu: mtu})
 	return nil
 }
 
 // underlay returns the underlay interface: n.UnderlayIf, or the one that
 // holds n.VTEP (IPv4 or IPv6).
-func (d *Driver) underlay(n *driver.Network) (netlink.Link, error) {
+func (d *Driver) underlay(h *netlink.Handle, n *driver.Network) (netlink.Link, error) {
 	if n.UnderlayIf != "" {
-		l, err := d.h.LinkByName(n.UnderlayIf)
+		l, err := h.LinkByName(n.UnderlayIf)
 		if err != nil {
 			return nil, fmt.Errorf("underlay interface %q: %w", n.UnderlayIf, err)
 		}
 		return l, nil
 	}
 	addrs, err := nlutil.Dump("list addresses", func() ([]netlink.Addr, error) {
-		return d.h.AddrList(nil, netlink.FAMILY_ALL)
+		return h.AddrList(nil, netlink.FAMILY_ALL)
 	})
 	if err != nil {
 		return nil, err
 	}
 	for _, a := range addrs {
 		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == n.VTEP {
-			l, err := d.h.LinkByIndex(a.LinkIndex)
+			l, err := h.LinkByIndex(a.LinkIndex)
 			if err != nil {
 				return nil, fmt.Errorf("underlay interface of %s: %w", n.VTEP, err)
 			}
@@ -255,19 +271,19 @@ func (d *Driver) underlay(n *driver.Network) (netlink.Link, error) {
 
 // ensureBridge returns the network's bridge, creating it when missing
 // (created true) and setting its MTU when it differs.
-func (d *Driver) ensureBridge(n *driver.Network, mtu int) (l netlink.Link, created bool, err error) {
+func (d *Driver) ensureBridge(h *netlink.Handle, n *driver.Network, mtu int) (l netlink.Link, created bool, err error) {
 	name := BridgeName(n.VNI)
-	if l, err = d.ownLink(n, name, "bridge"); err != nil {
+	if l, err = d.ownLink(h, n, name, "bridge"); err != nil {
 		return nil, false, err
 	}
 	if l == nil {
-		l, err = d.createLink(n, &netlink.Bridge{LinkAttrs: linkAttrs(name, mtu)})
+		l, err = d.createLink(h, n, &netlink.Bridge{LinkAttrs: linkAttrs(name, mtu)})
 		return l, err == nil, err
 	}
 	// Every port has the same MTU, so the bridge's (which follows its
 	// smallest port unless set explicitly) stays mtu; Join reads it there.
 	if l.Attrs().MTU != mtu {
-		if err := d.h.LinkSetMTU(l, mtu); err != nil {
+		if err := h.LinkSetMTU(l, mtu); err != nil {
 			return nil, false, fmt.Errorf("MTU %d on bridge %q: %w", mtu, name, err)
 		}
 	}
@@ -276,7 +292,7 @@ func (d *Driver) ensureBridge(n *driver.Network, mtu int) (l netlink.Link, creat
 
 // ensureVxlan returns the network's VXLAN device, (re)creating it when it
 // is missing or its configuration is not the wanted one (created true).
-func (d *Driver) ensureVxlan(n *driver.Network, mtu int, under netlink.Link) (l netlink.Link, created bool, err error) {
+func (d *Driver) ensureVxlan(h *netlink.Handle, n *driver.Network, mtu int, under netlink.Link) (l netlink.Link, created bool, err error) {
 	name := VxlanName(n.VNI)
 	want := &netlink.Vxlan{
 		LinkAttrs:    linkAttrs(name, mtu),
@@ -287,23 +303,23 @@ func (d *Driver) ensureVxlan(n *driver.Network, mtu int, under netlink.Link) (l 
 		Learning:     false,
 		Proxy:        true,
 	}
-	if l, err = d.ownLink(n, name, "vxlan"); err != nil {
+	if l, err = d.ownLink(h, n, name, "vxlan"); err != nil {
 		return nil, false, err
 	}
 	if l != nil {
 		if vxlanMatches(l.(*netlink.Vxlan), want) {
 			if l.Attrs().MTU != mtu {
-				if err := d.h.LinkSetMTU(l, mtu); err != nil {
+				if err := h.LinkSetMTU(l, mtu); err != nil {
 					return nil, false, fmt.Errorf("MTU %d on %q: %w", mtu, name, err)
 				}
 			}
 			return l, false, nil
 		}
-		if err := d.h.LinkDel(l); err != nil && !nlutil.IsLinkGone(err) {
+		if err := h.LinkDel(l); err != nil && !nlutil.IsLinkGone(err) {
 			return nil, false, fmt.Errorf("delete misconfigured %q: %w", name, err)
 		}
 	}
-	l, err = d.createLink(n, want)
+	l, err = d.createLink(h, n, want)
 	return l, err == nil, err
 }
 
@@ -326,8 +342,8 @@ func overhead(n *driver.Network) int {
 
 // ownLink finds link name and checks that it is network n's and of type
 // typ. It returns nil, nil when there is no such link.
-func (d *Driver) ownLink(n *driver.Network, name, typ string) (netlink.Link, error) {
-	l, err := d.h.LinkByName(name)
+func (d *Driver) ownLink(h *netlink.Handle, n *driver.Network, name, typ string) (netlink.Link, error) {
+	l, err := h.LinkByName(name)
 	if err != nil {
 		if nlutil.IsLinkGone(err) {
 			return nil, nil
@@ -347,31 +363,31 @@ func (d *Driver) ownLink(n *driver.Network, name, typ string) (netlink.Link, err
 }
 
 // createLink adds l, marks it as n's and returns it as the kernel reports it.
-func (d *Driver) createLink(n *driver.Network, l netlink.Link) (netlink.Link, error) {
+func (d *Driver) createLink(h *netlink.Handle, n *driver.Network, l netlink.Link) (netlink.Link, error) {
 	name := l.Attrs().Name
-	add := d.h.LinkAdd
+	add := h.LinkAdd
 	if v, ok := l.(*netlink.Vxlan); ok {
-		add = func(netlink.Link) error { return d.addVxlan(v, zeroUDPCsum(n)) } // offload.go
+		add = func(netlink.Link) error { return d.addVxlan(h, v, zeroUDPCsum(n)) } // offload.go
 	}
 	if err := add(l); err != nil {
 		return nil, fmt.Errorf("create %s %q: %w", l.Type(), name, err)
 	}
-	got, err := d.h.LinkByName(name)
+	got, err := h.LinkByName(name)
 	if err == nil && got.Attrs().Alias != NetworkAlias(n.ID) {
-		err = d.h.LinkSetAlias(got, NetworkAlias(n.ID))
+		err = h.LinkSetAlias(got, NetworkAlias(n.ID))
 	}
 	if err != nil {
-		_ = d.h.LinkDel(l)
+		_ = h.LinkDel(l)
 		return nil, fmt.Errorf("mark new %s %q: %w", l.Type(), name, err)
 	}
 	return got, nil
 }
 
-func (d *Driver) setUp(l netlink.Link) error {
+func (d *Driver) setUp(h *netlink.Handle, l netlink.Link) error {
 	if l.Attrs().Flags&net.FlagUp != 0 {
 		return nil
 	}
-	if err := d.h.LinkSetUp(l); err != nil {
+	if err := h.LinkSetUp(l); err != nil {
 		return fmt.Errorf("bring up %q: %w", l.Attrs().Name, err)
 	}
 	return nil
@@ -391,29 +407,35 @@ func linkAttrs(name string, mtu int) netlink.LinkAttrs {
 // of each. Links that are gone are success; links that are not the
 // network's are left alone and reported.
 func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
+	d.bridges.Delete(n.VNI)
+	h, err := d.handle()
+	if err != nil {
+		return err
+	}
+	defer d.release(h)
 	if n.VNI < 1 || n.VNI > MaxVNI {
 		return fmt.Errorf("overlay network %q: VNI %d not in 1..%d: %w", n.Name, n.VNI, MaxVNI, ErrInvalid)
 	}
 	var errs []error
-	if vx, err := d.ownLink(n, VxlanName(n.VNI), "vxlan"); err != nil {
+	if vx, err := d.ownLink(h, n, VxlanName(n.VNI), "vxlan"); err != nil {
 		errs = append(errs, err)
 	} else if vx != nil {
-		errs = append(errs, d.del(vx))
+		errs = append(errs, d.del(h, vx))
 	}
-	br, err := d.ownLink(n, BridgeName(n.VNI), "bridge")
+	br, err := d.ownLink(h, n, BridgeName(n.VNI), "bridge")
 	switch {
 	case err != nil:
 		errs = append(errs, err)
 	case br != nil:
-		errs = append(errs, d.deletePorts(br)...)
-		errs = append(errs, d.del(br))
+		errs = append(errs, d.deletePorts(h, br)...)
+		errs = append(errs, d.del(h, br))
 	}
 	return errors.Join(errs...)
 }
 
 // deletePorts deletes the host-side veths Tether marked that are ports of br.
-func (d *Driver) deletePorts(br netlink.Link) []error {
-	links, err := nlutil.Dump("list links", d.h.LinkList)
+func (d *Driver) deletePorts(h *netlink.Handle, br netlink.Link) []error {
+	links, err := nlutil.Dump("list links", h.LinkList)
 	if err != nil {
 		return []error{err}
 	}
@@ -421,15 +443,61 @@ func (d *Driver) deletePorts(br netlink.Link) []error {
 	for _, l := range links {
 		a := l.Attrs()
 		if a.MasterIndex == br.Attrs().Index && l.Type() == "veth" && strings.HasPrefix(a.Alias, bridge.AliasPrefix) {
-			errs = append(errs, d.del(l))
+			errs = append(errs, d.del(h, l))
 		}
 	}
 	return errs
 }
 
-func (d *Driver) del(l netlink.Link) error {
-	if err := d.h.LinkDel(l); err != nil && !nlutil.IsLinkGone(err) {
+func (d *Driver) del(h *netlink.Handle, l netlink.Link) error {
+	if err := h.LinkDel(l); err != nil && !nlutil.IsLinkGone(err) {
 		return fmt.Errorf("delete %q: %w", l.Attrs().Name, err)
 	}
 	return nil
+}
+
+// handle returns a netlink handle bound to the driver's namespace: one from
+// the pool (nlutil.HandlePool), or d.h when the driver has no pool (a
+// handle given by the caller is used as it is).
+func (d *Driver) handle() (*netlink.Handle, error) {
+	if d.pool == nil {
+		return d.h, nil
+	}
+	return d.pool.Get()
+}
+
+// release gives back a handle handle returned.
+func (d *Driver) release(h *netlink.Handle) {
+	if d.pool != nil && h != d.h {
+		d.pool.Put(h)
+	}
+}
+
+// bridgeRef is what an attach needs of a network's bridge: its ifindex
+// and MTU, as last looked up.
+type bridgeRef struct {
+	index, mtu int
+}
+
+// bridgeOf returns n's bridge: as kept (by VNI), or looked up and checked
+// to be n's (always when fresh) and kept. An index is not reused until the
+// namespace's counter wraps, so a stale one names no link: enslaving to it
+// fails, and the caller looks again with fresh.
+func (d *Driver) bridgeOf(h *netlink.Handle, n *driver.Network, fresh bool) (bridgeRef, error) {
+	if !fresh {
+		if r, ok := d.bridges.Load(n.VNI); ok {
+			return r.(bridgeRef), nil
+		}
+	}
+	br, err := d.ownLink(h, n, BridgeName(n.VNI), "bridge")
+	if err == nil && br == nil {
+		err = fmt.Errorf("overlay network %q: bridge %q does not exist (CreateNetwork first)", n.Name, BridgeName(n.VNI))
+	}
+	if err != nil {
+		d.bridges.Delete(n.VNI)
+		return bridgeRef{}, err
+	}
+	r := bridgeRef{index: br.Attrs().Index, mtu: br.Attrs().MTU}
+	d.bridges.Store(n.VNI, r)
+	return r, nil
 }

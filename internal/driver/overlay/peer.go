@@ -56,11 +56,11 @@ func checkPeer(n *driver.Network, p Peer) error {
 }
 
 // vxlan returns the network's VXLAN device.
-func (d *Driver) vxlan(n *driver.Network) (netlink.Link, error) {
+func (d *Driver) vxlan(h *netlink.Handle, n *driver.Network) (netlink.Link, error) {
 	if n.VNI < 1 || n.VNI > MaxVNI {
 		return nil, fmt.Errorf("overlay network %q: VNI %d not in 1..%d: %w", n.Name, n.VNI, MaxVNI, ErrInvalid)
 	}
-	vx, err := d.ownLink(n, VxlanName(n.VNI), "vxlan")
+	vx, err := d.ownLink(h, n, VxlanName(n.VNI), "vxlan")
 	if err == nil && vx == nil {
 		err = fmt.Errorf("overlay network %q: VXLAN device %q does not exist (CreateNetwork first)", n.Name, VxlanName(n.VNI))
 	}
@@ -89,25 +89,30 @@ func neighEntry(vx netlink.Link, ip netip.Addr, mac net.HardwareAddr) *netlink.N
 // AddPeer programs a remote endpoint (see the top of this file). Idempotent;
 // a peer whose MAC or IP was programmed with another VTEP or MAC is moved.
 func (d *Driver) AddPeer(ctx context.Context, n *driver.Network, p Peer) error {
-	if err := checkPeer(n, p); err != nil {
-		return err
-	}
-	vx, err := d.vxlan(n)
+	h, err := d.handle()
 	if err != nil {
 		return err
 	}
-	if err := d.h.NeighSet(fdbEntry(vx, p.MAC, p.VTEP)); err != nil {
+	defer d.release(h)
+	if err := checkPeer(n, p); err != nil {
+		return err
+	}
+	vx, err := d.vxlan(h, n)
+	if err != nil {
+		return err
+	}
+	if err := h.NeighSet(fdbEntry(vx, p.MAC, p.VTEP)); err != nil {
 		return fmt.Errorf("peer %v on %q: fdb entry: %w", p, vx.Attrs().Name, err)
 	}
 	for _, ip := range []netip.Addr{p.IP, p.IP6} {
 		if !ip.IsValid() {
 			continue
 		}
-		if err := d.h.NeighSet(neighEntry(vx, ip, p.MAC)); err != nil {
+		if err := h.NeighSet(neighEntry(vx, ip, p.MAC)); err != nil {
 			return fmt.Errorf("peer %v on %q: neighbour entry of %v: %w", p, vx.Attrs().Name, ip, err)
 		}
 	}
-	if err := d.announce(n, p); err != nil {
+	if err := d.announce(h, n, p); err != nil {
 		// the peer is programmed; only a sandbox that asked early waits
 		// for its kernel's next ARP try
 		slog.Debug("overlay: gratuitous ARP for a new peer", "peer", p.String(), "err", err)
@@ -130,19 +135,24 @@ func (d *Driver) RemovePeer(ctx context.Context, n *driver.Network, p Peer) erro
 // RemovePeers is RemovePeer for several peers with one read of the
 // device's entries. Every removal is tried; errors are joined.
 func (d *Driver) RemovePeers(ctx context.Context, n *driver.Network, ps []Peer) error {
+	h, err := d.handle()
+	if err != nil {
+		return err
+	}
+	defer d.release(h)
 	for _, p := range ps {
 		if len(p.MAC) != 6 {
 			return fmt.Errorf("peer %v: MAC is not an Ethernet address: %w", p, ErrInvalid)
 		}
 	}
-	vx, err := d.vxlan(n)
+	vx, err := d.vxlan(h, n)
 	if err != nil {
 		if errors.Is(err, ErrInvalid) || errors.Is(err, ErrConflict) {
 			return err
 		}
 		return nil // no device, no entries
 	}
-	fdb, neigh, err := d.entries(vx)
+	fdb, neigh, err := d.entries(h, vx)
 	if err != nil {
 		return err
 	}
@@ -164,7 +174,7 @@ func (d *Driver) RemovePeers(ctx context.Context, n *driver.Network, ps []Peer) 
 			if !ip.IsValid() || moved || macOf[ip] != mac {
 				continue
 			}
-			if err := d.h.NeighDel(neighEntry(vx, ip, p.MAC)); err != nil && !errors.Is(err, unix.ENOENT) {
+			if err := h.NeighDel(neighEntry(vx, ip, p.MAC)); err != nil && !errors.Is(err, unix.ENOENT) {
 				errs = append(errs, fmt.Errorf("peer %v on %q: delete neighbour entry of %v: %w", p, vx.Attrs().Name, ip, err))
 			} else {
 				delete(macOf, ip)
@@ -173,7 +183,7 @@ func (d *Driver) RemovePeers(ctx context.Context, n *driver.Network, ps []Peer) 
 		// The kernel deletes only the remote with this VTEP, and answers 0
 		// when the MAC has no such remote.
 		if p.VTEP.IsValid() {
-			if err := d.h.NeighDel(fdbEntry(vx, p.MAC, p.VTEP)); err != nil && !errors.Is(err, unix.ENOENT) {
+			if err := h.NeighDel(fdbEntry(vx, p.MAC, p.VTEP)); err != nil && !errors.Is(err, unix.ENOENT) {
 				errs = append(errs, fmt.Errorf("peer %v on %q: delete fdb entry: %w", p, vx.Attrs().Name, err))
 			} else {
 				vteps[mac] = slices.DeleteFunc(vteps[mac], func(v netip.Addr) bool { return v == p.VTEP })
@@ -192,11 +202,16 @@ func (d *Driver) RemovePeers(ctx context.Context, n *driver.Network, ps []Peer) 
 // with no IP, neighbour entries alone with no VTEP, an IPv6 entry without
 // an IPv4 one with no IP. AddPeer completes them, RemovePeer removes them.
 func (d *Driver) Peers(ctx context.Context, n *driver.Network) ([]Peer, error) {
-	vx, err := d.vxlan(n)
+	h, err := d.handle()
 	if err != nil {
 		return nil, err
 	}
-	fdb, neigh, err := d.entries(vx)
+	defer d.release(h)
+	vx, err := d.vxlan(h, n)
+	if err != nil {
+		return nil, err
+	}
+	fdb, neigh, err := d.entries(h, vx)
 	if err != nil {
 		return nil, err
 	}
@@ -205,10 +220,10 @@ func (d *Driver) Peers(ctx context.Context, n *driver.Network) ([]Peer, error) {
 
 // entries dumps the device's static FDB entries and its permanent
 // neighbour entries.
-func (d *Driver) entries(vx netlink.Link) (fdb, neigh []netlink.Neigh, err error) {
+func (d *Driver) entries(h *netlink.Handle, vx netlink.Link) (fdb, neigh []netlink.Neigh, err error) {
 	idx := vx.Attrs().Index
 	all, err := nlutil.Dump("list fdb of "+vx.Attrs().Name, func() ([]netlink.Neigh, error) {
-		return d.h.NeighList(idx, unix.AF_BRIDGE)
+		return h.NeighList(idx, unix.AF_BRIDGE)
 	})
 	if err != nil {
 		return nil, nil, err
@@ -221,7 +236,7 @@ func (d *Driver) entries(vx netlink.Link) (fdb, neigh []netlink.Neigh, err error
 	}
 	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
 		all, err = nlutil.Dump("list neighbours of "+vx.Attrs().Name, func() ([]netlink.Neigh, error) {
-			return d.h.NeighList(idx, family)
+			return h.NeighList(idx, family)
 		})
 		if err != nil {
 			return nil, nil, err
