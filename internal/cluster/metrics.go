@@ -6,7 +6,7 @@ package cluster
 func (w *Watcher) PeerCounts() map[string]int {
 	w.amu.Lock()
 	defer w.amu.Unlock()
-	out := make(map[string]int, len(w.nets))
+	out := make(map[string]int, len(w.told))
 	for _, p := range w.peers {
 		out[p.NetworkID]++
 	}

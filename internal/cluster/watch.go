@@ -46,29 +46,77 @@ type NodesListener interface {
 // survives store outages: the watch is resumed from the last revision seen
 // (replaying what happened meanwhile), or rebuilt from a full listing when
 // the store has compacted that history.
+//
+// It is incremental: a record is decoded once, when its event arrives, and
+// kept decoded (not as the raw value); apply re-evaluates only the
+// endpoints whose records changed since the last apply, and every
+// endpoint only when a node or a network changed (rare: joins, deaths,
+// network creation). The cost of one endpoint change on every host is one
+// decode and one comparison, whatever the cluster's size.
 type Watcher struct {
 	c  *Cluster
 	l  Listener
 	mu sync.Mutex
-	// kvs are the current records under nodes/, networks/ and endpoints/.
-	kvs     map[string]store.KV
+	// The current records under nodes/, networks/ and endpoints/, decoded
+	// (by key: node ID, network ID, "<network ID>/<endpoint ID>").
+	nodes   map[string]*nodeEntry
+	nets    map[string]*netEntry
+	eps     map[string]*epEntry
 	lastRev int64
+	// What changed since the last apply: endpoint keys, and whether any
+	// node or network did (then every endpoint is evaluated again).
+	dirty        map[string]struct{}
+	dirtyNodes   bool
+	dirtyNets    bool
+	validNets    map[string]NetworkRecord // the valid networks, as of the last apply
+	liveNodeAddr []netip.Addr
+	// intern keeps one copy of the strings many records repeat (network
+	// and node IDs, node names).
+	intern map[string]string
 	// applied is what the listener has been told; amu guards it (apply
 	// holds it while telling the listener).
 	amu    sync.Mutex
-	nets   map[string]NetworkRecord
-	peers  map[string]EndpointRecord
-	nodes  []netip.Addr // told to a NodesListener; nil before the first time
+	told   map[string]NetworkRecord
+	peers  map[string]*EndpointRecord // by endpoint ID
+	tnodes []netip.Addr               // told to a NodesListener; nil before the first time
 	synced chan struct{}
 	// rejected: key -> revision of records refused by the checks of
 	// validate.go, so each bad version is logged once (guarded by mu).
 	rejected map[string]int64
 }
 
+type nodeEntry struct {
+	rev  int64
+	node Node
+	ok   bool // decoded; an undecodable record still makes its node live, with no address
+}
+
+type netEntry struct {
+	rev int64
+	rec NetworkRecord
+	ok  bool // decoded
+}
+
+type epEntry struct {
+	rev int64
+	rec EndpointRecord
+	ok  bool // decoded
+}
+
 // NewWatcher returns a watcher for c reporting to l; Run starts it.
 func NewWatcher(c *Cluster, l Listener) *Watcher {
-	return &Watcher{c: c, l: l, kvs: map[string]store.KV{}, nets: map[string]NetworkRecord{},
-		peers: map[string]EndpointRecord{}, synced: make(chan struct{})}
+	w := &Watcher{c: c, l: l, told: map[string]NetworkRecord{}, peers: map[string]*EndpointRecord{}, synced: make(chan struct{})}
+	w.reset()
+	return w
+}
+
+// reset forgets every record (a full listing follows) and marks
+// everything to be evaluated again. Called with mu held or before the
+// watcher runs.
+func (w *Watcher) reset() {
+	w.nodes, w.nets, w.eps = map[string]*nodeEntry{}, map[string]*netEntry{}, map[string]*epEntry{}
+	w.dirty, w.dirtyNodes, w.dirtyNets = map[string]struct{}{}, true, true
+	w.intern = map[string]string{}
 }
 
 // Synced is closed after the first complete listing was applied.
@@ -116,17 +164,13 @@ func (w *Watcher) resync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fresh := map[string]store.KV{}
-	var maxRev int64
+	var fresh []store.KV
 	for _, p := range []string{keyNodes, keyNetworks, keyEndpoints} {
 		kvs, err := w.c.st.List(ctx, p)
 		if err != nil {
 			return err
 		}
-		for _, kv := range kvs {
-			fresh[kv.Key] = kv
-			maxRev = max(maxRev, kv.Revision)
-		}
+		fresh = append(fresh, kvs...)
 	}
 	if al := w.c.allocator(); al != nil {
 		// sticky addresses, for attaches (advisory: an error is ignored)
@@ -137,8 +181,11 @@ func (w *Watcher) resync(ctx context.Context) error {
 		}
 	}
 	w.mu.Lock()
-	w.kvs = fresh
-	w.lastRev = max(w.lastRev, maxRev)
+	w.reset()
+	for _, kv := range fresh {
+		w.lastRev = max(w.lastRev, kv.Revision)
+		w.put(kv)
+	}
 	w.mu.Unlock()
 	w.apply()
 	select {
@@ -201,8 +248,9 @@ func relevant(key string) bool {
 	return strings.HasPrefix(key, keyNodes) || strings.HasPrefix(key, keyNetworks) || strings.HasPrefix(key, keyEndpoints)
 }
 
-// record folds one event into kvs; an event not newer than what is known of
-// its key (a replay after a resync) is ignored.
+// record folds one event into the decoded records; an event not newer
+// than what is known of its key (a replay after a resync) is ignored. It
+// reports whether the listener may have something to learn.
 func (w *Watcher) record(ev store.Event) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -213,65 +261,157 @@ func (w *Watcher) record(ev store.Event) bool {
 		}
 		return false
 	}
-	cur, known := w.kvs[ev.KV.Key]
-	if known && ev.KV.Revision <= cur.Revision {
+	rev, known := w.revOf(ev.KV.Key)
+	if known && ev.KV.Revision <= rev {
 		return false
 	}
 	switch ev.Type {
 	case store.EventPut:
-		w.kvs[ev.KV.Key] = ev.KV
+		w.put(ev.KV)
 	case store.EventDelete:
 		if !known {
 			return false
 		}
-		delete(w.kvs, ev.KV.Key)
+		w.del(ev.KV.Key)
 	}
 	return true
 }
 
-// desired computes, from kvs, the networks, the live remote endpoints and
-// the live nodes' addresses (nodeAddrs).
-func (w *Watcher) desired() (map[string]NetworkRecord, map[string]EndpointRecord, []netip.Addr) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	nodes := map[string]netip.Addr{} // live node ID -> advertised address (invalid if unreadable)
-	nets := map[string]NetworkRecord{}
-	var eps []store.KV
-	for k, kv := range w.kvs {
-		switch {
-		case strings.HasPrefix(k, keyNodes):
-			var n Node
-			if json.Unmarshal(kv.Value, &n) != nil {
-				n.Addr = netip.Addr{} // a half-decoded record is not trusted
-			}
-			nodes[strings.TrimPrefix(k, keyNodes)] = n.Addr
-		case strings.HasPrefix(k, keyNetworks):
-			var n NetworkRecord
-			if w.check(kv, json.Unmarshal(kv.Value, &n), func() error { return checkKey(k, keyNetworks+n.ID, checkNetworkRecord(n)) }) {
-				nets[n.ID] = n
-			}
-		case strings.HasPrefix(k, keyEndpoints):
-			eps = append(eps, kv)
+// revOf is the revision of the record under key, if one is known. Called
+// with mu held.
+func (w *Watcher) revOf(key string) (int64, bool) {
+	switch {
+	case strings.HasPrefix(key, keyNodes):
+		if e := w.nodes[key[len(keyNodes):]]; e != nil {
+			return e.rev, true
+		}
+	case strings.HasPrefix(key, keyNetworks):
+		if e := w.nets[key[len(keyNetworks):]]; e != nil {
+			return e.rev, true
+		}
+	case strings.HasPrefix(key, keyEndpoints):
+		if e := w.eps[key[len(keyEndpoints):]]; e != nil {
+			return e.rev, true
 		}
 	}
-	peers := map[string]EndpointRecord{}
-	for _, kv := range eps {
-		var ep EndpointRecord
-		if json.Unmarshal(kv.Value, &ep) != nil {
-			continue
+	return 0, false
+}
+
+// put decodes a record and keeps it, marking what it changes. Called with
+// mu held.
+func (w *Watcher) put(kv store.KV) {
+	switch k := kv.Key; {
+	case strings.HasPrefix(k, keyNodes):
+		e := &nodeEntry{rev: kv.Revision}
+		e.ok = json.Unmarshal(kv.Value, &e.node) == nil
+		if !e.ok {
+			e.node = Node{} // a half-decoded record is not trusted
 		}
-		addr, live := nodes[ep.Node]
-		n, ok := nets[ep.NetworkID]
-		if ep.Node == w.c.self.ID || !live || !ok {
-			continue
+		e.node.ID, e.node.Name = w.interned(e.node.ID), w.interned(e.node.Name)
+		w.nodes[strings.Clone(k[len(keyNodes):])] = e
+		w.dirtyNodes = true
+	case strings.HasPrefix(k, keyNetworks):
+		e := &netEntry{rev: kv.Revision}
+		e.ok = json.Unmarshal(kv.Value, &e.rec) == nil
+		e.rec.ID = w.interned(e.rec.ID)
+		w.nets[strings.Clone(k[len(keyNetworks):])] = e
+		w.dirtyNets = true
+	case strings.HasPrefix(k, keyEndpoints):
+		e := &epEntry{rev: kv.Revision}
+		e.ok = json.Unmarshal(kv.Value, &e.rec) == nil
+		r := &e.rec
+		r.NetworkID, r.Node, r.NodeName = w.interned(r.NetworkID), w.interned(r.Node), w.interned(r.NodeName)
+		id := k[len(keyEndpoints):]
+		if ownKey(id, r.NetworkID, r.ID) {
+			id = r.NetworkID + "/" + r.ID // the key's own size, not the whole event key kept
+		} else {
+			id = strings.Clone(id)
 		}
-		if w.check(kv, nil, func() error {
-			return checkKey(kv.Key, endpointKey(ep.NetworkID, ep.ID), checkEndpointRecord(n, ep, addr))
-		}) {
-			peers[ep.ID] = ep
+		w.eps[id] = e
+		w.dirty[id] = struct{}{}
+	}
+}
+
+// del forgets the record under key, marking what it changes. Called with
+// mu held.
+func (w *Watcher) del(key string) {
+	switch {
+	case strings.HasPrefix(key, keyNodes):
+		delete(w.nodes, key[len(keyNodes):])
+		w.dirtyNodes = true
+	case strings.HasPrefix(key, keyNetworks):
+		delete(w.nets, key[len(keyNetworks):])
+		w.dirtyNets = true
+	case strings.HasPrefix(key, keyEndpoints):
+		id := key[len(keyEndpoints):]
+		delete(w.eps, id)
+		w.dirty[strings.Clone(id)] = struct{}{}
+	}
+}
+
+// interned returns the kept copy of s (network and node IDs and names
+// repeat in every endpoint record). Called with mu held.
+func (w *Watcher) interned(s string) string {
+	if s == "" {
+		return ""
+	}
+	if c, ok := w.intern[s]; ok {
+		return c
+	}
+	w.intern[s] = s
+	return s
+}
+
+// refresh recomputes, when a node or a network changed, the valid
+// networks and the live nodes' addresses, and drops interned strings no
+// record uses any more. Called with mu held.
+func (w *Watcher) refresh() {
+	if w.dirtyNets {
+		w.validNets = map[string]NetworkRecord{}
+		for k, e := range w.nets {
+			if !e.ok {
+				continue
+			}
+			n := e.rec
+			if w.check(keyNetworks+k, e.rev, checkKey(keyNetworks+k, keyNetworks+n.ID, checkNetworkRecord(n))) {
+				w.validNets[n.ID] = n
+			}
 		}
 	}
-	return nets, peers, nodeAddrs(nodes)
+	if w.dirtyNodes {
+		addrs := make(map[string]netip.Addr, len(w.nodes))
+		for id, e := range w.nodes {
+			addrs[id] = e.node.Addr
+		}
+		w.liveNodeAddr = nodeAddrs(addrs)
+	}
+	if (w.dirtyNodes || w.dirtyNets) && len(w.intern) > 2*(len(w.nodes)*2+len(w.nets))+64 {
+		w.intern = map[string]string{} // rebuilt by later records; old copies stay valid
+	}
+}
+
+// desiredPeer is what the listener should have for the endpoint under
+// key ("<network ID>/<endpoint ID>"): its record when it is a valid
+// endpoint of another live node on a valid network. Called with mu held.
+func (w *Watcher) desiredPeer(key string) (*EndpointRecord, bool) {
+	e := w.eps[key]
+	if e == nil || !e.ok {
+		return nil, false
+	}
+	ep := &e.rec
+	node, live := w.nodes[ep.Node]
+	n, ok := w.validNets[ep.NetworkID]
+	if ep.Node == w.c.self.ID || !live || !ok {
+		return nil, false
+	}
+	err := checkEndpointRecord(n, *ep, node.node.Addr)
+	if !ownKey(key, ep.NetworkID, ep.ID) {
+		err = checkKey(keyEndpoints+key, endpointKey(ep.NetworkID, ep.ID), err)
+	}
+	if err != nil && !w.check(keyEndpoints+key, e.rev, err) {
+		return nil, false
+	}
+	return ep, true
 }
 
 // nodeAddrs are the valid addresses of nodes (node ID -> address), sorted,
@@ -287,23 +427,24 @@ func nodeAddrs(nodes map[string]netip.Addr) []netip.Addr {
 	return out
 }
 
-// check is true when a record decoded (decodeErr nil) and passes valid; a
-// record that decodes but fails is logged once per revision. Called with
-// w.mu held.
-func (w *Watcher) check(kv store.KV, decodeErr error, valid func() error) bool {
-	if decodeErr != nil {
-		return false
-	}
-	err := valid()
+// ownKey reports whether key ("<network ID>/<endpoint ID>") is the one
+// the record's own IDs give (checkKey, without building the key).
+func ownKey(key, netID, id string) bool {
+	return len(key) == len(netID)+1+len(id) && strings.HasPrefix(key, netID) && key[len(netID)] == '/' && strings.HasSuffix(key, id)
+}
+
+// check is true when a decoded record passed its checks (err nil); one
+// that failed is logged once per revision. Called with mu held.
+func (w *Watcher) check(key string, rev int64, err error) bool {
 	if err == nil {
 		return true
 	}
 	if w.rejected == nil {
 		w.rejected = map[string]int64{}
 	}
-	if w.rejected[kv.Key] != kv.Revision || kv.Revision == 0 {
-		w.rejected[kv.Key] = kv.Revision
-		w.c.log.Warn("cluster store: ignoring a record the kernel must not be programmed with", "key", kv.Key, "revision", kv.Revision, "err", err)
+	if w.rejected[key] != rev || rev == 0 {
+		w.rejected[key] = rev
+		w.c.log.Warn("cluster store: ignoring a record the kernel must not be programmed with", "key", key, "revision", rev, "err", err)
 	}
 	return false
 }
@@ -318,38 +459,81 @@ func checkKey(key, want string, err error) error {
 }
 
 // apply tells the listener the difference between what it was told and
-// what the records now say.
+// what the records now say: for the endpoints whose records changed, or
+// for all of them when a node or a network changed.
 func (w *Watcher) apply() {
-	nets, peers, nodes := w.desired()
 	w.amu.Lock()
 	defer w.amu.Unlock()
-	for _, id := range slices.Sorted(maps.Keys(w.peers)) {
-		old := w.peers[id]
-		if cur, ok := peers[id]; !ok || !samePeer(old, cur) {
-			w.l.PeerRemoved(old)
+	w.mu.Lock()
+	full := w.dirtyNodes || w.dirtyNets
+	w.refresh()
+	var keys []string
+	if full {
+		keys = make([]string, 0, len(w.eps)+len(w.peers))
+		for k := range w.eps {
+			keys = append(keys, k)
+		}
+		for _, p := range w.peers { // told, and maybe gone since
+			if k := p.NetworkID + "/" + p.ID; w.eps[k] == nil {
+				keys = append(keys, k)
+			}
+		}
+	} else {
+		keys = slices.Collect(maps.Keys(w.dirty))
+	}
+	want := make(map[string]*EndpointRecord, len(keys))
+	for _, k := range keys {
+		if ep, ok := w.desiredPeer(k); ok {
+			want[ep.ID] = ep
+		}
+	}
+	ids := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if i := strings.LastIndexByte(k, '/'); i >= 0 {
+			ids = append(ids, k[i+1:])
+		}
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	nets, nodes := w.validNets, w.liveNodeAddr
+	clear(w.dirty)
+	w.dirtyNodes, w.dirtyNets = false, false
+	w.mu.Unlock()
+
+	for _, id := range ids {
+		old, told := w.peers[id]
+		if !told {
+			continue
+		}
+		if cur, ok := want[id]; !ok || !samePeer(*old, *cur) {
+			w.l.PeerRemoved(*old)
 			delete(w.peers, id)
 		}
 	}
-	for _, id := range slices.Sorted(maps.Keys(w.nets)) {
-		if _, ok := nets[id]; !ok {
-			w.l.NetworkRemoved(w.nets[id])
-			delete(w.nets, id)
+	if full {
+		for _, id := range slices.Sorted(maps.Keys(w.told)) {
+			if _, ok := nets[id]; !ok {
+				w.l.NetworkRemoved(w.told[id])
+				delete(w.told, id)
+			}
+		}
+		for _, id := range slices.Sorted(maps.Keys(nets)) {
+			if old, ok := w.told[id]; !ok || !sameNetwork(old, nets[id]) {
+				w.l.NetworkAdded(nets[id])
+				w.told[id] = nets[id]
+			}
+		}
+		if nl, ok := w.l.(NodesListener); ok && (w.tnodes == nil || !slices.Equal(w.tnodes, nodes)) {
+			nl.NodesChanged(slices.Clone(nodes))
+			w.tnodes = nodes
 		}
 	}
-	for _, id := range slices.Sorted(maps.Keys(nets)) {
-		if old, ok := w.nets[id]; !ok || !sameNetwork(old, nets[id]) {
-			w.l.NetworkAdded(nets[id])
-			w.nets[id] = nets[id]
-		}
-	}
-	if nl, ok := w.l.(NodesListener); ok && (w.nodes == nil || !slices.Equal(w.nodes, nodes)) {
-		nl.NodesChanged(slices.Clone(nodes))
-		w.nodes = nodes
-	}
-	for _, id := range slices.Sorted(maps.Keys(peers)) {
-		if _, ok := w.peers[id]; !ok {
-			w.l.PeerAdded(peers[id])
-			w.peers[id] = peers[id]
+	for _, id := range ids {
+		if ep, ok := want[id]; ok {
+			if _, told := w.peers[id]; !told {
+				w.l.PeerAdded(*ep)
+				w.peers[id] = ep
+			}
 		}
 	}
 }
@@ -370,19 +554,15 @@ func (w *Watcher) Endpoints(netID string) ([]EndpointRecord, map[string]Node) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var eps []EndpointRecord
+	for k, e := range w.eps {
+		if e.ok && strings.HasPrefix(k, netID+"/") {
+			eps = append(eps, e.rec)
+		}
+	}
 	nodes := map[string]Node{}
-	for k, kv := range w.kvs {
-		switch {
-		case strings.HasPrefix(k, keyEndpoints+netID+"/"):
-			var ep EndpointRecord
-			if json.Unmarshal(kv.Value, &ep) == nil {
-				eps = append(eps, ep)
-			}
-		case strings.HasPrefix(k, keyNodes):
-			var n Node
-			if json.Unmarshal(kv.Value, &n) == nil {
-				nodes[n.ID] = n
-			}
+	for _, e := range w.nodes {
+		if e.ok {
+			nodes[e.node.ID] = e.node
 		}
 	}
 	slices.SortFunc(eps, func(a, b EndpointRecord) int { return strings.Compare(a.ID, b.ID) })
@@ -395,5 +575,9 @@ func (w *Watcher) Endpoints(netID string) ([]EndpointRecord, map[string]Node) {
 func (w *Watcher) Locked(fn func(nets []NetworkRecord, peers []EndpointRecord)) {
 	w.amu.Lock()
 	defer w.amu.Unlock()
-	fn(slices.Collect(maps.Values(w.nets)), slices.Collect(maps.Values(w.peers)))
+	peers := make([]EndpointRecord, 0, len(w.peers))
+	for _, p := range w.peers {
+		peers = append(peers, *p)
+	}
+	fn(slices.Collect(maps.Values(w.told)), peers)
 }
