@@ -11,7 +11,6 @@ import (
 
 	"github.com/tether-net/tether/internal/cluster"
 	"github.com/tether-net/tether/internal/driver"
-	"github.com/tether-net/tether/internal/store/etcd"
 )
 
 // Agent is one simulated host: the real control plane of a daemon with a
@@ -31,8 +30,11 @@ type Agent struct {
 
 // AgentConfig is what every agent shares.
 type AgentConfig struct {
+	// Server is the store's server the agents open their clients of; nil
+	// means Etcd.
+	Server  Server
 	Etcd    *Etcd
-	Prefix  string // key prefix in etcd
+	Prefix  string // key prefix in the store
 	TTL     time.Duration
 	Counts  *Counts
 	Tracker *Tracker
@@ -48,12 +50,16 @@ func vtep(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 19, byte(i >> 
 // starts its watcher; it returns once the watcher's first listing was
 // applied.
 func StartAgent(ctx context.Context, i int, cfg AgentConfig) (*Agent, error) {
-	raw, err := etcd.Open(ctx, etcd.Config{Endpoints: []string{cfg.Etcd.Addr}, Prefix: cfg.Prefix, Logger: cfg.Logger,
-		DialContext: cfg.Etcd.Dial})
+	srv := cfg.Server
+	if srv == nil {
+		srv = cfg.Etcd
+	}
+	raw, err := srv.Open(ctx, cfg.Prefix, cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("agent %d: %w", i, err)
 	}
-	st := &countingStore{Store: raw, n: cfg.Counts, written: cfg.Tracker.written}
+	st := &countingStore{Store: raw, n: cfg.Counts, written: cfg.Tracker.written, deleted: cfg.Tracker.deleted,
+		netWritten: cfg.Tracker.netWritten}
 	node := cluster.Node{ID: fmt.Sprintf("%s-%04d", cfg.RunID, i), Name: fmt.Sprintf("sim%04d", i), Addr: vtep(i), Port: 2376,
 		StartedAt: time.Now().UTC()}
 	cl, err := cluster.New(cluster.Options{Store: st, Self: node, TTL: cfg.TTL, Logger: cfg.Logger})
@@ -96,7 +102,9 @@ const publishWait = 10 * time.Second
 // engine's claimGlobal and awaitPublished do: an address from the node's
 // blocks (Take), the record published in the background (Publish), and
 // the attach answered once it is in the store (Published), failing when an
-// attempt failed first. It returns the record as peers should program it.
+// attempt failed first. It returns the record as peers should program it
+// (also with an error from the publication, when the record has an ID and
+// its publication goes on: AwaitPublished).
 func (a *Agent) Attach(ctx context.Context, n cluster.NetworkRecord, name string, tr *Tracker) (cluster.EndpointRecord, error) {
 	id := newID()
 	tr.attaching(id, time.Now())
@@ -110,11 +118,39 @@ func (a *Agent) Attach(ctx context.Context, n cluster.NetworkRecord, name string
 	rec := cluster.EndpointRecord{ID: id, NetworkID: n.ID, SandboxID: newID(), SandboxName: name, Address: p,
 		MAC: driver.MACFromIP(p.Addr()).String(), Created: time.Now().UTC()}
 	al.Publish(rec)
+	rec.Node, rec.NodeName, rec.VTEP = a.Node.ID, a.Node.Name, a.Node.Addr
 	if err := a.awaitPublished(ctx, id); err != nil {
 		return rec, fmt.Errorf("agent %d: attach %q: publish the endpoint: %w", a.Index, name, err)
 	}
-	rec.Node, rec.NodeName, rec.VTEP = a.Node.ID, a.Node.Name, a.Node.Addr
 	return rec, nil
+}
+
+// AwaitPublished waits until the publication of endpoint id ended (after
+// an Attach that failed while the store was away: the publication goes on
+// in the background) and reports whether its record was written.
+func (a *Agent) AwaitPublished(ctx context.Context, id string, tr *Tracker) error {
+	if done := a.cl.Allocator(nil).Published(id); done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("agent %d: publication of %s: %w", a.Index, id, ctx.Err())
+		}
+	}
+	if !tr.Written(id) {
+		return fmt.Errorf("agent %d: publication of %s ended without the record written", a.Index, id)
+	}
+	return nil
+}
+
+// Detach withdraws an endpoint of this agent as the engine's detach does
+// (internal/engine/global.go withdrawNow): the allocator's Withdraw, not a
+// rollback. The record given is what Attach returned.
+func (a *Agent) Detach(ctx context.Context, rec cluster.EndpointRecord, tr *Tracker) error {
+	tr.withdrawing(rec.ID, time.Now())
+	if err := a.cl.Allocator(nil).Withdraw(ctx, rec, false); err != nil {
+		return fmt.Errorf("agent %d: detach %q: %w", a.Index, rec.SandboxName, err)
+	}
+	return nil
 }
 
 func (a *Agent) awaitPublished(ctx context.Context, id string) error {

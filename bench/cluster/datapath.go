@@ -26,7 +26,8 @@ func entryOf(ep cluster.EndpointRecord) Entry {
 
 // Datapath is a fake overlay datapath: a cluster.Listener (and
 // NodesListener) that records what the real one would program. Every
-// addition is reported to the agents' shared Tracker.
+// addition, removal and network installed is reported to the agents'
+// shared Tracker.
 type Datapath struct {
 	agent int
 	tr    *Tracker
@@ -55,7 +56,7 @@ func (d *Datapath) NetworkAdded(n cluster.NetworkRecord) {
 	d.mu.Lock()
 	d.networks[n.ID] = n
 	d.mu.Unlock()
-	d.tr.network(n.ID)
+	d.tr.network(d.agent, n.ID, time.Now())
 }
 
 // NetworkRemoved removes a network's devices.
@@ -72,7 +73,7 @@ func (d *Datapath) PeerAdded(ep cluster.EndpointRecord) {
 	d.peers[ep.ID] = entryOf(ep)
 	delete(d.removed, ep.ID)
 	d.mu.Unlock()
-	d.tr.seen(ep.ID, now)
+	d.tr.seen(d.agent, ep.ID, now)
 }
 
 // PeerRemoved removes a remote endpoint's entries.
@@ -83,6 +84,7 @@ func (d *Datapath) PeerRemoved(ep cluster.EndpointRecord) {
 	d.removed[ep.ID] = now
 	d.Removals++
 	d.mu.Unlock()
+	d.tr.removed(d.agent, ep.ID, now)
 }
 
 // NodesChanged sets the live nodes' addresses (the VXLAN guard).

@@ -2,14 +2,22 @@ package clustersim
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tether-net/tether/internal/store"
+	"github.com/tether-net/tether/internal/store/etcd"
 	"github.com/tether-net/tether/internal/testutil"
 )
 
@@ -22,16 +30,23 @@ const (
 // Etcd is a one-member etcd (Debian's etcd-server) in a namespace of its
 // own (prefix t21s-etcd), listening on 127.0.0.1:51379 there, with its data
 // in a temporary directory. Killed when the test ends (and with the test
-// process: Pdeathsig); the namespace goes with the test's cleanup.
+// process: Pdeathsig); the namespace goes with the test's cleanup. Restart
+// kills it and starts it again on the same data directory and port.
 type Etcd struct {
 	NS   string // namespace name (ip netns)
 	Addr string // client address inside NS
 	Dir  string // data directory
-	cmd  *exec.Cmd
 	log  *testutil.SyncBuffer
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	pastCPU time.Duration // CPU of the incarnations that ended
 }
 
-// StartEtcd starts the server and waits until it accepts connections.
+var _ Server = (*Etcd)(nil)
+
+// StartEtcd starts the server and waits until it answers.
 func StartEtcd(tb testing.TB) *Etcd {
 	tb.Helper()
 	if _, err := os.Stat(testutil.EtcdBinary); err != nil {
@@ -41,27 +56,56 @@ func StartEtcd(tb testing.TB) *Etcd {
 		tb.Skipf("%s not installed", testutil.EtcdBinary)
 	}
 	e := &Etcd{NS: testutil.NetNS(tb, "t21s-etcd"), Addr: "127.0.0.1:" + etcdClientPort, Dir: tb.TempDir(), log: &testutil.SyncBuffer{}}
+	tb.Cleanup(e.stop)
+	if err := e.start(); err != nil {
+		tb.Fatal(err)
+	}
+	return e
+}
+
+func (e *Etcd) start() error {
 	client, peer := "http://"+e.Addr, "http://127.0.0.1:"+etcdPeerPort
-	e.cmd = exec.Command("nsenter", "--net=/run/netns/"+e.NS, "--", testutil.EtcdBinary,
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+e.NS, "--", testutil.EtcdBinary,
 		"--name", "m0", "--data-dir", filepath.Join(e.Dir, "data"),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "m0="+peer, "--initial-cluster-state", "new",
 		"--heartbeat-interval", "50", "--election-timeout", "500")
-	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
-	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := e.cmd.Start(); err != nil {
-		tb.Fatalf("start etcd: %v", err)
+	cmd.Stdout, cmd.Stderr = e.log, e.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start etcd: %w", err)
 	}
-	tb.Cleanup(e.stop)
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	e.mu.Lock()
+	e.cmd, e.exited = cmd, exited
+	e.mu.Unlock()
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if c, err := e.Dial(context.Background(), e.Addr); err == nil {
-			c.Close()
-			return e
+		select {
+		case <-exited:
+			return fmt.Errorf("etcd exited at start:\n%s", e.log.String())
+		default:
+		}
+		if e.healthy() {
+			return nil
 		}
 	}
-	tb.Fatalf("etcd did not answer on %s in %s within 15s:\n%s", e.Addr, e.NS, e.log.String())
-	return nil
+	return fmt.Errorf("etcd did not answer on %s in %s within 15s:\n%s", e.Addr, e.NS, e.log.String())
+}
+
+// healthy asks the server's /health (served once it has a leader).
+func (e *Etcd) healthy() bool {
+	c := http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return e.Dial(ctx, addr) }}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://" + e.Addr + "/health")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode == http.StatusOK && strings.Contains(string(b), `"true"`)
 }
 
 // Dial opens a TCP connection from inside the server's namespace (the
@@ -72,8 +116,36 @@ func (e *Etcd) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	return testutil.DialInNS(ctx, e.NS, "tcp", addr)
 }
 
-// PID is the server's process ID (nsenter execs etcd in its place).
-func (e *Etcd) PID() int { return e.cmd.Process.Pid }
+// Name says which server this is.
+func (e *Etcd) Name() string { return "etcd " + etcdVersion() }
+
+// Open opens a client of the server under prefix (one per agent).
+func (e *Etcd) Open(ctx context.Context, prefix string, logger *slog.Logger) (store.Store, error) {
+	return etcd.Open(ctx, etcd.Config{Endpoints: []string{e.Addr}, Prefix: prefix, Logger: logger, DialContext: e.Dial})
+}
+
+// PID is the running server's process ID (nsenter execs etcd in its place).
+func (e *Etcd) PID() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cmd == nil {
+		return -1
+	}
+	return e.cmd.Process.Pid
+}
+
+// CPU is the server's user + system time, every incarnation summed.
+func (e *Etcd) CPU() time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cmd == nil {
+		return e.pastCPU
+	}
+	return e.pastCPU + procCPU(e.cmd.Process.Pid)
+}
+
+// RSSKiB is the running server's resident memory.
+func (e *Etcd) RSSKiB() int64 { return rssKiB(e.PID()) }
 
 // DBSize is the size of the server's bbolt database file, in bytes.
 func (e *Etcd) DBSize() int64 {
@@ -84,7 +156,35 @@ func (e *Etcd) DBSize() int64 {
 	return st.Size()
 }
 
-func (e *Etcd) stop() {
-	_ = e.cmd.Process.Kill()
-	_ = e.cmd.Wait()
+// Restart kills the server (SIGKILL: an outage, not a shutdown), leaves it
+// down for down, and starts it again on the same data directory and port.
+// It returns when the server was killed and when it answered again.
+func (e *Etcd) Restart(down time.Duration) (killed, up time.Time, err error) {
+	e.kill()
+	killed = time.Now()
+	time.Sleep(down)
+	if err := e.start(); err != nil {
+		return killed, time.Time{}, err
+	}
+	return killed, time.Now(), nil
 }
+
+// kill ends the running incarnation and adds its CPU time to pastCPU.
+func (e *Etcd) kill() {
+	e.mu.Lock()
+	cmd, exited := e.cmd, e.exited
+	e.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+	e.mu.Lock()
+	if ps := cmd.ProcessState; ps != nil {
+		e.pastCPU += ps.UserTime() + ps.SystemTime()
+	}
+	e.cmd = nil
+	e.mu.Unlock()
+}
+
+func (e *Etcd) stop() { e.kill() }

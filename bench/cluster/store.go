@@ -51,17 +51,21 @@ func (s CountsSnapshot) Sub(o CountsSnapshot) CountsSnapshot {
 		s.Watches - o.Watches, s.WatchEvents - o.WatchEvents}
 }
 
-// endpointKeys is where endpoint records live (internal/cluster's layout,
+// Where endpoint and network records live (internal/cluster's layout,
 // docs/overlay.md).
-const endpointKeys = "tether/v1/global/endpoints/"
+const (
+	endpointKeys = "tether/v1/global/endpoints/"
+	networkKeys  = "tether/v1/global/networks/"
+)
 
 // countingStore is a store.Store that counts the calls to the one it wraps
-// and tells written when a transaction that put an endpoint record
-// returned (the record's ID and the moment).
+// and tells written (deleted) when a transaction that put (deleted) an
+// endpoint record returned, and netWritten when one that put a network
+// record did: the record's ID and the moment.
 type countingStore struct {
 	store.Store
-	n       *Counts
-	written func(epID string, at time.Time)
+	n                            *Counts
+	written, deleted, netWritten func(id string, at time.Time)
 }
 
 var _ store.Store = (*countingStore)(nil)
@@ -112,15 +116,29 @@ func (s *countingStore) Txn(ctx context.Context, cmps []store.Cmp, ops []store.O
 	s.n.Txns.Add(1)
 	s.n.KeyWrites.Add(int64(len(ops)))
 	rev, err := s.Store.Txn(ctx, cmps, ops)
-	if err == nil && s.written != nil {
-		now := time.Now()
-		for _, op := range ops {
-			if id, ok := strings.CutPrefix(op.Key, endpointKeys); op.Type == store.OpPut && ok {
-				s.written(id[strings.LastIndexByte(id, '/')+1:], now)
-			}
-		}
+	if err == nil {
+		s.noteEndpoints(ops, time.Now())
 	}
 	return rev, err
+}
+
+func (s *countingStore) noteEndpoints(ops []store.Op, now time.Time) {
+	for _, op := range ops {
+		if id, ok := strings.CutPrefix(op.Key, networkKeys); ok && op.Type == store.OpPut && s.netWritten != nil {
+			s.netWritten(id, now)
+		}
+		id, ok := strings.CutPrefix(op.Key, endpointKeys)
+		if !ok {
+			continue
+		}
+		id = id[strings.LastIndexByte(id, '/')+1:]
+		switch {
+		case op.Type == store.OpPut && s.written != nil:
+			s.written(id, now)
+		case op.Type == store.OpDelete && s.deleted != nil:
+			s.deleted(id, now)
+		}
+	}
 }
 
 func (s *countingStore) Grant(ctx context.Context, ttl time.Duration) (store.LeaseID, error) {
