@@ -706,8 +706,9 @@ func checkDatapath(a *Agent, live map[string]cluster.EndpointRecord) []string {
 	return errs
 }
 
+// within polls ok every 20 ms until it holds, at most limit.
 func within(limit time.Duration, ok func() bool) error {
-	for deadline := time.Now().Add(limit); !ok(); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(limit); !ok(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			return errors.New("deadline passed")
 		}

@@ -147,13 +147,13 @@ func (z *ZooKeeper) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	return testutil.DialInNS(ctx, z.NS, "tcp", addr)
 }
 
-// Name says which server this is.
+// Name says which server this is: its Debian package's version.
 func (z *ZooKeeper) Name() string {
-	p, err := filepath.EvalSymlinks(testutil.ZooKeeperJar)
+	out, err := exec.Command("dpkg-query", "-W", "-f=${Version}", "zookeeper").Output()
 	if err != nil {
 		return "zookeeper"
 	}
-	return "zookeeper " + strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), "zookeeper-"), ".jar")
+	return "zookeeper " + strings.TrimSpace(string(out))
 }
 
 // Open opens a client of the server under prefix (one per agent; each
