@@ -14,7 +14,9 @@
 // addition, from its record's write to the moment the last other agent
 // programmed it; of a removal, from its record's deletion to the last
 // agent that had it removing it; of a network, from its record's write to
-// each agent's NetworkAdded.
+// each agent's NetworkAdded. The write is noted when the writer's Txn
+// returned, so an agent's watch can be told before it: small negative
+// times are that, not an error.
 //
 // The store runs in a network namespace the harness creates, and every
 // agent's connections are dialled inside it, so nothing touches the

@@ -106,8 +106,15 @@ func readKnobs() knobs {
 	churn, restart := 60*time.Second, 20*time.Second
 	if k.Hosts >= bigRun {
 		churn, restart = 30*time.Second, 15*time.Second
-		if os.Getenv("BENCH_CHURN") == "" || os.Getenv("BENCH_RESTART_CHURN") == "" {
-			k.Shortened = fmt.Sprintf("at %d hosts or more, churn defaults to 30 s (not 60 s) and the store-restart churn to 15 s (not 20 s), so the matrix fits its time", bigRun)
+		var cut []string
+		if os.Getenv("BENCH_CHURN") == "" {
+			cut = append(cut, "churn 30 s (not 60 s)")
+		}
+		if os.Getenv("BENCH_RESTART_CHURN") == "" {
+			cut = append(cut, "store-restart churn 15 s (not 20 s)")
+		}
+		if len(cut) > 0 {
+			k.Shortened = fmt.Sprintf("defaults at %d hosts or more, so the matrix fits its time: %s", bigRun, strings.Join(cut, ", "))
 		}
 	}
 	k.TTL = envDuration("BENCH_TTL", 3*time.Second)
@@ -206,9 +213,6 @@ func TestClusterSimReport(t *testing.T) {
 		"store_kind": k.Store, "knobs": k}
 	phases := map[string]any{}
 	report["phases"] = phases
-	var failures []string
-	defer func() { writeReport(t, report, failures) }()
-
 	var srv Server
 	switch k.Store {
 	case "etcd":
@@ -219,7 +223,13 @@ func TestClusterSimReport(t *testing.T) {
 		t.Fatalf("BENCH_STORE=%q: etcd or zk", k.Store)
 	}
 	report["store"] = srv.Name()
-	s := setUp(t, k, srv, report)
+	var failures []string
+	defer func() { writeReport(t, report, failures) }()
+	s, err := setUp(t, k, srv, report)
+	if err != nil {
+		failures = append(failures, "set-up: "+err.Error())
+		t.Errorf("set-up: %v", err)
+	}
 
 	for _, p := range []struct {
 		name string
@@ -274,7 +284,7 @@ func writeReport(t *testing.T, report map[string]any, failures []string) {
 
 // setUp starts the agents one by one, each with its node registered and
 // its watcher synced, and has agent 0 create the overlay network.
-func setUp(t *testing.T, k knobs, srv Server, report map[string]any) *sim {
+func setUp(t *testing.T, k knobs, srv Server, report map[string]any) (*sim, error) {
 	s := &sim{t: t, k: k, srv: srv, counts: &Counts{}, tr: NewTracker(k.Hosts - 1), dead: make([]bool, k.Hosts),
 		live: map[string]cluster.EndpointRecord{}, planner: NewPlanner(uint64(time.Now().UnixNano()), k.Hosts, 2*k.PerHost)}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
@@ -283,7 +293,7 @@ func setUp(t *testing.T, k knobs, srv Server, report map[string]any) *sim {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	heap0 := heap()
-	t.Cleanup(func() {
+	t.Cleanup(func() { // (the store stops after: cleanups run last first)
 		var wg sync.WaitGroup
 		for _, a := range s.agents {
 			wg.Go(a.Kill)
@@ -294,7 +304,7 @@ func setUp(t *testing.T, k knobs, srv Server, report map[string]any) *sim {
 	for i := range k.Hosts {
 		a, err := StartAgent(ctx, i, cfg)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		s.agents = append(s.agents, a)
 	}
@@ -303,18 +313,18 @@ func setUp(t *testing.T, k knobs, srv Server, report map[string]any) *sim {
 	netStart := time.Now()
 	n, err := s.agents[0].CreateNetwork(ctx, "simnet", netip.MustParsePrefix("10.96.0.0/16"))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	s.net = n
 	if err := within(2*time.Minute, func() bool { return s.tr.Networks(n.ID) == k.Hosts }); err != nil {
-		t.Fatalf("every agent installs the network: %v", err)
+		return nil, fmt.Errorf("%d of %d agents installed the network within 2m", s.tr.Networks(n.ID), k.Hosts)
 	}
 	report["network_everywhere_ms"] = ms(time.Since(netStart))
 	time.Sleep(2 * time.Second) // let the node registrations' events settle
 	s.heapIdle = heap()
 	report["heap_per_agent_idle_kib"] = float64(s.heapIdle-heap0) / float64(k.Hosts) / 1024
 	s.heap0 = heap0
-	return s
+	return s, nil
 }
 
 // attachPhase: each agent in turn attaches BENCH_ENDPOINTS endpoints, one
@@ -510,7 +520,8 @@ func (s *sim) churnWith(ph map[string]any, d time.Duration, at func(time.Duratio
 	c := &Churn{Agents: s.agents, Network: s.net, Tracker: s.tr, Planner: s.planner, Interval: iv,
 		MaxInFlight: max(16, int(4*perSec)), Live: s.live}
 	s.t.Logf("churn: %d endpoints, a replacement every %v for %v", total, iv, d)
-	ctx, cancel := context.WithTimeout(context.Background(), d+s.k.Settle)
+	// a replacement begun at the end may wait for the store that long
+	ctx, cancel := context.WithTimeout(context.Background(), d+s.k.Settle+time.Minute)
 	defer cancel()
 	res := c.Run(ctx, d, at)
 	churned := time.Since(m.start)
