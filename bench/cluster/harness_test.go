@@ -138,6 +138,8 @@ func TestTrackerRemovals(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		seenBy     []int // agents that programmed it before the delete
+		flapped    []int // of those, agents that removed it before the withdrawal began
+		back       []int // and programmed it again
 		goneBy     []int
 		want       []time.Duration
 		incomplete int
@@ -146,12 +148,22 @@ func TestTrackerRemovals(t *testing.T) {
 		{name: "every agent removed it", seenBy: []int{0, 1, 2}, goneBy: []int{2, 0, 1}, want: []time.Duration{30 * time.Millisecond}},
 		{name: "one agent still has it", seenBy: []int{0, 1, 2}, goneBy: []int{0, 1}, incomplete: 1},
 		{name: "an agent that never had it owes nothing", seenBy: []int{0, 1}, goneBy: []int{0, 1}, want: []time.Duration{20 * time.Millisecond}},
+		{name: "dropped before the withdrawal (its node lapsed): owes nothing", seenBy: []int{0, 1, 2}, flapped: []int{2}, goneBy: []int{0, 1},
+			want: []time.Duration{20 * time.Millisecond}, stray: 1},
+		{name: "dropped and programmed again: owes the removal", seenBy: []int{0, 1, 2}, flapped: []int{2}, back: []int{2}, goneBy: []int{0, 1},
+			incomplete: 1, stray: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := NewTracker(3)
 			tr.written("ep", at(0))
 			for _, a := range tc.seenBy {
 				tr.seen(a, "ep", at(1))
+			}
+			for _, a := range tc.flapped {
+				tr.removed(a, "ep", at(2))
+			}
+			for _, a := range tc.back {
+				tr.seen(a, "ep", at(3))
 			}
 			tr.withdrawing("ep", at(5))
 			tr.deleted("ep", at(10))
@@ -165,8 +177,8 @@ func TestTrackerRemovals(t *testing.T) {
 			if p := tr.Pending(nil, []string{"ep"}); (p == 0) != (tc.incomplete == 0) {
 				t.Errorf("Pending = %d with %d incomplete", p, tc.incomplete)
 			}
-			if tr.Stray() != 0 {
-				t.Errorf("Stray() = %d for a deleted record's removals", tr.Stray())
+			if tr.Stray() != tc.stray {
+				t.Errorf("Stray() = %d, want %d (removals before the withdrawal)", tr.Stray(), tc.stray)
 			}
 		})
 	}

@@ -8,8 +8,9 @@ import (
 
 // Tracker follows every endpoint from its record's write to the last
 // agent that programmed it, and from its record's deletion to the last
-// agent that removed it; and every network to each agent that installed
-// it. want is how many agents must program an endpoint tracked from now
+// agent that removed it (of those that held it when its withdrawal began:
+// one that had dropped it before, as when its node's lease lapsed, owes
+// nothing); and every network to each agent that installed it. want is how many agents must program an endpoint tracked from now
 // on (the live agents but its own); SetWant changes it.
 type Tracker struct {
 	mu   sync.Mutex
@@ -32,10 +33,11 @@ type track struct {
 	seen      agentSet  // agents that programmed it
 	last      time.Time // the latest agent programmed it (complete once seen has want)
 	complete  bool
+	has       agentSet  // agents that hold it programmed now
 	withdrawn time.Time // the withdrawal began
 	deleted   time.Time // the Txn that deleted its record returned
-	wantGone  int       // agents that must remove it: those that programmed it when it was deleted
-	gone      agentSet  // agents that removed it
+	owe       agentSet  // agents that must remove it: those that held it when its withdrawal began
+	gone      agentSet  // of those, the ones that removed it (and did not program it again)
 	lastGone  time.Time
 }
 
@@ -52,6 +54,14 @@ func (s *agentSet) add(i int) bool {
 	}
 	*w |= b
 	return true
+}
+
+func (s agentSet) has(i int) bool { return i/64 < len(s) && s[i/64]&(uint64(1)<<(i%64)) != 0 }
+
+func (s agentSet) del(i int) {
+	if i/64 < len(s) {
+		s[i/64] &^= uint64(1) << (i % 64)
+	}
 }
 
 func (s agentSet) len() int {
@@ -106,6 +116,8 @@ func (t *Tracker) seen(agent int, id string, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	tr := t.get(id)
+	tr.has.add(agent)
+	tr.gone.del(agent) // programmed again after a removal: it owes another
 	if !tr.seen.add(agent) {
 		return // a changed record programmed again
 	}
@@ -122,20 +134,22 @@ func (t *Tracker) seen(agent int, id string, at time.Time) {
 	}
 }
 
-// withdrawing notes that the withdrawal of endpoint id began.
+// withdrawing notes that the withdrawal of endpoint id began: every agent
+// that holds it programmed now must remove it.
 func (t *Tracker) withdrawing(id string, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.get(id).withdrawn = at
+	tr := t.get(id)
+	tr.withdrawn = at
+	tr.owe = append(agentSet(nil), tr.has...)
 }
 
-// deleted notes that endpoint id's record was deleted: every agent that
-// programmed it must now remove it.
+// deleted notes that endpoint id's record was deleted.
 func (t *Tracker) deleted(id string, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if tr := t.get(id); tr.deleted.IsZero() {
-		tr.deleted, tr.wantGone = at, tr.seen.len()
+		tr.deleted = at
 	}
 }
 
@@ -150,9 +164,20 @@ func (t *Tracker) removed(agent int, id string, at time.Time) {
 			return
 		}
 	}
-	if tr.gone.add(agent) && at.After(tr.lastGone) {
+	tr.has.del(agent)
+	if tr.withdrawn.IsZero() || !tr.owe.has(agent) {
+		return
+	}
+	tr.gone.add(agent)
+	if at.After(tr.lastGone) {
 		tr.lastGone = at
 	}
+}
+
+// removedAll: every agent that held the endpoint when its withdrawal
+// began removed it since.
+func (tr *track) removedAll() bool {
+	return !tr.deleted.IsZero() && tr.gone.len() >= tr.owe.len()
 }
 
 // network notes that agent installed network id.
@@ -249,7 +274,7 @@ func (t *Tracker) Pending(adds, dels []string) int {
 		}
 	}
 	for _, id := range dels {
-		if tr := t.eps[id]; tr == nil || tr.deleted.IsZero() || tr.gone.len() < tr.wantGone {
+		if tr := t.eps[id]; tr == nil || !tr.removedAll() {
 			n++
 		}
 	}
@@ -302,20 +327,20 @@ func (t *Tracker) AddConvergence(ids []string) (fromWrite, fromAttach []time.Dur
 }
 
 // RemovalConvergence returns, for every endpoint of ids whose record was
-// deleted and that every agent that had programmed it removed, the time
-// from the deletion to the last agent's removal; incomplete counts the
-// others.
+// deleted and that every agent that held it when its withdrawal began
+// removed, the time from the deletion to the last such agent's removal;
+// incomplete counts the others.
 func (t *Tracker) RemovalConvergence(ids []string) (fromDelete []time.Duration, incomplete int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, id := range ids {
 		tr := t.eps[id]
-		if tr == nil || tr.deleted.IsZero() || tr.gone.len() < tr.wantGone {
+		if tr == nil || !tr.removedAll() {
 			incomplete++
 			continue
 		}
 		last := tr.lastGone
-		if tr.wantGone == 0 {
+		if tr.owe.len() == 0 {
 			last = tr.deleted
 		}
 		fromDelete = append(fromDelete, last.Sub(tr.deleted))
@@ -346,7 +371,7 @@ func (t *Tracker) LastBy(t0 time.Time, adds, dels []string) (last time.Time, n i
 		if tr == nil || !tr.withdrawn.Before(t0) {
 			continue
 		}
-		if tr.deleted.IsZero() || tr.gone.len() < tr.wantGone {
+		if !tr.removedAll() {
 			return time.Time{}, n, false
 		}
 		n++
