@@ -240,6 +240,9 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 			}
 		}
 		cancel()
+		if ctx.Err() != nil {
+			return // stopped (Stop cancels a renewal in flight): nothing to report
+		}
 		switch {
 		case err != nil && !lost:
 			c.log.Warn("cluster store unreachable: keeping the node registered failed; the datapath stays as it is", "err", err)
