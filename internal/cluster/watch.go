@@ -63,11 +63,13 @@ type Watcher struct {
 	nets    map[string]*netEntry
 	eps     map[string]*epEntry
 	lastRev int64
-	// What changed since the last apply: endpoint keys, and whether any
-	// node or network did (then every endpoint is evaluated again).
+	// What changed since the last apply: endpoint keys, node IDs (their
+	// endpoints are evaluated again), network IDs (theirs too), or
+	// everything (a resync).
 	dirty        map[string]struct{}
-	dirtyNodes   bool
-	dirtyNets    bool
+	dirtyNodes   map[string]struct{}
+	dirtyNets    map[string]struct{}
+	dirtyAll     bool
 	validNets    map[string]NetworkRecord // the valid networks, as of the last apply
 	liveNodeAddr []netip.Addr
 	// intern keeps one copy of the strings many records repeat (network
@@ -115,7 +117,7 @@ func NewWatcher(c *Cluster, l Listener) *Watcher {
 // watcher runs.
 func (w *Watcher) reset() {
 	w.nodes, w.nets, w.eps = map[string]*nodeEntry{}, map[string]*netEntry{}, map[string]*epEntry{}
-	w.dirty, w.dirtyNodes, w.dirtyNets = map[string]struct{}{}, true, true
+	w.dirty, w.dirtyNodes, w.dirtyNets, w.dirtyAll = map[string]struct{}{}, map[string]struct{}{}, map[string]struct{}{}, true
 	w.intern = map[string]string{}
 }
 
@@ -308,14 +310,16 @@ func (w *Watcher) put(kv store.KV) {
 			e.node = Node{} // a half-decoded record is not trusted
 		}
 		e.node.ID, e.node.Name = w.interned(e.node.ID), w.interned(e.node.Name)
-		w.nodes[strings.Clone(k[len(keyNodes):])] = e
-		w.dirtyNodes = true
+		id := strings.Clone(k[len(keyNodes):])
+		w.nodes[id] = e
+		w.dirtyNodes[id] = struct{}{}
 	case strings.HasPrefix(k, keyNetworks):
 		e := &netEntry{rev: kv.Revision}
 		e.ok = json.Unmarshal(kv.Value, &e.rec) == nil
 		e.rec.ID = w.interned(e.rec.ID)
-		w.nets[strings.Clone(k[len(keyNetworks):])] = e
-		w.dirtyNets = true
+		id := strings.Clone(k[len(keyNetworks):])
+		w.nets[id] = e
+		w.dirtyNets[id] = struct{}{}
 	case strings.HasPrefix(k, keyEndpoints):
 		e := &epEntry{rev: kv.Revision}
 		e.ok = json.Unmarshal(kv.Value, &e.rec) == nil
@@ -337,11 +341,13 @@ func (w *Watcher) put(kv store.KV) {
 func (w *Watcher) del(key string) {
 	switch {
 	case strings.HasPrefix(key, keyNodes):
-		delete(w.nodes, key[len(keyNodes):])
-		w.dirtyNodes = true
+		id := key[len(keyNodes):]
+		delete(w.nodes, id)
+		w.dirtyNodes[strings.Clone(id)] = struct{}{}
 	case strings.HasPrefix(key, keyNetworks):
-		delete(w.nets, key[len(keyNetworks):])
-		w.dirtyNets = true
+		id := key[len(keyNetworks):]
+		delete(w.nets, id)
+		w.dirtyNets[strings.Clone(id)] = struct{}{}
 	case strings.HasPrefix(key, keyEndpoints):
 		id := key[len(keyEndpoints):]
 		delete(w.eps, id)
@@ -366,7 +372,7 @@ func (w *Watcher) interned(s string) string {
 // networks and the live nodes' addresses, and drops interned strings no
 // record uses any more. Called with mu held.
 func (w *Watcher) refresh() {
-	if w.dirtyNets {
+	if w.dirtyAll || len(w.dirtyNets) > 0 {
 		w.validNets = map[string]NetworkRecord{}
 		for k, e := range w.nets {
 			if !e.ok {
@@ -378,14 +384,14 @@ func (w *Watcher) refresh() {
 			}
 		}
 	}
-	if w.dirtyNodes {
+	if w.dirtyAll || len(w.dirtyNodes) > 0 {
 		addrs := make(map[string]netip.Addr, len(w.nodes))
 		for id, e := range w.nodes {
 			addrs[id] = e.node.Addr
 		}
 		w.liveNodeAddr = nodeAddrs(addrs)
 	}
-	if (w.dirtyNodes || w.dirtyNets) && len(w.intern) > 2*(len(w.nodes)*2+len(w.nets))+64 {
+	if (len(w.dirtyNodes) > 0 || len(w.dirtyNets) > 0) && len(w.intern) > 2*(len(w.nodes)*2+len(w.nets))+64 {
 		w.intern = map[string]string{} // rebuilt by later records; old copies stay valid
 	}
 }
@@ -419,12 +425,12 @@ func (w *Watcher) desiredPeer(key string) (*EndpointRecord, bool) {
 func nodeAddrs(nodes map[string]netip.Addr) []netip.Addr {
 	out := []netip.Addr{}
 	for _, a := range nodes {
-		if a.IsValid() && !slices.Contains(out, a) {
+		if a.IsValid() {
 			out = append(out, a)
 		}
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
-	return out
+	return slices.Compact(out)
 }
 
 // ownKey reports whether key ("<network ID>/<endpoint ID>") is the one
@@ -465,30 +471,38 @@ func (w *Watcher) apply() {
 	w.amu.Lock()
 	defer w.amu.Unlock()
 	w.mu.Lock()
-	full := w.dirtyNodes || w.dirtyNets
+	nodesChanged := w.dirtyAll || len(w.dirtyNodes) > 0
+	netsChanged := w.dirtyAll || len(w.dirtyNets) > 0
 	w.refresh()
-	var keys []string
-	if full {
-		keys = make([]string, 0, len(w.eps)+len(w.peers))
-		for k := range w.eps {
-			keys = append(keys, k)
+	keys := slices.Collect(maps.Keys(w.dirty))
+	if nodesChanged || netsChanged {
+		// the endpoints of a changed node or network, and told peers of
+		// theirs whose records are gone (a network's removal)
+		affected := func(ep *EndpointRecord) bool {
+			if w.dirtyAll {
+				return true
+			}
+			_, n := w.dirtyNodes[ep.Node]
+			_, m := w.dirtyNets[ep.NetworkID]
+			return n || m
 		}
-		for _, p := range w.peers { // told, and maybe gone since
-			if k := p.NetworkID + "/" + p.ID; w.eps[k] == nil {
+		for k, e := range w.eps {
+			if affected(&e.rec) {
 				keys = append(keys, k)
 			}
 		}
-	} else {
-		keys = slices.Collect(maps.Keys(w.dirty))
+		for _, p := range w.peers {
+			if affected(p) {
+				keys = append(keys, p.NetworkID+"/"+p.ID)
+			}
+		}
 	}
 	want := make(map[string]*EndpointRecord, len(keys))
+	ids := make([]string, 0, len(keys))
 	for _, k := range keys {
 		if ep, ok := w.desiredPeer(k); ok {
 			want[ep.ID] = ep
 		}
-	}
-	ids := make([]string, 0, len(keys))
-	for _, k := range keys {
 		if i := strings.LastIndexByte(k, '/'); i >= 0 {
 			ids = append(ids, k[i+1:])
 		}
@@ -497,7 +511,9 @@ func (w *Watcher) apply() {
 	ids = slices.Compact(ids)
 	nets, nodes := w.validNets, w.liveNodeAddr
 	clear(w.dirty)
-	w.dirtyNodes, w.dirtyNets = false, false
+	clear(w.dirtyNodes)
+	clear(w.dirtyNets)
+	w.dirtyAll = false
 	w.mu.Unlock()
 
 	for _, id := range ids {
@@ -510,7 +526,7 @@ func (w *Watcher) apply() {
 			delete(w.peers, id)
 		}
 	}
-	if full {
+	if netsChanged {
 		for _, id := range slices.Sorted(maps.Keys(w.told)) {
 			if _, ok := nets[id]; !ok {
 				w.l.NetworkRemoved(w.told[id])
@@ -523,10 +539,10 @@ func (w *Watcher) apply() {
 				w.told[id] = nets[id]
 			}
 		}
-		if nl, ok := w.l.(NodesListener); ok && (w.tnodes == nil || !slices.Equal(w.tnodes, nodes)) {
-			nl.NodesChanged(slices.Clone(nodes))
-			w.tnodes = nodes
-		}
+	}
+	if nl, ok := w.l.(NodesListener); ok && nodesChanged && (w.tnodes == nil || !slices.Equal(w.tnodes, nodes)) {
+		nl.NodesChanged(slices.Clone(nodes))
+		w.tnodes = nodes
 	}
 	for _, id := range ids {
 		if ep, ok := want[id]; ok {
