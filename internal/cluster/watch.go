@@ -61,12 +61,12 @@ type Watcher struct {
 	// (by key: node ID, network ID, "<network ID>/<endpoint ID>").
 	nodes   map[string]*nodeEntry
 	nets    map[string]*netEntry
-	eps     map[string]*epEntry
+	eps     map[epKey]*epEntry
 	lastRev int64
 	// What changed since the last apply: endpoint keys, node IDs (their
 	// endpoints are evaluated again), network IDs (theirs too), or
 	// everything (a resync).
-	dirty        map[string]struct{}
+	dirty        map[epKey]struct{}
 	dirtyNodes   map[string]struct{}
 	dirtyNets    map[string]struct{}
 	dirtyAll     bool
@@ -99,6 +99,20 @@ type netEntry struct {
 	ok  bool // decoded
 }
 
+// epKey names an endpoint record: its key is endpoints/<net>/<id>. The
+// strings are the record's own (interned network ID, endpoint ID) when the
+// record names itself by its key, so the key costs no memory of its own.
+type epKey struct{ net, id string }
+
+func (k epKey) String() string { return keyEndpoints + k.net + "/" + k.id }
+
+// parseEpKey splits the part of an endpoint key after keyEndpoints (the
+// strings share the key's memory).
+func parseEpKey(rest string) epKey {
+	net, id, _ := strings.Cut(rest, "/")
+	return epKey{net, id}
+}
+
 type epEntry struct {
 	rev int64
 	rec EndpointRecord
@@ -116,8 +130,8 @@ func NewWatcher(c *Cluster, l Listener) *Watcher {
 // everything to be evaluated again. Called with mu held or before the
 // watcher runs.
 func (w *Watcher) reset() {
-	w.nodes, w.nets, w.eps = map[string]*nodeEntry{}, map[string]*netEntry{}, map[string]*epEntry{}
-	w.dirty, w.dirtyNodes, w.dirtyNets, w.dirtyAll = map[string]struct{}{}, map[string]struct{}{}, map[string]struct{}{}, true
+	w.nodes, w.nets, w.eps = map[string]*nodeEntry{}, map[string]*netEntry{}, map[epKey]*epEntry{}
+	w.dirty, w.dirtyNodes, w.dirtyNets, w.dirtyAll = map[epKey]struct{}{}, map[string]struct{}{}, map[string]struct{}{}, true
 	w.intern = map[string]string{}
 }
 
@@ -292,7 +306,7 @@ func (w *Watcher) revOf(key string) (int64, bool) {
 			return e.rev, true
 		}
 	case strings.HasPrefix(key, keyEndpoints):
-		if e := w.eps[key[len(keyEndpoints):]]; e != nil {
+		if e := w.eps[parseEpKey(key[len(keyEndpoints):])]; e != nil {
 			return e.rev, true
 		}
 	}
@@ -325,11 +339,11 @@ func (w *Watcher) put(kv store.KV) {
 		e.ok = json.Unmarshal(kv.Value, &e.rec) == nil
 		r := &e.rec
 		r.NetworkID, r.Node, r.NodeName = w.interned(r.NetworkID), w.interned(r.Node), w.interned(r.NodeName)
-		id := k[len(keyEndpoints):]
-		if ownKey(id, r.NetworkID, r.ID) {
-			id = r.NetworkID + "/" + r.ID // the key's own size, not the whole event key kept
+		id := parseEpKey(k[len(keyEndpoints):])
+		if id.net == r.NetworkID && id.id == r.ID {
+			id = epKey{r.NetworkID, r.ID} // the record's strings: the event's key is not kept
 		} else {
-			id = strings.Clone(id)
+			id = epKey{w.interned(strings.Clone(id.net)), strings.Clone(id.id)}
 		}
 		w.eps[id] = e
 		w.dirty[id] = struct{}{}
@@ -349,9 +363,9 @@ func (w *Watcher) del(key string) {
 		delete(w.nets, id)
 		w.dirtyNets[strings.Clone(id)] = struct{}{}
 	case strings.HasPrefix(key, keyEndpoints):
-		id := key[len(keyEndpoints):]
+		id := parseEpKey(key[len(keyEndpoints):])
 		delete(w.eps, id)
-		w.dirty[strings.Clone(id)] = struct{}{}
+		w.dirty[epKey{strings.Clone(id.net), strings.Clone(id.id)}] = struct{}{}
 	}
 }
 
@@ -397,9 +411,9 @@ func (w *Watcher) refresh() {
 }
 
 // desiredPeer is what the listener should have for the endpoint under
-// key ("<network ID>/<endpoint ID>"): its record when it is a valid
-// endpoint of another live node on a valid network. Called with mu held.
-func (w *Watcher) desiredPeer(key string) (*EndpointRecord, bool) {
+// key: its record when it is a valid endpoint of another live node on a
+// valid network. Called with mu held.
+func (w *Watcher) desiredPeer(key epKey) (*EndpointRecord, bool) {
 	e := w.eps[key]
 	if e == nil || !e.ok {
 		return nil, false
@@ -411,10 +425,10 @@ func (w *Watcher) desiredPeer(key string) (*EndpointRecord, bool) {
 		return nil, false
 	}
 	err := checkEndpointRecord(n, *ep, node.node.Addr)
-	if !ownKey(key, ep.NetworkID, ep.ID) {
-		err = checkKey(keyEndpoints+key, endpointKey(ep.NetworkID, ep.ID), err)
+	if key.net != ep.NetworkID || key.id != ep.ID {
+		err = checkKey(key.String(), endpointKey(ep.NetworkID, ep.ID), err)
 	}
-	if err != nil && !w.check(keyEndpoints+key, e.rev, err) {
+	if err != nil && !w.check(key.String(), e.rev, err) {
 		return nil, false
 	}
 	return ep, true
@@ -431,12 +445,6 @@ func nodeAddrs(nodes map[string]netip.Addr) []netip.Addr {
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
 	return slices.Compact(out)
-}
-
-// ownKey reports whether key ("<network ID>/<endpoint ID>") is the one
-// the record's own IDs give (checkKey, without building the key).
-func ownKey(key, netID, id string) bool {
-	return len(key) == len(netID)+1+len(id) && strings.HasPrefix(key, netID) && key[len(netID)] == '/' && strings.HasSuffix(key, id)
 }
 
 // check is true when a decoded record passed its checks (err nil); one
@@ -493,7 +501,7 @@ func (w *Watcher) apply() {
 		}
 		for _, p := range w.peers {
 			if affected(p) {
-				keys = append(keys, p.NetworkID+"/"+p.ID)
+				keys = append(keys, epKey{p.NetworkID, p.ID})
 			}
 		}
 	}
@@ -503,9 +511,7 @@ func (w *Watcher) apply() {
 		if ep, ok := w.desiredPeer(k); ok {
 			want[ep.ID] = ep
 		}
-		if i := strings.LastIndexByte(k, '/'); i >= 0 {
-			ids = append(ids, k[i+1:])
-		}
+		ids = append(ids, k.id)
 	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
@@ -571,7 +577,7 @@ func (w *Watcher) Endpoints(netID string) ([]EndpointRecord, map[string]Node) {
 	defer w.mu.Unlock()
 	var eps []EndpointRecord
 	for k, e := range w.eps {
-		if e.ok && strings.HasPrefix(k, netID+"/") {
+		if e.ok && k.net == netID {
 			eps = append(eps, e.rec)
 		}
 	}
