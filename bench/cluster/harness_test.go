@@ -347,7 +347,9 @@ func TestSummarize(t *testing.T) {
 	report := func(store string, hosts int, p99, writes float64) map[string]any {
 		return map[string]any{"store_kind": store, "hosts": float64(hosts), "ok": true, "ttl_s": 3.0,
 			"machine": map[string]any{"nproc": 2.0},
-			"phases":  map[string]any{"churn": map[string]any{"convergence_add": map[string]any{"p99_ms": p99}, "per_change": map[string]any{"store_writes": writes}}}}
+			"phases": map[string]any{"churn": map[string]any{
+				"convergence_add": map[string]any{"p99_ms": p99, "p50_ms": float64(hosts-100) / 1000}, // negative at 50 hosts
+				"per_change":      map[string]any{"store_writes": writes}}}}
 	}
 	var runs []Run
 	for _, r := range []struct {
@@ -379,6 +381,10 @@ func TestSummarize(t *testing.T) {
 	}
 	if w := etcd.Figures["phases.churn.per_change.store_writes"]; w.GrowsAs != "O(1)" || w.RatioToBase["500"] != 1 {
 		t.Errorf("writes growth %+v", w)
+	}
+	neg := etcd.Figures["phases.churn.convergence_add.p50_ms"]
+	if _, ok := neg.Exponent["50-200"]; ok || len(neg.RatioToBase) != 0 || neg.GrowsAs != "" || neg.Exponent["200-500"] != 1.51 {
+		t.Errorf("a negative base value: %+v; want no ratio, no growth from it, 1.51 from 200 to 500", neg)
 	}
 	if z := sum["zk"]; z.BaseHosts != 50 || len(z.Figures["phases.churn.convergence_add.p99_ms"].Exponent) != 0 {
 		t.Errorf("zk summary %+v", z)

@@ -72,7 +72,8 @@ func flatten(prefix string, v any, out map[string]float64) {
 // Growth is one figure across the runs of one store.
 type Growth struct {
 	Values map[string]float64 `json:"values"` // by hosts
-	// RatioToBase is each value over the smallest run's.
+	// RatioToBase is each value over the smallest run's (none when that is
+	// not positive).
 	RatioToBase map[string]float64 `json:"ratio_to_base"`
 	// Exponent is log(value ratio) / log(host ratio) between consecutive
 	// sizes ("50-200") and from the smallest to the largest ("50-500").
@@ -135,7 +136,7 @@ func growth(key string, sizes []int, bySize map[int]Run) Growth {
 		}
 		have = append(have, h)
 		g.Values[strconv.Itoa(h)] = v
-		if base != 0 {
+		if base > 0 { // (a negative time, a value near the clock's grain, has no ratio)
 			g.RatioToBase[strconv.Itoa(h)] = round(v/base, 3)
 		}
 	}
