@@ -7,6 +7,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/tether-net/tether/internal/store"
 	"github.com/tether-net/tether/internal/store/bolt"
@@ -123,4 +127,47 @@ func BenchmarkGet(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkKeepAlive: one lease renewal on the store's kept stream
+// (KeepAlive) against clientv3's KeepAliveOnce, which opens a stream per
+// renewal, on an embedded etcd (client and server in this process: the
+// reported CPU per renewal is both sides').
+func BenchmarkKeepAlive(b *testing.B) {
+	srv := startEmbedded(b, embedOptions{})
+	s, err := Open(b.Context(), srv.config(uniquePrefix()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	id, err := s.Grant(b.Context(), time.Minute)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		renew func(ctx context.Context) error
+	}{
+		{"stream", func(ctx context.Context) error { return s.KeepAlive(ctx, id) }},
+		{"once", func(ctx context.Context) error {
+			_, err := s.client.KeepAliveOnce(ctx, clientv3.LeaseID(id))
+			return err
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			cpu0 := processCPU()
+			for b.Loop() {
+				if err := c.renew(b.Context()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-us/op")
+		})
+	}
+}
+
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

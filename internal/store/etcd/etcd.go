@@ -116,6 +116,8 @@ type Store struct {
 	// went through: the reason an unreachable store gives.
 	connErr atomic.Pointer[string]
 
+	ka keepAliveStream // the lease renewals' stream (lease.go)
+
 	mu        sync.Mutex // orders Close after watchers.Add
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -270,6 +272,7 @@ func (s *Store) Close() error {
 		s.mu.Lock()
 		s.closed.Store(true)
 		s.mu.Unlock()
+		s.ka.close()
 		if err := s.client.Close(); err != nil && !errors.Is(err, context.Canceled) {
 			s.closeErr = fmt.Errorf("close etcd store %s: %w", s.cfg.where(), err)
 		}
