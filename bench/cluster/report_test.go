@@ -48,6 +48,31 @@ func envDuration(name string, def time.Duration) time.Duration {
 	return def
 }
 
+// datapathHeap is the heap the agents' fake datapaths hold for their
+// peers: measured on a copy of their maps, dropped afterwards.
+func datapathHeap(agents []*Agent) uint64 {
+	before := heap()
+	copies := make([]map[string]Entry, 0, len(agents))
+	for _, a := range agents {
+		if a == nil || a.DP == nil {
+			continue
+		}
+		a.DP.mu.Lock()
+		c := make(map[string]Entry, len(a.DP.peers))
+		for id, e := range a.DP.peers {
+			c[id] = e
+		}
+		a.DP.mu.Unlock()
+		copies = append(copies, c)
+	}
+	after := heap()
+	runtime.KeepAlive(copies)
+	if after < before {
+		return 0
+	}
+	return after - before
+}
+
 // heap is the live heap after a forced collection.
 func heap() uint64 {
 	runtime.GC()
@@ -417,6 +442,12 @@ feed:
 	remote := float64(len(ids) * (len(s.agents) - 1))
 	report["heap_per_host_kib"] = float64(full-s.heap0) / float64(len(s.agents)) / 1024
 	report["heap_per_remote_endpoint_bytes"] = float64(full-s.heapIdle) / remote
+	// The fake datapaths' own maps are the harness's, not the agents': a
+	// copy of them (sharing their strings, as they share the records')
+	// measures what they hold, and the agents' figure leaves it out.
+	dp := datapathHeap(s.agents)
+	report["heap_fake_datapath_per_remote_endpoint_bytes"] = float64(dp) / remote
+	report["heap_agent_per_remote_endpoint_bytes"] = (float64(full-s.heapIdle) - float64(dp)) / remote
 	report["endpoints_attached"] = len(ids)
 	return s.exact()
 }

@@ -88,8 +88,9 @@ type Allocator struct {
 	// local lists the addresses this node's endpoints hold on a network (the
 	// engine's records), read when the network is first used after a start.
 	local func(netID string) []netip.Addr
-	// sticky holds the sticky addresses seen by the watcher: netID/name → a.
-	sticky map[string]netip.Addr
+	// sticky holds the sticky addresses seen by the watcher and published
+	// here, by network ID.
+	sticky map[string]*stickyNet
 
 	pub publisher
 }
@@ -119,7 +120,7 @@ func (c *Cluster) Allocator(local func(netID string) []netip.Addr) *Allocator {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.alloc == nil {
-		c.alloc = &Allocator{c: c, bits: DefaultBlockBits, nets: map[string]*netBlocks{}, sticky: map[string]netip.Addr{}}
+		c.alloc = &Allocator{c: c, bits: DefaultBlockBits, nets: map[string]*netBlocks{}, sticky: map[string]*stickyNet{}}
 		c.alloc.pub.a = c.alloc
 	}
 	if local != nil {
@@ -301,7 +302,7 @@ func (a *Allocator) forgetBlocks() {
 // blocks, else a new block, else an address of another node's block.
 func (a *Allocator) takeAny(ctx context.Context, nb *netBlocks, r TakeRequest) (netip.Addr, error) {
 	a.mu.Lock()
-	sticky := a.sticky[r.NetworkID+"/"+r.SandboxName]
+	sticky := a.stickyOf(r.NetworkID, r.SandboxName)
 	a.mu.Unlock()
 	if sticky.IsValid() && checkStatic(TakeRequest{Subnet: r.Subnet, Gateway: r.Gateway, Static: sticky}) == nil {
 		if x, err := a.takeExact(ctx, nb, r, sticky, false); err == nil {
@@ -394,16 +395,12 @@ func (a *Allocator) fromHeld(nb *netBlocks, netID, epID string, want netip.Addr)
 	}
 	sortPrefixes(blocks)
 	// lowest free first, other names' sticky addresses last
-	avoid := map[netip.Addr]bool{}
-	for k, x := range a.sticky {
-		if strings.HasPrefix(k, netID+"/") {
-			avoid[x] = true
-		}
-	}
+	sn := a.sticky[netID]
+	avoid := func(x netip.Addr) bool { return sn != nil && sn.at[x] > 0 }
 	for pass := range 2 {
 		for _, blk := range blocks {
 			for x := blk.Addr(); blk.Contains(x); x = x.Next() {
-				if free(x) && (pass == 1 || !avoid[x]) {
+				if free(x) && (pass == 1 || !avoid(x)) {
 					nb.used[x] = epID
 					return x, true
 				}
@@ -675,15 +672,77 @@ func (a *Allocator) observe(ev store.Event) {
 }
 
 func (a *Allocator) observeSticky(ev store.Event) {
-	k := strings.TrimPrefix(ev.KV.Key, keySticky)
+	netID, name, ok := strings.Cut(strings.TrimPrefix(ev.KV.Key, keySticky), "/")
+	if !ok {
+		return
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if ev.Type == store.EventDelete {
-		delete(a.sticky, k)
+		a.dropSticky(netID, name)
 		return
 	}
 	if x, err := netip.ParseAddr(string(ev.KV.Value)); err == nil {
-		a.sticky[k] = x
+		a.setSticky(netID, name, x)
+	}
+}
+
+// stickyNet is one network's sticky addresses: by sandbox name, and how
+// many names hold each address (so an attach with no sticky address of
+// its own passes over the others' without looking at every name).
+type stickyNet struct {
+	byName map[string]netip.Addr
+	at     map[netip.Addr]int
+}
+
+// stickyOf is name's sticky address on the network (zero: none). Called
+// with a.mu held.
+func (a *Allocator) stickyOf(netID, name string) netip.Addr {
+	if sn := a.sticky[netID]; sn != nil {
+		return sn.byName[name]
+	}
+	return netip.Addr{}
+}
+
+// setSticky makes x name's sticky address on the network. Called with
+// a.mu held; the strings are copied (they may share an event key's
+// memory).
+func (a *Allocator) setSticky(netID, name string, x netip.Addr) {
+	sn := a.sticky[netID]
+	if sn == nil {
+		sn = &stickyNet{byName: map[string]netip.Addr{}, at: map[netip.Addr]int{}}
+		a.sticky[strings.Clone(netID)] = sn
+	}
+	if old, ok := sn.byName[name]; ok {
+		if old == x {
+			return
+		}
+		sn.release(old)
+	} else {
+		name = strings.Clone(name)
+	}
+	sn.byName[name] = x
+	sn.at[x]++
+}
+
+// dropSticky forgets name's sticky address. Called with a.mu held.
+func (a *Allocator) dropSticky(netID, name string) {
+	sn := a.sticky[netID]
+	if sn == nil {
+		return
+	}
+	if old, ok := sn.byName[name]; ok {
+		delete(sn.byName, name)
+		sn.release(old)
+	}
+	if len(sn.byName) == 0 {
+		delete(a.sticky, netID)
+	}
+}
+
+func (sn *stickyNet) release(x netip.Addr) {
+	if sn.at[x]--; sn.at[x] <= 0 {
+		delete(sn.at, x)
 	}
 }
 

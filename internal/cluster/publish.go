@@ -48,7 +48,7 @@ type pubJob struct {
 func (a *Allocator) Publish(ep EndpointRecord) {
 	j := &pubJob{ep: ep, done: make(chan struct{}), failed: make(chan struct{})}
 	a.mu.Lock()
-	a.sticky[ep.NetworkID+"/"+ep.SandboxName] = ep.Address.Addr()
+	a.setSticky(ep.NetworkID, ep.SandboxName, ep.Address.Addr())
 	a.mu.Unlock()
 	p := &a.pub
 	p.mu.Lock()
