@@ -62,6 +62,9 @@ type Watcher struct {
 	nodes   map[string]*nodeEntry
 	nets    map[string]*netEntry
 	eps     map[epKey]*epEntry
+	// byNode: the endpoint records naming each node (by node ID), so a
+	// node's change evaluates its endpoints only.
+	byNode map[string]map[epKey]struct{}
 	lastRev int64
 	// What changed since the last apply: endpoint keys, node IDs (their
 	// endpoints are evaluated again), network IDs (theirs too), or
@@ -131,6 +134,7 @@ func NewWatcher(c *Cluster, l Listener) *Watcher {
 // watcher runs.
 func (w *Watcher) reset() {
 	w.nodes, w.nets, w.eps = map[string]*nodeEntry{}, map[string]*netEntry{}, map[epKey]*epEntry{}
+	w.byNode = map[string]map[epKey]struct{}{}
 	w.dirty, w.dirtyNodes, w.dirtyNets, w.dirtyAll = map[epKey]struct{}{}, map[string]struct{}{}, map[string]struct{}{}, true
 	w.intern = map[string]string{}
 }
@@ -345,7 +349,14 @@ func (w *Watcher) put(kv store.KV) {
 		} else {
 			id = epKey{w.interned(strings.Clone(id.net)), strings.Clone(id.id)}
 		}
+		w.unindex(id)
 		w.eps[id] = e
+		set := w.byNode[r.Node]
+		if set == nil {
+			set = map[epKey]struct{}{}
+			w.byNode[r.Node] = set
+		}
+		set[id] = struct{}{}
 		w.dirty[id] = struct{}{}
 	}
 }
@@ -364,8 +375,24 @@ func (w *Watcher) del(key string) {
 		w.dirtyNets[strings.Clone(id)] = struct{}{}
 	case strings.HasPrefix(key, keyEndpoints):
 		id := parseEpKey(key[len(keyEndpoints):])
+		w.unindex(id)
 		delete(w.eps, id)
 		w.dirty[epKey{strings.Clone(id.net), strings.Clone(id.id)}] = struct{}{}
+	}
+}
+
+// unindex takes the record under id (if any) out of byNode. Called with
+// mu held.
+func (w *Watcher) unindex(id epKey) {
+	old := w.eps[id]
+	if old == nil {
+		return
+	}
+	if set := w.byNode[old.rec.Node]; set != nil {
+		delete(set, id)
+		if len(set) == 0 {
+			delete(w.byNode, old.rec.Node)
+		}
 	}
 }
 
@@ -399,11 +426,14 @@ func (w *Watcher) refresh() {
 		}
 	}
 	if w.dirtyAll || len(w.dirtyNodes) > 0 {
-		addrs := make(map[string]netip.Addr, len(w.nodes))
-		for id, e := range w.nodes {
-			addrs[id] = e.node.Addr
+		addrs := make([]netip.Addr, 0, len(w.nodes))
+		for _, e := range w.nodes {
+			if e.node.Addr.IsValid() {
+				addrs = append(addrs, e.node.Addr)
+			}
 		}
-		w.liveNodeAddr = nodeAddrs(addrs)
+		slices.SortFunc(addrs, netip.Addr.Compare)
+		w.liveNodeAddr = slices.Compact(addrs)
 	}
 	if (len(w.dirtyNodes) > 0 || len(w.dirtyNets) > 0) && len(w.intern) > 2*(len(w.nodes)*2+len(w.nets))+64 {
 		w.intern = map[string]string{} // rebuilt by later records; old copies stay valid
@@ -483,25 +513,29 @@ func (w *Watcher) apply() {
 	netsChanged := w.dirtyAll || len(w.dirtyNets) > 0
 	w.refresh()
 	keys := slices.Collect(maps.Keys(w.dirty))
-	if nodesChanged || netsChanged {
-		// the endpoints of a changed node or network, and told peers of
-		// theirs whose records are gone (a network's removal)
-		affected := func(ep *EndpointRecord) bool {
-			if w.dirtyAll {
-				return true
-			}
-			_, n := w.dirtyNodes[ep.Node]
-			_, m := w.dirtyNets[ep.NetworkID]
-			return n || m
+	switch {
+	case w.dirtyAll:
+		// a resync: every record, and told peers whose records are gone
+		for k := range w.eps {
+			keys = append(keys, k)
 		}
-		for k, e := range w.eps {
-			if affected(&e.rec) {
+		for _, p := range w.peers {
+			keys = append(keys, epKey{p.NetworkID, p.ID})
+		}
+	default:
+		// The endpoints of a changed node (its index) or network (rare: a
+		// scan). A told peer's record is the one its key holds, or its key
+		// changed since the last apply and is among the dirty ones.
+		for node := range w.dirtyNodes {
+			for k := range w.byNode[node] {
 				keys = append(keys, k)
 			}
 		}
-		for _, p := range w.peers {
-			if affected(p) {
-				keys = append(keys, epKey{p.NetworkID, p.ID})
+		if len(w.dirtyNets) > 0 {
+			for k, e := range w.eps {
+				if _, ok := w.dirtyNets[e.rec.NetworkID]; ok {
+					keys = append(keys, k)
+				}
 			}
 		}
 	}
