@@ -59,12 +59,12 @@ type Watcher struct {
 	mu sync.Mutex
 	// The current records under nodes/, networks/ and endpoints/, decoded
 	// (by key: node ID, network ID, "<network ID>/<endpoint ID>").
-	nodes   map[string]*nodeEntry
-	nets    map[string]*netEntry
-	eps     map[epKey]*epEntry
+	nodes map[string]*nodeEntry
+	nets  map[string]*netEntry
+	eps   map[epKey]*epEntry
 	// byNode: the endpoint records naming each node (by node ID), so a
 	// node's change evaluates its endpoints only.
-	byNode map[string]map[epKey]struct{}
+	byNode  map[string]map[epKey]struct{}
 	lastRev int64
 	// What changed since the last apply: endpoint keys, node IDs (their
 	// endpoints are evaluated again), network IDs (theirs too), or
