@@ -67,3 +67,20 @@ func (p *HandlePool) Put(h *netlink.Handle) {
 	p.mu.Unlock()
 	h.Close()
 }
+
+// GetHandle is a driver's handle for one call: one from pool, or given
+// when the driver has no pool (the handle its caller gave is used as it
+// is). PutHandle gives it back.
+func GetHandle(pool *HandlePool, given *netlink.Handle) (*netlink.Handle, error) {
+	if pool == nil {
+		return given, nil
+	}
+	return pool.Get()
+}
+
+// PutHandle gives back a handle GetHandle returned.
+func PutHandle(pool *HandlePool, given, h *netlink.Handle) {
+	if pool != nil && h != given {
+		pool.Put(h)
+	}
+}

@@ -4,21 +4,12 @@ package bridge
 // pool (nlutil.HandlePool) when the driver was built with no handle of its
 // own or for another namespace, else the handle it was given.
 
-import "github.com/vishvananda/netlink"
+import (
+	"github.com/vishvananda/netlink"
 
-// handle returns a handle bound to the driver's namespace: an idle one
-// from the pool, a new one, or d.h when the driver has no pool (a handle
-// given by the caller is used as it is).
-func (d *Driver) handle() (*netlink.Handle, error) {
-	if d.pool == nil {
-		return d.h, nil
-	}
-	return d.pool.Get()
-}
+	"github.com/tether-net/tether/internal/nlutil"
+)
 
-// release gives back a handle handle returned.
-func (d *Driver) release(h *netlink.Handle) {
-	if d.pool != nil && h != d.h {
-		d.pool.Put(h)
-	}
-}
+func (d *Driver) handle() (*netlink.Handle, error) { return nlutil.GetHandle(d.pool, d.h) }
+
+func (d *Driver) release(h *netlink.Handle) { nlutil.PutHandle(d.pool, d.h, h) }

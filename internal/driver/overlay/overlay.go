@@ -456,22 +456,11 @@ func (d *Driver) del(h *netlink.Handle, l netlink.Link) error {
 	return nil
 }
 
-// handle returns a netlink handle bound to the driver's namespace: one from
-// the pool (nlutil.HandlePool), or d.h when the driver has no pool (a
-// handle given by the caller is used as it is).
-func (d *Driver) handle() (*netlink.Handle, error) {
-	if d.pool == nil {
-		return d.h, nil
-	}
-	return d.pool.Get()
-}
+// handle returns a netlink handle bound to the driver's namespace, for
+// one call (nlutil.GetHandle); release gives it back.
+func (d *Driver) handle() (*netlink.Handle, error) { return nlutil.GetHandle(d.pool, d.h) }
 
-// release gives back a handle handle returned.
-func (d *Driver) release(h *netlink.Handle) {
-	if d.pool != nil && h != d.h {
-		d.pool.Put(h)
-	}
-}
+func (d *Driver) release(h *netlink.Handle) { nlutil.PutHandle(d.pool, d.h, h) }
 
 // bridgeRef is what an attach needs of a network's bridge: its ifindex
 // and MTU, as last looked up.
