@@ -29,7 +29,7 @@ docker) pkg=./bench/compare test='^TestPublishVsDockerReport$' refs='bench/refs/
 dockerplugin) pkg=./bench/dockerplugin test='^TestDockerPluginReport$' refs=bench/refs/docker.sh ;;
 metrics) pkg=./bench/metrics test='^TestMetricsReport$' reps=12 ;;
 doctor) pkg=./bench/doctor test='^TestDoctorReport$' n=200 reps=20 ;;
-cluster-sim) pkg=./bench/cluster test='^TestClusterSimReport$' ;; # BENCH_HOSTS (50), BENCH_ENDPOINTS (10), BENCH_TTL, BENCH_BUDGET
+cluster-sim) pkg=./bench/cluster test='^TestClusterSimReport$' ;; # knobs in bench/cluster/doc.go (BENCH_HOSTS, BENCH_STORE=zk, BENCH_CHURN_PCT, ...); the 50/200/500 matrix: bench/cluster/scale.sh
 *) echo "unknown scenario $scenario (known: attach, lifecycle, ports, scale, dns, dns-abuse, cni, docker, dockerplugin, overlay, ipv6, drivers, proxy, memory, overlay-tput, metrics, doctor, cluster-sim)" >&2; exit 2 ;;
 esac
 if [ "$(id -u)" != 0 ]; then
