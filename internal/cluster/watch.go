@@ -49,16 +49,18 @@ type NodesListener interface {
 //
 // It is incremental: a record is decoded once, when its event arrives, and
 // kept decoded (not as the raw value); apply re-evaluates only the
-// endpoints whose records changed since the last apply, and every
-// endpoint only when a node or a network changed (rare: joins, deaths,
-// network creation). The cost of one endpoint change on every host is one
-// decode and one comparison, whatever the cluster's size.
+// endpoints whose records changed since the last apply, a changed node's
+// endpoints (indexed by node), and, when a network changed (rare: its
+// creation or removal), that network's. The cost of one endpoint change
+// on every host is one decode and one comparison, whatever the cluster's
+// size.
 type Watcher struct {
 	c  *Cluster
 	l  Listener
 	mu sync.Mutex
-	// The current records under nodes/, networks/ and endpoints/, decoded
-	// (by key: node ID, network ID, "<network ID>/<endpoint ID>").
+	// The current records under nodes/, networks/ and endpoints/, decoded,
+	// by what follows the prefix in their keys (node ID, network ID, and
+	// network and endpoint ID).
 	nodes map[string]*nodeEntry
 	nets  map[string]*netEntry
 	eps   map[epKey]*epEntry
