@@ -11,8 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,12 +34,7 @@ type Etcd struct {
 	NS   string // namespace name (ip netns)
 	Addr string // client address inside NS
 	Dir  string // data directory
-	log  *testutil.SyncBuffer
-
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	pastCPU time.Duration // CPU of the incarnations that ended
+	process
 }
 
 var _ Server = (*Etcd)(nil)
@@ -55,8 +48,8 @@ func StartEtcd(tb testing.TB) *Etcd {
 		}
 		tb.Skipf("%s not installed", testutil.EtcdBinary)
 	}
-	e := &Etcd{NS: testutil.NetNS(tb, "t21s-etcd"), Addr: "127.0.0.1:" + etcdClientPort, Dir: tb.TempDir(), log: &testutil.SyncBuffer{}}
-	tb.Cleanup(e.stop)
+	e := &Etcd{NS: testutil.NetNS(tb, "t21s-etcd"), Addr: "127.0.0.1:" + etcdClientPort, Dir: tb.TempDir(), process: newProcess("etcd")}
+	tb.Cleanup(e.kill)
 	if err := e.start(); err != nil {
 		tb.Fatal(err)
 	}
@@ -71,27 +64,10 @@ func (e *Etcd) start() error {
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "m0="+peer, "--initial-cluster-state", "new",
 		"--heartbeat-interval", "50", "--election-timeout", "500")
-	cmd.Stdout, cmd.Stderr = e.log, e.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start etcd: %w", err)
+	if err := e.run(cmd, 15*time.Second, e.healthy); err != nil {
+		return fmt.Errorf("%w (listening on %s in %s)", err, e.Addr, e.NS)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	e.mu.Lock()
-	e.cmd, e.exited = cmd, exited
-	e.mu.Unlock()
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		select {
-		case <-exited:
-			return fmt.Errorf("etcd exited at start:\n%s", e.log.String())
-		default:
-		}
-		if e.healthy() {
-			return nil
-		}
-	}
-	return fmt.Errorf("etcd did not answer on %s in %s within 15s:\n%s", e.Addr, e.NS, e.log.String())
+	return nil
 }
 
 // healthy asks the server's /health (served once it has a leader).
@@ -124,29 +100,6 @@ func (e *Etcd) Open(ctx context.Context, prefix string, logger *slog.Logger) (st
 	return etcd.Open(ctx, etcd.Config{Endpoints: []string{e.Addr}, Prefix: prefix, Logger: logger, DialContext: e.Dial})
 }
 
-// PID is the running server's process ID (nsenter execs etcd in its place).
-func (e *Etcd) PID() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.cmd == nil {
-		return -1
-	}
-	return e.cmd.Process.Pid
-}
-
-// CPU is the server's user + system time, every incarnation summed.
-func (e *Etcd) CPU() time.Duration {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.cmd == nil {
-		return e.pastCPU
-	}
-	return e.pastCPU + procCPU(e.cmd.Process.Pid)
-}
-
-// RSSKiB is the running server's resident memory.
-func (e *Etcd) RSSKiB() int64 { return rssKiB(e.PID()) }
-
 // DBSize is the size of the server's bbolt database file, in bytes.
 func (e *Etcd) DBSize() int64 {
 	st, err := os.Stat(filepath.Join(e.Dir, "data", "member", "snap", "db"))
@@ -160,31 +113,5 @@ func (e *Etcd) DBSize() int64 {
 // down for down, and starts it again on the same data directory and port.
 // It returns when the server was killed and when it answered again.
 func (e *Etcd) Restart(down time.Duration) (killed, up time.Time, err error) {
-	e.kill()
-	killed = time.Now()
-	time.Sleep(down)
-	if err := e.start(); err != nil {
-		return killed, time.Time{}, err
-	}
-	return killed, time.Now(), nil
+	return e.restart(down, e.start)
 }
-
-// kill ends the running incarnation and adds its CPU time to pastCPU.
-func (e *Etcd) kill() {
-	e.mu.Lock()
-	cmd, exited := e.cmd, e.exited
-	e.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-exited
-	e.mu.Lock()
-	if ps := cmd.ProcessState; ps != nil {
-		e.pastCPU += ps.UserTime() + ps.SystemTime()
-	}
-	e.cmd = nil
-	e.mu.Unlock()
-}
-
-func (e *Etcd) stop() { e.kill() }

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,12 +39,7 @@ type ZooKeeper struct {
 	NS   string
 	Addr string
 	Dir  string
-	log  *testutil.SyncBuffer
-
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	pastCPU time.Duration
+	process
 }
 
 var _ Server = (*ZooKeeper)(nil)
@@ -64,7 +58,7 @@ func StartZooKeeper(tb testing.TB) *ZooKeeper {
 			tb.Skipf("%s not installed (apt-get install zookeeper)", f)
 		}
 	}
-	z := &ZooKeeper{NS: testutil.NetNS(tb, "t21s-zk"), Addr: "127.0.0.1:" + zkClientPort, Dir: tb.TempDir(), log: &testutil.SyncBuffer{}}
+	z := &ZooKeeper{NS: testutil.NetNS(tb, "t21s-zk"), Addr: "127.0.0.1:" + zkClientPort, Dir: tb.TempDir(), process: newProcess("zookeeper")}
 	cfg := fmt.Sprintf(`tickTime=%d
 dataDir=%s
 clientPort=%s
@@ -82,7 +76,7 @@ autopurge.purgeInterval=0
 	tb.Cleanup(func() {
 		z.kill()
 		if tb.Failed() {
-			tb.Logf("zookeeper log (tail):\n%s", tail(z.log.String(), 4000))
+			tb.Logf("zookeeper log (tail):\n%s", z.logTail())
 		}
 	})
 	if err := z.start(); err != nil {
@@ -100,27 +94,10 @@ func (z *ZooKeeper) start() error {
 		"org.apache.zookeeper.server.ZooKeeperServerMain", filepath.Join(z.Dir, "zoo.cfg"))
 	cmd.Dir = z.Dir
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + z.Dir}
-	cmd.Stdout, cmd.Stderr = z.log, z.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start zookeeper: %w", err)
+	if err := z.run(cmd, 30*time.Second, z.serving); err != nil {
+		return fmt.Errorf("%w (listening on %s in %s)", err, z.Addr, z.NS)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	z.mu.Lock()
-	z.cmd, z.exited = cmd, exited
-	z.mu.Unlock()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		select {
-		case <-exited:
-			return fmt.Errorf("zookeeper exited at start:\n%s", tail(z.log.String(), 4000))
-		default:
-		}
-		if z.serving() {
-			return nil
-		}
-	}
-	return fmt.Errorf("zookeeper did not answer on %s in %s within 30s:\n%s", z.Addr, z.NS, tail(z.log.String(), 4000))
+	return nil
 }
 
 // serving asks the server "srvr": the port opens before it serves.
@@ -162,29 +139,6 @@ func (z *ZooKeeper) Open(ctx context.Context, prefix string, logger *slog.Logger
 	return zk.Open(ctx, zk.Config{Servers: []string{z.Addr}, Prefix: strings.Trim(prefix, "/"), Logger: logger, DialContext: z.Dial})
 }
 
-// PID is the running server's process ID (-1 while down).
-func (z *ZooKeeper) PID() int {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	if z.cmd == nil {
-		return -1
-	}
-	return z.cmd.Process.Pid
-}
-
-// CPU is the server's user + system time, every incarnation summed.
-func (z *ZooKeeper) CPU() time.Duration {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	if z.cmd == nil {
-		return z.pastCPU
-	}
-	return z.pastCPU + procCPU(z.cmd.Process.Pid)
-}
-
-// RSSKiB is the running server's resident memory.
-func (z *ZooKeeper) RSSKiB() int64 { return rssKiB(z.PID()) }
-
 // DBSize is what the data directory (transaction logs and snapshots)
 // takes on disk: allocated blocks, since ZooKeeper pads its logs sparsely
 // to 64 MiB.
@@ -193,30 +147,7 @@ func (z *ZooKeeper) DBSize() int64 { return diskUsage(filepath.Join(z.Dir, "data
 // Restart kills the server (SIGKILL), leaves it down for down, and starts
 // it again on the same data directory and port.
 func (z *ZooKeeper) Restart(down time.Duration) (killed, up time.Time, err error) {
-	z.kill()
-	killed = time.Now()
-	time.Sleep(down)
-	if err := z.start(); err != nil {
-		return killed, time.Time{}, err
-	}
-	return killed, time.Now(), nil
-}
-
-func (z *ZooKeeper) kill() {
-	z.mu.Lock()
-	cmd, exited := z.cmd, z.exited
-	z.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-exited
-	z.mu.Lock()
-	if ps := cmd.ProcessState; ps != nil {
-		z.pastCPU += ps.UserTime() + ps.SystemTime()
-	}
-	z.cmd = nil
-	z.mu.Unlock()
+	return z.restart(down, z.start)
 }
 
 // diskUsage sums the blocks allocated to the files under dir, in bytes
@@ -240,11 +171,4 @@ func diskUsage(dir string) int64 {
 		return -1
 	}
 	return sum
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
 }
