@@ -466,19 +466,6 @@ func (w *Watcher) desiredPeer(key epKey) (*EndpointRecord, bool) {
 	return ep, true
 }
 
-// nodeAddrs are the valid addresses of nodes (node ID -> address), sorted,
-// each once.
-func nodeAddrs(nodes map[string]netip.Addr) []netip.Addr {
-	out := []netip.Addr{}
-	for _, a := range nodes {
-		if a.IsValid() {
-			out = append(out, a)
-		}
-	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return slices.Compact(out)
-}
-
 // check is true when a decoded record passed its checks (err nil); one
 // that failed is logged once per revision. Called with mu held.
 func (w *Watcher) check(key string, rev int64, err error) bool {

@@ -373,3 +373,16 @@ func liveHeap() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
 }
+
+// nodeAddrs are the valid addresses of nodes (node ID -> address), sorted,
+// each once: the reference's, apart from the watcher's own.
+func nodeAddrs(nodes map[string]netip.Addr) []netip.Addr {
+	out := []netip.Addr{}
+	for _, a := range nodes {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
