@@ -128,14 +128,19 @@ func overlayUserScenario(t *testing.T, m *multiHost) {
 			t.Errorf("%s got %s (duplicate or outside 10.0.0.0/24)", x.name, a)
 		}
 		addrs[a] = true
-		// overlay interface: MTU underlay - 50; a second interface on the gateway bridge with the default route
+		// overlay interface: MTU underlay - 50, the only one, with the
+		// default route through the network's gateway on the sandbox's
+		// own host (the distributed gateway)
 		links := x.d.MustTether("exec", x.name, "--", "ip", "-o", "link", "show", "eth0")
 		if !strings.Contains(links, "mtu 1450") {
 			t.Errorf("%s eth0: %s", x.name, links)
 		}
+		if out, err := x.d.Tether("exec", x.name, "--", "ip", "link", "show", "eth1"); err == nil {
+			t.Errorf("%s has a second interface: %s", x.name, out)
+		}
 		routes := x.d.MustTether("exec", x.name, "--", "ip", "route", "show", "default")
-		if !strings.Contains(routes, "dev eth1") {
-			t.Errorf("%s default route: %q, want via eth1 (tether_gwbridge)", x.name, routes)
+		if !strings.Contains(routes, "via 10.0.0.1 dev eth0") {
+			t.Errorf("%s default route: %q, want via 10.0.0.1 dev eth0", x.name, routes)
 		}
 	}
 	// TCP across hosts by name and name.network, and on the same host
@@ -165,10 +170,10 @@ func overlayUserScenario(t *testing.T, m *multiHost) {
 			t.Errorf("endpoint %s on host %q, want %s", ep.Name, ep.Host, want)
 		}
 	}
-	// the outside, through host 1's NAT bridge
+	// the outside, through host 1's bridge of my-net (NAT)
 	testutil.Outside(t, m.hosts[0].NS)
 	if !ping(h1, "zookeeper3", testutil.OutsideAddr) {
-		t.Error("overlay sandbox cannot reach the outside through tether_gwbridge")
+		t.Error("overlay sandbox cannot reach the outside through its host's gateway")
 	}
 	// removal: refused while endpoints exist anywhere, then gone everywhere
 	if out, err := h3.Tether("network", "rm", "my-net"); err == nil || !strings.Contains(out, "active endpoints") {
@@ -480,11 +485,12 @@ func TestOverlayChangesWhileDown(t *testing.T) {
 	}
 }
 
-// A sandbox on an internal overlay network gets no way out: no endpoint on
-// tether_gwbridge (Docker gives internal overlays no docker_gwbridge
-// either), no default route, and a host on the underlay does not answer it;
-// a sandbox on a normal overlay reaches that host. Found in review of the
+// A sandbox on an internal overlay network gets no way out: one endpoint,
+// no default route, and a host on the underlay does not answer it; a
+// sandbox on a normal overlay reaches that host. Found in review of the
 // DNS exfiltration fix: the resolver refused to forward, but packets left.
+// Connected to an open overlay too it gets the default route there;
+// disconnected, it loses it again.
 func TestOverlayInternalHasNoWayOut(t *testing.T) {
 	m := newMultiHost(t, "etcd", 1)
 	h := m.d[0]
@@ -493,7 +499,7 @@ func TestOverlayInternalHasNoWayOut(t *testing.T) {
 	h.MustTether("run", "-d", "--name", "in", "--network", "walled", "--", "sleep", "600")
 	h.MustTether("run", "-d", "--name", "out", "--network", "open", "--", "sleep", "600")
 	outsider := m.hosts[0].Addr // the host's own underlay address: outside the overlay
-	if nets := sandbox(t, h, "in").Networks; nets["tether_gwbridge"] != nil || len(nets) != 1 {
+	if nets := sandbox(t, h, "in").Networks; len(nets) != 1 {
 		t.Errorf("sandbox on an internal overlay has networks %v, want only walled", slices.Sorted(maps.Keys(nets)))
 	}
 	if out, _ := h.Tether("exec", "in", "--", "ip", "route"); strings.Contains(out, "default") {
@@ -507,11 +513,17 @@ func TestOverlayInternalHasNoWayOut(t *testing.T) {
 	}
 	// Joining an open overlay gives it the way out; leaving it takes it away.
 	h.MustTether("network", "connect", "open", "in")
-	if sandbox(t, h, "in").Networks["tether_gwbridge"] == nil {
-		t.Error("connected to an open overlay, the sandbox got no tether_gwbridge endpoint")
+	if out, _ := h.Tether("exec", "in", "--", "ip", "route", "show", "default"); !strings.Contains(out, "via 10.198.1.1 dev eth1") {
+		t.Errorf("connected to an open overlay, the sandbox's default route is %q, want via 10.198.1.1 dev eth1", out)
+	}
+	if !ping(h, "in", outsider) {
+		t.Errorf("connected to an open overlay, the sandbox cannot reach %s", outsider)
 	}
 	h.MustTether("network", "disconnect", "open", "in")
-	if sandbox(t, h, "in").Networks["tether_gwbridge"] != nil {
-		t.Error("back on the internal overlay only, the sandbox kept its tether_gwbridge endpoint")
+	if out, _ := h.Tether("exec", "in", "--", "ip", "route"); strings.Contains(out, "default") {
+		t.Errorf("back on the internal overlay only, the sandbox has a default route:\n%s", out)
+	}
+	if ping(h, "in", outsider) {
+		t.Errorf("back on the internal overlay only, the sandbox reached %s", outsider)
 	}
 }

@@ -153,7 +153,7 @@ func TestSecurityRogueRouterAdvertisement(t *testing.T) {
 	// IPv6 is off on every interface of these IPv4-only networks: Tether's
 	// host-side links (bridges, VXLAN devices, veths) and the sandbox ends.
 	links := tetherLinks(t, hostNS)
-	for _, want := range []string{"tether0", "tether_gwbridge", "tov-", "tvx-", "vth", "vto"} {
+	for _, want := range []string{"tether0", "tov-", "tvx-", "vth", "vto"} {
 		if !strings.Contains(strings.Join(links, " "), want) {
 			t.Fatalf("no Tether link %s* in the host namespace: %v", want, links)
 		}
@@ -163,7 +163,7 @@ func TestSecurityRogueRouterAdvertisement(t *testing.T) {
 			t.Errorf("host link %s: disable_ipv6=%s, want 1", l, v)
 		}
 	}
-	ends := map[string][]string{"atk0": {"eth0"}, "atk": {"eth0"}, "ovatk": {"eth0", "eth1"}}
+	ends := map[string][]string{"atk0": {"eth0"}, "atk": {"eth0"}, "ovatk": {"eth0"}}
 	for sb, ifs := range ends {
 		for _, i := range ifs {
 			if v := sysctlIn(t, nsenterNet(procNetNS(t, d, sb)), "net/ipv6/conf/"+i+"/disable_ipv6"); v != "1" {

@@ -240,10 +240,10 @@ type Report struct {
 	AttachOverlay attach.Stats `json:"attach_overlay"`
 	AttachBridge  attach.Stats `json:"attach_bridge"`
 	// AttachInternal is an attach to an internal overlay network (no
-	// second interface on tether_gwbridge), AttachNone a sandbox with no
-	// network: with the two above they split an overlay attach into the
-	// sandbox, the overlay join and the gateway bridge's join. All four
-	// are interleaved, one of each per round.
+	// default route; before the distributed gateway: no second interface
+	// on tether_gwbridge), AttachNone a sandbox with no network: with the
+	// two above they split an overlay attach into the sandbox and the
+	// overlay join. All four are interleaved, one of each per round.
 	AttachInternal attach.Stats `json:"attach_overlay_internal"`
 	AttachNone     attach.Stats `json:"attach_none"`
 	// StoreWrite is one write of an endpoint-sized value to the cluster

@@ -254,6 +254,11 @@ func (c *Cluster) keepAlive(ctx context.Context) {
 	}
 }
 
+// Connected reports, without a round trip, whether the store's client is
+// connected (store.Connectivity): nil when it is or when the store cannot
+// tell, else why not.
+func (c *Cluster) Connected() error { return store.Connected(c.st) }
+
 // Nodes lists the registered (live) nodes.
 func (c *Cluster) Nodes(ctx context.Context) ([]Node, error) {
 	kvs, err := c.st.List(ctx, keyNodes)

@@ -124,10 +124,6 @@ type Capabilities struct {
 	// WayOut: a sandbox on a non-internal network of this driver can reach
 	// beyond the host (the resolver forwards its outside names).
 	WayOut bool
-	// NeedsGateway: a sandbox on a non-internal network of this driver gets
-	// its way out through the daemon's gateway network (overlay:
-	// tether_gwbridge), unless it has an endpoint with DefaultRoute.
-	NeedsGateway bool
 }
 
 // Driver builds and tears down the kernel side of networks and endpoints.
@@ -238,6 +234,13 @@ type SandboxLink struct {
 // able to carry one takes it over, as Docker moves a sandbox's gateway.
 type Router interface {
 	SetDefaultRoute(ctx context.Context, n *Network, ep *Endpoint, nsPath string) error
+}
+
+// Bridged is implemented by drivers whose networks are a Linux bridge
+// the driver names itself (overlay: tov-<VNI>), for the firewall's entries
+// and the doctor; a bridge network's name is the engine's.
+type Bridged interface {
+	BridgeName(n *Network) string
 }
 
 // HostLinker is implemented by drivers whose networks are host links the

@@ -353,7 +353,11 @@ func (e *Engine) syncFirewall(ctx context.Context) error {
 // trusted interfaces come from the network's options (networks.go).
 func (e *Engine) fwNetwork(n *Network) firewall.Network {
 	mode := gatewayMode(n)
-	return firewall.Network{ID: n.ID, Bridge: n.BridgeName, Subnet: n.Subnet, Subnet6: n.Subnet6, Internal: n.Internal,
+	sub6 := n.Subnet6
+	if e.isGlobal(n) {
+		sub6 = netip.Prefix{} // an overlay's bridges hold no IPv6 gateway: nothing to masquerade
+	}
+	return firewall.Network{ID: n.ID, Bridge: n.BridgeName, Subnet: n.Subnet, Subnet6: sub6, Internal: n.Internal,
 		Mode: mode, Trusted: trustedInterfaces(n),
 		Masquerade: n.Masquerade && e.cfg.IPMasq && !n.Internal && mode != firewall.ModeRouted}
 }

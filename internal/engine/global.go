@@ -8,11 +8,11 @@ package engine
 //     other node installs it when its watcher sees it. The local store keeps
 //     a copy of the record, so a daemon that restarts while the cluster store
 //     is down restores its overlay endpoints like any other.
-//   - An attach claims the address in the cluster store (one key per
-//     address, compare-and-swap), joins the sandbox to the overlay bridge
-//     (no default route), publishes the endpoint record, and gives the
-//     sandbox a second interface on the local NAT bridge "tether_gwbridge"
-//     for traffic to the outside, as Docker's docker_gwbridge.
+//   - An attach takes the address from this node's blocks, joins the
+//     sandbox to the overlay bridge (its default route through the
+//     network's gateway, which every host's bridge holds: the distributed
+//     gateway, with the bridge's firewall entries for NAT and isolation)
+//     and publishes the endpoint record.
 //   - Remote endpoints on live nodes become FDB and neighbour entries on the
 //     VXLAN device and names in the embedded DNS (the watcher's PeerAdded);
 //     they go when withdrawn or when their node's lease expires.
@@ -38,7 +38,9 @@ const (
 	// ScopeGlobal marks networks that live in the cluster store.
 	ScopeGlobal = "global"
 	// GatewayBridgeName is the local NAT network (and Linux bridge) that
-	// gives overlay sandboxes their way out, Docker's docker_gwbridge.
+	// gave overlay sandboxes their way out before the distributed gateway
+	// (Docker's docker_gwbridge); sandboxes of older versions may still
+	// have an endpoint on it (leaveGatewayBridge).
 	GatewayBridgeName = "tether_gwbridge"
 	// OptVNI names the VXLAN ID of an overlay network, Docker's option.
 	OptVNI = "com.docker.network.driver.overlay.vxlanid_list"
@@ -439,10 +441,16 @@ func (e *Engine) installGlobalLocked(ctx context.Context, rec cluster.NetworkRec
 	if n.Options == nil {
 		n.Options = map[string]string{}
 	}
+	e.localGlobal(n)
 	if err := drv.CreateNetwork(ctx, driverNetwork(n)); err != nil {
 		return nil, fmt.Errorf("install global network %q: %w", n.Name, err)
 	}
+	if err := e.fwAdd(ctx, n); err != nil {
+		_ = drv.DeleteNetwork(ctx, driverNetwork(n))
+		return nil, fmt.Errorf("install global network %q: firewall: %w", n.Name, err)
+	}
 	if err := e.commit(ctx, e.putJSON(keyNetworks+n.ID, n)); err != nil {
+		_ = e.fwRemove(ctx, n)
 		_ = drv.DeleteNetwork(ctx, driverNetwork(n))
 		return nil, fmt.Errorf("record network %q: %w", n.Name, err)
 	}
@@ -450,6 +458,18 @@ func (e *Engine) installGlobalLocked(ctx context.Context, rec cluster.NetworkRec
 	e.networks[n.ID] = ns
 	e.events.publish(Event{Type: "network", Action: "create", ID: n.ID, Attrs: map[string]string{"name": n.Name, "type": n.Driver}})
 	return ns, nil
+}
+
+// localGlobal fills in what a global network's local copy holds beyond
+// the cluster record: its bridge, as its driver names it (the firewall's
+// entries and the doctor name it), and masquerade, on for every network
+// that is not internal (its sandboxes go out through their host's bridge,
+// the distributed gateway). Copies recorded by older versions lack both.
+func (e *Engine) localGlobal(n *Network) {
+	if b, ok := e.drivers[n.Driver].(driver.Bridged); ok && n.BridgeName == "" {
+		n.BridgeName = b.BridgeName(driverNetwork(n))
+	}
+	n.Masquerade = !n.Internal
 }
 
 // uninstallGlobalLocked removes a global network's local objects. Called
@@ -462,6 +482,9 @@ func (e *Engine) uninstallGlobalLocked(ctx context.Context, ns *netState) error 
 	drv, err := e.driverOf(n)
 	if err != nil {
 		return err
+	}
+	if err := e.fwRemove(ctx, n); err != nil {
+		return fmt.Errorf("remove global network %q: firewall: %w", n.Name, err)
 	}
 	if err := drv.DeleteNetwork(ctx, driverNetwork(n)); err != nil {
 		return fmt.Errorf("remove global network %q: %w", n.Name, err)
@@ -500,7 +523,8 @@ func (e *Engine) removeGlobalNetwork(ctx context.Context, ns *netState) error {
 // node's address blocks (cluster.Allocator: no store round trip while a
 // held block has room) and hands the endpoint record to the background
 // publisher: peers may program the endpoint a moment before its veth
-// exists, which costs nothing, and never before its record is in the
+// exists, which costs nothing, or a store round trip after the attach
+// answered (awaitPublished), and never before its record is in the
 // store. Until the attach ends the endpoint is marked attaching, so
 // Reconcile does not take its record for dead.
 func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at *attachment, static netip.Addr, macFor func(netip.Addr) string) error {
@@ -520,6 +544,9 @@ func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at 
 	}
 	at.claimed = true
 	ep.Address, ep.MAC = p, macFor(p.Addr())
+	if !ns.rec.Internal {
+		ep.Gateway = ns.rec.Gateway // every host's bridge holds it
+	}
 	if ns.rec.Subnet6.IsValid() {
 		a6, err := cluster.Derive6(ns.rec.Subnet, ns.rec.Subnet6, p.Addr())
 		if err != nil { // the network record was checked at creation
@@ -536,6 +563,17 @@ func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at 
 // key the publication set.
 func (e *Engine) unclaimGlobal(ctx context.Context, sb *sbState, ns *netState, at *attachment) {
 	rec := e.endpointRecord(sb, ns, at.ep)
+	if err := e.global.cl.Connected(); err != nil {
+		// The store is away: the withdrawal would wait for the attempt in
+		// flight (a request timeout). No attempt starts again; the
+		// withdrawal is retried in the background.
+		e.blocks().Abandon(at.ep.ID)
+		e.log.Warn("roll back attach: the cluster store is not connected; will withdraw the endpoint", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
+		e.global.mu.Lock()
+		e.global.withdraw[at.ep.ID] = rec
+		e.global.mu.Unlock()
+		return
+	}
 	if err := e.withdrawNow(ctx, rec, true); err != nil {
 		e.log.Warn("roll back attach: withdraw the endpoint; will retry", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
 		e.global.mu.Lock()
@@ -544,17 +582,15 @@ func (e *Engine) unclaimGlobal(ctx context.Context, sb *sbState, ns *netState, a
 	}
 }
 
-// publishWait bounds how long an attach waits, at its end, for its
-// endpoint record to reach the cluster store.
-const publishWait = 5 * time.Second
-
-// awaitPublished, before a global attach is recorded, waits until its
-// endpoint record (published in the background since the address was
-// taken, alongside the veth) is in the store, and fails the attach, naming
-// the store, when a publication attempt fails first: an endpoint the other
-// hosts cannot learn of is refused as before address blocks, not answered
-// as attached (the rollback withdraws it). A store that neither answers nor
-// fails within twice publishWait fails the attach too.
+// awaitPublished decides, before a global attach is recorded, whether it
+// may answer before its endpoint record (published in the background since
+// the address was taken, alongside the veth) is in the cluster store. It
+// may while the store is connected and no attempt of this publication has
+// failed: the record lands a store round trip later, remote peers program
+// the endpoint from it (never before), and the publisher retries it while
+// the store is away. A store known to be down (its client's connection
+// dropped, or an attempt failed) fails the attach, naming the store, as an
+// endpoint no other host can learn of; the rollback withdraws it.
 func (e *Engine) awaitPublished(ctx context.Context, sb *sbState, ns *netState, at *attachment) error {
 	if !at.global || !at.claimed || e.global == nil {
 		return nil
@@ -564,12 +600,13 @@ func (e *Engine) awaitPublished(ctx context.Context, sb *sbState, ns *netState, 
 		return nil
 	}
 	failed, why := e.blocks().PublishFailed(at.ep.ID)
-	t := time.NewTimer(2 * publishWait)
-	defer t.Stop()
-	var err error
 	select {
 	case <-done:
 		return nil
+	default:
+	}
+	var err error
+	select {
 	case <-failed:
 		select {
 		case <-done: // it failed once and then got through
@@ -577,32 +614,19 @@ func (e *Engine) awaitPublished(ctx context.Context, sb *sbState, ns *netState, 
 		default:
 		}
 		err = why()
-	case <-t.C:
-		err = fmt.Errorf("no answer within %v", 2*publishWait)
-	case <-ctx.Done():
-		err = ctx.Err()
+	default:
+		if err = e.global.cl.Connected(); err == nil {
+			return nil
+		}
 	}
 	return storeErr(fmt.Errorf("attach sandbox %q to network %q: publish the endpoint: %w", sb.rec.Name, ns.rec.Name, err))
 }
 
-// doneAttaching ends the attaching mark of a global attach. An attach that
-// stands first waits for its endpoint record, published in the background
-// since the address was taken (so the store's round trips ran alongside
-// the veths and the gateway bridge): once the attach answers, every peer
-// can program the endpoint. A store too slow for publishWait leaves the
-// record to the background (logged); the attach still stands.
+// doneAttaching ends the attaching mark of a global attach: its endpoint
+// is the engine's record's now (or withdrawn), which Reconcile counts.
 func (e *Engine) doneAttaching(at *attachment) {
 	if !at.global || e.global == nil {
 		return
-	}
-	if ch := e.blocks().Published(at.ep.ID); ch != nil && at.claimed {
-		t := time.NewTimer(publishWait)
-		select {
-		case <-ch:
-		case <-t.C:
-			e.log.Warn("cluster: endpoint record not in the store yet; publishing in the background", "endpoint", at.ep.ID)
-		}
-		t.Stop()
 	}
 	e.global.mu.Lock()
 	delete(e.global.attaching, at.ep.ID)
@@ -614,41 +638,11 @@ func (e *Engine) endpointRecord(sb *sbState, ns *netState, ep *Endpoint) cluster
 		Aliases: ep.Aliases, Address: ep.Address, Address6: ep.Address6, MAC: ep.MAC, Created: ep.Created}
 }
 
-// ensureGatewayBridge gives a sandbox on a network whose driver needs a
-// gateway (overlay) its way out: an endpoint on the local NAT network
-// tether_gwbridge (created on first use, with the default driver), unless
-// it already has a default route through another network.
-// Called with sb.op held.
-func (e *Engine) ensureGatewayBridge(ctx context.Context, sb *sbState) error {
-	if sb.rec.HostNet {
-		return nil
-	}
-	e.mu.Lock()
-	if e.hasDefaultRouteLocked(sb.rec) {
-		e.mu.Unlock()
-		return nil
-	}
-	gw := e.findByName(GatewayBridgeName)
-	e.mu.Unlock()
-	if gw == nil {
-		_, err := e.CreateNetwork(ctx, NetworkSpec{Name: GatewayBridgeName, Driver: e.defaultDriver, Options: map[string]string{
-			OptBridgeName: GatewayBridgeName, OptICC: "false", OptMasquerade: "true"}})
-		if err != nil && KindOf(err) != KindConflict { // a conflict: another attach made it first
-			return fmt.Errorf("create network %s: %w", GatewayBridgeName, err)
-		}
-		e.mu.Lock()
-		gw = e.findByName(GatewayBridgeName)
-		e.mu.Unlock()
-		if gw == nil {
-			return fmt.Errorf("network %s: created but not found", GatewayBridgeName)
-		}
-	}
-	return e.connectLocked(ctx, sb, gw, AttachSpec{})
-}
-
-// leaveGatewayBridge detaches the gateway bridge once the sandbox has no
-// endpoint left on a non-internal network that needs it. Called with sb.op
-// held.
+// leaveGatewayBridge detaches a tether_gwbridge endpoint (given to overlay
+// sandboxes by versions before the distributed gateway, docs/overlay.md)
+// once the sandbox has no endpoint left on a non-internal global network:
+// an old sandbox left on internal overlays only must not keep that way
+// out. Called with sb.op held.
 func (e *Engine) leaveGatewayBridge(ctx context.Context, sb *sbState) error {
 	e.mu.Lock()
 	var gw *netState
@@ -656,7 +650,7 @@ func (e *Engine) leaveGatewayBridge(ctx context.Context, sb *sbState) error {
 		ns := e.networks[ep.NetworkID]
 		switch {
 		case ns == nil:
-		case e.caps(ns.rec).NeedsGateway && !ns.rec.Internal:
+		case e.isGlobal(ns.rec) && !ns.rec.Internal:
 			e.mu.Unlock()
 			return nil
 		case ns.rec.Name == GatewayBridgeName:

@@ -103,6 +103,9 @@ func (e *Engine) restoreNetworks(ctx context.Context) error {
 				return fmt.Errorf("IPv6 address record of network %q: %w", n.Name, err)
 			}
 		}
+		if n.Scope == ScopeGlobal {
+			e.localGlobal(n)
+		}
 		e.networks[n.ID] = ns
 		if n.Default && !e.defaultUnchanged(ns) {
 			continue // ensureDefaultLocked rebuilds it or refuses to start

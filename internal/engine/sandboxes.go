@@ -396,14 +396,15 @@ func (e *Engine) lookupSandbox(ref string) (*sbState, error) {
 // held. Steps, each followed by a fault point:
 //  1. check: the attach is allowed, its ports, aliases and static address;
 //  2. reserve: an interface name and an address, under e.mu (a local
-//     network's bitmap; a global network's claim in the cluster store,
-//     which publishes the endpoint record in the same transaction);
+//     network's bitmap; a global network's address from this node's
+//     blocks, its endpoint record handed to the background publisher);
 //  3. join: the driver's kernel work, outside e.mu;
-//  4. publish: the ports (held, firewall maps, proxy);
+//  4. publish: the ports (held, firewall maps, proxy); a global attach is
+//     refused here when the cluster store is known to be down
+//     (awaitPublished), and otherwise does not wait for its record;
 //  5. commit: the sandbox record, the bitmap and the sticky address in one
 //     local store transaction;
-//  6. names, files, the event; for drivers that need it, the gateway
-//     network (a failure there is a warning: the attach stands).
+//  6. names, files, the event.
 //
 // A failure in steps 1-5 undoes what was done, in reverse (unreserve).
 func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a AttachSpec) (err error) {
@@ -449,38 +450,6 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if err := e.fault("attach.after-reserve"); err != nil {
 		return err
 	}
-	// The way out of a network that needs one (an overlay: Docker's
-	// docker_gwbridge) is an attach to the gateway network of its own. It
-	// runs beside this one's join and its wait for the cluster store (its
-	// interface name is kept apart by sb.joining), and ends before this
-	// one is recorded; an attach that fails takes it back. An internal
-	// network has no way out (Docker: no docker_gwbridge either); a
-	// handed-over sandbox gets its way out from its runtime.
-	var wayOut chan error
-	if caps.NeedsGateway && !ns.rec.Internal && !sb.rec.Handover {
-		wayOut = make(chan error, 1)
-		go func() { wayOut <- e.ensureGatewayBridge(ctx, sb) }()
-	}
-	awaitWayOut := func() {
-		if wayOut == nil {
-			return
-		}
-		if gerr := <-wayOut; gerr != nil {
-			e.log.Warn("sandbox has no way out: attach to the gateway network failed", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", gerr)
-		}
-		wayOut = nil
-	}
-	defer func() {
-		if wayOut == nil {
-			return
-		}
-		awaitWayOut()
-		if err != nil && !at.committed {
-			if lerr := e.leaveGatewayBridge(context.WithoutCancel(ctx), sb); lerr != nil {
-				e.log.Warn("roll back attach: leave the gateway network", "sandbox", sb.rec.Name, "err", lerr)
-			}
-		}
-	}()
 	if sb.rec.Handover {
 		err = pj.JoinPair(ctx, at.dn, at.dep)
 	} else {
@@ -503,7 +472,6 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if err := e.awaitPublished(ctx, sb, ns, at); err != nil {
 		return err
 	}
-	awaitWayOut()
 	if err := e.commitEndpoint(ctx, sb, ns, at.ep); err != nil {
 		return err
 	}
@@ -867,7 +835,7 @@ func (e *Engine) Disconnect(ctx context.Context, netRef, sbRef string, force boo
 	if carried && !sb.rec.Handover {
 		e.moveDefaultRoute(ctx, sb)
 	}
-	if caps.NeedsGateway && !sb.rec.Handover {
+	if e.isGlobal(ns.rec) && !sb.rec.Handover {
 		if err := e.leaveGatewayBridge(ctx, sb); err != nil {
 			e.log.Warn("leave the gateway bridge", "sandbox", sb.rec.Name, "err", err)
 		}
@@ -1157,9 +1125,8 @@ func driverMAC(a netip.Addr) string { return driver.MACFromIP(a).String() }
 
 // hasDefaultRouteLocked reports whether one of the sandbox's endpoints
 // already carries its default route: the first on a network that is not
-// internal and whose driver has the DefaultRoute capability (overlay
-// endpoints never do; their sandboxes go out through tether_gwbridge).
-// Called with e.mu held.
+// internal and whose driver has the DefaultRoute capability. Called with
+// e.mu held.
 func (e *Engine) hasDefaultRouteLocked(rec *Sandbox) bool {
 	for _, ep := range rec.Endpoints {
 		if ns := e.networks[ep.NetworkID]; ns != nil && e.caps(ns.rec).DefaultRoute && !ns.rec.Internal {

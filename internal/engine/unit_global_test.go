@@ -5,8 +5,14 @@ package engine
 // engine's watcher runs as in the daemon.
 
 import (
+	"context"
+	"fmt"
+	"github.com/tether-net/tether/internal/store"
 	"net/netip"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,27 +21,40 @@ import (
 )
 
 // A sandbox on a global network that is not internal gets its way out
-// through the gateway network (made on first use), which carries its
-// default route; leaving the global network leaves the gateway network.
-func TestGlobalAttachGatewayNetwork(t *testing.T) {
+// through the network's own gateway (the distributed gateway: every host's
+// bridge holds it): one endpoint, which carries the default route, and the
+// network's bridge in the firewall with masquerade; no gateway network.
+// An internal global network gives neither route nor masquerade.
+func TestGlobalAttachDistributedGateway(t *testing.T) {
 	r := newRig(t, withCluster())
 	ov := r.network("ov", "overlay", "10.20.0.0/24")
+	ovi := r.network("ovi", "overlay", "10.22.0.0/24", func(s *NetworkSpec) { s.Internal = true })
 	sb := r.sandbox("web", "ov")
-	gw, err := r.e.Network(GatewayBridgeName)
-	if err != nil {
-		t.Fatal("no gateway network:", err)
+	if _, err := r.e.Network(GatewayBridgeName); err == nil {
+		t.Error("a gateway network was made")
 	}
-	if gw.Driver != "bridge" || gw.BridgeName != GatewayBridgeName || gw.ICC || gw.Subnet != netip.MustParsePrefix("198.18.1.0/24") {
-		t.Errorf("gateway network %+v; want a bridge network, no icc, on the first free pool subnet", gw.Network)
+	if len(sb.Endpoints) != 1 || sb.Endpoints[0].NetworkID != ov.ID {
+		t.Fatalf("endpoints %+v, want the overlay's only", sb.Endpoints)
 	}
-	if len(sb.Endpoints) != 2 || sb.Endpoints[0].NetworkID != ov.ID || sb.Endpoints[1].NetworkID != gw.ID {
-		t.Fatalf("endpoints %+v, want the overlay's then the gateway network's", sb.Endpoints)
+	j := joined(t, r, sb.Endpoints[0].ID)
+	if !j.Endpoint.DefaultRoute || j.Endpoint.Address != netip.MustParsePrefix("10.20.0.2/24") || j.Endpoint.Gateway != netip.MustParseAddr("10.20.0.1") {
+		t.Errorf("overlay endpoint %+v: want 10.20.0.2/24 with the default route via 10.20.0.1", j.Endpoint)
 	}
-	if j := joined(t, r, sb.Endpoints[0].ID); j.Endpoint.DefaultRoute || j.Endpoint.Address != netip.MustParsePrefix("10.20.0.2/24") {
-		t.Errorf("overlay endpoint %+v: want 10.20.0.2/24 without the default route", j.Endpoint)
+	if dn, ok := r.driverOf("ov").Network(ov.ID); !ok || dn.Gateway != netip.MustParseAddr("10.20.0.1") {
+		t.Errorf("the driver was told gateway %v, want 10.20.0.1 (its bridges hold it)", dn.Gateway)
 	}
-	if j := joined(t, r, sb.Endpoints[1].ID); !j.Endpoint.DefaultRoute || j.Endpoint.IfName != "eth1" {
-		t.Errorf("gateway endpoint %+v: want eth1 with the default route", j.Endpoint)
+	for _, c := range []struct {
+		n    *Network
+		masq bool
+	}{{ov, true}, {ovi, false}} {
+		fn, ok := r.fw.network(c.n.ID)
+		if !ok || fn.Bridge != fmt.Sprintf("tov-%d", c.n.VNI) || fn.Masquerade != c.masq || fn.Internal != c.n.Internal || fn.Subnet != c.n.Subnet {
+			t.Errorf("firewall entry of %s: %+v (held %v); want its bridge tov-%d, masquerade %v", c.n.Name, fn, ok, c.n.VNI, c.masq)
+		}
+	}
+	in := r.sandbox("in", "ovi")
+	if j := joined(t, r, in.Endpoints[0].ID); j.Endpoint.DefaultRoute || j.Endpoint.Gateway.IsValid() {
+		t.Errorf("internal overlay endpoint %+v: want no default route and no gateway", j.Endpoint)
 	}
 	eps, err := r.cl.Endpoints(r.ctx, ov.ID)
 	if err != nil || len(eps) != 1 || eps[0].ID != sb.Endpoints[0].ID || eps[0].Node != "node-a" || eps[0].VTEP != netip.MustParseAddr("192.0.2.1") {
@@ -45,10 +64,41 @@ func TestGlobalAttachGatewayNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := r.getSandbox("web").Endpoints; len(got) != 0 {
-		t.Errorf("endpoints %+v after leaving the overlay, want none (the gateway network goes with it)", got)
+		t.Errorf("endpoints %+v after leaving the overlay, want none", got)
 	}
 	if eps, _ := r.cl.Endpoints(r.ctx, ov.ID); len(eps) != 0 {
 		t.Errorf("cluster endpoints %+v after the detach", eps)
+	}
+	if err := r.e.RemoveNetwork(r.ctx, "ov"); err != nil {
+		t.Fatal(err)
+	}
+	if r.fw.has(ov.ID) {
+		t.Error("the removed overlay network is still in the firewall")
+	}
+}
+
+// A sandbox of an older version has a second endpoint on tether_gwbridge
+// beside its overlay one; once it has no open global network left, that
+// way out goes too (it must not stay with internal overlays only).
+func TestGlobalLegacyGatewayBridgeLeft(t *testing.T) {
+	r := newRig(t, withCluster())
+	r.network("ov", "overlay", "10.20.0.0/24")
+	r.network("ovi", "overlay", "10.22.0.0/24", func(s *NetworkSpec) { s.Internal = true })
+	r.network(GatewayBridgeName, "bridge", "198.18.1.0/24")
+	r.sandbox("old", "ovi")
+	for _, n := range []string{"ov", GatewayBridgeName} {
+		if err := r.e.Connect(r.ctx, n, "old", AttachSpec{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.e.Disconnect(r.ctx, "ov", "old", false); err != nil {
+		t.Fatal(err)
+	}
+	sb := r.getSandbox("old")
+	for _, ep := range sb.Endpoints {
+		if r.e.NetworkName(ep.NetworkID) != "ovi" {
+			t.Errorf("endpoint on %s left after the last open overlay went, want ovi's only", r.e.NetworkName(ep.NetworkID))
+		}
 	}
 }
 
@@ -157,5 +207,117 @@ func TestGlobalCreateRefusals(t *testing.T) {
 	n := r.network("auto", "overlay", "")
 	if n.Subnet != netip.MustParsePrefix("10.0.0.0/24") || n.Scope != ScopeGlobal || n.VNI == 0 {
 		t.Errorf("network %+v: want 10.0.0.0/24, global, with a VNI", n)
+	}
+}
+
+// cutStore is a cluster store whose connection a test cuts (Connected
+// fails, and so do transactions) and whose transactions it can hold.
+type cutStore struct {
+	store.Store
+	down atomic.Bool
+	mu   sync.Mutex
+	hold chan struct{} // non-nil: transactions wait for it to close
+	done atomic.Int64  // transactions ended
+}
+
+func (c *cutStore) Connected() error {
+	if c.down.Load() {
+		return fmt.Errorf("test: connection down: %w", store.ErrUnreachable)
+	}
+	return nil
+}
+
+func (c *cutStore) Txn(ctx context.Context, cmps []store.Cmp, ops []store.Op) (int64, error) {
+	c.mu.Lock()
+	h := c.hold
+	c.mu.Unlock()
+	if h != nil {
+		select {
+		case <-h:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	defer c.done.Add(1)
+	if c.down.Load() {
+		return 0, fmt.Errorf("test: %w", store.ErrUnreachable)
+	}
+	return c.Store.Txn(ctx, cmps, ops)
+}
+
+func (c *cutStore) holdTxns() (release func()) {
+	h := make(chan struct{})
+	c.mu.Lock()
+	c.hold = h
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		c.hold = nil
+		c.mu.Unlock()
+		close(h)
+	}
+}
+
+// A global attach answers before its endpoint record is in the store while
+// the store is connected (the record follows in the background, and is
+// what remote peers program from); with the store's connection down it is
+// refused at once, naming the store, without waiting for the publication,
+// and leaves nothing behind once the store is back.
+func TestGlobalAttachAnswersBeforeRecord(t *testing.T) {
+	cs := &cutStore{}
+	r := newRig(t, withClusterVia(func(st store.Store) store.Store { cs.Store = st; return cs }))
+	ov := r.network("ov", "overlay", "10.23.0.0/24")
+	r.sandbox("first", "ov") // the node holds a block now: no store round trip to take an address
+	count := func() int {
+		eps, err := r.cl.Endpoints(r.ctx, ov.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(eps)
+	}
+	eventually(t, "first's record stored", func() bool { return count() == 1 })
+
+	connect := func(name string) error {
+		r.sandbox(name)
+		errc := make(chan error, 1)
+		go func() { errc <- r.e.Connect(r.ctx, "ov", name, AttachSpec{}) }()
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(20 * time.Second):
+			t.Fatalf("attach of %s still waiting for its held record", name)
+			return nil
+		}
+	}
+
+	release := cs.holdTxns()
+	if err := connect("late"); err != nil {
+		t.Fatal("attach while the store is slow:", err)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("%d records while the publication is held, want 1 (first's): the attach waited", n)
+	}
+	release()
+	eventually(t, "late's record stored after the attach answered", func() bool { return count() == 2 })
+
+	release = cs.holdTxns()
+	cs.down.Store(true)
+	err := connect("cut")
+	if err == nil || !strings.Contains(err.Error(), "cluster store") {
+		t.Fatalf("attach with the store's connection down: %v, want a refusal naming the cluster store", err)
+	}
+	for _, ep := range r.getSandbox("cut").Endpoints {
+		if ep.NetworkID == ov.ID {
+			t.Errorf("refused attach left endpoint %+v", ep)
+		}
+	}
+	// The attempt in flight fails (the store still down); no other starts.
+	before := cs.done.Load()
+	release()
+	eventually(t, "the held attempt ended", func() bool { return cs.done.Load() > before })
+	cs.down.Store(false)
+	time.Sleep(1500 * time.Millisecond) // a publication that outlived the rollback would land now; the withdrawal is retried each second
+	if n := count(); n != 2 {
+		t.Errorf("%d records after the refused attach's rollback, want 2", n)
 	}
 }

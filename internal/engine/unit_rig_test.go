@@ -68,10 +68,18 @@ type rigOption func(*rig)
 
 // withCluster gives the rig a cluster (a second bolt store, as a
 // distributed store would be) and the overlay fake.
-func withCluster() rigOption {
+func withCluster() rigOption { return withClusterVia(nil) }
+
+// withClusterVia is withCluster with the cluster store seen through wrap
+// (nil: as it is), e.g. a store whose connection a test cuts.
+func withClusterVia(wrap func(store.Store) store.Store) rigOption {
 	return func(r *rig) {
 		r.cst = openBolt(r.t, "cluster.db")
-		cl, err := cluster.New(cluster.Options{Store: r.cst, Logger: r.logger(),
+		var cst store.Store = r.cst
+		if wrap != nil {
+			cst = wrap(cst)
+		}
+		cl, err := cluster.New(cluster.Options{Store: cst, Logger: r.logger(),
 			Self: cluster.Node{ID: "node-a", Name: "host-a", Addr: netip.MustParseAddr("192.0.2.1")}})
 		if err != nil {
 			r.t.Fatal(err)
@@ -525,6 +533,13 @@ func (f *memFirewall) failPorts(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failNext = err
+}
+
+func (f *memFirewall) network(netID string) (firewall.Network, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, ok := f.nets[netID]
+	return n, ok
 }
 
 func (f *memFirewall) has(netID string) bool {

@@ -182,6 +182,9 @@ func (s *Store) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(WatchLagDesc, prometheus.GaugeValue, lag)
 }
 
+// Connected is the wrapped store's store.Connectivity.
+func (s *Store) Connected() error { return store.Connected(s.st) }
+
 func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
 	t0 := s.start()
 	kv, err := s.st.Get(ctx, key)

@@ -85,6 +85,23 @@ func Delete(key string) Op                 { return Op{Type: OpDelete, Key: key}
 func Absent(key string) Cmp                { return Cmp{Key: key, Revision: 0} }
 func AtRevision(key string, rev int64) Cmp { return Cmp{Key: key, Revision: rev} }
 
+// Connectivity is implemented by stores that know, without a round trip,
+// whether their connection to the server is up. Connected returns nil when
+// it is (or when that is not known), else an error saying why not. A store
+// killed or cut off is seen within milliseconds (the client's connection
+// drops), where a request would wait for its timeout.
+type Connectivity interface {
+	Connected() error
+}
+
+// Connected is st's Connectivity, nil for stores that do not know.
+func Connected(st Store) error {
+	if c, ok := st.(Connectivity); ok {
+		return c.Connected()
+	}
+	return nil
+}
+
 // Store is the state backend. All methods are safe for concurrent use.
 type Store interface {
 	// Get returns the key or ErrNotFound.

@@ -93,8 +93,12 @@ func Bridge(name string) *Fake {
 
 // Overlay is a fake with the overlay driver's capabilities.
 func Overlay(name string) *Fake {
-	return New(name, driver.Capabilities{Scope: driver.ScopeGlobal, Addresses: true, DNS: true, WayOut: true, NeedsGateway: true})
+	return New(name, driver.Capabilities{Scope: driver.ScopeGlobal, Addresses: true, DNS: true, WayOut: true, DefaultRoute: true, Firewall: true})
 }
+
+// BridgeName is driver.Bridged, as the overlay driver names its bridges
+// (the engine asks only for global networks').
+func (f *Fake) BridgeName(n *driver.Network) string { return fmt.Sprintf("tov-%d", n.VNI) }
 
 // Host and Null are fakes of the predefined host and none drivers.
 func Host() *Fake {

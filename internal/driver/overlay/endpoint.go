@@ -31,10 +31,11 @@ import (
 //	ip link set vtoXXXX alias tether:EP addrgenmode none master tov-VNI up
 //	(in sandbox) ip addr add ADDR dev IFNAME; ip link set IFNAME up; ip link set lo up
 //	(dual stack, in sandbox) sysctl accept_ra=0 disable_ipv6=0 on IFNAME; ip addr add ADDR6 dev IFNAME nodad
+//	(ep.DefaultRoute, in sandbox) ip route replace default via GW dev IFNAME
 //
-// M is the bridge's MTU (underlay-50, see CreateNetwork). No route is added:
-// an overlay sandbox's default route is on another network's interface, and
-// ep.DefaultRoute is ignored. Join fills ep.HostIfName, and ep.MAC when empty
+// M is the bridge's MTU (underlay-50, see CreateNetwork). The default
+// route goes to the network's gateway, which the sandbox's own host holds
+// on its bridge (gateway.go); an internal network gives none. Join fills ep.HostIfName, and ep.MAC when empty
 // (the MAC to publish to the other hosts). When the endpoint is already
 // wired (ep.HostIfName names the host end of the sandbox's IFNAME, or a lost
 // name is found again by its alias) it is checked and repaired in place. On
@@ -76,7 +77,7 @@ func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoin
 	if err := d.wireHostEnd(h, n, host, br, ep, mtu); err != nil {
 		return err
 	}
-	return configureSandboxEnd(sb, nsPath, ep, mtu, created)
+	return configureSandboxEnd(sb, nsPath, n, ep, mtu, created)
 }
 
 // hostEnd returns the endpoint's host-side veth: the existing one when the
@@ -222,7 +223,7 @@ func (d *Driver) wireHostEnd(h *netlink.Handle, n *driver.Network, l netlink.Lin
 
 // configureSandboxEnd gives the sandbox end its address and brings it and
 // loopback up; on an existing endpoint it only repairs what differs.
-func configureSandboxEnd(sb *netlink.Handle, nsPath string, ep *driver.Endpoint, mtu int, created bool) error {
+func configureSandboxEnd(sb *netlink.Handle, nsPath string, n *driver.Network, ep *driver.Endpoint, mtu int, created bool) error {
 	link, err := sb.LinkByName(ep.IfName)
 	if err != nil {
 		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
@@ -260,6 +261,9 @@ func configureSandboxEnd(sb *netlink.Handle, nsPath string, ep *driver.Endpoint,
 	// bringing up a link that is up changes nothing.
 	if err := sb.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo", Index: 1}}); err != nil {
 		return fmt.Errorf("bring up lo: %w", err)
+	}
+	if ep.DefaultRoute {
+		return defaultRoute(sb, link, n)
 	}
 	return nil
 }

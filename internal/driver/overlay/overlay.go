@@ -129,9 +129,10 @@ func (d *Driver) Type() string { return "overlay" }
 
 // Capabilities: a global network (records in the cluster store) with
 // addresses and names; its sandboxes get their way out through the
-// gateway network, and it publishes no ports yet.
+// network's own gateway on their host's bridge (gateway.go), which has
+// firewall entries like a bridge network's; it publishes no ports yet.
 func (d *Driver) Capabilities() driver.Capabilities {
-	return driver.Capabilities{Scope: driver.ScopeGlobal, Addresses: true, DNS: true, WayOut: true, NeedsGateway: true}
+	return driver.Capabilities{Scope: driver.ScopeGlobal, Addresses: true, DNS: true, WayOut: true, DefaultRoute: true, Firewall: true}
 }
 
 var _ driver.PeerProgrammer = (*Driver)(nil)
@@ -167,6 +168,7 @@ func OverlayMTU(n *driver.Network, underlayMTU int) int {
 //	ip link add tov-VNI mtu M type bridge; ip link set tov-VNI alias A addrgenmode none up
 //	ip link add tvx-VNI mtu M type vxlan id VNI dstport 4789 local VTEP dev UNDERLAY nolearning proxy noudpcsum
 //	ip link set tvx-VNI alias A addrgenmode none master tov-VNI up
+//	ip link set tov-VNI address GWMAC; ip addr replace GW/BITS dev tov-VNI   (not internal: gateway.go)
 //
 // (noudpcsum over an IPv4 underlay only: offload.go.)
 //
@@ -236,6 +238,9 @@ func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) (err erro
 		if err := d.setUp(h, l); err != nil {
 			return err
 		}
+	}
+	if err := d.ensureGateway(h, n, br); err != nil {
+		return fmt.Errorf("overlay network %q: %w", n.Name, err)
 	}
 	d.bridges.Store(n.VNI, bridgeRef{index: br.Attrs().Index, mtu: mtu})
 	return nil

@@ -82,7 +82,7 @@ func TestDatapathType(t *testing.T) {
 
 func TestCapabilitiesAsBridge(t *testing.T) {
 	c := New("").Capabilities()
-	if !c.Addresses || !c.Ports || !c.Firewall || !c.DNS || !c.DefaultRoute || !c.WayOut || c.NeedsGateway || c.Scope != driver.ScopeLocal {
+	if !c.Addresses || !c.Ports || !c.Firewall || !c.DNS || !c.DefaultRoute || !c.WayOut || c.Scope != driver.ScopeLocal {
 		t.Errorf("capabilities %+v", c)
 	}
 }

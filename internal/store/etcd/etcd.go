@@ -45,6 +45,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-net/tether/internal/store"
@@ -125,7 +126,10 @@ type Store struct {
 	watchers  sync.WaitGroup
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store        = (*Store)(nil)
+	_ store.Connectivity = (*Store)(nil)
+)
 
 // Open connects to the cluster and checks it answers (a linearizable read,
 // so a cluster without quorum fails too) within the dial timeout; the error
@@ -380,6 +384,20 @@ func (s *Store) noteConn(err error) {
 			s.connErr.Store(&msg)
 			return
 		}
+	}
+}
+
+// Connected is store.Connectivity: nil while the client's connection is
+// ready (or idle: not known to be down), else ErrUnreachable. A killed or
+// cut-off member is seen at once: gRPC reconnects the streams this store
+// holds open (its watches, the lease renewals') and reports connecting,
+// then a transient failure, within milliseconds.
+func (s *Store) Connected() error {
+	switch st := s.client.ActiveConnection().GetState(); st {
+	case connectivity.Ready, connectivity.Idle:
+		return nil
+	default:
+		return fmt.Errorf("etcd %s: connection %s%s: %w", s.cfg.where(), strings.ToLower(st.String()), s.reason(), ErrUnreachable)
 	}
 }
 

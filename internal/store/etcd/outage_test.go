@@ -47,7 +47,9 @@ func testOutage(t *testing.T, f flavour) {
 	r1 := storetest.PutRev(t, s, "o/1")
 	storetest.ExpectEvents(t, ch, fmt.Sprintf(`put "o/1"@%d`, r1))
 
+	storetest.ExpectConnected(t, s, true, 0)
 	m.kill()
+	storetest.ExpectConnected(t, s, false, time.Second) // the connection drops with the server: no request timeout
 	storetest.AssertUnreachable(t, s, timeout, lease)
 	select {
 	case ev, ok := <-ch:
@@ -61,6 +63,7 @@ func testOutage(t *testing.T, f flavour) {
 	m.start()
 	c.waitReady(m)
 	back := storetest.WaitRecovered(t, s, 10*time.Second)
+	storetest.ExpectConnected(t, s, true, time.Second)
 	t.Logf("%s: the store answered again %v after the server was ready", f.name, back.Round(time.Millisecond))
 	if limit := reconnectMax*6/5 + time.Second; back > limit {
 		t.Errorf("the store answered %v after the server, want at most %v", back, limit)

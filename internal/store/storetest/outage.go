@@ -127,3 +127,25 @@ func ExpectQuiet(t *testing.T, chs ...<-chan store.Event) {
 		}
 	}
 }
+
+// ExpectConnected fails unless s's store.Connectivity says what is
+// expected: connected (nil), or down (an error wrapping
+// store.ErrUnreachable) within wait, the client's connection having
+// dropped with the server.
+func ExpectConnected(t *testing.T, s store.Store, want bool, wait time.Duration) {
+	t.Helper()
+	if _, ok := s.(store.Connectivity); !ok {
+		t.Fatalf("%T does not implement store.Connectivity", s)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := store.Connected(s)
+		switch {
+		case want && err == nil, !want && errors.Is(err, store.ErrUnreachable):
+			return
+		case time.Now().After(deadline):
+			t.Fatalf("Connected() = %v after %v, want connected %v", err, wait, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

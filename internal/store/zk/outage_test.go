@@ -36,7 +36,9 @@ func TestOutage(t *testing.T) {
 	r1 := storetest.PutRev(t, s, "o/1")
 	storetest.ExpectEvents(t, ch, fmt.Sprintf(`put "o/1"@%d`, r1))
 
+	storetest.ExpectConnected(t, s, true, 0)
 	z.Stop()
+	storetest.ExpectConnected(t, s, false, time.Second) // the connection drops with the server: no request timeout
 	storetest.AssertUnreachable(t, s, timeout, lease)
 	select {
 	case ev, ok := <-ch:
@@ -47,6 +49,7 @@ func TestOutage(t *testing.T) {
 	time.Sleep(4 * time.Second)
 	z.Start()
 	back := storetest.WaitRecovered(t, s, 10*time.Second)
+	storetest.ExpectConnected(t, s, true, time.Second)
 	t.Logf("the store answered again %v after the server was ready", back.Round(time.Millisecond))
 	if back > 3*time.Second { // the client retries every second
 		t.Errorf("the store answered %v after the server, want at most 3s", back)

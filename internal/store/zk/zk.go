@@ -289,6 +289,18 @@ func (s *Store) createIfMissing(ctx context.Context, path string, data []byte) e
 	})
 }
 
+// Connected is store.Connectivity: nil while the client holds its session,
+// else ErrUnreachable. A killed or cut-off server is seen when the
+// client's connection drops (at once), not after the session's timeout.
+func (s *Store) Connected() error {
+	if st := s.conn.State(); st != gozk.StateHasSession {
+		return fmt.Errorf("zookeeper %s: %s: %w", s.cfg.where(), strings.ToLower(strings.TrimPrefix(st.String(), "State")), store.ErrUnreachable)
+	}
+	return nil
+}
+
+var _ store.Connectivity = (*Store)(nil)
+
 // Close ends the store: watch channels are closed, background work stops,
 // later calls fail with ErrClosed. Leases this store granted are not
 // revoked: their sessions are dropped without a goodbye, so the server
