@@ -24,6 +24,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -442,6 +443,7 @@ func (e *Engine) installGlobalLocked(ctx context.Context, rec cluster.NetworkRec
 		n.Options = map[string]string{}
 	}
 	e.localGlobal(n)
+	e.warnShadowed(n)
 	if err := drv.CreateNetwork(ctx, driverNetwork(n)); err != nil {
 		return nil, fmt.Errorf("install global network %q: %w", n.Name, err)
 	}
@@ -470,6 +472,28 @@ func (e *Engine) localGlobal(n *Network) {
 		n.BridgeName = b.BridgeName(driverNetwork(n))
 	}
 	n.Masquerade = !n.Internal
+}
+
+// warnShadowed logs when an open global network's subnet overlaps a route
+// or address of this host that is not its own bridge's: the gateway its
+// bridge takes here adds a connected route that would shadow (or be
+// shadowed by) that one. The network is installed all the same (its
+// subnet was free where it was created; docs/overlay.md, "Way out").
+func (e *Engine) warnShadowed(n *Network) {
+	if n.Internal || !n.Subnet.IsValid() {
+		return
+	}
+	bs, err := e.hostBlockers()
+	if err != nil {
+		return
+	}
+	for _, b := range bs {
+		if b.Prefix.Overlaps(n.Subnet) && (n.BridgeName == "" || !strings.HasSuffix(b.Source, " on "+n.BridgeName)) {
+			e.log.Warn("global network's subnet overlaps this host's routes: its gateway here adds a connected route beside them; give the network another --subnet",
+				"network", n.Name, "subnet", n.Subnet, "overlaps", b.Source)
+			return
+		}
+	}
 }
 
 // uninstallGlobalLocked removes a global network's local objects. Called

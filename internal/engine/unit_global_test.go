@@ -18,6 +18,7 @@ import (
 
 	"github.com/tether-net/tether/internal/cluster"
 	"github.com/tether-net/tether/internal/driver"
+	"github.com/tether-net/tether/internal/ipam"
 )
 
 // A sandbox on a global network that is not internal gets its way out
@@ -319,5 +320,25 @@ func TestGlobalAttachAnswersBeforeRecord(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // a publication that outlived the rollback would land now; the withdrawal is retried each second
 	if n := count(); n != 2 {
 		t.Errorf("%d records after the refused attach's rollback, want 2", n)
+	}
+}
+
+// An open global network whose subnet overlaps a route of this host is
+// installed with a warning naming the route (its gateway adds a connected
+// route here); an internal one, whose bridges hold no address, is not
+// warned about, nor is a subnet clear of the host's routes.
+func TestGlobalWarnsShadowedRoute(t *testing.T) {
+	r := newRig(t, withCluster())
+	r.hostRoutes = append(r.hostRoutes, ipam.Blocker{Prefix: netip.MustParsePrefix("10.40.0.0/16"), Source: "route 10.40.0.0/16 via 192.0.2.254 dev eth0"})
+	r.restart()
+	const warning = "overlaps this host's routes"
+	r.network("clear", "overlay", "10.41.0.0/24")
+	r.network("walled", "overlay", "10.40.1.0/24", func(s *NetworkSpec) { s.Internal = true })
+	if strings.Contains(r.log.String(), warning) {
+		t.Fatalf("warned about a network that shadows nothing:\n%s", r.log.String())
+	}
+	r.network("shadow", "overlay", "10.40.2.0/24")
+	if l := r.log.String(); !strings.Contains(l, warning) || !strings.Contains(l, "via 192.0.2.254") {
+		t.Errorf("no warning naming the overlapped route:\n%s", l)
 	}
 }
