@@ -94,15 +94,15 @@ func (a *Agent) CreateNetwork(ctx context.Context, name string, subnet netip.Pre
 		Created: time.Now().UTC()}, nil)
 }
 
-// publishWait is the engine's bound on an attach's wait for its record
-// (internal/engine/global.go: twice publishWait).
+// publishWait bounds an attach's wait for its record.
 const publishWait = 10 * time.Second
 
 // Attach makes an endpoint of sandbox name on network n the way the
-// engine's claimGlobal and awaitPublished do: an address from the node's
-// blocks (Take), the record published in the background (Publish), and
-// the attach answered once it is in the store (Published), failing when an
-// attempt failed first. It returns the record as peers should program it
+// engine's claimGlobal and publishGlobal do: an address from the node's
+// blocks (Take) and the record published in the background (Publish).
+// Unlike the engine's attach it answers once the record is in the store
+// (Published: the simulation times convergence from there), failing while
+// the store's connection is down (the engine's checkStoreUp). It returns the record as peers should program it
 // (also with an error from the publication, when the record has an ID and
 // its publication goes on: AwaitPublished).
 func (a *Agent) Attach(ctx context.Context, n cluster.NetworkRecord, name string, tr *Tracker) (cluster.EndpointRecord, error) {
@@ -159,23 +159,25 @@ func (a *Agent) awaitPublished(ctx context.Context, id string) error {
 	if done == nil {
 		return nil
 	}
-	failed, why := al.PublishFailed(id)
 	t := time.NewTimer(publishWait)
 	defer t.Stop()
-	select {
-	case <-done:
-		return nil
-	case <-failed:
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
 		select {
 		case <-done:
 			return nil
-		default:
+		case <-tick.C:
+			// the engine refuses an attach while the store's connection
+			// is down (checkStoreUp)
+			if err := a.cl.Connected(); err != nil {
+				return err
+			}
+		case <-t.C:
+			return fmt.Errorf("no answer within %v", publishWait)
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		return why()
-	case <-t.C:
-		return fmt.Errorf("no answer within %v", publishWait)
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

@@ -36,17 +36,12 @@ type pubJob struct {
 	ep   EndpointRecord
 	stop atomic.Bool
 	done chan struct{}
-	// failed is closed when an attempt first fails (err says why); the
-	// job goes on retrying.
-	failed   chan struct{}
-	failOnce sync.Once
-	err      error // guarded by failOnce: written before failed is closed
 }
 
 // Publish writes ep (an endpoint of this node whose address Take gave) to
 // the store in the background; Published reports when it is there.
 func (a *Allocator) Publish(ep EndpointRecord) {
-	j := &pubJob{ep: ep, done: make(chan struct{}), failed: make(chan struct{})}
+	j := &pubJob{ep: ep, done: make(chan struct{})}
 	a.mu.Lock()
 	a.setSticky(ep.NetworkID, ep.SandboxName, ep.Address.Addr())
 	a.mu.Unlock()
@@ -55,12 +50,19 @@ func (a *Allocator) Publish(ep EndpointRecord) {
 	if p.jobs == nil {
 		p.jobs = map[string]*pubJob{}
 	}
+	var prev <-chan struct{}
 	if old := p.jobs[ep.ID]; old != nil { // a republication: the newer wins
 		old.stop.Store(true)
+		prev = old.done // and is written after the attempt in flight
 	}
 	p.jobs[ep.ID] = j
 	p.mu.Unlock()
-	p.wg.Go(func() { p.run(j) })
+	p.wg.Go(func() {
+		if prev != nil {
+			<-prev
+		}
+		p.run(j)
+	})
 }
 
 // Published returns a channel closed once ep's publication ended (written,
@@ -72,18 +74,6 @@ func (a *Allocator) Published(epID string) <-chan struct{} {
 		return j.done
 	}
 	return nil
-}
-
-// PublishFailed returns a channel closed when an attempt of ep's
-// publication in flight has failed, and that attempt's error (to read once
-// the channel is closed); nil when none is in flight.
-func (a *Allocator) PublishFailed(epID string) (<-chan struct{}, func() error) {
-	a.pub.mu.Lock()
-	defer a.pub.mu.Unlock()
-	if j := a.pub.jobs[epID]; j != nil {
-		return j.failed, func() error { return j.err }
-	}
-	return nil, nil
 }
 
 // Flush waits until every publication in flight ended, or ctx ends.
@@ -112,9 +102,6 @@ func (p *publisher) run(j *pubJob) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := p.a.publishOnce(ctx, j.ep)
 		cancel()
-		if err != nil {
-			j.failOnce.Do(func() { j.err = err; close(j.failed) })
-		}
 		switch {
 		case err == nil:
 			return

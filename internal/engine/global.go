@@ -545,12 +545,9 @@ func (e *Engine) removeGlobalNetwork(ctx context.Context, ns *netState) error {
 
 // claimGlobal takes a global network's address for an attach from this
 // node's address blocks (cluster.Allocator: no store round trip while a
-// held block has room) and hands the endpoint record to the background
-// publisher: peers may program the endpoint a moment before its veth
-// exists, which costs nothing, or a store round trip after the attach
-// answered (awaitPublished), and never before its record is in the
-// store. Until the attach ends the endpoint is marked attaching, so
-// Reconcile does not take its record for dead.
+// held block has room); its record is published once the attach is
+// recorded (publishGlobal). Until the attach ends the endpoint is marked
+// attaching, so Reconcile does not take its record for dead.
 func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at *attachment, static netip.Addr, macFor func(netip.Addr) string) error {
 	g := e.global
 	ep := at.ep
@@ -578,7 +575,6 @@ func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at 
 		}
 		ep.Address6, ep.Gateway6 = netip.PrefixFrom(a6, ns.rec.Subnet6.Bits()), ns.rec.Gateway6
 	}
-	e.blocks().Publish(e.endpointRecord(sb, ns, ep))
 	return nil
 }
 
@@ -606,44 +602,33 @@ func (e *Engine) unclaimGlobal(ctx context.Context, sb *sbState, ns *netState, a
 	}
 }
 
-// awaitPublished decides, before a global attach is recorded, whether it
-// may answer before its endpoint record (published in the background since
-// the address was taken, alongside the veth) is in the cluster store. It
-// may while the store is connected and no attempt of this publication has
-// failed: the record lands a store round trip later, remote peers program
-// the endpoint from it (never before), and the publisher retries it while
-// the store is away. A store known to be down (its client's connection
-// dropped, or an attempt failed) fails the attach, naming the store, as an
-// endpoint no other host can learn of; the rollback withdraws it.
-func (e *Engine) awaitPublished(ctx context.Context, sb *sbState, ns *netState, at *attachment) error {
+// checkStoreUp, before a global attach is recorded, refuses it when the
+// cluster store is known to be down: its client's connection dropped
+// (store.Connectivity, seen within milliseconds of a store killed or cut
+// off). An endpoint no other host can learn of is refused, naming the
+// store, as before address blocks; the rollback withdraws it. Otherwise
+// the attach stands and its record is published after it is recorded
+// (publishGlobal), without the attach waiting for the store.
+func (e *Engine) checkStoreUp(sb *sbState, ns *netState, at *attachment) error {
 	if !at.global || !at.claimed || e.global == nil {
 		return nil
 	}
-	done := e.blocks().Published(at.ep.ID)
-	if done == nil {
-		return nil
+	if err := e.global.cl.Connected(); err != nil {
+		return storeErr(fmt.Errorf("attach sandbox %q to network %q: publish the endpoint: %w", sb.rec.Name, ns.rec.Name, err))
 	}
-	failed, why := e.blocks().PublishFailed(at.ep.ID)
-	select {
-	case <-done:
-		return nil
-	default:
+	return nil
+}
+
+// publishGlobal hands a recorded global attach's endpoint record to the
+// background publisher: one transaction with its address key and sticky
+// address, retried while the store is away. Remote peers program the
+// endpoint from that record, so only once it is wired and recorded here,
+// a store round trip after the attach answered; an attach that failed is
+// never published.
+func (e *Engine) publishGlobal(sb *sbState, ns *netState, at *attachment) {
+	if at.global && at.claimed && e.global != nil {
+		e.blocks().Publish(e.endpointRecord(sb, ns, at.ep))
 	}
-	var err error
-	select {
-	case <-failed:
-		select {
-		case <-done: // it failed once and then got through
-			return nil
-		default:
-		}
-		err = why()
-	default:
-		if err = e.global.cl.Connected(); err == nil {
-			return nil
-		}
-	}
-	return storeErr(fmt.Errorf("attach sandbox %q to network %q: publish the endpoint: %w", sb.rec.Name, ns.rec.Name, err))
 }
 
 // doneAttaching ends the attaching mark of a global attach: its endpoint

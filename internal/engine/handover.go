@@ -286,9 +286,9 @@ func (e *Engine) SetAliases(ctx context.Context, netRef, sbRef string, aliases [
 	}
 	e.mu.Unlock()
 	if e.caps(ns.rec).Scope == driver.ScopeGlobal && e.global != nil {
-		if err := e.global.cl.PutEndpoint(ctx, e.endpointRecord(sb, ns, ep)); err != nil {
-			e.log.Warn("publish the endpoint's new names", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
-		}
+		// through the publisher: it replaces a publication still in
+		// flight (the attach's) and retries while the store is away
+		e.blocks().Publish(e.endpointRecord(sb, ns, ep))
 	}
 	e.refreshNames(sb)
 	return nil

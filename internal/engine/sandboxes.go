@@ -397,13 +397,14 @@ func (e *Engine) lookupSandbox(ref string) (*sbState, error) {
 //  1. check: the attach is allowed, its ports, aliases and static address;
 //  2. reserve: an interface name and an address, under e.mu (a local
 //     network's bitmap; a global network's address from this node's
-//     blocks, its endpoint record handed to the background publisher);
+//     blocks);
 //  3. join: the driver's kernel work, outside e.mu;
 //  4. publish: the ports (held, firewall maps, proxy); a global attach is
 //     refused here when the cluster store is known to be down
-//     (awaitPublished), and otherwise does not wait for its record;
+//     (checkStoreUp);
 //  5. commit: the sandbox record, the bitmap and the sticky address in one
-//     local store transaction;
+//     local store transaction; a global endpoint's record then goes to
+//     the cluster store in the background (publishGlobal);
 //  6. names, files, the event.
 //
 // A failure in steps 1-5 undoes what was done, in reverse (unreserve).
@@ -469,13 +470,14 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if err := e.fault("attach.after-publish"); err != nil {
 		return err
 	}
-	if err := e.awaitPublished(ctx, sb, ns, at); err != nil {
+	if err := e.checkStoreUp(sb, ns, at); err != nil {
 		return err
 	}
 	if err := e.commitEndpoint(ctx, sb, ns, at.ep); err != nil {
 		return err
 	}
 	at.committed = true
+	e.publishGlobal(sb, ns, at)
 	if err := e.fault("attach.after-commit"); err != nil {
 		return err
 	}

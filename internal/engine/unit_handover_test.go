@@ -160,6 +160,9 @@ func TestHandoverSetAliases(t *testing.T) {
 	if addrs, ok := r.e.names.LookupHost("api.ov"); !ok || len(addrs) != 1 || addrs[0] != sb.Endpoints[0].Address.Addr() {
 		t.Errorf("api.ov resolves to %v %v", addrs, ok)
 	}
+	if err := r.e.FlushGlobal(r.ctx); err != nil { // the record follows in the background
+		t.Fatal(err)
+	}
 	eps, err := r.cl.Endpoints(r.ctx, r.ns("ov").rec.ID)
 	if err != nil || len(eps) != 1 || strings.Join(eps[0].Aliases, ",") != "api,web" {
 		t.Errorf("published record %+v %v", eps, err)

@@ -207,6 +207,9 @@ func TestRestoreWithdrawsDeadGlobalEndpoint(t *testing.T) {
 	n := r.network("ov", "overlay", "10.20.0.0/24", func(s *NetworkSpec) { s.Internal = true })
 	dead := r.sandbox("gone", "ov")
 	alive := r.sandbox("alive", "ov")
+	if err := r.e.FlushGlobal(r.ctx); err != nil { // the records follow the attaches
+		t.Fatal(err)
+	}
 	if eps, _ := r.cl.Endpoints(r.ctx, n.ID); len(eps) != 2 {
 		t.Fatalf("cluster endpoints %+v, want 2", eps)
 	}
