@@ -87,6 +87,30 @@ func (c *client) create(tb testing.TB, name, network string) (api.Sandbox, time.
 	return sb, took
 }
 
+// waitListed polls the daemon's inspect of a global network (Docker API)
+// until it lists a sandbox of that name, which its watch delivered.
+func (c *client) waitListed(tb testing.TB, network, name string) {
+	tb.Helper()
+	want := []byte(`"Name":"` + name + `"`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := c.c.Get("http://tether/networks/" + network)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if bytes.Contains(b.Bytes(), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s not listed on %s within 10 s: %s", name, network, b.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // probe asks, from inside a sandbox's namespace, for a name (its resolver)
 // and an address (ICMP echo).
 type probe struct {
@@ -290,7 +314,14 @@ func measure(tb testing.TB, n, reps, seconds int) Report {
 	refs := []func(int){
 		func(i int) { storeWrite = append(storeWrite, sw.write(tb, i)) },
 		func(i int) { _, took := a.create(tb, fmt.Sprintf("b%d", i), "br"); brAttach = append(brAttach, took) },
-		func(i int) { _, took := a.create(tb, fmt.Sprintf("i%d", i), "ovi"); inAttach = append(inAttach, took) },
+		func(i int) {
+			_, took := a.create(tb, fmt.Sprintf("i%d", i), "ovi")
+			inAttach = append(inAttach, took)
+			// as the overlay attaches wait for host B to reach theirs: the
+			// next timed step starts once host B has this one, not while
+			// its record is on its way (which would count against that step)
+			b.waitListed(tb, "ovi", fmt.Sprintf("i%d", i))
+		},
 		func(i int) { _, took := a.create(tb, fmt.Sprintf("n%d", i), "none"); noAttach = append(noAttach, took) },
 	}
 	conv := converge(tb, a, p, "ov", n, refs...)
