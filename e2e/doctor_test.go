@@ -226,7 +226,10 @@ func TestDoctorPairs(t *testing.T) {
 		}
 	}
 
-	before := d.MustTether("sandbox", "ls")
+	// the sandboxes as they stand (as JSON: the table's relative "created"
+	// time may tick between the two listings)
+	ls := func() string { return d.MustTether("sandbox", "ls", "--format", "json") }
+	before := ls()
 	if out, err := d.Tether("doctor", "web", "ghost"); err == nil || !strings.Contains(out, "ghost") {
 		t.Errorf("doctor web ghost: %v %q, want an error naming ghost", err, out)
 	} else if code := err.(*exec.ExitError).ExitCode(); code != 2 {
@@ -245,7 +248,7 @@ func TestDoctorPairs(t *testing.T) {
 			t.Errorf("GET %s: %d %s, want %d naming %s", path, status, body, want.status, want.text)
 		}
 	}
-	if after := d.MustTether("sandbox", "ls"); after != before {
+	if after := ls(); after != before {
 		t.Errorf("bad doctor requests changed the sandboxes:\n%s\n%s", before, after)
 	}
 }

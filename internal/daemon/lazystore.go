@@ -65,6 +65,27 @@ func (l *lazyStore) get(ctx context.Context) (store.Store, error) {
 	return st, nil
 }
 
+// Connected is store.Connectivity: the connected backend's, or why there
+// is none yet (a connection being made counts as not connected).
+func (l *lazyStore) Connected() error {
+	if !l.mu.TryLock() {
+		return fmt.Errorf("cluster store not connected: connecting: %w", store.ErrUnreachable)
+	}
+	st, lastErr, closed := l.st, l.lastErr, l.closed
+	l.mu.Unlock()
+	switch {
+	case closed:
+		return errLazyClosed
+	case st != nil:
+		return store.Connected(st)
+	case lastErr != nil:
+		return lastErr
+	}
+	return nil // never asked to connect: not known to be down
+}
+
+var _ store.Connectivity = (*lazyStore)(nil)
+
 func (l *lazyStore) Get(ctx context.Context, key string) (store.KV, error) {
 	st, err := l.get(ctx)
 	if err != nil {

@@ -181,3 +181,53 @@ func TestLazyStoreCloseClosesBackend(t *testing.T) {
 		t.Errorf("Get after Close: %v, want store.ErrClosed", err)
 	}
 }
+
+// cutBackend is a backend that says whether it is connected.
+type cutBackend struct {
+	store.Store
+	down bool
+}
+
+func (c *cutBackend) Connected() error {
+	if c.down {
+		return store.ErrUnreachable
+	}
+	return nil
+}
+
+// Connected says what the wrapper knows: nothing before the first call,
+// the connection error while the store is unreachable, then the backend's
+// own answer (through the metrics wrapper too, as the daemon stacks them).
+func TestLazyStoreConnected(t *testing.T) {
+	c := &connector{t: t}
+	clk := &clock{now: time.Unix(0, 0)}
+	l := &lazyStore{open: c.open, now: clk.Now}
+	st := instrumentStore(l)
+	if err := store.Connected(st); err != nil {
+		t.Fatalf("before any call: %v, want nil (not known to be down)", err)
+	}
+	if _, err := st.Get(t.Context(), "k"); err == nil {
+		t.Fatal("Get while down succeeded")
+	}
+	if err := store.Connected(st); err == nil || !strings.Contains(err.Error(), "not connected") {
+		t.Fatalf("while unreachable: %v, want the connection error", err)
+	}
+	var cut *cutBackend
+	l.open = func(ctx context.Context) (store.Store, error) {
+		b, err := bolt.Open(filepath.Join(t.TempDir(), "store.db"))
+		cut = &cutBackend{Store: b}
+		return cut, err
+	}
+	clk.now = clk.now.Add(lazyRetry)
+	if _, err := st.Get(t.Context(), "k"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get once reachable: %v", err)
+	}
+	if err := store.Connected(st); err != nil {
+		t.Fatalf("connected: %v", err)
+	}
+	cut.down = true
+	if err := store.Connected(st); !errors.Is(err, store.ErrUnreachable) {
+		t.Fatalf("backend down: %v, want its ErrUnreachable", err)
+	}
+	_ = st.Close()
+}

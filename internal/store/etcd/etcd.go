@@ -388,18 +388,35 @@ func (s *Store) noteConn(err error) {
 }
 
 // Connected is store.Connectivity: nil while the client's connection is
-// ready (or idle: not known to be down), else ErrUnreachable. A killed or
-// cut-off member is seen at once: gRPC reconnects the streams this store
-// holds open (its watches, the lease renewals') and reports connecting,
-// then a transient failure, within milliseconds.
+// ready, else ErrUnreachable. A killed or cut-off member is seen at once:
+// gRPC reconnects the streams this store holds open (its watches, the
+// lease renewals') and reports connecting, then a transient failure,
+// within milliseconds. An idle connection (after a member's graceful
+// goodbye) is asked to connect, and a connecting one is given up to
+// connectWait to settle.
 func (s *Store) Connected() error {
-	switch st := s.client.ActiveConnection().GetState(); st {
-	case connectivity.Ready, connectivity.Idle:
-		return nil
-	default:
-		return fmt.Errorf("etcd %s: connection %s%s: %w", s.cfg.where(), strings.ToLower(st.String()), s.reason(), ErrUnreachable)
+	conn := s.client.ActiveConnection()
+	st := conn.GetState()
+	if st == connectivity.Idle {
+		conn.Connect()
+		st = conn.GetState()
 	}
+	if st == connectivity.Idle || st == connectivity.Connecting {
+		ctx, cancel := context.WithTimeout(context.Background(), connectWait)
+		for (st == connectivity.Idle || st == connectivity.Connecting) && conn.WaitForStateChange(ctx, st) {
+			st = conn.GetState()
+		}
+		cancel()
+	}
+	if st == connectivity.Ready {
+		return nil
+	}
+	return fmt.Errorf("etcd %s: connection %s%s: %w", s.cfg.where(), strings.ToLower(st.String()), s.reason(), ErrUnreachable)
 }
+
+// connectWait bounds how long Connected waits for a connection that is
+// being made.
+const connectWait = time.Second
 
 // reason is " (connection error: ...)" when gRPC reported why it cannot
 // connect.
