@@ -117,17 +117,6 @@ func (p *publisher) run(j *pubJob) {
 	}
 }
 
-// Abandon stops ep's publication without waiting: no new attempt starts;
-// one in flight may still land (Withdraw, which waits for it, follows).
-func (a *Allocator) Abandon(epID string) {
-	a.pub.mu.Lock()
-	j := a.pub.jobs[epID]
-	a.pub.mu.Unlock()
-	if j != nil {
-		j.stop.Store(true)
-	}
-}
-
 // stopJob ends ep's publication: no new attempt starts, and one in flight
 // is waited for.
 func (p *publisher) stopJob(epID string) {

@@ -578,16 +578,15 @@ func (e *Engine) claimGlobal(ctx context.Context, sb *sbState, ns *netState, at 
 	return nil
 }
 
-// unclaimGlobal withdraws the endpoint of a failed attach: its publication,
-// record, address (its block given back when left empty) and the sticky
-// key the publication set.
+// unclaimGlobal withdraws the endpoint of a failed attach, which was never
+// published: its address (its block given back when left empty); the
+// deletes of its record and address key find nothing and are harmless.
 func (e *Engine) unclaimGlobal(ctx context.Context, sb *sbState, ns *netState, at *attachment) {
 	rec := e.endpointRecord(sb, ns, at.ep)
 	if err := e.global.cl.Connected(); err != nil {
-		// The store is away: the withdrawal would wait for the attempt in
-		// flight (a request timeout). No attempt starts again; the
-		// withdrawal is retried in the background.
-		e.blocks().Abandon(at.ep.ID)
+		// The store is away: the withdrawal would wait for its request
+		// timeout. It is retried in the background instead (the record
+		// was never published: that happens once an attach is recorded).
 		e.log.Warn("roll back attach: the cluster store is not connected; will withdraw the endpoint", "sandbox", sb.rec.Name, "network", ns.rec.Name, "err", err)
 		e.global.mu.Lock()
 		e.global.withdraw[at.ep.ID] = rec

@@ -35,8 +35,9 @@ import (
 //
 // M is the bridge's MTU (underlay-50, see CreateNetwork). The default
 // route goes to the network's gateway, which the sandbox's own host holds
-// on its bridge (gateway.go); an internal network gives none. Join fills ep.HostIfName, and ep.MAC when empty
-// (the MAC to publish to the other hosts). When the endpoint is already
+// on its bridge (gateway.go); an internal network gives none. Join fills
+// ep.HostIfName, and ep.MAC when empty (the MAC to publish to the other
+// hosts). When the endpoint is already
 // wired (ep.HostIfName names the host end of the sandbox's IFNAME, or a lost
 // name is found again by its alias) it is checked and repaired in place. On
 // failure a veth this call created is deleted.
