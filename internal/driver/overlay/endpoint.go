@@ -264,7 +264,7 @@ func configureSandboxEnd(sb *netlink.Handle, nsPath string, n *driver.Network, e
 		return fmt.Errorf("bring up lo: %w", err)
 	}
 	if ep.DefaultRoute {
-		return defaultRoute(sb, link, n)
+		return defaultRoute(sb, link, n, ep)
 	}
 	return nil
 }

@@ -30,7 +30,6 @@ import (
 
 	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/driver/bridge"
-	tns "github.com/tether-net/tether/internal/netns"
 )
 
 // gatewayOf is the address n's bridges hold (gateway/subnet bits), and
@@ -92,17 +91,27 @@ func (d *Driver) ensureGateway(h *netlink.Handle, n *driver.Network, br netlink.
 	return nil
 }
 
+// routeVia is ep as the bridge driver's default-route helpers read it:
+// its IPv4 address and the network's gateway, which its host's bridge
+// holds; no IPv6 gateway (the bridges hold no IPv6 address). ok is false
+// when the network gives no default route (internal, or no gateway).
+func routeVia(n *driver.Network, ep *driver.Endpoint) (r *driver.Endpoint, ok bool) {
+	gw, ok := gatewayOf(n)
+	if !ok {
+		return nil, false
+	}
+	return &driver.Endpoint{IfName: ep.IfName, Address: ep.Address, Gateway: gw.Addr()}, true
+}
+
 // defaultRoute sets the sandbox's IPv4 default route through its overlay
 // interface to the network's gateway (`ip route replace default via GW
-// dev IFNAME`). IPv6 has no gateway on an overlay: the bridges hold no
-// IPv6 address.
-func defaultRoute(sb *netlink.Handle, link netlink.Link, n *driver.Network) error {
-	gw, ok := gatewayOf(n)
+// dev IFNAME`).
+func defaultRoute(sb *netlink.Handle, link netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
+	r, ok := routeVia(n, ep)
 	if !ok {
 		return nil
 	}
-	ep := &driver.Endpoint{Address: gw, Gateway: gw.Addr()} // only what SetDefaultRoutes reads for IPv4
-	return bridge.SetDefaultRoutes(sb, link, n, ep)
+	return bridge.SetDefaultRoutes(sb, link, n, r)
 }
 
 // BridgeName is driver.Bridged: n's bridge, which the firewall's entries
@@ -117,17 +126,9 @@ var (
 // SetDefaultRoute is driver.Router: the sandbox's default route through
 // its endpoint on n (the one that carried it left).
 func (d *Driver) SetDefaultRoute(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) error {
-	if _, ok := gatewayOf(n); !ok {
+	r, ok := routeVia(n, ep)
+	if !ok {
 		return nil
 	}
-	sb, err := tns.NewHandle(nsPath)
-	if err != nil {
-		return fmt.Errorf("open sandbox namespace: %w", err)
-	}
-	defer sb.Close()
-	link, err := sb.LinkByName(ep.IfName)
-	if err != nil {
-		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
-	}
-	return defaultRoute(sb, link, n)
+	return bridge.SetDefaultRouteIn(n, r, nsPath)
 }
