@@ -45,16 +45,22 @@ func (e *Engine) Doctor(ctx context.Context, a, b string) (*report.Report, error
 }
 
 // doctorRef resolves a sandbox reference to its ID; with remote, a name
-// or ID of a remote endpoint's sandbox is accepted as it is.
+// or ID of a remote endpoint's sandbox is accepted as it is. A local
+// sandbox's exact ID or name comes first, then a remote endpoint's exact
+// name or ID, then a local ID prefix (so "b", a remote sandbox, is not
+// taken for a local one whose ID starts with "b").
 func (e *Engine) doctorRef(st *doctor.State, ref string, remote bool) (string, error) {
 	e.mu.Lock()
 	sb, err := e.lookupSandbox(ref)
 	e.mu.Unlock()
-	if err == nil {
+	if err == nil && (sb.rec.ID == ref || sb.rec.Name == ref) {
 		return sb.rec.ID, nil
 	}
 	if remote && st.Cluster != nil && slices.ContainsFunc(st.Cluster.Peers, func(p doctor.Peer) bool { return p.Sandbox == ref }) {
 		return ref, nil
+	}
+	if err == nil {
+		return sb.rec.ID, nil // a local ID prefix
 	}
 	if KindOf(err) == KindNotFound {
 		return "", notFoundf("doctor: no such sandbox: %s", ref)

@@ -117,3 +117,28 @@ func TestDoctorStateCluster(t *testing.T) {
 		t.Errorf("cluster %+v, want node-a registered", c)
 	}
 }
+
+// A remote endpoint's exact name beats a local sandbox's ID prefix (a
+// remote sandbox "b" is not a local one whose ID starts with "b"); a
+// local exact name beats a remote one; a local prefix still resolves.
+func TestDoctorRefRemoteNameBeforeLocalPrefix(t *testing.T) {
+	r := newRig(t)
+	web := r.sandbox("web")
+	prefix := web.ID[:1]
+	st := &doctor.State{Cluster: &doctor.Cluster{Peers: []doctor.Peer{{Sandbox: prefix}, {Sandbox: "web"}}}}
+	for _, tt := range []struct {
+		ref    string
+		remote bool
+		want   string
+	}{
+		{prefix, true, prefix},  // the remote sandbox named like the prefix
+		{prefix, false, web.ID}, // a: local sandboxes only
+		{"web", true, web.ID},   // the local exact name first
+		{web.ID[:12], true, web.ID},
+	} {
+		got, err := r.e.doctorRef(st, tt.ref, tt.remote)
+		if err != nil || got != tt.want {
+			t.Errorf("doctorRef(%q, remote %v) = %q, %v; want %q", tt.ref, tt.remote, got, err, tt.want)
+		}
+	}
+}
