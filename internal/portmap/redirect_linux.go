@@ -141,7 +141,7 @@ func (a *asm) done() []bpfInsn {
 	end := len(a.p)
 	a.emit(ins(0xb7, 0, 0, 0, 1), ins(0x95, 0, 0, 0, 0))
 	for _, i := range a.allow {
-		a.p[i].off = int16(end - i - 1)
+		a.p[i].Off = int16(end - i - 1)
 	}
 	return a.p
 }

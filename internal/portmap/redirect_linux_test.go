@@ -116,9 +116,9 @@ func TestProgJumps(t *testing.T) {
 		}
 		jumps := 0
 		for i, x := range p {
-			if x.code == 0x55 || x.code == 0x15 {
+			if x.Code == 0x55 || x.Code == 0x15 {
 				jumps++
-				if to := i + 1 + int(x.off); to != allow {
+				if to := i + 1 + int(x.Off); to != allow {
 					t.Errorf("%s: jump at %d goes to %d, want %d", tt.name, i, to, allow)
 				}
 			}
