@@ -60,6 +60,7 @@ type tputHost struct {
 
 type tputSandbox struct {
 	ns, path, addr, hostIf string
+	ep                     *driver.Endpoint // on the overlay
 }
 
 // tputRig is the two hosts and the underlay switch.
@@ -92,6 +93,7 @@ func newTputRig(tb testing.TB) *tputRig {
 		}
 		tb.Cleanup(hd.Close)
 		h.h, h.drv = hd, ovl.NewAt(hd, h.path)
+		tb.Cleanup(func() { _ = h.drv.Close() })
 		h.net = &driver.Network{ID: id, Name: "tput", Subnet: netip.MustParsePrefix(tputSubnet), MTU: 1500,
 			ICC: true, VNI: tputVNI, VTEP: netip.MustParseAddr(h.addr)}
 		if err := h.drv.CreateNetwork(context.Background(), h.net); err != nil {
@@ -128,7 +130,7 @@ func (r *tputRig) joinOverlay(h *tputHost, addr string) tputSandbox {
 	if err := h.drv.Join(context.Background(), h.net, ep, "/run/netns/"+ns); err != nil {
 		r.tb.Fatal(err)
 	}
-	return tputSandbox{ns: ns, path: "/run/netns/" + ns, addr: addr, hostIf: ep.HostIfName}
+	return tputSandbox{ns: ns, path: "/run/netns/" + ns, addr: addr, hostIf: ep.HostIfName, ep: ep}
 }
 
 // mesh programs each host's sandbox as a peer on the other host.
@@ -493,6 +495,25 @@ func knobs() []knob {
 			apply: func(r *tputRig) func() { return r.applyKnobs("fw-same-bridge", "overlay-notrack") }},
 		{Name: "combined", What: "vxlan-gro-off, br-nf-off and overlay-notrack together (the rig's best single knobs)",
 			apply: func(r *tputRig) func() { return r.applyKnobs("vxlan-gro-off", "br-nf-off", "overlay-notrack") }},
+		{Name: "bypass-off", What: "the bridge bypass off (the drivers closed, as daemons that stopped): every overlay frame goes through the tov-N bridge and br_netfilter",
+			apply: func(r *tputRig) func() {
+				for _, h := range r.h {
+					if err := h.drv.Close(); err != nil {
+						r.tb.Fatal(err)
+					}
+				}
+				return func() {
+					for _, h := range r.h {
+						h.drv = ovl.NewAt(h.h, h.path) // as a restarted daemon: the network, then its endpoint
+						if err := h.drv.CreateNetwork(context.Background(), h.net); err != nil {
+							r.tb.Fatal(err)
+						}
+						if _, err := h.drv.Repair(context.Background(), h.net, h.sb.ep, h.sb.path, nil); err != nil {
+							r.tb.Fatal(err)
+						}
+					}
+				}
+			}},
 		{Name: "pinned", What: "iperf3 -A 0,1: client and server pinned to different cores (both paths)", pin: true,
 			apply: func(*tputRig) func() { return func() {} }},
 		{Name: "veth-gro-threaded", What: "rx-gro on the sandbox veths with threaded NAPI (the receive side may run on the other core)",

@@ -78,7 +78,11 @@ func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoin
 	if err := d.wireHostEnd(h, n, host, br, ep, mtu); err != nil {
 		return err
 	}
-	return configureSandboxEnd(sb, nsPath, n, ep, mtu, created)
+	if err := configureSandboxEnd(sb, nsPath, n, ep, mtu, created); err != nil {
+		return err
+	}
+	d.bypassEndpoint(n, host, ep.MAC)
+	return nil
 }
 
 // hostEnd returns the endpoint's host-side veth: the existing one when the
@@ -293,6 +297,7 @@ func (d *Driver) Leave(ctx context.Context, n *driver.Network, ep *driver.Endpoi
 	if l.Attrs().Alias != driver.LinkMarker(ep.ID) {
 		return fmt.Errorf("link %q is not endpoint %.12s's; left alone: %w", l.Attrs().Name, ep.ID, ErrConflict)
 	}
+	d.unbypassEndpoint(n, l.Attrs().Index, ep.MAC)
 	return d.del(h, l)
 }
 
@@ -316,6 +321,7 @@ func (d *Driver) Detach(ctx context.Context, n *driver.Network, ep *driver.Endpo
 	if err != nil || idx == 0 {
 		return nil, err
 	}
+	d.unbypassEndpoint(n, idx, ep.MAC) // cut off the bypass as well as the bridge
 	return d.gone.Wait(h, idx, driver.LinkMarker(ep.ID)), nil
 }
 
@@ -360,7 +366,11 @@ func (d *Driver) JoinPair(ctx context.Context, n *driver.Network, ep *driver.End
 			_ = h.LinkDel(host)
 		}
 	}()
-	return d.wireHostEnd(h, n, host, br, ep, mtu)
+	if err := d.wireHostEnd(h, n, host, br, ep, mtu); err != nil {
+		return err
+	}
+	d.bypassEndpoint(n, host, ep.MAC)
+	return nil
 }
 
 // PairAlive reports whether the endpoint's host end exists and is marked

@@ -41,6 +41,7 @@ import (
 
 	"github.com/tether-net/tether/internal/driver"
 	"github.com/tether-net/tether/internal/driver/bridge"
+	"github.com/tether-net/tether/internal/fastpath"
 	"github.com/tether-net/tether/internal/nlutil"
 )
 
@@ -106,6 +107,8 @@ type Driver struct {
 	bridges sync.Map
 	gone    nlutil.GoneWatch // detached host ends, until their namespace's teardown deletes them
 	garp    garpSocket       // where announcements go out (announce.go)
+	fp      *fastpath.Path   // the bridge bypass (bypass.go); nil: off or unavailable
+	fpOnce  sync.Once
 }
 
 // New returns an overlay driver issuing netlink requests through h (nil:
@@ -242,6 +245,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, n *driver.Network) (err erro
 	if err := d.ensureGateway(h, n, br); err != nil {
 		return fmt.Errorf("overlay network %q: %w", n.Name, err)
 	}
+	d.bypassNetwork(h, n, vx)
 	d.bridges.Store(n.VNI, bridgeRef{index: br.Attrs().Index, mtu: mtu})
 	return nil
 }
@@ -425,6 +429,7 @@ func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
 	if vx, err := d.ownLink(h, n, VxlanName(n.VNI), "vxlan"); err != nil {
 		errs = append(errs, err)
 	} else if vx != nil {
+		d.unbypassNetwork(n, vx)
 		errs = append(errs, d.del(h, vx))
 	}
 	br, err := d.ownLink(h, n, BridgeName(n.VNI), "bridge")

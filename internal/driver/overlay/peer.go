@@ -112,6 +112,7 @@ func (d *Driver) AddPeer(ctx context.Context, n *driver.Network, p Peer) error {
 			return fmt.Errorf("peer %v on %q: neighbour entry of %v: %w", p, vx.Attrs().Name, ip, err)
 		}
 	}
+	d.bypassPeer(n, vx, p)
 	if err := d.announce(h, n, p); err != nil {
 		// the peer is programmed; only a sandbox that asked early waits
 		// for its kernel's next ARP try
@@ -187,6 +188,9 @@ func (d *Driver) RemovePeers(ctx context.Context, n *driver.Network, ps []Peer) 
 				errs = append(errs, fmt.Errorf("peer %v on %q: delete fdb entry: %w", p, vx.Attrs().Name, err))
 			} else {
 				vteps[mac] = slices.DeleteFunc(vteps[mac], func(v netip.Addr) bool { return v == p.VTEP })
+				if len(vteps[mac]) == 0 {
+					d.unbypassPeer(n, vx, p)
+				}
 			}
 		}
 	}

@@ -54,7 +54,9 @@ func NewHost(tb testing.TB, u *testutil.Underlay) *Host {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(h.Close)
-	return &Host{Member: m, Path: path, H: h, Driver: overlay.NewAt(h, path), VTEP: netip.MustParseAddr(m.Addr)}
+	d := overlay.NewAt(h, path)
+	tb.Cleanup(func() { _ = d.Close() }) // the bypass's links and maps
+	return &Host{Member: m, Path: path, H: h, Driver: d, VTEP: netip.MustParseAddr(m.Addr)}
 }
 
 // NewID returns a random 64-hex-digit ID like the engine's.
