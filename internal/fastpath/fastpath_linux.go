@@ -97,83 +97,91 @@ func New(nsPath string) (p *Path, err error) {
 // program is, in C:
 //
 //	struct dest { __u32 ifindex, peer; };
+//	struct key { __u32 seg; __u8 mac[6]; __u16 pad; };
 //	int fp(struct __sk_buff *skb) {
-//		void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-//		struct { __u32 seg; __u8 mac[6]; __u16 pad; } key = {};
-//		if (data + 14 > end) return TCX_NEXT;
-//		memcpy(key.mac, data, 6);                    // destination MAC
+//		struct ethhdr *eth = (void *)(long)skb->data;
+//		if ((void *)(eth + 1) > (void *)(long)skb->data_end) return TCX_NEXT;
 //		__u32 *seg = bpf_map_lookup_elem(&ends, &skb->ifindex);
 //		if (!seg) return TCX_NEXT;
-//		key.seg = *seg;
-//		struct dest *d = bpf_map_lookup_elem(&dests, &key);
+//		struct key k = { .seg = *seg };
+//		memcpy(k.mac, eth->h_source, 6);          // the sender must live where the frame came from
+//		struct dest *d = bpf_map_lookup_elem(&dests, &k);
+//		if (!d || d->ifindex != skb->ifindex) return TCX_NEXT;
+//		memcpy(k.mac, eth->h_dest, 6);
+//		d = bpf_map_lookup_elem(&dests, &k);
 //		if (!d || d->ifindex == skb->ifindex) return TCX_NEXT;
 //		return d->peer ? bpf_redirect_peer(d->ifindex, 0) : bpf_redirect(d->ifindex, 0);
 //	}
+//
+// So only a frame between two known endpoints of one segment is
+// redirected, and only when it arrives from the source's own interface (a
+// local sandbox's host end, or the VXLAN device for a remote endpoint);
+// anything else (a spoofed source, the host's own frames with the
+// gateway's MAC) meets the bridge as before.
 func program(ends, dests int) []bpf.Insn {
 	const (
-		ldxw   = 0x61 // r_dst = *(u32 *)(r_src + off)
-		ldxh   = 0x69
-		stxw   = 0x63 // *(u32 *)(r_dst + off) = r_src
-		stxh   = 0x6b
-		sth    = 0x6a // *(u16 *)(r_dst + off) = imm
-		movr   = 0xbf
-		movi   = 0xb7
-		addi   = 0x07
-		jgtr   = 0x2d
-		jeqi   = 0x15
-		jeqr   = 0x1d
-		jnei   = 0x55
-		call   = 0x85
-		exit   = 0x95
-		pass   = 37 // index of the TCX_NEXT return
-		toPeer = 35 // index of the bpf_redirect_peer call
+		ldxw = 0x61 // r_dst = *(u32 *)(r_src + off)
+		ldxh = 0x69
+		stxw = 0x63 // *(u32 *)(r_dst + off) = r_src
+		stxh = 0x6b
+		sth  = 0x6a // *(u16 *)(r_dst + off) = imm
+		movr = 0xbf
+		movi = 0xb7
+		addi = 0x07
+		jgtr = 0x2d
+		jeqi = 0x15
+		jeqr = 0x1d
+		jner = 0x5d
+		jnei = 0x55
+		call = 0x85
+		exit = 0x95
 	)
 	I := bpf.I
-	jump := func(at, to int) int16 { return int16(to - at - 1) }
 	var p []bpf.Insn
-	p = append(p,
-		I(movr, 6, 1, 0, 0),             // 0: r6 = skb
-		I(ldxw, 2, 6, skbData, 0),       // 1: r2 = data
-		I(ldxw, 3, 6, skbDataEnd, 0),    // 2: r3 = data_end
-		I(movr, 4, 2, 0, 0),             // 3
-		I(addi, 4, 0, 0, 14),            // 4: r4 = data + 14
-		I(jgtr, 4, 3, jump(5, pass), 0), // 5: no Ethernet header
-		I(ldxw, 4, 2, 0, 0),             // 6: destination MAC, bytes 0-3
-		I(stxw, 10, 4, -12, 0),          // 7: key.mac[0:4]
-		I(ldxh, 4, 2, 4, 0),             // 8: bytes 4-5
-		I(stxh, 10, 4, -8, 0),           // 9: key.mac[4:6]
-		I(sth, 10, 0, -6, 0),            // 10: key.pad = 0
-		I(ldxw, 4, 6, skbIfindex, 0),    // 11: r4 = skb->ifindex
-		I(stxw, 10, 4, -4, 0),           // 12: the ends key
-	)
-	p = append(p, bpf.LdMap(1, ends)...) // 13-14
-	p = append(p,
-		I(movr, 2, 10, 0, 0),                  // 15
-		I(addi, 2, 0, 0, -4),                  // 16: r2 = &ifindex
-		I(call, 0, 0, 0, bpf.FnMapLookupElem), // 17
-		I(jeqi, 0, 0, jump(18, pass), 0),      // 18: not ours
-		I(ldxw, 4, 0, 0, 0),                   // 19: r4 = segment
-		I(stxw, 10, 4, -16, 0),                // 20: key.seg
-	)
-	p = append(p, bpf.LdMap(1, dests)...) // 21-22
-	p = append(p,
-		I(movr, 2, 10, 0, 0),                  // 23
-		I(addi, 2, 0, 0, -16),                 // 24: r2 = &key
-		I(call, 0, 0, 0, bpf.FnMapLookupElem), // 25
-		I(jeqi, 0, 0, jump(26, pass), 0),      // 26: not a known destination
-		I(ldxw, 1, 0, 0, 0),                   // 27: r1 = d->ifindex
-		I(ldxw, 3, 0, 4, 0),                   // 28: r3 = d->peer
-		I(ldxw, 4, 6, skbIfindex, 0),          // 29
-		I(jeqr, 1, 4, jump(30, pass), 0),      // 30: never back where it came from
-		I(movi, 2, 0, 0, 0),                   // 31: flags 0
-		I(jnei, 3, 0, jump(32, toPeer), 0),    // 32
-		I(call, 0, 0, 0, bpf.FnRedirect),      // 33
-		I(exit, 0, 0, 0, 0),                   // 34
-		I(call, 0, 0, 0, bpf.FnRedirectPeer),  // 35
-		I(exit, 0, 0, 0, 0),                   // 36
-		I(movi, 0, 0, 0, tcxNext),             // 37: pass
-		I(exit, 0, 0, 0, 0),                   // 38
-	)
+	jumps := map[int]string{} // instruction -> label it jumps to
+	labels := map[string]int{}
+	emit := func(is ...bpf.Insn) { p = append(p, is...) }
+	jump := func(code, dst, src byte, imm int32, to string) {
+		jumps[len(p)] = to
+		emit(I(code, dst, src, 0, imm))
+	}
+	// checked loads data/data_end into r2/r3 and leaves if there is no
+	// Ethernet header (after every helper call: the verifier forgets).
+	checked := func() {
+		emit(I(ldxw, 2, 6, skbData, 0), I(ldxw, 3, 6, skbDataEnd, 0), I(movr, 4, 2, 0, 0), I(addi, 4, 0, 0, 14))
+		jump(jgtr, 4, 3, 0, "pass")
+	}
+	// lookup copies the MAC at data+off into the key and looks it up in dests.
+	lookup := func(off int16) {
+		checked()
+		emit(I(ldxw, 4, 2, off, 0), I(stxw, 10, 4, -12, 0), I(ldxh, 4, 2, off+4, 0), I(stxh, 10, 4, -8, 0))
+		emit(bpf.LdMap(1, dests)...)
+		emit(I(movr, 2, 10, 0, 0), I(addi, 2, 0, 0, -16), I(call, 0, 0, 0, bpf.FnMapLookupElem))
+		jump(jeqi, 0, 0, 0, "pass")
+	}
+	emit(I(movr, 6, 1, 0, 0)) // r6 = skb
+	checked()
+	emit(I(ldxw, 4, 6, skbIfindex, 0), I(stxw, 10, 4, -4, 0)) // the ends key
+	emit(bpf.LdMap(1, ends)...)
+	emit(I(movr, 2, 10, 0, 0), I(addi, 2, 0, 0, -4), I(call, 0, 0, 0, bpf.FnMapLookupElem))
+	jump(jeqi, 0, 0, 0, "pass")                                             // not ours
+	emit(I(ldxw, 4, 0, 0, 0), I(stxw, 10, 4, -16, 0), I(sth, 10, 0, -6, 0)) // key.seg, key.pad
+	lookup(6)                                                               // source MAC
+	emit(I(ldxw, 1, 0, 0, 0), I(ldxw, 4, 6, skbIfindex, 0))
+	jump(jner, 1, 4, 0, "pass") // the source does not live there
+	lookup(0)                   // destination MAC
+	emit(I(ldxw, 1, 0, 0, 0), I(ldxw, 3, 0, 4, 0), I(ldxw, 4, 6, skbIfindex, 0))
+	jump(jeqr, 1, 4, 0, "pass") // never back where it came from
+	emit(I(movi, 2, 0, 0, 0))
+	jump(jnei, 3, 0, 0, "peer")
+	emit(I(call, 0, 0, 0, bpf.FnRedirect), I(exit, 0, 0, 0, 0))
+	labels["peer"] = len(p)
+	emit(I(call, 0, 0, 0, bpf.FnRedirectPeer), I(exit, 0, 0, 0, 0))
+	labels["pass"] = len(p)
+	emit(I(movi, 0, 0, 0, tcxNext), I(exit, 0, 0, 0, 0))
+	for at, to := range jumps {
+		p[at].Off = int16(labels[to] - at - 1)
+	}
 	return p
 }
 

@@ -93,6 +93,19 @@ func TestRedirectBypassesBridge(t *testing.T) {
 	if err := ping(ps[0].ns, ps[1].addr); err != nil {
 		t.Fatalf("ping with both directions redirected: %v", err)
 	}
+	// A sandbox that sends with another source MAC is not redirected (the
+	// bridge would see it, here: nothing does).
+	testutil.Must(t, "ip", "-n", ps[0].ns, "link", "set", "eth0", "address", "02:77:00:00:00:09")
+	testutil.Must(t, "ip", "-n", ps[0].ns, "neigh", "replace", ps[1].addr, "lladdr", ps[1].mac.String(), "dev", "eth0", "nud", "permanent")
+	if err := ping(ps[0].ns, ps[1].addr); err == nil {
+		t.Fatal("a frame with a source MAC that does not live there was redirected")
+	}
+	testutil.Must(t, "ip", "-n", ps[0].ns, "link", "set", "eth0", "address", ps[0].mac.String())
+	// (a new MAC flushed the neighbour entries, permanent ones too)
+	testutil.Must(t, "ip", "-n", ps[0].ns, "neigh", "replace", ps[1].addr, "lladdr", ps[1].mac.String(), "dev", "eth0", "nud", "permanent")
+	if err := ping(ps[0].ns, ps[1].addr); err != nil {
+		t.Fatalf("ping with the MAC back: %v", err)
+	}
 	if idx, peer, ok, err := p.Dest(seg, ps[1].mac); err != nil || !ok || !peer || idx != ps[1].index {
 		t.Errorf("Dest = %d %v %v %v, want %d true true", idx, peer, ok, err, ps[1].index)
 	}
