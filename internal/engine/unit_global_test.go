@@ -57,6 +57,11 @@ func TestGlobalAttachDistributedGateway(t *testing.T) {
 	if j := joined(t, r, in.Endpoints[0].ID); j.Endpoint.DefaultRoute || j.Endpoint.Gateway.IsValid() {
 		t.Errorf("internal overlay endpoint %+v: want no default route and no gateway", j.Endpoint)
 	}
+	// The record is published after the attach answered (in the background).
+	eventually(t, "the endpoint's record in the store", func() bool {
+		eps, err := r.cl.Endpoints(r.ctx, ov.ID)
+		return err == nil && len(eps) == 1
+	})
 	eps, err := r.cl.Endpoints(r.ctx, ov.ID)
 	if err != nil || len(eps) != 1 || eps[0].ID != sb.Endpoints[0].ID || eps[0].Node != "node-a" || eps[0].VTEP != netip.MustParseAddr("192.0.2.1") {
 		t.Fatalf("cluster endpoints %+v (%v), want this node's one", eps, err)
