@@ -38,6 +38,7 @@ import (
 
 	"github.com/tether-net/tether/bench/attach"
 	"github.com/tether-net/tether/internal/api"
+	ovl "github.com/tether-net/tether/internal/driver/overlay"
 	"github.com/tether-net/tether/internal/netns"
 	"github.com/tether-net/tether/internal/testutil"
 	"github.com/tether-net/tether/internal/testutil/stats"
@@ -278,6 +279,9 @@ type Report struct {
 	UnderlayGbps    []float64    `json:"underlay_gbps"`
 	OverlayGbps     []float64    `json:"overlay_gbps"`
 	DeadHostDropped float64      `json:"dead_host_dropped_s"`
+	// Bypass is the daemons' overlay bridge bypass: "on", or "off" when
+	// the run had TETHER_OVERLAY_BYPASS=0 (the daemons inherit it).
+	Bypass string `json:"overlay_bypass"`
 }
 
 func measure(tb testing.TB, n, reps, seconds int) Report {
@@ -289,7 +293,10 @@ func measure(tb testing.TB, n, reps, seconds int) Report {
 	c := testutil.StartClusterWith(tb, kind, 2, ttl)
 	a, b := newClient(c.D[0]), newClient(c.D[1])
 	rep := Report{Date: time.Now().UTC(), Store: c.StoreURL(), TTLSeconds: ttl.Seconds(), Attaches: n,
-		Commit: attachCommit(), LoadStart: attachLoadavg(), NProc: runtime.NumCPU(), Kernel: attachKernel()}
+		Commit: attachCommit(), LoadStart: attachLoadavg(), NProc: runtime.NumCPU(), Kernel: attachKernel(), Bypass: "on"}
+	if os.Getenv(ovl.BypassEnv) == "0" {
+		rep.Bypass = "off"
+	}
 	c.D[0].MustTether("network", "create", "-d", "overlay", "--subnet", "10.10.0.0/16", "ov")
 	c.D[0].MustTether("network", "create", "-d", "overlay", "--internal", "--subnet", "10.12.0.0/16", "ovi")
 	c.D[0].MustTether("network", "create", "--subnet", "10.11.0.0/16", "br")
