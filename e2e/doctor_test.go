@@ -269,7 +269,7 @@ func TestDoctorOverlay(t *testing.T) {
 	peerChecks := func(rep report.Report) []report.Finding {
 		var out []report.Finding
 		for _, f := range rep.Findings {
-			if f.Check == "overlay_peers" || f.Check == "cluster_store" || f.Check == "overlay_mtu" {
+			if f.Check == "overlay_peers" || f.Check == "cluster_store" || f.Check == "overlay_mtu" || f.Check == "overlay_bypass" {
 				out = append(out, f)
 			}
 		}

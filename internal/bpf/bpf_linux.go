@@ -25,6 +25,7 @@ const (
 	MapDeleteElem       = 3
 	ProgLoad            = 5
 	ProgAttach          = 8
+	ProgGetFDByID       = 13
 	ObjGetInfoByFD      = 15
 	ProgQuery           = 16
 	LinkCreate          = 28
@@ -170,7 +171,12 @@ func ProgNew(typ, attach uint32, prog []Insn, name string) (int, error) {
 	NE.PutUint64(a[32:], uint64(uintptr(unsafe.Pointer(&logBuf[0]))))
 	copy(a[48:48+ObjNameLen-1], name)
 	NE.PutUint32(a[68:], attach)
+	// The verifier gives up with EAGAIN when a signal is pending, and Go's
+	// runtime signals its threads often (SIGURG, preemption): try again.
 	fd, err := Call(ProgLoad, unsafe.Pointer(&a[0]), unsafe.Sizeof(a))
+	for try := 0; err == unix.EAGAIN && try < 20; try++ {
+		fd, err = Call(ProgLoad, unsafe.Pointer(&a[0]), unsafe.Sizeof(a))
+	}
 	runtime.KeepAlive(prog)
 	runtime.KeepAlive(lic)
 	runtime.KeepAlive(logBuf)
@@ -208,9 +214,30 @@ func ProgID(fd int) (uint32, string, error) {
 	return NE.Uint32(info[ProgInfoIDOffset:]), CStr(info[ProgInfoNameStart : ProgInfoNameStart+ObjNameLen]), nil
 }
 
-// QueryCgroup lists the IDs of the programs attached to the cgroup open
-// as target for attach (BPF_PROG_QUERY; links included).
-func QueryCgroup(target int, attach uint32) ([]uint32, error) {
+// QueryTCXIngress lists the IDs of the programs on the TCX ingress hook
+// of the interface with index ifindex in the calling thread's namespace.
+func QueryTCXIngress(ifindex int) ([]uint32, error) {
+	ids, err := query(ifindex, AttachTCXIngress)
+	if err != nil {
+		return nil, fmt.Errorf("query TCX programs: %w", err)
+	}
+	return ids, nil
+}
+
+// ProgName is the name of the loaded program with this ID.
+func ProgName(id uint32) (string, error) {
+	var a [16]byte
+	NE.PutUint32(a[0:], id)
+	fd, err := Call(ProgGetFDByID, unsafe.Pointer(&a[0]), unsafe.Sizeof(a))
+	if err != nil {
+		return "", fmt.Errorf("BPF program %d: %w", id, err)
+	}
+	defer unix.Close(fd)
+	_, name, err := ProgID(fd)
+	return name, err
+}
+
+func query(target int, attach uint32) ([]uint32, error) {
 	ids := make([]uint32, 1024)
 	var a [64]byte
 	NE.PutUint32(a[0:], uint32(target))
@@ -220,7 +247,17 @@ func QueryCgroup(target int, attach uint32) ([]uint32, error) {
 	_, err := Call(ProgQuery, unsafe.Pointer(&a[0]), unsafe.Sizeof(a))
 	runtime.KeepAlive(ids)
 	if err != nil {
-		return nil, fmt.Errorf("query cgroup programs: %w", err)
+		return nil, err
 	}
 	return ids[:NE.Uint32(a[24:])], nil
+}
+
+// QueryCgroup lists the IDs of the programs attached to the cgroup open
+// as target for attach (BPF_PROG_QUERY; links included).
+func QueryCgroup(target int, attach uint32) ([]uint32, error) {
+	ids, err := query(target, attach)
+	if err != nil {
+		return nil, fmt.Errorf("query cgroup programs: %w", err)
+	}
+	return ids, nil
 }

@@ -31,6 +31,7 @@ const (
 	CheckMTU         = "overlay_mtu"
 	CheckCluster     = "cluster_store"
 	CheckPeers       = "overlay_peers"
+	CheckBypass      = "overlay_bypass"
 	CheckDNS         = "dns_upstreams"
 	CheckPath        = "path"
 )
@@ -165,6 +166,9 @@ type Link struct {
 	MasterIndex int
 	// ParentIndex is a VXLAN device's underlay link (0: not bound to one).
 	ParentIndex int
+	// Ingress names the BPF programs on a VXLAN device's TCX ingress hook
+	// (read for VXLAN devices only).
+	Ingress []string
 }
 
 // Route is one route.
@@ -284,6 +288,7 @@ func (r *run) host(ctx context.Context) {
 	r.do(CheckMTU, r.checkMTU)
 	r.do(CheckCluster, r.checkCluster)
 	r.do(CheckPeers, r.checkPeers)
+	r.do(CheckBypass, r.checkBypass)
 	r.do(CheckDNS, func() string { return r.checkDNS(ctx) })
 }
 

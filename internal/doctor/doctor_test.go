@@ -23,7 +23,7 @@ func withOverlay(st *State, k *fakeKernel) {
 		{NetworkID: "n3", Sandbox: "far", Node: "h2", IP: netip.MustParseAddr("10.40.0.5"), MAC: "02:42:0a:28:00:05", VTEP: netip.MustParseAddr("192.0.2.2")}}}
 	k.links = append(k.links,
 		Link{Name: "tov-4097", Index: 30, MTU: 1450, Up: true, Kind: "bridge"},
-		Link{Name: "tvx-4097", Index: 31, MTU: 1450, Up: true, Kind: "vxlan", MasterIndex: 30, ParentIndex: 2},
+		Link{Name: "tvx-4097", Index: 31, MTU: 1450, Up: true, Kind: "vxlan", MasterIndex: 30, ParentIndex: 2, Ingress: []string{"tether_fp"}},
 		Link{Name: "vto-web", Index: 32, MTU: 1450, Up: true, Kind: "veth", MasterIndex: 30})
 	k.tables["ip tether_vxlan"] = &Table{Family: "ip", Name: "tether_vxlan", Sets: map[string][]string{"nodes": {"192.0.2.1", "192.0.2.2"}}}
 	k.fdb = map[string][]FDB{"tvx-4097": {{MAC: "02:42:0a:28:00:05", Dst: netip.MustParseAddr("192.0.2.2")}}}
@@ -164,6 +164,12 @@ func TestHost(t *testing.T) {
 			withOverlay(st, k)
 			k.links = slices.DeleteFunc(k.links, func(l Link) bool { return l.Name == "tvx-4097" })
 		}, check: CheckMTU, sev: report.Error, want: []string{"VXLAN device tvx-4097 of overlay network ov is missing"}},
+		{name: "bridge bypass not attached", change: func(st *State, k *fakeKernel) {
+			withOverlay(st, k)
+			for i := range k.links {
+				k.links[i].Ingress = nil
+			}
+		}, check: CheckBypass, sev: report.Info, want: []string{"bridge bypass (BPF program tether_fp) is not on tvx-4097", "TETHER_OVERLAY_BYPASS=0"}},
 		{name: "store down", change: func(st *State, k *fakeKernel) {
 			withOverlay(st, k)
 			st.Cluster.Reach = errors.New("context deadline exceeded")
@@ -252,8 +258,8 @@ func checkReport(t *testing.T, rep *report.Report, check string, sev report.Seve
 			t.Errorf("check %s has status %s, want ok", c.Name, c.Severity)
 		}
 	}
-	if len(rep.Checks) != 9 {
-		t.Errorf("%d checks ran, want 9: %+v", len(rep.Checks), rep.Checks)
+	if len(rep.Checks) != 10 {
+		t.Errorf("%d checks ran, want 10: %+v", len(rep.Checks), rep.Checks)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/tether-net/tether/internal/bpf"
 	"github.com/tether-net/tether/internal/nlutil"
 )
 
@@ -114,6 +115,7 @@ func linkOf(l netlink.Link) *Link {
 	out := &Link{Name: a.Name, Index: a.Index, MTU: a.MTU, Up: a.Flags&net.FlagUp != 0, Kind: l.Type(), MasterIndex: a.MasterIndex}
 	if vx, ok := l.(*netlink.Vxlan); ok {
 		out.ParentIndex = vx.VtepDevIndex
+		out.Ingress = ingressPrograms(a.Index)
 	}
 	return out
 }
@@ -297,4 +299,20 @@ func setDecoder(s *nftables.Set) func([]nftables.SetElement) []string {
 		return addrElements
 	}
 	return nil
+}
+
+// ingressPrograms names the programs on a link's TCX ingress hook; nil
+// when the kernel cannot say (no TCX, no privilege).
+func ingressPrograms(index int) []string {
+	ids, err := bpf.QueryTCXIngress(index)
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, id := range ids {
+		if name, err := bpf.ProgName(id); err == nil {
+			names = append(names, name)
+		}
+	}
+	return names
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/tether-net/tether/internal/doctor/report"
+	"github.com/tether-net/tether/internal/fastpath"
 )
 
 // vxlanOverhead is what VXLAN adds to an inner IP packet (outer IP, UDP,
@@ -212,4 +213,26 @@ func (r *run) peerFinding(n Network, p Peer, fdb []FDB, neigh []Neigh) {
 		What: fmt.Sprintf("VXLAN device %s (network %s) lacks the %s of remote sandbox %s", n.VXLAN, n.Name, strings.Join(miss, " and "), p.Sandbox),
 		Why:  "the overlay has no learning and no miss handling: without these entries the local sandboxes cannot reach that sandbox (ARP goes unanswered or frames are not sent to its host)",
 		Fix:  "restart the daemon (it programs every peer from the cluster store at start), or by hand: " + strings.Join(fix, "; ")})
+}
+
+// checkBypass: each overlay network's VXLAN device carries the bridge
+// bypass's program (docs/overlay.md, "Bridge bypass"). Without it every
+// frame between sandboxes goes through the bridge and br_netfilter: that
+// works, with less throughput, so it is worth knowing, not an error.
+func (r *run) checkBypass() string {
+	gs := r.st.globals()
+	if len(gs) == 0 {
+		return "no overlay network on this host"
+	}
+	for _, n := range gs {
+		vx, err := r.k.Link(n.VXLAN)
+		if err != nil || vx == nil || slices.Contains(vx.Ingress, fastpath.ProgramName) {
+			continue // a missing device is overlay_mtu's finding
+		}
+		r.add(report.Finding{Check: CheckBypass, Severity: report.Info, Subject: "network " + n.Name,
+			What: fmt.Sprintf("the bridge bypass (BPF program %s) is not on %s: frames of overlay network %s go through its bridge", fastpath.ProgramName, vx.Name, n.Name),
+			Why:  "each frame then also runs br_netfilter's pass through the IPv4/IPv6 hooks and conntrack: traffic flows, with less throughput between hosts",
+			Fix:  "look for \"overlay: bridge bypass\" in the daemon's log: the bypass needs Linux 6.6 (TCX) and the privilege to load BPF programs; TETHER_OVERLAY_BYPASS=0 turns it off"})
+	}
+	return ""
 }

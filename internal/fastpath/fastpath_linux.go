@@ -56,6 +56,10 @@ const (
 	skbDataEnd = 80
 )
 
+// ProgramName is the program's name as the kernel lists it (bpftool, and
+// tether doctor's overlay_bypass check).
+const ProgramName = "tether_fp"
+
 const tcxNext = -1 // TCX_NEXT: the next program, or the stack (here: the bridge)
 
 // Path is the bypass of one network namespace (the daemon's host
@@ -75,20 +79,19 @@ type Path struct {
 // the interfaces it will be attached to ("": the current one). It fails
 // where the kernel lacks BPF, TCX (Linux 6.6) or bpf_redirect_peer, or the
 // process the privilege; the caller then keeps the bridge path.
-func New(nsPath string) (p *Path, err error) {
-	p = &Path{ns: nsPath, prog: -1, ends: -1, dests: -1, links: map[int]int{}, segs: map[int]map[[6]byte]bool{}}
-	defer func() {
-		if err != nil {
-			p.Close()
-		}
-	}()
+func New(nsPath string) (*Path, error) {
+	p := &Path{ns: nsPath, prog: -1, ends: -1, dests: -1, links: map[int]int{}, segs: map[int]map[[6]byte]bool{}}
+	var err error
 	if p.ends, err = bpf.MapNewFlags(bpf.MapTypeHash, 4, 4, maxEnds, bpf.MapNoPrealloc, "tether_fp_ends"); err != nil {
+		p.Close()
 		return nil, err
 	}
 	if p.dests, err = bpf.MapNewFlags(bpf.MapTypeHash, 12, 8, maxDests, bpf.MapNoPrealloc, "tether_fp_dests"); err != nil {
+		p.Close()
 		return nil, err
 	}
-	if p.prog, err = bpf.ProgNew(bpf.ProgTypeSchedCls, 0, program(p.ends, p.dests), "tether_fp"); err != nil {
+	if p.prog, err = bpf.ProgNew(bpf.ProgTypeSchedCls, 0, program(p.ends, p.dests), ProgramName); err != nil {
+		p.Close()
 		return nil, err
 	}
 	return p, nil
