@@ -94,13 +94,14 @@ func (d *Driver) bypassNetwork(h *netlink.Handle, n *driver.Network, vx netlink.
 
 // unbypassNetwork forgets the network's segment (its device is going).
 func (d *Driver) unbypassNetwork(n *driver.Network, vx netlink.Link) {
-	if d.fp == nil || vx == nil {
+	fp := d.fast()
+	if fp == nil || vx == nil {
 		return
 	}
-	if err := d.fp.Detach(vx.Attrs().Index); err != nil {
+	if err := fp.Detach(vx.Attrs().Index); err != nil {
 		slog.Warn("overlay: bridge bypass", "network", n.Name, "err", err)
 	}
-	if err := d.fp.DropSegment(n.VNI); err != nil {
+	if err := fp.DropSegment(n.VNI); err != nil {
 		slog.Warn("overlay: bridge bypass", "network", n.Name, "err", err)
 	}
 }
@@ -126,17 +127,18 @@ func (d *Driver) bypassEndpoint(n *driver.Network, host netlink.Link, mac net.Ha
 // unbypassEndpoint takes a leaving sandbox out: its host end's link goes,
 // and its MAC's entry if it still names that host end.
 func (d *Driver) unbypassEndpoint(n *driver.Network, hostIndex int, mac net.HardwareAddr) {
-	if d.fp == nil || hostIndex == 0 {
+	fp := d.fast()
+	if fp == nil || hostIndex == 0 {
 		return
 	}
-	if err := d.fp.Detach(hostIndex); err != nil {
+	if err := fp.Detach(hostIndex); err != nil {
 		slog.Warn("overlay: bridge bypass", "network", n.Name, "err", err)
 	}
 	if len(mac) != 6 {
 		return
 	}
-	if idx, peer, ok, err := d.fp.Dest(n.VNI, mac); err == nil && ok && peer && idx == hostIndex {
-		if err := d.fp.DelDest(n.VNI, mac); err != nil {
+	if idx, peer, ok, err := fp.Dest(n.VNI, mac); err == nil && ok && peer && idx == hostIndex {
+		if err := fp.DelDest(n.VNI, mac); err != nil {
 			slog.Warn("overlay: bridge bypass", "network", n.Name, "err", err)
 		}
 	}
@@ -163,12 +165,13 @@ func (d *Driver) bypassPeer(n *driver.Network, vx netlink.Link, p Peer) {
 }
 
 // unbypassPeer forgets a remote endpoint's MAC unless a local sandbox has it now.
-func (d *Driver) unbypassPeer(n *driver.Network, vx netlink.Link, p Peer) {
-	if d.fp == nil {
+func (d *Driver) unbypassPeer(n *driver.Network, p Peer) {
+	fp := d.fast()
+	if fp == nil {
 		return
 	}
-	if _, peer, ok, err := d.fp.Dest(n.VNI, p.MAC); err == nil && ok && !peer {
-		if err := d.fp.DelDest(n.VNI, p.MAC); err != nil {
+	if _, peer, ok, err := fp.Dest(n.VNI, p.MAC); err == nil && ok && !peer {
+		if err := fp.DelDest(n.VNI, p.MAC); err != nil {
 			slog.Warn("overlay: bridge bypass", "network", n.Name, "peer", p.String(), "err", err)
 		}
 	}

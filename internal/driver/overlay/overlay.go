@@ -14,6 +14,10 @@
 // the device then sends over IPv6, and the MTU is underlay-70.
 // There is no learning and no miss handling: the kernel never asks the
 // daemon anything, so a daemon that is down or restarting drops no traffic.
+// Unicast frames between the network's endpoints skip the bridge by a
+// small BPF program on the host ends and the VXLAN device (bypass.go,
+// internal/fastpath) while the daemon runs; the bridge carries them
+// otherwise.
 //
 // Ownership: the bridge and the VXLAN device carry the alias
 // "tether:overlay:<network id>", host-side veths "tether:<endpoint id>" (the
@@ -453,6 +457,9 @@ func (d *Driver) deletePorts(h *netlink.Handle, br netlink.Link) []error {
 	for _, l := range links {
 		a := l.Attrs()
 		if a.MasterIndex == br.Attrs().Index && l.Type() == "veth" && strings.HasPrefix(a.Alias, bridge.AliasPrefix) {
+			if fp := d.fast(); fp != nil {
+				_ = fp.Detach(a.Index) // its link goes with the veth; the fd too
+			}
 			errs = append(errs, d.del(h, l))
 		}
 	}

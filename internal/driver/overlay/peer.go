@@ -189,7 +189,7 @@ func (d *Driver) RemovePeers(ctx context.Context, n *driver.Network, ps []Peer) 
 			} else {
 				vteps[mac] = slices.DeleteFunc(vteps[mac], func(v netip.Addr) bool { return v == p.VTEP })
 				if len(vteps[mac]) == 0 {
-					d.unbypassPeer(n, vx, p)
+					d.unbypassPeer(n, p)
 				}
 			}
 		}
