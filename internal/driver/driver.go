@@ -161,7 +161,8 @@ type Detacher interface {
 
 // Repairer is implemented by drivers that can check an endpoint on
 // restore and rebuild it in place when broken, without interrupting an
-// intact one (bridge).
+// intact one (bridge). The overlay implements it to put an intact
+// endpoint back on its bridge bypass, and rebuilds nothing.
 type Repairer interface {
 	// Repair checks the endpoint's kernel objects against the records and
 	// rebuilds them when they are not intact; it reports whether it did.
