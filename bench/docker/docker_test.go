@@ -149,3 +149,21 @@ func TestHostLeftovers(t *testing.T) {
 		t.Errorf("sleep ended with %v, want SIGKILL", err)
 	}
 }
+
+// Late processes are tolerated only when they are Podman's own.
+func TestReferenceTool(t *testing.T) {
+	for _, tt := range []struct {
+		killed string
+		want   bool
+	}{
+		{"15139 /usr/bin/podman --root /tmp/x container cleanup abc", true},
+		{"15140 /usr/libexec/podman/conmon --api-version 1", true},
+		{"15141 /tmp/tether-e2e/tether daemon", false},
+		{"15142 sleep 600", false},
+		{"15143", false},
+	} {
+		if got := referenceTool(tt.killed); got != tt.want {
+			t.Errorf("referenceTool(%q) = %v, want %v", tt.killed, got, tt.want)
+		}
+	}
+}

@@ -195,6 +195,17 @@ func (h *Host) KillLeftovers() []string {
 	return killed
 }
 
+// referenceTool: a killed process ("PID cmdline") is Podman's own (podman,
+// conmon), not one Tether or a test started.
+func referenceTool(killed string) bool {
+	f := strings.Fields(killed)
+	if len(f) < 2 {
+		return false
+	}
+	base := filepath.Base(f[1])
+	return base == "podman" || base == "conmon"
+}
+
 // Close kills what the engine left running, stops the holder (the mount
 // namespace and every mount in it go with it), removes the run's cgroups
 // and reports what it had to clean up. The namespace itself is deleted by
@@ -215,6 +226,17 @@ func (h *Host) close() error {
 	case <-h.exited:
 	case <-time.After(10 * time.Second):
 		errs = append(errs, fmt.Errorf("namespace holder %d of %s did not exit", h.holder.Process.Pid, h.NS))
+	}
+	if len(h.Leftovers()) > 0 {
+		// Podman's conmon runs a container's exit command (`podman ...
+		// container cleanup`) when the container ends, which can be after
+		// the first sweep: late processes of the reference tools are
+		// killed too; any other late process is reported.
+		for _, k := range h.KillLeftovers() {
+			if !referenceTool(k) {
+				errs = append(errs, fmt.Errorf("process appeared in %s after the first sweep, killed: %s", h.NS, k))
+			}
+		}
 	}
 	if left := h.Leftovers(); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("processes of %s still running after SIGKILL: %v", h.NS, left))
