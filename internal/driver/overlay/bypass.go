@@ -80,7 +80,7 @@ func (d *Driver) bypassNetwork(h *netlink.Handle, n *driver.Network, vx netlink.
 		slog.Warn("overlay: bridge bypass", "network", n.Name, "err", err)
 		return
 	}
-	fdb, _, err := d.entries(h, vx)
+	fdb, err := d.fdbEntries(h, vx) // the neighbour entries are not needed here
 	if err != nil {
 		slog.Warn("overlay: bridge bypass: read the FDB", "network", n.Name, "err", err)
 		return

@@ -225,21 +225,12 @@ func (d *Driver) Peers(ctx context.Context, n *driver.Network) ([]Peer, error) {
 // entries dumps the device's static FDB entries and its permanent
 // neighbour entries.
 func (d *Driver) entries(h *netlink.Handle, vx netlink.Link) (fdb, neigh []netlink.Neigh, err error) {
-	idx := vx.Attrs().Index
-	all, err := nlutil.Dump("list fdb of "+vx.Attrs().Name, func() ([]netlink.Neigh, error) {
-		return h.NeighList(idx, unix.AF_BRIDGE)
-	})
-	if err != nil {
+	if fdb, err = d.fdbEntries(h, vx); err != nil {
 		return nil, nil, err
 	}
-	for _, e := range all {
-		if e.Flags&netlink.NTF_SELF != 0 && e.Flags&netlink.NTF_MASTER == 0 && e.IP != nil &&
-			len(e.HardwareAddr) == 6 && e.HardwareAddr[0]&1 == 0 && !bytes.Equal(e.HardwareAddr, make([]byte, 6)) {
-			fdb = append(fdb, e)
-		}
-	}
+	idx := vx.Attrs().Index
 	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
-		all, err = nlutil.Dump("list neighbours of "+vx.Attrs().Name, func() ([]netlink.Neigh, error) {
+		all, err := nlutil.Dump("list neighbours of "+vx.Attrs().Name, func() ([]netlink.Neigh, error) {
 			return h.NeighList(idx, family)
 		})
 		if err != nil {
@@ -252,6 +243,26 @@ func (d *Driver) entries(h *netlink.Handle, vx netlink.Link) (fdb, neigh []netli
 		}
 	}
 	return fdb, neigh, nil
+}
+
+// fdbEntries dumps the device's static unicast FDB entries (remote MAC ->
+// VTEP) alone.
+func (d *Driver) fdbEntries(h *netlink.Handle, vx netlink.Link) ([]netlink.Neigh, error) {
+	idx := vx.Attrs().Index
+	all, err := nlutil.Dump("list fdb of "+vx.Attrs().Name, func() ([]netlink.Neigh, error) {
+		return h.NeighList(idx, unix.AF_BRIDGE)
+	})
+	if err != nil {
+		return nil, err
+	}
+	var fdb []netlink.Neigh
+	for _, e := range all {
+		if e.Flags&netlink.NTF_SELF != 0 && e.Flags&netlink.NTF_MASTER == 0 && e.IP != nil &&
+			len(e.HardwareAddr) == 6 && e.HardwareAddr[0]&1 == 0 && !bytes.Equal(e.HardwareAddr, make([]byte, 6)) {
+			fdb = append(fdb, e)
+		}
+	}
+	return fdb, nil
 }
 
 // mergePeers joins FDB entries (MAC -> VTEP) and neighbour entries (IP ->
