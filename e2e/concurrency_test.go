@@ -206,12 +206,15 @@ func TestRestartKeepsTraffic(t *testing.T) {
 		runDetached(t, d, "b", "--network", "live", "--", "sleep", "600")
 		nsPath := procNetNS(t, d, "a")
 		target := ip(t, d, "b", "live")
+		// stdout only: iproute2 prints "Peer netns reference is invalid"
+		// on stderr when another test's namespace goes away while it names
+		// a veth peer's namespace.
 		snapshot := func() string {
-			links, _ := exec.Command("nsenter", "--net="+nsPath, "ip", "-o", "link").CombinedOutput()
-			addrs, _ := exec.Command("nsenter", "--net="+nsPath, "ip", "-o", "addr").CombinedOutput()
-			routes, _ := exec.Command("nsenter", "--net="+nsPath, "ip", "route").CombinedOutput()
-			host, _ := inNS(ns, "ip", "-o", "link", "show", "type", "veth")
-			return string(links) + string(addrs) + string(routes) + host
+			links, _ := exec.Command("nsenter", "--net="+nsPath, "ip", "-o", "link").Output()
+			addrs, _ := exec.Command("nsenter", "--net="+nsPath, "ip", "-o", "addr").Output()
+			routes, _ := exec.Command("nsenter", "--net="+nsPath, "ip", "route").Output()
+			host, _ := exec.Command("ip", "-n", ns, "-o", "link", "show", "type", "veth").Output()
+			return string(links) + string(addrs) + string(routes) + string(host)
 		}
 		before := snapshot()
 

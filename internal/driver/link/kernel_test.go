@@ -139,6 +139,19 @@ func ipOut(t *testing.T, s sb, args ...string) string {
 	return testutil.Must(t, "ip", append([]string{"-n", s.name}, args...)...)
 }
 
+// linksOf lists s's interfaces, one per line, from stdout only: iproute2
+// prints "Peer netns reference is invalid" on stderr when another test's
+// namespace goes away while it names a veth peer's namespace, and that
+// line is not a change of s's links.
+func linksOf(t *testing.T, s sb) string {
+	t.Helper()
+	out, err := exec.Command("ip", "-n", s.name, "-o", "link").Output()
+	if err != nil {
+		t.Fatalf("ip -n %s -o link: %v", s.name, err)
+	}
+	return string(out)
+}
+
 // ifIndex is the interface's index in s, 0 when it does not exist.
 func ifIndex(t *testing.T, s sb, name string) int {
 	t.Helper()
@@ -358,14 +371,14 @@ func TestNameInUse(t *testing.T) {
 			a, b := newNS(t), newNS(t)
 			k := link.New()
 			tc.setup(t, k, a, b)
-			before := [2]string{ipOut(t, a, "-o", "link"), ipOut(t, b, "-o", "link")}
+			before := [2]string{linksOf(t, a), linksOf(t, b)}
 			l := newLink(a, b, "p2p0", "p2p1", "10.1.1.0", "10.1.1.1")
 			err := k.CreateLink(ctx, l)
 			if !errors.Is(err, link.ErrNameInUse) {
 				t.Fatalf("CreateLink = %v, want ErrNameInUse", err)
 			}
 			t.Log(err)
-			if after := [2]string{ipOut(t, a, "-o", "link"), ipOut(t, b, "-o", "link")}; after != before {
+			if after := [2]string{linksOf(t, a), linksOf(t, b)}; after != before {
 				t.Errorf("links changed by a refused CreateLink:\n%v\n%v", before, after)
 			}
 			if intact(t, k, l) {
