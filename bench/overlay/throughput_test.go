@@ -336,6 +336,41 @@ func (r *tputRig) applyKnobs(names ...string) func() {
 	}
 }
 
+// restartDrivers closes both hosts' drivers and makes new ones with
+// BypassEnv set to env ("": unset), as daemons restarted with it: the
+// network, then its endpoint.
+func (r *tputRig) restartDrivers(env string) {
+	r.tb.Helper()
+	old, had := os.LookupEnv(ovl.BypassEnv)
+	if env == "" {
+		os.Unsetenv(ovl.BypassEnv)
+	} else {
+		os.Setenv(ovl.BypassEnv, env)
+	}
+	defer func() {
+		if had {
+			os.Setenv(ovl.BypassEnv, old)
+		} else {
+			os.Unsetenv(ovl.BypassEnv)
+		}
+	}()
+	for _, h := range r.h {
+		if err := h.drv.Close(); err != nil {
+			r.tb.Fatal(err)
+		}
+		h.drv = ovl.NewAt(h.h, h.path)
+		if err := h.drv.CreateNetwork(context.Background(), h.net); err != nil {
+			r.tb.Fatal(err)
+		}
+		if _, err := h.drv.Repair(context.Background(), h.net, h.sb.ep, h.sb.path, nil); err != nil {
+			r.tb.Fatal(err)
+		}
+		if !h.drv.Bypassing() || h.drv.TunnelInBPF() != (env == "") {
+			r.tb.Fatalf("driver with %s=%q: bypass %v, tunnel in BPF %v", ovl.BypassEnv, env, h.drv.Bypassing(), h.drv.TunnelInBPF())
+		}
+	}
+}
+
 // hostSysctl sets a sysctl in both host namespaces and returns the undo.
 func (r *tputRig) hostSysctl(key, val string) func() {
 	r.tb.Helper()
@@ -513,6 +548,11 @@ func knobs() []knob {
 						}
 					}
 				}
+			}},
+		{Name: "tunnel-off", What: "the VXLAN tunnel in BPF off (" + ovl.BypassEnv + "=bridge): the bridge bypass only, the VXLAN devices encapsulate and decapsulate",
+			apply: func(r *tputRig) func() {
+				r.restartDrivers("bridge")
+				return func() { r.restartDrivers("") }
 			}},
 		{Name: "pinned", What: "iperf3 -A 0,1: client and server pinned to different cores (both paths)", pin: true,
 			apply: func(*tputRig) func() { return func() {} }},

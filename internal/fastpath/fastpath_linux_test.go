@@ -69,7 +69,7 @@ func TestRedirectBypassesBridge(t *testing.T) {
 	if err := ping(ps[0].ns, ps[1].addr); err == nil {
 		t.Fatal("the rig is wrong: ping with the bridge down")
 	}
-	p, err := fastpath.New("/run/netns/" + h)
+	p, err := fastpath.New("/run/netns/"+h, 4789)
 	if err != nil {
 		t.Fatalf("fast path: %v", err) // a kernel without TCX fails here, under TETHER_E2E too
 	}
@@ -154,7 +154,7 @@ func TestRedirectBypassesBridge(t *testing.T) {
 
 func TestBadMAC(t *testing.T) {
 	testutil.RequireRoot(t)
-	p, err := fastpath.New("")
+	p, err := fastpath.New("", 4789)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 
 	"github.com/vishvananda/netlink"
@@ -34,18 +35,24 @@ import (
 )
 
 // BypassEnv turns the bypass off when set to "0" (every frame goes through
-// the bridge, as before it existed).
+// the bridge, as before it existed), and keeps only the bridge bypass when
+// set to "bridge" (the VXLAN device encapsulates and decapsulates every
+// packet, as before the tunnel was done in BPF).
 const BypassEnv = "TETHER_OVERLAY_BYPASS"
 
 // fast returns the bypass, made on first use; nil when it is off or the
 // kernel cannot run it (logged once).
 func (d *Driver) fast() *fastpath.Path {
 	d.fpOnce.Do(func() {
-		if os.Getenv(BypassEnv) == "0" {
+		switch os.Getenv(BypassEnv) {
+		case "0":
 			slog.Info("overlay: bridge bypass off (" + BypassEnv + "=0)")
 			return
+		case "bridge":
+			slog.Info("overlay: VXLAN in BPF off, bridge bypass on (" + BypassEnv + "=bridge)")
+			d.fpDevice = true
 		}
-		p, err := fastpath.New(d.ns)
+		p, err := fastpath.New(d.ns, Port)
 		if err != nil {
 			slog.Warn("overlay: bridge bypass unavailable; overlay frames go through the bridge", "err", err)
 			return
@@ -57,6 +64,22 @@ func (d *Driver) fast() *fastpath.Path {
 
 // Bypassing reports whether the bypass runs (for tests and inspection).
 func (d *Driver) Bypassing() bool { return d.fast() != nil }
+
+// TunnelInBPF reports whether the bypass also encapsulates and
+// decapsulates IPv4 frames itself (over an IPv4 underlay), so that they
+// skip the VXLAN devices.
+func (d *Driver) TunnelInBPF() bool { return d.fast() != nil && !d.fpDevice }
+
+// tunnel is how the bypass reaches a remote endpoint behind vtep without
+// the network's VXLAN device vx (zero: through the device). Only over an
+// IPv4 underlay, and not with BypassEnv=bridge.
+func (d *Driver) tunnel(n *driver.Network, vx netlink.Link, vtep netip.Addr) fastpath.Tunnel {
+	v, ok := vx.(*netlink.Vxlan)
+	if d.fpDevice || !ok || v.VtepDevIndex == 0 || !n.VTEP.Is4() || !vtep.Unmap().Is4() {
+		return fastpath.Tunnel{}
+	}
+	return fastpath.Tunnel{VNI: n.VNI, Local: n.VTEP, Remote: vtep.Unmap(), Under: v.VtepDevIndex}
+}
 
 // Close releases the bypass (its links end, so traffic goes through the
 // bridges). The driver's networks and endpoints stay.
@@ -80,13 +103,19 @@ func (d *Driver) bypassNetwork(h *netlink.Handle, n *driver.Network, vx netlink.
 		slog.Warn("overlay: bridge bypass", "network", n.Name, "err", err)
 		return
 	}
+	if t := d.tunnel(n, vx, n.VTEP); t.Under != 0 {
+		if err := fp.AttachUnderlay(t.Under, n.VNI); err != nil {
+			slog.Warn("overlay: VXLAN decapsulation in BPF", "network", n.Name, "err", err)
+		}
+	}
 	fdb, err := d.fdbEntries(h, vx) // the neighbour entries are not needed here
 	if err != nil {
 		slog.Warn("overlay: bridge bypass: read the FDB", "network", n.Name, "err", err)
 		return
 	}
 	for _, e := range fdb {
-		if err := fp.SetDest(n.VNI, e.HardwareAddr, idx, false); err != nil {
+		vtep, _ := netip.AddrFromSlice(e.IP)
+		if err := fp.SetRemote(n.VNI, e.HardwareAddr, idx, d.tunnel(n, vx, vtep)); err != nil {
 			slog.Warn("overlay: bridge bypass", "network", n.Name, "err", err)
 		}
 	}
@@ -152,14 +181,20 @@ func (d *Driver) bypassPeer(n *driver.Network, vx netlink.Link, p Peer) {
 		return
 	}
 	idx := vx.Attrs().Index
+	t := d.tunnel(n, vx, p.VTEP)
 	if !fp.Attached(idx) {
 		if err := fp.Attach(idx, n.VNI); err != nil {
 			slog.Warn("overlay: bridge bypass", "network", n.Name, "err", err)
 			_ = fp.DelDest(n.VNI, p.MAC) // no entry naming an older device: the bridge carries it
 			return
 		}
+		if t.Under != 0 {
+			if err := fp.AttachUnderlay(t.Under, n.VNI); err != nil {
+				slog.Warn("overlay: VXLAN decapsulation in BPF", "network", n.Name, "err", err)
+			}
+		}
 	}
-	if err := fp.SetDest(n.VNI, p.MAC, idx, false); err != nil {
+	if err := fp.SetRemote(n.VNI, p.MAC, idx, t); err != nil {
 		slog.Warn("overlay: bridge bypass", "network", n.Name, "peer", p.String(), "err", err)
 	}
 }

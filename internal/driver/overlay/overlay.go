@@ -108,11 +108,12 @@ type Driver struct {
 	// bridges: each network's bridge as last looked up (VNI -> bridgeRef),
 	// so an attach does not look it up again. CreateNetwork refreshes it
 	// (a repair may change the MTU), DeleteNetwork forgets it.
-	bridges sync.Map
-	gone    nlutil.GoneWatch // detached host ends, until their namespace's teardown deletes them
-	garp    garpSocket       // where announcements go out (announce.go)
-	fp      *fastpath.Path   // the bridge bypass (bypass.go); nil: off or unavailable
-	fpOnce  sync.Once
+	bridges  sync.Map
+	gone     nlutil.GoneWatch // detached host ends, until their namespace's teardown deletes them
+	garp     garpSocket       // where announcements go out (announce.go)
+	fp       *fastpath.Path   // the bridge bypass (bypass.go); nil: off or unavailable
+	fpDevice bool             // the bypass leaves encapsulation to the VXLAN devices (BypassEnv=bridge)
+	fpOnce   sync.Once
 }
 
 // New returns an overlay driver issuing netlink requests through h (nil:

@@ -188,10 +188,12 @@ func (d *Driver) RemovePeers(ctx context.Context, n *driver.Network, ps []Peer) 
 				errs = append(errs, fmt.Errorf("peer %v on %q: delete fdb entry: %w", p, vx.Attrs().Name, err))
 			} else {
 				vteps[mac] = slices.DeleteFunc(vteps[mac], func(v netip.Addr) bool { return v == p.VTEP })
-				if len(vteps[mac]) == 0 {
-					d.unbypassPeer(n, p)
-				}
 			}
+		}
+		// The bypass encapsulates by itself: it must not reach a MAC the
+		// FDB no longer has (e.g. a partial peer, its FDB entry gone).
+		if len(vteps[mac]) == 0 {
+			d.unbypassPeer(n, p)
 		}
 	}
 	return errors.Join(errs...)
