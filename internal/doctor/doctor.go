@@ -166,8 +166,8 @@ type Link struct {
 	MasterIndex int
 	// ParentIndex is a VXLAN device's underlay link (0: not bound to one).
 	ParentIndex int
-	// Ingress names the BPF programs on a VXLAN device's TCX ingress hook
-	// (read for VXLAN devices only).
+	// Ingress names the BPF programs on the link's TCX ingress hook (the
+	// bypass's on VXLAN devices, its decapsulation on underlays).
 	Ingress []string
 }
 

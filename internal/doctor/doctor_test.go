@@ -25,6 +25,11 @@ func withOverlay(st *State, k *fakeKernel) {
 		Link{Name: "tov-4097", Index: 30, MTU: 1450, Up: true, Kind: "bridge"},
 		Link{Name: "tvx-4097", Index: 31, MTU: 1450, Up: true, Kind: "vxlan", MasterIndex: 30, ParentIndex: 2, Ingress: []string{"tether_fp"}},
 		Link{Name: "vto-web", Index: 32, MTU: 1450, Up: true, Kind: "veth", MasterIndex: 30})
+	for i := range k.links {
+		if k.links[i].Index == 2 { // the underlay: the tunnel's decapsulation
+			k.links[i].Ingress = []string{"tether_fp_vx"}
+		}
+	}
 	k.tables["ip tether_vxlan"] = &Table{Family: "ip", Name: "tether_vxlan", Sets: map[string][]string{"nodes": {"192.0.2.1", "192.0.2.2"}}}
 	k.fdb = map[string][]FDB{"tvx-4097": {{MAC: "02:42:0a:28:00:05", Dst: netip.MustParseAddr("192.0.2.2")}}}
 	k.neigh = map[string][]Neigh{"tvx-4097": {{IP: netip.MustParseAddr("10.40.0.5"), MAC: "02:42:0a:28:00:05"}}}
@@ -170,6 +175,14 @@ func TestHost(t *testing.T) {
 				k.links[i].Ingress = nil
 			}
 		}, check: CheckBypass, sev: report.Info, want: []string{"bridge bypass (BPF program tether_fp) is not on tvx-4097", "TETHER_OVERLAY_BYPASS=0"}},
+		{name: "tunnel in BPF not attached", change: func(st *State, k *fakeKernel) {
+			withOverlay(st, k)
+			for i := range k.links {
+				if k.links[i].Index == 2 {
+					k.links[i].Ingress = nil
+				}
+			}
+		}, check: CheckBypass, sev: report.Info, want: []string{"(program tether_fp_vx) is not on eth0, the underlay of tvx-4097", "TETHER_OVERLAY_BYPASS=bridge"}},
 		{name: "store down", change: func(st *State, k *fakeKernel) {
 			withOverlay(st, k)
 			st.Cluster.Reach = errors.New("context deadline exceeded")

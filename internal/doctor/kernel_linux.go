@@ -115,8 +115,8 @@ func linkOf(l netlink.Link) *Link {
 	out := &Link{Name: a.Name, Index: a.Index, MTU: a.MTU, Up: a.Flags&net.FlagUp != 0, Kind: l.Type(), MasterIndex: a.MasterIndex}
 	if vx, ok := l.(*netlink.Vxlan); ok {
 		out.ParentIndex = vx.VtepDevIndex
-		out.Ingress = ingressPrograms(a.Index)
 	}
+	out.Ingress = ingressPrograms(a.Index)
 	return out
 }
 

@@ -226,8 +226,12 @@ func (r *run) checkBypass() string {
 	}
 	for _, n := range gs {
 		vx, err := r.k.Link(n.VXLAN)
-		if err != nil || vx == nil || slices.Contains(vx.Ingress, fastpath.ProgramName) {
+		if err != nil || vx == nil {
 			continue // a missing device is overlay_mtu's finding
+		}
+		if slices.Contains(vx.Ingress, fastpath.ProgramName) {
+			r.checkTunnel(n, vx)
+			continue
 		}
 		r.add(report.Finding{Check: CheckBypass, Severity: report.Info, Subject: "network " + n.Name,
 			What: fmt.Sprintf("the bridge bypass (BPF program %s) is not on %s: frames of overlay network %s go through its bridge", fastpath.ProgramName, vx.Name, n.Name),
@@ -235,4 +239,22 @@ func (r *run) checkBypass() string {
 			Fix:  "look for \"overlay: bridge bypass\" in the daemon's log: the bypass needs Linux 6.6 (TCX) and the privilege to load BPF programs; TETHER_OVERLAY_BYPASS=0 turns it off"})
 	}
 	return ""
+}
+
+// checkTunnel: with the bypass on, an overlay over an IPv4 underlay also
+// has the decapsulation program on its underlay interface (docs/overlay.md,
+// "VXLAN in BPF"). Without it the devices carry the tunnel: that works,
+// with less throughput (or it was turned off: TETHER_OVERLAY_BYPASS=bridge).
+func (r *run) checkTunnel(n Network, vx *Link) {
+	if !n.VTEP.Is4() || vx.ParentIndex == 0 {
+		return // an IPv6 underlay, or no underlay interface: the devices do it
+	}
+	under, err := r.k.LinkByIndex(vx.ParentIndex)
+	if err != nil || under == nil || slices.Contains(under.Ingress, fastpath.DecapName) {
+		return
+	}
+	r.add(report.Finding{Check: CheckBypass, Severity: report.Info, Subject: "network " + n.Name,
+		What: fmt.Sprintf("the VXLAN tunnel in BPF (program %s) is not on %s, the underlay of %s: VXLAN device %s encapsulates and decapsulates overlay network %s's packets", fastpath.DecapName, under.Name, vx.Name, vx.Name, n.Name),
+		Why:  "each packet then also passes the host's IP and UDP layers, netfilter hooks, conntrack and the device's queue: traffic flows, with less throughput between hosts",
+		Fix:  "TETHER_OVERLAY_BYPASS=bridge in the daemon's environment turns it off on purpose; otherwise look for \"VXLAN decapsulation in BPF\" in the daemon's log"})
 }

@@ -13,6 +13,7 @@ const (
 	ldxb  = 0x71
 	stxw  = 0x63 // *(u32 *)(r_dst + off) = r_src
 	stxh  = 0x6b
+	stxb  = 0x73
 	stw   = 0x62 // *(u32 *)(r_dst + off) = imm
 	sth   = 0x6a
 	movr  = 0xbf
@@ -50,6 +51,7 @@ const (
 
 // Helpers beyond those internal/bpf names.
 const (
+	fnPrandom       = 7
 	fnSkbStoreBytes = 9
 	fnSkbLoadBytes  = 26
 	fnGetHashRecalc = 34

@@ -243,13 +243,13 @@ func program(ends, dests, port int) []bpf.Insn {
 // conntrack. In C:
 //
 //	struct { struct iphdr ip; struct udphdr udp; struct vxlanhdr vx; struct ethhdr inner; } h;
-//	if (bpf_skb_load_bytes(skb, 0, &h.inner, 14)) goto device;
+//	if (bpf_skb_load_bytes(skb, 0, &h.inner, 16)) goto device; // and the inner TOS
 //	h.udp.source = htons(0xc000 | (bpf_get_hash_recalc(skb) & 0x3fff)); // flow entropy, RFC 7348
 //	if (bpf_skb_adjust_room(skb, 50, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS)) goto device;
 //	__u32 len = skb->len - 14;
-//	h.ip = (struct iphdr){ .version = 4, .ihl = 5, .tot_len = htons(len), .frag_off = htons(IP_DF),
-//		.ttl = 64, .protocol = IPPROTO_UDP, .saddr = d->local, .daddr = d->remote,
-//		.check = fold(d->csum + len) };
+//	h.ip = (struct iphdr){ .version = 4, .ihl = 5, .tos = inner_tos & 3, .tot_len = htons(len),
+//		.id = bpf_get_prandom_u32(), .ttl = 64, .protocol = IPPROTO_UDP,
+//		.saddr = d->local, .daddr = d->remote, .check = fold(d->csum + len + id + ecn) };
 //	h.udp.dest = htons(PORT); h.udp.len = htons(len - 20); h.udp.check = 0;
 //	h.vx.flags = 0x08000000 (network order); h.vx.vni = d->vni;
 //	if (bpf_skb_store_bytes(skb, 14, &h, 50, 0)) return TC_ACT_SHOT;
@@ -259,12 +259,14 @@ func program(ends, dests, port int) []bpf.Insn {
 // replaces it with the route's next hop (resolving it with ARP, as the
 // VXLAN device would).
 func encap(a *asm, port int) {
-	const buf = -80 // the 50 header bytes at fp-80 (8-aligned)
+	// The 50 header bytes at fp-80 (8-aligned), then the inner IPv4
+	// header's first two bytes (for its ECN field).
+	const buf = -80
 	a.i(movr, 1, 6, 0, 0)
 	a.i(movi, 2, 0, 0, 0)
 	a.i(movr, 3, 10, 0, 0)
 	a.i(addi, 3, 0, 0, buf+36)
-	a.i(movi, 4, 0, 0, 14)
+	a.i(movi, 4, 0, 0, 16)
 	a.i(call, 0, 0, 0, fnSkbLoadBytes)
 	a.jump(jnei, 0, 0, 0, "device")
 	a.i(movr, 1, 6, 0, 0)
@@ -273,6 +275,16 @@ func encap(a *asm, port int) {
 	a.i(ori, 0, 0, 0, 0xc000)
 	a.i(tobe, 0, 0, 0, 16)
 	a.i(stxh, 10, 0, buf+20, 0)
+	a.i(call, 0, 0, 0, fnPrandom) // the outer IP ID (DF is not set, as the device's)
+	a.i(andi, 0, 0, 0, 0xffff)
+	a.i(movr, 9, 0, 0, 0) // r9: the header words the checksum base lacks
+	a.i(tobe, 0, 0, 0, 16)
+	a.i(stxh, 10, 0, buf+4, 0)
+	a.i(ldxb, 3, 10, buf+51, 0) // the inner TOS: its ECN bits go outside (RFC 6040, as the device)
+	a.i(andi, 3, 0, 0, 3)
+	a.i(addr, 9, 3, 0, 0)
+	a.i(sth, 10, 0, buf+0, be16(0x4500))
+	a.i(stxb, 10, 3, buf+1, 0)
 	a.i(movr, 1, 6, 0, 0)
 	a.i(movi, 2, 0, 0, encapLen)
 	a.i(movi, 3, 0, 0, adjRoomMAC)
@@ -290,6 +302,7 @@ func encap(a *asm, port int) {
 	a.i(stxh, 10, 3, buf+24, 0) // UDP length
 	a.i(ldxw, 3, 7, valCsum, 0)
 	a.i(addr, 3, 1, 0, 0)
+	a.i(addr, 3, 9, 0, 0)
 	for range 2 { // fold to 16 bits
 		a.i(movr, 4, 3, 0, 0)
 		a.i(rshi, 4, 0, 0, 16)
@@ -299,9 +312,7 @@ func encap(a *asm, port int) {
 	a.i(xori, 3, 0, 0, 0xffff)
 	a.i(tobe, 3, 0, 0, 16)
 	a.i(stxh, 10, 3, buf+10, 0)
-	a.i(sth, 10, 0, buf+0, be16(0x4500))
-	a.i(sth, 10, 0, buf+4, 0)
-	a.i(sth, 10, 0, buf+6, be16(0x4000)) // DF
+	a.i(sth, 10, 0, buf+6, 0) // no DF, no fragment
 	a.i(sth, 10, 0, buf+8, be16(64<<8|17))
 	a.i(ldxw, 3, 7, valLocal, 0)
 	a.i(stxw, 10, 3, buf+12, 0)
@@ -338,7 +349,8 @@ func encap(a *asm, port int) {
 //		if (skb->protocol != htons(ETH_P_IP) || skb->pkt_type != PACKET_HOST) return TCX_NEXT;
 //		if (data + 64 > data_end && (bpf_skb_pull_data(skb, 64) || data + 64 > data_end)) return TCX_NEXT;
 //		struct { struct ethhdr eth; struct iphdr ip; struct udphdr udp; struct vxlanhdr vx; struct ethhdr inner; } *p = data;
-//		if (p->ip.version != 4 || p->ip.ihl != 5 || p->ip.frag_off & htons(IP_MF|IP_OFFSET) ||
+//		if (p->ip.version != 4 || p->ip.ihl != 5 || (p->ip.tos & 3) == INET_ECN_CE ||
+//		    p->ip.frag_off & htons(IP_MF|IP_OFFSET) ||
 //		    p->ip.protocol != IPPROTO_UDP || ntohs(p->ip.tot_len) != skb->len - 14 ||
 //		    fold(csum_diff(NULL, 0, &p->ip, 20, 0)) != 0xffff ||
 //		    p->udp.dest != htons(PORT) || p->vx.flags != 0x08 (just I) ||
@@ -379,6 +391,9 @@ func decapProgram(dests, port int) []bpf.Insn {
 	a.label("parse")
 	a.i(ldxb, 4, 2, 14, 0)
 	a.jump(jnei, 4, 0, 0x45, "pass")
+	a.i(ldxb, 4, 2, 15, 0)
+	a.i(andi, 4, 0, 0, 3)
+	a.jump(jeqi, 4, 0, 3, "pass") // congestion experienced: the device copies it inside (RFC 6040)
 	a.i(ldxh, 4, 2, 20, 0)
 	a.i(andi, 4, 0, 0, be16(0x3fff))
 	a.jump(jnei, 4, 0, 0, "pass") // a fragment
@@ -621,9 +636,10 @@ func (p *Path) SetRemote(segment int, mac net.HardwareAddr, vxIndex int, t Tunne
 		copy(v[valRemote:], r[:])
 		copy(v[valLocal:], l[:])
 		binary.BigEndian.PutUint32(v[valVNI:], uint32(t.VNI)<<8)
-		// The outer header's words but tot_len (added by the program):
-		// version/ihl/tos, id 0, DF, TTL 64 / UDP, the two addresses.
-		sum := uint32(0x4500) + 0x4000 + (64<<8 | 17)
+		// The outer header's words but tot_len, the ID and the ECN bits
+		// (added by the program): version/ihl, TTL 64 / UDP, the two
+		// addresses.
+		sum := uint32(0x4500) + (64<<8 | 17)
 		for _, a := range [][4]byte{l, r} {
 			sum += uint32(binary.BigEndian.Uint16(a[:2])) + uint32(binary.BigEndian.Uint16(a[2:]))
 		}

@@ -8,7 +8,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -224,6 +226,28 @@ func TestTunnelIsVXLAN(t *testing.T) {
 	}
 	transfer(t, a, b, 8<<20)
 	transfer(t, b, a, 8<<20)
+
+	// The outer header is the device's: no DF, the inner ECN bits copied
+	// out (b's stack sees a's packets: count them before anything else).
+	nft := func(args ...string) string {
+		return testutil.Must(t, "ip", append([]string{"netns", "exec", b.ns, "nft"}, args...)...)
+	}
+	nft("add", "table", "ip", "tfp")
+	nft("add", "chain", "ip", "tfp", "pre", "{ type filter hook prerouting priority -300; }")
+	nft("add", "rule", "ip", "tfp", "pre", "udp", "dport", strconv.Itoa(tunPort), "ip", "ecn", "ect0", "counter")
+	nft("add", "rule", "ip", "tfp", "pre", "udp", "dport", strconv.Itoa(tunPort), "ip", "frag-off", "&", "0x4000", "!=", "0", "counter")
+	if out, err := testutil.InNS(a.sb, "ping", "-c", "3", "-i", "0.2", "-W", "1", "-Q", "2", b.sbAddr); err != nil {
+		t.Fatalf("ping with ECT(0): %v\n%s", err, out)
+	}
+	counts := map[string]int{}
+	for _, line := range strings.Split(nft("list", "chain", "ip", "tfp", "pre"), "\n") {
+		if m := regexp.MustCompile(`(ecn|frag-off).* counter packets (\d+)`).FindStringSubmatch(line); m != nil {
+			counts[m[1]], _ = strconv.Atoi(m[2])
+		}
+	}
+	if counts["ecn"] < 3 || counts["frag-off"] != 0 {
+		t.Errorf("outer headers of 3 ECT(0) pings: %d with ECT(0) (want 3 or more), %d with DF (want 0)", counts["ecn"], counts["frag-off"])
+	}
 	// Without a's decapsulation program, b's device's packets reach a's
 	// stack, where vx0 is down: nothing answers.
 	if err := a.p.DropSegment(tunSeg); err != nil {
