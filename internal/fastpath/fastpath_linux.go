@@ -777,6 +777,47 @@ func (p *Path) Dest(segment int, mac net.HardwareAddr) (ifindex int, peer, ok bo
 	return int(bpf.NE.Uint32(v)), bpf.NE.Uint32(v[4:]) != 0, true, nil
 }
 
+// Entry is one destination as the map has it.
+type Entry struct {
+	Ifindex int
+	Peer    bool       // into the veth's peer (a local sandbox)
+	Remote  netip.Addr // the remote VTEP the program encapsulates to; invalid: the device does
+}
+
+// Lookup reports mac's entry in segment (ok false: none, the bridge).
+func (p *Path) Lookup(segment int, mac net.HardwareAddr) (e Entry, ok bool, err error) {
+	k, err := destKey(segment, mac)
+	if err != nil {
+		return Entry{}, false, err
+	}
+	v := make([]byte, valueSize)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dests < 0 {
+		return Entry{}, false, errors.New("fast path: closed")
+	}
+	ok, err = bpf.MapLookup(p.dests, k, v)
+	if !ok || err != nil {
+		return Entry{}, false, err
+	}
+	e = Entry{Ifindex: int(bpf.NE.Uint32(v[valIfindex:])), Peer: bpf.NE.Uint32(v[valPeer:]) != 0}
+	if bpf.NE.Uint32(v[valUnder:]) != 0 {
+		e.Remote = netip.AddrFrom4([4]byte(v[valRemote : valRemote+4]))
+	}
+	return e, true, nil
+}
+
+// MACs lists the MACs segment has entries for.
+func (p *Path) MACs(segment int) []net.HardwareAddr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var l []net.HardwareAddr
+	for m := range p.segs[segment] {
+		l = append(l, net.HardwareAddr(m[:]))
+	}
+	return l
+}
+
 // Attached reports whether the program is attached to ifindex by this Path.
 func (p *Path) Attached(ifindex int) bool {
 	p.mu.Lock()

@@ -58,6 +58,13 @@ func (d *Driver) fast() *fastpath.Path {
 			return
 		}
 		d.fp = p
+		d.fol = &follower{d: d, fp: p, devs: map[int]vxTunnel{}, stop: make(chan struct{})}
+		if err := d.fol.start(); err != nil && !d.fpDevice {
+			// Without the FDB's events the map could outlive an entry
+			// changed by hand: leave the tunnel to the devices.
+			slog.Warn("overlay: VXLAN in BPF off: cannot follow the FDB", "err", err)
+			d.fpDevice = true
+		}
 	})
 	return d.fp
 }
@@ -85,6 +92,9 @@ func (d *Driver) tunnel(n *driver.Network, vx netlink.Link, vtep netip.Addr) fas
 // bridges). The driver's networks and endpoints stay.
 func (d *Driver) Close() error {
 	d.fpOnce.Do(func() {}) // no bypass made after Close
+	if d.fol != nil {
+		d.fol.closeOnce.Do(func() { close(d.fol.stop) })
+	}
 	if d.fp != nil {
 		return d.fp.Close()
 	}
@@ -103,6 +113,7 @@ func (d *Driver) bypassNetwork(h *netlink.Handle, n *driver.Network, vx netlink.
 		slog.Warn("overlay: bridge bypass", "network", n.Name, "err", err)
 		return
 	}
+	d.fol.track(n, vx)
 	if t := d.tunnel(n, vx, n.VTEP); t.Under != 0 {
 		if err := fp.AttachUnderlay(t.Under, n.VNI); err != nil {
 			slog.Warn("overlay: VXLAN decapsulation in BPF", "network", n.Name, "err", err)
@@ -127,6 +138,7 @@ func (d *Driver) unbypassNetwork(n *driver.Network, vx netlink.Link) {
 	if fp == nil || vx == nil {
 		return
 	}
+	d.fol.untrack(n)
 	if err := fp.Detach(vx.Attrs().Index); err != nil {
 		slog.Warn("overlay: bridge bypass", "network", n.Name, "err", err)
 	}
@@ -193,6 +205,7 @@ func (d *Driver) bypassPeer(n *driver.Network, vx netlink.Link, p Peer) {
 				slog.Warn("overlay: VXLAN decapsulation in BPF", "network", n.Name, "err", err)
 			}
 		}
+		d.fol.track(n, vx)
 	}
 	if err := fp.SetRemote(n.VNI, p.MAC, idx, t); err != nil {
 		slog.Warn("overlay: bridge bypass", "network", n.Name, "peer", p.String(), "err", err)

@@ -113,6 +113,7 @@ type Driver struct {
 	garp     garpSocket       // where announcements go out (announce.go)
 	fp       *fastpath.Path   // the bridge bypass (bypass.go); nil: off or unavailable
 	fpDevice bool             // the bypass leaves encapsulation to the VXLAN devices (BypassEnv=bridge)
+	fol      *follower        // keeps the bypass's remote entries equal to the FDB (follow.go)
 	fpOnce   sync.Once
 }
 
