@@ -105,6 +105,31 @@ func (a *asm) done() []bpf.Insn {
 	return a.p
 }
 
+// lookupMAC copies the 6-byte MAC at src+off into the dests key at
+// fp-16 (whose segment and padding are set) and looks it up: r0 is the
+// value, and a miss jumps to "pass". It uses r1-r4.
+func (a *asm) lookupMAC(dests int, src byte, off int16) {
+	a.i(ldxw, 4, src, off, 0)
+	a.i(stxw, 10, 4, -12, 0)
+	a.i(ldxh, 4, src, off+4, 0)
+	a.i(stxh, 10, 4, -8, 0)
+	a.emit(bpf.LdMap(1, dests)...)
+	a.i(movr, 2, 10, 0, 0)
+	a.i(addi, 2, 0, 0, -16)
+	a.i(call, 0, 0, 0, bpf.FnMapLookupElem)
+	a.jump(jeqi, 0, 0, 0, "pass")
+}
+
+// fold folds the one's complement sum in r to 16 bits (tmp is clobbered).
+func (a *asm) fold(r, tmp byte) {
+	for range 2 {
+		a.i(movr, tmp, r, 0, 0)
+		a.i(rshi, tmp, 0, 0, 16)
+		a.i(andi, r, 0, 0, 0xffff)
+		a.i(addr, r, tmp, 0, 0)
+	}
+}
+
 // be16 is the immediate that, compared with or stored as a 16-bit value
 // in the machine's byte order, is v in network byte order.
 func be16(v uint16) int32 {

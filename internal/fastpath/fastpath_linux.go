@@ -26,6 +26,14 @@
 // are redirected, and Tether's firewall accepts those unconditionally, so
 // the firewall decides nothing differently.
 //
+// The VXLAN tunnel (docs/overlay.md, "VXLAN in BPF"): for a remote
+// endpoint whose entry names a Tunnel (an IPv4 underlay), an IPv4 frame is
+// encapsulated by the program itself and sent out of the underlay
+// interface (encap), and a second program on that interface takes VXLAN
+// packets from the endpoint's own VTEP and puts the inner frame straight
+// into the local sandbox (decapProgram). What they do not take goes on to
+// the VXLAN device as before; the packets on the wire are the same.
+//
 // The links are held by the process: when the daemon stops they go, and
 // traffic flows through the bridge again until it is back, so a daemon
 // that is down or restarting drops nothing.
@@ -180,15 +188,7 @@ func program(ends, dests, port int) []bpf.Insn {
 	// lookup copies the MAC at data+off into the key and looks it up in dests.
 	lookup := func(off int16) {
 		checked()
-		a.i(ldxw, 4, 2, off, 0)
-		a.i(stxw, 10, 4, -12, 0)
-		a.i(ldxh, 4, 2, off+4, 0)
-		a.i(stxh, 10, 4, -8, 0)
-		a.emit(bpf.LdMap(1, dests)...)
-		a.i(movr, 2, 10, 0, 0)
-		a.i(addi, 2, 0, 0, -16)
-		a.i(call, 0, 0, 0, bpf.FnMapLookupElem)
-		a.jump(jeqi, 0, 0, 0, "pass")
+		a.lookupMAC(dests, 2, off)
 	}
 	a.i(movr, 6, 1, 0, 0) // r6 = skb
 	checked()
@@ -303,12 +303,7 @@ func encap(a *asm, port int) {
 	a.i(ldxw, 3, 7, valCsum, 0)
 	a.i(addr, 3, 1, 0, 0)
 	a.i(addr, 3, 9, 0, 0)
-	for range 2 { // fold to 16 bits
-		a.i(movr, 4, 3, 0, 0)
-		a.i(rshi, 4, 0, 0, 16)
-		a.i(andi, 3, 0, 0, 0xffff)
-		a.i(addr, 3, 4, 0, 0)
-	}
+	a.fold(3, 4)
 	a.i(xori, 3, 0, 0, 0xffff)
 	a.i(tobe, 3, 0, 0, 16)
 	a.i(stxh, 10, 3, buf+10, 0)
@@ -374,6 +369,7 @@ func encap(a *asm, port int) {
 func decapProgram(dests, port int) []bpf.Insn {
 	const hdr = 14 + encapLen // outer Ethernet + the 50 bytes decapsulation removes
 	const macs = -32          // the inner frame's 12 address bytes at fp-32
+	const smac = -48          // its source MAC alone, aligned for the key's loads
 	a := newAsm()
 	load := func() { // r2 = data, r3 = data_end; 64 bytes there or "pull"
 		a.i(ldxw, 2, 6, skbData, 0)
@@ -423,10 +419,10 @@ func decapProgram(dests, port int) []bpf.Insn {
 		a.i(ldxw, 4, 2, 50+off, 0)
 		a.i(stxw, 10, 4, macs+off, 0)
 	}
-	a.i(ldxw, 4, 2, 56, 0) // key: the inner source MAC
-	a.i(stxw, 10, 4, -12, 0)
+	a.i(ldxw, 4, 2, 56, 0) // the inner source MAC again, 4-aligned at fp-48
+	a.i(stxw, 10, 4, smac, 0)
 	a.i(ldxh, 4, 2, 60, 0)
-	a.i(stxh, 10, 4, -8, 0)
+	a.i(stxh, 10, 4, smac+4, 0)
 	a.i(ldxw, 8, 2, 26, 0) // outer source
 	a.i(ldxw, 9, 2, 30, 0) // outer destination
 	a.i(movi, 1, 0, 0, 0)  // the outer IPv4 header's checksum must hold
@@ -440,33 +436,16 @@ func decapProgram(dests, port int) []bpf.Insn {
 	a.i(movi, 4, 0, 0, 20)
 	a.i(movi, 5, 0, 0, 0)
 	a.i(call, 0, 0, 0, fnCsumDiff)
-	for range 2 {
-		a.i(movr, 4, 0, 0, 0)
-		a.i(rshi, 4, 0, 0, 16)
-		a.i(andi, 0, 0, 0, 0xffff)
-		a.i(addr, 0, 4, 0, 0)
-	}
+	a.fold(0, 4)
 	a.jump(jnei, 0, 0, 0xffff, "pass")
-	a.emit(bpf.LdMap(1, dests)...)
-	a.i(movr, 2, 10, 0, 0)
-	a.i(addi, 2, 0, 0, -16)
-	a.i(call, 0, 0, 0, bpf.FnMapLookupElem)
-	a.jump(jeqi, 0, 0, 0, "pass")
+	a.lookupMAC(dests, 10, smac) // the inner source MAC
 	a.i(ldxw, 4, 0, valPeer, 0)
 	a.jump(jnei, 4, 0, 0, "pass") // the sender is local?
 	a.i(ldxw, 4, 0, valRemote, 0)
 	a.jump(jner, 4, 8, 0, "pass") // not from the sender's VTEP
 	a.i(ldxw, 4, 0, valLocal, 0)
 	a.jump(jner, 4, 9, 0, "pass") // not to this host's VTEP
-	a.i(ldxw, 4, 10, macs, 0)     // key: the inner destination MAC
-	a.i(stxw, 10, 4, -12, 0)
-	a.i(ldxh, 4, 10, macs+4, 0)
-	a.i(stxh, 10, 4, -8, 0)
-	a.emit(bpf.LdMap(1, dests)...)
-	a.i(movr, 2, 10, 0, 0)
-	a.i(addi, 2, 0, 0, -16)
-	a.i(call, 0, 0, 0, bpf.FnMapLookupElem)
-	a.jump(jeqi, 0, 0, 0, "pass")
+	a.lookupMAC(dests, 10, macs)  // the inner destination MAC
 	a.i(ldxw, 4, 0, valPeer, 0)
 	a.jump(jeqi, 4, 0, 0, "pass") // not a local sandbox
 	a.i(ldxw, 7, 0, valIfindex, 0)

@@ -16,7 +16,10 @@
 // daemon anything, so a daemon that is down or restarting drops no traffic.
 // Unicast frames between the network's endpoints skip the bridge by a
 // small BPF program on the host ends and the VXLAN device (bypass.go,
-// internal/fastpath) while the daemon runs; the bridge carries them
+// internal/fastpath) while the daemon runs, and over an IPv4 underlay
+// IPv4 frames skip the VXLAN device too: the program encapsulates them,
+// and one on the underlay interface decapsulates (follow.go keeps its
+// entries equal to the FDB); the bridge and the device carry them
 // otherwise.
 //
 // Ownership: the bridge and the VXLAN device carry the alias
