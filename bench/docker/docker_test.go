@@ -161,6 +161,10 @@ func TestReferenceTool(t *testing.T) {
 		{"15141 /tmp/tether-e2e/tether daemon", false},
 		{"15142 sleep 600", false},
 		{"15143", false},
+		{"15144 [podman]", true}, // a zombie: no command line, its comm
+		{"15145 [conmon]", true},
+		{"15146 [sleep]", false},
+		{"15147 []", false},
 	} {
 		if got := referenceTool(tt.killed); got != tt.want {
 			t.Errorf("referenceTool(%q) = %v, want %v", tt.killed, got, tt.want)

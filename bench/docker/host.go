@@ -185,8 +185,11 @@ func (h *Host) KillLeftovers() []string {
 	pids := h.Leftovers()
 	var killed []string
 	for _, pid := range pids {
-		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		killed = append(killed, fmt.Sprintf("%d %s", pid, strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " "))))
+		d, ok := describe(pid)
+		if !ok {
+			continue // gone (and reaped) since the sweep read it
+		}
+		killed = append(killed, d)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	for deadline := time.Now().Add(10 * time.Second); len(h.Leftovers()) > 0 && time.Now().Before(deadline); {
@@ -195,14 +198,30 @@ func (h *Host) KillLeftovers() []string {
 	return killed
 }
 
-// referenceTool: a killed process ("PID cmdline") is Podman's own (podman,
-// conmon), not one Tether or a test started.
+// describe is "PID cmdline", or "PID [comm]" for a process without a
+// command line (one that has exited and is not yet reaped, a zombie, has
+// none).
+// false when the process is gone.
+func describe(pid int) (string, bool) {
+	cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if c := strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " ")); c != "" {
+		return fmt.Sprintf("%d %s", pid, c), true
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return "", false
+	}
+	return fmt.Sprintf("%d [%s]", pid, strings.TrimSpace(string(comm))), true
+}
+
+// referenceTool: a killed process ("PID cmdline" or "PID [comm]") is
+// Podman's own (podman, conmon), not one Tether or a test started.
 func referenceTool(killed string) bool {
 	f := strings.Fields(killed)
 	if len(f) < 2 {
 		return false
 	}
-	base := filepath.Base(f[1])
+	base := filepath.Base(strings.TrimSuffix(strings.TrimPrefix(f[1], "["), "]"))
 	return base == "podman" || base == "conmon"
 }
 
