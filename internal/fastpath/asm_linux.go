@@ -53,11 +53,13 @@ const (
 const (
 	fnPrandom       = 7
 	fnSkbStoreBytes = 9
+	fnCsumDiff      = 28
 	fnSkbLoadBytes  = 26
 	fnGetHashRecalc = 34
 	fnSkbPullData   = 39
 	fnSkbAdjustRoom = 50
 	fnRedirectNeigh = 152
+	fnCsumLvl       = 135
 )
 
 // Return codes.

@@ -128,7 +128,7 @@ const (
 	valRemote  = 12 // [4]byte: the remote VTEP (IPv4, network order)
 	valLocal   = 16 // [4]byte: this host's VTEP
 	valVNI     = 20 // [4]byte: the VXLAN header's second word (VNI << 8, network order)
-	valCsum    = 24 // u32: sum of the outer IPv4 header's 16-bit words but tot_len (see Tunnel)
+	valCsum    = 24 // u32: sum of the outer IPv4 header's constant 16-bit words (see SetRemote)
 	valueSize  = 28
 )
 
@@ -145,8 +145,6 @@ const (
 	encapFlags = 1<<0 | 1<<1 | 1<<4 | 1<<6 | 14<<56
 	adjRoomMAC = 1 // BPF_ADJ_ROOM_MAC
 	csumDec    = 2 // BPF_CSUM_LEVEL_DEC
-	fnCsumDiff = 28
-	fnCsumLvl  = 135
 )
 
 // program is the host ends' and VXLAN devices' program. In C:
@@ -739,21 +737,8 @@ func (p *Path) DropSegment(segment int) error {
 
 // Dest reports where frames for mac in segment go (ok false: the bridge).
 func (p *Path) Dest(segment int, mac net.HardwareAddr) (ifindex int, peer, ok bool, err error) {
-	k, err := destKey(segment, mac)
-	if err != nil {
-		return 0, false, false, err
-	}
-	v := make([]byte, valueSize)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.dests < 0 {
-		return 0, false, false, errors.New("fast path: closed")
-	}
-	ok, err = bpf.MapLookup(p.dests, k, v)
-	if !ok || err != nil {
-		return 0, false, false, err
-	}
-	return int(bpf.NE.Uint32(v)), bpf.NE.Uint32(v[4:]) != 0, true, nil
+	e, ok, err := p.Lookup(segment, mac)
+	return e.Ifindex, e.Peer, ok, err
 }
 
 // Entry is one destination as the map has it.
