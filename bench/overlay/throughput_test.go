@@ -537,17 +537,7 @@ func knobs() []knob {
 						r.tb.Fatal(err)
 					}
 				}
-				return func() {
-					for _, h := range r.h {
-						h.drv = ovl.NewAt(h.h, h.path) // as a restarted daemon: the network, then its endpoint
-						if err := h.drv.CreateNetwork(context.Background(), h.net); err != nil {
-							r.tb.Fatal(err)
-						}
-						if _, err := h.drv.Repair(context.Background(), h.net, h.sb.ep, h.sb.path, nil); err != nil {
-							r.tb.Fatal(err)
-						}
-					}
-				}
+				return func() { r.restartDrivers("") }
 			}},
 		{Name: "tunnel-off", What: "the VXLAN tunnel in BPF off (" + ovl.BypassEnv + "=bridge): the bridge bypass only, the VXLAN devices encapsulate and decapsulate",
 			apply: func(r *tputRig) func() {

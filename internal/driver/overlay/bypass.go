@@ -114,11 +114,7 @@ func (d *Driver) bypassNetwork(h *netlink.Handle, n *driver.Network, vx netlink.
 		return
 	}
 	d.fol.track(n, vx)
-	if t := d.tunnel(n, vx, n.VTEP); t.Under != 0 {
-		if err := fp.AttachUnderlay(t.Under, n.VNI); err != nil {
-			slog.Warn("overlay: VXLAN decapsulation in BPF", "network", n.Name, "err", err)
-		}
-	}
+	d.decapOn(fp, n, d.tunnel(n, vx, n.VTEP))
 	fdb, err := d.fdbEntries(h, vx) // the neighbour entries are not needed here
 	if err != nil {
 		slog.Warn("overlay: bridge bypass: read the FDB", "network", n.Name, "err", err)
@@ -129,6 +125,17 @@ func (d *Driver) bypassNetwork(h *netlink.Handle, n *driver.Network, vx netlink.
 		if err := fp.SetRemote(n.VNI, e.HardwareAddr, idx, d.tunnel(n, vx, vtep)); err != nil {
 			slog.Warn("overlay: bridge bypass", "network", n.Name, "err", err)
 		}
+	}
+}
+
+// decapOn puts the decapsulation program on t's underlay for n (none for
+// a zero Tunnel: the device decapsulates).
+func (d *Driver) decapOn(fp *fastpath.Path, n *driver.Network, t fastpath.Tunnel) {
+	if t.Under == 0 {
+		return
+	}
+	if err := fp.AttachUnderlay(t.Under, n.VNI); err != nil {
+		slog.Warn("overlay: VXLAN decapsulation in BPF", "network", n.Name, "err", err)
 	}
 }
 
@@ -200,11 +207,7 @@ func (d *Driver) bypassPeer(n *driver.Network, vx netlink.Link, p Peer) {
 			_ = fp.DelDest(n.VNI, p.MAC) // no entry naming an older device: the bridge carries it
 			return
 		}
-		if t.Under != 0 {
-			if err := fp.AttachUnderlay(t.Under, n.VNI); err != nil {
-				slog.Warn("overlay: VXLAN decapsulation in BPF", "network", n.Name, "err", err)
-			}
-		}
+		d.decapOn(fp, n, t)
 		d.fol.track(n, vx)
 	}
 	if err := fp.SetRemote(n.VNI, p.MAC, idx, t); err != nil {

@@ -15,7 +15,6 @@ package overlay
 // every device's FDB.
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -114,16 +113,9 @@ func (f *follower) start() error {
 	return nil
 }
 
-// unicastRemote is an FDB entry of a VXLAN device naming a remote VTEP for
-// a unicast MAC (not the all-zeros flood entry, not the bridge's own).
-func unicastRemote(e *netlink.Neigh) bool {
-	return e.Family == unix.AF_BRIDGE && e.Flags&netlink.NTF_SELF != 0 && e.Flags&netlink.NTF_MASTER == 0 &&
-		e.IP != nil && len(e.HardwareAddr) == 6 && e.HardwareAddr[0]&1 == 0 && !bytes.Equal(e.HardwareAddr, make([]byte, 6))
-}
-
 func (f *follower) apply(u netlink.NeighUpdate) {
 	e := &u.Neigh
-	if !unicastRemote(e) {
+	if e.Family != unix.AF_BRIDGE || !unicastRemote(e) {
 		return
 	}
 	f.mu.Lock()

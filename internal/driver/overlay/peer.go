@@ -259,12 +259,18 @@ func (d *Driver) fdbEntries(h *netlink.Handle, vx netlink.Link) ([]netlink.Neigh
 	}
 	var fdb []netlink.Neigh
 	for _, e := range all {
-		if e.Flags&netlink.NTF_SELF != 0 && e.Flags&netlink.NTF_MASTER == 0 && e.IP != nil &&
-			len(e.HardwareAddr) == 6 && e.HardwareAddr[0]&1 == 0 && !bytes.Equal(e.HardwareAddr, make([]byte, 6)) {
+		if unicastRemote(&e) {
 			fdb = append(fdb, e)
 		}
 	}
 	return fdb, nil
+}
+
+// unicastRemote is an FDB entry of a VXLAN device naming a remote VTEP for
+// a unicast MAC (not the all-zeros flood entry, not the bridge's own).
+func unicastRemote(e *netlink.Neigh) bool {
+	return e.Flags&netlink.NTF_SELF != 0 && e.Flags&netlink.NTF_MASTER == 0 && e.IP != nil &&
+		len(e.HardwareAddr) == 6 && e.HardwareAddr[0]&1 == 0 && !bytes.Equal(e.HardwareAddr, make([]byte, 6))
 }
 
 // mergePeers joins FDB entries (MAC -> VTEP) and neighbour entries (IP ->
