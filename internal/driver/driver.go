@@ -188,6 +188,15 @@ type PairJoiner interface {
 	PairAlive(ctx context.Context, n *Network, ep *Endpoint) (bool, error)
 }
 
+// HostIfNamer is implemented by drivers that give an endpoint a host-side
+// interface named by Endpoint.HostIfName: the engine asks for a fresh name
+// before Join and sets it, so the endpoint's record can be written while
+// the driver works. Join keeps a name it is given unless that name is taken
+// (then it picks another, and the engine records that one).
+type HostIfNamer interface {
+	HostIfName() string
+}
+
 // OptionChecker is implemented by drivers that read their own options
 // (Network.Options): CheckOptions validates a network before anything is
 // built, and returns an error naming the option (a client error: the

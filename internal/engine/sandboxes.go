@@ -444,6 +444,7 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	}
 	defer func() {
 		if err != nil && !at.committed { // once recorded, the attach stands (a later failure is reported, not undone)
+			e.undoEarly(context.WithoutCancel(ctx), sb, at)
 			e.unreserve(context.WithoutCancel(ctx), sb, ns, at)
 		}
 		e.doneAttaching(at)
@@ -451,6 +452,7 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if err := e.fault("attach.after-reserve"); err != nil {
 		return err
 	}
+	e.startEarly(ctx, sb, ns, at, len(ports) > 0)
 	if sb.rec.Handover {
 		err = pj.JoinPair(ctx, at.dn, at.dep)
 	} else {
@@ -473,7 +475,7 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	if err := e.checkStoreUp(sb, ns, at); err != nil {
 		return err
 	}
-	if err := e.commitEndpoint(ctx, sb, ns, at.ep); err != nil {
+	if err := e.commitEndpoint(ctx, sb, ns, at.ep, at.early); err != nil {
 		return err
 	}
 	at.committed = true
@@ -547,7 +549,11 @@ type attachment struct {
 	global    bool // the address is a claim in the cluster store, the endpoint published with it
 	claimed   bool
 	joined    bool
-	committed bool // recorded: nothing is undone after this
+	committed bool   // recorded: nothing is undone after this
+	early     *early // the record written beside the join (early.go), nil if none
+	// sticky and sticky6 are the sticky addresses recorded before the
+	// attach (none: zero), which a failed attach's early write is undone to.
+	sticky, sticky6 netip.Addr
 }
 
 // reserve checks the attach against the sandbox's other endpoints and
@@ -635,6 +641,7 @@ func (e *Engine) reserve(ctx context.Context, sb *sbState, ns *netState, drv dri
 	defaultRoute := caps.DefaultRoute && !ns.rec.Internal && !a.NoDefaultRoute && !e.hasDefaultRouteLocked(sb.rec)
 	e.mu.Unlock()
 	at.ep = ep
+	at.sticky, at.sticky6 = sticky, sticky6
 	if at.global {
 		if err := e.claimGlobal(ctx, sb, ns, at, static, macFor); err != nil {
 			e.mu.Lock()
@@ -779,31 +786,22 @@ func nextIfName(sb *sbState) string {
 }
 
 // commitEndpoint records the endpoint: the sandbox record and the sticky
-// address in one transaction of the runtime store. The network's bitmap
-// changed in memory only: at start it is marked from the endpoint records
-// (gcStore), so no attach waits for a durable write.
-func (e *Engine) commitEndpoint(ctx context.Context, sb *sbState, ns *netState, ep *Endpoint) error {
+// address in one transaction of the runtime store, unless the attach's
+// early write (early.go) already put exactly that there. The network's
+// bitmap changed in memory only: at start it is marked from the endpoint
+// records (gcStore), so no attach waits for a durable write.
+func (e *Engine) commitEndpoint(ctx context.Context, sb *sbState, ns *netState, ep *Endpoint, x *early) error {
+	x.wait()
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	ops, eps := e.endpointOps(sb, ns, ep)
+	if !e.earlyHolds(ctx, x, ops) {
+		if err := e.commit(ctx, ops...); err != nil {
+			return err
+		}
+	}
 	delete(sb.joining, ep.IfName)
-	// In the order the attaches began: an overlay's gateway leg, which
-	// ran beside it, is recorded first and listed after it.
-	at := len(sb.rec.Endpoints)
-	if i := slices.IndexFunc(sb.rec.Endpoints, func(x *Endpoint) bool { return x.Created.After(ep.Created) }); i >= 0 {
-		at = i
-	}
-	sb.rec.Endpoints = slices.Insert(sb.rec.Endpoints, at, ep)
-	ops := []store.Op{e.putJSON(keySandboxes+sb.rec.ID, sb.rec)}
-	if ns.subnet != nil && ep.Address.IsValid() {
-		ops = append(ops, store.Put(keySticky+ns.rec.ID+"/"+sb.rec.Name, []byte(ep.Address.Addr().String())))
-	}
-	if ns.subnet6 != nil && ep.Address6.IsValid() {
-		ops = append(ops, store.Put(keySticky6+ns.rec.ID+"/"+sb.rec.Name, []byte(ep.Address6.Addr().String())))
-	}
-	if err := e.commit(ctx, ops...); err != nil {
-		sb.rec.Endpoints = slices.Delete(sb.rec.Endpoints, at, at+1)
-		return err
-	}
+	sb.rec.Endpoints = eps
 	ns.pending--
 	return nil
 }

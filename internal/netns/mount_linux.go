@@ -119,8 +119,11 @@ func BindProcNS(pid int, kind, path string) (err error) {
 // Delete unmounts the namespace file at path (lazily, MNT_DETACH) and
 // removes it. Equivalent to `ip netns delete`. The namespace itself is freed
 // by the kernel once no process, open file or other mount holds it.
-// Idempotent: a missing file or a stale unmounted one is fine.
+// Idempotent: a missing file or a stale unmounted one is fine. A handle
+// CreateKeep kept for path and nobody took is closed (it would hold the
+// namespace).
 func Delete(path string) error {
+	closeKept(path)
 	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -150,11 +153,13 @@ func IsNSFile(path string) bool {
 
 // createFile creates the empty mount point for a namespace file.
 func createFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	// A bare open and close: an *os.File would also try to register the
+	// descriptor with the runtime's poller.
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o444)
 	if err != nil {
-		return err
+		return &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	return f.Close()
+	return unix.Close(fd)
 }
 
 func bindMount(src, dst string) error {

@@ -156,8 +156,12 @@ func Open(path string) (netns.NsHandle, error) {
 // addresses, routes, neighbours: all Tether asks of a sandbox namespace);
 // netlink.NewHandle() without families would open the xfrm and netfilter
 // sockets too, three times the setup per handle. The caller closes the
-// handle.
+// handle. The first NewHandle of a namespace made by CreateKeep returns the
+// handle opened while it was made.
 func NewHandle(path string) (*netlink.Handle, error) {
+	if h := takeKept(path); h != nil {
+		return h, nil
+	}
 	var h *netlink.Handle
 	err := Do(path, func() error {
 		var err error

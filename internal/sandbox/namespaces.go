@@ -7,7 +7,6 @@ package sandbox
 
 import (
 	"fmt"
-	"os"
 	"slices"
 
 	"github.com/vishvananda/netlink"
@@ -52,21 +51,14 @@ var _ Namespaces = Kernel{}
 
 func (Kernel) PrepareDir(dir string) error { return netns.PrepareDir(dir) }
 
+// Create makes the namespace with IPv6 off by default and no router
+// advertisements taken should a process turn it back on for an interface
+// (a neighbour's rogue RA), and keeps a netlink handle opened inside it for
+// the first attach (netns.CreateKeep).
 func (Kernel) Create(path string) (netns.ID, error) {
-	err := netns.CreateWith(path, func() error {
-		// IPv6 off, and no router advertisements taken should a process
-		// turn it back on for an interface (a neighbour's rogue RA).
-		for _, kv := range [][2]string{{"default/disable_ipv6", "1"}, {"default/accept_ra", "0"}, {"all/accept_ra", "0"}} {
-			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+kv[0], []byte(kv[1]), 0o644); err != nil {
-				return err
-			}
-		}
-		return nil
+	return netns.CreateKeep(path, func() error {
+		return netns.WriteSysctls("net/ipv6/conf", "default/disable_ipv6", "1", "default/accept_ra", "0", "all/accept_ra", "0")
 	})
-	if err != nil {
-		return netns.ID{}, err
-	}
-	return netns.IDOf(path)
 }
 
 func (Kernel) Delete(path string) error            { return netns.Delete(path) }

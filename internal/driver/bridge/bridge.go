@@ -235,6 +235,9 @@ func (d *Driver) bridgeIndex(h *netlink.Handle, name string, fresh bool) (int, e
 	return br.Attrs().Index, nil
 }
 
+// HostIfName is a fresh name for an endpoint's host end (driver.HostIfNamer).
+func (d *Driver) HostIfName() string { return HostIfPrefix + randomHex(4) }
+
 // createVeth creates the pair from inside the sandbox and returns both
 // ends: the sandbox end as created (its index filled in by the creation),
 // the host end looked up through h. Host-side names are random; a
@@ -255,7 +258,7 @@ func (d *Driver) createVeth(h *netlink.Handle, sb *nsHandle, n *driver.Network, 
 			ep.HostIfName = HostIfPrefix + randomHex(4)
 		}
 		veth = &netlink.Veth{
-			LinkAttrs:     netlink.LinkAttrs{Name: ep.IfName, MTU: mtu, HardwareAddr: ep.MAC},
+			LinkAttrs:     netlink.LinkAttrs{Name: ep.IfName, MTU: mtu, HardwareAddr: ep.MAC, Flags: upAtBirth(ep)},
 			PeerName:      ep.HostIfName,
 			PeerMTU:       uint32(mtu),
 			PeerNamespace: netlink.NsFd(int(host.fd)),
@@ -319,6 +322,19 @@ func (d *Driver) wireHostEnd(h *netlink.Handle, peer netlink.Link, br int, n *dr
 	return nil
 }
 
+// upAtBirth is the flags a sandbox end is created with: up, saving a
+// request, when IPv6 stays off on it by the namespace's defaults (a
+// namespace Tether made, an IPv4-only endpoint), so an up link does nothing
+// before it is configured; else down, brought up by ConfigureEnd once IPv6
+// is set as the endpoint needs. The host end is never born up: the host's
+// defaults may have IPv6 on, and IPv6Off must come first.
+func upAtBirth(ep *driver.Endpoint) net.Flags {
+	if ep.DisableIPv6 || ep.Address6.IsValid() {
+		return 0
+	}
+	return net.FlagUp
+}
+
 // configureSandboxEnd configures the sandbox end just created (end: its
 // index is known). It is looked up again only when its kernel-chosen MAC
 // is needed (an IPv6 link-local address for an endpoint given no MAC).
@@ -359,8 +375,10 @@ func ConfigureEnd(h *netlink.Handle, nsPath string, link netlink.Link, n *driver
 			return fmt.Errorf("address %s on %q: %w", ep.Address, ep.IfName, err)
 		}
 	}
-	if err := h.LinkSetUp(link); err != nil {
-		return fmt.Errorf("bring up %q: %w", ep.IfName, err)
+	if link.Attrs().Flags&net.FlagUp == 0 { // else created up (upAtBirth) or found up
+		if err := h.LinkSetUp(link); err != nil {
+			return fmt.Errorf("bring up %q: %w", ep.IfName, err)
+		}
 	}
 	// lo is always index 1 of a network namespace (LOOPBACK_IFINDEX);
 	// bringing up a link that is up changes nothing.
@@ -634,3 +652,4 @@ func CreateHostPair(h *netlink.Handle, ep *driver.Endpoint, mtu int, prefix stri
 }
 
 var _ driver.PairJoiner = (*Driver)(nil)
+var _ driver.HostIfNamer = (*Driver)(nil)

@@ -84,10 +84,20 @@ type sandbox struct {
 // addresses ("" leaves a family out).
 func (hs *host) join(t *testing.T, n *driver.Network, addr, addr6 string, defaultRoute bool) *sandbox {
 	t.Helper()
+	return hs.joinNS(t, n, addr, addr6, defaultRoute, false)
+}
+
+// joinNS is join; adopted leaves the namespace's IPv6 defaults on (a
+// namespace another runtime made) and asks the driver to turn IPv6 off on
+// the sandbox end, as the engine does for such a namespace.
+func (hs *host) joinNS(t *testing.T, n *driver.Network, addr, addr6 string, defaultRoute, adopted bool) *sandbox {
+	t.Helper()
 	ns := testutil.NetNS(t, "tth-sb")
-	testutil.Must(t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1",
-		"net.ipv6.conf.default.accept_ra=0", "net.ipv6.conf.all.accept_ra=0")
-	ep := &driver.Endpoint{ID: newID(), IfName: "eth0", DefaultRoute: defaultRoute}
+	if !adopted {
+		testutil.Must(t, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1",
+			"net.ipv6.conf.default.accept_ra=0", "net.ipv6.conf.all.accept_ra=0")
+	}
+	ep := &driver.Endpoint{ID: newID(), IfName: "eth0", DefaultRoute: defaultRoute, DisableIPv6: adopted && addr6 == ""}
 	if addr != "" {
 		ep.Address, ep.Gateway = netip.MustParsePrefix(addr), n.Gateway
 		ep.MAC = driver.MACFromIP(ep.Address.Addr())
@@ -322,6 +332,32 @@ func TestIPv4OnlyKeepsIPv6Off(t *testing.T) {
 	}
 	if got := addrs(t, hs.ns, "-6", n.BridgeName); len(got) != 0 {
 		t.Errorf("IPv6 addresses on an IPv4-only bridge: %q", got)
+	}
+}
+
+// TestAdoptedNamespaceKeepsIPv6Off: in a namespace whose defaults have
+// IPv6 on (another runtime's), the driver turns it off on the sandbox end
+// itself: no address at all on it, router advertisements refused; the end
+// is up and carries IPv4. (A Tether namespace's end is created up; this
+// one is brought up only after.)
+func TestAdoptedNamespaceKeepsIPv6Off(t *testing.T) {
+	hs := newHost(t)
+	n := hs.network(t, "10.97.0.0/24", "10.97.0.1", "", "")
+	a := hs.joinNS(t, n, "10.97.0.2/24", "", true, true)
+	b := hs.join(t, n, "10.97.0.3/24", "", true)
+	if got := sysctl(t, a.ns, "default", "disable_ipv6"); got != "0" {
+		t.Fatalf("the adopted namespace's default disable_ipv6 = %s, want 0 (IPv6 on)", got)
+	}
+	mustPing(t, a.ns, "10.97.0.3")
+	mustPing(t, b.ns, "10.97.0.2")
+	checkSysctls(t, a.ns, "eth0", map[string]string{"disable_ipv6": "1", "accept_ra": "0"})
+	if got := addrs(t, a.ns, "-6", "eth0"); len(got) != 0 {
+		t.Errorf("IPv6 addresses on the adopted sandbox's eth0: %q", got)
+	}
+	for _, s := range []*sandbox{a, b} {
+		if out := testutil.Must(t, "ip", "-n", s.ns, "-o", "link", "show", "eth0"); !strings.Contains(out, ",UP") {
+			t.Errorf("%s: eth0 not up: %s", s.ns, out)
+		}
 	}
 }
 

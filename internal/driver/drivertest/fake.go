@@ -41,6 +41,11 @@ type Fake struct {
 	gone  map[string]chan struct{} // detached endpoints' link channels
 	// hostIf counts host interface names handed out.
 	hostIf int
+	// renameNext makes the next Join replace the host end name it was
+	// given, as a driver does when the name is taken.
+	renameNext bool
+	// onJoin runs inside Join, before the endpoint is held (SetJoinHook).
+	onJoin func(ep driver.Endpoint)
 }
 
 // Joined is one endpoint the fake holds.
@@ -60,7 +65,36 @@ var (
 	_ driver.PeerProgrammer = (*Fake)(nil)
 	_ driver.HostLinker     = (*Fake)(nil)
 	_ driver.Router         = (*Fake)(nil)
+	_ driver.HostIfNamer    = (*Fake)(nil)
 )
+
+// HostIfName hands out a host end name, as Join would (driver.HostIfNamer).
+func (f *Fake) HostIfName() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.nextHostIfLocked()
+}
+
+func (f *Fake) nextHostIfLocked() string {
+	f.hostIf++
+	return fmt.Sprintf("fk%d", f.hostIf)
+}
+
+// SetJoinHook makes every Join call fn with the endpoint it joins, before
+// it holds it (nil: none). fn must not call the fake.
+func (f *Fake) SetJoinHook(fn func(ep driver.Endpoint)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onJoin = fn
+}
+
+// RenameNextJoin makes the next Join pick another host end name than the
+// one it is given (a name that turned out to be taken).
+func (f *Fake) RenameNextJoin() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.renameNext = true
+}
 
 // SetDefaultRoute marks the endpoint as carrying the default route.
 func (f *Fake) SetDefaultRoute(_ context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) error {
@@ -170,10 +204,13 @@ func (f *Fake) Join(_ context.Context, n *driver.Network, ep *driver.Endpoint, n
 	if _, ok := f.networks[n.ID]; !ok {
 		return fmt.Errorf("join %s: network %s does not exist", ep.ID, n.ID)
 	}
+	if f.onJoin != nil {
+		f.onJoin(*ep)
+	}
 	if f.caps.Namespace == driver.NamespaceOwn {
-		if ep.HostIfName == "" {
-			f.hostIf++
-			ep.HostIfName = fmt.Sprintf("fk%d", f.hostIf)
+		if ep.HostIfName == "" || f.renameNext {
+			ep.HostIfName = f.nextHostIfLocked()
+			f.renameNext = false
 		}
 		f.links[ep.ID] = ep.HostIfName
 	}
