@@ -288,13 +288,20 @@ var faultCases = []faultCase{{
 		lcMustPing(t, d, "pa", "10.77.0.3")
 	},
 }, {
+	// A bridge attach without ports is recorded beside the join
+	// (engine/early.go): a crash after the join finds the endpoint
+	// recorded, and the start keeps it, as after the commit. (An attach
+	// with ports is recorded only at the commit: after-publish above.)
 	name:  "attach.after-join/new-sandbox",
 	point: "attach.after-join",
 	op:    []string{"sandbox", "create", "--name", "vb", "--network", "app"},
 	after: func(t *testing.T, d *testutil.Daemon) {
-		lcMustFail(t, d, "not found", "sandbox", "inspect", "vb")
-		d.MustTether("sandbox", "create", "--name", "vb", "--network", "app", "--ip", "10.77.0.3")
+		if got := ip(t, d, "vb", "app"); got != "10.77.0.3" {
+			t.Errorf("vb has %s, want 10.77.0.3", got)
+		}
 		lcMustPing(t, d, "pa", "10.77.0.3")
+		lcMustPing(t, d, "vb", "10.77.0.2")
+		lcMustFail(t, d, "in use", "sandbox", "create", "--name", "vb", "--network", "app")
 	},
 }, {
 	name:  "attach.after-join/connect",
@@ -305,14 +312,15 @@ var faultCases = []faultCase{{
 	},
 	op: []string{"network", "connect", "app", "vb"},
 	after: func(t *testing.T, d *testutil.Daemon) {
-		if sb := sandbox(t, d, "vb"); len(sb.Networks) != 1 || sb.Networks["more"] == nil {
-			t.Errorf("vb's networks after the crash: %v, want more only", slices.Collect(maps.Keys(sb.Networks)))
+		if sb := sandbox(t, d, "vb"); len(sb.Networks) != 2 || sb.Networks["more"] == nil || sb.Networks["app"] == nil {
+			t.Errorf("vb's networks after the crash: %v, want app and more", slices.Collect(maps.Keys(sb.Networks)))
 		}
-		// The same connect works (no "endpoint already exists"), and the
-		// address the crashed attach took is free.
+		lcMustPing(t, d, "pa", ip(t, d, "vb", "app"))
+		// The recorded endpoint is an ordinary one: disconnect, connect
+		// again, rm, then network rm (no "active endpoints" left).
+		d.MustTether("network", "disconnect", "app", "vb")
 		d.MustTether("network", "connect", "--ip", "10.77.0.3", "app", "vb")
 		lcMustPing(t, d, "pa", "10.77.0.3")
-		// rm, then network rm (no "active endpoints" with nothing attached).
 		d.MustTether("rm", "vb")
 		d.MustTether("network", "rm", "more")
 	},

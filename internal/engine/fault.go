@@ -29,8 +29,8 @@ var FaultPoints = []string{
 	"network.remove.after-bridge", // bridge deleted, records kept
 	"sandbox.create.after-netns",  // network namespace made, no record
 	"attach.after-reserve",        // address taken (a global one claimed and published), nothing in the kernel
-	"attach.after-join",           // veth pair wired and addressed, no record
-	"attach.after-publish",        // host ports held and mapped, no record
+	"attach.after-join",           // veth pair wired and addressed; recorded when written beside the join (early.go), else no record
+	"attach.after-publish",        // host ports held and mapped; recorded as after-join (an attach with ports: no record)
 	"attach.after-commit",         // endpoint recorded, sandbox files not rewritten
 	"detach.after-leave",          // veth pair deleted, endpoint still recorded
 	"detach.after-commit",         // endpoint record and address released

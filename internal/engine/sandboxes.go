@@ -463,6 +463,7 @@ func (e *Engine) connectLocked(ctx context.Context, sb *sbState, ns *netState, a
 	}
 	at.joined = true
 	at.ep.HostIfName = at.dep.HostIfName
+	at.early.wait() // the record written beside the join is in the store from here on
 	if err := e.fault("attach.after-join"); err != nil {
 		return err
 	}
