@@ -39,6 +39,23 @@ func linkIn(t *testing.T, path, name string) bool {
 	return found
 }
 
+// addThroughNewHandle adds a bridge named name through NewHandle(path),
+// and checks that no handle is kept afterwards (taken, or closed as stale).
+func addThroughNewHandle(t *testing.T, path, name string) {
+	t.Helper()
+	h, err := NewHandle(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if keptCount() != 0 {
+		t.Errorf("%d handles kept after NewHandle, want 0", keptCount())
+	}
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // The handle CreateKeep opens is the first NewHandle's, acts in the new
 // namespace, and is handed out once; the init's sysctls are written there.
 func TestCreateKeepHandsItsHandleToNewHandle(t *testing.T) {
@@ -61,18 +78,8 @@ func TestCreateKeepHandsItsHandleToNewHandle(t *testing.T) {
 			t.Errorf("%s = %s in the new namespace, want %s", key, got, want)
 		}
 	}
-	h, err := NewHandle(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if keptCount() != 0 {
-		t.Errorf("%d handles kept after NewHandle took it, want 0", keptCount())
-	}
 	const name = "tether-kept0"
-	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
-		t.Fatal(err)
-	}
+	addThroughNewHandle(t, path, name)
 	if !linkIn(t, path, name) {
 		t.Error("the kept handle's link is not in the new namespace")
 	}
@@ -101,18 +108,8 @@ func TestKeptHandleIsNotGivenForAnotherNamespace(t *testing.T) {
 	if err := bindMount(other, path); err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHandle(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if keptCount() != 0 {
-		t.Errorf("%d handles kept, want 0 (the stale one closed)", keptCount())
-	}
 	const name = "tether-kept1"
-	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
-		t.Fatal(err)
-	}
+	addThroughNewHandle(t, path, name)
 	if !linkIn(t, other, name) {
 		t.Error("NewHandle acted in the namespace the path used to hold, not the one it holds")
 	}

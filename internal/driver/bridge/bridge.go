@@ -178,10 +178,15 @@ func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
 
 // Join creates the endpoint's veth pair and wires it:
 //
-//	(in sandbox) ip link add IFNAME mtu M address MAC type veth peer name vthXXXX netns HOST
+//	(in sandbox) ip link add IFNAME mtu M address MAC up type veth peer name vthXXXX netns HOST
 //	(host)       ip link set vthXXXX master BRIDGE alias tether:EP up [isolated on]
-//	(in sandbox) ip addr add ADDR dev IFNAME; ip link set IFNAME up; ip link set lo up
+//	(in sandbox) ip addr add ADDR dev IFNAME; ip link set lo up
 //	             ip route add default via GW   (when ep.DefaultRoute)
+//
+// The host end is ep.HostIfName when set (the engine asks HostIfName), else
+// a fresh name, and another one if that is taken. The sandbox end is
+// created up only where IPv6 stays off on it by default (upAtBirth); else
+// it is brought up once configured.
 //
 // With ep.Address6 the sandbox end also gets IPv6 on, a link-local address
 // and ADDR6 (sandboxIPv6), and the IPv6 default route via GW6. An endpoint
