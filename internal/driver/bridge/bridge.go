@@ -179,9 +179,10 @@ func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
 // Join creates the endpoint's veth pair and wires it:
 //
 //	(in sandbox) ip link add IFNAME mtu M address MAC up type veth peer name vthXXXX netns HOST
-//	(host)       ip link set vthXXXX master BRIDGE alias tether:EP up [isolated on]
+//	(host)       ip link set vthXXXX master BRIDGE up [isolated on]
 //	(in sandbox) ip addr add ADDR dev IFNAME; ip link set lo up
 //	             ip route add default via GW   (when ep.DefaultRoute)
+//	(host)       ip link set vthXXXX alias tether:EP   (last: markHostEnd)
 //
 // The host end is ep.HostIfName when set (the engine asks HostIfName), else
 // a fresh name, and another one if that is taken. The sandbox end is
@@ -220,7 +221,21 @@ func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoin
 	if err := d.wireHostEnd(h, peer, br, n, ep); err != nil {
 		return err
 	}
-	return configureSandboxEnd(sb, end, n, ep)
+	if err := configureSandboxEnd(sb, end, n, ep); err != nil {
+		return err
+	}
+	return markHostEnd(h, peer, ep)
+}
+
+// markHostEnd sets the host end's alias, tether:EP, last of all: a host end
+// that carries it is a finished join (the endpoint may be recorded before
+// the join ends, engine/early.go, and Repair takes a marked, enslaved pair
+// for intact), and the sweep finds Tether's links by it.
+func markHostEnd(h *netlink.Handle, peer netlink.Link, ep *driver.Endpoint) error {
+	if err := h.LinkSetAlias(peer, AliasPrefix+ep.ID); err != nil {
+		return fmt.Errorf("mark %q: %w", ep.HostIfName, err)
+	}
+	return nil
 }
 
 // bridgeIndex is the ifindex of the bridge named name: as kept, or looked
@@ -296,9 +311,6 @@ func (d *Driver) createVeth(h *netlink.Handle, sb *nsHandle, n *driver.Network, 
 func (d *Driver) wireHostEnd(h *netlink.Handle, peer netlink.Link, br int, n *driver.Network, ep *driver.Endpoint) error {
 	if err := IPv6Off(h, d.ns, peer); err != nil {
 		return err
-	}
-	if err := h.LinkSetAlias(peer, AliasPrefix+ep.ID); err != nil {
-		return fmt.Errorf("mark %q: %w", ep.HostIfName, err)
 	}
 	if err := h.LinkSetMasterByIndex(peer, br); err != nil {
 		// The bridge may have been made again since its index was kept.
@@ -596,7 +608,10 @@ func (d *Driver) JoinPair(ctx context.Context, n *driver.Network, ep *driver.End
 			_ = d.h.LinkDel(peer)
 		}
 	}()
-	return d.wireHostEnd(d.h, peer, br, n, ep)
+	if err := d.wireHostEnd(d.h, peer, br, n, ep); err != nil {
+		return err
+	}
+	return markHostEnd(d.h, peer, ep)
 }
 
 // PairAlive reports whether the endpoint's host end exists and is marked

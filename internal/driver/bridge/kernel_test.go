@@ -361,6 +361,34 @@ func TestAdoptedNamespaceKeepsIPv6Off(t *testing.T) {
 	}
 }
 
+// TestRepairUnfinishedJoin: a join cut off before its end (a daemon killed
+// while its endpoint was already recorded: engine/early.go) leaves a pair
+// without the host end's marker, which is set last; Repair takes it for
+// broken and joins again, so the endpoint carries traffic. Here the pair
+// is enslaved but down and the sandbox end has no address or route yet.
+func TestRepairUnfinishedJoin(t *testing.T) {
+	hs := newHost(t)
+	n := hs.network(t, "10.98.0.0/24", "10.98.0.1", "", "")
+	a := hs.join(t, n, "10.98.0.2/24", "", true)
+	b := hs.join(t, n, "10.98.0.3/24", "", true)
+	testutil.Must(t, "ip", "-n", hs.ns, "link", "set", a.ep.HostIfName, "down", "alias", "")
+	testutil.Must(t, "ip", "-n", a.ns, "addr", "flush", "dev", "eth0")
+	if _, err := ping(a.ns, "10.98.0.3"); err == nil {
+		t.Fatal("the cut-off join carries traffic: nothing to repair")
+	}
+	for _, inside := range []map[string]driver.SandboxLink{listInside(t, a), nil} {
+		repaired, err := hs.d.Repair(ctx, n, a.ep, a.path, inside)
+		if err != nil {
+			t.Fatalf("repair: %v", err)
+		}
+		if want := inside != nil; repaired != want { // the second call finds it repaired
+			t.Errorf("repaired = %v (inside listed: %v), want %v", repaired, inside != nil, want)
+		}
+	}
+	mustPing(t, a.ns, "10.98.0.3")
+	mustPing(t, b.ns, "10.98.0.2")
+}
+
 // TestRepairIPv6: an intact dual-stack endpoint is left alone; one that lost
 // its IPv6 address, default route or IPv6 altogether gets them back in
 // place (same host end, IPv4 untouched).
