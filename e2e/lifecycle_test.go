@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -77,16 +78,30 @@ func lcGet(t *testing.T, d *testutil.Daemon, path string, v any) {
 // ownedLinks lists the host links carrying Tether's marker: name -> alias.
 func ownedLinks(t *testing.T, ns string) map[string]string {
 	t.Helper()
-	out, err := testutil.InNS(ns, "ip", "-j", "link", "show")
+	// stdout only, and again when iproute2 says on stderr that the dump was
+	// interrupted ("Dump was interrupted and may be inconsistent."): links
+	// change under it while a restarted daemon cleans up.
+	var out []byte
+	var err error
+	var stderr bytes.Buffer
+	for range 5 {
+		stderr.Reset()
+		cmd := exec.Command("ip", "-n", ns, "-j", "link", "show")
+		cmd.Stderr = &stderr
+		if out, err = cmd.Output(); err == nil && !strings.Contains(stderr.String(), "interrupted") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err != nil {
-		t.Fatalf("ip link: %v %s", err, out)
+		t.Fatalf("ip link: %v %s", err, stderr.String())
 	}
 	var links []struct {
 		Name  string `json:"ifname"`
 		Alias string `json:"ifalias"`
 	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil {
-		t.Fatal(err)
+	if err := json.Unmarshal(out, &links); err != nil {
+		t.Fatalf("ip -j link: %v (stderr %q)", err, stderr.String())
 	}
 	got := map[string]string{}
 	for _, l := range links {
