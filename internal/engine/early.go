@@ -23,8 +23,9 @@ package engine
 //   - A crash between the early write and the answer leaves a record of an
 //     endpoint whose kernel side may be missing or partial: the next start
 //     repairs it (restore.go), as it does an endpoint whose links were lost
-//     after the answer. The bridge marks the host end last
-//     (bridge.markHostEnd), so a cut-off join is never taken for intact.
+//     after the answer. The bridge marks the host end in the join's last
+//     request (bridge.finishHostEnd), so a cut-off join is never taken for
+//     intact.
 //     The client saw no answer, as when a crash comes between the record
 //     and the answer; the sandbox exists (docs/lifecycle.md).
 

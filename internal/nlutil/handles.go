@@ -30,8 +30,7 @@ const maxIdle = 4
 // usable: see NewHandlePool.
 type HandlePool struct {
 	ns   string
-	mu   sync.Mutex
-	idle []*netlink.Handle
+	idle idlePool[*netlink.Handle]
 }
 
 // NewHandlePool returns a pool of handles bound to the namespace at nsPath
@@ -40,14 +39,9 @@ func NewHandlePool(nsPath string) *HandlePool { return &HandlePool{ns: nsPath} }
 
 // Get returns an idle handle, or a new one.
 func (p *HandlePool) Get() (*netlink.Handle, error) {
-	p.mu.Lock()
-	if n := len(p.idle); n > 0 {
-		h := p.idle[n-1]
-		p.idle = p.idle[:n-1]
-		p.mu.Unlock()
+	if h, ok := p.idle.take(); ok {
 		return h, nil
 	}
-	p.mu.Unlock()
 	if p.ns != "" {
 		return tns.NewHandle(p.ns)
 	}
@@ -58,14 +52,40 @@ func (p *HandlePool) Get() (*netlink.Handle, error) {
 // Put gives back a handle Get returned; beyond maxIdle idle handles it is
 // closed.
 func (p *HandlePool) Put(h *netlink.Handle) {
-	p.mu.Lock()
-	if len(p.idle) < maxIdle {
-		p.idle = append(p.idle, h)
-		p.mu.Unlock()
-		return
+	if !p.idle.keep(h) {
+		h.Close()
 	}
-	p.mu.Unlock()
-	h.Close()
+}
+
+// idlePool is a pool's idle entries, at most maxIdle.
+type idlePool[T any] struct {
+	mu   sync.Mutex
+	idle []T
+}
+
+// take removes and returns the newest idle entry.
+func (p *idlePool[T]) take() (T, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var v T
+	n := len(p.idle)
+	if n == 0 {
+		return v, false
+	}
+	v, p.idle = p.idle[n-1], p.idle[:n-1]
+	return v, true
+}
+
+// keep adds v unless maxIdle entries are idle already (then the caller
+// closes it).
+func (p *idlePool[T]) keep(v T) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.idle) >= maxIdle {
+		return false
+	}
+	p.idle = append(p.idle, v)
+	return true
 }
 
 // GetHandle is a driver's handle for one call: one from pool, or given

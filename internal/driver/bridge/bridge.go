@@ -51,6 +51,9 @@ type Driver struct {
 	// pool: handles of their own for attach and detach (handles.go); nil
 	// when the caller gave a handle bound to a namespace not at ns.
 	pool *nlutil.HandlePool
+	// conns: sockets in the driver's namespace for the requests that make
+	// several changes at once (nlutil.Conn: Join, JoinPair).
+	conns *nlutil.ConnPool
 	// bridges: each network bridge's ifindex as last looked up (name ->
 	// int), so an attach does not dump the bridge again. An index is not
 	// reused until the namespace's counter wraps, so a stale one names no
@@ -66,7 +69,7 @@ func New(h *netlink.Handle) *Driver { return NewAt(h, "") }
 // nsPath, h being a handle bound to it ("" and nil: the current namespace).
 // Tests use it to run the driver in a namespace they created.
 func NewAt(h *netlink.Handle, nsPath string) *Driver {
-	d := &Driver{h: h, ns: nsPath}
+	d := &Driver{h: h, ns: nsPath, conns: nlutil.NewConnPool(nsPath)}
 	if h == nil || nsPath != "" {
 		d.pool = nlutil.NewHandlePool(nsPath)
 	}
@@ -176,64 +179,141 @@ func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
 	return nil
 }
 
-// Join creates the endpoint's veth pair and wires it:
+// Join creates the endpoint's veth pair and wires it, in seven netlink
+// requests and two sysctl writes (the floor's attach makes eight requests:
+// bench/attach/floor.go):
 //
-//	(in sandbox) ip link add IFNAME mtu M address MAC up type veth peer name vthXXXX netns HOST
-//	(host)       ip link set vthXXXX master BRIDGE up [isolated on]
-//	(in sandbox) ip addr add ADDR dev IFNAME; ip link set lo up
+//	(host)       ip link add vthXXXX mtu M master BRIDGE type veth peer name IFNAME mtu M address MAC netns SANDBOX
+//	(in sandbox) ip link show IFNAME   (its index)
+//	(host)       sysctl net.ipv6.conf.vthXXXX.accept_ra=0 net.ipv6.conf.vthXXXX.disable_ipv6=1
+//	(in sandbox) ip addr add ADDR dev IFNAME; ip link set IFNAME up; ip link set lo up
 //	             ip route add default via GW   (when ep.DefaultRoute)
-//	(host)       ip link set vthXXXX alias tether:EP   (last: markHostEnd)
+//	(host)       ip link set vthXXXX up alias tether:EP addrgenmode none type bridge_slave hairpin on isolated on|off
 //
+// The last request finishes the join (finishHostEnd): until it the host
+// end is down, so no frame passes before the sandbox end is configured.
 // The host end is ep.HostIfName when set (the engine asks HostIfName), else
-// a fresh name, and another one if that is taken. The sandbox end is
-// created up only where IPv6 stays off on it by default (upAtBirth); else
-// it is brought up once configured.
+// a fresh name, and another one if that is taken.
 //
 // With ep.Address6 the sandbox end also gets IPv6 on, a link-local address
 // and ADDR6 (sandboxIPv6), and the IPv6 default route via GW6. An endpoint
 // without ep.Address (IPv6-only network) gets no IPv4 address or route.
 // On failure everything done so far is undone.
 func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoint, nsPath string) (err error) {
-	h, err := d.handle()
+	c, err := d.conns.Get()
 	if err != nil {
 		return err
 	}
-	defer d.release(h)
-	br, err := d.bridgeIndex(h, n.BridgeName, false)
-	if err != nil {
-		return err
-	}
+	defer d.conns.Put(c)
 	sb, err := openNS(nsPath)
 	if err != nil {
 		return err
 	}
 	defer sb.close()
-
-	end, peer, err := d.createVeth(h, sb, n, ep)
+	sbNS, err := tns.Open(nsPath)
 	if err != nil {
+		return fmt.Errorf("open sandbox namespace: %w", err)
+	}
+	defer sbNS.Close()
+
+	inSandbox := func() bool { _, err := sb.h.LinkByName(ep.IfName); return err == nil }
+	if err := d.addPair(c, n, ep, int(sbNS), inSandbox, "the sandbox"); err != nil {
 		return err
 	}
 	defer func() {
 		if err != nil {
-			_ = h.LinkDel(peer) // deleting one end deletes the pair
+			_ = c.DeleteLink(ep.HostIfName) // deleting one end deletes the pair
 		}
 	}()
-	if err := d.wireHostEnd(h, peer, br, n, ep); err != nil {
+	end, err := sb.h.LinkByName(ep.IfName)
+	if err != nil {
+		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
+	}
+	if err := hostIPv6Sysctls(d.ns, ep.HostIfName); err != nil {
 		return err
 	}
-	if err := configureSandboxEnd(sb, end, n, ep); err != nil {
+	if err := ConfigureEnd(sb.h, sb.path, end, n, ep); err != nil {
 		return err
 	}
-	return markHostEnd(h, peer, ep)
+	return finishHostEnd(c, n, ep)
 }
 
-// markHostEnd sets the host end's alias, tether:EP, last of all: a host end
-// that carries it is a finished join (the endpoint may be recorded before
-// the join ends, engine/early.go, and Repair takes a marked, enslaved pair
-// for intact), and the sweep finds Tether's links by it.
-func markHostEnd(h *netlink.Handle, peer netlink.Link, ep *driver.Endpoint) error {
-	if err := h.LinkSetAlias(peer, AliasPrefix+ep.ID); err != nil {
-		return fmt.Errorf("mark %q: %w", ep.HostIfName, err)
+// addPair creates the endpoint's veth pair in one request through c (a
+// socket in the driver's namespace):
+//
+//	ip link add vthXXXX mtu M master BRIDGE type veth peer name IFNAME mtu M [address MAC] [netns SANDBOX]
+//
+// The host end (ep.HostIfName, or a fresh name when that is "") is born
+// enslaved and down; the sandbox end IFNAME is born down in the namespace
+// of peerNS (< 0: the driver's own). A host name already taken
+// is retried with another, unless taken reports that IFNAME is what
+// exists (in where); a bridge index gone stale (the bridge made again) is
+// looked up afresh once. On failure nothing is left.
+func (d *Driver) addPair(c *nlutil.Conn, n *driver.Network, ep *driver.Endpoint, peerNS int, taken func() bool, where string) error {
+	br, err := d.bridgeIndex(d.h, n.BridgeName, false)
+	if err != nil {
+		return err
+	}
+	mtu := n.MTU
+	if mtu == 0 {
+		mtu = 1500
+	}
+	refreshed := false
+	for try := 0; ; try++ {
+		if ep.HostIfName == "" || try > 0 {
+			ep.HostIfName = d.HostIfName()
+		}
+		err := c.AddVethPair(nlutil.VethPair{Name: ep.HostIfName, MTU: mtu, Master: br,
+			Peer: ep.IfName, PeerMAC: ep.MAC, PeerNS: peerNS})
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.EEXIST) && try < 5:
+			if taken() {
+				return fmt.Errorf("interface %q already exists in %s", ep.IfName, where)
+			}
+			continue
+		case !refreshed && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.EOPNOTSUPP)):
+			// The bridge may have been made again since its index was kept.
+			refreshed = true
+			if fresh, ferr := d.bridgeIndex(d.h, n.BridgeName, true); ferr == nil && fresh != br {
+				br = fresh
+				continue
+			}
+		}
+		return fmt.Errorf("attach %q to bridge %q: %w", ep.HostIfName, n.BridgeName, err)
+	}
+}
+
+// finishHostEnd makes the host end a working port, in one request, last
+// of a join (its IPv6 sysctls written before, hostIPv6Sysctls):
+//
+//	ip link set dev vthXXXX up alias tether:EP addrgenmode none type bridge_slave hairpin on isolated on|off
+//
+// Hairpin: a sandbox reaching its own published port through the host
+// address is DNATed back onto the port it came from; with br_netfilter
+// loaded that frame is bridged, and must be allowed out the same port.
+// Isolated unless the network allows inter-container traffic. IPv6 stays
+// off on the host end on every network, dual-stack too: a bridge port
+// needs no address (bridging is layer 2, the port's IPv6 setting does not
+// touch the frames it forwards), and with IPv6 off it sends no MLD or
+// router solicitations and can take no router advertisement (IPv6Off).
+// The alias marks a finished join (Repair takes a marked, enslaved pair for
+// intact; the sweep finds Tether's links by it): the kernel applies the
+// request's changes under one hold of the rtnl lock, so no reader sees the
+// mark on a port not yet up.
+func finishHostEnd(c *nlutil.Conn, n *driver.Network, ep *driver.Endpoint) error {
+	ch := nlutil.LinkChange{Port: &nlutil.PortFlags{Hairpin: true, Isolated: !n.ICC},
+		Alias: AliasPrefix + ep.ID, Up: true, AddrGenModeNone: ipv6Present()}
+	err := c.ChangeLink(ep.HostIfName, ch)
+	if errors.Is(err, unix.EAFNOSUPPORT) && ch.AddrGenModeNone {
+		// No IPv6 on this link (an MTU below IPv6's minimum): nothing to
+		// keep off.
+		ch.AddrGenModeNone = false
+		err = c.ChangeLink(ep.HostIfName, ch)
+	}
+	if err != nil {
+		return fmt.Errorf("bring up bridge port %q: %w", ep.HostIfName, err)
 	}
 	return nil
 }
@@ -257,114 +337,6 @@ func (d *Driver) bridgeIndex(h *netlink.Handle, name string, fresh bool) (int, e
 
 // HostIfName is a fresh name for an endpoint's host end (driver.HostIfNamer).
 func (d *Driver) HostIfName() string { return HostIfPrefix + randomHex(4) }
-
-// createVeth creates the pair from inside the sandbox and returns both
-// ends: the sandbox end as created (its index filled in by the creation),
-// the host end looked up through h. Host-side names are random; a
-// collision is retried with another name.
-func (d *Driver) createVeth(h *netlink.Handle, sb *nsHandle, n *driver.Network, ep *driver.Endpoint) (end, peer netlink.Link, err error) {
-	mtu := n.MTU
-	if mtu == 0 {
-		mtu = 1500
-	}
-	host, err := d.hostNS()
-	if err != nil {
-		return nil, nil, err
-	}
-	defer host.close()
-	var veth *netlink.Veth
-	for try := 0; ; try++ {
-		if ep.HostIfName == "" || try > 0 {
-			ep.HostIfName = HostIfPrefix + randomHex(4)
-		}
-		veth = &netlink.Veth{
-			LinkAttrs:     netlink.LinkAttrs{Name: ep.IfName, MTU: mtu, HardwareAddr: ep.MAC, Flags: upAtBirth(ep)},
-			PeerName:      ep.HostIfName,
-			PeerMTU:       uint32(mtu),
-			PeerNamespace: netlink.NsFd(int(host.fd)),
-		}
-		err := sb.h.LinkAdd(veth)
-		if err == nil {
-			break
-		}
-		if errors.Is(err, unix.EEXIST) && try < 5 {
-			if _, lerr := sb.h.LinkByName(ep.IfName); lerr == nil {
-				return nil, nil, fmt.Errorf("interface %q already exists in the sandbox", ep.IfName)
-			}
-			continue
-		}
-		return nil, nil, fmt.Errorf("create veth %s/%s: %w", ep.IfName, ep.HostIfName, err)
-	}
-	// The peer's index changed on the move: look it up again by name.
-	peer, err = h.LinkByName(ep.HostIfName)
-	if err != nil {
-		return nil, nil, fmt.Errorf("find host end %q: %w", ep.HostIfName, err)
-	}
-	return veth, peer, nil
-}
-
-// wireHostEnd enslaves the host end to the bridge and brings it up. IPv6
-// stays off on it on every network, dual-stack too: a bridge port needs no
-// address (bridging is layer 2, the port's IPv6 setting does not touch the
-// frames it forwards), and with IPv6 off it sends no MLD or router
-// solicitations and can take no router advertisement.
-func (d *Driver) wireHostEnd(h *netlink.Handle, peer netlink.Link, br int, n *driver.Network, ep *driver.Endpoint) error {
-	if err := IPv6Off(h, d.ns, peer); err != nil {
-		return err
-	}
-	if err := h.LinkSetMasterByIndex(peer, br); err != nil {
-		// The bridge may have been made again since its index was kept.
-		fresh, ferr := d.bridgeIndex(h, n.BridgeName, true)
-		if ferr != nil || fresh == br {
-			return fmt.Errorf("attach %q to bridge %q: %w", ep.HostIfName, n.BridgeName, err)
-		}
-		if err := h.LinkSetMasterByIndex(peer, fresh); err != nil {
-			return fmt.Errorf("attach %q to bridge %q: %w", ep.HostIfName, n.BridgeName, err)
-		}
-	}
-	// Hairpin: a sandbox reaching its own published port through the host
-	// address is DNATed back onto the port it came from; with br_netfilter
-	// loaded that frame is bridged, and must be allowed out the same port.
-	if err := h.LinkSetHairpin(peer, true); err != nil {
-		return fmt.Errorf("hairpin mode on %q: %w", ep.HostIfName, err)
-	}
-	if !n.ICC {
-		if err := h.LinkSetIsolated(peer, true); err != nil {
-			return fmt.Errorf("isolate port %q: %w", ep.HostIfName, err)
-		}
-	}
-	if err := h.LinkSetUp(peer); err != nil {
-		return fmt.Errorf("bring up %q: %w", ep.HostIfName, err)
-	}
-	return nil
-}
-
-// upAtBirth is the flags a sandbox end is created with: up, saving a
-// request, when IPv6 stays off on it by the namespace's defaults (a
-// namespace Tether made, an IPv4-only endpoint), so an up link does nothing
-// before it is configured; else down, brought up by ConfigureEnd once IPv6
-// is set as the endpoint needs. The host end is never born up: the host's
-// defaults may have IPv6 on, and IPv6Off must come first.
-func upAtBirth(ep *driver.Endpoint) net.Flags {
-	if ep.DisableIPv6 || ep.Address6.IsValid() {
-		return 0
-	}
-	return net.FlagUp
-}
-
-// configureSandboxEnd configures the sandbox end just created (end: its
-// index is known). It is looked up again only when its kernel-chosen MAC
-// is needed (an IPv6 link-local address for an endpoint given no MAC).
-func configureSandboxEnd(sb *nsHandle, end netlink.Link, n *driver.Network, ep *driver.Endpoint) error {
-	if len(ep.MAC) == 0 && ep.Address6.IsValid() {
-		l, err := sb.h.LinkByName(ep.IfName)
-		if err != nil {
-			return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
-		}
-		end = l
-	}
-	return ConfigureEnd(sb.h, sb.path, end, n, ep)
-}
 
 // ConfigureEnd configures an endpoint's interface in a sandbox, through h
 // (a handle in the sandbox's namespace at nsPath), for every driver whose
@@ -392,7 +364,7 @@ func ConfigureEnd(h *netlink.Handle, nsPath string, link netlink.Link, n *driver
 			return fmt.Errorf("address %s on %q: %w", ep.Address, ep.IfName, err)
 		}
 	}
-	if link.Attrs().Flags&net.FlagUp == 0 { // else created up (upAtBirth) or found up
+	if link.Attrs().Flags&net.FlagUp == 0 { // else found up
 		if err := h.LinkSetUp(link); err != nil {
 			return fmt.Errorf("bring up %q: %w", ep.IfName, err)
 		}
@@ -543,14 +515,18 @@ func (d *Driver) hostNS() (nsFD, error) {
 // address. A kernel without IPv6 (no /proc/sys/net/ipv6) is success.
 func IPv6Off(h *netlink.Handle, nsPath string, l netlink.Link) error {
 	_ = h.LinkSetIP6AddrGenMode(l, addrGenModeNone) // fails only without IPv6
-	name := l.Attrs().Name
-	write := func() error {
-		if !ipv6Present() {
-			return nil
-		}
-		return ipv6Sysctls(name, "accept_ra", "0", "disable_ipv6", "1")
+	return hostIPv6Sysctls(nsPath, l.Attrs().Name)
+}
+
+// hostIPv6Sysctls is IPv6Off's sysctls: accept_ra=0 and disable_ipv6=1 on
+// the link named name in the namespace at nsPath ("": the calling
+// thread's). A kernel without IPv6 is success.
+func hostIPv6Sysctls(nsPath, name string) error {
+	if !ipv6Present() {
+		return nil
 	}
-	if err := inNamespace(nsPath, write); err != nil {
+	err := inNamespace(nsPath, func() error { return ipv6Sysctls(name, "accept_ra", "0", "disable_ipv6", "1") })
+	if err != nil {
 		return fmt.Errorf("turn IPv6 off on %q: %w", name, err)
 	}
 	return nil
@@ -585,33 +561,38 @@ func randomHex(n int) string {
 // JoinPair creates the endpoint's veth pair in the host namespace for
 // another runtime to move (driver.PairJoiner):
 //
-//	ip link add vthXXXX mtu M type veth peer name IFNAME mtu M address MAC
-//	ip link set vthXXXX master BRIDGE alias tether:EP up [isolated on]
+//	ip link add vthXXXX mtu M master BRIDGE type veth peer name IFNAME mtu M address MAC
+//	sysctl net.ipv6.conf.vthXXXX.accept_ra=0 net.ipv6.conf.vthXXXX.disable_ipv6=1
+//	ip link set vthXXXX up alias tether:EP addrgenmode none type bridge_slave hairpin on isolated on|off
 //
 // The sandbox end IFNAME stays down in the host namespace. On failure the
 // pair is deleted.
 func (d *Driver) JoinPair(ctx context.Context, n *driver.Network, ep *driver.Endpoint) (err error) {
-	br, err := d.bridgeIndex(d.h, n.BridgeName, false)
+	if ep.IfName == "" {
+		return errors.New("create veth pair: the sandbox end has no name")
+	}
+	inHost := func() bool { _, err := d.h.LinkByName(ep.IfName); return err == nil }
+	if inHost() {
+		return fmt.Errorf("create veth pair: a link named %q already exists in the host namespace", ep.IfName)
+	}
+	c, err := d.conns.Get()
 	if err != nil {
 		return err
 	}
-	mtu := n.MTU
-	if mtu == 0 {
-		mtu = 1500
-	}
-	peer, err := CreateHostPair(d.h, ep, mtu, HostIfPrefix)
-	if err != nil {
+	defer d.conns.Put(c)
+	ep.HostIfName = ""
+	if err := d.addPair(c, n, ep, -1, inHost, "the host namespace"); err != nil {
 		return err
 	}
 	defer func() {
 		if err != nil {
-			_ = d.h.LinkDel(peer)
+			_ = c.DeleteLink(ep.HostIfName)
 		}
 	}()
-	if err := d.wireHostEnd(d.h, peer, br, n, ep); err != nil {
+	if err := hostIPv6Sysctls(d.ns, ep.HostIfName); err != nil {
 		return err
 	}
-	return markHostEnd(d.h, peer, ep)
+	return finishHostEnd(c, n, ep)
 }
 
 // PairAlive reports whether the endpoint's host end exists and is marked

@@ -1,0 +1,238 @@
+package nlutil
+
+// Route netlink requests that carry several changes in one message, for
+// the attach path, where each request is a round trip through the rtnl
+// lock (~20 µs here) and the netlink package has one call per change.
+//
+// One RTM_NEWLINK can create a veth pair with one end enslaved to a bridge
+// and the other placed in a sandbox, and one RTM_NEWLINK on an existing
+// link can set its bridge-port flags, its IPv6 address generation mode,
+// its alias and bring it up (what `ip link set dev L up alias A
+// addrgenmode none type bridge_slave hairpin on` sends). The kernel
+// applies a request's changes under one hold of the rtnl lock, so nobody
+// sees a link half changed by it.
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/vishvananda/netlink/nl"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	tns "github.com/tether-net/tether/internal/netns"
+)
+
+// Conn is a route netlink socket bound to one network namespace.
+type Conn struct {
+	sh nl.SocketHandle
+}
+
+// OpenConn opens a Conn in the namespace at nsPath ("": the calling
+// thread's, which for an unlocked goroutine is the process's own).
+func OpenConn(nsPath string) (*Conn, error) {
+	var (
+		s   *nl.NetlinkSocket
+		err error
+	)
+	if nsPath == "" {
+		s, err = nl.GetNetlinkSocketAt(vnetns.None(), vnetns.None(), unix.NETLINK_ROUTE)
+	} else {
+		err = tns.Do(nsPath, func() error {
+			var err error
+			s, err = nl.GetNetlinkSocketAt(vnetns.None(), vnetns.None(), unix.NETLINK_ROUTE)
+			return err
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("route netlink socket in %q: %w", nsPath, err)
+	}
+	return &Conn{sh: nl.SocketHandle{Socket: s}}, nil
+}
+
+// Close closes the socket.
+func (c *Conn) Close() { c.sh.Close() }
+
+func (c *Conn) request(proto, flags int) *nl.NetlinkRequest {
+	req := nl.NewNetlinkRequest(proto, flags|unix.NLM_F_ACK)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: &c.sh}
+	return req
+}
+
+// VethPair is a veth pair to create: the main end in the Conn's namespace,
+// the peer in the namespace of PeerNS.
+type VethPair struct {
+	Name string
+	MTU  int
+	// Master is the ifindex of the bridge the main end is enslaved to as
+	// it is created (0: none). The main end is created down.
+	Master int
+	Peer   string
+	// PeerMAC is the peer's address (nil: random).
+	PeerMAC net.HardwareAddr
+	// PeerNS is a descriptor of the peer's namespace; < 0 keeps the peer
+	// in the Conn's namespace. The peer is created down: a veth's peer
+	// cannot be born up, its own peer is not yet linked to it then (the
+	// kernel answers ENOTCONN).
+	PeerNS int
+}
+
+// vethPairMessage is the RTM_NEWLINK body creating p:
+//
+//	ip link add NAME mtu MTU master MASTER type veth peer name PEER mtu MTU [address MAC] [netns NS]
+func vethPairMessage(p VethPair) []nl.NetlinkRequestData {
+	data := []nl.NetlinkRequestData{
+		nl.NewIfInfomsg(unix.AF_UNSPEC),
+		nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(p.Name)),
+	}
+	if p.MTU > 0 {
+		data = append(data, nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(p.MTU))))
+	}
+	if p.Master > 0 {
+		data = append(data, nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(p.Master))))
+	}
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
+	peer := info.AddRtAttr(nl.IFLA_INFO_DATA, nil).AddRtAttr(nl.VETH_INFO_PEER, nil)
+	nl.NewIfInfomsgChild(peer, unix.AF_UNSPEC)
+	peer.AddRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(p.Peer))
+	if p.MTU > 0 {
+		peer.AddRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(p.MTU)))
+	}
+	if len(p.PeerMAC) > 0 {
+		peer.AddRtAttr(unix.IFLA_ADDRESS, []byte(p.PeerMAC))
+	}
+	if p.PeerNS >= 0 {
+		peer.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(p.PeerNS)))
+	}
+	return append(data, info)
+}
+
+// AddVethPair creates p in one request. An existing name fails with
+// EEXIST; a Master that names no link with EINVAL (or ENODEV), and then
+// nothing is left.
+func (c *Conn) AddVethPair(p VethPair) error {
+	if p.Name == "" || p.Peer == "" {
+		return errors.New("veth pair: both ends need a name")
+	}
+	req := c.request(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL)
+	for _, d := range vethPairMessage(p) {
+		req.AddData(d)
+	}
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("create veth %s/%s: %w", p.Name, p.Peer, err)
+	}
+	return nil
+}
+
+// PortFlags are a bridge port's flags to set (IFLA_BRPORT_*).
+type PortFlags struct {
+	Hairpin  bool
+	Isolated bool
+}
+
+// LinkChange is a set of changes to an existing link, applied by one
+// request in this order (the kernel's): the bridge-port flags, the alias,
+// up, the IPv6 address generation mode.
+type LinkChange struct {
+	// Port, when set, is applied to the link as a port of its bridge
+	// (the link must be enslaved already).
+	Port *PortFlags
+	// Alias (ifalias) when not "".
+	Alias string
+	Up    bool
+	// AddrGenModeNone: IN6_ADDR_GEN_MODE_NONE, no link-local address
+	// (the request fails on a kernel without IPv6).
+	AddrGenModeNone bool
+}
+
+// linkChangeMessage is the RTM_NEWLINK body applying ch to the link named
+// name:
+//
+//	ip link set dev NAME [up] [alias A] [addrgenmode none] [type bridge_slave hairpin H isolated I]
+func linkChangeMessage(name string, ch LinkChange) []nl.NetlinkRequestData {
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	if ch.Up {
+		msg.Flags, msg.Change = unix.IFF_UP, unix.IFF_UP
+	}
+	data := []nl.NetlinkRequestData{msg, nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name))}
+	if ch.Alias != "" {
+		data = append(data, nl.NewRtAttr(unix.IFLA_IFALIAS, []byte(ch.Alias)))
+	}
+	if ch.AddrGenModeNone {
+		af := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
+		af.AddRtAttr(unix.AF_INET6, nil).AddRtAttr(unix.IFLA_INET6_ADDR_GEN_MODE, nl.Uint8Attr(addrGenModeNone))
+		data = append(data, af)
+	}
+	if ch.Port != nil {
+		info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+		info.AddRtAttr(nl.IFLA_INFO_SLAVE_KIND, nl.NonZeroTerminated("bridge"))
+		port := info.AddRtAttr(nl.IFLA_INFO_SLAVE_DATA, nil)
+		port.AddRtAttr(nl.IFLA_BRPORT_MODE, boolAttr(ch.Port.Hairpin))
+		port.AddRtAttr(nl.IFLA_BRPORT_ISOLATED, boolAttr(ch.Port.Isolated))
+		data = append(data, info)
+	}
+	return data
+}
+
+// addrGenModeNone is IN6_ADDR_GEN_MODE_NONE.
+const addrGenModeNone = 1
+
+func boolAttr(b bool) []byte {
+	if b {
+		return nl.Uint8Attr(1)
+	}
+	return nl.Uint8Attr(0)
+}
+
+// ChangeLink applies ch to the link named name in one request. A link
+// that does not exist fails with ENODEV.
+func (c *Conn) ChangeLink(name string, ch LinkChange) error {
+	req := c.request(unix.RTM_NEWLINK, 0)
+	for _, d := range linkChangeMessage(name, ch) {
+		req.AddData(d)
+	}
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("change link %q: %w", name, err)
+	}
+	return nil
+}
+
+// DeleteLink deletes the link named name (a veth: both ends). One that
+// does not exist fails with ENODEV.
+func (c *Conn) DeleteLink(name string) error {
+	req := c.request(unix.RTM_DELLINK, 0)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("delete link %q: %w", name, err)
+	}
+	return nil
+}
+
+// ConnPool holds idle Conns bound to the namespace at a path ("" for the
+// process's own), like HandlePool.
+type ConnPool struct {
+	ns   string
+	idle idlePool[*Conn]
+}
+
+// NewConnPool returns a pool of Conns bound to the namespace at nsPath.
+func NewConnPool(nsPath string) *ConnPool { return &ConnPool{ns: nsPath} }
+
+// Get returns an idle Conn, or a new one.
+func (p *ConnPool) Get() (*Conn, error) {
+	if c, ok := p.idle.take(); ok {
+		return c, nil
+	}
+	return OpenConn(p.ns)
+}
+
+// Put gives back a Conn Get returned; beyond maxIdle idle ones it is
+// closed.
+func (p *ConnPool) Put(c *Conn) {
+	if !p.idle.keep(c) {
+		c.Close()
+	}
+}

@@ -1,0 +1,292 @@
+package nlutil
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+
+	tns "github.com/tether-net/tether/internal/netns"
+	"github.com/tether-net/tether/internal/testutil"
+)
+
+// attrs parses the attributes that follow a 16-byte ifinfomsg in b.
+func attrs(t *testing.T, b []byte) (*nl.IfInfomsg, map[uint16][]byte) {
+	t.Helper()
+	if len(b) < unix.SizeofIfInfomsg {
+		t.Fatalf("message of %d bytes", len(b))
+	}
+	msg := nl.DeserializeIfInfomsg(b)
+	return msg, nested(t, b[unix.SizeofIfInfomsg:])
+}
+
+// nested parses a run of attributes by type (the nested flag cleared).
+func nested(t *testing.T, b []byte) map[uint16][]byte {
+	t.Helper()
+	as, err := nl.ParseRouteAttr(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[uint16][]byte{}
+	for _, a := range as {
+		m[a.Attr.Type&^unix.NLA_F_NESTED] = a.Value
+	}
+	return m
+}
+
+func serialize(ds []nl.NetlinkRequestData) []byte {
+	var b []byte
+	for _, d := range ds {
+		b = append(b, d.Serialize()...)
+	}
+	return b
+}
+
+func u32(b []byte) uint32 { return nl.NativeEndian().Uint32(b) }
+
+// TestVethPairMessage checks the attributes of the one-request veth pair:
+// each optional one present exactly when asked for.
+func TestVethPairMessage(t *testing.T) {
+	mac := net.HardwareAddr{0x02, 0x42, 0xac, 0x11, 0, 2}
+	for _, tc := range []struct {
+		name string
+		p    VethPair
+	}{
+		{"all", VethPair{Name: "vth1", MTU: 1450, Master: 7, Peer: "eth0", PeerMAC: mac, PeerNS: 9}},
+		{"bare", VethPair{Name: "vth2", Peer: "eth1", PeerNS: -1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, top := attrs(t, serialize(vethPairMessage(tc.p)))
+			if got := string(top[unix.IFLA_IFNAME]); got != tc.p.Name+"\x00" {
+				t.Errorf("name %q", got)
+			}
+			if v, ok := top[unix.IFLA_MTU]; ok != (tc.p.MTU > 0) || ok && u32(v) != uint32(tc.p.MTU) {
+				t.Errorf("mtu %v (present %v)", v, ok)
+			}
+			if v, ok := top[unix.IFLA_MASTER]; ok != (tc.p.Master > 0) || ok && u32(v) != uint32(tc.p.Master) {
+				t.Errorf("master %v (present %v)", v, ok)
+			}
+			info := nested(t, top[unix.IFLA_LINKINFO])
+			if string(info[nl.IFLA_INFO_KIND]) != "veth" {
+				t.Errorf("kind %q", info[nl.IFLA_INFO_KIND])
+			}
+			peerMsg, peer := attrs(t, nested(t, info[nl.IFLA_INFO_DATA])[nl.VETH_INFO_PEER])
+			if peerMsg.Flags != 0 || peerMsg.Change != 0 {
+				t.Errorf("peer flags %#x change %#x: a veth peer is born down", peerMsg.Flags, peerMsg.Change)
+			}
+			if got := string(peer[unix.IFLA_IFNAME]); got != tc.p.Peer+"\x00" {
+				t.Errorf("peer name %q", got)
+			}
+			if v, ok := peer[unix.IFLA_ADDRESS]; ok != (tc.p.PeerMAC != nil) || !bytes.Equal(v, tc.p.PeerMAC) {
+				t.Errorf("peer address %v", v)
+			}
+			if v, ok := peer[unix.IFLA_NET_NS_FD]; ok != (tc.p.PeerNS >= 0) || ok && u32(v) != uint32(tc.p.PeerNS) {
+				t.Errorf("peer namespace %v (present %v)", v, ok)
+			}
+		})
+	}
+}
+
+// TestLinkChangeMessage checks each change's attribute, and that nothing
+// is sent for a change not asked for.
+func TestLinkChangeMessage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ch   LinkChange
+	}{
+		{"all", LinkChange{Port: &PortFlags{Hairpin: true, Isolated: true}, Alias: "tether:ab", Up: true, AddrGenModeNone: true}},
+		{"port only", LinkChange{Port: &PortFlags{Hairpin: true}}},
+		{"nothing", LinkChange{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg, top := attrs(t, serialize(linkChangeMessage("vth9", tc.ch)))
+			if up := msg.Flags&unix.IFF_UP != 0 && msg.Change&unix.IFF_UP != 0; up != tc.ch.Up || msg.Flags&^unix.IFF_UP != 0 {
+				t.Errorf("flags %#x change %#x, want up %v", msg.Flags, msg.Change, tc.ch.Up)
+			}
+			if string(top[unix.IFLA_IFNAME]) != "vth9\x00" {
+				t.Errorf("name %q", top[unix.IFLA_IFNAME])
+			}
+			if v, ok := top[unix.IFLA_IFALIAS]; ok != (tc.ch.Alias != "") || string(v) != tc.ch.Alias {
+				t.Errorf("alias %q (present %v)", v, ok)
+			}
+			af, ok := top[unix.IFLA_AF_SPEC]
+			if ok != tc.ch.AddrGenModeNone {
+				t.Errorf("af spec present %v", ok)
+			}
+			if ok {
+				if m := nested(t, nested(t, af)[unix.AF_INET6])[unix.IFLA_INET6_ADDR_GEN_MODE]; !bytes.Equal(m, []byte{addrGenModeNone}) {
+					t.Errorf("addrgenmode %v", m)
+				}
+			}
+			li, ok := top[unix.IFLA_LINKINFO]
+			if ok != (tc.ch.Port != nil) {
+				t.Fatalf("linkinfo present %v", ok)
+			}
+			if !ok {
+				return
+			}
+			info := nested(t, li)
+			if string(info[nl.IFLA_INFO_SLAVE_KIND]) != "bridge" {
+				t.Errorf("slave kind %q", info[nl.IFLA_INFO_SLAVE_KIND])
+			}
+			port := nested(t, info[nl.IFLA_INFO_SLAVE_DATA])
+			for typ, want := range map[uint16]bool{nl.IFLA_BRPORT_MODE: tc.ch.Port.Hairpin, nl.IFLA_BRPORT_ISOLATED: tc.ch.Port.Isolated} {
+				if v := port[typ]; len(v) != 1 || (v[0] == 1) != want {
+					t.Errorf("port attribute %d = %v, want %v", typ, v, want)
+				}
+			}
+		})
+	}
+}
+
+// TestConnOnKernel drives a Conn in a test namespace: a pair born
+// enslaved with its peer in another namespace, then finished in one
+// request; and the errors that leave nothing behind.
+func TestConnOnKernel(t *testing.T) {
+	testutil.RequireRoot(t)
+	host := testutil.NetNS(t, "tth-cn-h")
+	sand := testutil.NetNS(t, "tth-cn-s")
+	hostPath, sandPath := "/run/netns/"+host, "/run/netns/"+sand
+	testutil.Must(t, "ip", "-n", host, "link", "add", "br0", "type", "bridge")
+	h, err := tns.NewHandle(hostPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	sh, err := tns.NewHandle(sandPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	br, err := h.LinkByName("br0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := NewConnPool(hostPath)
+	c, err := pool.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Put(c)
+	sandNS, err := tns.Open(sandPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sandNS.Close()
+
+	mac := net.HardwareAddr{0x02, 0x42, 0xac, 0x11, 0, 9}
+	p := VethPair{Name: "vthc0", MTU: 1400, Master: br.Attrs().Index, Peer: "eth0", PeerMAC: mac, PeerNS: int(sandNS)}
+	if err := c.AddVethPair(p); err != nil {
+		t.Fatal(err)
+	}
+	hostEnd, err := h.LinkByName("vthc0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := hostEnd.Attrs()
+	if a.MasterIndex != br.Attrs().Index || a.MTU != 1400 || a.Flags&net.FlagUp != 0 {
+		t.Errorf("host end: master %d mtu %d flags %v; want master %d, mtu 1400, down", a.MasterIndex, a.MTU, a.Flags, br.Attrs().Index)
+	}
+	end, err := sh.LinkByName("eth0")
+	if err != nil {
+		t.Fatalf("sandbox end: %v", err)
+	}
+	if e := end.Attrs(); e.MTU != 1400 || !bytes.Equal(e.HardwareAddr, mac) || e.Flags&net.FlagUp != 0 || e.ParentIndex != a.Index {
+		t.Errorf("sandbox end: mtu %d mac %v flags %v peer %d", e.MTU, e.HardwareAddr, e.Flags, e.ParentIndex)
+	}
+
+	ch := LinkChange{Port: &PortFlags{Hairpin: true, Isolated: true}, Alias: "tether:c0", Up: true, AddrGenModeNone: true}
+	if err := c.ChangeLink("vthc0", ch); err != nil {
+		t.Fatal(err)
+	}
+	hostEnd, err = h.LinkByName("vthc0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := hostEnd.Attrs(); a.Alias != "tether:c0" || a.Flags&net.FlagUp == 0 {
+		t.Errorf("after the change: alias %q flags %v", a.Alias, a.Flags)
+	}
+	pi, err := h.LinkGetProtinfo(hostEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pi.Hairpin || !pi.Isolated {
+		t.Errorf("port flags: hairpin %v isolated %v", pi.Hairpin, pi.Isolated)
+	}
+	var mode []byte
+	if err := tns.Do(hostPath, func() (err error) {
+		mode, err = os.ReadFile("/proc/sys/net/ipv6/conf/vthc0/addr_gen_mode")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(mode)) != "1" {
+		t.Errorf("addr_gen_mode %q, want 1 (none)", mode)
+	}
+	if err := c.ChangeLink("vthc0", LinkChange{Port: &PortFlags{Hairpin: false, Isolated: false}}); err != nil {
+		t.Fatal(err)
+	}
+	if pi, err := h.LinkGetProtinfo(hostEnd); err != nil || pi.Hairpin || pi.Isolated {
+		t.Errorf("port flags cleared: %+v, %v", pi, err)
+	}
+
+	// Errors: each fails naming its link, and leaves no link behind.
+	before := linkNames(t, h)
+	for _, tc := range []struct {
+		name string
+		run  func() error
+		want error
+	}{
+		{"host name taken", func() error {
+			return c.AddVethPair(VethPair{Name: "vthc0", Peer: "eth5", PeerNS: int(sandNS)})
+		}, unix.EEXIST},
+		{"no such master", func() error {
+			return c.AddVethPair(VethPair{Name: "vthc1", Master: 100000, Peer: "eth6", PeerNS: -1})
+		}, unix.EINVAL},
+		{"no such link", func() error { return c.ChangeLink("vthnone", LinkChange{Up: true}) }, unix.ENODEV},
+		{"port flags off a bridge", func() error {
+			testutil.Must(t, "ip", "-n", host, "link", "add", "lone", "type", "veth", "peer", "name", "lonep")
+			return c.ChangeLink("lone", LinkChange{Port: &PortFlags{Hairpin: true}})
+		}, unix.EOPNOTSUPP},
+		{"no names", func() error { return c.AddVethPair(VethPair{PeerNS: -1}) }, nil},
+	} {
+		err := tc.run()
+		if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if err := c.DeleteLink("lone"); err != nil {
+		t.Fatal(err)
+	}
+	if after := linkNames(t, h); after != before {
+		t.Errorf("links after the failures:\n%s\nbefore:\n%s", after, before)
+	}
+	if err := c.DeleteLink("vthc0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sh.LinkByName("eth0"); err == nil {
+		t.Error("deleting the host end left the sandbox end")
+	}
+	if err := c.DeleteLink("vthc0"); !errors.Is(err, unix.ENODEV) {
+		t.Errorf("deleting a deleted link: %v", err)
+	}
+}
+
+func linkNames(t *testing.T, h *netlink.Handle) string {
+	t.Helper()
+	links, err := Dump("links", h.LinkList)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range links {
+		names = append(names, l.Attrs().Name)
+	}
+	return strings.Join(names, " ")
+}
