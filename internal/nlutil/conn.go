@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/vishvananda/netlink/nl"
 	vnetns "github.com/vishvananda/netns"
@@ -55,9 +56,50 @@ func OpenConn(nsPath string) (*Conn, error) {
 func (c *Conn) Close() { c.sh.Close() }
 
 func (c *Conn) request(proto, flags int) *nl.NetlinkRequest {
-	req := nl.NewNetlinkRequest(proto, flags|unix.NLM_F_ACK)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: &c.sh}
-	return req
+	return nl.NewNetlinkRequest(proto, flags|unix.NLM_F_ACK)
+}
+
+// exec sends req and reads until its acknowledgement, returning the bodies
+// of the messages of type resType that came before it (an NLM_F_ECHO's
+// echo). Not NetlinkRequest.Execute: that stops at the first message that
+// is not part of a dump, so after an echo it would leave the
+// acknowledgement, and the error it may carry, unread.
+func (c *Conn) exec(req *nl.NetlinkRequest, resType uint16) ([][]byte, error) {
+	s := c.sh.Socket
+	if err := s.Send(req); err != nil {
+		return nil, err
+	}
+	pid, err := s.GetPid()
+	if err != nil {
+		return nil, err
+	}
+	var res [][]byte
+	for {
+		msgs, from, err := s.Receive()
+		if err != nil {
+			return nil, err
+		}
+		if from.Pid != nl.PidKernel {
+			continue
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != req.Seq || m.Header.Pid != pid {
+				continue // an answer to an earlier request
+			}
+			switch m.Header.Type {
+			case unix.NLMSG_ERROR:
+				if len(m.Data) < 4 {
+					return nil, errors.New("netlink: short acknowledgement")
+				}
+				if errno := int32(nl.NativeEndian().Uint32(m.Data[:4])); errno != 0 {
+					return nil, unix.Errno(-errno)
+				}
+				return res, nil
+			case resType:
+				res = append(res, m.Data)
+			}
+		}
+	}
 }
 
 // VethPair is a veth pair to create: the main end in the Conn's namespace,
@@ -109,21 +151,60 @@ func vethPairMessage(p VethPair) []nl.NetlinkRequestData {
 	return append(data, info)
 }
 
-// AddVethPair creates p in one request. An existing name fails with
+// AddVethPair creates p in one request and returns the peer's ifindex in
+// its namespace, read from the kernel's echo of the new link (NLM_F_ECHO:
+// its IFLA_LINK), so the caller need not look the peer up; 0 when the
+// kernel sent no echo (before Linux 6.3). An existing name fails with
 // EEXIST; a Master that names no link with EINVAL (or ENODEV), and then
 // nothing is left.
-func (c *Conn) AddVethPair(p VethPair) error {
+func (c *Conn) AddVethPair(p VethPair) (int, error) {
 	if p.Name == "" || p.Peer == "" {
-		return errors.New("veth pair: both ends need a name")
+		return 0, errors.New("veth pair: both ends need a name")
 	}
-	req := c.request(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL)
+	req := c.request(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ECHO)
 	for _, d := range vethPairMessage(p) {
 		req.AddData(d)
 	}
-	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
-		return fmt.Errorf("create veth %s/%s: %w", p.Name, p.Peer, err)
+	msgs, err := c.exec(req, unix.RTM_NEWLINK)
+	if err != nil {
+		return 0, fmt.Errorf("create veth %s/%s: %w", p.Name, p.Peer, err)
 	}
-	return nil
+	for _, m := range msgs {
+		if idx := linkOf(m, p.Name); idx > 0 {
+			return idx, nil
+		}
+	}
+	return 0, nil
+}
+
+// linkOf is the IFLA_LINK (a veth's peer's ifindex) of an RTM_NEWLINK body
+// about the link named name; 0 when it is about another link or has none.
+func linkOf(m []byte, name string) int {
+	if len(m) < unix.SizeofIfInfomsg {
+		return 0
+	}
+	as, err := nl.ParseRouteAttr(m[unix.SizeofIfInfomsg:])
+	if err != nil {
+		return 0
+	}
+	var (
+		idx   int
+		named bool
+	)
+	for _, a := range as {
+		switch a.Attr.Type {
+		case unix.IFLA_IFNAME:
+			named = strings.TrimRight(string(a.Value), "\x00") == name
+		case unix.IFLA_LINK:
+			if len(a.Value) == 4 {
+				idx = int(nl.NativeEndian().Uint32(a.Value))
+			}
+		}
+	}
+	if !named {
+		return 0
+	}
+	return idx
 }
 
 // PortFlags are a bridge port's flags to set (IFLA_BRPORT_*).
@@ -193,7 +274,7 @@ func (c *Conn) ChangeLink(name string, ch LinkChange) error {
 	for _, d := range linkChangeMessage(name, ch) {
 		req.AddData(d)
 	}
-	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+	if _, err := c.exec(req, 0); err != nil {
 		return fmt.Errorf("change link %q: %w", name, err)
 	}
 	return nil
@@ -205,7 +286,7 @@ func (c *Conn) DeleteLink(name string) error {
 	req := c.request(unix.RTM_DELLINK, 0)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
-	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+	if _, err := c.exec(req, 0); err != nil {
 		return fmt.Errorf("delete link %q: %w", name, err)
 	}
 	return nil

@@ -50,6 +50,33 @@ func serialize(ds []nl.NetlinkRequestData) []byte {
 
 func u32(b []byte) uint32 { return nl.NativeEndian().Uint32(b) }
 
+// TestLinkOf reads a peer's index from an echoed RTM_NEWLINK body, and
+// only from one about the link asked for.
+func TestLinkOf(t *testing.T) {
+	body := func(name string, link uint32, withLink bool) []byte {
+		ds := []nl.NetlinkRequestData{nl.NewIfInfomsg(unix.AF_UNSPEC), nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name))}
+		if withLink {
+			ds = append(ds, nl.NewRtAttr(unix.IFLA_LINK, nl.Uint32Attr(link)))
+		}
+		return serialize(ds)
+	}
+	for _, tc := range []struct {
+		name string
+		m    []byte
+		want int
+	}{
+		{"the link", body("vth1", 7, true), 7},
+		{"another link", body("vth2", 7, true), 0},
+		{"a longer name", body("vth10", 7, true), 0},
+		{"no IFLA_LINK", body("vth1", 0, false), 0},
+		{"short", []byte{1, 2, 3}, 0},
+	} {
+		if got := linkOf(tc.m, "vth1"); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestVethPairMessage checks the attributes of the one-request veth pair:
 // each optional one present exactly when asked for.
 func TestVethPairMessage(t *testing.T) {
@@ -182,7 +209,8 @@ func TestConnOnKernel(t *testing.T) {
 
 	mac := net.HardwareAddr{0x02, 0x42, 0xac, 0x11, 0, 9}
 	p := VethPair{Name: "vthc0", MTU: 1400, Master: br.Attrs().Index, Peer: "eth0", PeerMAC: mac, PeerNS: int(sandNS)}
-	if err := c.AddVethPair(p); err != nil {
+	echoed, err := c.AddVethPair(p)
+	if err != nil {
 		t.Fatal(err)
 	}
 	hostEnd, err := h.LinkByName("vthc0")
@@ -199,6 +227,11 @@ func TestConnOnKernel(t *testing.T) {
 	}
 	if e := end.Attrs(); e.MTU != 1400 || !bytes.Equal(e.HardwareAddr, mac) || e.Flags&net.FlagUp != 0 || e.ParentIndex != a.Index {
 		t.Errorf("sandbox end: mtu %d mac %v flags %v peer %d", e.MTU, e.HardwareAddr, e.Flags, e.ParentIndex)
+	}
+	// This kernel (6.18) echoes the new link: the sandbox end's index
+	// comes back with the creation.
+	if echoed != end.Attrs().Index {
+		t.Errorf("AddVethPair gave the peer's index as %d; it is %d", echoed, end.Attrs().Index)
 	}
 
 	ch := LinkChange{Port: &PortFlags{Hairpin: true, Isolated: true}, Alias: "tether:c0", Up: true, AddrGenModeNone: true}
@@ -244,17 +277,19 @@ func TestConnOnKernel(t *testing.T) {
 		want error
 	}{
 		{"host name taken", func() error {
-			return c.AddVethPair(VethPair{Name: "vthc0", Peer: "eth5", PeerNS: int(sandNS)})
+			_, err := c.AddVethPair(VethPair{Name: "vthc0", Peer: "eth5", PeerNS: int(sandNS)})
+			return err
 		}, unix.EEXIST},
 		{"no such master", func() error {
-			return c.AddVethPair(VethPair{Name: "vthc1", Master: 100000, Peer: "eth6", PeerNS: -1})
+			_, err := c.AddVethPair(VethPair{Name: "vthc1", Master: 100000, Peer: "eth6", PeerNS: -1})
+			return err
 		}, unix.EINVAL},
 		{"no such link", func() error { return c.ChangeLink("vthnone", LinkChange{Up: true}) }, unix.ENODEV},
 		{"port flags off a bridge", func() error {
 			testutil.Must(t, "ip", "-n", host, "link", "add", "lone", "type", "veth", "peer", "name", "lonep")
 			return c.ChangeLink("lone", LinkChange{Port: &PortFlags{Hairpin: true}})
 		}, unix.EOPNOTSUPP},
-		{"no names", func() error { return c.AddVethPair(VethPair{PeerNS: -1}) }, nil},
+		{"no names", func() error { _, err := c.AddVethPair(VethPair{PeerNS: -1}); return err }, nil},
 	} {
 		err := tc.run()
 		if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {

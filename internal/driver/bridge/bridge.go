@@ -179,12 +179,12 @@ func (d *Driver) DeleteNetwork(ctx context.Context, n *driver.Network) error {
 	return nil
 }
 
-// Join creates the endpoint's veth pair and wires it, in seven netlink
-// requests and two sysctl writes (the floor's attach makes eight requests:
+// Join creates the endpoint's veth pair and wires it, in six netlink
+// requests and two sysctl writes (the floor's attach makes nine:
 // bench/attach/floor.go):
 //
 //	(host)       ip link add vthXXXX mtu M master BRIDGE type veth peer name IFNAME mtu M address MAC netns SANDBOX
-//	(in sandbox) ip link show IFNAME   (its index)
+//	             (echoed back: the new link's IFLA_LINK is IFNAME's index, so it needs no lookup)
 //	(host)       sysctl net.ipv6.conf.vthXXXX.accept_ra=0 net.ipv6.conf.vthXXXX.disable_ipv6=1
 //	(in sandbox) ip addr add ADDR dev IFNAME; ip link set IFNAME up; ip link set lo up
 //	             ip route add default via GW   (when ep.DefaultRoute)
@@ -217,7 +217,8 @@ func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoin
 	defer sbNS.Close()
 
 	inSandbox := func() bool { _, err := sb.h.LinkByName(ep.IfName); return err == nil }
-	if err := d.addPair(c, n, ep, int(sbNS), inSandbox, "the sandbox"); err != nil {
+	index, err := d.addPair(c, n, ep, int(sbNS), inSandbox, "the sandbox")
+	if err != nil {
 		return err
 	}
 	defer func() {
@@ -225,9 +226,9 @@ func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoin
 			_ = c.DeleteLink(ep.HostIfName) // deleting one end deletes the pair
 		}
 	}()
-	end, err := sb.h.LinkByName(ep.IfName)
+	end, err := sandboxEnd(sb, ep, index)
 	if err != nil {
-		return fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
+		return err
 	}
 	if err := hostIPv6Sysctls(d.ns, ep.HostIfName); err != nil {
 		return err
@@ -238,8 +239,24 @@ func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoin
 	return finishHostEnd(c, n, ep)
 }
 
+// sandboxEnd is the sandbox end just created, as ConfigureEnd needs it:
+// built from its index (the kernel's echo of the creation) and the MAC it
+// was given, or looked up when either is unknown (an old kernel; an IPv6
+// link-local address derived from a MAC the kernel chose).
+func sandboxEnd(sb *nsHandle, ep *driver.Endpoint, index int) (netlink.Link, error) {
+	if index > 0 && (len(ep.MAC) > 0 || !ep.Address6.IsValid()) {
+		return &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: ep.IfName, Index: index, HardwareAddr: ep.MAC}}, nil
+	}
+	l, err := sb.h.LinkByName(ep.IfName)
+	if err != nil {
+		return nil, fmt.Errorf("find %q in sandbox: %w", ep.IfName, err)
+	}
+	return l, nil
+}
+
 // addPair creates the endpoint's veth pair in one request through c (a
-// socket in the driver's namespace):
+// socket in the driver's namespace) and returns the sandbox end's ifindex
+// (0: unknown, nlutil.Conn.AddVethPair):
 //
 //	ip link add vthXXXX mtu M master BRIDGE type veth peer name IFNAME mtu M [address MAC] [netns SANDBOX]
 //
@@ -249,10 +266,10 @@ func (d *Driver) Join(ctx context.Context, n *driver.Network, ep *driver.Endpoin
 // is retried with another, unless taken reports that IFNAME is what
 // exists (in where); a bridge index gone stale (the bridge made again) is
 // looked up afresh once. On failure nothing is left.
-func (d *Driver) addPair(c *nlutil.Conn, n *driver.Network, ep *driver.Endpoint, peerNS int, taken func() bool, where string) error {
+func (d *Driver) addPair(c *nlutil.Conn, n *driver.Network, ep *driver.Endpoint, peerNS int, taken func() bool, where string) (int, error) {
 	br, err := d.bridgeIndex(d.h, n.BridgeName, false)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	mtu := n.MTU
 	if mtu == 0 {
@@ -263,14 +280,14 @@ func (d *Driver) addPair(c *nlutil.Conn, n *driver.Network, ep *driver.Endpoint,
 		if ep.HostIfName == "" || try > 0 {
 			ep.HostIfName = d.HostIfName()
 		}
-		err := c.AddVethPair(nlutil.VethPair{Name: ep.HostIfName, MTU: mtu, Master: br,
+		index, err := c.AddVethPair(nlutil.VethPair{Name: ep.HostIfName, MTU: mtu, Master: br,
 			Peer: ep.IfName, PeerMAC: ep.MAC, PeerNS: peerNS})
 		switch {
 		case err == nil:
-			return nil
+			return index, nil
 		case errors.Is(err, unix.EEXIST) && try < 5:
 			if taken() {
-				return fmt.Errorf("interface %q already exists in %s", ep.IfName, where)
+				return 0, fmt.Errorf("interface %q already exists in %s", ep.IfName, where)
 			}
 			continue
 		case !refreshed && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.EOPNOTSUPP)):
@@ -281,7 +298,7 @@ func (d *Driver) addPair(c *nlutil.Conn, n *driver.Network, ep *driver.Endpoint,
 				continue
 			}
 		}
-		return fmt.Errorf("attach %q to bridge %q: %w", ep.HostIfName, n.BridgeName, err)
+		return 0, fmt.Errorf("attach %q to bridge %q: %w", ep.HostIfName, n.BridgeName, err)
 	}
 }
 
@@ -581,7 +598,7 @@ func (d *Driver) JoinPair(ctx context.Context, n *driver.Network, ep *driver.End
 	}
 	defer d.conns.Put(c)
 	ep.HostIfName = ""
-	if err := d.addPair(c, n, ep, -1, inHost, "the host namespace"); err != nil {
+	if _, err := d.addPair(c, n, ep, -1, inHost, "the host namespace"); err != nil {
 		return err
 	}
 	defer func() {
