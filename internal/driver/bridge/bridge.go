@@ -16,8 +16,10 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -89,7 +91,7 @@ func (d *Driver) Capabilities() driver.Capabilities {
 }
 
 // CreateNetwork makes the bridge, gives it the gateway address (none when
-// n.Gateway is not set) and brings it up. Equivalent to `ip link add NAME type bridge; ip addr add GW/LEN dev NAME;
+// n.Gateway is not set) and brings it up. Equivalent to `ip link add NAME address BridgeMAC(ID) type bridge; ip addr add GW/LEN dev NAME;
 // ip link set NAME up`. With n.Subnet6 and n.Gateway6 it also turns IPv6 on
 // on the bridge and adds fe80::1/64 and GW6/LEN6 (bridgeIPv6); otherwise
 // IPv6 stays off (IPv6Off). For an External bridge it only checks that the
@@ -131,6 +133,14 @@ func (d *Driver) ensureBridge(n *driver.Network) (netlink.Link, error) {
 		if l.Attrs().Alias != AliasPrefix+n.ID {
 			return nil, fmt.Errorf("bridge %q exists and is not Tether's network %q (alias %q)", n.BridgeName, n.Name, l.Attrs().Alias)
 		}
+		if mac := l.Attrs().HardwareAddr; !bytes.Equal(mac, BridgeMAC(n.ID)) && len(mac) == 6 {
+			// Made by an older version, with the address the kernel
+			// derives: pin the one it has (set to itself, it does not
+			// change, but the kernel stops deriving it).
+			if err := d.h.LinkSetHardwareAddr(l, mac); err != nil {
+				return nil, fmt.Errorf("pin the address of bridge %q: %w", n.BridgeName, err)
+			}
+		}
 		d.bridges.Store(n.BridgeName, l.Attrs().Index)
 		return l, nil
 	}
@@ -138,7 +148,7 @@ func (d *Driver) ensureBridge(n *driver.Network) (netlink.Link, error) {
 	if mtu == 0 {
 		mtu = 1500
 	}
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.BridgeName, MTU: mtu, Alias: AliasPrefix + n.ID}}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.BridgeName, MTU: mtu, Alias: AliasPrefix + n.ID, HardwareAddr: BridgeMAC(n.ID)}}
 	if err := d.h.LinkAdd(br); err != nil {
 		return nil, fmt.Errorf("create bridge %q: %w", n.BridgeName, err)
 	}
@@ -154,6 +164,22 @@ func (d *Driver) ensureBridge(n *driver.Network) (netlink.Link, error) {
 		}
 	}
 	return l, nil
+}
+
+// BridgeMAC is the address a network's bridge is given: unicast, locally
+// administered, from the network's ID, so a bridge made again (after it
+// was deleted while the daemon was stopped) has the same one and the
+// sandboxes' cached gateway address stays right. Given explicitly, it is
+// the kernel's to keep: a bridge with an address of its own takes the
+// lowest of its ports' addresses instead, so it changes, and every
+// neighbour's cache of it goes stale, whenever a port with a lower one
+// joins, and every join and leave scans all ports to find out
+// (br_stp_recalculate_bridge_id). Docker gives its bridges an address too.
+func BridgeMAC(networkID string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("tether bridge " + networkID))
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = mac[0]&^0x01 | 0x02 // unicast, locally administered
+	return mac
 }
 
 // DeleteNetwork removes the bridge (never an External one). Equivalent to
