@@ -4,7 +4,7 @@ package attach
 // kernel when nothing but the needed netlink requests is issued.
 //
 // Layout: a "host" network namespace (created by the caller) holding a bridge
-// with 10.124.0.1/16; per sandbox a namespace file under a private
+// with 10.124.0.1/16 and an address of its own; per sandbox a namespace file under a private
 // bind-mounted directory, a veth created from inside the sandbox with its
 // peer placed directly in the host namespace, the peer enslaved and up, and
 // the sandbox end addressed, up, with lo up and a default route. IPv6 is off
@@ -83,7 +83,10 @@ func NewFloor(hostNSPath, dir string) (_ *Floor, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("floor host namespace: %w", err)
 	}
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "fbr0", MTU: 1500}}
+	// An address of its own, as Tether's bridges (bridge.BridgeMAC) and
+	// Docker's have: without one the kernel rescans every port for the
+	// lowest address on each join, work that grows with the bridge.
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "fbr0", MTU: 1500, HardwareAddr: net.HardwareAddr{0x02, 0x74, 0x66, 0x6c, 0x6f, 0x72}}}
 	if err := f.h.LinkAdd(br); err != nil {
 		return nil, fmt.Errorf("create bridge: %w", err)
 	}
