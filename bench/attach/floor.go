@@ -129,9 +129,7 @@ func (f *Floor) Close() error {
 // each step took (in FloorSteps order).
 func (f *Floor) Attach(i int) (*FloorSandbox, [4]time.Duration, error) {
 	var steps [4]time.Duration
-	base := f.subnet.Addr().As4()
-	addr := netip.AddrFrom4([4]byte{base[0], base[1], byte((i + 2) >> 8), byte(i + 2)})
-	sb := &FloorSandbox{Path: filepath.Join(f.dir, fmt.Sprintf("s%d", i)), Addr: netip.PrefixFrom(addr, 16)}
+	sb := f.sandboxFor(i)
 	peerName := fmt.Sprintf("fv%d", i)
 
 	t := time.Now()
@@ -158,22 +156,38 @@ func (f *Floor) Attach(i int) (*FloorSandbox, [4]time.Duration, error) {
 		return sb, steps, fmt.Errorf("up %s: %w", peerName, err)
 	}
 	steps[2], t = lap(t)
-	a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(16, 32)}}
-	if err := sb.h.AddrAdd(veth, a); err != nil {
-		return sb, steps, fmt.Errorf("address %d: %w", i, err)
-	}
-	if err := sb.h.LinkSetUp(veth); err != nil {
-		return sb, steps, fmt.Errorf("eth0 up %d: %w", i, err)
-	}
-	lo := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo", Index: 1}}
-	if err := sb.h.LinkSetUp(lo); err != nil {
-		return sb, steps, fmt.Errorf("lo up %d: %w", i, err)
-	}
-	if err := sb.h.RouteAdd(&netlink.Route{LinkIndex: veth.Index, Gw: f.gw.AsSlice()}); err != nil {
-		return sb, steps, fmt.Errorf("default route %d: %w", i, err)
+	if err := f.configureInside(sb, veth, i); err != nil {
+		return sb, steps, err
 	}
 	steps[3], _ = lap(t)
 	return sb, steps, nil
+}
+
+// configureInside addresses the sandbox end, brings it and lo up and adds
+// the default route, through the sandbox's handle.
+func (f *Floor) configureInside(sb *FloorSandbox, veth netlink.Link, i int) error {
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: sb.Addr.Addr().AsSlice(), Mask: net.CIDRMask(16, 32)}}
+	if err := sb.h.AddrAdd(veth, a); err != nil {
+		return fmt.Errorf("address %d: %w", i, err)
+	}
+	if err := sb.h.LinkSetUp(veth); err != nil {
+		return fmt.Errorf("eth0 up %d: %w", i, err)
+	}
+	lo := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo", Index: 1}}
+	if err := sb.h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("lo up %d: %w", i, err)
+	}
+	if err := sb.h.RouteAdd(&netlink.Route{LinkIndex: veth.Attrs().Index, Gw: f.gw.AsSlice()}); err != nil {
+		return fmt.Errorf("default route %d: %w", i, err)
+	}
+	return nil
+}
+
+// sandboxFor is sandbox i before it is made: its namespace file and address.
+func (f *Floor) sandboxFor(i int) *FloorSandbox {
+	base := f.subnet.Addr().As4()
+	addr := netip.AddrFrom4([4]byte{base[0], base[1], byte((i + 2) >> 8), byte(i + 2)})
+	return &FloorSandbox{Path: filepath.Join(f.dir, fmt.Sprintf("s%d", i)), Addr: netip.PrefixFrom(addr, 16)}
 }
 
 // newNS creates the sandbox namespace at sb.Path and opens a netlink handle

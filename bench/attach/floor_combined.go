@@ -12,9 +12,6 @@ package attach
 
 import (
 	"fmt"
-	"net"
-	"net/netip"
-	"path/filepath"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -53,9 +50,7 @@ func (f *CombinedFloor) Close() error {
 // step is the final up).
 func (f *CombinedFloor) Attach(i int) (*FloorSandbox, [4]time.Duration, error) {
 	var steps [4]time.Duration
-	base := f.subnet.Addr().As4()
-	addr := netip.AddrFrom4([4]byte{base[0], base[1], byte((i + 2) >> 8), byte(i + 2)})
-	sb := &FloorSandbox{Path: filepath.Join(f.dir, fmt.Sprintf("s%d", i)), Addr: netip.PrefixFrom(addr, 16)}
+	sb := f.sandboxFor(i)
 	peerName := fmt.Sprintf("fv%d", i)
 
 	t := time.Now()
@@ -78,19 +73,8 @@ func (f *CombinedFloor) Attach(i int) (*FloorSandbox, [4]time.Duration, error) {
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", Index: idx}}
 	sb.eth = veth
 	steps[1], t = lap(t)
-	a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(16, 32)}}
-	if err := sb.h.AddrAdd(veth, a); err != nil {
-		return sb, steps, fmt.Errorf("address %d: %w", i, err)
-	}
-	if err := sb.h.LinkSetUp(veth); err != nil {
-		return sb, steps, fmt.Errorf("eth0 up %d: %w", i, err)
-	}
-	lo := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo", Index: 1}}
-	if err := sb.h.LinkSetUp(lo); err != nil {
-		return sb, steps, fmt.Errorf("lo up %d: %w", i, err)
-	}
-	if err := sb.h.RouteAdd(&netlink.Route{LinkIndex: veth.Index, Gw: f.gw.AsSlice()}); err != nil {
-		return sb, steps, fmt.Errorf("default route %d: %w", i, err)
+	if err := f.configureInside(sb, veth, i); err != nil {
+		return sb, steps, err
 	}
 	steps[3], t = lap(t)
 	if err := f.conn.ChangeLink(peerName, nlutil.LinkChange{Up: true}); err != nil {
