@@ -55,7 +55,8 @@ func OpenConn(nsPath string) (*Conn, error) {
 // Close closes the socket.
 func (c *Conn) Close() { c.sh.Close() }
 
-func (c *Conn) request(proto, flags int) *nl.NetlinkRequest {
+// newRequest is a request the kernel acknowledges.
+func newRequest(proto, flags int) *nl.NetlinkRequest {
 	return nl.NewNetlinkRequest(proto, flags|unix.NLM_F_ACK)
 }
 
@@ -154,14 +155,14 @@ func vethPairMessage(p VethPair) []nl.NetlinkRequestData {
 // AddVethPair creates p in one request and returns the peer's ifindex in
 // its namespace, read from the kernel's echo of the new link (NLM_F_ECHO:
 // its IFLA_LINK), so the caller need not look the peer up; 0 when the
-// kernel sent no echo (before Linux 6.3). An existing name fails with
-// EEXIST; a Master that names no link with EINVAL (or ENODEV), and then
-// nothing is left.
+// kernel sent no echo (older kernels do not echo a new link). An existing
+// name fails with EEXIST; a Master that names no link with EINVAL (or
+// ENODEV), and then nothing is left.
 func (c *Conn) AddVethPair(p VethPair) (int, error) {
 	if p.Name == "" || p.Peer == "" {
 		return 0, errors.New("veth pair: both ends need a name")
 	}
-	req := c.request(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ECHO)
+	req := newRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ECHO)
 	for _, d := range vethPairMessage(p) {
 		req.AddData(d)
 	}
@@ -270,7 +271,7 @@ func boolAttr(b bool) []byte {
 // ChangeLink applies ch to the link named name in one request. A link
 // that does not exist fails with ENODEV.
 func (c *Conn) ChangeLink(name string, ch LinkChange) error {
-	req := c.request(unix.RTM_NEWLINK, 0)
+	req := newRequest(unix.RTM_NEWLINK, 0)
 	for _, d := range linkChangeMessage(name, ch) {
 		req.AddData(d)
 	}
@@ -283,7 +284,7 @@ func (c *Conn) ChangeLink(name string, ch LinkChange) error {
 // DeleteLink deletes the link named name (a veth: both ends). One that
 // does not exist fails with ENODEV.
 func (c *Conn) DeleteLink(name string) error {
-	req := c.request(unix.RTM_DELLINK, 0)
+	req := newRequest(unix.RTM_DELLINK, 0)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
 	if _, err := c.exec(req, 0); err != nil {

@@ -29,7 +29,6 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/tether-net/tether/internal/driver"
@@ -169,12 +168,12 @@ func (d *Driver) ensureBridge(n *driver.Network) (netlink.Link, error) {
 // BridgeMAC is the address a network's bridge is given: unicast, locally
 // administered, from the network's ID, so a bridge made again (after it
 // was deleted while the daemon was stopped) has the same one and the
-// sandboxes' cached gateway address stays right. Given explicitly, it is
-// the kernel's to keep: a bridge with an address of its own takes the
-// lowest of its ports' addresses instead, so it changes, and every
-// neighbour's cache of it goes stale, whenever a port with a lower one
-// joins, and every join and leave scans all ports to find out
-// (br_stp_recalculate_bridge_id). Docker gives its bridges an address too.
+// sandboxes' cached gateway address stays right. Given explicitly, the
+// kernel keeps it: a bridge without an address of its own takes the lowest
+// of its ports' addresses, so it changes, and every neighbour's cache of
+// it goes stale, whenever a port with a lower one joins, and every join
+// and leave scans all ports to find out (br_stp_recalculate_bridge_id).
+// Docker gives its bridges an address too.
 func BridgeMAC(networkID string) net.HardwareAddr {
 	sum := sha256.Sum256([]byte("tether bridge " + networkID))
 	mac := net.HardwareAddr(sum[:6])
@@ -495,51 +494,6 @@ func openNS(path string) (*nsHandle, error) {
 }
 
 func (s *nsHandle) close() { s.h.Close() }
-
-// sysctl writes a /proc/sys/net value inside the sandbox namespace. /proc/sys/net
-// shows the namespace of the thread that opens it, hence the switch.
-func (s *nsHandle) sysctl(key, value string) error {
-	return tns.Do(s.path, func() error {
-		return os.WriteFile("/proc/sys/"+key, []byte(value), 0o644)
-	})
-}
-
-var selfNS = mustSelfNS()
-
-func mustSelfNS() netns.NsHandle {
-	ns, err := netns.Get()
-	if err != nil {
-		panic(fmt.Sprintf("open own network namespace: %v", err))
-	}
-	return ns
-}
-
-// nsFD is a descriptor of the driver's namespace, for placing a new veth's
-// peer there.
-type nsFD struct {
-	fd    netns.NsHandle
-	owned bool
-}
-
-func (f nsFD) close() {
-	if f.owned {
-		_ = f.fd.Close()
-	}
-}
-
-// hostNS returns the driver's namespace: the process's own, or the one at
-// d.ns, opened for the call (holding it open would keep a deleted
-// namespace alive).
-func (d *Driver) hostNS() (nsFD, error) {
-	if d.ns == "" {
-		return nsFD{fd: selfNS}, nil
-	}
-	fd, err := tns.Open(d.ns)
-	if err != nil {
-		return nsFD{}, err
-	}
-	return nsFD{fd: fd, owned: true}, nil
-}
 
 // IPv6Off keeps IPv6 off a host-side link of an IPv4-only network (a
 // bridge, a VXLAN device, the host end of a veth) in the namespace of h,
