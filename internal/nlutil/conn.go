@@ -27,7 +27,7 @@ import (
 
 // Conn is a route netlink socket bound to one network namespace.
 type Conn struct {
-	sh nl.SocketHandle
+	s *nl.NetlinkSocket
 }
 
 // OpenConn opens a Conn in the namespace at nsPath ("": the calling
@@ -49,11 +49,11 @@ func OpenConn(nsPath string) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("route netlink socket in %q: %w", nsPath, err)
 	}
-	return &Conn{sh: nl.SocketHandle{Socket: s}}, nil
+	return &Conn{s: s}, nil
 }
 
 // Close closes the socket.
-func (c *Conn) Close() { c.sh.Close() }
+func (c *Conn) Close() { c.s.Close() }
 
 // newRequest is a request the kernel acknowledges.
 func newRequest(proto, flags int) *nl.NetlinkRequest {
@@ -66,7 +66,7 @@ func newRequest(proto, flags int) *nl.NetlinkRequest {
 // is not part of a dump, so after an echo it would leave the
 // acknowledgement, and the error it may carry, unread.
 func (c *Conn) exec(req *nl.NetlinkRequest, resType uint16) ([][]byte, error) {
-	s := c.sh.Socket
+	s := c.s
 	if err := s.Send(req); err != nil {
 		return nil, err
 	}

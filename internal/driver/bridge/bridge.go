@@ -347,14 +347,7 @@ func (d *Driver) addPair(c *nlutil.Conn, n *driver.Network, ep *driver.Endpoint,
 func finishHostEnd(c *nlutil.Conn, n *driver.Network, ep *driver.Endpoint) error {
 	ch := nlutil.LinkChange{Port: &nlutil.PortFlags{Hairpin: true, Isolated: !n.ICC},
 		Alias: AliasPrefix + ep.ID, Up: true, AddrGenModeNone: ipv6Present()}
-	err := c.ChangeLink(ep.HostIfName, ch)
-	if errors.Is(err, unix.EAFNOSUPPORT) && ch.AddrGenModeNone {
-		// No IPv6 on this link (an MTU below IPv6's minimum): nothing to
-		// keep off.
-		ch.AddrGenModeNone = false
-		err = c.ChangeLink(ep.HostIfName, ch)
-	}
-	if err != nil {
+	if err := c.ChangeLink(ep.HostIfName, ch); err != nil {
 		return fmt.Errorf("bring up bridge port %q: %w", ep.HostIfName, err)
 	}
 	return nil
