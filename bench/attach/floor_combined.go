@@ -2,8 +2,8 @@ package attach
 
 // The floor in combined messages: the same kernel operations as Floor, in
 // the fewest requests Tether's bridge driver knows (internal/nlutil.Conn):
-// the pair created from the host side with its host end born enslaved and
-// its sandbox end born in the sandbox (the kernel's echo gives the sandbox
+// the pair created from the host side with its host end born enslaved (and
+// dormant, VethPair.Dormant) and its sandbox end born in the sandbox (the kernel's echo gives the sandbox
 // end's index), then the sandbox end's address, up, lo up and default
 // route, then the host end up: six requests where Floor makes nine. It is
 // the reference for what Tether's join saves by its message shapes alone
@@ -62,7 +62,7 @@ func (f *CombinedFloor) Attach(i int) (*FloorSandbox, [4]time.Duration, error) {
 	if err != nil {
 		return sb, steps, err
 	}
-	idx, err := f.conn.AddVethPair(nlutil.VethPair{Name: peerName, MTU: 1500, Master: f.bridge.Attrs().Index, Peer: "eth0", PeerNS: nsfd})
+	idx, err := f.conn.AddVethPair(nlutil.VethPair{Name: peerName, MTU: 1500, Master: f.bridge.Attrs().Index, Peer: "eth0", PeerNS: nsfd, Dormant: true})
 	unix.Close(nsfd)
 	if err != nil {
 		return sb, steps, fmt.Errorf("veth %d: %w", i, err)

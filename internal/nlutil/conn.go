@@ -119,6 +119,16 @@ type VethPair struct {
 	// cannot be born up, its own peer is not yet linked to it then (the
 	// kernel answers ENOTCONN).
 	PeerNS int
+	// Dormant gives the main end the operational state "dormant"
+	// (IFLA_OPERSTATE) at birth instead of "unknown". A bridge enables a
+	// port that comes up with its state up or unknown at once, in the
+	// request that brings it up (br_device_event), and enabling a port
+	// runs the bridge's port-state selection over every port; a new veth
+	// stays "unknown" until the kernel's link watcher gets to it (a
+	// batch at most once a second; an RTM_GETLINK of it runs it early).
+	// A dormant port is enabled when its carrier comes on, by the link
+	// watcher, as a port brought up without carrier is.
+	Dormant bool
 }
 
 // vethPairMessage is the RTM_NEWLINK body creating p:
@@ -134,6 +144,9 @@ func vethPairMessage(p VethPair) []nl.NetlinkRequestData {
 	}
 	if p.Master > 0 {
 		data = append(data, nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(p.Master))))
+	}
+	if p.Dormant {
+		data = append(data, nl.NewRtAttr(unix.IFLA_OPERSTATE, nl.Uint8Attr(ifOperDormant)))
 	}
 	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
 	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
@@ -257,6 +270,9 @@ func linkChangeMessage(name string, ch LinkChange) []nl.NetlinkRequestData {
 	}
 	return data
 }
+
+// ifOperDormant is IF_OPER_DORMANT (RFC 2863).
+const ifOperDormant = 5
 
 // addrGenModeNone is IN6_ADDR_GEN_MODE_NONE.
 const addrGenModeNone = 1

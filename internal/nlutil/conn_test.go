@@ -7,9 +7,11 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	tns "github.com/tether-net/tether/internal/netns"
@@ -85,7 +87,7 @@ func TestVethPairMessage(t *testing.T) {
 		name string
 		p    VethPair
 	}{
-		{"all", VethPair{Name: "vth1", MTU: 1450, Master: 7, Peer: "eth0", PeerMAC: mac, PeerNS: 9}},
+		{"all", VethPair{Name: "vth1", MTU: 1450, Master: 7, Peer: "eth0", PeerMAC: mac, PeerNS: 9, Dormant: true}},
 		{"bare", VethPair{Name: "vth2", Peer: "eth1", PeerNS: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -98,6 +100,9 @@ func TestVethPairMessage(t *testing.T) {
 			}
 			if v, ok := top[unix.IFLA_MASTER]; ok != (tc.p.Master > 0) || ok && u32(v) != uint32(tc.p.Master) {
 				t.Errorf("master %v (present %v)", v, ok)
+			}
+			if v, ok := top[unix.IFLA_OPERSTATE]; ok != tc.p.Dormant || ok && (len(v) != 1 || v[0] != 5) {
+				t.Errorf("operstate %v (present %v), want IF_OPER_DORMANT (5) only when asked", v, ok)
 			}
 			info := nested(t, top[unix.IFLA_LINKINFO])
 			if string(info[nl.IFLA_INFO_KIND]) != "veth" {
@@ -310,6 +315,112 @@ func TestConnOnKernel(t *testing.T) {
 	}
 	if err := c.DeleteLink("vthc0"); !errors.Is(err, unix.ENODEV) {
 		t.Errorf("deleting a deleted link: %v", err)
+	}
+}
+
+// TestDormantPort checks, on the kernel, what the bridge driver relies on
+// when it creates a host end dormant (VethPair.Dormant): brought up while
+// its sandbox end is down, the port is not enabled (without the attribute
+// the kernel, reading the new link's operational state as "unknown",
+// enables it there and then, scanning every port of the bridge, though no
+// frame can pass); once the sandbox end is up, the kernel's link watcher
+// enables it.
+func TestDormantPort(t *testing.T) {
+	testutil.RequireRoot(t)
+	host := testutil.NetNS(t, "tth-dp-h")
+	sand := testutil.NetNS(t, "tth-dp-s")
+	hostPath, sandPath := "/run/netns/"+host, "/run/netns/"+sand
+	testutil.Must(t, "ip", "-n", host, "link", "add", "br0", "type", "bridge")
+	testutil.Must(t, "ip", "-n", host, "link", "set", "br0", "up")
+	h, err := tns.NewHandle(hostPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	br, err := h.LinkByName("br0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := OpenConn(hostPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sandNS, err := tns.Open(sandPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sandNS.Close()
+	// The port's state is read from the bridge's own dump: a plain
+	// RTM_GETLINK of the port would run its pending link events first.
+	var s *nl.NetlinkSocket
+	if err := tns.Do(hostPath, func() (err error) {
+		s, err = nl.GetNetlinkSocketAt(vnetns.None(), vnetns.None(), unix.NETLINK_ROUTE)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	if _, err := c.AddVethPair(VethPair{Name: "vthd0", Master: br.Attrs().Index, Peer: "eth0", PeerNS: int(sandNS), Dormant: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ChangeLink("vthd0", LinkChange{Up: true}); err != nil {
+		t.Fatal(err)
+	}
+	if st := bridgePortState(t, s, "vthd0"); st != brStateDisabled {
+		t.Errorf("a dormant port up without carrier is in state %d, want %d (disabled)", st, brStateDisabled)
+	}
+	testutil.Must(t, "ip", "-n", sand, "link", "set", "eth0", "up")
+	var st int
+	for range 1000 { // ~10 s: the link watcher runs within milliseconds
+		if st = bridgePortState(t, s, "vthd0"); st == brStateForwarding {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st != brStateForwarding {
+		t.Errorf("with both ends up the port stayed in state %d, want %d (forwarding)", st, brStateForwarding)
+	}
+}
+
+// Bridge port states (BR_STATE_*).
+const (
+	brStateDisabled   = 0
+	brStateForwarding = 3
+)
+
+// bridgePortState is the state of the bridge port named name, from an
+// AF_BRIDGE link dump through s; -1 when no port has that name.
+func bridgePortState(t *testing.T, s *nl.NetlinkSocket, name string) int {
+	t.Helper()
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+	req.AddData(nl.NewIfInfomsg(unix.AF_BRIDGE))
+	if err := s.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	state := -1
+	for {
+		msgs, _, err := s.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return state
+			case unix.NLMSG_ERROR:
+				t.Fatalf("bridge dump: error %d", int32(nl.NativeEndian().Uint32(m.Data)))
+			case unix.RTM_NEWLINK:
+				_, a := attrs(t, m.Data)
+				if string(a[unix.IFLA_IFNAME]) != name+"\x00" {
+					continue
+				}
+				if v, ok := nested(t, a[unix.IFLA_PROTINFO])[nl.IFLA_BRPORT_STATE]; ok && len(v) == 1 {
+					state = int(v[0])
+				}
+			}
+		}
 	}
 }
 

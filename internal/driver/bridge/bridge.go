@@ -306,7 +306,7 @@ func (d *Driver) addPair(c *nlutil.Conn, n *driver.Network, ep *driver.Endpoint,
 			ep.HostIfName = d.HostIfName()
 		}
 		index, err := c.AddVethPair(nlutil.VethPair{Name: ep.HostIfName, MTU: mtu, Master: br,
-			Peer: ep.IfName, PeerMAC: ep.MAC, PeerNS: peerNS})
+			Peer: ep.IfName, PeerMAC: ep.MAC, PeerNS: peerNS, Dormant: true})
 		switch {
 		case err == nil:
 			return index, nil
