@@ -11,7 +11,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
-	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	tns "github.com/tether-net/tether/internal/netns"
@@ -351,16 +350,18 @@ func TestDormantPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sandNS.Close()
-	// The port's state is read from the bridge's own dump: a plain
-	// RTM_GETLINK of the port would run its pending link events first.
-	var s *nl.NetlinkSocket
-	if err := tns.Do(hostPath, func() (err error) {
-		s, err = nl.GetNetlinkSocketAt(vnetns.None(), vnetns.None(), unix.NETLINK_ROUTE)
-		return err
-	}); err != nil {
+	w, err := testutil.NewPortWatcher(hostPath)
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer w.Close()
+	state := func() int {
+		st, err := w.State("vthd0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
 
 	if _, err := c.AddVethPair(VethPair{Name: "vthd0", Master: br.Attrs().Index, Peer: "eth0", PeerNS: int(sandNS), Dormant: true}); err != nil {
 		t.Fatal(err)
@@ -368,59 +369,19 @@ func TestDormantPort(t *testing.T) {
 	if err := c.ChangeLink("vthd0", LinkChange{Up: true}); err != nil {
 		t.Fatal(err)
 	}
-	if st := bridgePortState(t, s, "vthd0"); st != brStateDisabled {
-		t.Errorf("a dormant port up without carrier is in state %d, want %d (disabled)", st, brStateDisabled)
+	if st := state(); st != testutil.BridgePortDisabled {
+		t.Errorf("a dormant port up without carrier is in state %d, want %d (disabled)", st, testutil.BridgePortDisabled)
 	}
 	testutil.Must(t, "ip", "-n", sand, "link", "set", "eth0", "up")
 	var st int
 	for range 1000 { // ~10 s: the link watcher runs within milliseconds
-		if st = bridgePortState(t, s, "vthd0"); st == brStateForwarding {
+		if st = state(); st == testutil.BridgePortForwarding {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if st != brStateForwarding {
-		t.Errorf("with both ends up the port stayed in state %d, want %d (forwarding)", st, brStateForwarding)
-	}
-}
-
-// Bridge port states (BR_STATE_*).
-const (
-	brStateDisabled   = 0
-	brStateForwarding = 3
-)
-
-// bridgePortState is the state of the bridge port named name, from an
-// AF_BRIDGE link dump through s; -1 when no port has that name.
-func bridgePortState(t *testing.T, s *nl.NetlinkSocket, name string) int {
-	t.Helper()
-	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
-	req.AddData(nl.NewIfInfomsg(unix.AF_BRIDGE))
-	if err := s.Send(req); err != nil {
-		t.Fatal(err)
-	}
-	state := -1
-	for {
-		msgs, _, err := s.Receive()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range msgs {
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				return state
-			case unix.NLMSG_ERROR:
-				t.Fatalf("bridge dump: error %d", int32(nl.NativeEndian().Uint32(m.Data)))
-			case unix.RTM_NEWLINK:
-				_, a := attrs(t, m.Data)
-				if string(a[unix.IFLA_IFNAME]) != name+"\x00" {
-					continue
-				}
-				if v, ok := nested(t, a[unix.IFLA_PROTINFO])[nl.IFLA_BRPORT_STATE]; ok && len(v) == 1 {
-					state = int(v[0])
-				}
-			}
-		}
+	if st != testutil.BridgePortForwarding {
+		t.Errorf("with both ends up the port stayed in state %d, want %d (forwarding)", st, testutil.BridgePortForwarding)
 	}
 }
 
