@@ -3,8 +3,9 @@ package attach
 // The floor in combined messages: the same kernel operations as Floor, in
 // the fewest requests Tether's bridge driver knows (internal/nlutil.Conn):
 // the pair created from the host side with its host end born enslaved (and
-// dormant, VethPair.Dormant) and its sandbox end born in the sandbox (the kernel's echo gives the sandbox
-// end's index), then the sandbox end's address, up, lo up and default
+// dormant, VethPair.Dormant) and its sandbox end born in the sandbox (the
+// kernel's echo gives the sandbox end's index), then the sandbox end's
+// address, up, lo up and default
 // route, then the host end up: six requests where Floor makes nine. It is
 // the reference for what Tether's join saves by its message shapes alone
 // (BenchmarkFloorMessages), not a replacement for Floor, against which

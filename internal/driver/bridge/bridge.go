@@ -286,7 +286,10 @@ func sandboxEnd(sb *nsHandle, ep *driver.Endpoint, index int) (netlink.Link, err
 //	ip link add vthXXXX mtu M master BRIDGE type veth peer name IFNAME mtu M [address MAC] [netns SANDBOX]
 //
 // The host end (ep.HostIfName, or a fresh name when that is "") is born
-// enslaved and down; the sandbox end IFNAME is born down in the namespace
+// enslaved, down and dormant (nlutil.VethPair.Dormant: the kernel's link
+// watcher, not the request that brings it up, enables the port once its
+// carrier is on, so no join pays the scan of every port that enabling
+// runs); the sandbox end IFNAME is born down in the namespace
 // of peerNS (< 0: the driver's own). A host name already taken
 // is retried with another, unless taken reports that IFNAME is what
 // exists (in where); a bridge index gone stale (the bridge made again) is
@@ -343,7 +346,9 @@ func (d *Driver) addPair(c *nlutil.Conn, n *driver.Network, ep *driver.Endpoint,
 // The alias marks a finished join (Repair takes a marked, enslaved pair for
 // intact; the sweep finds Tether's links by it): the kernel applies the
 // request's changes under one hold of the rtnl lock, so no reader sees the
-// mark on a port not yet up.
+// mark on a port not yet up. The port starts forwarding a moment later,
+// when the link watcher enables it (addPair), never before its flags are
+// set.
 func finishHostEnd(c *nlutil.Conn, n *driver.Network, ep *driver.Endpoint) error {
 	ch := nlutil.LinkChange{Port: &nlutil.PortFlags{Hairpin: true, Isolated: !n.ICC},
 		Alias: AliasPrefix + ep.ID, Up: true, AddrGenModeNone: ipv6Present()}
