@@ -18,6 +18,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -146,7 +147,7 @@ func vethPairMessage(p VethPair) []nl.NetlinkRequestData {
 		data = append(data, nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(p.Master))))
 	}
 	if p.Dormant {
-		data = append(data, nl.NewRtAttr(unix.IFLA_OPERSTATE, nl.Uint8Attr(ifOperDormant)))
+		data = append(data, nl.NewRtAttr(unix.IFLA_OPERSTATE, nl.Uint8Attr(uint8(netlink.OperDormant))))
 	}
 	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
 	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
@@ -270,9 +271,6 @@ func linkChangeMessage(name string, ch LinkChange) []nl.NetlinkRequestData {
 	}
 	return data
 }
-
-// ifOperDormant is IF_OPER_DORMANT (RFC 2863).
-const ifOperDormant = 5
 
 // addrGenModeNone is IN6_ADDR_GEN_MODE_NONE.
 const addrGenModeNone = 1

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	tns "github.com/tether-net/tether/internal/netns"
@@ -100,7 +101,7 @@ func TestVethPairMessage(t *testing.T) {
 			if v, ok := top[unix.IFLA_MASTER]; ok != (tc.p.Master > 0) || ok && u32(v) != uint32(tc.p.Master) {
 				t.Errorf("master %v (present %v)", v, ok)
 			}
-			if v, ok := top[unix.IFLA_OPERSTATE]; ok != tc.p.Dormant || ok && (len(v) != 1 || v[0] != 5) {
+			if v, ok := top[unix.IFLA_OPERSTATE]; ok != tc.p.Dormant || ok && (len(v) != 1 || v[0] != uint8(netlink.OperDormant)) {
 				t.Errorf("operstate %v (present %v), want IF_OPER_DORMANT (5) only when asked", v, ok)
 			}
 			info := nested(t, top[unix.IFLA_LINKINFO])
@@ -176,40 +177,55 @@ func TestLinkChangeMessage(t *testing.T) {
 	}
 }
 
+// kernelRig is a "host" namespace holding a bridge br0 (down) and a
+// "sandbox" namespace, both the test's own, with a handle in the host and a
+// descriptor of the sandbox's namespace.
+type kernelRig struct {
+	host, sand         string // namespace names
+	hostPath, sandPath string
+	h                  *netlink.Handle // in the host namespace
+	br                 netlink.Link
+	sandNS             vnetns.NsHandle
+}
+
+func newKernelRig(t *testing.T, prefix string) *kernelRig {
+	t.Helper()
+	testutil.RequireRoot(t)
+	r := &kernelRig{host: testutil.NetNS(t, "tth-"+prefix+"-h"), sand: testutil.NetNS(t, "tth-"+prefix+"-s")}
+	r.hostPath, r.sandPath = "/run/netns/"+r.host, "/run/netns/"+r.sand
+	testutil.Must(t, "ip", "-n", r.host, "link", "add", "br0", "type", "bridge")
+	var err error
+	if r.h, err = tns.NewHandle(r.hostPath); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.h.Close)
+	if r.br, err = r.h.LinkByName("br0"); err != nil {
+		t.Fatal(err)
+	}
+	if r.sandNS, err = tns.Open(r.sandPath); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.sandNS.Close() })
+	return r
+}
+
 // TestConnOnKernel drives a Conn in a test namespace: a pair born
 // enslaved with its peer in another namespace, then finished in one
 // request; and the errors that leave nothing behind.
 func TestConnOnKernel(t *testing.T) {
-	testutil.RequireRoot(t)
-	host := testutil.NetNS(t, "tth-cn-h")
-	sand := testutil.NetNS(t, "tth-cn-s")
-	hostPath, sandPath := "/run/netns/"+host, "/run/netns/"+sand
-	testutil.Must(t, "ip", "-n", host, "link", "add", "br0", "type", "bridge")
-	h, err := tns.NewHandle(hostPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	sh, err := tns.NewHandle(sandPath)
+	r := newKernelRig(t, "cn")
+	host, hostPath, h, br, sandNS := r.host, r.hostPath, r.h, r.br, r.sandNS
+	sh, err := tns.NewHandle(r.sandPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sh.Close()
-	br, err := h.LinkByName("br0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	pool := NewConnPool(hostPath)
 	c, err := pool.Get()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pool.Put(c)
-	sandNS, err := tns.Open(sandPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sandNS.Close()
 
 	mac := net.HardwareAddr{0x02, 0x42, 0xac, 0x11, 0, 9}
 	p := VethPair{Name: "vthc0", MTU: 1400, Master: br.Attrs().Index, Peer: "eth0", PeerMAC: mac, PeerNS: int(sandNS)}
@@ -322,35 +338,19 @@ func TestConnOnKernel(t *testing.T) {
 // its sandbox end is down, the port is not enabled (without the attribute
 // the kernel, reading the new link's operational state as "unknown",
 // enables it there and then, scanning every port of the bridge, though no
-// frame can pass); once the sandbox end is up, the kernel's link watcher
-// enables it.
+// frame can pass: this test then fails, in 4 of 5 runs here, the others
+// being those where the watcher's batch ran between create and up); once
+// the sandbox end is up, the kernel's link watcher enables it.
 func TestDormantPort(t *testing.T) {
-	testutil.RequireRoot(t)
-	host := testutil.NetNS(t, "tth-dp-h")
-	sand := testutil.NetNS(t, "tth-dp-s")
-	hostPath, sandPath := "/run/netns/"+host, "/run/netns/"+sand
-	testutil.Must(t, "ip", "-n", host, "link", "add", "br0", "type", "bridge")
-	testutil.Must(t, "ip", "-n", host, "link", "set", "br0", "up")
-	h, err := tns.NewHandle(hostPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	br, err := h.LinkByName("br0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := OpenConn(hostPath)
+	r := newKernelRig(t, "dp")
+	sand, br, sandNS := r.sand, r.br, r.sandNS
+	testutil.Must(t, "ip", "-n", r.host, "link", "set", "br0", "up")
+	c, err := OpenConn(r.hostPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	sandNS, err := tns.Open(sandPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sandNS.Close()
-	w, err := testutil.NewPortWatcher(hostPath)
+	w, err := testutil.NewPortWatcher(r.hostPath)
 	if err != nil {
 		t.Fatal(err)
 	}
